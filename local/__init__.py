@@ -1,0 +1,1 @@
+"""Running the application locally, without AWS: the local stack and its helpers."""
