@@ -1,0 +1,295 @@
+"""The import filter: which ``import_from`` locations the service may fetch (SSRF protection).
+
+The filter decides on *resolved addresses*, not on host names: a friendly name can resolve to the
+metadata service or to localhost. ``check`` returns the addresses it vetted and the HTTP adapter
+connects to one of those, never resolving the name again, so DNS rebinding between the check and
+the connection cannot redirect the fetch. Every redirect hop goes through ``check`` again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Sequence
+from typing import Literal
+from urllib.parse import SplitResult, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imagetasks.domain.import_errors import InvalidImportLocation, TransientSourceError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: Takes a host name and a port, returns the IP addresses (as text) it resolves to.
+Resolver = Callable[[str, int], Sequence[str]]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+# Carrier-grade NAT (RFC 6598). Python does not count it as private, yet it is as internal as 10/8.
+_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
+# NAT64 well-known prefix: the last 32 bits are an IPv4 address the gateway will reach for us.
+_NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+# The private ranges ``allow_private`` opens: RFC 1918 and IPv6 unique-local.
+_ALLOWABLE_PRIVATE = tuple(
+    ipaddress.ip_network(net) for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
+
+FILTER_FAILED = "URI for legacy import task does not pass filtering: {uri}"
+FILE_IMPORT_REFUSED = "File based imports are not allowed. Please use a non-local source of image data."
+INVALID_SCHEME = (
+    "The given uri is not valid. Please specify a valid uri "
+    "from the following list of supported uri {supported}"
+)
+
+
+def default_resolver(host: str, port: int) -> list[str]:
+    """Resolve with the system resolver; every address family, TCP only."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        if err.errno == socket.EAI_AGAIN:
+            raise TransientSourceError(
+                f"The image source host {host} could not be resolved right now (DNS is not answering)"
+            ) from err
+        raise InvalidImportLocation(
+            f"The image source host {host} does not exist (DNS lookup failed)"
+        ) from err
+    # sockaddr[0] is the address for both AF_INET and AF_INET6; drop an IPv6 zone id if any.
+    return [str(info[4][0]).split("%", 1)[0] for info in infos]
+
+
+class ImportFilterSettings(BaseModel):
+    """The deployment's import filter parameters. Host lists hold names (``.example.com`` also
+    matches every sub-domain) or, in the deny list, address ranges in CIDR notation."""
+
+    model_config = ConfigDict(frozen=True)
+
+    allowed_schemes: tuple[str, ...] = ("http", "https")
+    allowed_ports: tuple[int, ...] = (80, 443)
+    host_allowlist: tuple[str, ...] = ()
+    host_denylist: tuple[str, ...] = ()
+    #: Only for tests and the local stack, whose fixture servers listen on 127.0.0.1.
+    allow_loopback: bool = False
+    #: RFC 1918, IPv6 unique-local and carrier-grade NAT ranges, for a cloud importing from its own LAN.
+    allow_private: bool = False
+    #: Buckets ``s3://`` imports may read; empty means ``s3://`` is not offered.
+    allowed_s3_buckets: tuple[str, ...] = ()
+
+
+class ResolvedTarget(BaseModel):
+    """An HTTP(S) location that passed the filter, with the only addresses it may be fetched from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    scheme: Literal["http", "https"]
+    host: str
+    port: int
+    path: str = Field(description="path and query, as sent in the request line")
+    addresses: tuple[str, ...]
+
+    @property
+    def host_header(self) -> str:
+        """The Host header value: the name, with the port only when it is not the default."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if _DEFAULT_PORTS[self.scheme] == self.port else f"{host}:{self.port}"
+
+
+class S3Location(BaseModel):
+    """An ``s3://bucket/key`` import location that passed the bucket and project checks."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    bucket: str
+    key: str
+
+
+def classify_address(address: IPAddress) -> str | None:
+    """Name the non-public range ``address`` falls in, or ``None`` if it is an ordinary public one.
+
+    IPv6 forms that embed an IPv4 address (mapped, 6to4, NAT64) are judged by the embedded address,
+    so ``::ffff:127.0.0.1`` is loopback, not "some IPv6 address".
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in _NAT64_PREFIX:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            return classify_address(embedded)
+    # Order matters: 127/8 and 169.254/16 are also "private" for Python, and they must not be
+    # let through by allow_private.
+    if address.is_unspecified:
+        return "unspecified"
+    if address.is_loopback:
+        return "loopback"
+    if address.is_link_local:
+        return "link-local"
+    if address.is_multicast:
+        return "multicast"
+    if isinstance(address, ipaddress.IPv4Address) and address in _SHARED_ADDRESS_SPACE:
+        return "private"
+    if address.is_reserved:
+        return "reserved"
+    if address.is_private:
+        # RFC 1918 and fc00::/7 are what a departmental cloud may allow; documentation, benchmarking
+        # and similar special-purpose ranges Python also calls private are never legitimate sources.
+        if any(address in net for net in _ALLOWABLE_PRIVATE):
+            return "private"
+        return "reserved"
+    if not address.is_global:
+        return "reserved"
+    return None
+
+
+class ImportFilter:
+    """Vets ``import_from`` locations against the deployment's ``ImportFilterSettings``."""
+
+    def __init__(
+        self, settings: ImportFilterSettings | None = None, resolver: Resolver | None = None
+    ) -> None:
+        self._settings = settings or ImportFilterSettings()
+        self._resolve = resolver or default_resolver
+
+    @property
+    def settings(self) -> ImportFilterSettings:
+        return self._settings
+
+    def supported_schemes(self) -> list[str]:
+        schemes = [s.lower() for s in self._settings.allowed_schemes]
+        if self._settings.allowed_s3_buckets and "s3" not in schemes:
+            schemes.append("s3")
+        return schemes
+
+    def check_location(self, url: str | None, project_id: str | None = None) -> ResolvedTarget | S3Location:
+        """Vet any ``import_from`` value: ``s3://`` goes to ``check_s3``, the rest to ``check``."""
+        if url and url.strip().lower().startswith("s3://"):
+            return self.check_s3(url, project_id)
+        return self.check(url)
+
+    def check(self, url: str | None) -> ResolvedTarget:
+        """Vet an HTTP(S) URL and resolve it; raise ``InvalidImportLocation`` if it is refused.
+
+        Also used for every redirect target, so it must stay cheap and side-effect free (apart
+        from the DNS lookup).
+        """
+        parts, scheme = self._split(url)
+        assert url is not None  # _split refuses empty locations
+        if scheme not in ("http", "https") or scheme not in self.supported_schemes():
+            raise InvalidImportLocation(INVALID_SCHEME.format(supported=self.supported_schemes()))
+        refused = InvalidImportLocation(FILTER_FAILED.format(uri=url))
+        try:
+            port = parts.port or _DEFAULT_PORTS[scheme]
+        except ValueError:
+            raise refused from None
+        host = (parts.hostname or "").rstrip(".")
+        if not host or port not in self._settings.allowed_ports:
+            raise refused
+        literal = _ip_literal(host)
+        if not self._host_permitted(host):
+            raise refused
+        addresses = [literal] if literal is not None else self._resolved(host, port)
+        if not addresses:
+            raise refused
+        for address in addresses:
+            if not self._address_permitted(address):
+                raise refused
+        path = parts.path or "/"
+        if parts.query:
+            path = f"{path}?{parts.query}"
+        return ResolvedTarget(
+            url=url,
+            scheme=scheme,
+            host=host,
+            port=port,
+            path=path,
+            addresses=tuple(str(a) for a in addresses),
+        )
+
+    def check_s3(self, url: str | None, project_id: str | None = None) -> S3Location:
+        """Vet ``s3://bucket/key``: a bucket the deployment names, and a key under ``<project_id>/``."""
+        parts, scheme = self._split(url)
+        assert url is not None
+        if scheme != "s3" or "s3" not in self.supported_schemes():
+            raise InvalidImportLocation(INVALID_SCHEME.format(supported=self.supported_schemes()))
+        bucket, key = parts.netloc, parts.path.lstrip("/")
+        refused = InvalidImportLocation(FILTER_FAILED.format(uri=url))
+        if bucket not in self._settings.allowed_s3_buckets or not key or key.endswith("/"):
+            raise refused
+        # A project reads only its own prefix: the service's role can read the whole bucket,
+        # so this check is what keeps one project from importing another's objects.
+        if project_id is not None and not key.startswith(f"{project_id}/"):
+            raise refused
+        if any(segment in ("", ".", "..") for segment in key.split("/")):
+            raise refused
+        return S3Location(url=url, bucket=bucket, key=key)
+
+    def _split(self, url: str | None) -> tuple[SplitResult, str]:
+        if url is None or not url.strip():
+            raise InvalidImportLocation("Invalid location: None")
+        url = url.strip()
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        # A bare path (or a Windows drive letter, which urlsplit takes for a scheme) is local too.
+        if scheme == "file" or not scheme or (len(scheme) == 1 and url[1:2] == ":"):
+            raise InvalidImportLocation(FILE_IMPORT_REFUSED)
+        return parts, scheme
+
+    def _resolved(self, host: str, port: int) -> list[IPAddress]:
+        addresses: list[IPAddress] = []
+        for text in self._resolve(host, port):
+            try:
+                addresses.append(ipaddress.ip_address(text))
+            except ValueError:
+                continue
+        return addresses
+
+    def _host_permitted(self, host: str) -> bool:
+        host = host.lower()
+        names_denied = [e for e in self._settings.host_denylist if not _is_network(e)]
+        if any(_name_matches(host, entry) for entry in names_denied):
+            return False
+        allow = self._settings.host_allowlist
+        return not allow or any(_name_matches(host, entry) for entry in allow)
+
+    def _address_permitted(self, address: IPAddress) -> bool:
+        for entry in self._settings.host_denylist:
+            if _is_network(entry) and _in_network(address, entry):
+                return False
+        kind = classify_address(address)
+        if kind is None:
+            return True
+        if kind == "loopback":
+            return self._settings.allow_loopback
+        if kind == "private":
+            return self._settings.allow_private
+        return False
+
+
+def _ip_literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _name_matches(host: str, entry: str) -> bool:
+    entry = entry.lower().rstrip(".")
+    if entry.startswith("."):
+        return host == entry[1:] or host.endswith(entry)
+    return host == entry
+
+
+def _is_network(entry: str) -> bool:
+    try:
+        ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _in_network(address: IPAddress, entry: str) -> bool:
+    network = ipaddress.ip_network(entry, strict=False)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.version == network.version and address in network
