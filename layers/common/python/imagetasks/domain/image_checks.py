@@ -105,7 +105,9 @@ def check_declared_formats(
             f"disk_format {disk_format!r} is not allowed; this cloud accepts "
             f"{', '.join(settings.allowed_disk_formats)}"
         )
-    if settings.allowed_container_formats and container_format not in settings.allowed_container_formats:
+    # None means "not declared": whether that is acceptable is the task input's rule, not ours.
+    allowed_containers = settings.allowed_container_formats
+    if container_format is not None and allowed_containers and container_format not in allowed_containers:
         raise DiskFormatNotAllowed(
             f"container_format {container_format!r} is not allowed; this cloud accepts "
             f"{', '.join(settings.allowed_container_formats)}"
