@@ -1,0 +1,272 @@
+"""Open an image source as a stream of chunks: HTTP(S) through the import filter, or S3.
+
+HTTP: every hop (the first URL and each redirect) is vetted by ``ImportFilter.check`` and the
+connection goes to an address that check returned, never to a fresh DNS answer, so a name that
+re-resolves to 169.254.169.254 between check and connect cannot redirect the fetch. The Host
+header, TLS SNI and certificate check still use the host name.
+"""
+
+from __future__ import annotations
+
+import http
+import ssl
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
+
+import urllib3
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, ConfigDict
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
+
+from imagetasks.adapters.staging import TRANSIENT_S3_CODES
+from imagetasks.domain.import_errors import SourceUnavailable, TransientSourceError
+from imagetasks.domain.import_filter import ImportFilter, ResolvedTarget
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+MiB = 1024 * 1024
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class HttpSourceSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    connect_timeout_seconds: float = 10.0
+    #: Longest silence between two reads of the body before the source counts as timed out.
+    read_timeout_seconds: float = 60.0
+    max_redirects: int = 5
+    #: Size of the chunks handed on; large chunks keep per-chunk overhead (inspection, thread
+    #: hand-offs) negligible next to hashing.
+    chunk_size: int = 8 * MiB
+    user_agent: str = "imagetasks-import/1"
+
+
+class SourceStream:
+    """An opened image source: iterate for the chunks, ``close`` when done (or use ``with``)."""
+
+    def __init__(self, url: str, content_length: int | None, chunks: Iterator[bytes], closer: Any) -> None:
+        self.url = url
+        self.content_length = content_length
+        self._chunks = chunks
+        self._closer = closer
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        close = getattr(self._closer, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> SourceStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class HttpSource:
+    """Opens ``http(s)://`` image sources through the import filter."""
+
+    def __init__(
+        self,
+        import_filter: ImportFilter,
+        settings: HttpSourceSettings | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._filter = import_filter
+        self._settings = settings or HttpSourceSettings()
+        self._ssl_context = ssl_context
+
+    def open(self, url: str) -> SourceStream:
+        """Connect, follow vetted redirects, and return the body as a stream of chunks.
+
+        Raises ``InvalidImportLocation`` (a hop refused by the filter, before connecting),
+        ``SourceUnavailable`` (4xx, too many redirects) or ``TransientSourceError`` (5xx, 429,
+        timeouts, refused connections).
+        """
+        current = url
+        for _hop in range(self._settings.max_redirects + 1):
+            target = self._filter.check(current)
+            response = self._request(target)
+            if response.status in _REDIRECTS:
+                location = response.headers.get("Location")
+                response.release_conn()
+                if not location:
+                    raise SourceUnavailable(
+                        f"The image source answered {response.status} without a Location: {current}"
+                    )
+                current = urljoin(current, location)
+                continue
+            if response.status != 200:
+                response.release_conn()
+                message = f"The image source answered {_status_text(response.status)}: {current}"
+                if response.status >= 500 or response.status in (408, 429):
+                    raise TransientSourceError(message)
+                raise SourceUnavailable(message)
+            length = _content_length(response)
+            return SourceStream(current, length, self._chunks(response, current, length), response)
+        raise SourceUnavailable(
+            f"The image source redirected more than {self._settings.max_redirects} times: {url}"
+        )
+
+    def _request(self, target: ResolvedTarget) -> urllib3.BaseHTTPResponse:
+        timeout = urllib3.Timeout(
+            connect=self._settings.connect_timeout_seconds, read=self._settings.read_timeout_seconds
+        )
+        headers = {
+            "Host": target.host_header,
+            "User-Agent": self._settings.user_agent,
+            # The bytes hashed must be the bytes served: no transparent decompression.
+            "Accept-Encoding": "identity",
+        }
+        last_error: Exception | None = None
+        for address in target.addresses:
+            pool = self._pool(target, address, timeout)
+            try:
+                return pool.urlopen(
+                    "GET",
+                    target.path,
+                    headers=headers,
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
+                    decode_content=False,
+                    assert_same_host=False,
+                )
+            except (NewConnectionError, ConnectTimeoutError) as err:
+                last_error = err  # try the next vetted address, as a browser would
+            except ReadTimeoutError as err:
+                raise TransientSourceError(
+                    f"The image source did not answer within {self._settings.read_timeout_seconds:g} s: "
+                    f"{target.url}"
+                ) from err
+            except HTTPError as err:
+                raise TransientSourceError(
+                    f"The image source could not be reached ({err}): {target.url}"
+                ) from err
+        if isinstance(last_error, ConnectTimeoutError):
+            raise TransientSourceError(
+                f"The image source did not accept a connection within "
+                f"{self._settings.connect_timeout_seconds:g} s: {target.url}"
+            ) from last_error
+        raise TransientSourceError(f"The image source refused the connection: {target.url}") from last_error
+
+    def _pool(
+        self, target: ResolvedTarget, address: str, timeout: urllib3.Timeout
+    ) -> urllib3.HTTPConnectionPool:
+        if target.scheme == "https":
+            return urllib3.HTTPSConnectionPool(
+                address,
+                target.port,
+                timeout=timeout,
+                maxsize=1,
+                retries=False,
+                # Connect to the vetted address, but speak TLS to (and verify) the host name.
+                server_hostname=target.host,
+                assert_hostname=target.host,
+                cert_reqs="CERT_REQUIRED",
+                ssl_context=self._ssl_context,
+            )
+        return urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, maxsize=1, retries=False)
+
+    def _chunks(self, response: urllib3.BaseHTTPResponse, url: str, length: int | None) -> Iterator[bytes]:
+        received = 0
+        of = f" of {length}" if length is not None else ""
+        try:
+            while True:
+                try:
+                    chunk = response.read(self._settings.chunk_size)
+                except ReadTimeoutError as err:
+                    raise TransientSourceError(
+                        f"The image source stopped sending for {self._settings.read_timeout_seconds:g} s "
+                        f"after {received} bytes{of}: {url}"
+                    ) from err
+                except (ProtocolError, HTTPError) as err:
+                    raise TransientSourceError(
+                        f"The image source broke off after {received} bytes{of}: {url}"
+                    ) from err
+                if not chunk:
+                    break
+                received += len(chunk)
+                yield chunk
+            if length is not None and received != length:
+                raise TransientSourceError(f"The image source broke off after {received} bytes{of}: {url}")
+        finally:
+            response.release_conn()
+
+
+class S3Source:
+    """Opens ``s3://bucket/key`` sources (already vetted by ``ImportFilter.check_s3``)."""
+
+    def __init__(self, client: S3Client | None = None, chunk_size: int = 8 * MiB) -> None:
+        self._client = client
+        self._chunk_size = chunk_size
+
+    def open(self, bucket: str, key: str) -> SourceStream:
+        url = f"s3://{bucket}/{key}"
+        try:
+            response = self._s3().get_object(Bucket=bucket, Key=key)
+        except (ClientError, BotoCoreError) as err:
+            raise translate_source_error(err, url) from err
+        body = response["Body"]
+        return SourceStream(url, int(response["ContentLength"]), self._chunks(body, url), body)
+
+    def _chunks(self, body: Any, url: str) -> Iterator[bytes]:
+        try:
+            yield from body.iter_chunks(self._chunk_size)
+        except (ClientError, BotoCoreError, urllib3.exceptions.HTTPError) as err:
+            raise translate_source_error(err, url) from err
+        finally:
+            body.close()
+
+    def _s3(self) -> S3Client:
+        if self._client is None:
+            import boto3  # built lazily: nothing talks to AWS at import time
+
+            self._client = boto3.client("s3")
+        return self._client
+
+
+def translate_source_error(error: Exception, url: str) -> Exception:
+    """The one place S3 errors on the *source* side become import errors."""
+    if isinstance(error, ClientError):
+        code = str(error.response.get("Error", {}).get("Code", "Unknown"))
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in TRANSIENT_S3_CODES or status >= 500:
+            return TransientSourceError(f"Reading the image source failed temporarily ({code}): {url}")
+        if code in ("NoSuchKey", "NoSuchBucket", "404"):
+            return SourceUnavailable(f"The image source does not exist: {url}")
+        if code in ("AccessDenied", "403"):
+            return SourceUnavailable(
+                f"The image source cannot be read by this service (access denied): {url}"
+            )
+        return SourceUnavailable(f"The image source could not be read ({code}): {url}")
+    return TransientSourceError(
+        f"Reading the image source failed temporarily ({type(error).__name__}): {url}"
+    )
+
+
+def _content_length(response: urllib3.BaseHTTPResponse) -> int | None:
+    value = response.headers.get("Content-Length")
+    if value is None or response.headers.get("Transfer-Encoding"):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _status_text(status: int) -> str:
+    try:
+        return f"{status} {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)

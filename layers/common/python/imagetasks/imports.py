@@ -1,0 +1,126 @@
+"""The import data path in one call: vet the location, fetch, check, hash and stage the image.
+
+This is what the workflow's import step calls. It either returns a ``FetchResult`` describing a
+staged object whose bits passed every check the deployment switched on, or raises an
+``ImportRejected`` (final, with the user's message) or a ``TransientImportError`` (retry), and then
+no staged object exists: a refused image is aborted as a multipart upload, never completed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imagetasks.adapters.http_source import HttpSource, HttpSourceSettings, S3Source, SourceStream
+from imagetasks.adapters.staging import DEFAULT_PART_SIZE, StreamDigests, stage_stream
+from imagetasks.domain.image_checks import (
+    ExpectedChecksums,
+    ImageChecker,
+    ImageCheckSettings,
+    ImageVerdict,
+    check_declared_formats,
+)
+from imagetasks.domain.import_filter import (
+    ImportFilter,
+    ImportFilterSettings,
+    ResolvedTarget,
+    Resolver,
+    S3Location,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+class ImportSettings(BaseModel):
+    """Everything the deployment decides about imports, in one validated model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    filter: ImportFilterSettings = Field(default_factory=ImportFilterSettings)
+    checks: ImageCheckSettings = Field(default_factory=ImageCheckSettings)
+    http: HttpSourceSettings = Field(default_factory=HttpSourceSettings)
+    part_size: int = Field(default=DEFAULT_PART_SIZE, ge=5 * 1024 * 1024)
+
+
+class FetchResult(BaseModel):
+    """A staged image that passed the checks: what the image record needs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    size: int
+    checksum: str  # md5 hex
+    os_hash_algo: str = "sha512"
+    os_hash_value: str
+    #: ``None`` when the deployment switched format inspection off.
+    detected_format: str | None
+    virtual_size: int | None
+    staged_bucket: str
+    staged_key: str
+
+
+def fetch_and_check(
+    source_url: str,
+    declared_disk_format: str,
+    declared_container_format: str | None,
+    expected_checksums: ExpectedChecksums | None,
+    staging_bucket: str,
+    staging_key: str,
+    *,
+    settings: ImportSettings | None = None,
+    project_id: str | None = None,
+    s3_client: S3Client | None = None,
+    resolver: Resolver | None = None,
+) -> FetchResult:
+    """Fetch ``source_url`` into ``s3://staging_bucket/staging_key`` if it passes every check.
+
+    ``project_id`` restricts ``s3://`` sources to the caller's own prefix.
+    """
+    settings = settings or ImportSettings()
+    check_declared_formats(declared_disk_format, declared_container_format, settings.checks)
+    import_filter = ImportFilter(settings.filter, resolver=resolver)
+    location = import_filter.check_location(source_url, project_id)
+    checker = ImageChecker(
+        settings.checks, declared_disk_format, declared_container_format, expected_checksums
+    )
+    verdicts: list[ImageVerdict] = []
+
+    def verify(digests: StreamDigests) -> None:
+        # Runs after the last part is stored and before the upload is completed, so a refusal
+        # aborts the upload and leaves nothing behind.
+        verdicts.append(checker.finish(checksum=digests.md5, os_hash_value=digests.sha512))
+
+    with _open(location, import_filter, settings, s3_client) as source:
+        checker.check_announced_size(source.content_length)
+        staged = stage_stream(
+            source,
+            staging_bucket,
+            staging_key,
+            s3_client,
+            part_size=settings.part_size,
+            observers=[checker],
+            before_complete=verify,
+        )
+    verdict = verdicts[0]
+    return FetchResult(
+        size=staged.size,
+        checksum=staged.md5,
+        os_hash_value=staged.sha512,
+        detected_format=verdict.detected_format,
+        virtual_size=verdict.virtual_size,
+        staged_bucket=staged.bucket,
+        staged_key=staged.key,
+    )
+
+
+def _open(
+    location: ResolvedTarget | S3Location,
+    import_filter: ImportFilter,
+    settings: ImportSettings,
+    s3_client: S3Client | None,
+) -> SourceStream:
+    if isinstance(location, S3Location):
+        return S3Source(s3_client, chunk_size=settings.http.chunk_size).open(location.bucket, location.key)
+    # HttpSource re-checks the URL (and every redirect) itself, right before connecting.
+    return HttpSource(import_filter, settings.http).open(location.url)
