@@ -1,0 +1,418 @@
+"""Run Lambda handlers in-process, and make moto run them too.
+
+moto ends every way it runs a function (the Invoke API used by Step Functions tasks, async invokes,
+S3 notifications) in `LambdaFunction._invoke_lambda`, which without Docker returns an error. The hook
+here replaces that one private method with `HandlerRunner.invoke`, which imports the function's real
+handler from its CodeUri and calls it. `MotoLambdaHook.calls` lets a test fail loudly if a moto upgrade
+stops calling the hook.
+
+Environment: handlers read their settings from `os.environ`, which is process-wide, while handlers of
+different functions run at the same time in different threads (the front's request threads, moto's
+state machine threads). A lock around each call is not an option: a handler may wait on work that
+another handler must do. So:
+
+- every variable any function defines is written to the real environment once, at start (never
+  deleted: deleting raced with botocore reading the environment in other threads);
+- during a call, the calling thread sees exactly its function's environment through a thread-local
+  overlay on `os.environ` (values of variables the function does not define are hidden). Two functions
+  may therefore give the same variable different values. Threads a handler starts itself, and child
+  processes, see only the process-wide values (for a variable with conflicting values: the first
+  function's, which is logged at start).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from local.template import REGION, FunctionSpec
+
+log = logging.getLogger("local.lambda")
+
+Handler = Callable[[Any, Any], Any]
+
+#: API Gateway turns exactly this error message from an authorizer into a 401: an answer, not a crash.
+AUTHORIZER_UNAUTHORIZED = "Unauthorized"
+
+
+# ------------------------------------------------------------------ per-thread environment
+
+
+class _ThreadLocalEnviron(os._Environ[str]):
+    """`os.environ`, plus a per-thread overlay: a value, or None for "not set in this function"."""
+
+    _local = threading.local()
+
+    def _in_base(self, key: str) -> bool:
+        # os._Environ has no __contains__ of its own: Mapping's would come back to our __getitem__.
+        return self.encodekey(key) in self._data  # type: ignore[attr-defined]
+
+    def _overlay(self) -> dict[str, str | None] | None:
+        stack: list[dict[str, str | None]] | None = getattr(self._local, "stack", None)
+        return stack[-1] if stack else None
+
+    def __getitem__(self, key: str) -> str:
+        overlay = self._overlay()
+        if overlay is not None and key in overlay:
+            value = overlay[key]
+            if value is None:
+                raise KeyError(key)
+            return value
+        return super().__getitem__(key)
+
+    def __setitem__(self, key: str, value: str) -> None:
+        super().__setitem__(key, value)
+        overlay = self._overlay()
+        if overlay is not None and key in overlay:
+            overlay[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        overlay = self._overlay()
+        if overlay is not None and key in overlay:
+            overlay[key] = None
+        if self._in_base(key):
+            super().__delitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self[key]  # type: ignore[index]
+        except KeyError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        overlay = self._overlay()
+        if overlay is None:
+            yield from super().__iter__()
+            return
+        for key in list(super().__iter__()):
+            if overlay.get(key, "") is not None:
+                yield key
+        for key, value in overlay.items():
+            if value is not None and not self._in_base(key):
+                yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def push_overlay(self, overlay: dict[str, str | None]) -> None:
+        stack: list[dict[str, str | None]] = self._local.__dict__.setdefault("stack", [])
+        stack.append(overlay)
+
+    def pop_overlay(self) -> None:
+        self._local.stack.pop()
+
+
+def thread_environment() -> _ThreadLocalEnviron:
+    """Install the overlay-capable `os.environ` once; it shares the real environment's storage."""
+    current = os.environ
+    if isinstance(current, _ThreadLocalEnviron):
+        return current
+    replacement = _ThreadLocalEnviron(
+        current._data,  # type: ignore[attr-defined]
+        current.encodekey,
+        current.decodekey,
+        current.encodevalue,
+        current.decodevalue,
+    )
+    os.environ = replacement  # noqa: B003 - same storage, only reads gain the overlay
+    return replacement
+
+
+def merged_environment(functions: Iterable[FunctionSpec]) -> tuple[dict[str, str], dict[str, set[str]]]:
+    """The process-wide values (first function wins) and the variables whose values conflict."""
+    merged: dict[str, str] = {}
+    conflicts: dict[str, set[str]] = {}
+    owners: dict[str, str] = {}
+    for spec in functions:
+        for key, value in spec.environment.items():
+            if key in merged and merged[key] != value:
+                conflicts.setdefault(key, {owners[key]}).add(spec.logical_id)
+                continue
+            merged.setdefault(key, value)
+            owners.setdefault(key, spec.logical_id)
+    return merged, conflicts
+
+
+# ------------------------------------------------------------------ the context object
+
+
+@dataclass
+class LocalLambdaContext:
+    """What Powertools and handlers read from the Lambda context."""
+
+    function_name: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int
+    timeout_seconds: int
+    function_version: str = "$LATEST"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = ""
+    log_stream_name: str = "local"
+    identity: Any = None
+    client_context: Any = None
+    _deadline: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.log_group_name = self.log_group_name or f"/aws/lambda/{self.function_name}"
+        self._deadline = time.monotonic() + self.timeout_seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+# ------------------------------------------------------------------ the runner
+
+
+@dataclass(frozen=True)
+class Invocation:
+    payload: str  # JSON, as Lambda returns it
+    errored: bool
+    logs: str
+
+    def result(self) -> Any:
+        return json.loads(self.payload)
+
+
+class HandlerRunner:
+    """Imports each function's handler from its code folder (under a unique module name) and calls it."""
+
+    def __init__(self, functions: Iterable[FunctionSpec]) -> None:
+        self.functions: dict[str, FunctionSpec] = {spec.logical_id: spec for spec in functions}
+        self._by_name = {spec.name: spec for spec in self.functions.values()}
+        self._by_name.update({spec.arn: spec for spec in self.functions.values()})
+        self._handlers: dict[str, Handler] = {}
+        self._import_lock = threading.Lock()
+        self._environ = thread_environment()
+        self._union = self._prepare_environment()
+
+    def _prepare_environment(self) -> set[str]:
+        merged, conflicts = merged_environment(self.functions.values())
+        for key, owners in sorted(conflicts.items()):
+            log.info(
+                "%s has different values in %s: each handler sees its own; threads it starts see %r",
+                key,
+                ", ".join(sorted(owners)),
+                merged[key],
+            )
+        for key, value in merged.items():
+            os.environ[key] = value  # overwrite, never delete
+        for spec in self.functions.values():
+            for layer in spec.layer_paths:
+                if str(layer) not in sys.path:
+                    sys.path.insert(0, str(layer))
+        return set(merged)
+
+    def spec(self, name_or_arn: str) -> FunctionSpec | None:
+        """By logical id, function name or ARN (a qualified ARN's qualifier is ignored)."""
+        if name_or_arn in self.functions:
+            return self.functions[name_or_arn]
+        if name_or_arn in self._by_name:
+            return self._by_name[name_or_arn]
+        unqualified = name_or_arn.split(":function:", 1)[-1].split(":", 1)[0]
+        return self._by_name.get(unqualified)
+
+    def environment_of(self, spec: FunctionSpec) -> dict[str, str | None]:
+        """What the function sees during a call: its variables, Lambda's own, nothing else of ours."""
+        overlay: dict[str, str | None] = dict.fromkeys(self._union)
+        overlay.update(spec.environment)
+        overlay.update(
+            {
+                "AWS_REGION": REGION,
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
+                "_HANDLER": spec.handler,
+            }
+        )
+        return overlay
+
+    @contextmanager
+    def _environment(self, spec: FunctionSpec) -> Iterator[None]:
+        self._environ.push_overlay(self.environment_of(spec))
+        try:
+            yield
+        finally:
+            self._environ.pop_overlay()
+
+    def _handler(self, spec: FunctionSpec) -> Handler:
+        handler = self._handlers.get(spec.logical_id)
+        if handler is not None:
+            return handler
+        with self._import_lock:  # imports are short; never held while a handler runs
+            if spec.logical_id not in self._handlers:
+                self._handlers[spec.logical_id] = _import_handler(spec)
+            return self._handlers[spec.logical_id]
+
+    def invoke(self, spec: FunctionSpec, event: Any) -> Invocation:
+        """Call the handler as Lambda would; an unhandled exception becomes Lambda's error payload."""
+        context = LocalLambdaContext(
+            function_name=spec.name,
+            invoked_function_arn=spec.arn,
+            memory_limit_in_mb=spec.memory_mb,
+            timeout_seconds=spec.timeout_seconds,
+        )
+        started = time.monotonic()
+        with self._environment(spec):
+            try:
+                result = self._handler(spec)(event, context)
+            except Exception as error:
+                return self._error(spec, context, error)
+        elapsed = time.monotonic() - started
+        if elapsed > spec.timeout_seconds:
+            log.warning(
+                "%s ran %.1f s; Lambda would have stopped it after %d s",
+                spec.logical_id,
+                elapsed,
+                spec.timeout_seconds,
+            )
+        try:
+            return Invocation(payload=json.dumps(result), errored=False, logs="")
+        except (TypeError, ValueError) as error:
+            log.error("%s returned something that is not JSON: %s", spec.logical_id, error)
+            payload = {"errorType": "Runtime.MarshalError", "errorMessage": str(error)}
+            return Invocation(payload=json.dumps(payload), errored=True, logs=str(error))
+
+    def _error(self, spec: FunctionSpec, context: LocalLambdaContext, error: Exception) -> Invocation:
+        trace = traceback.format_exception(error)
+        if str(error) == AUTHORIZER_UNAUTHORIZED:
+            log.info("%s refused the request (Unauthorized)", spec.logical_id)
+        else:
+            # moto swallows errors of S3-triggered invocations: this log line is the only trace of them.
+            log.error(
+                "%s raised %s (request %s)\n%s",
+                spec.logical_id,
+                type(error).__name__,
+                context.aws_request_id,
+                "".join(trace),
+            )
+        payload = {
+            "errorType": type(error).__name__,
+            "errorMessage": str(error),
+            "requestId": context.aws_request_id,
+            "stackTrace": traceback.format_list(traceback.extract_tb(error.__traceback__)),
+        }
+        return Invocation(payload=json.dumps(payload), errored=True, logs="".join(trace))
+
+
+def _import_handler(spec: FunctionSpec) -> Handler:
+    """Load `module.attr` from the code folder under a module name no other function can share."""
+    module_path, _, attribute = spec.handler.rpartition(".")
+    if not module_path:
+        raise ImportError(f"{spec.logical_id}: handler {spec.handler!r} is not module.function")
+    source = spec.code_dir.joinpath(*module_path.split(".")).with_suffix(".py")
+    unique_name = f"_local_lambda_{spec.logical_id}_{module_path.replace('.', '_')}"
+    module_spec = importlib.util.spec_from_file_location(unique_name, source)
+    if module_spec is None or module_spec.loader is None:
+        raise ImportError(f"{spec.logical_id}: cannot load {source}")
+    module = importlib.util.module_from_spec(module_spec)
+    # Registered before running it: dataclasses and pydantic look their module up in sys.modules.
+    sys.modules[unique_name] = module
+    # The code folder is importable while the module runs, as in Lambda, for sibling modules;
+    # those siblings are then renamed out of the way so another function's same-named ones load too.
+    before = set(sys.modules)
+    sys.path.insert(0, str(spec.code_dir))
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[unique_name]
+        raise
+    finally:
+        sys.path.remove(str(spec.code_dir))
+        _set_aside_siblings(spec.code_dir, set(sys.modules) - before - {unique_name}, spec.logical_id)
+    handler = getattr(module, attribute, None)
+    if not callable(handler):
+        raise ImportError(f"{spec.logical_id}: {source} has no function {attribute}")
+    return handler
+
+
+def _set_aside_siblings(code_dir: Path, names: set[str], logical_id: str) -> None:
+    for name in names:
+        module: ModuleType | None = sys.modules.get(name)
+        file = getattr(module, "__file__", None) or ""
+        if file and Path(file).resolve().is_relative_to(code_dir):
+            sys.modules[f"_local_lambda_{logical_id}_{name}"] = sys.modules.pop(name)
+
+
+# ------------------------------------------------------------------ the moto hook
+
+
+class MotoLambdaHook:
+    """Replaces moto's `LambdaFunction._invoke_lambda` with the runner, for functions the runner knows."""
+
+    def __init__(self, runner: HandlerRunner) -> None:
+        self.runner = runner
+        self._calls = 0
+        self._count_lock = threading.Lock()
+        self._original: Any = None
+
+    @property
+    def calls(self) -> int:
+        """How many times moto called the hook: a test asserts it grows, so a moto change cannot go unseen."""
+        return self._calls
+
+    def install(self) -> None:
+        from moto.awslambda.models import LambdaFunction
+
+        if self._original is not None:
+            return
+        original = LambdaFunction.__dict__.get("_invoke_lambda")
+        if original is None:
+            raise RuntimeError(
+                "moto has no LambdaFunction._invoke_lambda any more: the local stack needs updating"
+            )
+        self._original = original
+        hook = self
+
+        def _invoke_lambda(function: Any, event: Any = None) -> tuple[str, bool, str]:
+            with hook._count_lock:
+                hook._calls += 1
+            spec = hook.runner.spec(function.function_name)
+            if spec is None:  # a function this stack did not create: moto's own behaviour
+                result: tuple[str, bool, str] = original(function, event)
+                return result
+            invocation = hook.runner.invoke(spec, _as_event(event))
+            return invocation.payload, invocation.errored, invocation.logs
+
+        LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign,assignment]
+
+    def uninstall(self) -> None:
+        from moto.awslambda.models import LambdaFunction
+
+        if self._original is not None:
+            LambdaFunction._invoke_lambda = self._original  # type: ignore[method-assign]
+            self._original = None
+
+
+def _as_event(event: Any) -> Any:
+    """moto hands over the parsed body, or the string "{}" when the request had none."""
+    if isinstance(event, bytes | str):
+        try:
+            return json.loads(event or "{}")
+        except ValueError:
+            return event
+    return {} if event is None else event
+
+
+def handler_environment(runner: HandlerRunner, logical_id: str) -> Mapping[str, str]:
+    """The variables a function sees (for tests and diagnostics)."""
+    return {
+        key: value
+        for key, value in runner.environment_of(runner.functions[logical_id]).items()
+        if value is not None
+    }
