@@ -1,0 +1,41 @@
+"""Ends in failure the task of an execution that stopped outside the workflow's control.
+
+EventBridge delivers "Step Functions Execution Status Change" events for FAILED, TIMED_OUT and
+ABORTED executions; the execution is named after its task. A task that already reached a final
+state is left alone.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from imagetasks import composition
+from imagetasks.config import settings
+from imagetasks.domain.failures import EXECUTION_END_MESSAGES
+from imagetasks.lifecycle import Lifecycle
+from imagetasks.observability import logger, tracer
+
+
+@lru_cache(maxsize=1)
+def lifecycle() -> Lifecycle:
+    return composition.lifecycle(settings())
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@event_source(data_class=EventBridgeEvent)
+def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
+    detail = event.detail
+    task_id = str(detail.get("name", ""))
+    status = str(detail.get("status", ""))
+    message = EXECUTION_END_MESSAGES.get(status)
+    if not task_id or message is None:
+        logger.warning("Ignoring an execution event this function does not handle", extra={"status": status})
+        return {"reconciled": False}
+    finished = lifecycle().fail(task_id, message)
+    logger.info("Execution ended outside the workflow", extra={"task_id": task_id, "status": status})
+    return {"reconciled": finished is not None}

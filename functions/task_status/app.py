@@ -1,0 +1,45 @@
+"""The workflow's status changes: take a slot (→ processing), record success, record failure."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Literal
+
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
+
+from imagetasks import composition
+from imagetasks.config import settings
+from imagetasks.domain.failures import failure_message
+from imagetasks.lifecycle import Lifecycle
+from imagetasks.observability import logger, tracer
+
+
+class StatusChange(BaseModel):
+    action: Literal["start", "succeed", "fail"]
+    task_id: str
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None  # Step Functions' {"Error", "Cause"} from a Catch
+    step: str = "processing"
+
+
+@lru_cache(maxsize=1)
+def lifecycle() -> Lifecycle:
+    return composition.lifecycle(settings())
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@event_parser(model=StatusChange)
+def lambda_handler(event: StatusChange, context: LambdaContext) -> dict[str, Any]:
+    logger.append_keys(task_id=event.task_id)
+    if event.action == "start":
+        return lifecycle().try_start(event.task_id)
+    if event.action == "succeed":
+        lifecycle().succeed(event.task_id, event.result or {})
+        return {"status": "success"}
+    if event.error:
+        logger.warning("Task failed", extra={"error": event.error.get("Error")})
+    lifecycle().fail(event.task_id, failure_message(event.error, event.step))
+    return {"status": "failure"}

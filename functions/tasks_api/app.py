@@ -1,0 +1,194 @@
+"""The /v2/tasks part of the Glance v2 Images API, its schemas, and version discovery."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from schemas import STUB_FIELDS, task_schema, tasks_schema, validate_create_body
+
+from imagetasks.adapters.tasks_table import TasksTable
+from imagetasks.adapters.workflow import Workflow
+from imagetasks.api import glance
+from imagetasks.composition import import_rules, location_checker
+from imagetasks.config import settings
+from imagetasks.domain import clock
+from imagetasks.domain.errors import InvalidRequest
+from imagetasks.domain.listing import parse_list_request
+from imagetasks.domain.task_input import validate_import_input
+from imagetasks.domain.tasks import TASK_LIST_SPEC, Task, TaskStatus, TaskType, new_task
+from imagetasks.observability import logger, metrics, tracer
+
+app = APIGatewayRestResolver()
+glance.install_error_handlers(app)
+
+OFFERED_TYPES = tuple(t.value for t in TaskType)
+TASK_PATH = "/v2/tasks"
+DELETE_MESSAGE = (
+    "This operation is currently not permitted on Glance Tasks. They are auto deleted after "
+    "reaching the time based on their expires_at property."
+)
+
+
+@lru_cache(maxsize=1)
+def tasks_table() -> TasksTable:
+    return TasksTable(settings().tasks_table, settings().slots_table)
+
+
+@lru_cache(maxsize=1)
+def workflow() -> Workflow:
+    return Workflow(settings().state_machine_arn)
+
+
+def render(task: Task) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": task.id,
+        "type": task.type.value,
+        "status": task.status.value,
+        "input": task.input,
+        "result": task.result,
+        "message": task.message,
+        "owner": task.owner,
+        "created_at": clock.to_api(task.created_at),
+        "updated_at": clock.to_api(task.updated_at),
+        "self": f"{TASK_PATH}/{task.id}",
+        "schema": "/v2/schemas/task",
+    }
+    if task.expires_at is not None:
+        view["expires_at"] = clock.epoch_to_api(task.expires_at)
+    for optional in ("user_id", "request_id", "image_id"):
+        value = getattr(task, optional)
+        if value:
+            view[optional] = value
+    return view
+
+
+def render_stub(row: dict[str, Any]) -> dict[str, Any]:
+    stub = {
+        "id": row["task_id"],
+        "type": row["type"],
+        "status": row["status"],
+        "owner": row["owner"],
+        "created_at": clock.to_api(clock.from_stored(row["created_at"])),
+        "updated_at": clock.to_api(clock.from_stored(row["updated_at"])),
+        "self": f"{TASK_PATH}/{row['task_id']}",
+        "schema": "/v2/schemas/task",
+    }
+    if row.get("expires_at") is not None:
+        stub["expires_at"] = clock.epoch_to_api(int(row["expires_at"]))
+    return {name: stub[name] for name in STUB_FIELDS if name in stub}
+
+
+def validate_input(task_type: TaskType, task_input: dict[str, Any], owner: str) -> None:
+    if task_type is TaskType.IMPORT:
+        validate_import_input(task_input, owner, import_rules(settings()), location_checker(settings()))
+    else:
+        raise InvalidRequest(f"Task type {task_type.value} is not available yet")
+
+
+# ------------------------------------------------------------------ version discovery
+@app.get("/", summary="Version discovery")
+@app.get("/versions", summary="Version discovery")
+@app.get("/v2", summary="Version discovery")
+@app.get("/v2/", summary="Version discovery")
+def versions() -> Response:
+    return glance.json_response(200, glance.versions_document(app))
+
+
+@app.get("/openapi.json", summary="This API's OpenAPI 3 description")
+def openapi() -> Response:
+    return Response(200, glance.JSON, app.get_openapi_json_schema(title="imagetasks", version="2.17"))
+
+
+# ------------------------------------------------------------------ tasks
+@app.post(TASK_PATH, summary="Create a task", responses={201: {"description": "The new task, pending"}})
+@tracer.capture_method
+def create_task() -> Response:
+    caller = glance.current_caller(app)
+    body = glance.json_body(app)
+    validate_create_body(body, OFFERED_TYPES)
+    task_type = TaskType(body["type"])
+    validate_input(task_type, body["input"], caller.project_id)
+    task = new_task(
+        task_type,
+        body["input"],
+        caller.project_id,
+        user_id=caller.user_id or None,
+        request_id=glance.request_id(app),
+    )
+    tasks_table().create(task)
+    workflow().start(task.id, task.type.value)
+    metrics.add_metric(name="TasksCreated", unit=MetricUnit.Count, value=1)
+    logger.info("Task created", extra={"task_id": task.id, "type": task.type.value, "owner": task.owner})
+    location = f"{glance.base_url(app)}{TASK_PATH}/{task.id}"
+    return glance.json_response(201, render(task), {"Location": location})
+
+
+@app.get(TASK_PATH, summary="List tasks")
+@tracer.capture_method
+def list_tasks() -> Response:
+    caller = glance.current_caller(app)
+    params = dict(app.current_event.query_string_parameters or {})
+    request = parse_list_request(
+        params, TASK_LIST_SPEC, {"status": [s.value for s in TaskStatus], "type": OFFERED_TYPES}
+    )
+    rows = tasks_table().list(caller, request, clock.now())
+    body: dict[str, Any] = {
+        "tasks": [render_stub(row) for row in rows],
+        "first": f"{TASK_PATH}?{request.query_string(marker=None)}",
+        "schema": "/v2/schemas/tasks",
+    }
+    if rows and len(rows) == request.limit:
+        body["next"] = f"{TASK_PATH}?{request.query_string(marker=rows[-1]['task_id'])}"
+    return glance.json_response(200, body)
+
+
+@app.route(TASK_PATH, method=["PUT", "PATCH", "DELETE"], include_in_schema=False)
+def tasks_other_methods() -> Response:
+    raise glance.method_not_allowed("GET, POST")
+
+
+@app.get(f"{TASK_PATH}/<task_id>", summary="Show a task")
+@tracer.capture_method
+def show_task(task_id: str) -> Response:
+    caller = glance.current_caller(app)
+    return glance.json_response(200, render(tasks_table().get_visible(task_id, caller, clock.now())))
+
+
+@app.delete(f"{TASK_PATH}/<task_id>", summary="Tasks cannot be deleted (405)")
+def delete_task(task_id: str) -> Response:
+    raise glance.method_not_allowed("GET", DELETE_MESSAGE)
+
+
+@app.route(f"{TASK_PATH}/<task_id>", method=["PUT", "PATCH", "POST"], include_in_schema=False)
+def task_other_methods(task_id: str) -> Response:
+    raise glance.method_not_allowed("GET")
+
+
+# ------------------------------------------------------------------ schemas
+@app.get("/v2/schemas/task", summary="The task schema")
+def get_task_schema() -> Response:
+    glance.current_caller(app)
+    return glance.json_response(200, task_schema(OFFERED_TYPES))
+
+
+@app.get("/v2/schemas/tasks", summary="The task list schema")
+def get_tasks_schema() -> Response:
+    glance.current_caller(app)
+    return glance.json_response(200, tasks_schema(OFFERED_TYPES))
+
+
+@app.route("/v2/schemas/<name>", method=["PUT", "PATCH", "POST", "DELETE"], include_in_schema=False)
+def schema_other_methods(name: str) -> Response:
+    raise glance.method_not_allowed("GET")
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return glance.resolve(app, event, context)

@@ -1,0 +1,76 @@
+"""DynamoDB plumbing shared by the tables: serialisation, client construction, error translation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from imagetasks.domain.errors import ConcurrentUpdate, DomainError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+else:
+    DynamoDBClient = Any
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+TRANSIENT_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+    }
+)
+
+
+class TransientError(DomainError):
+    """AWS asked us to slow down or failed on its side; the same call may succeed if retried.
+
+    The workflow's Retry policy matches this class name."""
+
+
+class ConditionFailed(DomainError):
+    """A conditional write's condition did not hold; `reasons` has one code per transaction item."""
+
+    def __init__(self, reasons: Sequence[str]) -> None:
+        super().__init__("A conditional write was refused")
+        self.reasons = list(reasons)
+
+
+def dynamodb_client(client: DynamoDBClient | None = None) -> DynamoDBClient:
+    return client if client is not None else boto3.client("dynamodb")
+
+
+def to_item(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain values → DynamoDB attribute values, leaving out Nones (absent, not NULL)."""
+    return {k: _serializer.serialize(v) for k, v in values.items() if v is not None}
+
+
+def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    plain = {k: _deserializer.deserialize(v) for k, v in item.items()}
+    return {k: (int(v) if isinstance(v, Decimal) else v) for k, v in plain.items()}
+
+
+def translate(error: ClientError) -> DomainError:
+    """The one place where DynamoDB error codes become domain errors."""
+    code = error.response.get("Error", {}).get("Code", "")
+    if code in TRANSIENT_CODES:
+        return TransientError("The task store is busy; the operation will be retried.")
+    if code == "ConditionalCheckFailedException":
+        return ConditionFailed(["ConditionalCheckFailed"])
+    if code == "TransactionCanceledException":
+        reasons = [r.get("Code", "None") for r in error.response.get("CancellationReasons", [])]  # type: ignore[typeddict-item]
+        if any(
+            r in ("TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded") for r in reasons
+        ):
+            return ConcurrentUpdate("Another change to the same task happened at the same time")
+        return ConditionFailed(reasons)
+    return DomainError("The task store refused the operation")

@@ -1,0 +1,143 @@
+"""A table whose records are listed through index rows (see imagetasks.domain.listing).
+
+A record is one main item (key `id`) plus one index row per list partition (key `<id>#<kind>`).
+Main item and index rows are always written together in one transaction, so a list never shows a
+status the main item does not have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from imagetasks.adapters.dynamo import DynamoDBClient, dynamodb_client, from_item, to_item, translate
+from imagetasks.domain.listing import ListSpec, SortDir
+
+INDEX_ROW = "index"
+
+
+@dataclass
+class ReadStats:
+    """How much a list cost: Query calls made and items DynamoDB read (for tests and benchmarks)."""
+
+    calls: int = 0
+    items_read: int = 0
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]] = field(default_factory=list)
+    stats: ReadStats = field(default_factory=ReadStats)
+
+
+class IndexedTable:
+    def __init__(self, table_name: str, spec: ListSpec, client: DynamoDBClient | None = None) -> None:
+        self.table_name = table_name
+        self.spec = spec
+        self._client = client
+
+    @property
+    def client(self) -> DynamoDBClient:
+        if self._client is None:
+            self._client = dynamodb_client()
+        return self._client
+
+    def index_rows(
+        self,
+        record_id: str,
+        owner: str,
+        filter_values: Mapping[str, str],
+        sort_values: Mapping[str, str],
+        projected: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        rows = []
+        for kind, partition in self.spec.partitions_of(owner, filter_values).items():
+            row = {
+                "id": f"{record_id}#{kind}",
+                "record": INDEX_ROW,
+                "record_id": record_id,
+                "list_pk": partition,
+                **{f"sk_{key}": value for key, value in sort_values.items()},
+                **projected,
+            }
+            rows.append(to_item(row))
+        return rows
+
+    def get(self, record_id: str) -> dict[str, Any] | None:
+        try:
+            response = self.client.get_item(
+                TableName=self.table_name, Key={"id": {"S": record_id}}, ConsistentRead=True
+            )
+        except ClientError as error:
+            raise translate(error) from error
+        item = response.get("Item")
+        return from_item(item) if item else None
+
+    def transact(self, items: list[dict[str, Any]]) -> None:
+        try:
+            self.client.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
+        except ClientError as error:
+            raise translate(error) from error
+
+    def put_ops(
+        self, main: dict[str, Any], rows: list[dict[str, Any]], condition: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Transaction items writing a record: the main item under `condition`, then its index rows."""
+        ops: list[dict[str, Any]] = [{"Put": {"TableName": self.table_name, "Item": main, **condition}}]
+        ops += [{"Put": {"TableName": self.table_name, "Item": row}} for row in rows]
+        return ops
+
+    def query_page(
+        self,
+        partition: tuple[str, str],
+        sort_key: str,
+        sort_dir: SortDir,
+        limit: int,
+        start_after: tuple[str, str] | None,
+        visible: Callable[[dict[str, Any]], bool],
+        now_epoch: int,
+    ) -> Page:
+        """Up to `limit` visible rows of one partition in sort order, after (record id, sort value).
+
+        Rows whose `expires_at` has passed are skipped by DynamoDB itself (a filter expression): they
+        are read but not returned, so a page reads about `limit` items plus any expired ones that
+        TTL has not deleted yet."""
+        kind, partition_key = partition
+        page = Page()
+        if limit == 0:
+            return page
+        start_key: dict[str, Any] | None = None
+        if start_after is not None:
+            record_id, sort_value = start_after
+            start_key = {
+                "id": {"S": f"{record_id}#{kind}"},
+                "list_pk": {"S": partition_key},
+                f"sk_{sort_key}": {"S": sort_value},
+            }
+        while len(page.items) < limit:
+            kwargs: dict[str, Any] = {
+                "TableName": self.table_name,
+                "IndexName": self.spec.index_name(sort_key),
+                "KeyConditionExpression": "list_pk = :pk",
+                "FilterExpression": "attribute_not_exists(expires_at) OR expires_at > :now",
+                "ExpressionAttributeValues": {":pk": {"S": partition_key}, ":now": {"N": str(now_epoch)}},
+                "ScanIndexForward": sort_dir is SortDir.ASC,
+                "Limit": limit - len(page.items),
+                "ReturnConsumedCapacity": "TOTAL",
+            }
+            if start_key:
+                kwargs["ExclusiveStartKey"] = start_key
+            try:
+                response = self.client.query(**kwargs)
+            except ClientError as error:
+                raise translate(error) from error
+            page.stats.calls += 1
+            page.stats.items_read += int(response.get("ScannedCount", 0))
+            page.items += [row for row in map(from_item, response.get("Items", [])) if visible(row)]
+            start_key = response.get("LastEvaluatedKey")
+            if not start_key:
+                break
+        return page

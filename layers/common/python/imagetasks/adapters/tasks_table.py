@@ -1,0 +1,181 @@
+"""The tasks table: tasks, their list index rows, and the processing-slot counter."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from imagetasks.adapters.dynamo import ConditionFailed, DynamoDBClient, to_item
+from imagetasks.adapters.indexed_table import IndexedTable, Page
+from imagetasks.domain import clock
+from imagetasks.domain.caller import Caller
+from imagetasks.domain.errors import ConcurrentUpdate, InvalidRequest, NotFound
+from imagetasks.domain.listing import ListRequest, SortDir
+from imagetasks.domain.tasks import (
+    TASK_LIST_SPEC,
+    Task,
+    TaskStatus,
+    task_filter_values,
+    task_sort_values,
+)
+
+TASK_RECORD = "task"
+SLOTS_KEY = "task-slots"
+# Fields an index row repeats so that a list page needs no read of the main items.
+STUB_FIELDS = ("type", "status", "owner", "created_at", "updated_at", "expires_at")
+
+
+class NoFreeSlot(Exception):
+    """All processing slots are taken (or older tasks are waiting first); try again later."""
+
+
+def task_to_item(task: Task) -> dict[str, Any]:
+    """The stored shape of a task: input and result are kept as JSON text, exactly as given."""
+    return {
+        "id": task.id,
+        "record": TASK_RECORD,
+        "type": task.type.value,
+        "status": task.status.value,
+        "input": json.dumps(task.input) if task.input is not None else None,
+        "result": json.dumps(task.result) if task.result is not None else None,
+        "message": task.message,
+        "owner": task.owner,
+        "user_id": task.user_id,
+        "request_id": task.request_id,
+        "image_id": task.image_id,
+        "created_at": clock.to_stored(task.created_at),
+        "updated_at": clock.to_stored(task.updated_at),
+        "expires_at": task.expires_at,
+        "version": task.version,
+    }
+
+
+def task_from_item(item: dict[str, Any]) -> Task:
+    return Task(
+        id=item["id"],
+        type=item["type"],
+        status=item["status"],
+        input=json.loads(item["input"]) if "input" in item else None,
+        result=json.loads(item["result"]) if "result" in item else None,
+        message=item.get("message"),
+        owner=item["owner"],
+        user_id=item.get("user_id"),
+        request_id=item.get("request_id"),
+        image_id=item.get("image_id"),
+        created_at=clock.from_stored(item["created_at"]),
+        updated_at=clock.from_stored(item["updated_at"]),
+        expires_at=item.get("expires_at"),
+        version=item.get("version", 1),
+    )
+
+
+class TasksTable:
+    def __init__(self, table_name: str, slots_table: str, client: DynamoDBClient | None = None) -> None:
+        self.table = IndexedTable(table_name, TASK_LIST_SPEC, client)
+        self.slots_table = slots_table
+        self.last_page: Page | None = None  # read cost of the most recent list, for metrics and tests
+
+    def _write_ops(self, task: Task, condition: dict[str, Any]) -> list[dict[str, Any]]:
+        stored = task_to_item(task)
+        rows = self.table.index_rows(
+            task.id,
+            task.owner,
+            task_filter_values(task),
+            task_sort_values(task),
+            {"task_id": task.id, **{name: stored[name] for name in STUB_FIELDS}},
+        )
+        return self.table.put_ops(to_item(stored), rows, condition)
+
+    def create(self, task: Task) -> None:
+        ops = self._write_ops(task, {"ConditionExpression": "attribute_not_exists(id)"})
+        try:
+            self.table.transact(ops)
+        except ConditionFailed:
+            raise ConcurrentUpdate(f"Task {task.id} already exists") from None
+
+    def get(self, task_id: str) -> Task | None:
+        item = self.table.get(task_id)
+        if item is None or item.get("record") != TASK_RECORD:
+            return None
+        return task_from_item(item)
+
+    def get_visible(self, task_id: str, caller: Caller, moment: datetime) -> Task:
+        """The task if the caller may see it and it has not expired; NotFound otherwise (never 403)."""
+        task = self.get(task_id)
+        if task is None or not caller.can_see(task.owner) or task.is_expired(moment):
+            raise NotFound(f"Could not find task {task_id}")
+        return task
+
+    def save_transition(self, before: Task, after: Task, *, slot_change: int = 0, max_slots: int = 0) -> None:
+        """Write `after` only if the stored task is still exactly `before` (conditional on version),
+        moving the processing-slot counter in the same transaction."""
+        condition = {
+            "ConditionExpression": "#v = :v AND #s = :s",
+            "ExpressionAttributeNames": {"#v": "version", "#s": "status"},
+            "ExpressionAttributeValues": {":v": {"N": str(before.version)}, ":s": {"S": before.status.value}},
+        }
+        ops = self._write_ops(after, condition)
+        if slot_change:
+            update: dict[str, Any] = {
+                "TableName": self.slots_table,
+                "Key": {"id": {"S": SLOTS_KEY}},
+                "UpdateExpression": "SET running = if_not_exists(running, :zero) + :d",
+                "ExpressionAttributeValues": {":zero": {"N": "0"}, ":d": {"N": str(slot_change)}},
+            }
+            if slot_change > 0:
+                update["ConditionExpression"] = "attribute_not_exists(running) OR running <= :room"
+                update["ExpressionAttributeValues"][":room"] = {"N": str(max_slots - slot_change)}
+            ops.append({"Update": update})
+        try:
+            self.table.transact(ops)
+        except ConditionFailed as refused:
+            if refused.reasons and refused.reasons[0] == "ConditionalCheckFailed":
+                raise ConcurrentUpdate(f"Task {before.id} changed while it was being updated") from None
+            raise NoFreeSlot() from None
+
+    def running_count(self) -> int:
+        item = self.table.client.get_item(
+            TableName=self.slots_table, Key={"id": {"S": SLOTS_KEY}}, ConsistentRead=True
+        ).get("Item")
+        return int(item["running"]["N"]) if item and "running" in item else 0
+
+    def oldest_pending(self, count: int, moment: datetime) -> list[str]:
+        """Ids of the `count` oldest pending tasks of all projects: they get free slots first."""
+        page = self.table.query_page(
+            TASK_LIST_SPEC.partition(None, {"status": TaskStatus.PENDING.value}),
+            "created_at",
+            SortDir.ASC,
+            count,
+            None,
+            lambda row: True,
+            int(moment.timestamp()),
+        )
+        return [row["record_id"] for row in page.items]
+
+    def list(self, caller: Caller, request: ListRequest, moment: datetime) -> list[dict[str, Any]]:
+        """One page of task stubs (plain stored fields) visible to the caller."""
+        if caller.is_admin:
+            scope: str | None = request.owner
+        else:
+            if request.owner is not None and request.owner != caller.project_id:
+                return []
+            scope = caller.project_id
+        partition = TASK_LIST_SPEC.partition(scope, request.filters)
+        start_after = None
+        if request.marker is not None:
+            marker = self.get(request.marker)
+            if marker is None or not caller.can_see(marker.owner) or marker.is_expired(moment):
+                raise InvalidRequest(f"Task with the given id {request.marker} was not found")
+            start_after = (marker.id, task_sort_values(marker)[request.sort_key])
+        page = self.table.query_page(
+            partition,
+            request.sort_key,
+            request.sort_dir,
+            request.limit,
+            start_after,
+            lambda row: caller.can_see(row["owner"]),
+            int(moment.timestamp()),
+        )
+        self.last_page = page
+        return page.items

@@ -1,0 +1,45 @@
+"""Starting a task's Step Functions execution."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from imagetasks.adapters.dynamo import TransientError
+from imagetasks.domain.errors import DomainError
+
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions import SFNClient
+else:
+    SFNClient = Any
+
+
+class Workflow:
+    def __init__(self, state_machine_arn: str, client: SFNClient | None = None) -> None:
+        self.state_machine_arn = state_machine_arn
+        self._client = client
+
+    @property
+    def client(self) -> SFNClient:
+        if self._client is None:
+            self._client = boto3.client("stepfunctions")
+        return self._client
+
+    def start(self, task_id: str, task_type: str) -> None:
+        """Start the task's execution, named after the task: a repeated start cannot run it twice."""
+        try:
+            self.client.start_execution(
+                stateMachineArn=self.state_machine_arn,
+                name=task_id,
+                input=json.dumps({"task_id": task_id, "type": task_type}),
+            )
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code == "ExecutionAlreadyExists":
+                return
+            if code in ("ThrottlingException", "ServiceUnavailable", "InternalServerError"):
+                raise TransientError("The workflow service is busy") from error
+            raise DomainError("The workflow service refused to start the task") from error

@@ -1,0 +1,1 @@
+"""What the two API functions (tasks, images) share: Glance-shaped errors, the caller, headers."""

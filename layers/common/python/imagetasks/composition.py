@@ -1,0 +1,56 @@
+"""Builds the domain's collaborators from the deployment's settings (one place, shared by functions)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from imagetasks.adapters.tasks_table import TasksTable
+from imagetasks.config import Settings
+from imagetasks.domain.errors import InvalidRequest
+from imagetasks.domain.import_errors import ImportRejected
+from imagetasks.domain.import_filter import ImportFilter, ImportFilterSettings
+from imagetasks.domain.task_input import ImportRules
+from imagetasks.lifecycle import Lifecycle
+
+
+def import_filter(settings: Settings) -> ImportFilter:
+    return ImportFilter(
+        ImportFilterSettings(
+            allowed_schemes=settings.import_allowed_schemes,
+            allowed_ports=settings.import_allowed_ports,
+            host_allowlist=settings.import_host_allowlist,
+            host_denylist=settings.import_host_denylist,
+            allow_loopback=settings.import_allow_loopback,
+            allowed_s3_buckets=settings.import_s3_buckets,
+        )
+    )
+
+
+def import_rules(settings: Settings) -> ImportRules:
+    return ImportRules(
+        allowed_disk_formats=settings.allowed_disk_formats,
+        allowed_container_formats=settings.allowed_container_formats,
+        conversion_format=settings.conversion_format,
+    )
+
+
+def location_checker(settings: Settings) -> Callable[[str, str], None]:
+    """The import filter as a create-time check: a refused location is a 400 with the filter's text."""
+    vetting = import_filter(settings)
+
+    def check(url: str, owner: str) -> None:
+        try:
+            vetting.check_location(url, owner)
+        except ImportRejected as refused:
+            raise InvalidRequest(refused.message) from None
+
+    return check
+
+
+def lifecycle(settings: Settings) -> Lifecycle:
+    return Lifecycle(
+        TasksTable(settings.tasks_table, settings.slots_table),
+        timedelta(seconds=settings.task_ttl_seconds),
+        settings.max_concurrent_tasks,
+    )

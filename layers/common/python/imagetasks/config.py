@@ -1,0 +1,88 @@
+"""The deployment's configuration, read from the environment once and validated.
+
+Every setting a deployer can choose is a template parameter that reaches the functions as an
+environment variable; this is the only module that reads them.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import BaseModel, Field, field_validator
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+class Settings(BaseModel):
+    tasks_table: str = "tasks"
+    images_table: str = "images"
+    slots_table: str = "task-slots"
+    state_machine_arn: str = ""
+    task_ttl_hours: int = Field(default=48, ge=1)
+    max_concurrent_tasks: int = Field(default=4, ge=1)
+    images_bucket: str = "images"
+    staging_bucket: str = "staging"
+    uploads_bucket: str = "uploads"
+    exports_bucket: str = "exports"
+    import_s3_buckets: tuple[str, ...] = ()
+    import_allowed_schemes: tuple[str, ...] = ("http", "https")
+    import_allowed_ports: tuple[int, ...] = (80, 443)
+    import_host_allowlist: tuple[str, ...] = ()
+    import_host_denylist: tuple[str, ...] = ()
+    import_allow_loopback: bool = False
+    inspect_format: bool = True
+    safety_checks: bool = True
+    max_image_size_gib: float = 100
+    max_virtual_size_gib: float = 2048
+    allowed_disk_formats: tuple[str, ...] = (
+        "raw",
+        "qcow2",
+        "vmdk",
+        "vhd",
+        "vhdx",
+        "vdi",
+        "iso",
+        "ami",
+        "ari",
+        "aki",
+    )
+    allowed_container_formats: tuple[str, ...] = ("bare", "ovf", "ova", "aki", "ari", "ami", "docker")
+    conversion_format: str = ""
+    ephemeral_storage_mib: int = 10240
+
+    @field_validator(
+        "import_s3_buckets",
+        "import_allowed_schemes",
+        "import_host_allowlist",
+        "import_host_denylist",
+        "allowed_disk_formats",
+        "allowed_container_formats",
+        mode="before",
+    )
+    @classmethod
+    def _split_strings(cls, value: object) -> object:
+        return _csv(value) if isinstance(value, str) else value
+
+    @field_validator("import_allowed_ports", mode="before")
+    @classmethod
+    def _split_ports(cls, value: object) -> object:
+        return tuple(int(p) for p in _csv(value)) if isinstance(value, str) else value
+
+    @property
+    def task_ttl_seconds(self) -> int:
+        return self.task_ttl_hours * 3600
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values = {name: env[name.upper()] for name in cls.model_fields if name.upper() in env}
+        return cls.model_validate(values)
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process's settings (a Lambda environment does not change during the process's life)."""
+    return Settings.from_environ()

@@ -1,0 +1,29 @@
+"""Errors the domain raises; the API turns each kind into one HTTP status in one place."""
+
+
+class DomainError(Exception):
+    """Base class: `message` is written for the user and safe to show."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(DomainError):
+    """The request cannot be accepted as it is (HTTP 400)."""
+
+
+class NotFound(DomainError):
+    """The thing does not exist, is not visible to the caller, or has expired (HTTP 404)."""
+
+
+class InvalidTransition(DomainError):
+    """A status change the task lifecycle does not allow (e.g. out of a final state)."""
+
+
+class TaskAlreadyFinal(InvalidTransition):
+    """The task already reached success or failure; final states never change."""
+
+
+class ConcurrentUpdate(DomainError):
+    """Someone else changed the task between our read and our conditional write; read again."""

@@ -1,0 +1,50 @@
+"""Turning what stopped a task into a message its owner can act on.
+
+Processing steps raise `TaskFailure` with a user-facing message for every problem they understand
+(bad image data, unreachable source, ...). Anything else is a fault of ours: the task still ends in
+failure, with a message that says so without exposing internals.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from imagetasks.domain.errors import DomainError
+
+TASK_FAILURE = "TaskFailure"
+TRANSIENT_ERRORS = ("TransientError", "TransientSourceError")
+
+
+class TaskFailure(DomainError):
+    """A processing step stopped the task for a reason the task's owner should read."""
+
+
+def failure_message(error: dict[str, Any] | None, step: str = "processing") -> str:
+    """The message for a Step Functions error object ({"Error": name, "Cause": text})."""
+    error = error or {}
+    name = str(error.get("Error", ""))
+    cause = str(error.get("Cause", ""))
+    if name == TASK_FAILURE:
+        try:
+            detail = json.loads(cause)
+        except ValueError:
+            detail = {"errorMessage": cause}
+        message = detail.get("errorMessage") if isinstance(detail, dict) else None
+        if isinstance(message, str) and message:
+            return message
+    if name == "States.Timeout":
+        return (
+            f"The task's {step} step took longer than allowed and was stopped; "
+            "try a smaller image or try again later."
+        )
+    if name in TRANSIENT_ERRORS or (name.startswith("Lambda.") and name != "Lambda.Unknown"):
+        return f"The task's {step} step kept failing with temporary errors; please try again later."
+    return f"The task stopped because of an internal error in its {step} step; please try again later."
+
+
+EXECUTION_END_MESSAGES = {
+    "ABORTED": "The task's workflow was stopped before the task finished.",
+    "TIMED_OUT": "The task's workflow ran out of time before the task finished.",
+    "FAILED": "The task's workflow failed before the task finished; please try again later.",
+}

@@ -1,0 +1,145 @@
+"""The task entity and its lifecycle: the one place that says which status changes are allowed.
+
+pending -> processing -> success | failure, and pending -> failure. success and failure are final.
+The adapters enforce these rules with conditional writes (never read-then-write), using the
+transition this module computes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from imagetasks.domain import clock
+from imagetasks.domain.errors import InvalidTransition, TaskAlreadyFinal
+from imagetasks.domain.listing import MISSING, ListSpec
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (TaskStatus.SUCCESS, TaskStatus.FAILURE)
+
+
+class TaskType(StrEnum):
+    IMPORT = "import"
+    EXPORT = "export"
+    CONVERT = "convert"
+
+
+ALLOWED_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.PENDING: frozenset({TaskStatus.PROCESSING, TaskStatus.FAILURE}),
+    TaskStatus.PROCESSING: frozenset({TaskStatus.SUCCESS, TaskStatus.FAILURE}),
+    TaskStatus.SUCCESS: frozenset(),
+    TaskStatus.FAILURE: frozenset(),
+}
+
+
+class Task(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    type: TaskType
+    status: TaskStatus
+    input: dict[str, Any] | None
+    result: dict[str, Any] | None = None
+    message: str | None = None
+    owner: str
+    user_id: str | None = None
+    request_id: str | None = None
+    image_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    expires_at: int | None = None  # epoch seconds: DynamoDB TTL deletes the task after this
+    version: int = 1  # bumped on every change; makes each write conditional on what was read
+
+    def is_expired(self, moment: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= int(moment.timestamp())
+
+    def transition(
+        self,
+        to: TaskStatus,
+        moment: datetime,
+        ttl: timedelta,
+        *,
+        result: dict[str, Any] | None = None,
+        message: str | None = None,
+    ) -> Task:
+        """The task after moving to `to`, or InvalidTransition if the lifecycle forbids it."""
+        if self.status.is_final:
+            raise TaskAlreadyFinal(f"Task {self.id} is already {self.status} and cannot change")
+        if to not in ALLOWED_TRANSITIONS[self.status]:
+            raise InvalidTransition(f"Task {self.id} cannot go from {self.status} to {to}")
+        changes: dict[str, Any] = {"status": to, "updated_at": moment, "version": self.version + 1}
+        if to.is_final:
+            changes["expires_at"] = int((moment + ttl).timestamp())
+        if to is TaskStatus.SUCCESS:
+            changes["result"] = result or {}
+            changes["message"] = None
+        if to is TaskStatus.FAILURE:
+            changes["result"] = None
+            changes["message"] = message or "The task failed for an unknown reason."
+        if result and result.get("image_id"):
+            changes["image_id"] = str(result["image_id"])
+        return self.model_copy(update=changes)
+
+
+def new_task(
+    task_type: TaskType,
+    task_input: dict[str, Any],
+    owner: str,
+    moment: datetime | None = None,
+    *,
+    user_id: str | None = None,
+    request_id: str | None = None,
+    image_id: str | None = None,
+) -> Task:
+    created = moment or clock.now()
+    return Task(
+        id=str(uuid.uuid4()),
+        type=task_type,
+        status=TaskStatus.PENDING,
+        input=task_input,
+        owner=owner,
+        user_id=user_id,
+        request_id=request_id,
+        image_id=image_id,
+        created_at=created,
+        updated_at=created,
+    )
+
+
+TASK_LIST_SPEC = ListSpec(
+    sort_keys=("created_at", "updated_at", "status", "type", "id", "expires_at", "owner"),
+    default_sort_key="created_at",
+    filters=("status", "type"),
+)
+
+
+def task_sort_values(task: Task) -> dict[str, str]:
+    """One sortable string per sort key; ties break by created_at, then id, in the same direction."""
+    created = clock.to_stored(task.created_at)
+    tail = f"{created}#{task.id}"
+    expires = f"{task.expires_at:012d}" if task.expires_at is not None else MISSING
+    return {
+        "created_at": tail,
+        "updated_at": f"{clock.to_stored(task.updated_at)}#{tail}",
+        "status": f"{task.status.value}#{tail}",
+        "type": f"{task.type.value}#{tail}",
+        "id": task.id,
+        "expires_at": f"{expires}#{tail}",
+        "owner": f"{task.owner}#{tail}",
+    }
+
+
+def task_filter_values(task: Task) -> dict[str, str]:
+    return {"status": task.status.value, "type": task.type.value}

@@ -1,0 +1,66 @@
+"""Fixtures shared by the unit and integration tiers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("AWS_REGION", "us-east-1")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "imagetasks")
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "imagetasks")
+
+from tests.support import ROOT  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def local_template() -> Any:
+    from local.template import load_template
+
+    return load_template(ROOT / "template.yaml")
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch, local_template: Any) -> Iterator[dict[str, str]]:
+    """Moto with the template's tables and buckets, and the environment the functions get."""
+    from moto import mock_aws
+
+    from imagetasks.config import settings
+
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb")
+        for table in local_template.tables.values():
+            dynamodb.create_table(**table.create_kwargs)
+        s3 = boto3.client("s3")
+        for bucket in local_template.buckets.values():
+            s3.create_bucket(Bucket=bucket.name)
+        sfn = boto3.client("stepfunctions")
+        machines = {}
+        for machine in local_template.state_machines.values():
+            created = sfn.create_state_machine(
+                name=machine.name,
+                definition=machine.definition,
+                roleArn="arn:aws:iam::123456789012:role/workflow",
+            )
+            machines[machine.logical_id] = created["stateMachineArn"]
+        environment = dict(local_template.functions["TasksApiFunction"].environment)
+        environment["STATE_MACHINE_ARN"] = machines["TaskWorkflow"]
+        for key, value in environment.items():
+            monkeypatch.setenv(key, str(value))
+        settings.cache_clear()
+        yield environment
+        settings.cache_clear()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).parts[-2] == "e2e":
+            item.add_marker(pytest.mark.e2e)
