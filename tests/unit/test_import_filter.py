@@ -1,0 +1,211 @@
+"""The import filter on its own: no DNS (a fake resolver), no network."""
+
+from __future__ import annotations
+
+import pytest
+
+from imagetasks.domain.import_errors import InvalidImportLocation
+from imagetasks.domain.import_filter import ImportFilter, ImportFilterSettings
+
+DNS = {
+    "images.example.com": ["93.184.216.34"],
+    "dual.example.com": ["93.184.216.34", "2606:2800:220:1::1"],
+    "localhost.example.com": ["127.0.0.1"],
+    "lan.example.com": ["10.1.2.3"],
+    "metadata.example.com": ["169.254.169.254"],
+    "v6-loopback.example.com": ["::1"],
+    "mapped.example.com": ["::ffff:127.0.0.1"],
+    "mixed.example.com": ["93.184.216.34", "10.0.0.1"],
+    "cgnat.example.com": ["100.64.0.1"],
+    "multicast.example.com": ["224.0.0.251"],
+    "sub.internal.example.org": ["93.184.216.40"],
+}
+
+
+class FakeResolver:
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, int]] = []
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append((host, port))
+        return DNS.get(host, [])
+
+
+def make_filter(**settings: object) -> tuple[ImportFilter, FakeResolver]:
+    resolver = FakeResolver()
+    return ImportFilter(ImportFilterSettings(**settings), resolver=resolver), resolver  # type: ignore[arg-type]
+
+
+def refused_message(url: str) -> str:
+    return f"URI for legacy import task does not pass filtering: {url}"
+
+
+def test_public_host_passes_with_its_vetted_addresses() -> None:
+    # Given the default filter, When a public name is checked
+    import_filter, _ = make_filter()
+    target = import_filter.check("https://images.example.com/cirros.img?v=1")
+    # Then the target carries what the HTTP adapter will connect to
+    assert (target.scheme, target.host, target.port) == ("https", "images.example.com", 443)
+    assert target.path == "/cirros.img?v=1"
+    assert target.addresses == ("93.184.216.34",)
+    assert target.host_header == "images.example.com"
+
+
+def test_every_resolved_address_is_kept() -> None:
+    import_filter, _ = make_filter()
+    assert import_filter.check("http://dual.example.com/x").addresses == (
+        "93.184.216.34",
+        "2606:2800:220:1::1",
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/x",
+        "http://127.1.2.3/x",
+        "http://10.0.0.5/x",
+        "http://172.16.3.4/x",
+        "http://192.168.1.1/x",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/x",
+        "http://[fe80::1]/x",
+        "http://[::ffff:127.0.0.1]/x",
+        "http://[::ffff:169.254.169.254]/x",
+        "http://[fd00::1]/x",
+        "http://0.0.0.0/x",
+        "http://100.64.1.1/x",
+        "http://224.0.0.1/x",
+        "http://240.0.0.1/x",
+        "http://255.255.255.255/x",
+        "http://localhost.example.com/x",
+        "http://lan.example.com/x",
+        "http://metadata.example.com/x",
+        "http://v6-loopback.example.com/x",
+        "http://mapped.example.com/x",
+        "http://mixed.example.com/x",
+        "http://cgnat.example.com/x",
+        "http://multicast.example.com/x",
+        "http://unknown.example.com/x",
+    ],
+)
+def test_internal_addresses_are_refused_by_default(url: str) -> None:
+    import_filter, _ = make_filter()
+    with pytest.raises(InvalidImportLocation) as refused:
+        import_filter.check(url)
+    assert refused.value.message == refused_message(url)
+
+
+def test_allow_loopback_allows_loopback_only() -> None:
+    import_filter, _ = make_filter(allow_loopback=True)
+    assert import_filter.check("http://localhost.example.com/x").addresses == ("127.0.0.1",)
+    assert import_filter.check("http://[::ffff:127.0.0.1]/x").addresses == ("::ffff:7f00:1",)
+    for url in ("http://lan.example.com/x", "http://169.254.169.254/x", "http://[fe80::1]/x"):
+        with pytest.raises(InvalidImportLocation):
+            import_filter.check(url)
+
+
+def test_allow_private_allows_private_ranges_but_never_link_local() -> None:
+    import_filter, _ = make_filter(allow_private=True)
+    assert import_filter.check("http://lan.example.com/x").addresses == ("10.1.2.3",)
+    assert import_filter.check("http://cgnat.example.com/x").addresses == ("100.64.0.1",)
+    for url in ("http://metadata.example.com/x", "http://127.0.0.1/x"):
+        with pytest.raises(InvalidImportLocation):
+            import_filter.check(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://images.example.com:8080/x",
+        "https://images.example.com:22/x",
+        "http://images.example.com:99999/x",
+    ],
+)
+def test_ports_outside_the_list_are_refused(url: str) -> None:
+    import_filter, resolver = make_filter()
+    with pytest.raises(InvalidImportLocation) as refused:
+        import_filter.check(url)
+    assert refused.value.message == refused_message(url)
+    assert resolver.asked == []  # refused before any lookup
+
+
+def test_allowed_port_and_host_header() -> None:
+    import_filter, _ = make_filter(allowed_ports=(8080,))
+    assert import_filter.check("http://images.example.com:8080/x").host_header == "images.example.com:8080"
+
+
+@pytest.mark.parametrize("url", ["ftp://images.example.com/x", "gopher://x/", "s3://bucket/key"])
+def test_schemes_outside_the_list_are_refused(url: str) -> None:
+    import_filter, _ = make_filter()
+    with pytest.raises(InvalidImportLocation) as refused:
+        import_filter.check_location(url)
+    assert refused.value.message == (
+        "The given uri is not valid. Please specify a valid uri from the following list of supported uri "
+        "['http', 'https']"
+    )
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "/etc/passwd", "FILE://host/x", "C:\\images\\x.img"])
+def test_local_files_are_refused(url: str) -> None:
+    import_filter, _ = make_filter()
+    with pytest.raises(InvalidImportLocation) as refused:
+        import_filter.check(url)
+    assert refused.value.message == (
+        "File based imports are not allowed. Please use a non-local source of image data."
+    )
+
+
+@pytest.mark.parametrize("url", [None, "", "   "])
+def test_empty_location(url: str | None) -> None:
+    import_filter, _ = make_filter()
+    with pytest.raises(InvalidImportLocation) as refused:
+        import_filter.check(url)
+    assert refused.value.message == "Invalid location: None"
+
+
+def test_denylist_names_subdomains_and_ranges() -> None:
+    import_filter, _ = make_filter(
+        host_denylist=(".internal.example.org", "dual.example.com", "93.184.216.0/24")
+    )
+    for url in (
+        "http://sub.internal.example.org/x",
+        "http://dual.example.com/x",
+        "http://images.example.com/x",
+    ):
+        with pytest.raises(InvalidImportLocation):
+            import_filter.check(url)
+
+
+def test_allowlist_limits_hosts() -> None:
+    import_filter, _ = make_filter(host_allowlist=("images.example.com",))
+    assert import_filter.check("http://IMAGES.example.com./x").host == "images.example.com"
+    with pytest.raises(InvalidImportLocation):
+        import_filter.check("http://dual.example.com/x")
+
+
+def test_allowlist_does_not_override_address_rules() -> None:
+    import_filter, _ = make_filter(host_allowlist=("metadata.example.com",))
+    with pytest.raises(InvalidImportLocation):
+        import_filter.check("http://metadata.example.com/x")
+
+
+def test_s3_locations_need_an_allowed_bucket_and_the_project_prefix() -> None:
+    import_filter, _ = make_filter(allowed_s3_buckets=("uploads",))
+    location = import_filter.check_location("s3://uploads/proj1/disk.qcow2", project_id="proj1")
+    assert (location.url, getattr(location, "bucket", None)) == ("s3://uploads/proj1/disk.qcow2", "uploads")
+    for url in (
+        "s3://other/proj1/disk.qcow2",
+        "s3://uploads/proj2/disk.qcow2",
+        "s3://uploads/proj1/../proj2/x",
+    ):
+        with pytest.raises(InvalidImportLocation) as refused:
+            import_filter.check_location(url, project_id="proj1")
+        assert refused.value.message == refused_message(url)
+
+
+def test_s3_is_listed_as_supported_when_buckets_are_configured() -> None:
+    import_filter, _ = make_filter(allowed_s3_buckets=("uploads",))
+    with pytest.raises(InvalidImportLocation) as refused:
+        import_filter.check("ftp://x/y")
+    assert refused.value.message.endswith("['http', 'https', 's3']")
