@@ -1,0 +1,462 @@
+"""The local API Gateway: HTTP request → REST proxy event → authorizer → handler → HTTP response.
+
+moto's own API Gateway does not run Lambda proxy integrations, so this small front does what API
+Gateway does for our template: it matches the request against the API events of the template's
+functions, calls the REQUEST authorizer first (no identity header → 401 without calling it,
+`Unauthorized` → 401, Deny → 403, Allow → its context in `requestContext.authorizer`), calls the
+function with the same event shape as the files in `events/`, and writes the result back. API
+Gateway's own errors use the template's GatewayResponse bodies, so clients see what the deployed API
+sends. Paths are served at the root, not under /<Stage>, so `--os-image-url http://127.0.0.1:3000` works.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from local.lambda_runtime import AUTHORIZER_UNAUTHORIZED, HandlerRunner
+from local.template import ACCOUNT_ID, REGION, GatewayResponse, LocalTemplate, Route, rest_api_id
+
+log = logging.getLogger("local.front")
+
+MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+REQUEST_ID_HEADER = "x-openstack-request-id"
+
+# API Gateway's behaviour when a template does not customise a response type.
+_FALLBACK_TYPES = {401: "UNAUTHORIZED", 403: "ACCESS_DENIED", 413: "REQUEST_TOO_LARGE"}
+_TITLES = {404: "Not Found", 405: "Method Not Allowed", 413: "Request Entity Too Large", 502: "Bad Gateway"}
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        return next((value for key, value in self.headers if key.lower() == name.lower()), None)
+
+
+@dataclass(frozen=True)
+class _CompiledRoute:
+    route: Route
+    pattern: re.Pattern[str]
+    parameter_names: tuple[str, ...]
+    literal_segments: int
+    greedy: bool
+
+
+def _compile(route: Route) -> _CompiledRoute:
+    names: list[str] = []
+    parts: list[str] = []
+    literal = 0
+    greedy = False
+    for segment in route.path.strip("/").split("/") if route.path.strip("/") else []:
+        match = re.fullmatch(r"\{([^}+]+)(\+?)\}", segment)
+        if match:
+            names.append(match.group(1))
+            greedy = greedy or bool(match.group(2))
+            parts.append("(.+)" if match.group(2) else "([^/]+)")
+        else:
+            literal += 1
+            parts.append(re.escape(segment))
+    suffix = "/" if route.path.endswith("/") and route.path != "/" else ""
+    pattern = re.compile("/" + "/".join(parts) + suffix)
+    return _CompiledRoute(route, pattern, tuple(names), literal, greedy)
+
+
+class ApiFront:
+    """Turns HTTP requests into calls of the template's API functions (transport-free: see `serve`)."""
+
+    def __init__(self, template: LocalTemplate, runner: HandlerRunner) -> None:
+        self._template = template
+        self._runner = runner
+        self._routes = sorted(
+            (_compile(route) for route in template.routes),
+            key=lambda compiled: (-compiled.literal_segments, compiled.greedy, len(compiled.parameter_names)),
+        )
+        api_ids = {route.api_logical_id for route in template.routes}
+        self.api_id = rest_api_id(next(iter(api_ids))) if api_ids else "local"
+        self.stage = template.stage
+
+    # ---------------------------------------------------------------- routing
+    def _match(self, path: str, method: str) -> tuple[Route | None, dict[str, str], list[str]]:
+        """The route for path+method, its path parameters, and the methods the path supports."""
+        for compiled in self._routes:
+            match = compiled.pattern.fullmatch(path)
+            if not match:
+                continue
+            same_path = [c.route for c in self._routes if c.route.path == compiled.route.path]
+            chosen = next((r for r in same_path if r.method == method), None) or next(
+                (r for r in same_path if r.method == "ANY"), None
+            )
+            parameters = {
+                name: unquote(value)
+                for name, value in zip(compiled.parameter_names, match.groups(), strict=True)
+            }
+            return chosen, parameters, sorted({r.method for r in same_path})
+        return None, {}, []
+
+    # ---------------------------------------------------------------- one request
+    def handle(
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        source_ip: str = "127.0.0.1",
+    ) -> HttpResponse:
+        request_id = str(uuid.uuid4())
+        split = urlsplit(target)
+        path = unquote(split.path) or "/"
+        route, path_parameters, methods = self._match(path, method)
+        if route is None:
+            if methods:
+                response = self._own_error(
+                    405, f"The method {method} is not allowed for this resource.", request_id
+                )
+                response.headers.append(("Allow", ", ".join(methods)))
+                return response
+            return self._own_error(404, "The resource could not be found.", request_id)
+        if len(body) > MAX_BODY_BYTES:
+            return self._gateway_error("REQUEST_TOO_LARGE", 413, "Request Too Long", request_id)
+
+        event = self._proxy_event(
+            route, method, path, split.query, headers, body, path_parameters, request_id, source_ip
+        )
+        if route.authorizer_logical_id is not None:
+            denied = self._authorize(route, event, request_id)
+            if denied is not None:
+                return denied
+        return self._integrate(route, event, request_id)
+
+    def _proxy_event(
+        self,
+        route: Route,
+        method: str,
+        path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        path_parameters: dict[str, str],
+        request_id: str,
+        source_ip: str,
+    ) -> dict[str, Any]:
+        single_headers: dict[str, str] = {}
+        multi_headers: dict[str, list[str]] = {}
+        for name, value in headers:
+            single_headers[name] = value  # API Gateway keeps the last value of a repeated header
+            multi_headers.setdefault(name, []).append(value)
+        for name, value in (("X-Forwarded-For", source_ip), ("X-Forwarded-Proto", "http")):
+            if not any(key.lower() == name.lower() for key in single_headers):
+                single_headers[name] = value
+                multi_headers[name] = [value]
+        single_query: dict[str, str] = {}
+        multi_query: dict[str, list[str]] = {}
+        for name, value in parse_qsl(query, keep_blank_values=True):
+            single_query[name] = value
+            multi_query.setdefault(name, []).append(value)
+        text_body: str | None
+        try:
+            text_body, is_base64 = (body.decode("utf-8"), False) if body else (None, False)
+        except UnicodeDecodeError:
+            text_body, is_base64 = base64.b64encode(body).decode("ascii"), True
+        now = time.time()
+        user_agent = next((value for name, value in headers if name.lower() == "user-agent"), None)
+        return {
+            "resource": route.path,
+            "path": path,
+            "httpMethod": method,
+            "headers": single_headers or None,
+            "multiValueHeaders": multi_headers or None,
+            "queryStringParameters": single_query or None,
+            "multiValueQueryStringParameters": multi_query or None,
+            "pathParameters": path_parameters or None,
+            "stageVariables": None,
+            "requestContext": {
+                "resourceId": "local",
+                "resourcePath": route.path,
+                "httpMethod": method,
+                "extendedRequestId": request_id,
+                "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+                "path": f"/{self.stage}{path}",
+                "accountId": ACCOUNT_ID,
+                "protocol": "HTTP/1.1",
+                "stage": self.stage,
+                "domainPrefix": "localhost",
+                "requestTimeEpoch": int(now * 1000),
+                "requestId": request_id,
+                "identity": {"sourceIp": source_ip, "userAgent": user_agent},
+                "domainName": "localhost",
+                "apiId": self.api_id,
+            },
+            "body": text_body,
+            "isBase64Encoded": is_base64,
+        }
+
+    def method_arn(self, method: str, path: str) -> str:
+        return f"arn:aws:execute-api:{REGION}:{ACCOUNT_ID}:{self.api_id}/{self.stage}/{method}{path}"
+
+    def _authorize(self, route: Route, event: dict[str, Any], request_id: str) -> HttpResponse | None:
+        """None to go on (and `event` now carries the authorizer's context), else the error response."""
+        headers = {name.lower(): value for name, value in (event["headers"] or {}).items()}
+        if any(not headers.get(name.lower(), "").strip() for name in route.identity_headers):
+            # API Gateway answers without calling the authorizer when an identity source is missing.
+            return self._gateway_error("UNAUTHORIZED", 401, AUTHORIZER_UNAUTHORIZED, request_id)
+        assert route.authorizer_logical_id is not None
+        authorizer = self._runner.functions[route.authorizer_logical_id]
+        authorizer_event = {
+            "type": "REQUEST",
+            "methodArn": self.method_arn(event["httpMethod"], event["path"]),
+            **{key: event[key] for key in ("resource", "path", "httpMethod", "headers", "multiValueHeaders")},
+            "queryStringParameters": event["queryStringParameters"] or {},
+            "multiValueQueryStringParameters": event["multiValueQueryStringParameters"] or {},
+            "pathParameters": event["pathParameters"] or {},
+            "stageVariables": {},
+            "requestContext": event["requestContext"],
+        }
+        invocation = self._runner.invoke(authorizer, authorizer_event)
+        result = _json_or_none(invocation.payload)
+        if invocation.errored:
+            message = result.get("errorMessage") if isinstance(result, dict) else None
+            if message == AUTHORIZER_UNAUTHORIZED:
+                return self._gateway_error("UNAUTHORIZED", 401, AUTHORIZER_UNAUTHORIZED, request_id)
+            return self._gateway_error("AUTHORIZER_FAILURE", 500, "Internal server error", request_id)
+        if not isinstance(result, dict) or not isinstance(result.get("policyDocument"), dict):
+            log.error("%s returned no policy document", route.authorizer_logical_id)
+            return self._gateway_error(
+                "AUTHORIZER_CONFIGURATION_ERROR", 500, "Internal server error", request_id
+            )
+        if not _policy_allows(result["policyDocument"], authorizer_event["methodArn"]):
+            return self._gateway_error(
+                "ACCESS_DENIED", 403, "User is not authorized to access this resource", request_id
+            )
+        context = result.get("context") or {}
+        if not isinstance(context, dict) or any(isinstance(v, dict | list) for v in context.values()):
+            log.error("%s returned a context that is not a flat map", route.authorizer_logical_id)
+            return self._gateway_error(
+                "AUTHORIZER_CONFIGURATION_ERROR", 500, "Internal server error", request_id
+            )
+        # The proxy event carries context values as strings, whatever type the authorizer gave.
+        authorizer_context: dict[str, Any] = {
+            key: _as_context_string(value) for key, value in context.items()
+        }
+        authorizer_context["principalId"] = str(result.get("principalId", ""))
+        authorizer_context["integrationLatency"] = 0
+        event["requestContext"]["authorizer"] = authorizer_context
+        return None
+
+    def _integrate(self, route: Route, event: dict[str, Any], request_id: str) -> HttpResponse:
+        function = self._runner.functions[route.function_logical_id]
+        invocation = self._runner.invoke(function, event)
+        result = _json_or_none(invocation.payload)
+        if (
+            invocation.errored
+            or not isinstance(result, dict)
+            or not isinstance(result.get("statusCode"), int)
+        ):
+            if not invocation.errored:
+                log.error(
+                    "%s returned no API Gateway proxy response (statusCode missing)",
+                    route.function_logical_id,
+                )
+            # API Gateway's answer to a failed or malformed Lambda proxy integration.
+            return self._gateway_error("DEFAULT_5XX", 502, "Internal server error", request_id)
+        body_value = result.get("body")
+        body = b""
+        if body_value is not None:
+            if result.get("isBase64Encoded"):
+                try:
+                    body = base64.b64decode(str(body_value))
+                except (binascii.Error, ValueError):
+                    return self._gateway_error("DEFAULT_5XX", 502, "Internal server error", request_id)
+            else:
+                body = str(body_value).encode("utf-8")
+        headers: list[tuple[str, str]] = [(str(k), str(v)) for k, v in (result.get("headers") or {}).items()]
+        for name, values in (result.get("multiValueHeaders") or {}).items():
+            headers.extend((str(name), str(value)) for value in values or [])
+        response = HttpResponse(status=result["statusCode"], headers=headers, body=body)
+        if response.header("content-type") is None:
+            response.headers.append(("Content-Type", "application/json"))  # API Gateway's default
+        self._ensure_request_id(response, request_id)
+        return response
+
+    # ---------------------------------------------------------------- errors
+    def _gateway_error(self, response_type: str, status: int, message: str, request_id: str) -> HttpResponse:
+        """API Gateway's own error, shaped by the template's GatewayResponse of that type (or DEFAULT_*)."""
+        responses: Mapping[str, GatewayResponse] = self._template.gateway_responses
+        default_type = "DEFAULT_4XX" if status < 500 else "DEFAULT_5XX"
+        configured = responses.get(response_type) or responses.get(default_type)
+        headers: list[tuple[str, str]] = [("Content-Type", "application/json")]
+        if configured is None or configured.template is None:
+            body = json.dumps({"message": message})
+        else:
+            body = _render(configured.template, message, request_id, response_type)
+            for name, source in configured.headers.items():
+                headers.append((name, _header_value(source, request_id)))
+        # A type with its own GatewayResponse says the status; a DEFAULT_* one keeps API Gateway's.
+        if response_type in responses:
+            status = responses[response_type].status
+        response = HttpResponse(status=status, headers=headers, body=body.encode("utf-8"))
+        response.headers.append(("x-amzn-ErrorType", _ERROR_TYPES.get(response_type, "")))
+        self._ensure_request_id(response, request_id)
+        return response
+
+    def _own_error(self, status: int, message: str, request_id: str) -> HttpResponse:
+        """Errors API Gateway would shape with MISSING_AUTHENTICATION_TOKEN: here the nested Glance shape."""
+        body = {"error": {"code": status, "title": _TITLES.get(status, "Error"), "message": message}}
+        response = HttpResponse(
+            status=status, headers=[("Content-Type", "application/json")], body=json.dumps(body).encode()
+        )
+        self._ensure_request_id(response, request_id)
+        return response
+
+    @staticmethod
+    def _ensure_request_id(response: HttpResponse, request_id: str) -> None:
+        if response.header(REQUEST_ID_HEADER) is None:
+            response.headers.append((REQUEST_ID_HEADER, f"req-{request_id}"))
+
+
+_ERROR_TYPES = {
+    "UNAUTHORIZED": "UnauthorizedException",
+    "ACCESS_DENIED": "AccessDeniedException",
+    "AUTHORIZER_FAILURE": "AuthorizerConfigurationException",
+    "AUTHORIZER_CONFIGURATION_ERROR": "AuthorizerConfigurationException",
+    "DEFAULT_5XX": "InternalServerErrorException",
+    "REQUEST_TOO_LARGE": "RequestTooLargeException",
+}
+
+
+def _render(template: str, message: str, request_id: str, response_type: str) -> str:
+    # Only the $context variables a GatewayResponse template can use for these errors.
+    values = {
+        "$context.error.messageString": json.dumps(message),  # API Gateway's quoted form
+        "$context.error.message": message,
+        "$context.error.responseType": response_type,
+        "$context.requestId": request_id,
+    }
+    pattern = re.compile("|".join(re.escape(key) for key in sorted(values, key=len, reverse=True)))
+    return pattern.sub(lambda match: values[match.group(0)], template)
+
+
+def _header_value(source: str, request_id: str) -> str:
+    if source.startswith("'") and source.endswith("'"):
+        return source[1:-1]
+    if source == "context.requestId":
+        return request_id
+    return ""
+
+
+def _json_or_none(payload: str) -> Any:
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return None
+
+
+def _as_context_string(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _arn_matches(pattern: str, arn: str) -> bool:
+    regex = "".join(".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern)
+    return re.fullmatch(regex, arn) is not None
+
+
+def _policy_allows(policy: Mapping[str, Any], method_arn: str) -> bool:
+    """IAM evaluation for execute-api:Invoke: an explicit Deny wins, then some Allow must match."""
+    statements = policy.get("Statement") or []
+    if isinstance(statements, dict):
+        statements = [statements]
+    allowed = False
+    for statement in statements:
+        actions = statement.get("Action", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        if not any(_arn_matches(action, "execute-api:Invoke") for action in actions):
+            continue
+        resources = statement.get("Resource", [])
+        resources = [resources] if isinstance(resources, str) else resources
+        if not any(_arn_matches(resource, method_arn) for resource in resources):
+            continue
+        if statement.get("Effect") == "Deny":
+            return False
+        allowed = allowed or statement.get("Effect") == "Allow"
+    return allowed
+
+
+# ------------------------------------------------------------------ the HTTP server
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: clients such as requests reuse connections
+    front: ApiFront  # set on the subclass made by `serve`
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        try:
+            response = self.front.handle(
+                self.command, self.path, list(self.headers.items()), body, self.client_address[0]
+            )
+        except Exception:
+            log.exception("the local front failed on %s %s", self.command, self.path)
+            response = HttpResponse(
+                500, [("Content-Type", "application/json")], b'{"message": "Internal server error"}'
+            )
+        self.send_response(response.status)
+        for name, value in response.headers:
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.info("%s %s", self.address_string(), format % args)
+
+
+class FrontServer:
+    """The front on a ThreadingHTTPServer; `port=0` picks a free port (see `.port`)."""
+
+    def __init__(self, front: ApiFront, host: str = "127.0.0.1", port: int = 3000) -> None:
+        handler = type("RequestHandler", (_RequestHandler,), {"front": front})
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = self._server.server_address[0]
+        return f"http://{host if isinstance(host, str) else host.decode()}:{self.port}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="local-api-front", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
