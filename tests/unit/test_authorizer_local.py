@@ -12,9 +12,9 @@ from typing import Any
 
 import jwt
 import pytest
-from imagetasks.auth.local import LOCAL_ALGORITHM, LOCAL_ISSUER, LocalTokenVerifier
 
 from functions.authorizer import app
+from imagetasks.auth.local import LOCAL_ALGORITHM, LOCAL_ISSUER, LocalTokenVerifier
 from local import tokens
 from local.tokens import mint_local_token
 
