@@ -1,0 +1,395 @@
+"""The whole application in one process, on moto: what `make run` starts and what the e2e tests use.
+
+One `mock_aws()` for the process (starting it again would wipe every table and bucket), moto's server
+on the same in-memory state for outside tools, every resource created from template.yaml, the Lambda
+hook so moto runs the real handlers, the API front, and two emulations of what AWS does on its own:
+deleting expired DynamoDB items (TTL) and sending Step Functions "Execution Status Change" events to
+the EventBridge rules of the template.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+from moto.core.config import DefaultConfig
+
+from local.events import matches
+from local.front import ApiFront, FrontServer
+from local.lambda_runtime import HandlerRunner, MotoLambdaHook
+from local.template import (
+    ACCOUNT_ID,
+    LOCAL_PARAMETER_OVERRIDES,
+    REGION,
+    STACK_NAME,
+    LocalTemplate,
+    load_template,
+)
+from local.tokens import mint_local_token, new_local_key
+
+log = logging.getLogger("local.stack")
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+DEFAULT_TEMPLATE = REPOSITORY / "template.yaml"
+DEFAULT_STATE_DIR = REPOSITORY / "local" / ".state"
+MOTO_CONFIG: DefaultConfig = {"stepfunctions": {"execute_state_machine": True}}
+FINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
+EXECUTION_STATUS_CHANGE = "Step Functions Execution Status Change"
+
+# Set before anything creates a boto3 client: the handlers' clients and ours must all land in moto.
+LOCAL_AWS_ENVIRONMENT = {
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",  # moto's fake credentials
+    "AWS_SESSION_TOKEN": "testing",
+    # X-Ray has no daemon here; Powertools would otherwise try to send segments.
+    "POWERTOOLS_TRACE_DISABLED": "true",
+}
+
+
+class LocalStack:
+    """Start with `start()`, stop with `stop()`; one per process at a time."""
+
+    _running: LocalStack | None = None
+
+    def __init__(
+        self,
+        template_path: Path = DEFAULT_TEMPLATE,
+        *,
+        host: str = "127.0.0.1",
+        api_port: int = 3000,
+        aws_port: int | None = 5000,
+        parameters: Mapping[str, str] | None = None,
+        state_dir: Path = DEFAULT_STATE_DIR,
+        ttl_sweep_seconds: float = 5.0,
+        execution_poll_seconds: float = 0.5,
+    ) -> None:
+        self.template_path = template_path
+        self.host = host
+        self._api_port = api_port
+        self._aws_port = aws_port
+        self._parameters = {**LOCAL_PARAMETER_OVERRIDES, **(parameters or {})}
+        self.state_dir = state_dir
+        self._ttl_sweep_seconds = ttl_sweep_seconds
+        self._execution_poll_seconds = execution_poll_seconds
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._mock: Any = None
+        self._moto_server: Any = None
+        self._front: FrontServer | None = None
+        self.hook: MotoLambdaHook | None = None
+        self.template: LocalTemplate | None = None
+        self.token_key = ""
+        self._execution_status: dict[str, str] = {}
+
+    # ---------------------------------------------------------------- what callers read
+    @property
+    def api_url(self) -> str:
+        assert self._front is not None, "start() first"
+        return self._front.url
+
+    @property
+    def aws_url(self) -> str | None:
+        if self._moto_server is None:
+            return None
+        host, port = self._moto_server.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    @property
+    def runner(self) -> HandlerRunner:
+        assert self.hook is not None, "start() first"
+        return self.hook.runner
+
+    def bucket_names(self) -> dict[str, str]:
+        return {logical_id: spec.name for logical_id, spec in self._template().buckets.items()}
+
+    def table_names(self) -> dict[str, str]:
+        return {logical_id: spec.name for logical_id, spec in self._template().tables.items()}
+
+    def token(self, project_id: str, roles: Sequence[str] = ("member",), user_id: str | None = None) -> str:
+        """A token the local authorizer accepts."""
+        return mint_local_token(self.token_key, project_id, user_id or f"{project_id}-user", list(roles))
+
+    def _template(self) -> LocalTemplate:
+        assert self.template is not None, "start() first"
+        return self.template
+
+    # ---------------------------------------------------------------- start / stop
+    def start(self) -> LocalStack:
+        if LocalStack._running is not None:
+            raise RuntimeError("a local stack is already running in this process")
+        for key, value in LOCAL_AWS_ENVIRONMENT.items():
+            os.environ[key] = value
+        self.token_key = self._write_token_key()
+        self.template = self._load()
+
+        from moto import mock_aws
+
+        # The ASL interpreter only runs machines created after this config is in place.
+        self._mock = mock_aws(config=MOTO_CONFIG)
+        self._mock.start()
+        LocalStack._running = self
+        try:
+            self.hook = MotoLambdaHook(HandlerRunner(self.template.functions.values()))
+            self.hook.install()
+            if self._aws_port is not None:
+                from moto.server import ThreadedMotoServer
+
+                # Same process, same backends: `aws --endpoint-url` sees what the handlers see.
+                self._moto_server = ThreadedMotoServer(
+                    ip_address=self.host, port=self._aws_port, verbose=False
+                )
+                self._moto_server.start()
+            self._create_resources(self.template)
+            self._front = FrontServer(ApiFront(self.template, self.hook.runner), self.host, self._api_port)
+            self._front.start()
+            self._start_thread("local-ttl-sweeper", self._sweep_loop)
+            self._start_thread("local-execution-events", self._execution_loop)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._front is not None:
+            self._front.stop()
+            self._front = None
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._threads.clear()
+        if self._moto_server is not None:
+            self._moto_server.stop()
+            self._moto_server = None
+        if self.hook is not None:
+            self.hook.uninstall()
+        if self._mock is not None:
+            self._mock.stop()
+            self._mock = None
+        if LocalStack._running is self:
+            LocalStack._running = None
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _write_token_key(self) -> str:
+        key = new_local_key()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / "token.key"
+        path.touch(mode=0o600)
+        path.write_text(key + "\n", encoding="utf-8")
+        return key
+
+    def _load(self) -> LocalTemplate:
+        template = load_template(self.template_path, self._parameters)
+        # AUTH_MODE=local exists only here: the deployed template does not even allow the value.
+        authorizers = {
+            route.authorizer_logical_id for route in template.routes if route.authorizer_logical_id
+        }
+        for logical_id in authorizers:
+            spec = template.functions[logical_id]
+            environment = {**spec.environment, "AUTH_MODE": "local", "LOCAL_TOKEN_KEY": self.token_key}
+            template.functions[logical_id] = replace(spec, environment=environment)
+        return template
+
+    # ---------------------------------------------------------------- resources
+    def _create_resources(self, template: LocalTemplate) -> None:
+        iam = boto3.client("iam", region_name=REGION)
+        # moto checks that a function's role exists; permissions themselves are not enforced.
+        role_arn = iam.create_role(
+            RoleName=f"{STACK_NAME}-role",
+            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+        )["Role"]["Arn"]
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        for table in template.tables.values():
+            dynamodb.create_table(**table.create_kwargs)
+            if table.ttl_attribute:
+                dynamodb.update_time_to_live(
+                    TableName=table.name,
+                    TimeToLiveSpecification={"Enabled": True, "AttributeName": table.ttl_attribute},
+                )
+        lambda_client = boto3.client("lambda", region_name=REGION)
+        placeholder = _placeholder_zip()  # the code runs from its folder; moto only needs a package
+        for function in template.functions.values():
+            lambda_client.create_function(
+                FunctionName=function.name,
+                Runtime=function.runtime,
+                Role=role_arn,
+                Handler=function.handler,
+                Code={"ZipFile": placeholder},
+                Timeout=function.timeout_seconds,
+                MemorySize=function.memory_mb,
+                Environment={"Variables": function.environment},
+            )
+        s3 = boto3.client("s3", region_name=REGION)
+        for bucket in template.buckets.values():
+            s3.create_bucket(Bucket=bucket.name)
+            if bucket.notifications:
+                s3.put_bucket_notification_configuration(
+                    Bucket=bucket.name,
+                    NotificationConfiguration={
+                        "LambdaFunctionConfigurations": [
+                            _notification(notification) for notification in bucket.notifications
+                        ]
+                    },
+                )
+        stepfunctions = boto3.client("stepfunctions", region_name=REGION)
+        for machine in template.state_machines.values():
+            stepfunctions.create_state_machine(
+                name=machine.name,
+                definition=machine.definition,
+                roleArn=role_arn,
+                type=machine.type,
+            )
+
+    def _start_thread(self, name: str, target: Any) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # ---------------------------------------------------------------- DynamoDB TTL
+    def _sweep_loop(self) -> None:
+        while not self._stopping.wait(self._ttl_sweep_seconds):
+            try:
+                self.sweep_expired_items()
+            except Exception:
+                log.exception("TTL sweep failed")
+
+    def sweep_expired_items(self, now: float | None = None) -> int:
+        """Delete items whose TTL attribute is a number of seconds in the past, as DynamoDB would."""
+        now = time.time() if now is None else now
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        deleted = 0
+        for table in self._template().tables.values():
+            if not table.ttl_attribute:
+                continue
+            keys = [element["AttributeName"] for element in table.create_kwargs["KeySchema"]]
+            for page in dynamodb.get_paginator("scan").paginate(TableName=table.name):
+                for item in page["Items"]:
+                    expires = item.get(table.ttl_attribute, {}).get("N")  # DynamoDB ignores non-numbers
+                    if expires is not None and float(expires) < now:
+                        dynamodb.delete_item(TableName=table.name, Key={key: item[key] for key in keys})
+                        deleted += 1
+        if deleted:
+            log.info("TTL: deleted %d expired item(s)", deleted)
+        return deleted
+
+    # ---------------------------------------------------------------- EventBridge for Step Functions
+    def _execution_loop(self) -> None:
+        while not self._stopping.wait(self._execution_poll_seconds):
+            try:
+                self.publish_execution_events()
+            except Exception:
+                log.exception("watching state machine executions failed")
+
+    def publish_execution_events(self) -> int:
+        """Send an event for each execution status not seen yet to the rules whose pattern matches it."""
+        template = self._template()
+        if not template.event_rules:
+            return 0
+        stepfunctions = boto3.client("stepfunctions", region_name=REGION)
+        sent = 0
+        for machine in template.state_machines.values():
+            for page in stepfunctions.get_paginator("list_executions").paginate(stateMachineArn=machine.arn):
+                for summary in page["executions"]:
+                    arn, status = summary["executionArn"], summary["status"]
+                    if self._execution_status.get(arn) == status:
+                        continue
+                    self._execution_status[arn] = status
+                    if status == "RUNNING" or status in FINAL_STATUSES:
+                        sent += self._publish(
+                            _status_change_event(stepfunctions.describe_execution(executionArn=arn))
+                        )
+        return sent
+
+    def _publish(self, event: dict[str, Any]) -> int:
+        template = self._template()
+        sent = 0
+        for rule in template.event_rules:
+            if not matches(rule.pattern, event):
+                continue
+            spec = template.functions.get(rule.function_logical_id)
+            if spec is None:
+                continue
+            log.info(
+                "EventBridge: %s %s → %s",
+                event["detail-type"],
+                event["detail"]["status"],
+                rule.function_logical_id,
+            )
+            # An asynchronous target: the error is logged by the runner, as Lambda would log it.
+            self.runner.invoke(spec, event)
+            sent += 1
+        return sent
+
+
+def _placeholder_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("README.txt", "The local stack runs this function from its CodeUri folder.\n")
+    return buffer.getvalue()
+
+
+def _notification(notification: Any) -> dict[str, Any]:
+    rules = [
+        {"Name": name, "Value": value}
+        for name, value in (("prefix", notification.prefix), ("suffix", notification.suffix))
+        if value is not None
+    ]
+    configuration: dict[str, Any] = {
+        "Id": notification.function_logical_id,
+        "LambdaFunctionArn": notification.function_arn,
+        "Events": notification.events,
+    }
+    if rules:
+        configuration["Filter"] = {"Key": {"FilterRules": rules}}
+    return configuration
+
+
+def _epoch_millis(value: Any) -> int | None:
+    return int(value.timestamp() * 1000) if isinstance(value, datetime) else None
+
+
+def _status_change_event(execution: Mapping[str, Any]) -> dict[str, Any]:
+    """What EventBridge receives from Step Functions when an execution changes status."""
+    detail = {
+        "executionArn": execution["executionArn"],
+        "stateMachineArn": execution["stateMachineArn"],
+        "name": execution.get("name"),
+        "status": execution["status"],
+        "startDate": _epoch_millis(execution.get("startDate")),
+        "stopDate": _epoch_millis(execution.get("stopDate")),
+        "input": execution.get("input"),
+        "output": execution.get("output"),
+        "inputDetails": {"included": True},
+        "outputDetails": {"included": True} if execution.get("output") is not None else None,
+        "error": execution.get("error"),
+        "cause": execution.get("cause"),
+    }
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": EXECUTION_STATUS_CHANGE,
+        "source": "aws.states",
+        "account": ACCOUNT_ID,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [execution["executionArn"]],
+        "detail": detail,
+    }
