@@ -55,7 +55,7 @@ def run_checks(path: Path, checker: ImageChecker) -> ImageVerdict:
 
 
 def checker_for(case: CorpusCase, **overrides: object) -> ImageChecker:
-    settings = ImageCheckSettings(**{**case.settings, **overrides})  # type: ignore[arg-type]
+    settings = ImageCheckSettings(**{**case.settings, **overrides})
     expected = ExpectedChecksums(**case.input_checksums)
     return ImageChecker(settings, case.disk_format, case.container_format, expected)
 

@@ -33,7 +33,7 @@ class FakeResolver:
 
 def make_filter(**settings: object) -> tuple[ImportFilter, FakeResolver]:
     resolver = FakeResolver()
-    return ImportFilter(ImportFilterSettings(**settings), resolver=resolver), resolver  # type: ignore[arg-type]
+    return ImportFilter(ImportFilterSettings(**settings), resolver=resolver), resolver
 
 
 def refused_message(url: str) -> str:

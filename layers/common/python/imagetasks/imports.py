@@ -122,5 +122,5 @@ def _open(
 ) -> SourceStream:
     if isinstance(location, S3Location):
         return S3Source(s3_client, chunk_size=settings.http.chunk_size).open(location.bucket, location.key)
-    # HttpSource re-checks the URL (and every redirect) itself, right before connecting.
-    return HttpSource(import_filter, settings.http).open(location.url)
+    # The vetted target goes in as is (one DNS answer per hop); HttpSource vets every redirect.
+    return HttpSource(import_filter, settings.http).open(location)

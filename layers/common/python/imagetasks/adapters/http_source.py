@@ -86,16 +86,21 @@ class HttpSource:
         self._settings = settings or HttpSourceSettings()
         self._ssl_context = ssl_context
 
-    def open(self, url: str) -> SourceStream:
+    def open(self, url: str | ResolvedTarget) -> SourceStream:
         """Connect, follow vetted redirects, and return the body as a stream of chunks.
+
+        ``url`` may be a target ``ImportFilter.check`` already vetted: it is then used as is, so
+        the name is resolved once per hop (a second lookup could answer differently).
 
         Raises ``InvalidImportLocation`` (a hop refused by the filter, before connecting),
         ``SourceUnavailable`` (4xx, too many redirects) or ``TransientSourceError`` (5xx, 429,
         timeouts, refused connections).
         """
-        current = url
+        vetted = url if isinstance(url, ResolvedTarget) else None
+        current = first = url.url if isinstance(url, ResolvedTarget) else url
         for _hop in range(self._settings.max_redirects + 1):
-            target = self._filter.check(current)
+            target = vetted or self._filter.check(current)
+            vetted = None
             response = self._request(target)
             if response.status in _REDIRECTS:
                 location = response.headers.get("Location")
@@ -115,7 +120,7 @@ class HttpSource:
             length = _content_length(response)
             return SourceStream(current, length, self._chunks(response, current, length), response)
         raise SourceUnavailable(
-            f"The image source redirected more than {self._settings.max_redirects} times: {url}"
+            f"The image source redirected more than {self._settings.max_redirects} times: {first}"
         )
 
     def _request(self, target: ResolvedTarget) -> urllib3.BaseHTTPResponse:

@@ -1,0 +1,330 @@
+"""fetch_and_check end to end at the adapter boundary: a real local HTTP server, S3 on moto."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import boto3
+import pytest
+import urllib3.util.connection
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from imagetasks.adapters.http_source import HttpSourceSettings
+from imagetasks.adapters.staging import translate_client_error
+from imagetasks.domain.image_checks import ExpectedChecksums, ImageCheckSettings
+from imagetasks.domain.import_errors import (
+    ImageRejected,
+    InvalidImportLocation,
+    SourceUnavailable,
+    StagingError,
+    TransientSourceError,
+    TransientStorageError,
+)
+from imagetasks.domain.import_filter import ImportFilterSettings
+from imagetasks.imports import FetchResult, ImportSettings, fetch_and_check
+from tests.image_corpus import file_digests, make_qcow2, make_qcow2_backing_file, make_raw, require_qemu_img
+
+STAGING = "staging-bucket"
+Route = Callable[[BaseHTTPRequestHandler], None]
+
+
+class LocalServer:
+    """A threaded HTTP server on 127.0.0.1 that records every connection and Host header."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.connections = 0
+        self.hosts: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.hosts.append(self.headers.get("Host", ""))
+                route = server.routes.get(self.path)
+                if route is None:
+                    self.send_error(404)
+                    return
+                route(self)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        class Recording(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def verify_request(self, request: object, client_address: object) -> bool:
+                server.connections += 1
+                return True
+
+        self.httpd = Recording(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
+        self.thread.start()
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+    def serve_file(self, path: str, file: Path) -> str:
+        def route(handler: BaseHTTPRequestHandler) -> None:
+            data = file.read_bytes()
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+
+        self.routes[path] = route
+        return self.url(path)
+
+    def redirect(self, path: str, location: str, status: int = 302) -> str:
+        def route(handler: BaseHTTPRequestHandler) -> None:
+            handler.send_response(status)
+            handler.send_header("Location", location)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+
+        self.routes[path] = route
+        return self.url(path)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[LocalServer]:
+    srv = LocalServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        client = boto3.client("s3")
+        client.create_bucket(Bucket=STAGING)
+        client.create_bucket(Bucket="uploads")
+        yield client
+
+
+@pytest.fixture
+def connections(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every address urllib3 opens a TCP connection to."""
+    opened: list[tuple[str, int]] = []
+    real = urllib3.util.connection.create_connection
+
+    def recording(address: tuple[str, int], *args: object, **kwargs: object) -> object:
+        opened.append(address)
+        return real(address, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", recording)
+    return opened
+
+
+def settings_for(server: LocalServer, **checks: object) -> ImportSettings:
+    return ImportSettings(
+        filter=ImportFilterSettings(
+            allow_loopback=True, allowed_ports=(server.port, 80, 443), allowed_s3_buckets=("uploads",)
+        ),
+        checks=ImageCheckSettings(**checks),
+        http=HttpSourceSettings(connect_timeout_seconds=2, read_timeout_seconds=0.5),
+    )
+
+
+def fetch(url: str, server: LocalServer, s3: object, disk_format: str = "raw", **kw: object) -> FetchResult:
+    return fetch_and_check(
+        url,
+        disk_format,
+        "bare",
+        kw.pop("expected", None),  # type: ignore[arg-type]
+        STAGING,
+        "staging/task-1",
+        settings=kw.pop("settings", None) or settings_for(server),  # type: ignore[arg-type]
+        s3_client=s3,  # type: ignore[arg-type]
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def staged_keys(s3: object) -> list[str]:
+    listing = s3.list_objects_v2(Bucket=STAGING)  # type: ignore[attr-defined]
+    uploads = s3.list_multipart_uploads(Bucket=STAGING).get("Uploads", [])  # type: ignore[attr-defined]
+    return [o["Key"] for o in listing.get("Contents", [])] + [f"upload:{u['Key']}" for u in uploads]
+
+
+@pytest.mark.parametrize(("make", "disk_format"), [(make_qcow2, "qcow2"), (make_raw, "raw")])
+def test_image_is_staged_with_the_right_hashes(
+    make: Callable[[Path], Path], disk_format: str, server: LocalServer, s3: object, tmp_path: Path
+) -> None:
+    require_qemu_img()
+    # Given an image served over HTTP
+    image = make(tmp_path)
+    url = server.serve_file("/image", image)
+    # When it is fetched and checked
+    result = fetch(url, server, s3, disk_format)
+    # Then the staged object is the file, and the hashes are hashlib's
+    md5, sha512 = file_digests(image)
+    assert (result.checksum, result.os_hash_value, result.size) == (md5, sha512, image.stat().st_size)
+    assert result.detected_format == disk_format and result.virtual_size == 1024 * 1024
+    body = s3.get_object(Bucket=STAGING, Key="staging/task-1")["Body"].read()  # type: ignore[attr-defined]
+    assert body == image.read_bytes()
+    assert server.hosts == [f"127.0.0.1:{server.port}"]
+
+
+def test_refused_image_leaves_nothing_staged(server: LocalServer, s3: object, tmp_path: Path) -> None:
+    require_qemu_img()
+    url = server.serve_file("/bad", make_qcow2_backing_file(tmp_path))
+    with pytest.raises(ImageRejected, match="it has a backing file"):
+        fetch(url, server, s3, "qcow2")
+    assert staged_keys(s3) == []
+
+
+def test_wrong_expected_checksum_leaves_nothing_staged(
+    server: LocalServer, s3: object, tmp_path: Path
+) -> None:
+    url = server.serve_file("/raw", make_raw(tmp_path))
+    with pytest.raises(ImageRejected, match="expected checksum"):
+        fetch(url, server, s3, expected=ExpectedChecksums(checksum="0" * 32))
+    assert staged_keys(s3) == []
+
+
+def test_404(server: LocalServer, s3: object) -> None:
+    url = server.url("/missing")
+    with pytest.raises(SourceUnavailable) as failed:
+        fetch(url, server, s3)
+    assert failed.value.message == f"The image source answered 404 Not Found: {url}"
+
+
+def test_5xx_is_transient(server: LocalServer, s3: object) -> None:
+    server.routes["/busy"] = lambda h: h.send_error(503)
+    with pytest.raises(TransientSourceError, match="503 Service Unavailable"):
+        fetch(server.url("/busy"), server, s3)
+
+
+def test_vetted_redirects_are_followed(server: LocalServer, s3: object, tmp_path: Path) -> None:
+    image = make_raw(tmp_path)
+    server.serve_file("/final", image)
+    server.redirect("/hop2", "/final", 307)
+    url = server.redirect("/hop1", server.url("/hop2", host="files.test"), 301)
+    resolver_calls: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        resolver_calls.append(host)
+        return ["127.0.0.1"]
+
+    assert fetch(url, server, s3, resolver=resolver).size == image.stat().st_size
+    assert resolver_calls == ["files.test", "files.test"]  # hop 2 and the final hop, each vetted
+    assert server.hosts[1:] == [f"files.test:{server.port}"] * 2
+
+
+def test_redirect_to_a_refused_address_is_refused_without_connecting(
+    server: LocalServer, s3: object, connections: list[tuple[str, int]]
+) -> None:
+    # Given a second server that would answer, behind a name that also resolves to the metadata IP
+    other = LocalServer()
+    try:
+        target = other.url("/latest/meta-data/", host="sneaky.test")
+        url = server.redirect("/go", target)
+        settings = ImportSettings(
+            filter=ImportFilterSettings(allow_loopback=True, allowed_ports=(server.port, other.port))
+        )
+        resolver = {"sneaky.test": ["127.0.0.1", "169.254.169.254"]}
+        # When the redirect is followed
+        with pytest.raises(InvalidImportLocation) as refused:
+            fetch(url, server, s3, settings=settings, resolver=lambda h, p: resolver[h])
+        # Then it is refused, and no connection was made to anything but the first server
+        assert refused.value.message == f"URI for legacy import task does not pass filtering: {target}"
+        assert other.connections == 0
+        assert connections == [("127.0.0.1", server.port)]
+    finally:
+        other.close()
+
+
+def test_dns_rebinding_cannot_move_the_connection(
+    server: LocalServer, s3: object, tmp_path: Path, connections: list[tuple[str, int]]
+) -> None:
+    # The name resolves to loopback when vetted and to the metadata service any time after.
+    answers = iter([["127.0.0.1"]])
+    url = server.serve_file("/image", make_raw(tmp_path)).replace("127.0.0.1", "rebind.test")
+    fetch(url, server, s3, resolver=lambda h, p: next(answers, ["169.254.169.254"]))
+    assert connections == [("127.0.0.1", server.port)]
+    assert server.hosts == [f"rebind.test:{server.port}"]
+
+
+def test_too_many_redirects(server: LocalServer, s3: object) -> None:
+    url = server.redirect("/loop", "/loop")
+    with pytest.raises(SourceUnavailable, match="redirected more than 5 times"):
+        fetch(url, server, s3)
+
+
+def test_source_breaking_off_mid_stream(server: LocalServer, s3: object) -> None:
+    def broken(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(1024 * 1024))
+        handler.end_headers()
+        handler.wfile.write(b"\0" * 100_000)
+        handler.close_connection = True
+
+    server.routes["/broken"] = broken
+    url = server.url("/broken")
+    with pytest.raises(TransientSourceError) as failed:
+        fetch(url, server, s3)
+    assert failed.value.message == f"The image source broke off after 100000 bytes of 1048576: {url}"
+    assert staged_keys(s3) == []
+
+
+def test_slow_source_times_out(server: LocalServer, s3: object) -> None:
+    def slow(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "1000")
+        handler.end_headers()
+        handler.wfile.write(b"\0" * 10)
+        handler.wfile.flush()
+        time.sleep(1.5)
+
+    server.routes["/slow"] = slow
+    with pytest.raises(
+        TransientSourceError, match=r"The image source stopped sending for 0\.5 s after \d+ bytes of 1000"
+    ):
+        fetch(server.url("/slow"), server, s3)
+    assert staged_keys(s3) == []
+
+
+def test_s3_source_under_the_project_prefix(server: LocalServer, s3: object, tmp_path: Path) -> None:
+    image = make_raw(tmp_path)
+    s3.put_object(Bucket="uploads", Key="proj1/disk.raw", Body=image.read_bytes())  # type: ignore[attr-defined]
+    result = fetch("s3://uploads/proj1/disk.raw", server, s3, project_id="proj1")
+    assert result.os_hash_value == file_digests(image)[1]
+    with pytest.raises(SourceUnavailable, match="does not exist: s3://uploads/proj1/nope"):
+        fetch("s3://uploads/proj1/nope", server, s3, project_id="proj1")
+    with pytest.raises(InvalidImportLocation):
+        fetch("s3://uploads/proj2/disk.raw", server, s3, project_id="proj1")
+
+
+def client_error(code: str, status: int) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "UploadPart"
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected"),
+    [
+        ("SlowDown", 503, TransientStorageError),
+        ("InternalError", 500, TransientStorageError),
+        ("RequestTimeout", 400, TransientStorageError),
+        ("AccessDenied", 403, StagingError),
+        ("NoSuchBucket", 404, StagingError),
+    ],
+)
+def test_staging_errors_are_translated(code: str, status: int, expected: type[Exception]) -> None:
+    assert isinstance(translate_client_error(client_error(code, status), bucket="b", key="k"), expected)
