@@ -301,13 +301,13 @@ def test_slow_source_times_out(server: LocalServer, s3: object) -> None:
 
 def test_s3_source_under_the_project_prefix(server: LocalServer, s3: object, tmp_path: Path) -> None:
     image = make_raw(tmp_path)
-    s3.put_object(Bucket="uploads", Key="proj1/disk.raw", Body=image.read_bytes())  # type: ignore[attr-defined]
-    result = fetch("s3://uploads/proj1/disk.raw", server, s3, project_id="proj1")
+    s3.put_object(Bucket="uploads", Key="uploads/proj1/disk.raw", Body=image.read_bytes())  # type: ignore[attr-defined]
+    result = fetch("s3://uploads/uploads/proj1/disk.raw", server, s3, project_id="proj1")
     assert result.os_hash_value == file_digests(image)[1]
-    with pytest.raises(SourceUnavailable, match="does not exist: s3://uploads/proj1/nope"):
-        fetch("s3://uploads/proj1/nope", server, s3, project_id="proj1")
+    with pytest.raises(SourceUnavailable, match="does not exist: s3://uploads/uploads/proj1/nope"):
+        fetch("s3://uploads/uploads/proj1/nope", server, s3, project_id="proj1")
     with pytest.raises(InvalidImportLocation):
-        fetch("s3://uploads/proj2/disk.raw", server, s3, project_id="proj1")
+        fetch("s3://uploads/uploads/proj2/disk.raw", server, s3, project_id="proj1")
 
 
 def client_error(code: str, status: int) -> ClientError:

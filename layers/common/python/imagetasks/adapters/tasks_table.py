@@ -8,8 +8,8 @@ from typing import Any
 
 from imagetasks.adapters.dynamo import ConditionFailed, DynamoDBClient, to_item
 from imagetasks.adapters.indexed_table import IndexedTable, Page
+from imagetasks.auth.identity import Caller
 from imagetasks.domain import clock
-from imagetasks.domain.caller import Caller
 from imagetasks.domain.errors import ConcurrentUpdate, InvalidRequest, NotFound
 from imagetasks.domain.listing import ListRequest, SortDir
 from imagetasks.domain.tasks import (

@@ -12,8 +12,9 @@ from http import HTTPStatus
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from pydantic import ValidationError
 
-from imagetasks.domain.caller import Caller
+from imagetasks.auth.identity import Caller
 from imagetasks.domain.errors import DomainError, InvalidRequest, NotFound
 from imagetasks.observability import logger
 
@@ -62,10 +63,10 @@ def resolve(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) ->
 
 
 def current_caller(app: APIGatewayRestResolver) -> Caller:
-    caller = Caller.from_authorizer_context(dict(app.current_event.request_context.authorizer or {}))
-    if caller is None:
-        raise HttpError(401, "The request you have made requires authentication.")
-    return caller
+    try:
+        return Caller.from_authorizer_context(dict(app.current_event.request_context.authorizer or {}))
+    except ValidationError:
+        raise HttpError(401, "The request you have made requires authentication.") from None
 
 
 def base_url(app: APIGatewayRestResolver) -> str:

@@ -53,6 +53,10 @@ class Caller(BaseModel):
     def is_admin(self) -> bool:
         return ADMIN_ROLE in self.roles
 
+    def can_see(self, owner: str) -> bool:
+        """Admins see every project's tasks and images; members only their own project's."""
+        return self.is_admin or owner == self.project_id
+
     def has_role(self, role: str) -> bool:
         return role in self.roles
 

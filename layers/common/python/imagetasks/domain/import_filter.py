@@ -58,6 +58,10 @@ def default_resolver(host: str, port: int) -> list[str]:
     return [str(info[4][0]).split("%", 1)[0] for info in infos]
 
 
+# The uploads layout: a project's objects live under its own prefix (see the README).
+S3_PROJECT_PREFIX = "uploads/{project_id}/"
+
+
 class ImportFilterSettings(BaseModel):
     """The deployment's import filter parameters. Host lists hold names (``.example.com`` also
     matches every sub-domain) or, in the deny list, address ranges in CIDR notation."""
@@ -207,7 +211,7 @@ class ImportFilter:
         )
 
     def check_s3(self, url: str | None, project_id: str | None = None) -> S3Location:
-        """Vet ``s3://bucket/key``: a bucket the deployment names, and a key under ``<project_id>/``."""
+        """Vet ``s3://bucket/key``: a bucket the deployment names, and a key under ``uploads/<project_id>/``."""
         parts, scheme = self._split(url)
         assert url is not None
         if scheme != "s3" or "s3" not in self.supported_schemes():
@@ -218,7 +222,7 @@ class ImportFilter:
             raise refused
         # A project reads only its own prefix: the service's role can read the whole bucket,
         # so this check is what keeps one project from importing another's objects.
-        if project_id is not None and not key.startswith(f"{project_id}/"):
+        if project_id is not None and not key.startswith(S3_PROJECT_PREFIX.format(project_id=project_id)):
             raise refused
         if any(segment in ("", ".", "..") for segment in key.split("/")):
             raise refused

@@ -1,0 +1,156 @@
+"""The images table: image records and their list index rows."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from imagetasks.adapters.dynamo import ConditionFailed, DynamoDBClient, to_item
+from imagetasks.adapters.indexed_table import IndexedTable, Page
+from imagetasks.auth.identity import Caller
+from imagetasks.domain import clock
+from imagetasks.domain.errors import ConcurrentUpdate, InvalidRequest, NotFound
+from imagetasks.domain.images import IMAGE_LIST_SPEC, Image, image_sort_values
+from imagetasks.domain.listing import ListRequest
+
+IMAGE_RECORD = "image"
+STUB_FIELDS = (
+    "name",
+    "status",
+    "disk_format",
+    "container_format",
+    "size",
+    "owner",
+    "created_at",
+    "updated_at",
+)
+
+
+def image_to_item(image: Image) -> dict[str, Any]:
+    return {
+        "id": image.id,
+        "record": IMAGE_RECORD,
+        "name": image.name,
+        "status": image.status.value,
+        "disk_format": image.disk_format,
+        "container_format": image.container_format,
+        "size": image.size,
+        "virtual_size": image.virtual_size,
+        "checksum": image.checksum,
+        "os_hash_algo": image.os_hash_algo,
+        "os_hash_value": image.os_hash_value,
+        "owner": image.owner,
+        "visibility": image.visibility,
+        "protected": image.protected,
+        "min_disk": image.min_disk,
+        "min_ram": image.min_ram,
+        "tags": json.dumps(list(image.tags)),
+        "created_at": clock.to_stored(image.created_at),
+        "updated_at": clock.to_stored(image.updated_at),
+        "properties": json.dumps(image.properties),
+        "bucket": image.bucket,
+        "key": image.key,
+        "task_ids": json.dumps(list(image.task_ids)),
+    }
+
+
+def image_from_item(item: dict[str, Any]) -> Image:
+    values = dict(item)
+    values.pop("record", None)
+    values["tags"] = tuple(json.loads(item.get("tags", "[]")))
+    values["properties"] = json.loads(item.get("properties", "{}"))
+    values["task_ids"] = tuple(json.loads(item.get("task_ids", "[]")))
+    values["created_at"] = clock.from_stored(item["created_at"])
+    values["updated_at"] = clock.from_stored(item["updated_at"])
+    return Image.model_validate(values)
+
+
+class ImagesTable:
+    def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
+        self.table = IndexedTable(table_name, IMAGE_LIST_SPEC, client)
+        self.last_page: Page | None = None
+
+    def _write_ops(self, image: Image, condition: dict[str, Any]) -> list[dict[str, Any]]:
+        stored = image_to_item(image)
+        rows = self.table.index_rows(
+            image.id,
+            image.owner,
+            {},
+            image_sort_values(image),
+            {"image_id": image.id, **{name: stored[name] for name in STUB_FIELDS}},
+        )
+        return self.table.put_ops(to_item(stored), rows, condition)
+
+    def create(self, image: Image) -> bool:
+        """Store a new image; False if an image with that id already exists (a retried step)."""
+        try:
+            self.table.transact(self._write_ops(image, {"ConditionExpression": "attribute_not_exists(id)"}))
+        except ConditionFailed:
+            return False
+        return True
+
+    def get(self, image_id: str) -> Image | None:
+        item = self.table.get(image_id)
+        if item is None or item.get("record") != IMAGE_RECORD:
+            return None
+        return image_from_item(item)
+
+    def get_visible(self, image_id: str, caller: Caller) -> Image:
+        image = self.get(image_id)
+        if image is None or not caller.can_see(image.owner):
+            raise NotFound(f"No image found with ID {image_id}")
+        return image
+
+    def add_task(self, image_id: str, task_id: str) -> None:
+        """Record that a task worked on the image (for GET /v2/images/{id}/tasks)."""
+        for _ in range(5):
+            image = self.get(image_id)
+            if image is None or task_id in image.task_ids:
+                return
+            updated = image.model_copy(update={"task_ids": (*image.task_ids, task_id)})
+            condition = {
+                "ConditionExpression": "task_ids = :before",
+                "ExpressionAttributeValues": {":before": {"S": json.dumps(list(image.task_ids))}},
+            }
+            try:
+                self.table.transact(self._write_ops(updated, condition))
+                return
+            except ConditionFailed:
+                continue
+        raise ConcurrentUpdate(f"Image {image_id} kept changing")
+
+    def delete(self, image: Image) -> None:
+        ops: list[dict[str, Any]] = [
+            {"Delete": {"TableName": self.table.table_name, "Key": {"id": {"S": image.id}}}}
+        ]
+        for kind in IMAGE_LIST_SPEC.partitions_of(image.owner, {}):
+            ops.append(
+                {"Delete": {"TableName": self.table.table_name, "Key": {"id": {"S": f"{image.id}#{kind}"}}}}
+            )
+        self.table.transact(ops)
+
+    def list(self, caller: Caller, request: ListRequest, moment: datetime) -> list[dict[str, Any]]:
+        if caller.is_admin:
+            scope: str | None = request.owner
+        else:
+            if request.owner is not None and request.owner != caller.project_id:
+                return []
+            scope = caller.project_id
+        start_after = None
+        if request.marker is not None:
+            marker = self.get(request.marker)
+            if marker is None or not caller.can_see(marker.owner):
+                raise InvalidRequest(f"Image with the given id {request.marker} was not found")
+            start_after = (marker.id, image_sort_values(marker)[request.sort_key])
+        page = self.table.query_page(
+            IMAGE_LIST_SPEC.partition(scope, {}),
+            request.sort_key,
+            request.sort_dir,
+            request.limit,
+            start_after,
+            lambda row: caller.can_see(row["owner"]),
+            int(moment.timestamp()),
+        )
+        self.last_page = page
+        return page.items

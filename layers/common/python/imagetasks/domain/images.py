@@ -1,0 +1,124 @@
+"""The image entity: what a task produces. No image record exists until its bits passed the checks."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imagetasks.domain import clock
+from imagetasks.domain.listing import MISSING, ListSpec
+
+# Names Glance reserves for its own fields: a user's image_properties cannot set them.
+CORE_FIELDS = frozenset(
+    {
+        "id", "name", "status", "disk_format", "container_format", "size", "virtual_size", "checksum",
+        "os_hash_algo", "os_hash_value", "owner", "visibility", "protected", "min_disk", "min_ram", "tags",
+        "created_at", "updated_at", "self", "file", "schema", "locations", "direct_url",
+    }
+)  # fmt: skip
+IMAGE_NAMESPACE = uuid.UUID("6f1e6c1a-3f0e-4d8e-9a35-2c1b7d6f0a11")
+
+
+class ImageStatus(StrEnum):
+    ACTIVE = "active"
+
+
+class Image(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str | None = None
+    status: ImageStatus = ImageStatus.ACTIVE
+    disk_format: str
+    container_format: str
+    size: int
+    virtual_size: int | None = None
+    checksum: str
+    os_hash_algo: str = "sha512"
+    os_hash_value: str
+    owner: str
+    visibility: str = "private"
+    protected: bool = False
+    min_disk: int = 0
+    min_ram: int = 0
+    tags: tuple[str, ...] = ()
+    created_at: datetime
+    updated_at: datetime
+    properties: dict[str, str] = Field(default_factory=dict)  # extra properties from image_properties
+    bucket: str  # where the bits are (never shown: the API hands out time-limited URLs)
+    key: str
+    task_ids: tuple[str, ...] = ()  # tasks that produced or worked on the image
+
+
+def image_id_for_task(task_id: str) -> str:
+    """The id of the image a task creates: derived from the task so a retried step cannot make two."""
+    return str(uuid.uuid5(IMAGE_NAMESPACE, task_id))
+
+
+def extra_properties(image_properties: dict[str, Any]) -> dict[str, str]:
+    """User properties other than Glance's own fields, as strings (Glance stores them so)."""
+    return {
+        str(k): str(v)
+        for k, v in image_properties.items()
+        if k not in CORE_FIELDS and k not in ("disk_format", "container_format") and v is not None
+    }
+
+
+def new_image(
+    *,
+    image_id: str,
+    owner: str,
+    name: str | None,
+    disk_format: str,
+    container_format: str,
+    size: int,
+    virtual_size: int | None,
+    checksum: str,
+    os_hash_value: str,
+    bucket: str,
+    key: str,
+    task_id: str,
+    properties: dict[str, str] | None = None,
+    moment: datetime | None = None,
+) -> Image:
+    created = moment or clock.now()
+    return Image(
+        id=image_id,
+        name=name,
+        disk_format=disk_format,
+        container_format=container_format,
+        size=size,
+        virtual_size=virtual_size,
+        checksum=checksum,
+        os_hash_value=os_hash_value,
+        owner=owner,
+        created_at=created,
+        updated_at=created,
+        properties=properties or {},
+        bucket=bucket,
+        key=key,
+        task_ids=(task_id,),
+    )
+
+
+IMAGE_LIST_SPEC = ListSpec(
+    sort_keys=("created_at", "updated_at", "name", "size", "id"),
+    default_sort_key="created_at",
+    filters=(),
+)
+
+
+def image_sort_values(image: Image) -> dict[str, str]:
+    created = clock.to_stored(image.created_at)
+    tail = f"{created}#{image.id}"
+    return {
+        "created_at": tail,
+        "updated_at": f"{clock.to_stored(image.updated_at)}#{tail}",
+        "name": f"{image.name if image.name is not None else MISSING}#{tail}",
+        "size": f"{image.size:020d}#{tail}",
+        "id": image.id,
+    }

@@ -1,0 +1,389 @@
+"""The /v2/tasks contract, through the real handler with DynamoDB and Step Functions on moto."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.support import api_event, call, load_handler, query_of
+
+IMPORT_INPUT = {
+    "import_from": "https://93.184.216.34/images/cirros.qcow2",
+    "import_from_format": "qcow2",
+    "image_properties": {"name": "cirros", "disk_format": "qcow2", "container_format": "bare"},
+}
+TASK_ID = "3f0c3c7e-9a47-4d55-8f55-5d2f0a2b6d11"
+
+
+@pytest.fixture
+def api(aws: dict[str, str]) -> Any:
+    module = load_handler("tasks_api")
+    module.tasks_table.cache_clear()
+    module.workflow.cache_clear()
+    return module
+
+
+def create(api: Any, project: str = "project-a", task_input: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = call(api, api_event("POST", "/v2/tasks", body={"type": "import", "input": task_input or IMPORT_INPUT}, project=project))
+    assert response["statusCode"] == 201, response["body"]
+    return response["json"]
+
+
+def header(response: dict[str, Any], name: str) -> str | None:
+    for key, values in (response.get("multiValueHeaders") or {}).items():
+        if key.lower() == name.lower():
+            return values[0]
+    for key, value in (response.get("headers") or {}).items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+def stored_item_count(aws: dict[str, str]) -> int:
+    return boto3.client("dynamodb").scan(TableName=aws["TASKS_TABLE"], Select="COUNT")["Count"]
+
+
+# ------------------------------------------------------------------ create
+def test_create_returns_pending_task_with_location_and_starts_its_execution(api: Any, aws: dict[str, str]) -> None:
+    response = call(api, api_event("POST", "/v2/tasks", body={"type": "import", "input": IMPORT_INPUT}))
+
+    task = response["json"]
+    assert response["statusCode"] == 201
+    assert task["status"] == "pending" and task["type"] == "import" and task["owner"] == "project-a"
+    assert task["input"] == IMPORT_INPUT and task["result"] is None and task["message"] is None
+    assert task["self"] == f"/v2/tasks/{task['id']}" and task["schema"] == "/v2/schemas/task"
+    assert header(response, "Location") == f"https://abcdef1234.execute-api.us-east-1.amazonaws.com/v1/v2/tasks/{task['id']}"
+    assert header(response, "Content-Type") == "application/json"
+    assert header(response, "x-openstack-request-id") == "req-8d2b2a1c-4d52-4b0a-9d6f-1f2e3d4c5b6a"
+    assert len(task["created_at"]) == 20 and task["created_at"].endswith("Z")
+    executions = boto3.client("stepfunctions").list_executions(stateMachineArn=aws["STATE_MACHINE_ARN"])["executions"]
+    assert [e["name"] for e in executions] == [task["id"]]
+
+
+def test_starting_the_same_task_twice_runs_one_execution(api: Any, aws: dict[str, str]) -> None:
+    task = create(api)
+
+    api.workflow().start(task["id"], "import")
+
+    executions = boto3.client("stepfunctions").list_executions(stateMachineArn=aws["STATE_MACHINE_ARN"])["executions"]
+    assert len(executions) == 1
+
+
+@pytest.mark.parametrize(
+    ("raw_body", "message"),
+    [
+        (None, "Body expected in request."),
+        ("{not json", "Malformed JSON in request body."),
+        ("42", "Unexpected body type. Expected list/dict."),
+        ('"text"', "Unexpected body type. Expected list/dict."),
+        (json.dumps({"input": IMPORT_INPUT}), "Task 'type' is required"),
+        (json.dumps({"type": "import"}), "Task 'input' is required"),
+        (json.dumps({"type": "bogus", "input": {}}), "Provided object does not match schema 'task': 'bogus' is not one of"),
+        (json.dumps({"type": "import", "input": "x"}), "Provided object does not match schema 'task': 'x' is not of type 'object'"),
+        (json.dumps({"type": "import", "input": {}, "extra": 1}), "Provided object does not match schema 'task': Additional properties are not allowed"),
+        (json.dumps({"type": "import", "input": {}, "status": "done"}), "Provided object does not match schema 'task': 'done' is not one of"),
+        (json.dumps({"type": "import", "input": {}}), "Invalid location: None"),
+        (json.dumps({"type": "import", "input": {**IMPORT_INPUT, "import_from": ""}}), "Invalid location: None"),
+        (json.dumps({"type": "import", "input": {**IMPORT_INPUT, "import_from": "file:///etc/passwd"}}), "File based imports are not allowed. Please use a non-local source of image data."),
+        (json.dumps({"type": "import", "input": {**IMPORT_INPUT, "import_from": "ftp://example.com/a.img"}}), "The given uri is not valid. Please specify a valid uri from the following list of supported uri"),
+        (json.dumps({"type": "import", "input": {**IMPORT_INPUT, "import_from": "http://169.254.169.254/latest/meta-data"}}), "URI for legacy import task does not pass filtering: http://169.254.169.254/latest/meta-data"),
+        (json.dumps({"type": "import", "input": {**IMPORT_INPUT, "import_from": "http://93.184.216.34:8080/a.img"}}), "URI for legacy import task does not pass filtering"),
+        (json.dumps({"type": "import", "input": {k: v for k, v in IMPORT_INPUT.items() if k != "import_from_format"}}), "Input does not contain 'import_from_format' field"),
+        (json.dumps({"type": "import", "input": {k: v for k, v in IMPORT_INPUT.items() if k != "image_properties"}}), "Input does not contain 'image_properties' field"),
+        (json.dumps({"type": "import", "input": {**IMPORT_INPUT, "image_properties": {"disk_format": "floppy", "container_format": "bare"}}}), "Invalid disk_format 'floppy'"),
+        (json.dumps({"type": "import", "input": {**IMPORT_INPUT, "import_from_format": "raw"}}), "differ, and this cloud does not convert images on import"),
+        (json.dumps({"type": "import", "input": {**IMPORT_INPUT, "checksum": "nothex"}}), "checksum must be the image's md5"),
+    ],
+)
+def test_bad_create_bodies_are_400_with_glance_text_and_write_nothing(
+    api: Any, aws: dict[str, str], raw_body: str | None, message: str
+) -> None:
+    event = api_event("POST", "/v2/tasks")
+    event["body"] = raw_body
+
+    response = call(api, event)
+
+    assert response["statusCode"] == 400
+    assert response["json"]["error"]["code"] == 400
+    assert response["json"]["error"]["title"] == "Bad Request"
+    assert message in response["json"]["error"]["message"], response["json"]
+    assert stored_item_count(aws) == 0
+
+
+def test_valid_read_only_fields_in_the_body_are_ignored(api: Any) -> None:
+    body = {"type": "import", "input": IMPORT_INPUT, "status": "success", "id": TASK_ID, "owner": "someone-else"}
+
+    response = call(api, api_event("POST", "/v2/tasks", body=body))
+
+    assert response["statusCode"] == 201
+    assert response["json"]["status"] == "pending"
+    assert response["json"]["id"] != TASK_ID and response["json"]["owner"] == "project-a"
+
+
+def test_body_over_one_mebibyte_is_413(api: Any, aws: dict[str, str]) -> None:
+    body = {"type": "import", "input": {**IMPORT_INPUT, "padding": "x" * (1024 * 1024)}}
+
+    response = call(api, api_event("POST", "/v2/tasks", body=body))
+
+    assert response["statusCode"] == 413
+    assert response["json"]["error"]["code"] == 413
+    assert stored_item_count(aws) == 0
+
+
+def test_s3_import_must_be_in_the_callers_own_prefix(api: Any, aws: dict[str, str]) -> None:
+    bucket = aws["UPLOADS_BUCKET"]
+    other = {**IMPORT_INPUT, "import_from": f"s3://{bucket}/uploads/project-b/disk.qcow2"}
+    own = {**IMPORT_INPUT, "import_from": f"s3://{bucket}/uploads/project-a/disk.qcow2"}
+    elsewhere = {**IMPORT_INPUT, "import_from": "s3://somebody-elses-bucket/uploads/project-a/disk.qcow2"}
+
+    refused = call(api, api_event("POST", "/v2/tasks", body={"type": "import", "input": other}))
+    refused_bucket = call(api, api_event("POST", "/v2/tasks", body={"type": "import", "input": elsewhere}))
+    accepted = call(api, api_event("POST", "/v2/tasks", body={"type": "import", "input": own}))
+
+    assert refused["statusCode"] == 400 and refused_bucket["statusCode"] == 400
+    assert accepted["statusCode"] == 201, accepted["body"]
+
+
+# ------------------------------------------------------------------ show
+def test_show_returns_the_full_task(api: Any) -> None:
+    task = create(api)
+
+    response = call(api, api_event("GET", f"/v2/tasks/{task['id']}"))
+
+    assert response["statusCode"] == 200
+    assert response["json"] == task
+
+
+def test_show_of_unknown_or_other_projects_task_is_404_never_403(api: Any) -> None:
+    task = create(api, project="project-a")
+
+    other = call(api, api_event("GET", f"/v2/tasks/{task['id']}", project="project-b"))
+    unknown = call(api, api_event("GET", f"/v2/tasks/{TASK_ID}"))
+    admin = call(api, api_event("GET", f"/v2/tasks/{task['id']}", project="admin-project", roles="admin"))
+
+    assert other["statusCode"] == 404
+    assert other["json"]["error"]["message"] == f"Could not find task {task['id']}"
+    assert unknown["statusCode"] == 404
+    assert admin["statusCode"] == 200
+
+
+def test_an_expired_task_is_invisible_before_ttl_deletes_it(api: Any, aws: dict[str, str]) -> None:
+    task = create(api)
+    boto3.client("dynamodb").update_item(
+        TableName=aws["TASKS_TABLE"],
+        Key={"id": {"S": task["id"]}},
+        UpdateExpression="SET expires_at = :past",
+        ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 5)}},
+    )
+    # The list index rows carry expires_at too; the lifecycle writes both together.
+    for row in boto3.client("dynamodb").scan(TableName=aws["TASKS_TABLE"])["Items"]:
+        if row["id"]["S"].startswith(f"{task['id']}#"):
+            boto3.client("dynamodb").update_item(
+                TableName=aws["TASKS_TABLE"],
+                Key={"id": row["id"]},
+                UpdateExpression="SET expires_at = :past",
+                ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 5)}},
+            )
+
+    shown = call(api, api_event("GET", f"/v2/tasks/{task['id']}"))
+    listed = call(api, api_event("GET", "/v2/tasks"))
+
+    assert shown["statusCode"] == 404
+    assert listed["json"]["tasks"] == []
+
+
+def test_delete_is_405_with_allow_get(api: Any) -> None:
+    task = create(api)
+
+    response = call(api, api_event("DELETE", f"/v2/tasks/{task['id']}"))
+
+    assert response["statusCode"] == 405
+    assert header(response, "Allow") == "GET"
+    assert response["json"]["error"]["message"].startswith("This operation is currently not permitted on Glance Tasks.")
+
+
+def test_unsupported_method_on_the_collection_is_405(api: Any) -> None:
+    response = call(api, api_event("PUT", "/v2/tasks", body={}))
+
+    assert response["statusCode"] == 405
+    assert header(response, "Allow") == "GET, POST"
+
+
+def test_missing_caller_identity_is_401(api: Any) -> None:
+    response = call(api, api_event("GET", "/v2/tasks", authorized=False))
+
+    assert response["statusCode"] == 401
+    assert response["json"]["error"]["code"] == 401
+
+
+def test_forged_identity_headers_change_nothing(api: Any) -> None:
+    task = create(api, project="project-a")
+
+    response = call(
+        api,
+        api_event(
+            "GET",
+            f"/v2/tasks/{task['id']}",
+            project="project-b",
+            headers={"X-Project-Id": "project-a", "X-Roles": "admin", "X-User-Id": "root"},
+        ),
+    )
+
+    assert response["statusCode"] == 404
+
+
+# ------------------------------------------------------------------ list
+def test_list_order_and_paging_follow_the_contract_example(api: Any) -> None:
+    t0, t1, t2 = (create(api)["id"] for _ in range(3))
+
+    default = call(api, api_event("GET", "/v2/tasks"))
+    first_page = call(api, api_event("GET", "/v2/tasks", query={"limit": "2"}))
+    after_t2 = call(api, api_event("GET", "/v2/tasks", query={"marker": t2}))
+
+    assert [t["id"] for t in default["json"]["tasks"]] == [t2, t1, t0]
+    assert "next" not in default["json"]
+    assert [t["id"] for t in first_page["json"]["tasks"]] == [t2, t1]
+    assert query_of(first_page["json"]["next"]) == {"limit": "2", "marker": t1, "sort_key": "created_at", "sort_dir": "desc"}
+    assert first_page["json"]["next"].startswith("/v2/tasks?")
+    assert "marker" not in query_of(first_page["json"]["first"])
+    assert first_page["json"]["schema"] == "/v2/schemas/tasks"
+    assert [t["id"] for t in after_t2["json"]["tasks"]] == [t1, t0]
+
+
+def test_list_stubs_have_only_the_stub_fields(api: Any) -> None:
+    create(api)
+
+    stub = call(api, api_event("GET", "/v2/tasks"))["json"]["tasks"][0]
+
+    assert set(stub) == {"id", "type", "status", "owner", "created_at", "updated_at", "self", "schema"}
+
+
+def test_following_next_links_walks_every_task_once(api: Any) -> None:
+    created = [create(api)["id"] for _ in range(7)]
+    seen: list[str] = []
+    query: dict[str, str] = {"limit": "3", "sort_dir": "asc"}
+
+    while True:
+        page = call(api, api_event("GET", "/v2/tasks", query=query))["json"]
+        seen += [t["id"] for t in page["tasks"]]
+        if "next" not in page:
+            break
+        query = query_of(page["next"])
+
+    assert seen == created
+
+
+def test_limit_zero_is_an_empty_page_and_limit_is_capped(api: Any) -> None:
+    create(api)
+
+    empty = call(api, api_event("GET", "/v2/tasks", query={"limit": "0"}))
+    capped = call(api, api_event("GET", "/v2/tasks", query={"limit": "5000"}))
+
+    assert empty["statusCode"] == 200 and empty["json"]["tasks"] == [] and "next" not in empty["json"]
+    assert query_of(capped["json"]["first"])["limit"] == "1000"
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"limit": "ten"}, "limit param must be an integer"),
+        ({"limit": "-1"}, "limit param must be positive"),
+        ({"marker": "not-a-uuid"}, "Invalid marker format"),
+        ({"marker": TASK_ID}, f"Task with the given id {TASK_ID} was not found"),
+        ({"sort_dir": "up"}, "Invalid sort direction: up"),
+        ({"sort_key": "name"}, "Sort key supplied was not valid."),
+        ({"status": "done"}, "Invalid status value: done"),
+        ({"type": "copy"}, "Invalid type value: copy"),
+    ],
+)
+def test_bad_list_parameters_are_400(api: Any, query: dict[str, str], message: str) -> None:
+    response = call(api, api_event("GET", "/v2/tasks", query=query))
+
+    assert response["statusCode"] == 400
+    assert response["json"]["error"]["message"] == message
+
+
+def test_a_marker_from_another_project_is_refused(api: Any) -> None:
+    foreign = create(api, project="project-b")["id"]
+
+    response = call(api, api_event("GET", "/v2/tasks", query={"marker": foreign}, project="project-a"))
+
+    assert response["statusCode"] == 400
+    assert response["json"]["error"]["message"] == f"Task with the given id {foreign} was not found"
+
+
+def test_members_see_their_project_and_admins_see_all_and_filter_by_owner(api: Any) -> None:
+    a = create(api, project="project-a")["id"]
+    b = create(api, project="project-b")["id"]
+
+    member = call(api, api_event("GET", "/v2/tasks", project="project-a"))["json"]["tasks"]
+    member_asks_owner_b = call(api, api_event("GET", "/v2/tasks", project="project-a", query={"owner": "project-b"}))["json"]["tasks"]
+    admin_all = call(api, api_event("GET", "/v2/tasks", project="admin", roles="admin"))["json"]["tasks"]
+    admin_b = call(api, api_event("GET", "/v2/tasks", project="admin", roles="admin", query={"owner": "project-b"}))["json"]["tasks"]
+
+    assert [t["id"] for t in member] == [a]
+    assert member_asks_owner_b == []
+    assert [t["id"] for t in admin_all] == [b, a]
+    assert [t["id"] for t in admin_b] == [b]
+
+
+# ------------------------------------------------------------------ schemas, versions, openapi
+def test_task_schema_describes_every_field_with_enums(api: Any) -> None:
+    schema = call(api, api_event("GET", "/v2/schemas/task"))["json"]
+
+    properties = schema["properties"]
+    assert schema["name"] == "task" and "additionalProperties" not in schema
+    assert properties["type"]["enum"] == ["import", "export", "convert"]
+    assert properties["status"]["enum"] == ["pending", "processing", "success", "failure"]
+    assert properties["input"]["type"] == ["null", "object"] and properties["result"]["type"] == ["null", "object"]
+    assert properties["message"]["type"] == ["null", "string"] and properties["expires_at"]["type"] == ["null", "string"]
+    assert properties["self"] == {"type": "string", "readOnly": True}
+    assert all("description" in p for name, p in properties.items() if name not in ("self", "schema"))
+
+
+def test_tasks_schema_lists_stub_properties_and_describedby(api: Any) -> None:
+    schema = call(api, api_event("GET", "/v2/schemas/tasks"))["json"]
+
+    assert schema["name"] == "tasks"
+    assert set(schema["properties"]["tasks"]["items"]["properties"]) == {
+        "id", "type", "status", "owner", "expires_at", "created_at", "updated_at", "self", "schema"
+    }
+    assert {"rel": "describedby", "href": "{schema}"} in schema["links"]
+
+
+@pytest.mark.parametrize("path", ["/", "/versions", "/v2"])
+def test_version_discovery_needs_no_identity(api: Any, path: str) -> None:
+    response = call(api, api_event("GET", path, authorized=False))
+
+    assert response["statusCode"] == 200
+    current = response["json"]["versions"][0]
+    assert current["id"] == "v2.17" and current["status"] == "CURRENT"
+    assert current["links"][0]["href"].endswith("/v1/v2/")
+
+
+def test_openapi_document_and_routes_agree(api: Any, local_template: Any) -> None:
+    document = call(api, api_event("GET", "/openapi.json", authorized=False))["json"]
+
+    documented = {(path, method.upper()) for path, ops in document["paths"].items() for method in ops}
+    template_paths = {
+        route.path for route in local_template.routes if route.function_logical_id == "TasksApiFunction"
+    }
+    handler_routes = {
+        (route.rule.replace("<", "{").replace(">", "}") if hasattr(route, "rule") else route, method)
+        for route, method in ((r, m) for r, m in _resolver_routes(api))
+    }
+    assert documented == handler_routes
+    assert {path for path, _ in documented} <= {p.rstrip("/") or "/" for p in template_paths}
+    assert ("/v2/tasks", "POST") in documented and ("/v2/tasks/{task_id}", "GET") in documented
+
+
+def _resolver_routes(api: Any) -> list[tuple[str, str]]:
+    routes = []
+    for route in api.app._static_routes + api.app._dynamic_routes:
+        if route.include_in_schema:
+            routes.append((route.openapi_path, route.method.upper()))
+    return routes
