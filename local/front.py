@@ -33,8 +33,6 @@ log = logging.getLogger("local.front")
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 REQUEST_ID_HEADER = "x-openstack-request-id"
 
-# API Gateway's behaviour when a template does not customise a response type.
-_FALLBACK_TYPES = {401: "UNAUTHORIZED", 403: "ACCESS_DENIED", 413: "REQUEST_TOO_LARGE"}
 _TITLES = {404: "Not Found", 405: "Method Not Allowed", 413: "Request Entity Too Large", 502: "Bad Gateway"}
 
 
@@ -306,8 +304,9 @@ class ApiFront:
             for name, source in configured.headers.items():
                 headers.append((name, _header_value(source, request_id)))
         # A type with its own GatewayResponse says the status; a DEFAULT_* one keeps API Gateway's.
-        if response_type in responses:
-            status = responses[response_type].status
+        own = responses.get(response_type)
+        if own is not None and own.status is not None:
+            status = own.status
         response = HttpResponse(status=status, headers=headers, body=body.encode("utf-8"))
         response.headers.append(("x-amzn-ErrorType", _ERROR_TYPES.get(response_type, "")))
         self._ensure_request_id(response, request_id)

@@ -161,7 +161,7 @@ class Route:
 
 @dataclass(frozen=True)
 class GatewayResponse:
-    status: int
+    status: int | None  # None: API Gateway's own status for the error stays
     template: str | None
     headers: dict[str, str]  # header → "context.requestId" or "'literal'", as API Gateway writes them
 
@@ -493,9 +493,7 @@ def load_template(
             props = resolver.resolve(raw_props)
             templates = props.get("ResponseTemplates") or {}
             result.gateway_responses[str(props["ResponseType"])] = GatewayResponse(
-                status=int(
-                    props.get("StatusCode") or _DEFAULT_GATEWAY_STATUS.get(props["ResponseType"], 500)
-                ),
+                status=int(props["StatusCode"]) if props.get("StatusCode") else None,
                 template=templates.get("application/json"),
                 headers={
                     key.removeprefix("gatewayresponse.header."): str(value)
@@ -570,21 +568,6 @@ def load_template(
     if len({route.api_logical_id for route in result.routes}) > 1:
         raise TemplateError("several APIs in the template; the local front serves only one")
     return result
-
-
-_DEFAULT_GATEWAY_STATUS = {
-    "UNAUTHORIZED": 401,
-    "ACCESS_DENIED": 403,
-    "MISSING_AUTHENTICATION_TOKEN": 403,
-    "RESOURCE_NOT_FOUND": 404,
-    "DEFAULT_4XX": 400,
-    "DEFAULT_5XX": 500,
-    "AUTHORIZER_FAILURE": 500,
-    "AUTHORIZER_CONFIGURATION_ERROR": 500,
-    "INTEGRATION_FAILURE": 504,
-    "BAD_REQUEST_BODY": 400,
-    "REQUEST_TOO_LARGE": 413,
-}
 
 
 def _table_spec(logical_id: str, resolver: _Resolver, props: dict[str, Any]) -> TableSpec:

@@ -1,0 +1,92 @@
+"""The local stack as a session fixture: the whole application, started once, on free ports.
+
+    def test_something(local_stack):
+        token = local_stack.token("demo-project")                     # roles=("member",) by default
+        requests.get(f"{local_stack.api_url}/v2/tasks", headers={"X-Auth-Token": token})
+        local_stack.client("dynamodb").scan(TableName=local_stack.tables["TasksTable"])
+
+End-to-end tests run after every other test of the session: the stack owns the process's moto
+(`mock_aws` started once, never reset while serving), and the integration tier's own `mock_aws()`
+blocks would otherwise share — and collide with — its tables and buckets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from local.stack import DEFAULT_TEMPLATE, LocalStack
+from local.template import REGION
+
+
+@dataclass
+class LocalStackHandle:
+    """What an end-to-end test needs from the running stack."""
+
+    stack: LocalStack
+    api_url: str  # e.g. http://127.0.0.1:41234 — paths at the root: /versions, /v2/tasks, ...
+    aws_url: str  # moto's server, same state as the handlers: boto3/aws CLI endpoint_url
+    buckets: dict[str, str] = field(default_factory=dict)  # logical id → bucket name
+    tables: dict[str, str] = field(default_factory=dict)  # logical id → table name
+    functions: dict[str, str] = field(default_factory=dict)  # logical id → function name
+    state_machines: dict[str, str] = field(default_factory=dict)  # logical id → ARN
+
+    def token(self, project_id: str, roles: Sequence[str] = ("member",), user_id: str | None = None) -> str:
+        """An X-Auth-Token for `user_id` (default `<project>-user`) in `project_id` with `roles`."""
+        return self.stack.token(project_id, roles, user_id)
+
+    def headers(self, project_id: str = "demo-project", roles: Sequence[str] = ("member",)) -> dict[str, str]:
+        return {"X-Auth-Token": self.token(project_id, roles), "Accept": "application/json"}
+
+    @property
+    def boto3_session(self) -> boto3.Session:
+        return boto3.Session(
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name=REGION,
+        )
+
+    def client(self, service: str) -> Any:
+        """A boto3 client that talks to the stack over HTTP, like an outside tool would."""
+        return self.boto3_session.client(service, endpoint_url=self.aws_url)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)  # stable: order kept within tiers
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackHandle]:
+    # IMAGETASKS_TEMPLATE lets a developer try the suite on a variant of the template.
+    template = Path(os.environ.get("IMAGETASKS_TEMPLATE", DEFAULT_TEMPLATE))
+    stack = LocalStack(
+        template,
+        api_port=0,
+        aws_port=0,
+        state_dir=tmp_path_factory.mktemp("local-state"),
+        ttl_sweep_seconds=0.5,
+        execution_poll_seconds=0.2,
+    )
+    stack.start()
+    try:
+        assert stack.template is not None and stack.aws_url is not None
+        yield LocalStackHandle(
+            stack=stack,
+            api_url=stack.api_url,
+            aws_url=stack.aws_url,
+            buckets=stack.bucket_names(),
+            tables=stack.table_names(),
+            functions={logical_id: spec.name for logical_id, spec in stack.template.functions.items()},
+            state_machines={
+                logical_id: spec.arn for logical_id, spec in stack.template.state_machines.items()
+            },
+        )
+    finally:
+        stack.stop()
