@@ -1,7 +1,5 @@
 """The /v2/tasks part of the Glance v2 Images API, its schemas, and version discovery."""
 
-from __future__ import annotations
-
 from functools import lru_cache
 from typing import Any
 
@@ -11,17 +9,15 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from schemas import STUB_FIELDS, task_schema, tasks_schema, validate_create_body
 
+from imagetasks import composition
 from imagetasks.adapters.tasks_table import TasksTable
-from imagetasks.adapters.workflow import Workflow
 from imagetasks.api import glance
-from imagetasks.composition import import_rules, location_checker
 from imagetasks.config import settings
 from imagetasks.domain import clock
-from imagetasks.domain.errors import InvalidRequest
 from imagetasks.domain.listing import parse_list_request
-from imagetasks.domain.task_input import validate_import_input
-from imagetasks.domain.tasks import TASK_LIST_SPEC, Task, TaskStatus, TaskType, new_task
+from imagetasks.domain.tasks import TASK_LIST_SPEC, Task, TaskStatus, TaskType
 from imagetasks.observability import logger, metrics, tracer
+from imagetasks.task_service import TaskService
 
 app = APIGatewayRestResolver()
 glance.install_error_handlers(app)
@@ -40,8 +36,8 @@ def tasks_table() -> TasksTable:
 
 
 @lru_cache(maxsize=1)
-def workflow() -> Workflow:
-    return Workflow(settings().state_machine_arn)
+def task_service() -> TaskService:
+    return composition.task_service(settings())
 
 
 def render(task: Task) -> dict[str, Any]:
@@ -83,45 +79,33 @@ def render_stub(row: dict[str, Any]) -> dict[str, Any]:
     return {name: stub[name] for name in STUB_FIELDS if name in stub}
 
 
-def validate_input(task_type: TaskType, task_input: dict[str, Any], owner: str) -> None:
-    if task_type is TaskType.IMPORT:
-        validate_import_input(task_input, owner, import_rules(settings()), location_checker(settings()))
-    else:
-        raise InvalidRequest(f"Task type {task_type.value} is not available yet")
-
-
 # ------------------------------------------------------------------ version discovery
 @app.get("/", summary="Version discovery")
 @app.get("/versions", summary="Version discovery")
 @app.get("/v2", summary="Version discovery")
-@app.get("/v2/", summary="Version discovery")
-def versions() -> Response:
+def versions() -> Response[dict[str, Any]]:
     return glance.json_response(200, glance.versions_document(app))
 
 
 @app.get("/openapi.json", summary="This API's OpenAPI 3 description")
-def openapi() -> Response:
+def openapi() -> Response[dict[str, Any]]:
     return Response(200, glance.JSON, app.get_openapi_json_schema(title="imagetasks", version="2.17"))
 
 
 # ------------------------------------------------------------------ tasks
 @app.post(TASK_PATH, summary="Create a task", responses={201: {"description": "The new task, pending"}})
 @tracer.capture_method
-def create_task() -> Response:
+def create_task() -> Response[dict[str, Any]]:
     caller = glance.current_caller(app)
     body = glance.json_body(app)
     validate_create_body(body, OFFERED_TYPES)
-    task_type = TaskType(body["type"])
-    validate_input(task_type, body["input"], caller.project_id)
-    task = new_task(
-        task_type,
+    task = task_service().create(
+        TaskType(body["type"]),
         body["input"],
         caller.project_id,
         user_id=caller.user_id or None,
         request_id=glance.request_id(app),
     )
-    tasks_table().create(task)
-    workflow().start(task.id, task.type.value)
     metrics.add_metric(name="TasksCreated", unit=MetricUnit.Count, value=1)
     logger.info("Task created", extra={"task_id": task.id, "type": task.type.value, "owner": task.owner})
     location = f"{glance.base_url(app)}{TASK_PATH}/{task.id}"
@@ -130,7 +114,7 @@ def create_task() -> Response:
 
 @app.get(TASK_PATH, summary="List tasks")
 @tracer.capture_method
-def list_tasks() -> Response:
+def list_tasks() -> Response[dict[str, Any]]:
     caller = glance.current_caller(app)
     params = dict(app.current_event.query_string_parameters or {})
     request = parse_list_request(
@@ -148,42 +132,42 @@ def list_tasks() -> Response:
 
 
 @app.route(TASK_PATH, method=["PUT", "PATCH", "DELETE"], include_in_schema=False)
-def tasks_other_methods() -> Response:
+def tasks_other_methods() -> Response[dict[str, Any]]:
     raise glance.method_not_allowed("GET, POST")
 
 
 @app.get(f"{TASK_PATH}/<task_id>", summary="Show a task")
 @tracer.capture_method
-def show_task(task_id: str) -> Response:
+def show_task(task_id: str) -> Response[dict[str, Any]]:
     caller = glance.current_caller(app)
     return glance.json_response(200, render(tasks_table().get_visible(task_id, caller, clock.now())))
 
 
 @app.delete(f"{TASK_PATH}/<task_id>", summary="Tasks cannot be deleted (405)")
-def delete_task(task_id: str) -> Response:
+def delete_task(task_id: str) -> Response[dict[str, Any]]:
     raise glance.method_not_allowed("GET", DELETE_MESSAGE)
 
 
 @app.route(f"{TASK_PATH}/<task_id>", method=["PUT", "PATCH", "POST"], include_in_schema=False)
-def task_other_methods(task_id: str) -> Response:
+def task_other_methods(task_id: str) -> Response[dict[str, Any]]:
     raise glance.method_not_allowed("GET")
 
 
 # ------------------------------------------------------------------ schemas
 @app.get("/v2/schemas/task", summary="The task schema")
-def get_task_schema() -> Response:
+def get_task_schema() -> Response[dict[str, Any]]:
     glance.current_caller(app)
     return glance.json_response(200, task_schema(OFFERED_TYPES))
 
 
 @app.get("/v2/schemas/tasks", summary="The task list schema")
-def get_tasks_schema() -> Response:
+def get_tasks_schema() -> Response[dict[str, Any]]:
     glance.current_caller(app)
     return glance.json_response(200, tasks_schema(OFFERED_TYPES))
 
 
 @app.route("/v2/schemas/<name>", method=["PUT", "PATCH", "POST", "DELETE"], include_in_schema=False)
-def schema_other_methods(name: str) -> Response:
+def schema_other_methods(name: str) -> Response[dict[str, Any]]:
     raise glance.method_not_allowed("GET")
 
 

@@ -23,7 +23,7 @@ TASK_ID = "3f0c3c7e-9a47-4d55-8f55-5d2f0a2b6d11"
 def api(aws: dict[str, str]) -> Any:
     module = load_handler("tasks_api")
     module.tasks_table.cache_clear()
-    module.workflow.cache_clear()
+    module.task_service.cache_clear()
     return module
 
 
@@ -67,7 +67,7 @@ def test_create_returns_pending_task_with_location_and_starts_its_execution(api:
 def test_starting_the_same_task_twice_runs_one_execution(api: Any, aws: dict[str, str]) -> None:
     task = create(api)
 
-    api.workflow().start(task["id"], "import")
+    api.task_service().workflow.start(task["id"], "import")
 
     executions = boto3.client("stepfunctions").list_executions(stateMachineArn=aws["STATE_MACHINE_ARN"])["executions"]
     assert len(executions) == 1

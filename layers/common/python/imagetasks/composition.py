@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from imagetasks.adapters.tasks_table import TasksTable
+from imagetasks.adapters.workflow import Workflow
 from imagetasks.config import Settings
 from imagetasks.domain.errors import InvalidRequest
 from imagetasks.domain.import_errors import ImportRejected
 from imagetasks.domain.import_filter import ImportFilter, ImportFilterSettings
-from imagetasks.domain.task_input import ImportRules
+from imagetasks.domain.task_input import ImportRules, validate_import_input
+from imagetasks.domain.tasks import TaskType
 from imagetasks.lifecycle import Lifecycle
+from imagetasks.task_service import TaskService
 
 
 def import_filter(settings: Settings) -> ImportFilter:
@@ -53,4 +57,26 @@ def lifecycle(settings: Settings) -> Lifecycle:
         TasksTable(settings.tasks_table, settings.slots_table),
         timedelta(seconds=settings.task_ttl_seconds),
         settings.max_concurrent_tasks,
+    )
+
+
+def validate_task_input(settings: Settings) -> Callable[[TaskType, dict[str, Any], str], None]:
+    """The create-time input checks of every task type this deployment offers."""
+    check_location = location_checker(settings)
+    rules = import_rules(settings)
+
+    def validate(task_type: TaskType, task_input: dict[str, Any], owner: str) -> None:
+        if task_type is TaskType.IMPORT:
+            validate_import_input(task_input, owner, rules, check_location)
+        else:
+            raise InvalidRequest(f"Task type {task_type.value} is not available yet")
+
+    return validate
+
+
+def task_service(settings: Settings) -> TaskService:
+    return TaskService(
+        TasksTable(settings.tasks_table, settings.slots_table),
+        Workflow(settings.state_machine_arn),
+        validate_task_input(settings),
     )

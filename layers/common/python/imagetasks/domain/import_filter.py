@@ -211,7 +211,7 @@ class ImportFilter:
         )
 
     def check_s3(self, url: str | None, project_id: str | None = None) -> S3Location:
-        """Vet ``s3://bucket/key``: a bucket the deployment names, and a key under ``uploads/<project_id>/``."""
+        """Vet ``s3://bucket/key``: an allowed bucket, and a key under ``uploads/<project_id>/``."""
         parts, scheme = self._split(url)
         assert url is not None
         if scheme != "s3" or "s3" not in self.supported_schemes():
