@@ -1,0 +1,229 @@
+"""The hook that makes moto run our handlers in-process.
+
+`LambdaFunction._invoke_lambda` is a private moto method: if an upgrade renames it or stops routing an
+invocation path through it, these tests fail loudly instead of the local stack silently running nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from local.lambda_runtime import HandlerRunner, MotoLambdaHook
+from local.template import FunctionSpec
+
+ROLE_POLICY = json.dumps({"Version": "2012-10-17", "Statement": []})
+
+RECORDER = """
+import json, os
+from pathlib import Path
+
+def lambda_handler(event, context):
+    Path(os.environ["RECORD_FILE"]).write_text(json.dumps(event))
+    return {"greeting": os.environ["GREETING"], "function": context.function_name}
+"""
+
+FLAKY = """
+import os
+from pathlib import Path
+
+class TransientError(Exception):
+    pass
+
+def lambda_handler(event, context):
+    attempts = Path(os.environ["ATTEMPTS_FILE"])
+    attempts.write_text(attempts.read_text() + "x" if attempts.exists() else "x")
+    raise TransientError("the disk is busy")
+"""
+
+
+def _spec(tmp_path: Path, logical_id: str, source: str, environment: dict[str, str]) -> FunctionSpec:
+    folder = tmp_path / logical_id
+    folder.mkdir()
+    (folder / "app.py").write_text(source)  # both functions have an app.py: they must not collide
+    name = f"hooktest-{logical_id.lower()}"
+    return FunctionSpec(
+        logical_id=logical_id,
+        name=name,
+        arn=f"arn:aws:lambda:us-east-1:123456789012:function:{name}",
+        code_dir=folder,
+        handler="app.lambda_handler",
+        runtime="python3.13",
+        timeout_seconds=10,
+        memory_mb=128,
+        environment=environment,
+        layer_paths=[],
+        events={},
+    )
+
+
+@pytest.fixture
+def functions(tmp_path):
+    recorder = _spec(
+        tmp_path, "Recorder", RECORDER, {"GREETING": "hello", "RECORD_FILE": str(tmp_path / "event.json")}
+    )
+    # Same variable, another value: each handler must see its own.
+    flaky = _spec(
+        tmp_path, "Flaky", FLAKY, {"GREETING": "bonjour", "ATTEMPTS_FILE": str(tmp_path / "attempts")}
+    )
+    return {"Recorder": recorder, "Flaky": flaky}
+
+
+@pytest.fixture
+def hooked(functions):
+    """moto with the ASL interpreter on, both functions created, and the hook installed."""
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        hook = MotoLambdaHook(HandlerRunner(functions.values()))
+        hook.install()
+        try:
+            role = boto3.client("iam").create_role(RoleName="hooktest", AssumeRolePolicyDocument=ROLE_POLICY)
+            lambda_client = boto3.client("lambda")
+            for spec in functions.values():
+                lambda_client.create_function(
+                    FunctionName=spec.name,
+                    Runtime=spec.runtime,
+                    Role=role["Role"]["Arn"],
+                    Handler=spec.handler,
+                    Code={
+                        "ZipFile": b"PK\x05\x06" + b"\x00" * 18
+                    },  # an empty zip: the code runs from its folder
+                )
+            yield hook, role["Role"]["Arn"]
+        finally:
+            hook.uninstall()
+
+
+def _wait_for_execution(sfn, arn: str) -> dict:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        execution = sfn.describe_execution(executionArn=arn)
+        if execution["status"] != "RUNNING":
+            return execution
+        time.sleep(0.1)
+    raise AssertionError(f"execution {arn} did not end")
+
+
+def test_a_direct_invoke_runs_the_handler_with_its_own_environment(hooked, functions):
+    hook, _ = hooked
+    calls_before = hook.calls
+
+    response = boto3.client("lambda").invoke(
+        FunctionName=functions["Recorder"].name, Payload=json.dumps({"task_id": "t1"})
+    )
+
+    assert json.loads(response["Payload"].read()) == {"greeting": "hello", "function": "hooktest-recorder"}
+    assert hook.calls == calls_before + 1, "moto no longer calls LambdaFunction._invoke_lambda"
+
+
+def test_a_crash_returns_lambdas_error_payload(hooked, functions):
+    response = boto3.client("lambda").invoke(FunctionName=functions["Flaky"].name, Payload=b"{}")
+
+    payload = json.loads(response["Payload"].read())
+    assert "FunctionError" in response
+    assert payload["errorType"] == "TransientError"
+    assert payload["errorMessage"] == "the disk is busy"
+    assert payload["stackTrace"]
+
+
+def test_a_step_functions_task_goes_through_the_hook_and_retry_catch_see_the_error_name(
+    hooked, functions, tmp_path
+):
+    hook, role_arn = hooked
+    definition = {
+        "StartAt": "Record",
+        "States": {
+            "Record": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::lambda:invoke",
+                "Parameters": {"FunctionName": functions["Recorder"].arn, "Payload.$": "$"},
+                "ResultSelector": {"greeting.$": "$.Payload.greeting"},
+                "ResultPath": "$.recorded",
+                "Next": "Flaky",
+            },
+            "Flaky": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::lambda:invoke",
+                "Parameters": {"FunctionName": functions["Flaky"].arn, "Payload.$": "$"},
+                "Retry": [{"ErrorEquals": ["TransientError"], "IntervalSeconds": 1, "MaxAttempts": 1}],
+                "Catch": [{"ErrorEquals": ["TransientError"], "ResultPath": "$.error", "Next": "Caught"}],
+                "End": True,
+            },
+            "Caught": {"Type": "Pass", "End": True},
+        },
+    }
+    sfn = boto3.client("stepfunctions")
+    machine = sfn.create_state_machine(name="hooktest", definition=json.dumps(definition), roleArn=role_arn)
+    calls_before = hook.calls
+
+    started = sfn.start_execution(
+        stateMachineArn=machine["stateMachineArn"], name="run-1", input='{"task_id": "t1"}'
+    )
+    execution = _wait_for_execution(sfn, started["executionArn"])
+
+    assert execution["status"] == "SUCCEEDED", execution
+    output = json.loads(execution["output"])
+    assert output["recorded"] == {"greeting": "hello"}
+    assert output["error"]["Error"] == "TransientError"
+    assert (tmp_path / "attempts").read_text() == "xx"  # the first call and one retry
+    assert hook.calls == calls_before + 3, "moto's ASL interpreter no longer invokes through the hook"
+
+
+def test_an_s3_notification_goes_through_the_hook(hooked, functions, tmp_path):
+    hook, _ = hooked
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="hooktest-uploads")
+    s3.put_bucket_notification_configuration(
+        Bucket="hooktest-uploads",
+        NotificationConfiguration={
+            "LambdaFunctionConfigurations": [
+                {
+                    "LambdaFunctionArn": functions["Recorder"].arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "uploads/"}]}},
+                }
+            ]
+        },
+    )
+    calls_before = hook.calls
+
+    s3.put_object(Bucket="hooktest-uploads", Key="uploads/p1/a disk.qcow2", Body=b"data")
+    s3.put_object(Bucket="hooktest-uploads", Key="elsewhere/b.qcow2", Body=b"data")  # filtered out
+
+    assert hook.calls == calls_before + 1, "moto no longer runs S3 notifications through the hook"
+    event = json.loads((tmp_path / "event.json").read_text())
+    assert event["Records"][0]["s3"]["object"]["key"] == "uploads%2Fp1%2Fa+disk.qcow2"  # quote_plus, as AWS
+
+
+def test_a_crash_in_an_s3_triggered_handler_is_logged_with_its_traceback(hooked, functions, caplog):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="hooktest-crash")
+    s3.put_bucket_notification_configuration(
+        Bucket="hooktest-crash",
+        NotificationConfiguration={
+            "LambdaFunctionConfigurations": [
+                {"LambdaFunctionArn": functions["Flaky"].arn, "Events": ["s3:ObjectCreated:*"]}
+            ]
+        },
+    )
+
+    s3.put_object(Bucket="hooktest-crash", Key="x", Body=b"data")  # moto swallows the error itself
+
+    logged = "\n".join(record.getMessage() for record in caplog.records if record.name == "local.lambda")
+    assert "Traceback" in logged and "TransientError: the disk is busy" in logged
+
+
+def test_the_hook_is_gone_after_uninstall(functions):
+    from moto.awslambda.models import LambdaFunction
+
+    original = LambdaFunction._invoke_lambda
+    hook = MotoLambdaHook(HandlerRunner(functions.values()))
+
+    hook.install()
+    hook.uninstall()
+
+    assert LambdaFunction._invoke_lambda is original
