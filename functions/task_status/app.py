@@ -17,7 +17,7 @@ from imagetasks.observability import logger, tracer
 
 
 class StatusChange(BaseModel):
-    action: Literal["start", "succeed", "fail"]
+    action: Literal["start", "succeed", "fail", "clean_up"]
     task_id: str
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None  # Step Functions' {"Error", "Cause"} from a Catch
@@ -36,6 +36,9 @@ def lambda_handler(event: StatusChange, context: LambdaContext) -> dict[str, Any
     logger.append_keys(task_id=event.task_id)
     if event.action == "start":
         return lifecycle().try_start(event.task_id)
+    if event.action == "clean_up":
+        composition.import_task(settings()).clean_up(event.task_id)
+        return {"cleaned": True}
     if event.action == "succeed":
         lifecycle().succeed(event.task_id, event.result or {})
         return {"status": "success"}

@@ -6,14 +6,19 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from imagetasks.adapters.images_table import ImagesTable
+from imagetasks.adapters.s3_objects import S3Objects
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.adapters.workflow import Workflow
 from imagetasks.config import Settings
 from imagetasks.domain.errors import InvalidRequest
+from imagetasks.domain.image_checks import ImageCheckSettings
 from imagetasks.domain.import_errors import ImportRejected
 from imagetasks.domain.import_filter import ImportFilter, ImportFilterSettings
 from imagetasks.domain.task_input import ImportRules, validate_import_input
 from imagetasks.domain.tasks import TaskType
+from imagetasks.import_task import ImportTask
+from imagetasks.imports import ImportSettings
 from imagetasks.lifecycle import Lifecycle
 from imagetasks.task_service import TaskService
 
@@ -79,4 +84,33 @@ def task_service(settings: Settings) -> TaskService:
         TasksTable(settings.tasks_table, settings.slots_table),
         Workflow(settings.state_machine_arn),
         validate_task_input(settings),
+    )
+
+
+GIB = 1024**3
+
+
+def import_settings(settings: Settings) -> ImportSettings:
+    base = import_filter(settings).settings
+    return ImportSettings(
+        filter=base,
+        checks=ImageCheckSettings(
+            inspect_format=settings.inspect_format,
+            require_format_match=settings.inspect_format,
+            safety_checks=settings.safety_checks,
+            max_image_size_bytes=int(settings.max_image_size_gib * GIB),
+            max_virtual_size_bytes=int(settings.max_virtual_size_gib * GIB),
+            allowed_disk_formats=settings.allowed_disk_formats,
+            allowed_container_formats=settings.allowed_container_formats,
+        ),
+    )
+
+
+def import_task(settings: Settings) -> ImportTask:
+    return ImportTask(
+        settings,
+        import_settings(settings),
+        TasksTable(settings.tasks_table, settings.slots_table),
+        ImagesTable(settings.images_table),
+        S3Objects(),
     )

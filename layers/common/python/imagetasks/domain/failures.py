@@ -13,7 +13,7 @@ from typing import Any
 from imagetasks.domain.errors import DomainError
 
 TASK_FAILURE = "TaskFailure"
-TRANSIENT_ERRORS = ("TransientError", "TransientSourceError")
+TRANSIENT_ERRORS = ("TransientError", "TransientSourceError", "TransientStorageError")
 
 
 class TaskFailure(DomainError):
@@ -25,14 +25,12 @@ def failure_message(error: dict[str, Any] | None, step: str = "processing") -> s
     error = error or {}
     name = str(error.get("Error", ""))
     cause = str(error.get("Cause", ""))
-    if name == TASK_FAILURE:
-        try:
-            detail = json.loads(cause)
-        except ValueError:
-            detail = {"errorMessage": cause}
-        message = detail.get("errorMessage") if isinstance(detail, dict) else None
-        if isinstance(message, str) and message:
+    if name == TASK_FAILURE or name in TRANSIENT_ERRORS:
+        message = _error_message(cause)
+        if message and name == TASK_FAILURE:
             return message
+        if message:
+            return f"{message} (gave up after several attempts; please try again later)"
     if name == "States.Timeout":
         return (
             f"The task's {step} step took longer than allowed and was stopped; "
@@ -41,6 +39,16 @@ def failure_message(error: dict[str, Any] | None, step: str = "processing") -> s
     if name in TRANSIENT_ERRORS or (name.startswith("Lambda.") and name != "Lambda.Unknown"):
         return f"The task's {step} step kept failing with temporary errors; please try again later."
     return f"The task stopped because of an internal error in its {step} step; please try again later."
+
+
+def _error_message(cause: str) -> str | None:
+    """The errorMessage of a Lambda error cause (a JSON document), if there is one."""
+    try:
+        detail = json.loads(cause)
+    except ValueError:
+        return cause or None
+    message = detail.get("errorMessage") if isinstance(detail, dict) else None
+    return message if isinstance(message, str) and message else None
 
 
 EXECUTION_END_MESSAGES = {

@@ -1,0 +1,84 @@
+"""Moving, copying and removing image objects in S3 (the bits, never the records)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from imagetasks.domain.import_errors import StagingError, TransientStorageError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+else:
+    S3Client = Any
+
+TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+        "503",
+    }
+)
+
+
+def translate(error: ClientError, where: str) -> Exception:
+    """The one place where S3 error codes of object moves become domain errors."""
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    if code in TRANSIENT_CODES:
+        return TransientStorageError(f"The image store is busy ({code}) while handling {where}")
+    return StagingError(f"The image store refused an operation on {where} ({code})")
+
+
+class S3Objects:
+    def __init__(self, client: S3Client | None = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> S3Client:
+        if self._client is None:
+            self._client = boto3.client("s3")
+        return self._client
+
+    def copy(self, source_bucket: str, source_key: str, bucket: str, key: str) -> None:
+        """Server-side copy; boto3's managed copy switches to multipart copy above 8 MiB parts,
+        so objects over S3's 5 GiB single-copy limit work too."""
+        try:
+            self.client.copy({"Bucket": source_bucket, "Key": source_key}, bucket, key)
+        except ClientError as error:
+            raise translate(error, f"s3://{bucket}/{key}") from error
+
+    def delete(self, bucket: str, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            raise translate(error, f"s3://{bucket}/{key}") from error
+
+    def delete_prefix(self, bucket: str, prefix: str) -> int:
+        """Delete every object under `prefix` (and abort unfinished multipart uploads there)."""
+        deleted = 0
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for page in pages:
+                keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+                if keys:
+                    self.client.delete_objects(Bucket=bucket, Delete={"Objects": keys})  # type: ignore[typeddict-item]
+                    deleted += len(keys)
+            uploads = self.client.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
+            for upload in uploads:
+                self.client.abort_multipart_upload(
+                    Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+        except ClientError as error:
+            raise translate(error, f"s3://{bucket}/{prefix}") from error
+        return deleted
+
+    def presigned_get(self, bucket: str, key: str, seconds: int) -> str:
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=seconds
+        )

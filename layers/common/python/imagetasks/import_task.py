@@ -1,0 +1,114 @@
+"""The import task's two steps: fetch (into staging, checked) and register (the active image)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imagetasks.adapters.images_table import ImagesTable
+from imagetasks.adapters.s3_objects import S3Objects
+from imagetasks.adapters.tasks_table import TasksTable
+from imagetasks.config import Settings
+from imagetasks.domain.failures import TaskFailure
+from imagetasks.domain.image_checks import ExpectedChecksums
+from imagetasks.domain.images import extra_properties, image_id_for_task, new_image
+from imagetasks.domain.tasks import Task
+from imagetasks.imports import FetchResult, ImportSettings, fetch_and_check
+from imagetasks.observability import logger
+
+UPLOAD_SOURCE = "s3-upload"
+
+
+def staging_key(task_id: str) -> str:
+    return f"{task_id}/source"
+
+
+class ImportTask:
+    def __init__(
+        self,
+        settings: Settings,
+        import_settings: ImportSettings,
+        tasks: TasksTable,
+        images: ImagesTable,
+        objects: S3Objects,
+    ) -> None:
+        self.settings = settings
+        self.import_settings = import_settings
+        self.tasks = tasks
+        self.images = images
+        self.objects = objects
+
+    def _task(self, task_id: str) -> Task:
+        task = self.tasks.get(task_id)
+        if task is None or task.input is None:
+            raise TaskFailure(f"Task {task_id} no longer exists")
+        return task
+
+    def fetch(self, task_id: str) -> dict[str, Any]:
+        task = self._task(task_id)
+        task_input = task.input or {}
+        properties = task_input.get("image_properties") or {}
+        for key in ("import_from_format", "image_properties"):
+            if key not in task_input:
+                raise TaskFailure(f"Input does not contain '{key}' field")
+        expected = ExpectedChecksums(
+            checksum=task_input.get("checksum"), os_hash_value=task_input.get("os_hash_value")
+        )
+        result = fetch_and_check(
+            str(task_input.get("import_from", "")),
+            str(task_input["import_from_format"]),
+            properties.get("container_format"),
+            expected,
+            self.settings.staging_bucket,
+            staging_key(task.id),
+            settings=self.import_settings,
+            project_id=task.owner,
+            s3_client=self.objects.client,
+        )
+        logger.info("Image staged", extra={"size": result.size, "format": result.detected_format})
+        return result.model_dump()
+
+    def register(self, task_id: str, staged: dict[str, Any]) -> dict[str, Any]:
+        """Create the active image from the staged data. Safe to repeat: the image id comes from
+        the task id, and an image that already exists is the result of an earlier attempt."""
+        task = self._task(task_id)
+        fetched = FetchResult.model_validate(staged)
+        image_id = image_id_for_task(task.id)
+        if self.images.get(image_id) is None:
+            task_input = task.input or {}
+            properties = dict(task_input.get("image_properties") or {})
+            key = f"images/{image_id}"
+            self.objects.copy(fetched.staged_bucket, fetched.staged_key, self.settings.images_bucket, key)
+            image = new_image(
+                image_id=image_id,
+                owner=task.owner,
+                name=properties.get("name"),
+                disk_format=str(task_input.get("import_from_format")),
+                container_format=str(properties.get("container_format", "bare")),
+                size=fetched.size,
+                virtual_size=fetched.virtual_size,
+                checksum=fetched.checksum,
+                os_hash_value=fetched.os_hash_value,
+                bucket=self.settings.images_bucket,
+                key=key,
+                task_id=task.id,
+                properties=extra_properties(properties),
+            )
+            self.images.create(image)
+            logger.info("Image registered", extra={"image_id": image_id})
+        self.objects.delete(fetched.staged_bucket, fetched.staged_key)
+        self._remove_upload(task)
+        return {"image_id": image_id}
+
+    def _remove_upload(self, task: Task) -> None:
+        """An image uploaded to the uploads bucket is removed once imported (kept if it fails)."""
+        source = str((task.input or {}).get("import_from", ""))
+        prefix = f"s3://{self.settings.uploads_bucket}/"
+        if (task.input or {}).get("source") == UPLOAD_SOURCE and source.startswith(prefix):
+            self.objects.delete(self.settings.uploads_bucket, source[len(prefix) :])
+
+    def clean_up(self, task_id: str) -> None:
+        """Remove what a failed task left: staged data, and image bits without an image record."""
+        self.objects.delete_prefix(self.settings.staging_bucket, f"{task_id}/")
+        image_id = image_id_for_task(task_id)
+        if self.images.get(image_id) is None:
+            self.objects.delete(self.settings.images_bucket, f"images/{image_id}")
