@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from imagetasks.adapters.dynamo import ConditionFailed, DynamoDBClient, to_item
+from imagetasks.adapters.dynamo import ConditionFailed, DynamoDBClient, from_item, to_item
 from imagetasks.adapters.indexed_table import IndexedTable, Page
 from imagetasks.auth.identity import Caller
 from imagetasks.domain import clock
@@ -129,6 +129,21 @@ class ImagesTable:
                 {"Delete": {"TableName": self.table.table_name, "Key": {"id": {"S": f"{image.id}#{kind}"}}}}
             )
         self.table.transact(ops)
+
+    def images_of_rows(self, rows: list[dict[str, Any]]) -> list[Image]:
+        """The full images of a list page, in the page's order (one BatchGetItem per 100)."""
+        ids = [row["image_id"] for row in rows]
+        found: dict[str, Image] = {}
+        for start in range(0, len(ids), 100):
+            keys = [{"id": {"S": image_id}} for image_id in ids[start : start + 100]]
+            request: dict[str, Any] = {self.table.table_name: {"Keys": keys}}
+            while request:
+                response = self.table.client.batch_get_item(RequestItems=request)  # type: ignore[arg-type]
+                for item in response.get("Responses", {}).get(self.table.table_name, []):
+                    image = image_from_item(from_item(item))
+                    found[image.id] = image
+                request = response.get("UnprocessedKeys") or {}  # type: ignore[assignment]
+        return [found[image_id] for image_id in ids if image_id in found]
 
     def list(self, caller: Caller, request: ListRequest, moment: datetime) -> list[dict[str, Any]]:
         if caller.is_admin:

@@ -1,0 +1,219 @@
+"""The read and delete part of the Glance v2 Images API: images are created by tasks."""
+
+import copy
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from imagetasks.adapters.images_table import ImagesTable
+from imagetasks.adapters.s3_objects import S3Objects
+from imagetasks.adapters.tasks_table import TasksTable
+from imagetasks.api import glance
+from imagetasks.config import settings
+from imagetasks.domain import clock
+from imagetasks.domain.errors import NotFound
+from imagetasks.domain.images import IMAGE_LIST_SPEC, Image
+from imagetasks.domain.listing import parse_list_request
+from imagetasks.observability import logger, metrics, tracer
+
+app = APIGatewayRestResolver()
+glance.install_error_handlers(app)
+
+IMAGES_PATH = "/v2/images"
+DOWNLOAD_URL_SECONDS = 900
+IMAGE_PROPERTIES: dict[str, Any] = json.loads((Path(__file__).parent / "image_properties.json").read_text())
+
+
+@lru_cache(maxsize=1)
+def images_table() -> ImagesTable:
+    return ImagesTable(settings().images_table)
+
+
+@lru_cache(maxsize=1)
+def tasks_table() -> TasksTable:
+    return TasksTable(settings().tasks_table, settings().slots_table)
+
+
+@lru_cache(maxsize=1)
+def objects() -> S3Objects:
+    return S3Objects()
+
+
+def render(image: Image) -> dict[str, Any]:
+    view: dict[str, Any] = dict(image.properties)
+    view.update(
+        {
+            "id": image.id,
+            "name": image.name,
+            "status": image.status.value,
+            "disk_format": image.disk_format,
+            "container_format": image.container_format,
+            "size": image.size,
+            "virtual_size": image.virtual_size,
+            "checksum": image.checksum,
+            "os_hash_algo": image.os_hash_algo,
+            "os_hash_value": image.os_hash_value,
+            "owner": image.owner,
+            "visibility": image.visibility,
+            "protected": image.protected,
+            "min_disk": image.min_disk,
+            "min_ram": image.min_ram,
+            "tags": list(image.tags),
+            "created_at": clock.to_api(image.created_at),
+            "updated_at": clock.to_api(image.updated_at),
+            "self": f"{IMAGES_PATH}/{image.id}",
+            "file": f"{IMAGES_PATH}/{image.id}/file",
+            "schema": "/v2/schemas/image",
+        }
+    )
+    return view
+
+
+def image_properties() -> dict[str, Any]:
+    """Glance's image properties, as the schema endpoints serve them."""
+    return copy.deepcopy(IMAGE_PROPERTIES)
+
+
+@app.get(IMAGES_PATH, summary="List images")
+@tracer.capture_method
+def list_images() -> Response[dict[str, Any]]:
+    caller = glance.current_caller(app)
+    params = dict(app.current_event.query_string_parameters or {})
+    request = parse_list_request(params, IMAGE_LIST_SPEC, {})
+    rows = images_table().list(caller, request, clock.now())
+    images = [render(image) for image in images_table().images_of_rows(rows)]
+    body: dict[str, Any] = {
+        "images": images,
+        "first": f"{IMAGES_PATH}?{request.query_string(marker=None)}",
+        "schema": "/v2/schemas/images",
+    }
+    if rows and len(rows) == request.limit:
+        body["next"] = f"{IMAGES_PATH}?{request.query_string(marker=rows[-1]['image_id'])}"
+    return glance.json_response(200, body)
+
+
+@app.get(f"{IMAGES_PATH}/<image_id>", summary="Show an image")
+def show_image(image_id: str) -> Response[dict[str, Any]]:
+    caller = glance.current_caller(app)
+    return glance.json_response(200, render(images_table().get_visible(image_id, caller)))
+
+
+@app.delete(f"{IMAGES_PATH}/<image_id>", summary="Delete an image and its data")
+@tracer.capture_method
+def delete_image(image_id: str) -> Response[dict[str, Any]]:
+    caller = glance.current_caller(app)
+    image = images_table().get_visible(image_id, caller)
+    if image.protected:
+        raise glance.HttpError(403, f"Image {image_id} is protected and cannot be deleted.")
+    images_table().delete(image)
+    objects().delete(image.bucket, image.key)
+    logger.info("Image deleted", extra={"image_id": image_id, "owner": image.owner})
+    return Response(204, None, "", {})
+
+
+@app.get(f"{IMAGES_PATH}/<image_id>/file", summary="Download the image data (302 to a time-limited URL)")
+def download_image(image_id: str) -> Response[dict[str, Any]]:
+    caller = glance.current_caller(app)
+    image = images_table().get_visible(image_id, caller)
+    url = objects().presigned_get(image.bucket, image.key, DOWNLOAD_URL_SECONDS)
+    return Response(302, glance.JSON, "", {"Location": url})
+
+
+@app.get(f"{IMAGES_PATH}/<image_id>/tasks", summary="The tasks that worked on an image")
+def image_tasks(image_id: str) -> Response[dict[str, Any]]:
+    caller = glance.current_caller(app)
+    image = images_table().get_visible(image_id, caller)
+    now = clock.now()
+    tasks = []
+    for task_id in image.task_ids:
+        try:
+            task = tasks_table().get_visible(task_id, caller, now)
+        except NotFound:
+            continue  # expired, or another project's task on an admin-visible image
+        tasks.append(
+            {
+                "id": task.id,
+                "type": task.type.value,
+                "status": task.status.value,
+                "owner": task.owner,
+                "input": task.input,
+                "result": task.result,
+                "message": task.message,
+                "created_at": clock.to_api(task.created_at),
+                "updated_at": clock.to_api(task.updated_at),
+                "expires_at": clock.epoch_to_api(task.expires_at) if task.expires_at else None,
+                "image_id": image.id,
+                "request_id": task.request_id,
+                "user_id": task.user_id,
+            }
+        )
+    return glance.json_response(200, {"tasks": tasks})
+
+
+@app.route(f"{IMAGES_PATH}/<image_id>", method=["PUT", "PATCH", "POST"], include_in_schema=False)
+def image_other_methods(image_id: str) -> Response[dict[str, Any]]:
+    raise glance.method_not_allowed("GET, DELETE", "Images are created by tasks and cannot be changed here.")
+
+
+@app.route(IMAGES_PATH, method=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+def images_other_methods() -> Response[dict[str, Any]]:
+    raise glance.method_not_allowed("GET", "Images are created by import tasks: POST /v2/tasks.")
+
+
+@app.get("/v2/schemas/image", summary="The image schema")
+def image_schema() -> Response[dict[str, Any]]:
+    glance.current_caller(app)
+    return glance.json_response(
+        200,
+        {
+            "name": "image",
+            "properties": image_properties(),
+            "additionalProperties": {"type": "string"},
+            "links": [
+                {"rel": "self", "href": "{self}"},
+                {"rel": "enclosure", "href": "{file}"},
+                {"rel": "describedby", "href": "{schema}"},
+            ],
+        },
+    )
+
+
+@app.get("/v2/schemas/images", summary="The image list schema")
+def images_schema() -> Response[dict[str, Any]]:
+    glance.current_caller(app)
+    return glance.json_response(
+        200,
+        {
+            "name": "images",
+            "properties": {
+                "images": {
+                    "type": "array",
+                    "items": {
+                        "name": "image",
+                        "properties": image_properties(),
+                        "additionalProperties": {"type": "string"},
+                    },
+                },
+                "schema": {"type": "string"},
+                "first": {"type": "string"},
+                "next": {"type": "string"},
+            },
+            "links": [
+                {"rel": "first", "href": "{first}"},
+                {"rel": "next", "href": "{next}"},
+                {"rel": "describedby", "href": "{schema}"},
+            ],
+        },
+    )
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return glance.resolve(app, event, context)
