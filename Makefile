@@ -1,0 +1,57 @@
+# imagetasks — the commands a newcomer can guess. `make test` is exactly what CI runs.
+PYTHON ?= python3.11
+VENV := .venv
+SAM_VENV := .venv-sam
+PY := $(VENV)/bin/python
+export PYTHONPATH := layers/common/python:.
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: help install run test lint unit integration e2e bench token clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	touch $@
+
+# aws-sam-cli lives in its own environment: installed beside moto it can downgrade boto3.
+$(SAM_VENV)/.installed:
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install -q --upgrade pip
+	$(SAM_VENV)/bin/pip install -q aws-sam-cli==1.170.0
+	touch $@
+
+install: $(VENV)/.installed $(SAM_VENV)/.installed  ## create the virtual environments
+
+run: $(VENV)/.installed  ## the whole service locally: API on :3000, AWS endpoint on :5000 (ARGS="--api-port 8000")
+	$(PY) -m local $(ARGS)
+
+token: $(VENV)/.installed  ## mint a local token: make token PROJECT=p1 ROLES=member,admin (needs `make run` running)
+	$(PY) -m local.tokens --key-file local/.state/token.key --project $(PROJECT) --roles $(or $(ROLES),member)
+
+lint: $(VENV)/.installed $(SAM_VENV)/.installed  ## ruff, mypy (strict on application code), sam validate --lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy layers/common/python/imagetasks local $(wildcard functions/*/app.py)
+	$(SAM_VENV)/bin/sam validate --lint --region us-east-1
+
+unit: $(VENV)/.installed
+	$(VENV)/bin/pytest tests/unit -q
+
+integration: $(VENV)/.installed
+	$(VENV)/bin/pytest tests/integration -q
+
+e2e: $(VENV)/.installed
+	$(VENV)/bin/pytest tests/e2e -q
+
+test: lint  ## lint, then every test tier (unit, integration, end-to-end on the local stack)
+	$(VENV)/bin/pytest -q
+
+bench: $(VENV)/.installed  ## benchmarks; figures go to bench/results.json and bench/RESULTS.md
+	$(PY) -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam local/.state
