@@ -18,7 +18,7 @@ os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "imagetasks")
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "imagetasks")
 
-from tests.support import ROOT  # noqa: E402
+from tests.support import ROOT
 
 
 @pytest.fixture(scope="session")

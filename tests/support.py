@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
@@ -81,4 +80,24 @@ def query_of(link: str) -> dict[str, str]:
     return dict(parse_qsl(urlsplit(link).query))
 
 
-__all__ = ["ROOT", "api_event", "load_event", "load_handler", "query_of", "urlencode"]
+class FakeLambdaContext:
+    """The attributes Powertools reads from a Lambda context."""
+
+    function_name = "test-function"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
+    aws_request_id = "test-request"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def call(handler_module: ModuleType, event: dict[str, Any]) -> dict[str, Any]:
+    """Invoke a handler and decode a JSON body, as API Gateway's client would see it."""
+    response: dict[str, Any] = handler_module.lambda_handler(event, FakeLambdaContext())
+    if isinstance(response, dict) and isinstance(response.get("body"), str) and response["body"]:
+        try:
+            response["json"] = json.loads(response["body"])
+        except ValueError:
+            response["json"] = None
+    return response

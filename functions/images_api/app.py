@@ -105,7 +105,7 @@ def show_image(image_id: str) -> Response[dict[str, Any]]:
 
 @app.delete(f"{IMAGES_PATH}/<image_id>", summary="Delete an image and its data")
 @tracer.capture_method
-def delete_image(image_id: str) -> Response[dict[str, Any]]:
+def delete_image(image_id: str) -> Response[str]:
     caller = glance.current_caller(app)
     image = images_table().get_visible(image_id, caller)
     if image.protected:
@@ -117,7 +117,7 @@ def delete_image(image_id: str) -> Response[dict[str, Any]]:
 
 
 @app.get(f"{IMAGES_PATH}/<image_id>/file", summary="Download the image data (302 to a time-limited URL)")
-def download_image(image_id: str) -> Response[dict[str, Any]]:
+def download_image(image_id: str) -> Response[str]:
     caller = glance.current_caller(app)
     image = images_table().get_visible(image_id, caller)
     url = objects().presigned_get(image.bucket, image.key, DOWNLOAD_URL_SECONDS)

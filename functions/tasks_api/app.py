@@ -88,7 +88,7 @@ def versions() -> Response[dict[str, Any]]:
 
 
 @app.get("/openapi.json", summary="This API's OpenAPI 3 description")
-def openapi() -> Response[dict[str, Any]]:
+def openapi() -> Response[str]:
     return Response(200, glance.JSON, app.get_openapi_json_schema(title="imagetasks", version="2.17"))
 
 

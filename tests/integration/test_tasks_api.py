@@ -28,7 +28,12 @@ def api(aws: dict[str, str]) -> Any:
 
 
 def create(api: Any, project: str = "project-a", task_input: dict[str, Any] | None = None) -> dict[str, Any]:
-    response = call(api, api_event("POST", "/v2/tasks", body={"type": "import", "input": task_input or IMPORT_INPUT}, project=project))
+    response = call(
+        api,
+        api_event(
+            "POST", "/v2/tasks", body={"type": "import", "input": task_input or IMPORT_INPUT}, project=project
+        ),
+    )
     assert response["statusCode"] == 201, response["body"]
     return response["json"]
 
@@ -48,7 +53,9 @@ def stored_item_count(aws: dict[str, str]) -> int:
 
 
 # ------------------------------------------------------------------ create
-def test_create_returns_pending_task_with_location_and_starts_its_execution(api: Any, aws: dict[str, str]) -> None:
+def test_create_returns_pending_task_with_location_and_starts_its_execution(
+    api: Any, aws: dict[str, str]
+) -> None:
     response = call(api, api_event("POST", "/v2/tasks", body={"type": "import", "input": IMPORT_INPUT}))
 
     task = response["json"]
@@ -56,11 +63,16 @@ def test_create_returns_pending_task_with_location_and_starts_its_execution(api:
     assert task["status"] == "pending" and task["type"] == "import" and task["owner"] == "project-a"
     assert task["input"] == IMPORT_INPUT and task["result"] is None and task["message"] is None
     assert task["self"] == f"/v2/tasks/{task['id']}" and task["schema"] == "/v2/schemas/task"
-    assert header(response, "Location") == f"https://abcdef1234.execute-api.us-east-1.amazonaws.com/v1/v2/tasks/{task['id']}"
+    assert (
+        header(response, "Location")
+        == f"https://abcdef1234.execute-api.us-east-1.amazonaws.com/v1/v2/tasks/{task['id']}"
+    )
     assert header(response, "Content-Type") == "application/json"
     assert header(response, "x-openstack-request-id") == "req-8d2b2a1c-4d52-4b0a-9d6f-1f2e3d4c5b6a"
     assert len(task["created_at"]) == 20 and task["created_at"].endswith("Z")
-    executions = boto3.client("stepfunctions").list_executions(stateMachineArn=aws["STATE_MACHINE_ARN"])["executions"]
+    executions = boto3.client("stepfunctions").list_executions(stateMachineArn=aws["STATE_MACHINE_ARN"])[
+        "executions"
+    ]
     assert [e["name"] for e in executions] == [task["id"]]
 
 
@@ -69,7 +81,9 @@ def test_starting_the_same_task_twice_runs_one_execution(api: Any, aws: dict[str
 
     api.task_service().workflow.start(task["id"], "import")
 
-    executions = boto3.client("stepfunctions").list_executions(stateMachineArn=aws["STATE_MACHINE_ARN"])["executions"]
+    executions = boto3.client("stepfunctions").list_executions(stateMachineArn=aws["STATE_MACHINE_ARN"])[
+        "executions"
+    ]
     assert len(executions) == 1
 
 
@@ -82,21 +96,93 @@ def test_starting_the_same_task_twice_runs_one_execution(api: Any, aws: dict[str
         ('"text"', "Unexpected body type. Expected list/dict."),
         (json.dumps({"input": IMPORT_INPUT}), "Task 'type' is required"),
         (json.dumps({"type": "import"}), "Task 'input' is required"),
-        (json.dumps({"type": "bogus", "input": {}}), "Provided object does not match schema 'task': 'bogus' is not one of"),
-        (json.dumps({"type": "import", "input": "x"}), "Provided object does not match schema 'task': 'x' is not of type 'object'"),
-        (json.dumps({"type": "import", "input": {}, "extra": 1}), "Provided object does not match schema 'task': Additional properties are not allowed"),
-        (json.dumps({"type": "import", "input": {}, "status": "done"}), "Provided object does not match schema 'task': 'done' is not one of"),
+        (
+            json.dumps({"type": "bogus", "input": {}}),
+            "Provided object does not match schema 'task': 'bogus' is not one of",
+        ),
+        (
+            json.dumps({"type": "import", "input": "x"}),
+            "Provided object does not match schema 'task': 'x' is not of type 'object'",
+        ),
+        (
+            json.dumps({"type": "import", "input": {}, "extra": 1}),
+            "Provided object does not match schema 'task': Additional properties are not allowed",
+        ),
+        (
+            json.dumps({"type": "import", "input": {}, "status": "done"}),
+            "Provided object does not match schema 'task': 'done' is not one of",
+        ),
         (json.dumps({"type": "import", "input": {}}), "Invalid location: None"),
-        (json.dumps({"type": "import", "input": {**IMPORT_INPUT, "import_from": ""}}), "Invalid location: None"),
-        (json.dumps({"type": "import", "input": {**IMPORT_INPUT, "import_from": "file:///etc/passwd"}}), "File based imports are not allowed. Please use a non-local source of image data."),
-        (json.dumps({"type": "import", "input": {**IMPORT_INPUT, "import_from": "ftp://example.com/a.img"}}), "The given uri is not valid. Please specify a valid uri from the following list of supported uri"),
-        (json.dumps({"type": "import", "input": {**IMPORT_INPUT, "import_from": "http://169.254.169.254/latest/meta-data"}}), "URI for legacy import task does not pass filtering: http://169.254.169.254/latest/meta-data"),
-        (json.dumps({"type": "import", "input": {**IMPORT_INPUT, "import_from": "http://93.184.216.34:8080/a.img"}}), "URI for legacy import task does not pass filtering"),
-        (json.dumps({"type": "import", "input": {k: v for k, v in IMPORT_INPUT.items() if k != "import_from_format"}}), "Input does not contain 'import_from_format' field"),
-        (json.dumps({"type": "import", "input": {k: v for k, v in IMPORT_INPUT.items() if k != "image_properties"}}), "Input does not contain 'image_properties' field"),
-        (json.dumps({"type": "import", "input": {**IMPORT_INPUT, "image_properties": {"disk_format": "floppy", "container_format": "bare"}}}), "Invalid disk_format 'floppy'"),
-        (json.dumps({"type": "import", "input": {**IMPORT_INPUT, "import_from_format": "raw"}}), "differ, and this cloud does not convert images on import"),
-        (json.dumps({"type": "import", "input": {**IMPORT_INPUT, "checksum": "nothex"}}), "checksum must be the image's md5"),
+        (
+            json.dumps({"type": "import", "input": {**IMPORT_INPUT, "import_from": ""}}),
+            "Invalid location: None",
+        ),
+        (
+            json.dumps({"type": "import", "input": {**IMPORT_INPUT, "import_from": "file:///etc/passwd"}}),
+            "File based imports are not allowed. Please use a non-local source of image data.",
+        ),
+        (
+            json.dumps(
+                {"type": "import", "input": {**IMPORT_INPUT, "import_from": "ftp://example.com/a.img"}}
+            ),
+            "The given uri is not valid. Please specify a valid uri from the following list of supported uri",
+        ),
+        (
+            json.dumps(
+                {
+                    "type": "import",
+                    "input": {**IMPORT_INPUT, "import_from": "http://169.254.169.254/latest/meta-data"},
+                }
+            ),
+            "URI for legacy import task does not pass filtering: http://169.254.169.254/latest/meta-data",
+        ),
+        (
+            json.dumps(
+                {
+                    "type": "import",
+                    "input": {**IMPORT_INPUT, "import_from": "http://93.184.216.34:8080/a.img"},
+                }
+            ),
+            "URI for legacy import task does not pass filtering",
+        ),
+        (
+            json.dumps(
+                {
+                    "type": "import",
+                    "input": {k: v for k, v in IMPORT_INPUT.items() if k != "import_from_format"},
+                }
+            ),
+            "Input does not contain 'import_from_format' field",
+        ),
+        (
+            json.dumps(
+                {
+                    "type": "import",
+                    "input": {k: v for k, v in IMPORT_INPUT.items() if k != "image_properties"},
+                }
+            ),
+            "Input does not contain 'image_properties' field",
+        ),
+        (
+            json.dumps(
+                {
+                    "type": "import",
+                    "input": {
+                        **IMPORT_INPUT,
+                        "image_properties": {"disk_format": "floppy", "container_format": "bare"},
+                    },
+                }
+            ),
+            "Invalid disk_format 'floppy'",
+        ),
+        (
+            json.dumps({"type": "import", "input": {**IMPORT_INPUT, "import_from_format": "raw"}}),
+            "differ, and this cloud does not convert images on import",
+        ),
+        (
+            json.dumps({"type": "import", "input": {**IMPORT_INPUT, "checksum": "nothex"}}),
+            "checksum must be the image's md5",
+        ),
     ],
 )
 def test_bad_create_bodies_are_400_with_glance_text_and_write_nothing(
@@ -115,7 +201,13 @@ def test_bad_create_bodies_are_400_with_glance_text_and_write_nothing(
 
 
 def test_valid_read_only_fields_in_the_body_are_ignored(api: Any) -> None:
-    body = {"type": "import", "input": IMPORT_INPUT, "status": "success", "id": TASK_ID, "owner": "someone-else"}
+    body = {
+        "type": "import",
+        "input": IMPORT_INPUT,
+        "status": "success",
+        "id": TASK_ID,
+        "owner": "someone-else",
+    }
 
     response = call(api, api_event("POST", "/v2/tasks", body=body))
 
@@ -203,7 +295,9 @@ def test_delete_is_405_with_allow_get(api: Any) -> None:
 
     assert response["statusCode"] == 405
     assert header(response, "Allow") == "GET"
-    assert response["json"]["error"]["message"].startswith("This operation is currently not permitted on Glance Tasks.")
+    assert response["json"]["error"]["message"].startswith(
+        "This operation is currently not permitted on Glance Tasks."
+    )
 
 
 def test_unsupported_method_on_the_collection_is_405(api: Any) -> None:
@@ -247,7 +341,12 @@ def test_list_order_and_paging_follow_the_contract_example(api: Any) -> None:
     assert [t["id"] for t in default["json"]["tasks"]] == [t2, t1, t0]
     assert "next" not in default["json"]
     assert [t["id"] for t in first_page["json"]["tasks"]] == [t2, t1]
-    assert query_of(first_page["json"]["next"]) == {"limit": "2", "marker": t1, "sort_key": "created_at", "sort_dir": "desc"}
+    assert query_of(first_page["json"]["next"]) == {
+        "limit": "2",
+        "marker": t1,
+        "sort_key": "created_at",
+        "sort_dir": "desc",
+    }
     assert first_page["json"]["next"].startswith("/v2/tasks?")
     assert "marker" not in query_of(first_page["json"]["first"])
     assert first_page["json"]["schema"] == "/v2/schemas/tasks"
@@ -321,9 +420,13 @@ def test_members_see_their_project_and_admins_see_all_and_filter_by_owner(api: A
     b = create(api, project="project-b")["id"]
 
     member = call(api, api_event("GET", "/v2/tasks", project="project-a"))["json"]["tasks"]
-    member_asks_owner_b = call(api, api_event("GET", "/v2/tasks", project="project-a", query={"owner": "project-b"}))["json"]["tasks"]
+    member_asks_owner_b = call(
+        api, api_event("GET", "/v2/tasks", project="project-a", query={"owner": "project-b"})
+    )["json"]["tasks"]
     admin_all = call(api, api_event("GET", "/v2/tasks", project="admin", roles="admin"))["json"]["tasks"]
-    admin_b = call(api, api_event("GET", "/v2/tasks", project="admin", roles="admin", query={"owner": "project-b"}))["json"]["tasks"]
+    admin_b = call(
+        api, api_event("GET", "/v2/tasks", project="admin", roles="admin", query={"owner": "project-b"})
+    )["json"]["tasks"]
 
     assert [t["id"] for t in member] == [a]
     assert member_asks_owner_b == []
@@ -339,8 +442,14 @@ def test_task_schema_describes_every_field_with_enums(api: Any) -> None:
     assert schema["name"] == "task" and "additionalProperties" not in schema
     assert properties["type"]["enum"] == ["import", "export", "convert"]
     assert properties["status"]["enum"] == ["pending", "processing", "success", "failure"]
-    assert properties["input"]["type"] == ["null", "object"] and properties["result"]["type"] == ["null", "object"]
-    assert properties["message"]["type"] == ["null", "string"] and properties["expires_at"]["type"] == ["null", "string"]
+    assert properties["input"]["type"] == ["null", "object"] and properties["result"]["type"] == [
+        "null",
+        "object",
+    ]
+    assert properties["message"]["type"] == ["null", "string"] and properties["expires_at"]["type"] == [
+        "null",
+        "string",
+    ]
     assert properties["self"] == {"type": "string", "readOnly": True}
     assert all("description" in p for name, p in properties.items() if name not in ("self", "schema"))
 
@@ -350,7 +459,15 @@ def test_tasks_schema_lists_stub_properties_and_describedby(api: Any) -> None:
 
     assert schema["name"] == "tasks"
     assert set(schema["properties"]["tasks"]["items"]["properties"]) == {
-        "id", "type", "status", "owner", "expires_at", "created_at", "updated_at", "self", "schema"
+        "id",
+        "type",
+        "status",
+        "owner",
+        "expires_at",
+        "created_at",
+        "updated_at",
+        "self",
+        "schema",
     }
     assert {"rel": "describedby", "href": "{schema}"} in schema["links"]
 

@@ -67,7 +67,7 @@ def translate(error: ClientError) -> DomainError:
     if code == "ConditionalCheckFailedException":
         return ConditionFailed(["ConditionalCheckFailed"])
     if code == "TransactionCanceledException":
-        reasons = [r.get("Code", "None") for r in error.response.get("CancellationReasons", [])]  # type: ignore[typeddict-item]
+        reasons = [r.get("Code", "None") for r in error.response.get("CancellationReasons", [])]
         if any(
             r in ("TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded") for r in reasons
         ):

@@ -138,11 +138,11 @@ class ImagesTable:
             keys = [{"id": {"S": image_id}} for image_id in ids[start : start + 100]]
             request: dict[str, Any] = {self.table.table_name: {"Keys": keys}}
             while request:
-                response = self.table.client.batch_get_item(RequestItems=request)  # type: ignore[arg-type]
+                response = self.table.client.batch_get_item(RequestItems=request)
                 for item in response.get("Responses", {}).get(self.table.table_name, []):
                     image = image_from_item(from_item(item))
                     found[image.id] = image
-                request = response.get("UnprocessedKeys") or {}  # type: ignore[assignment]
+                request = response.get("UnprocessedKeys") or {}
         return [found[image_id] for image_id in ids if image_id in found]
 
     def list(self, caller: Caller, request: ListRequest, moment: datetime) -> list[dict[str, Any]]:
