@@ -11,8 +11,10 @@ from imagetasks.adapters.s3_objects import S3Objects
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.adapters.workflow import Workflow
 from imagetasks.config import Settings
+from imagetasks.domain.conversion import validate_convert_input, validate_export_input
 from imagetasks.domain.errors import InvalidRequest
 from imagetasks.domain.image_checks import ImageCheckSettings
+from imagetasks.domain.images import Image
 from imagetasks.domain.import_errors import ImportRejected
 from imagetasks.domain.import_filter import ImportFilter, ImportFilterSettings
 from imagetasks.domain.task_input import ImportRules, validate_import_input
@@ -69,10 +71,26 @@ def validate_task_input(settings: Settings) -> Callable[[TaskType, dict[str, Any
     """The create-time input checks of every task type this deployment offers."""
     check_location = location_checker(settings)
     rules = import_rules(settings)
+    images: list[ImagesTable] = []  # built on first use: import checks never touch DynamoDB
+
+    def find_image(image_id: str) -> Image | None:
+        if not images:
+            images.append(ImagesTable(settings.images_table))
+        return images[0].get(image_id)
 
     def validate(task_type: TaskType, task_input: dict[str, Any], owner: str) -> None:
         if task_type is TaskType.IMPORT:
             validate_import_input(task_input, owner, rules, check_location)
+        elif task_type is TaskType.CONVERT:
+            validate_convert_input(
+                task_input,
+                owner,
+                find_image,
+                settings.allowed_disk_formats,
+                settings.allowed_container_formats,
+            )
+        elif task_type is TaskType.EXPORT:
+            validate_export_input(task_input, owner, find_image)
         else:
             raise InvalidRequest(f"Task type {task_type.value} is not available yet")
 

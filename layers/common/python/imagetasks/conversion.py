@@ -1,0 +1,392 @@
+"""The convert and export tasks: read an image, rewrite it with qemu-img if asked, check and store it.
+
+Both read the source image's data once, into the function's ephemeral storage, while checking it
+again with the format inspector (format, backing files, VMDK extents: qemu-img must never be handed
+data that could make it read host files) and comparing its sha512 with the image's record. The
+output is inspected again while it is uploaded in one hashing pass; the multipart upload is
+completed only after every check passed, so a refused output never becomes an S3 object.
+
+An export that keeps the image's format needs no local copy: it streams from the images bucket to
+the exports bucket through the same checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imagetasks.adapters.http_source import S3Source
+from imagetasks.adapters.images_table import ImagesTable
+from imagetasks.adapters.qemu import QemuImg
+from imagetasks.adapters.s3_objects import S3Objects
+from imagetasks.adapters.staging import ChunkObserver, StagedObject, StreamDigests, stage_stream
+from imagetasks.adapters.tasks_table import TasksTable
+from imagetasks.config import Settings
+from imagetasks.domain import clock
+from imagetasks.domain.conversion import (
+    SOURCE_FORMATS,
+    TARGET_FORMATS,
+    TARGET_OPTIONS,
+    check_working_space,
+    validate_convert_input,
+    validate_export_input,
+)
+from imagetasks.domain.errors import ConcurrentUpdate
+from imagetasks.domain.failures import TaskFailure
+from imagetasks.domain.image_checks import ImageChecker, ImageCheckSettings, ImageVerdict
+from imagetasks.domain.images import Image, image_id_for_task, new_image
+from imagetasks.domain.import_errors import (
+    ImageRejected,
+    SourceUnavailable,
+    TransientImportError,
+    TransientStorageError,
+)
+from imagetasks.domain.tasks import Task
+from imagetasks.observability import logger
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+CHUNK_SIZE = 8 * MiB
+#: Time kept after qemu-img for uploading the output and recording the result.
+UPLOAD_RESERVE_SECONDS = 120
+MIN_CONVERT_SECONDS = 30
+#: How long an export's download URL works. The object itself lives for the exports bucket's
+#: expiration (ExportExpirationDays); a URL signed with the function's temporary credentials
+#: cannot outlive them anyway, so long lifetimes would be a promise S3 does not keep.
+EXPORT_URL_SECONDS = 3600
+
+#: The source is always inspected and safety checked, whatever the deployment chose for imports:
+#: a qcow2 with a backing file or a VMDK naming a host file would make qemu-img read that file.
+SOURCE_CHECKS = ImageCheckSettings(
+    max_image_size_bytes=None, allowed_disk_formats=(), allowed_container_formats=()
+)
+
+
+class ConversionSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    images_bucket: str
+    exports_bucket: str
+    allowed_disk_formats: tuple[str, ...]
+    allowed_container_formats: tuple[str, ...]
+    ephemeral_storage_bytes: int
+    work_root: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "imagetasks-work")
+    #: Checks on what a convert produces: it becomes an image, so the cloud's limits apply.
+    image_checks: ImageCheckSettings = Field(default_factory=ImageCheckSettings)
+    export_url_seconds: int = EXPORT_URL_SECONDS
+    part_size: int = 64 * MiB
+
+
+def conversion_settings(settings: Settings) -> ConversionSettings:
+    return ConversionSettings(
+        images_bucket=settings.images_bucket,
+        exports_bucket=settings.exports_bucket,
+        allowed_disk_formats=settings.allowed_disk_formats,
+        allowed_container_formats=settings.allowed_container_formats,
+        ephemeral_storage_bytes=settings.ephemeral_storage_mib * MiB,
+        image_checks=ImageCheckSettings(
+            max_image_size_bytes=int(settings.max_image_size_gib * GiB),
+            max_virtual_size_bytes=int(settings.max_virtual_size_gib * GiB),
+            allowed_disk_formats=settings.allowed_disk_formats,
+            allowed_container_formats=settings.allowed_container_formats,
+        ),
+    )
+
+
+class _Workspaces:
+    """Per-task working directories, and removal of those a killed invocation left behind.
+
+    A Lambda timeout restarts the runtime process but keeps /tmp, so a directory under the root
+    that this process did not create is garbage that would shrink the next task's space. Tasks
+    running in threads of one process (tests, the local stack) only ever remove their own.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: set[Path] = set()
+
+    @contextmanager
+    def open(self, root: Path, task_id: str) -> Iterator[Path]:
+        root.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            for leftover in root.iterdir():
+                if leftover not in self._active:
+                    shutil.rmtree(leftover, ignore_errors=True)
+            work = root / f"{task_id}-{uuid.uuid4().hex[:8]}"
+            work.mkdir()
+            self._active.add(work)
+        try:
+            yield work
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            with self._lock:
+                self._active.discard(work)
+
+
+WORKSPACES = _Workspaces()
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as data:
+        while chunk := data.read(CHUNK_SIZE):
+            yield chunk
+
+
+class _Sha512:
+    """A chunk observer that hashes what streams past (the source's integrity check)."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha512()
+
+    def feed(self, chunk: bytes) -> None:
+        self._hash.update(chunk)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+class ConversionService:
+    def __init__(
+        self,
+        settings: ConversionSettings,
+        tasks: TasksTable,
+        images: ImagesTable,
+        objects: S3Objects,
+        qemu: QemuImg | None = None,
+    ) -> None:
+        self.settings = settings
+        self.tasks = tasks
+        self.images = images
+        self.objects = objects
+        self.qemu = qemu or QemuImg()
+
+    # ------------------------------------------------------------------ the two task types
+    def convert(self, task_id: str, seconds_left: float) -> dict[str, Any]:
+        """Create a new image, in the target format, from the task's image; {"image_id": new id}.
+
+        Safe to repeat: the new image's id comes from the task id, and an image that already exists
+        is the work of an earlier attempt whose answer was lost."""
+        task = self._task(task_id)
+        new_id = image_id_for_task(task.id)
+        if self.images.get(new_id) is not None:
+            return {"image_id": new_id}
+        request = validate_convert_input(
+            task.input or {},
+            task.owner,
+            self.images.get,
+            self.settings.allowed_disk_formats,
+            self.settings.allowed_container_formats,
+        )
+        source = self._source(request.image_id)
+        target = request.disk_format
+        container_format = request.container_format or source.container_format
+        check_working_space(source, target, self.settings.ephemeral_storage_bytes, "convert")
+        self._note_task(source, task)
+        key = f"images/{new_id}"
+        checker = ImageChecker(self.settings.image_checks, target, container_format)
+        with WORKSPACES.open(self.settings.work_root, task.id) as work:
+            output = self._convert_locally(source, target, work, seconds_left)
+            staged, verdict = self._upload(output, self.settings.images_bucket, key, checker, source)
+        image = new_image(
+            image_id=new_id,
+            owner=task.owner,
+            name=request.name if request.name is not None else source.name,
+            disk_format=target,
+            container_format=container_format,
+            size=staged.size,
+            virtual_size=verdict.virtual_size or source.virtual_size,
+            checksum=staged.md5,
+            os_hash_value=staged.sha512,
+            bucket=self.settings.images_bucket,
+            key=key,
+            task_id=task.id,
+            properties=dict(source.properties),
+        ).model_copy(update={"min_disk": source.min_disk, "min_ram": source.min_ram})
+        self.images.create(image)
+        logger.info("Image converted", extra={"image_id": new_id, "source": source.id, "format": target})
+        return {"image_id": new_id}
+
+    def export(self, task_id: str, seconds_left: float) -> dict[str, Any]:
+        """Write the image (converted if asked) to the exports bucket; where it is and a URL."""
+        task = self._task(task_id)
+        request = validate_export_input(task.input or {}, task.owner, self.images.get)
+        source = self._source(request.image_id)
+        target = request.disk_format or source.disk_format
+        bucket = self.settings.exports_bucket
+        key = f"{task.owner}/{task.id}/{source.id}.{target}"
+        # An export is not a new image of this cloud: the cloud's image limits do not apply to it.
+        checker = ImageChecker(SOURCE_CHECKS, target)
+        self._note_task(source, task)
+        if target == source.disk_format:
+            staged = self._stream_copy(source, bucket, key, checker)
+        else:
+            check_working_space(source, target, self.settings.ephemeral_storage_bytes, "export")
+            with WORKSPACES.open(self.settings.work_root, task.id) as work:
+                output = self._convert_locally(source, target, work, seconds_left)
+                staged, _ = self._upload(output, bucket, key, checker, source)
+        expires_at = clock.now() + timedelta(seconds=self.settings.export_url_seconds)
+        url = self.objects.presigned_get(bucket, key, self.settings.export_url_seconds)
+        logger.info("Image exported", extra={"image_id": source.id, "format": target, "size": staged.size})
+        return {
+            "image_id": source.id,
+            "bucket": bucket,
+            "key": key,
+            "size": staged.size,
+            "checksum": staged.md5,
+            "os_hash_algo": "sha512",
+            "os_hash_value": staged.sha512,
+            "disk_format": target,
+            "url": url,
+            "url_expires_at": clock.to_api(expires_at),
+        }
+
+    # ------------------------------------------------------------------ steps
+    def _task(self, task_id: str) -> Task:
+        task = self.tasks.get(task_id)
+        if task is None:
+            raise TaskFailure(f"Task {task_id} no longer exists")
+        return task
+
+    def _source(self, image_id: str) -> Image:
+        image = self.images.get(image_id)
+        if image is None:
+            raise TaskFailure(f"Image {image_id} was deleted before the task could read it")
+        return image
+
+    def _still_there(self, source: Image) -> None:
+        if self.images.get(source.id) is None:
+            raise TaskFailure(f"Image {source.id} was deleted while the task was working on it")
+
+    def _note_task(self, source: Image, task: Task) -> None:
+        """Record the task on the image (GET /v2/images/{id}/tasks); bookkeeping, never fatal."""
+        try:
+            self.images.add_task(source.id, task.id)
+        except ConcurrentUpdate:
+            logger.warning("Could not record the task on its image", extra={"image_id": source.id})
+
+    def _convert_locally(self, source: Image, target: str, work: Path, seconds_left: float) -> Path:
+        source_path = work / f"source.{source.disk_format}"
+        self._download(source, source_path)
+        output = work / f"output.{target}"
+        timeout = max(seconds_left - UPLOAD_RESERVE_SECONDS, MIN_CONVERT_SECONDS)
+        self.qemu.convert(
+            source_path,
+            SOURCE_FORMATS[source.disk_format],
+            output,
+            TARGET_FORMATS[target],
+            timeout,
+            TARGET_OPTIONS.get(target, ()),
+        )
+        source_path.unlink()  # room for nothing else now, but free it before the long upload
+        return output
+
+    def _download(self, source: Image, path: Path) -> None:
+        """Copy the image's data to ``path``, checking it as it arrives (see the module's text)."""
+        checker = ImageChecker(SOURCE_CHECKS, source.disk_format)
+        sha512 = _Sha512()
+        try:
+            with (
+                S3Source(self.objects.client, chunk_size=CHUNK_SIZE).open(
+                    source.bucket, source.key
+                ) as stream,
+                path.open("wb") as local,
+            ):
+                for chunk in stream:
+                    checker.feed(chunk)
+                    sha512.feed(chunk)
+                    local.write(chunk)
+            checker.finish(checksum="", os_hash_value=sha512.hexdigest())
+        except SourceUnavailable:
+            raise TaskFailure(f"Image {source.id} was deleted while the task was reading it") from None
+        except TransientImportError as busy:
+            # The workflow retries storage trouble by this name (the source is our own bucket).
+            raise TransientStorageError(busy.message) from busy
+        except ImageRejected as refused:
+            raise TaskFailure(
+                f"The data of image {source.id} failed this cloud's checks: {refused.message}"
+            ) from None
+        except OSError as error:
+            raise TaskFailure(
+                f"The image could not be written to the worker's working space ({error.strerror})"
+            ) from None
+        self._require_intact(source, sha512.hexdigest())
+
+    def _require_intact(self, source: Image, os_hash_value: str) -> None:
+        if os_hash_value != source.os_hash_value:
+            raise TaskFailure(
+                f"The data of image {source.id} does not match its os_hash_value: the stored image is "
+                "corrupt or was replaced; nothing was written"
+            )
+
+    def _upload(
+        self, path: Path, bucket: str, key: str, checker: ImageChecker, source: Image
+    ) -> tuple[StagedObject, ImageVerdict]:
+        """Upload ``path`` with hashing and checks; completed only if the checks pass and the
+        source image still exists."""
+        verdicts: list[ImageVerdict] = []
+
+        def verify(digests: StreamDigests) -> None:
+            verdicts.append(checker.finish(checksum=digests.md5, os_hash_value=digests.sha512))
+            self._still_there(source)
+
+        staged = self._stage(_file_chunks(path), bucket, key, [checker], verify, "The converted image")
+        return staged, verdicts[0]
+
+    def _stream_copy(self, source: Image, bucket: str, key: str, checker: ImageChecker) -> StagedObject:
+        """Copy the image's data as it is, checked and hashed on the way (no local copy)."""
+
+        def verify(digests: StreamDigests) -> None:
+            checker.finish(checksum=digests.md5, os_hash_value=digests.sha512)
+            self._require_intact(source, digests.sha512)
+            self._still_there(source)
+
+        try:
+            with S3Source(self.objects.client, chunk_size=CHUNK_SIZE).open(
+                source.bucket, source.key
+            ) as stream:
+                return self._stage(stream, bucket, key, [checker], verify, f"The data of image {source.id}")
+        except SourceUnavailable:
+            raise TaskFailure(f"Image {source.id} was deleted while the task was reading it") from None
+        except TransientImportError as busy:
+            raise TransientStorageError(busy.message) from busy
+
+    def _stage(
+        self,
+        chunks: Any,
+        bucket: str,
+        key: str,
+        observers: list[ChunkObserver],
+        verify: Callable[[StreamDigests], None],
+        what: str,
+    ) -> StagedObject:
+        try:
+            return stage_stream(
+                chunks,
+                bucket,
+                key,
+                self.objects.client,
+                part_size=self.settings.part_size,
+                observers=observers,
+                before_complete=verify,
+            )
+        except ImageRejected as refused:
+            raise TaskFailure(f"{what} failed this cloud's checks: {refused.message}") from None
+
+
+def conversion_service(settings: Settings) -> ConversionService:
+    return ConversionService(
+        conversion_settings(settings),
+        TasksTable(settings.tasks_table, settings.slots_table),
+        ImagesTable(settings.images_table),
+        S3Objects(),
+    )

@@ -1,0 +1,174 @@
+"""What convert and export tasks accept, checked when the task is created.
+
+Everything knowable without reading the image's data is refused then with a 400: the image must
+exist, belong to the caller's project and be active, and the target must be a disk format qemu-img
+can write. An image the caller cannot see gets exactly the text of one that does not exist, so a
+400 never tells anyone that another project's image id is real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from imagetasks.domain.errors import InvalidRequest
+from imagetasks.domain.images import Image, ImageStatus
+
+#: Glance disk formats qemu-img can write, with qemu-img's name for each.
+TARGET_FORMATS: dict[str, str] = {
+    "raw": "raw",
+    "qcow2": "qcow2",
+    "vmdk": "vmdk",
+    "vhd": "vpc",
+    "vhdx": "vhdx",
+    "vdi": "vdi",
+}
+#: Glance disk formats qemu-img can read. iso and the Amazon kernel/ramdisk/machine images are
+#: plain bytes to qemu-img, so it reads them as raw.
+SOURCE_FORMATS: dict[str, str] = {**TARGET_FORMATS, "iso": "raw", "ami": "raw", "ari": "raw", "aki": "raw"}
+#: qemu-img options per target. streamOptimized is the one-file, compressed VMDK that VMware,
+#: OVA packages and cloud importers take; monolithicSparse (qemu's default) is less portable.
+TARGET_OPTIONS: dict[str, tuple[str, ...]] = {"vmdk": ("subformat=streamOptimized",)}
+
+ImageLookup = Callable[[str], Image | None]
+
+MiB = 1024**2
+GiB = 1024**3
+#: Working space kept free for the runtime, qemu-img's own scratch and the rounding of estimates.
+WORK_MARGIN_BYTES = 256 * MiB
+#: A compressed source (streamOptimized VMDK, compressed qcow2) may grow this much when rewritten.
+EXPANSION_FACTOR = 2
+
+
+def expected_output_size(image: Image, target: str) -> int:
+    """An upper estimate of the bytes qemu-img writes when rewriting ``image`` as ``target``.
+
+    Raw is the whole virtual disk. Other formats hold only allocated data plus metadata, never
+    more than the virtual disk; without a better hint we allow the data to double (compression).
+    """
+    virtual = image.virtual_size or image.size
+    if target == "raw":
+        return virtual
+    metadata = virtual // 128 + 16 * MiB  # tables and headers: about 1% at most, for every format
+    return min(virtual, image.size * EXPANSION_FACTOR) + metadata
+
+
+def _gib(size: int) -> str:
+    return f"{size / GiB:.1f}"
+
+
+def check_working_space(image: Image, target: str, working_space_bytes: int, kind: str) -> None:
+    """Refuse, before any work, an image whose data and converted copy will not fit the worker."""
+    output = expected_output_size(image, target)
+    room = max(working_space_bytes - WORK_MARGIN_BYTES, 0)
+    if image.size + output > room:
+        raise InvalidRequest(
+            f"The image is {_gib(image.size)} GiB (its {target} copy up to {_gib(output)} GiB) "
+            f"but this cloud's {kind} workers have {_gib(room)} GiB of working space"
+        )
+
+
+class ConvertInput(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image_id: str
+    disk_format: str
+    container_format: str | None = None
+    name: str | None = None
+
+
+class ExportInput(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image_id: str
+    disk_format: str | None = None
+
+
+def _string_field(task_input: Mapping[str, Any], key: str, *, required: bool) -> str | None:
+    value = task_input.get(key)
+    if value is None:
+        if required:
+            raise InvalidRequest(f"Input does not contain '{key}' field")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest(f"'{key}' in input must be a non-empty string")
+    return value
+
+
+def _refuse_unknown_fields(task_input: Mapping[str, Any], model: type[BaseModel], task_type: str) -> None:
+    # A misspelt optional field ("diskformat") would otherwise be ignored silently and the task
+    # would do something the user did not ask for.
+    unknown = sorted(set(task_input) - set(model.model_fields))
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown field '{unknown[0]}' in input; {task_type} accepts: {', '.join(model.model_fields)}"
+        )
+
+
+def _visible_active_image(image_id: str, owner: str, find_image: ImageLookup, verb: str) -> Image:
+    image = find_image(image_id)
+    if image is None or image.owner != owner:
+        raise InvalidRequest(f"No image found with ID {image_id}")
+    if image.status is not ImageStatus.ACTIVE:
+        raise InvalidRequest(f"Image {image_id} is {image.status.value}; only active images can be {verb}")
+    return image
+
+
+def convert_targets(allowed_disk_formats: tuple[str, ...]) -> tuple[str, ...]:
+    """Formats a convert may produce: what qemu-img writes and this cloud accepts as images."""
+    return tuple(f for f in TARGET_FORMATS if f in allowed_disk_formats)
+
+
+def validate_convert_input(
+    task_input: Mapping[str, Any],
+    owner: str,
+    find_image: ImageLookup,
+    allowed_disk_formats: tuple[str, ...],
+    allowed_container_formats: tuple[str, ...],
+) -> ConvertInput:
+    """Refuse a convert that cannot succeed (InvalidRequest); return the parsed input otherwise."""
+    _refuse_unknown_fields(task_input, ConvertInput, "convert")
+    image_id = _string_field(task_input, "image_id", required=True)
+    target = _string_field(task_input, "disk_format", required=True)
+    container_format = _string_field(task_input, "container_format", required=False)
+    name = task_input.get("name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidRequest("'name' in input must be a string")
+    assert image_id is not None and target is not None  # required=True above
+    image = _visible_active_image(image_id, owner, find_image, "converted")
+    targets = convert_targets(allowed_disk_formats)
+    if target not in targets:
+        raise InvalidRequest(
+            f"Cannot convert to disk_format {target!r}; this cloud converts to: {', '.join(targets)}"
+        )
+    if image.disk_format not in SOURCE_FORMATS:
+        raise InvalidRequest(f"Images in disk_format {image.disk_format} cannot be converted")
+    if target == image.disk_format:
+        raise InvalidRequest(f"Image {image_id} is already {target}; ask for another disk_format")
+    if container_format is not None and container_format not in allowed_container_formats:
+        raise InvalidRequest(
+            f"Invalid container_format {container_format!r}; "
+            f"this cloud accepts: {', '.join(allowed_container_formats)}"
+        )
+    return ConvertInput(image_id=image_id, disk_format=target, container_format=container_format, name=name)
+
+
+def validate_export_input(task_input: Mapping[str, Any], owner: str, find_image: ImageLookup) -> ExportInput:
+    """Refuse an export that cannot succeed (InvalidRequest); return the parsed input otherwise."""
+    _refuse_unknown_fields(task_input, ExportInput, "export")
+    image_id = _string_field(task_input, "image_id", required=True)
+    target = _string_field(task_input, "disk_format", required=False)
+    assert image_id is not None
+    image = _visible_active_image(image_id, owner, find_image, "exported")
+    if target is not None and target != image.disk_format:
+        if target not in TARGET_FORMATS:
+            raise InvalidRequest(
+                f"Cannot export as disk_format {target!r}; supported targets: {', '.join(TARGET_FORMATS)}"
+            )
+        if image.disk_format not in SOURCE_FORMATS:
+            raise InvalidRequest(
+                f"Images in disk_format {image.disk_format} cannot be converted; export it as it is"
+            )
+    return ExportInput(image_id=image_id, disk_format=target)
