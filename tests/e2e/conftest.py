@@ -12,9 +12,12 @@ blocks would otherwise share — and collide with — its tables and buckets.
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +65,52 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)  # stable: order kept within tiers
 
 
+@dataclass
+class ImageServer:
+    """A plain HTTP server on 127.0.0.1 serving files the tests put in `root`."""
+
+    root: Path
+    port: int
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+
 @pytest.fixture(scope="session")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackHandle]:
+def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageServer]:
+    root = tmp_path_factory.mktemp("image-server")
+    handler = functools.partial(QuietHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield ImageServer(root=root, port=server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+# The stack for the tests: two processing slots (so the concurrency test can fill them) and the
+# image server's port allowed by the import filter (loopback is allowed locally, ports are not).
+TEST_PARAMETERS = {"MaxConcurrentTasks": "2"}
+
+
+@pytest.fixture(scope="session")
+def local_stack(
+    tmp_path_factory: pytest.TempPathFactory, image_server: ImageServer
+) -> Iterator[LocalStackHandle]:
     # IMAGETASKS_TEMPLATE lets a developer try the suite on a variant of the template.
     template = Path(os.environ.get("IMAGETASKS_TEMPLATE", DEFAULT_TEMPLATE))
     stack = LocalStack(
         template,
         api_port=0,
         aws_port=0,
+        parameters={**TEST_PARAMETERS, "ImportAllowedPorts": f"80,443,{image_server.port}"},
         state_dir=tmp_path_factory.mktemp("local-state"),
         ttl_sweep_seconds=0.5,
         execution_poll_seconds=0.2,
