@@ -103,7 +103,7 @@ def conversion_settings(settings: Settings) -> ConversionSettings:
     )
 
 
-class _Workspaces:
+class Workspaces:
     """Per-task working directories, and removal of those a killed invocation left behind.
 
     A Lambda timeout restarts the runtime process but keeps /tmp, so a directory under the root
@@ -133,7 +133,7 @@ class _Workspaces:
                 self._active.discard(work)
 
 
-WORKSPACES = _Workspaces()
+WORKSPACES = Workspaces()
 
 
 def _file_chunks(path: Path) -> Iterator[bytes]:
