@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from imagetasks.domain.conversion import (
+    WORK_MARGIN_BYTES,
     GiB,
     MiB,
-    WORK_MARGIN_BYTES,
     check_working_space,
     expected_output_size,
     validate_convert_input,
@@ -93,12 +93,17 @@ def test_unknown_and_other_projects_images_get_the_same_400(image_id: str) -> No
             "Cannot convert to disk_format 'iso'; this cloud converts to: raw, qcow2, vmdk, vhd, vhdx, vdi",
         ),
         ({"image_id": IMAGE_ID, "disk_format": "qcow2"}, f"Image {IMAGE_ID} is already qcow2"),
-        ({"image_id": IMAGE_ID, "disk_format": "raw", "container_format": "tar"}, "Invalid container_format 'tar'"),
+        (
+            {"image_id": IMAGE_ID, "disk_format": "raw", "container_format": "tar"},
+            "Invalid container_format 'tar'",
+        ),
         ({"image_id": IMAGE_ID, "disk_format": "raw", "name": 5}, "'name' in input must be a string"),
         ({"image_id": IMAGE_ID, "diskformat": "raw"}, "Unknown field 'diskformat' in input"),
     ],
 )
-def test_bad_convert_input_is_refused_with_a_message_to_act_on(task_input: dict[str, Any], message: str) -> None:
+def test_bad_convert_input_is_refused_with_a_message_to_act_on(
+    task_input: dict[str, Any], message: str
+) -> None:
     with pytest.raises(InvalidRequest) as refused:
         convert(task_input)
 
@@ -107,7 +112,9 @@ def test_bad_convert_input_is_refused_with_a_message_to_act_on(task_input: dict[
 
 def test_a_target_the_cloud_does_not_allow_is_not_offered() -> None:
     with pytest.raises(InvalidRequest) as refused:
-        validate_convert_input({"image_id": IMAGE_ID, "disk_format": "vdi"}, OWNER, LOOKUP, ("raw", "qcow2"), ())
+        validate_convert_input(
+            {"image_id": IMAGE_ID, "disk_format": "vdi"}, OWNER, LOOKUP, ("raw", "qcow2"), ()
+        )
 
     assert refused.value.message == "Cannot convert to disk_format 'vdi'; this cloud converts to: raw, qcow2"
 
@@ -129,7 +136,10 @@ def test_an_export_without_disk_format_keeps_the_images_own() -> None:
 def test_an_export_to_the_images_own_format_needs_no_converter() -> None:
     lookup = FakeImages(image(disk_format="iso"))
 
-    assert validate_export_input({"image_id": IMAGE_ID, "disk_format": "iso"}, OWNER, lookup).disk_format == "iso"
+    assert (
+        validate_export_input({"image_id": IMAGE_ID, "disk_format": "iso"}, OWNER, lookup).disk_format
+        == "iso"
+    )
 
 
 @pytest.mark.parametrize(
@@ -137,8 +147,14 @@ def test_an_export_to_the_images_own_format_needs_no_converter() -> None:
     [
         ({"image_id": OTHERS_ID}, f"No image found with ID {OTHERS_ID}"),
         ({}, "Input does not contain 'image_id' field"),
-        ({"image_id": IMAGE_ID, "disk_format": "qed"}, "Cannot export as disk_format 'qed'; supported targets: raw"),
-        ({"image_id": IMAGE_ID, "url": "x"}, "Unknown field 'url' in input; export accepts: image_id, disk_format"),
+        (
+            {"image_id": IMAGE_ID, "disk_format": "qed"},
+            "Cannot export as disk_format 'qed'; supported targets: raw",
+        ),
+        (
+            {"image_id": IMAGE_ID, "url": "x"},
+            "Unknown field 'url' in input; export accepts: image_id, disk_format",
+        ),
     ],
 )
 def test_bad_export_input_is_refused(task_input: dict[str, Any], message: str) -> None:
