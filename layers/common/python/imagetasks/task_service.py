@@ -8,7 +8,9 @@ from typing import Any
 
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.adapters.workflow import Workflow
-from imagetasks.domain.tasks import Task, TaskType, new_task
+from imagetasks.domain.errors import ConcurrentUpdate
+from imagetasks.domain.tasks import Task, TaskStatus, TaskType, new_task
+from imagetasks.lifecycle import Lifecycle
 
 InputValidator = Callable[[TaskType, dict[str, Any], str], None]
 
@@ -31,11 +33,50 @@ class TaskService:
     ) -> Task:
         """Raise InvalidRequest (nothing written) or return the pending task, its workflow started.
 
-        `task_id` lets a caller that must be idempotent (an S3 event delivered twice) choose the id."""
+        `task_id` lets a caller that must be idempotent (an S3 event delivered twice) choose the id:
+        when that task already exists, it is returned, and its workflow started if it is still
+        pending (the earlier attempt may have stopped between the two writes; the start is
+        idempotent by execution name)."""
         self.validate(task_type, task_input, owner)
+        task = self._store(task_type, task_input, owner, user_id, request_id, task_id)
+        if task.status is TaskStatus.PENDING:
+            self.workflow.start(task.id, task.type.value)
+        return task
+
+    def create_failed(
+        self,
+        task_type: TaskType,
+        task_input: dict[str, Any],
+        owner: str,
+        message: str,
+        lifecycle: Lifecycle,
+        *,
+        task_id: str | None = None,
+    ) -> Task | None:
+        """Record a task that could not start (its owner should see why): stored pending, then failed
+        at once with `message`, no workflow. With an existing `task_id`, only the failing is redone."""
+        task = self._store(task_type, task_input, owner, None, None, task_id)
+        return lifecycle.fail(task.id, message)
+
+    def _store(
+        self,
+        task_type: TaskType,
+        task_input: dict[str, Any],
+        owner: str,
+        user_id: str | None,
+        request_id: str | None,
+        task_id: str | None,
+    ) -> Task:
         task = new_task(task_type, task_input, owner, user_id=user_id, request_id=request_id)
-        if task_id is not None:
-            task = task.model_copy(update={"id": task_id})
-        self.table.create(task)
-        self.workflow.start(task.id, task.type.value)
+        if task_id is None:
+            self.table.create(task)
+            return task
+        task = task.model_copy(update={"id": task_id})
+        try:
+            self.table.create(task)
+        except ConcurrentUpdate:
+            existing = self.table.get(task_id)
+            if existing is None or existing.owner != owner:
+                raise
+            return existing
         return task

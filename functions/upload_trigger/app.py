@@ -1,0 +1,191 @@
+"""An object created under uploads/<project_id>/ in the uploads bucket becomes that project's import task.
+
+S3 delivers each event at least once. Two guards keep a repeated delivery (or a retried invocation)
+to one task: a Powertools idempotency record per event, and a task id derived from the same event
+identity, which the tasks table refuses to create twice. Records are handled one by one; a record
+that fails for a passing reason is retried by failing the invocation after the others are done
+(their idempotency records make the retry skip them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any, Literal
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, ValidationError
+from uploaded_objects import UploadedObjects
+
+from imagetasks import composition
+from imagetasks.config import Settings
+from imagetasks.domain.errors import InvalidRequest
+from imagetasks.domain.import_errors import SourceUnavailable
+from imagetasks.domain.tasks import TaskType
+from imagetasks.lifecycle import Lifecycle
+from imagetasks.observability import logger, tracer
+from imagetasks.task_service import TaskService
+from imagetasks.uploads import NotAnUpload, parse_upload_key, plan_import, plan_unreadable, upload_task_id
+
+# Longer than S3's and Lambda's redelivery window (asynchronous retries end after 6 hours).
+IDEMPOTENCY_SECONDS = 24 * 3600
+
+
+class UploadTriggerSettings(Settings):
+    idempotency_table: str = "idempotency"
+
+
+class UploadEvent(BaseModel):
+    """One S3 ObjectCreated record, key decoded; `delivery` identifies the event, not the delivery
+    attempt: S3's sequencer (unique per change of a key), else the ETag and event time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    key: str
+    version_id: str | None = None
+    delivery: str
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> UploadEvent:
+        s3 = record.get("s3") or {}
+        bucket = (s3.get("bucket") or {}).get("name")
+        obj = s3.get("object") or {}
+        sequencer = obj.get("sequencer")
+        delivery = sequencer or f"{obj.get('eTag', '')}@{record.get('eventTime', '')}"
+        raw_key = obj.get("key")
+        return cls.model_validate(
+            {
+                "bucket": bucket,
+                # S3 URL-encodes keys in events the quote_plus way ("a b.qcow2" arrives as "a+b.qcow2").
+                "key": unquote_plus(raw_key) if isinstance(raw_key, str) else raw_key,
+                "version_id": obj.get("versionId") or None,
+                "delivery": delivery,
+            }
+        )
+
+    @property
+    def task_id(self) -> str:
+        return upload_task_id(self.bucket, self.key, self.version_id, self.delivery)
+
+
+class Outcome(BaseModel):
+    outcome: Literal["created", "failed", "ignored"]
+    key: str
+    task_id: str | None = None
+    reason: str | None = None
+
+
+class RecordsNotImported(Exception):
+    """Some records failed for a reason that may pass; failing the invocation makes Lambda retry."""
+
+
+@lru_cache(maxsize=1)
+def settings() -> UploadTriggerSettings:
+    loaded = UploadTriggerSettings.from_environ()
+    assert isinstance(loaded, UploadTriggerSettings)  # from_environ builds the class it is called on
+    return loaded
+
+
+@lru_cache(maxsize=1)
+def task_service() -> TaskService:
+    return composition.task_service(settings())
+
+
+@lru_cache(maxsize=1)
+def lifecycle() -> Lifecycle:
+    return composition.lifecycle(settings())
+
+
+@lru_cache(maxsize=1)
+def uploaded_objects() -> UploadedObjects:
+    return UploadedObjects()
+
+
+@lru_cache(maxsize=1)
+def idempotency_config() -> IdempotencyConfig:
+    return IdempotencyConfig(
+        event_key_jmespath="[bucket, key, version_id, delivery]",
+        expires_after_seconds=IDEMPOTENCY_SECONDS,
+        raise_on_no_idempotency_key=True,
+    )
+
+
+@lru_cache(maxsize=1)
+def import_once() -> Callable[..., dict[str, Any]]:
+    """`import_upload` behind its idempotency record (built lazily: no AWS client at import time)."""
+    persistence = DynamoDBPersistenceLayer(table_name=settings().idempotency_table)
+    guarded: Callable[..., dict[str, Any]] = idempotent_function(
+        data_keyword_argument="upload", persistence_store=persistence, config=idempotency_config()
+    )(import_upload)
+    return guarded
+
+
+def import_upload(upload: dict[str, Any]) -> dict[str, Any]:
+    """Create the import task of one uploaded object (or the failed task saying why it cannot be)."""
+    event = UploadEvent.model_validate(upload)
+    try:
+        where = parse_upload_key(event.key)
+    except NotAnUpload as refused:
+        logger.warning(
+            "Upload ignored: no task for a key without an owner",
+            extra={"bucket": event.bucket, "key": event.key, "reason": refused.message},
+        )
+        return Outcome(outcome="ignored", key=event.key, reason=refused.message).model_dump()
+    try:
+        plan = plan_import(uploaded_objects().head(event.bucket, event.key), where)
+    except SourceUnavailable as unreadable:
+        plan = plan_unreadable(event.bucket, event.key, where, str(unreadable))
+    if plan.ignored_metadata:
+        logger.warning(
+            "Upload metadata that reads like ownership was ignored; the owner is the key's project",
+            extra={"key": event.key, "owner": plan.owner, "ignored": list(plan.ignored_metadata)},
+        )
+    if plan.refusal is None:
+        try:
+            task = task_service().create(TaskType.IMPORT, plan.task_input, plan.owner, task_id=event.task_id)
+        except InvalidRequest as invalid:
+            plan = plan.model_copy(update={"refusal": invalid.message})
+        else:
+            logger.info(
+                "Import task created", extra={"key": event.key, "task_id": task.id, "owner": task.owner}
+            )
+            return Outcome(outcome="created", key=event.key, task_id=task.id).model_dump()
+    assert plan.refusal is not None
+    task_service().create_failed(
+        TaskType.IMPORT, plan.task_input, plan.owner, plan.refusal, lifecycle(), task_id=event.task_id
+    )
+    logger.warning(
+        "Upload refused; its task failed",
+        extra={"key": event.key, "task_id": event.task_id, "owner": plan.owner, "reason": plan.refusal},
+    )
+    return Outcome(outcome="failed", key=event.key, task_id=event.task_id, reason=plan.refusal).model_dump()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    idempotency_config().register_lambda_context(context)
+    outcomes: list[dict[str, Any]] = []
+    retry: list[str] = []
+    for record in event.get("Records") or []:
+        try:
+            upload = UploadEvent.from_record(record)
+        except ValidationError:
+            logger.warning("Not an S3 object event record; ignored", extra={"record": record})
+            continue
+        try:
+            outcomes.append(import_once()(upload=upload.model_dump()))
+        except Exception:
+            # S3 would drop the error silently: say it here, then go on with the other records.
+            logger.exception("Upload not handled; the invocation will be retried", extra={"key": upload.key})
+            retry.append(upload.key)
+    if retry:
+        raise RecordsNotImported(f"{len(retry)} upload(s) not handled yet: {', '.join(retry)}")
+    return {"outcomes": outcomes}

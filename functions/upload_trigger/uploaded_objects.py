@@ -1,0 +1,57 @@
+"""Reading what S3 knows about an uploaded object (size and user metadata), with its error codes
+translated in one place. Kept beside the trigger: it is the only reader of upload metadata."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from imagetasks.domain.import_errors import SourceUnavailable, TransientStorageError
+from imagetasks.uploads import UploadedObject
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+else:
+    S3Client = Any
+
+TRANSIENT_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError", "ServiceUnavailable"}
+)
+
+
+def translate(error: ClientError, bucket: str, key: str) -> Exception:
+    """Throttling and S3's own failures may pass (the event is retried); anything else (gone, denied)
+    will not, and becomes a message for the upload's owner."""
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if code in TRANSIENT_CODES or status >= 500:
+        return TransientStorageError(f"S3 is busy ({code or status}) reading s3://{bucket}/{key}")
+    if code in ("404", "NoSuchKey", "NotFound"):
+        return SourceUnavailable(f"The upload s3://{bucket}/{key} no longer exists")
+    return SourceUnavailable(f"The upload s3://{bucket}/{key} could not be read ({code or status})")
+
+
+class UploadedObjects:
+    def __init__(self, client: S3Client | None = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> S3Client:
+        if self._client is None:
+            self._client = boto3.client("s3")
+        return self._client
+
+    def head(self, bucket: str, key: str) -> UploadedObject:
+        """The object as it is now: the latest version is what the import step will read."""
+        try:
+            response = self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            raise translate(error, bucket, key) from error
+        return UploadedObject(
+            bucket=bucket,
+            key=key,
+            size=int(response.get("ContentLength", 0)),
+            metadata=dict(response.get("Metadata") or {}),
+        )
