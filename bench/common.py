@@ -1,0 +1,137 @@
+"""What every section shares: repeated measurements, their summary, and the verdict lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+WORK = REPOSITORY / "bench" / "work"
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+PYTHON = sys.executable
+
+
+def summary(values: Sequence[float]) -> dict[str, Any]:
+    """Median of the runs with their spread (min, max) and count."""
+    ordered = sorted(values)
+    return {
+        "median": statistics.median(ordered),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "runs": len(ordered),
+        "values": [round(v, 6) for v in values],
+    }
+
+
+def fmt(stats: Mapping[str, Any], unit: str = "", digits: int = 2) -> str:
+    """``median unit (min–max, n runs)``."""
+    return (
+        f"{stats['median']:.{digits}f}{unit} ({stats['min']:.{digits}f}–{stats['max']:.{digits}f}, "
+        f"n={stats['runs']})"
+    )
+
+
+def verdict(
+    name: str,
+    measured: str,
+    reference: str,
+    ratio: float | None,
+    target: str,
+    met: bool | None,
+) -> dict[str, Any]:
+    """One target line: what was measured, against what, the ratio and whether the target is met.
+
+    ``met`` is ``None`` when the section could not measure it (reported as PENDING, never as met).
+    """
+    line = {
+        "name": name,
+        "measured": measured,
+        "reference": reference,
+        "ratio": None if ratio is None else round(ratio, 3),
+        "target": target,
+        "met": met,
+    }
+    state = "PENDING" if met is None else ("met" if met else "NOT met")
+    ratio_text = "-" if ratio is None else f"{ratio:.3f}"
+    print(
+        f"  [{state}] {name}: measured {measured}; reference {reference}; ratio {ratio_text}; target {target}",
+        flush=True,
+    )
+    return line
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a worker subprocess: the layer and the repository on the path, moto's
+    fake credentials, no X-Ray."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPOSITORY / "layers/common/python"), str(REPOSITORY)])
+    env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    env.setdefault("AWS_REGION", "us-east-1")
+    env.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    env["POWERTOOLS_TRACE_DISABLED"] = "1"
+    env.setdefault("POWERTOOLS_METRICS_NAMESPACE", "imagetasks")
+    env.setdefault("POWERTOOLS_SERVICE_NAME", "imagetasks")
+    env.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_worker(module: str, args: Sequence[str], timeout: float = 3600) -> dict[str, Any]:
+    """Run ``python -m module args`` in a fresh interpreter; its last stdout line is JSON."""
+    completed = subprocess.run(
+        [PYTHON, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=bench_environment(),
+        cwd=REPOSITORY,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} failed:\n{completed.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return result
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine() -> dict[str, Any]:
+    import platform
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["memory_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return info
