@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -88,17 +89,23 @@ def test_a_stuck_qemu_img_is_killed_at_the_timeout(tmp_path: Path) -> None:
 
 
 def test_a_workspace_is_removed_after_use_and_leftovers_of_a_dead_process_go(tmp_path: Path) -> None:
-    leftover = tmp_path / "old-task-1234"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftover = tmp_path / f"{dead.pid}-old-task-1234"
     leftover.mkdir()
     (leftover / "source.raw").write_bytes(b"x" * 10)
+    earlier_run = tmp_path / f"{os.getpid()}-killed-task-5678"  # this process, no task running
+    earlier_run.mkdir()
+    foreign = tmp_path / "someone-elses"
+    foreign.mkdir()
     workspaces = Workspaces()
 
     with workspaces.open(tmp_path, "task-a") as first, workspaces.open(tmp_path, "task-b") as second:
         (first / "data").write_bytes(b"1")
-        assert not leftover.exists()
+        assert not leftover.exists() and not earlier_run.exists()
         assert first.exists() and second.exists()  # a sibling's open never removes a live workspace
 
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [foreign]
 
 
 def test_a_workspace_is_removed_when_the_work_fails(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ the exports bucket through the same checks.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 import threading
@@ -106,23 +107,40 @@ def conversion_settings(settings: Settings) -> ConversionSettings:
 class Workspaces:
     """Per-task working directories, and removal of those a killed invocation left behind.
 
-    A Lambda timeout restarts the runtime process but keeps /tmp, so a directory under the root
-    that this process did not create is garbage that would shrink the next task's space. Tasks
-    running in threads of one process (tests, the local stack) only ever remove their own.
+    A Lambda timeout restarts the runtime process but keeps /tmp, so a directory left under the
+    root by a process that is gone (or by this process, outside a running task) is garbage that
+    would shrink the next task's space. Directories are named after their process, so tasks in
+    threads of one process, or other processes sharing the root (tests, local stacks on one
+    machine), never remove each other's live work.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._active: set[Path] = set()
 
+    def _is_leftover(self, path: Path) -> bool:
+        pid_text = path.name.split("-", 1)[0]
+        if not pid_text.isdigit():
+            return False  # not ours: never remove what we did not name
+        pid = int(pid_text)
+        if pid == os.getpid():
+            return path not in self._active
+        try:
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # alive, someone else's
+        return False
+
     @contextmanager
     def open(self, root: Path, task_id: str) -> Iterator[Path]:
         root.mkdir(parents=True, exist_ok=True)
         with self._lock:
             for leftover in root.iterdir():
-                if leftover not in self._active:
+                if self._is_leftover(leftover):
                     shutil.rmtree(leftover, ignore_errors=True)
-            work = root / f"{task_id}-{uuid.uuid4().hex[:8]}"
+            work = root / f"{os.getpid()}-{task_id}-{uuid.uuid4().hex[:8]}"
             work.mkdir()
             self._active.add(work)
         try:
@@ -140,6 +158,26 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as data:
         while chunk := data.read(CHUNK_SIZE):
             yield chunk
+
+
+class InspectorBites:
+    """Feeds an ImageChecker in 64 KiB pieces, however large the chunks are.
+
+    oslo.utils' VHDX inspector learns where its virtual-disk-size region is only after parsing the
+    metadata region; when one large chunk holds both, the region it then asks for has already
+    gone past and the inspector never completes ("Incomplete file cannot be safety checked").
+    Glance feeds its inspectors 64 KiB at a time; so do we.
+    """
+
+    BITE = 64 * 1024
+
+    def __init__(self, checker: ImageChecker) -> None:
+        self._checker = checker
+
+    def feed(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        for start in range(0, len(view), self.BITE):
+            self._checker.feed(bytes(view[start : start + self.BITE]))
 
 
 class _Sha512:
@@ -180,6 +218,7 @@ class ConversionService:
         new_id = image_id_for_task(task.id)
         if self.images.get(new_id) is not None:
             return {"image_id": new_id}
+        source = self._source(str((task.input or {}).get("image_id", "")))
         request = validate_convert_input(
             task.input or {},
             task.owner,
@@ -187,7 +226,6 @@ class ConversionService:
             self.settings.allowed_disk_formats,
             self.settings.allowed_container_formats,
         )
-        source = self._source(request.image_id)
         target = request.disk_format
         container_format = request.container_format or source.container_format
         check_working_space(source, target, self.settings.ephemeral_storage_bytes, "convert")
@@ -219,8 +257,8 @@ class ConversionService:
     def export(self, task_id: str, seconds_left: float) -> dict[str, Any]:
         """Write the image (converted if asked) to the exports bucket; where it is and a URL."""
         task = self._task(task_id)
+        source = self._source(str((task.input or {}).get("image_id", "")))
         request = validate_export_input(task.input or {}, task.owner, self.images.get)
-        source = self._source(request.image_id)
         target = request.disk_format or source.disk_format
         bucket = self.settings.exports_bucket
         key = f"{task.owner}/{task.id}/{source.id}.{target}"
@@ -293,6 +331,7 @@ class ConversionService:
     def _download(self, source: Image, path: Path) -> None:
         """Copy the image's data to ``path``, checking it as it arrives (see the module's text)."""
         checker = ImageChecker(SOURCE_CHECKS, source.disk_format)
+        inspector = InspectorBites(checker)
         sha512 = _Sha512()
         try:
             with (
@@ -302,7 +341,7 @@ class ConversionService:
                 path.open("wb") as local,
             ):
                 for chunk in stream:
-                    checker.feed(chunk)
+                    inspector.feed(chunk)
                     sha512.feed(chunk)
                     local.write(chunk)
             checker.finish(checksum="", os_hash_value=sha512.hexdigest())
@@ -339,7 +378,9 @@ class ConversionService:
             verdicts.append(checker.finish(checksum=digests.md5, os_hash_value=digests.sha512))
             self._still_there(source)
 
-        staged = self._stage(_file_chunks(path), bucket, key, [checker], verify, "The converted image")
+        staged = self._stage(
+            _file_chunks(path), bucket, key, [InspectorBites(checker)], verify, "The converted image"
+        )
         return staged, verdicts[0]
 
     def _stream_copy(self, source: Image, bucket: str, key: str, checker: ImageChecker) -> StagedObject:
@@ -354,7 +395,9 @@ class ConversionService:
             with S3Source(self.objects.client, chunk_size=CHUNK_SIZE).open(
                 source.bucket, source.key
             ) as stream:
-                return self._stage(stream, bucket, key, [checker], verify, f"The data of image {source.id}")
+                return self._stage(
+                    stream, bucket, key, [InspectorBites(checker)], verify, f"The data of image {source.id}"
+                )
         except SourceUnavailable:
             raise TaskFailure(f"Image {source.id} was deleted while the task was reading it") from None
         except TransientImportError as busy:
@@ -384,9 +427,15 @@ class ConversionService:
 
 
 def conversion_service(settings: Settings) -> ConversionService:
+    import boto3
+    from botocore.config import Config
+
+    # SigV4 for the export URL: boto3 still presigns with SigV2 in us-east-1, which S3 deprecated
+    # and newer regions refuse.
+    s3 = boto3.client("s3", config=Config(signature_version="s3v4"))
     return ConversionService(
         conversion_settings(settings),
         TasksTable(settings.tasks_table, settings.slots_table),
         ImagesTable(settings.images_table),
-        S3Objects(),
+        S3Objects(s3),
     )
