@@ -32,9 +32,9 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
 
 
 def fmt(stats: Mapping[str, Any], unit: str = "", digits: int = 2) -> str:
-    """``median unit (min–max, n runs)``."""
+    """``median unit (min..max, n runs)``."""
     return (
-        f"{stats['median']:.{digits}f}{unit} ({stats['min']:.{digits}f}–{stats['max']:.{digits}f}, "
+        f"{stats['median']:.{digits}f}{unit} ({stats['min']:.{digits}f}..{stats['max']:.{digits}f}, "
         f"n={stats['runs']})"
     )
 
@@ -62,7 +62,8 @@ def verdict(
     state = "PENDING" if met is None else ("met" if met else "NOT met")
     ratio_text = "-" if ratio is None else f"{ratio:.3f}"
     print(
-        f"  [{state}] {name}: measured {measured}; reference {reference}; ratio {ratio_text}; target {target}",
+        f"  [{state}] {name}: measured {measured}; reference {reference}; "
+        f"ratio {ratio_text}; target {target}",
         flush=True,
     )
     return line

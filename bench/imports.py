@@ -64,7 +64,8 @@ def run(quick: bool) -> dict[str, Any]:
                 }
             )
             print(
-                f"  null sink {name}: pipeline {fmt(null_mbps, ' MiB/s')}, reference {fmt(ref_mbps, ' MiB/s')}"
+                f"  null sink {name}: pipeline {fmt(null_mbps, ' MiB/s')}, "
+                f"reference {fmt(ref_mbps, ' MiB/s')}"
             )
             print(f"  null sink {name}: per-run ratio {fmt(paired, '', 3)}")
             targets.append(
