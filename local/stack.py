@@ -29,6 +29,7 @@ from moto.core.config import DefaultConfig
 from local.events import matches
 from local.front import ApiFront, FrontServer
 from local.lambda_runtime import HandlerRunner, MotoLambdaHook
+from local.moto_fixes import serialise_dynamodb_writes
 from local.template import (
     ACCOUNT_ID,
     LOCAL_PARAMETER_OVERRIDES,
@@ -143,6 +144,7 @@ class LocalStack:
         self._mock.start()
         LocalStack._running = self
         try:
+            serialise_dynamodb_writes()
             self.hook = MotoLambdaHook(HandlerRunner(self.template.functions.values()))
             self.hook.install()
             if self._aws_port is not None:

@@ -34,7 +34,9 @@ def aws(monkeypatch: pytest.MonkeyPatch, local_template: Any) -> Iterator[dict[s
     from moto import mock_aws
 
     from imagetasks.config import settings
+    from local.moto_fixes import serialise_dynamodb_writes
 
+    serialise_dynamodb_writes()
     with mock_aws():
         dynamodb = boto3.client("dynamodb")
         for table in local_template.tables.values():

@@ -1,0 +1,174 @@
+"""The workflow on the real state machine: processing slots, faults, retries and reconciliation."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from imagetasks.domain.import_errors import TransientStorageError
+from imagetasks.import_task import ImportTask
+from tests.e2e.helpers import create_task, import_body, wait_for_task
+from tests.image_corpus import make_raw
+
+MAX_CONCURRENT = 2  # tests/e2e/conftest.py TEST_PARAMETERS
+
+
+def history(stack: Any, task_id: str) -> list[dict[str, Any]]:
+    arn = stack.state_machines["TaskWorkflow"].replace(":stateMachine:", ":execution:") + f":{task_id}"
+    sfn = stack.stack.sfn_client() if hasattr(stack.stack, "sfn_client") else stack.client("stepfunctions")
+    return sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+
+
+def processing_interval(events: list[dict[str, Any]]) -> tuple[float, float]:
+    """When the task held its slot: TakeSlot answered started, until the success was recorded."""
+    start = end = None
+    for event in events:
+        details = event.get("stateExitedEventDetails") or {}
+        exited = event["type"] == "TaskStateExited"
+        if (
+            exited
+            and details.get("name") == "TakeSlot"
+            and json.loads(details.get("output", "{}"))["slot"]["started"]
+        ):
+            start = event["timestamp"].timestamp()
+        if event["type"] == "TaskStateExited" and details.get("name") == "RecordSuccess":
+            end = event["timestamp"].timestamp()
+    assert start is not None and end is not None, "the execution history lacks its slot or its end"
+    return start, end
+
+
+def test_many_tasks_never_exceed_the_slot_limit_start_in_order_and_all_finish(
+    local_stack: Any, image_server: Any
+) -> None:
+    image = make_raw(image_server.root)
+    running_seen: list[int] = []
+    stop = threading.Event()
+    slots_table = local_stack.tables["TaskSlotsTable"]
+    dynamodb = local_stack.client("dynamodb")
+
+    def sample_slots() -> None:
+        while not stop.is_set():
+            item = dynamodb.get_item(TableName=slots_table, Key={"id": {"S": "task-slots"}}).get("Item")
+            running_seen.append(int(item["running"]["N"]) if item else 0)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample_slots, daemon=True)
+    sampler.start()
+    tasks = [
+        create_task(local_stack, import_body(image_server.url(image.name), "raw"), project="slots-project")
+        for _ in range(8)
+    ]
+    finished = [
+        wait_for_task(local_stack, task["id"], project="slots-project", timeout=180)[0] for task in tasks
+    ]
+    stop.set()
+    sampler.join()
+
+    assert [task["status"] for task in finished] == ["success"] * 8
+    intervals = [processing_interval(history(local_stack, task["id"])) for task in tasks]
+    moments = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    overlap = peak = 0
+    for _, change in moments:
+        overlap += change
+        peak = max(peak, overlap)
+    assert peak <= MAX_CONCURRENT
+    assert max(running_seen) <= MAX_CONCURRENT and running_seen[-1] == 0
+    # In creation order: slots go to the oldest waiting tasks, so a task can only be overtaken by
+    # one that got a slot freed at the same moment, never by one MAX_CONCURRENT or more places behind.
+    starts = [start for start, _ in intervals]
+    for older, start in enumerate(starts):
+        for younger in range(older + MAX_CONCURRENT, len(starts)):
+            assert starts[younger] >= start - 0.05, f"task {younger} took a slot before task {older}"
+
+
+def test_an_aborted_execution_ends_its_task_in_failure_and_frees_its_slot(
+    local_stack: Any, image_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entered = threading.Event()
+    release = threading.Event()
+    original = ImportTask.fetch
+
+    def slow_fetch(self: ImportTask, task_id: str) -> dict[str, Any]:
+        entered.set()
+        release.wait(30)
+        return original(self, task_id)
+
+    monkeypatch.setattr(ImportTask, "fetch", slow_fetch)
+    image = make_raw(image_server.root)
+    task = create_task(local_stack, import_body(image_server.url(image.name), "raw"), project="abort-project")
+    assert entered.wait(30), "the import step never started"
+    arn = (
+        local_stack.state_machines["TaskWorkflow"].replace(":stateMachine:", ":execution:") + f":{task['id']}"
+    )
+
+    local_stack.client("stepfunctions").stop_execution(
+        executionArn=arn, error="Operator", cause="stopped by a test"
+    )
+    finished, _ = wait_for_task(local_stack, task["id"], project="abort-project")
+    release.set()
+
+    assert finished["status"] == "failure"
+    assert finished["message"] == "The task's workflow was stopped before the task finished."
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        item = local_stack.client("dynamodb").get_item(
+            TableName=local_stack.tables["TaskSlotsTable"], Key={"id": {"S": "task-slots"}}
+        )["Item"]
+        if item["running"]["N"] == "0":
+            break
+        time.sleep(0.1)
+    assert item["running"]["N"] == "0"
+
+
+def test_a_step_that_crashes_ends_the_task_in_failure_with_a_message(
+    local_stack: Any, image_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(self: ImportTask, task_id: str) -> dict[str, Any]:
+        raise RuntimeError("an internal detail that must not reach the user")
+
+    monkeypatch.setattr(ImportTask, "fetch", crash)
+    image = make_raw(image_server.root)
+
+    task = create_task(local_stack, import_body(image_server.url(image.name), "raw"), project="crash-project")
+    finished, _ = wait_for_task(local_stack, task["id"], project="crash-project")
+
+    assert finished["status"] == "failure"
+    assert (
+        finished["message"]
+        == "The task stopped because of an internal error in its processing step; please try again later."
+    )
+    assert "internal detail" not in json.dumps(finished)
+
+
+def test_a_throttled_step_is_retried_and_the_task_succeeds(
+    local_stack: Any, image_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    original = ImportTask.fetch
+
+    def throttled_once(self: ImportTask, task_id: str) -> dict[str, Any]:
+        calls.append(task_id)
+        if len(calls) == 1:
+            raise TransientStorageError("The image store is busy (SlowDown)")
+        return original(self, task_id)
+
+    monkeypatch.setattr(ImportTask, "fetch", throttled_once)
+    image = make_raw(image_server.root)
+
+    task = create_task(local_stack, import_body(image_server.url(image.name), "raw"), project="retry-project")
+    finished, _ = wait_for_task(local_stack, task["id"], project="retry-project")
+
+    assert finished["status"] == "success", finished["message"]
+    assert len(calls) == 2
+    image_id = finished["result"]["image_id"]
+    shown = requests.get(
+        f"{local_stack.api_url}/v2/images/{image_id}",
+        headers=local_stack.headers("retry-project"),
+        timeout=30,
+    )
+    assert shown.status_code == 200
