@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench.common import REPOSITORY, fmt, summary, verdict
+from bench.common import REPOSITORY, fmt, say, summary, verdict
 
 OWNERS = tuple(f"project-{n}" for n in range(10))
 CALLER = "project-1"
@@ -196,7 +196,7 @@ def run(quick: bool) -> dict[str, Any]:
             _fill(dynamodb, table_name, slots, written, size - written, rng)
             fill_seconds[size] = time.perf_counter() - start
             written = size
-            print(f"  filled to {size} tasks in {fill_seconds[size]:.0f} s (moto)", flush=True)
+            say(f"  filled to {size} tasks in {fill_seconds[size]:.0f} s (moto)")
             first = call(handler, api_event("GET", "/v2/tasks", query={"limit": str(LIMIT)}, project=CALLER))[
                 "json"
             ]["tasks"]
@@ -238,7 +238,7 @@ def run(quick: bool) -> dict[str, Any]:
                     }
             per_size[size] = results
             for name, r in results.items():
-                print(
+                say(
                     f"  {size} tasks: {name}: calls {r['aws_calls']}, items read {r['items_read']}",
                     flush=True,
                 )

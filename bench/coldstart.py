@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from bench.common import PYTHON, REPOSITORY, bench_environment, fmt, summary, verdict
+from bench.common import PYTHON, REPOSITORY, bench_environment, fmt, say, summary, verdict
 
 TARGET_RATIO = 2.0
 PROBE = (
@@ -129,7 +129,7 @@ def run(quick: bool) -> dict[str, Any]:
         )
     )
     for row in rows:
-        print(f"  {row[0]}: import {row[1]}, process wall {row[2]}, x boto3 {row[3]}")
+        say(f"  {row[0]}: import {row[1]}, process wall {row[2]}, x boto3 {row[3]}")
     heaviest = heaviest_imports(*functions["TasksApiFunction"])
     return {
         "runs": runs,

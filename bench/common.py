@@ -61,12 +61,15 @@ def verdict(
     }
     state = "PENDING" if met is None else ("met" if met else "NOT met")
     ratio_text = "-" if ratio is None else f"{ratio:.3f}"
-    print(
-        f"  [{state}] {name}: measured {measured}; reference {reference}; "
-        f"ratio {ratio_text}; target {target}",
-        flush=True,
+    say(
+        f"  [{state}] {name}: measured {measured}; reference {reference}; ratio {ratio_text}; target {target}"
     )
     return line
+
+
+def say(text: str) -> None:
+    """Print to the real stdout, even while a section sends the local stack's logs elsewhere."""
+    print(text, file=sys.__stdout__, flush=True)
 
 
 def timed(fn: Callable[[], Any]) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.common import GiB, MiB, fmt, run_worker, summary, verdict
+from bench.common import GiB, MiB, fmt, run_worker, say, summary, verdict
 from bench.image_server import ImageServer
 
 TARGET_RATIO = 0.8
@@ -63,11 +63,11 @@ def run(quick: bool) -> dict[str, Any]:
                     "reference_peak_rss_mib": summary([r["peak_rss_mib"] for r in reference]),
                 }
             )
-            print(
+            say(
                 f"  null sink {name}: pipeline {fmt(null_mbps, ' MiB/s')}, "
                 f"reference {fmt(ref_mbps, ' MiB/s')}"
             )
-            print(f"  null sink {name}: per-run ratio {fmt(paired, '', 3)}")
+            say(f"  null sink {name}: per-run ratio {fmt(paired, '', 3)}")
             targets.append(
                 verdict(
                     f"null-sink throughput, {name}",
@@ -106,7 +106,7 @@ def run(quick: bool) -> dict[str, Any]:
                     "stored_bytes": s3[0]["stored_bytes"],
                 }
             )
-            print(
+            say(
                 f"  S3 (moto) {name}: {fmt(s3_mbps, ' MiB/s')}, peak RSS incl. moto {fmt(rss, ' MiB', 0)}, "
                 f"{s3[0]['parts']} parts (informational: moto's speed and memory, no target)"
             )
