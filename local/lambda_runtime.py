@@ -360,6 +360,7 @@ class MotoLambdaHook:
         self._calls = 0
         self._count_lock = threading.Lock()
         self._original: Any = None
+        self._pending: list[threading.Thread] = []
 
     @property
     def calls(self) -> int:
@@ -386,10 +387,34 @@ class MotoLambdaHook:
             if spec is None:  # a function this stack did not create: moto's own behaviour
                 result: tuple[str, bool, str] = original(function, event)
                 return result
-            invocation = hook.runner.invoke(spec, _as_event(event))
+            parsed = _as_event(event)
+            if _is_s3_notification(parsed):
+                # S3 invokes its notification targets asynchronously, after the object exists.
+                # moto calls us from inside put_object, before it stores the object's metadata, so
+                # run the handler on its own thread, once the request that stored the object is done.
+                thread = threading.Thread(
+                    target=hook._invoke_after_store, args=(spec, parsed), name="s3-notification", daemon=True
+                )
+                with hook._count_lock:
+                    hook._pending = [t for t in hook._pending if t.is_alive()] + [thread]
+                thread.start()
+                return "", False, ""
+            invocation = hook.runner.invoke(spec, parsed)
             return invocation.payload, invocation.errored, invocation.logs
 
         LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign,assignment]
+
+    def wait_for_notifications(self, timeout: float = 30) -> None:
+        """Wait until the S3-triggered invocations started so far have finished (tests use this)."""
+        with self._count_lock:
+            pending = list(self._pending)
+        deadline = time.monotonic() + timeout
+        for thread in pending:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _invoke_after_store(self, spec: Any, event: Any) -> None:
+        time.sleep(S3_NOTIFICATION_DELAY_SECONDS)
+        self.runner.invoke(spec, event)  # errors are logged with their traceback by the runner
 
     def uninstall(self) -> None:
         from moto.awslambda.models import LambdaFunction
@@ -397,6 +422,16 @@ class MotoLambdaHook:
         if self._original is not None:
             LambdaFunction._invoke_lambda = self._original  # type: ignore[method-assign]
             self._original = None
+
+
+S3_NOTIFICATION_DELAY_SECONDS = 0.2
+
+
+def _is_s3_notification(event: Any) -> bool:
+    records = event.get("Records") if isinstance(event, dict) else None
+    if not isinstance(records, list) or not records or not isinstance(records[0], dict):
+        return False
+    return records[0].get("eventSource") == "aws:s3"
 
 
 def _as_event(event: Any) -> Any:

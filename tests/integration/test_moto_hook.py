@@ -194,12 +194,14 @@ def test_an_s3_notification_goes_through_the_hook(hooked, functions, tmp_path):
     s3.put_object(Bucket="hooktest-uploads", Key="uploads/p1/a disk.qcow2", Body=b"data")
     s3.put_object(Bucket="hooktest-uploads", Key="elsewhere/b.qcow2", Body=b"data")  # filtered out
 
+    hook.wait_for_notifications()
     assert hook.calls == calls_before + 1, "moto no longer runs S3 notifications through the hook"
     event = json.loads((tmp_path / "event.json").read_text())
     assert event["Records"][0]["s3"]["object"]["key"] == "uploads%2Fp1%2Fa+disk.qcow2"  # quote_plus, as AWS
 
 
 def test_a_crash_in_an_s3_triggered_handler_is_logged_with_its_traceback(hooked, functions, caplog):
+    hook, _ = hooked
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="hooktest-crash")
     s3.put_bucket_notification_configuration(
@@ -212,6 +214,7 @@ def test_a_crash_in_an_s3_triggered_handler_is_logged_with_its_traceback(hooked,
     )
 
     s3.put_object(Bucket="hooktest-crash", Key="x", Body=b"data")  # moto swallows the error itself
+    hook.wait_for_notifications()
 
     logged = "\n".join(record.getMessage() for record in caplog.records if record.name == "local.lambda")
     assert "Traceback" in logged and "TransientError: the disk is busy" in logged

@@ -14,8 +14,7 @@ from imagetasks.domain.images import extra_properties, image_id_for_task, new_im
 from imagetasks.domain.tasks import Task
 from imagetasks.imports import FetchResult, ImportSettings, fetch_and_check
 from imagetasks.observability import logger
-
-UPLOAD_SOURCE = "s3-upload"
+from imagetasks.uploads import UPLOAD_SOURCE
 
 
 def staging_key(task_id: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from imagetasks.domain.import_errors import StagingError, TransientStorageError
@@ -42,7 +43,8 @@ class S3Objects:
     @property
     def client(self) -> S3Client:
         if self._client is None:
-            self._client = boto3.client("s3")
+            # SigV4 for presigned URLs: boto3 still signs with SigV2 by default in us-east-1.
+            self._client = boto3.client("s3", config=Config(signature_version="s3v4"))
         return self._client
 
     def copy(self, source_bucket: str, source_key: str, bucket: str, key: str) -> None:
