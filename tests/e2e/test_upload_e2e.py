@@ -1,0 +1,75 @@
+"""An upload to the uploads bucket, through the local AWS endpoint, becomes an import task."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import requests
+
+from tests.e2e.helpers import wait_for_task
+from tests.image_corpus import file_digests, make_qcow2, require_qemu_img
+
+
+def find_task(stack: Any, project: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tasks = requests.get(f"{stack.api_url}/v2/tasks", headers=stack.headers(project), timeout=30).json()[
+            "tasks"
+        ]
+        if tasks:
+            return tasks[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no task appeared for {project} within {timeout} s")
+
+
+def test_an_uploaded_qcow2_is_imported_into_an_active_image_of_the_keys_project(
+    local_stack: Any, tmp_path: Any
+) -> None:
+    require_qemu_img()
+    image_file = make_qcow2(tmp_path)
+    md5, sha512 = file_digests(image_file)
+    bucket = local_stack.buckets["UploadsBucket"]
+    key = "uploads/upload-project/my cirros.qcow2"
+
+    local_stack.client("s3").put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=image_file.read_bytes(),
+        Metadata={"name": "uploaded cirros", "os-distro": "cirros", "owner": "someone-else"},
+    )
+    task = find_task(local_stack, "upload-project")
+    finished, _ = wait_for_task(local_stack, task["id"], project="upload-project")
+
+    assert finished["status"] == "success", finished["message"]
+    assert finished["owner"] == "upload-project"
+    assert finished["input"]["import_from"] == f"s3://{bucket}/{key}"
+    image_id = finished["result"]["image_id"]
+    image = requests.get(
+        f"{local_stack.api_url}/v2/images/{image_id}",
+        headers=local_stack.headers("upload-project"),
+        timeout=30,
+    ).json()
+    assert (
+        image["status"] == "active" and image["disk_format"] == "qcow2" and image["owner"] == "upload-project"
+    )
+    assert image["name"] == "uploaded cirros" and image["os_distro"] == "cirros"
+    assert image["checksum"] == md5 and image["os_hash_value"] == sha512
+    remaining = local_stack.client("s3").list_objects_v2(Bucket=bucket, Prefix="uploads/upload-project/")
+    assert remaining.get("KeyCount", 0) == 0, "the imported upload should have been removed"
+    other = requests.get(
+        f"{local_stack.api_url}/v2/tasks", headers=local_stack.headers("someone-else"), timeout=30
+    ).json()
+    assert other["tasks"] == []
+
+
+def test_an_empty_upload_becomes_a_failed_task_and_the_object_is_kept(local_stack: Any) -> None:
+    bucket = local_stack.buckets["UploadsBucket"]
+    key = "uploads/empty-project/nothing.qcow2"
+
+    local_stack.client("s3").put_object(Bucket=bucket, Key=key, Body=b"")
+    task = find_task(local_stack, "empty-project")
+    finished, _ = wait_for_task(local_stack, task["id"], project="empty-project")
+
+    assert finished["status"] == "failure" and "empty" in finished["message"].lower()
+    assert local_stack.client("s3").list_objects_v2(Bucket=bucket, Prefix=key)["KeyCount"] == 1
