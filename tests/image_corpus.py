@@ -71,6 +71,13 @@ def make_vhd(directory: Path) -> Path:
     return out
 
 
+def make_vhdx(directory: Path) -> Path:
+    source = _random_raw(directory / "vhdx-source.raw")
+    out = directory / "good.vhdx"
+    _qemu_img("convert", "-f", "raw", "-O", "vhdx", str(source), str(out))
+    return out
+
+
 # -- bad images ------------------------------------------------------------------------------
 
 
@@ -213,6 +220,7 @@ GOOD_IMAGES: tuple[CorpusCase, ...] = (
     CorpusCase("vmdk", make_vmdk, "vmdk", "vmdk"),
     CorpusCase("vmdk_stream_optimized", make_vmdk_stream_optimized, "vmdk", "vmdk"),
     CorpusCase("vhd", make_vhd, "vhd", "vhd"),
+    CorpusCase("vhdx", make_vhdx, "vhdx", "vhdx"),
 )
 
 

@@ -185,3 +185,17 @@ def test_declared_formats_must_be_offered() -> None:
         check_declared_formats("raw", "bare", settings)
     with pytest.raises(DiskFormatNotAllowed, match="container_format 'ovf' is not allowed"):
         check_declared_formats("qcow2", "ovf", settings)
+
+
+@pytest.mark.parametrize("case", GOOD_IMAGES, ids=lambda c: c.name)
+def test_good_image_passes_when_fed_in_the_fetch_steps_8_mib_chunks(case: CorpusCase, tmp_path: Path) -> None:
+    path = case.make(tmp_path)
+    checker = checker_for(case)
+
+    with path.open("rb") as source:
+        while chunk := source.read(8 * MiB):
+            checker.feed(chunk)
+    md5, sha512 = file_digests(path)
+    verdict = checker.finish(checksum=md5, os_hash_value=sha512)
+
+    assert verdict.detected_format == case.expect

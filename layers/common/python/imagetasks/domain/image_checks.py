@@ -40,6 +40,10 @@ INSPECTABLE_FORMATS = frozenset(fi.ALL_FORMATS) - {"raw"}
 RAW_CONTENT = frozenset({"raw", "gpt"})
 
 
+INSPECT_PIECE = 64 * 1024
+SMALL_PIECES_UNTIL = 64 * 1024 * 1024
+
+
 class ImageCheckSettings(BaseModel):
     """The deployment's checks on imported data; each can be switched off on its own."""
 
@@ -186,8 +190,15 @@ class ImageChecker:
             )
         if self._wrapper is None:
             return
-        self._feeder.pending = chunk
-        self._wrapper.read(len(chunk))
+        # Near the start of the image the inspectors are handed small pieces, as Glance reads
+        # them: some (VHDX) only find their header regions when data arrives in pieces this size.
+        offset = self._size - len(chunk)
+        step = INSPECT_PIECE if offset < SMALL_PIECES_UNTIL else len(chunk)
+        view = memoryview(chunk)
+        for start in range(0, len(chunk), step):
+            piece = view[start : start + step]
+            self._feeder.pending = bytes(piece)
+            self._wrapper.read(len(piece))
         self._feed_declared(chunk)
         if self._detected is None:
             # Decide early where possible, so a lie about the format or a huge virtual disk stops
