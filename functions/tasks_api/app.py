@@ -1,5 +1,6 @@
 """The /v2/tasks part of the Glance v2 Images API, its schemas, and version discovery."""
 
+import json
 from functools import lru_cache
 from typing import Any
 
@@ -89,7 +90,37 @@ def versions() -> Response[dict[str, Any]]:
 
 @app.get("/openapi.json", summary="This API's OpenAPI 3 description")
 def openapi() -> Response[str]:
-    return Response(200, glance.JSON, app.get_openapi_json_schema(title="imagetasks", version="2.17"))
+    return Response(200, glance.JSON, json.dumps(openapi_document()))
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    """Powertools' description of the routes, completed with the task schemas the routes serve:
+    the create body (with the offered task types) and the task returned."""
+    document: dict[str, Any] = json.loads(app.get_openapi_json_schema(title="imagetasks", version="2.17"))
+    create = task_schema(OFFERED_TYPES)
+    create["additionalProperties"] = False
+    create["required"] = ["type", "input"]
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["TaskCreate"] = create
+    schemas["Task"] = task_schema(OFFERED_TYPES)
+    schemas["Tasks"] = tasks_schema(OFFERED_TYPES)
+    task_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}
+    post = document["paths"][TASK_PATH]["post"]
+    post["requestBody"] = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskCreate"}}},
+    }
+    post["responses"]["201"] = {"description": "The new task, pending", "content": task_ref}
+    document["paths"][f"{TASK_PATH}/{{task_id}}"]["get"]["responses"]["200"] = {
+        "description": "The task",
+        "content": task_ref,
+    }
+    document["paths"][TASK_PATH]["get"]["responses"]["200"] = {
+        "description": "A page of task stubs",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Tasks"}}},
+    }
+    return document
 
 
 # ------------------------------------------------------------------ tasks

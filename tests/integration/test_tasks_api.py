@@ -496,6 +496,11 @@ def test_openapi_document_and_routes_agree(api: Any, local_template: Any) -> Non
     assert documented == handler_routes
     assert {path for path, _ in documented} <= {p.rstrip("/") or "/" for p in template_paths}
     assert ("/v2/tasks", "POST") in documented and ("/v2/tasks/{task_id}", "GET") in documented
+    create = document["components"]["schemas"]["TaskCreate"]
+    assert create["properties"]["type"]["enum"] == ["import", "export", "convert"]
+    assert document["paths"]["/v2/tasks"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/TaskCreate"
+    }
 
 
 def _resolver_routes(api: Any) -> list[tuple[str, str]]:
