@@ -193,7 +193,10 @@ def test_allowlist_does_not_override_address_rules() -> None:
 def test_s3_locations_need_an_allowed_bucket_and_the_project_prefix() -> None:
     import_filter, _ = make_filter(allowed_s3_buckets=("uploads",))
     location = import_filter.check_location("s3://uploads/uploads/proj1/disk.qcow2", project_id="proj1")
-    assert (location.url, getattr(location, "bucket", None)) == ("s3://uploads/uploads/proj1/disk.qcow2", "uploads")
+    assert (location.url, getattr(location, "bucket", None)) == (
+        "s3://uploads/uploads/proj1/disk.qcow2",
+        "uploads",
+    )
     for url in (
         "s3://other/uploads/proj1/disk.qcow2",
         "s3://uploads/uploads/proj2/disk.qcow2",
