@@ -35,4 +35,5 @@ def lambda_handler(event: ImportStep, context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(task_id=event.task_id, step=event.step)
     if event.step == "fetch":
         return import_task().fetch(event.task_id)
-    return import_task().register(event.task_id, event.staged or {})
+    seconds_left = context.get_remaining_time_in_millis() / 1000
+    return import_task().register(event.task_id, event.staged or {}, seconds_left)

@@ -11,6 +11,7 @@ from imagetasks.adapters.s3_objects import S3Objects
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.adapters.workflow import Workflow
 from imagetasks.config import Settings
+from imagetasks.conversion import conversion_service
 from imagetasks.domain.conversion import validate_convert_input, validate_export_input
 from imagetasks.domain.errors import InvalidRequest
 from imagetasks.domain.image_checks import ImageCheckSettings
@@ -131,4 +132,5 @@ def import_task(settings: Settings) -> ImportTask:
         TasksTable(settings.tasks_table, settings.slots_table),
         ImagesTable(settings.images_table),
         S3Objects(),
+        conversion_service(settings) if settings.conversion_format else None,
     )

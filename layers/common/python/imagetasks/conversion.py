@@ -289,6 +289,24 @@ class ConversionService:
         }
 
     # ------------------------------------------------------------------ steps
+    # ------------------------------------------------------------------ conversion on import
+    def convert_staged(
+        self,
+        staged: Image,
+        target: str,
+        bucket: str,
+        key: str,
+        task_id: str,
+        seconds_left: float,
+    ) -> tuple[StagedObject, ImageVerdict]:
+        """Convert imported data that passed the checks (described by `staged`, an image not yet
+        registered) into `target` at s3://bucket/key, inspecting the output again on the way."""
+        check_working_space(staged, target, self.settings.ephemeral_storage_bytes, "import")
+        checker = ImageChecker(self.settings.image_checks, target, staged.container_format)
+        with WORKSPACES.open(self.settings.work_root, task_id) as work:
+            output = self._convert_locally(staged, target, work, seconds_left)
+            return self._upload(output, bucket, key, checker, None)
+
     def _task(self, task_id: str) -> Task:
         task = self.tasks.get(task_id)
         if task is None:
@@ -368,7 +386,7 @@ class ConversionService:
             )
 
     def _upload(
-        self, path: Path, bucket: str, key: str, checker: ImageChecker, source: Image
+        self, path: Path, bucket: str, key: str, checker: ImageChecker, source: Image | None
     ) -> tuple[StagedObject, ImageVerdict]:
         """Upload ``path`` with hashing and checks; completed only if the checks pass and the
         source image still exists."""
@@ -376,7 +394,8 @@ class ConversionService:
 
         def verify(digests: StreamDigests) -> None:
             verdicts.append(checker.finish(checksum=digests.md5, os_hash_value=digests.sha512))
-            self._still_there(source)
+            if source is not None:
+                self._still_there(source)
 
         staged = self._stage(
             _file_chunks(path), bucket, key, [InspectorBites(checker)], verify, "The converted image"

@@ -8,9 +8,10 @@ from imagetasks.adapters.images_table import ImagesTable
 from imagetasks.adapters.s3_objects import S3Objects
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.config import Settings
+from imagetasks.conversion import ConversionService
 from imagetasks.domain.failures import TaskFailure
 from imagetasks.domain.image_checks import ExpectedChecksums
-from imagetasks.domain.images import extra_properties, image_id_for_task, new_image
+from imagetasks.domain.images import Image, extra_properties, image_id_for_task, new_image
 from imagetasks.domain.tasks import Task
 from imagetasks.imports import FetchResult, ImportSettings, fetch_and_check
 from imagetasks.observability import logger
@@ -29,12 +30,14 @@ class ImportTask:
         tasks: TasksTable,
         images: ImagesTable,
         objects: S3Objects,
+        conversion: ConversionService | None = None,
     ) -> None:
         self.settings = settings
         self.import_settings = import_settings
         self.tasks = tasks
         self.images = images
         self.objects = objects
+        self.conversion = conversion
 
     def _task(self, task_id: str) -> Task:
         task = self.tasks.get(task_id)
@@ -66,9 +69,10 @@ class ImportTask:
         logger.info("Image staged", extra={"size": result.size, "format": result.detected_format})
         return result.model_dump()
 
-    def register(self, task_id: str, staged: dict[str, Any]) -> dict[str, Any]:
-        """Create the active image from the staged data. Safe to repeat: the image id comes from
-        the task id, and an image that already exists is the result of an earlier attempt."""
+    def register(self, task_id: str, staged: dict[str, Any], seconds_left: float = 900) -> dict[str, Any]:
+        """Create the active image from the staged data, converted first when the deployment sets
+        ConversionFormat. Safe to repeat: the image id comes from the task id, and an image that
+        already exists is the result of an earlier attempt."""
         task = self._task(task_id)
         fetched = FetchResult.model_validate(staged)
         image_id = image_id_for_task(task.id)
@@ -76,7 +80,6 @@ class ImportTask:
             task_input = task.input or {}
             properties = dict(task_input.get("image_properties") or {})
             key = f"images/{image_id}"
-            self.objects.copy(fetched.staged_bucket, fetched.staged_key, self.settings.images_bucket, key)
             image = new_image(
                 image_id=image_id,
                 owner=task.owner,
@@ -87,16 +90,41 @@ class ImportTask:
                 virtual_size=fetched.virtual_size,
                 checksum=fetched.checksum,
                 os_hash_value=fetched.os_hash_value,
-                bucket=self.settings.images_bucket,
-                key=key,
+                bucket=fetched.staged_bucket,
+                key=fetched.staged_key,
                 task_id=task.id,
                 properties=extra_properties(properties),
             )
+            target = self.settings.conversion_format
+            if target and target != image.disk_format:
+                image = self._converted(image, target, key, task.id, seconds_left)
+            else:
+                self.objects.copy(fetched.staged_bucket, fetched.staged_key, self.settings.images_bucket, key)
+                image = image.model_copy(update={"bucket": self.settings.images_bucket, "key": key})
             self.images.create(image)
             logger.info("Image registered", extra={"image_id": image_id})
         self.objects.delete(fetched.staged_bucket, fetched.staged_key)
         self._remove_upload(task)
         return {"image_id": image_id}
+
+    def _converted(self, staged: Image, target: str, key: str, task_id: str, seconds_left: float) -> Image:
+        if self.conversion is None:
+            raise TaskFailure("This cloud converts imports but has no conversion worker configured")
+        stored, verdict = self.conversion.convert_staged(
+            staged, target, self.settings.images_bucket, key, task_id, seconds_left
+        )
+        logger.info("Imported image converted", extra={"from": staged.disk_format, "to": target})
+        return staged.model_copy(
+            update={
+                "disk_format": target,
+                "size": stored.size,
+                "checksum": stored.md5,
+                "os_hash_value": stored.sha512,
+                "virtual_size": verdict.virtual_size or staged.virtual_size,
+                "bucket": self.settings.images_bucket,
+                "key": key,
+            }
+        )
 
     def _remove_upload(self, task: Task) -> None:
         """An image uploaded to the uploads bucket is removed once imported (kept if it fails)."""

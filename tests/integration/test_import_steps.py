@@ -1,0 +1,147 @@
+"""The import task's steps on moto: fetch from S3, register, conversion on import, clean-up."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import boto3
+import pytest
+
+from imagetasks import composition
+from imagetasks.adapters.tasks_table import TasksTable
+from imagetasks.config import Settings
+from imagetasks.domain.failures import TaskFailure
+from imagetasks.domain.images import image_id_for_task
+from imagetasks.domain.tasks import TaskType, new_task
+from imagetasks.steps import processing_step
+from tests.image_corpus import make_qcow2, make_qcow2_backing_file, require_qemu_img
+
+
+@pytest.fixture(autouse=True)
+def _qemu() -> None:
+    require_qemu_img()
+
+
+def stored_import(aws: dict[str, str], image: Path, owner: str = "p1", disk_format: str = "qcow2") -> str:
+    """An uploaded image and a pending import task pointing at it; the task's id."""
+    key = f"uploads/{owner}/{image.name}"
+    boto3.client("s3").put_object(Bucket=aws["UPLOADS_BUCKET"], Key=key, Body=image.read_bytes())
+    task = new_task(
+        TaskType.IMPORT,
+        {
+            "import_from": f"s3://{aws['UPLOADS_BUCKET']}/{key}",
+            "import_from_format": disk_format,
+            "image_properties": {
+                "name": "disk",
+                "disk_format": disk_format,
+                "container_format": "bare",
+                "os_distro": "cirros",
+            },
+        },
+        owner,
+    )
+    TasksTable(aws["TASKS_TABLE"], aws["SLOTS_TABLE"]).create(task)
+    return task.id
+
+
+def objects(bucket: str) -> list[str]:
+    return [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def test_fetch_then_register_makes_an_active_image_and_leaves_no_staging(
+    aws: dict[str, str], tmp_path: Path
+) -> None:
+    image = make_qcow2(tmp_path)
+    task_id = stored_import(aws, image)
+    steps = composition.import_task(Settings.from_environ())
+
+    staged = steps.fetch(task_id)
+    result = steps.register(task_id, staged)
+
+    assert result == {"image_id": image_id_for_task(task_id)}
+    registered = steps.images.get(result["image_id"])
+    assert registered is not None and registered.disk_format == "qcow2" and registered.owner == "p1"
+    assert registered.properties == {"os_distro": "cirros"} and registered.name == "disk"
+    assert registered.os_hash_value == hashlib.sha512(image.read_bytes()).hexdigest()
+    assert objects(aws["STAGING_BUCKET"]) == []
+    assert objects(aws["IMAGES_BUCKET"]) == [f"images/{result['image_id']}"]
+    assert steps.register(task_id, staged) == result  # a repeated step finds the same image
+
+
+def test_a_deployment_with_conversion_format_stores_imports_converted_and_inspected(
+    aws: dict[str, str], tmp_path: Path
+) -> None:
+    image = make_qcow2(tmp_path)
+    task_id = stored_import(aws, image)
+    steps = composition.import_task(Settings.from_environ({**aws, "CONVERSION_FORMAT": "raw"}))
+
+    result = steps.register(task_id, steps.fetch(task_id))
+
+    registered = steps.images.get(result["image_id"])
+    assert registered is not None and registered.disk_format == "raw"
+    stored = boto3.client("s3").get_object(Bucket=aws["IMAGES_BUCKET"], Key=registered.key)["Body"].read()
+    assert hashlib.sha512(stored).hexdigest() == registered.os_hash_value and len(stored) == registered.size
+    local = tmp_path / "stored.raw"
+    local.write_bytes(stored)
+    info = subprocess.run(
+        ["qemu-img", "info", "-f", "raw", "--output=json", str(local)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert '"format": "raw"' in info.stdout
+    assert objects(aws["STAGING_BUCKET"]) == []
+
+
+def test_a_refused_image_becomes_a_task_failure_and_clean_up_leaves_nothing(
+    aws: dict[str, str], tmp_path: Path
+) -> None:
+    image = make_qcow2_backing_file(tmp_path)
+    task_id = stored_import(aws, image)
+    steps = composition.import_task(Settings.from_environ())
+
+    with pytest.raises(TaskFailure, match="backing file"):
+        processing_step(steps.fetch)(task_id)
+    steps.clean_up(task_id)
+
+    assert objects(aws["STAGING_BUCKET"]) == []
+    assert objects(aws["IMAGES_BUCKET"]) == []
+    assert steps.images.get(image_id_for_task(task_id)) is None
+
+
+def test_clean_up_removes_image_bits_that_never_got_a_record(aws: dict[str, str], tmp_path: Path) -> None:
+    task_id = stored_import(aws, make_qcow2(tmp_path))
+    steps = composition.import_task(Settings.from_environ())
+    staged = steps.fetch(task_id)
+    boto3.client("s3").put_object(
+        Bucket=aws["IMAGES_BUCKET"], Key=f"images/{image_id_for_task(task_id)}", Body=b"half"
+    )
+
+    steps.clean_up(task_id)
+
+    assert objects(aws["IMAGES_BUCKET"]) == []
+    assert objects(aws["STAGING_BUCKET"]) == [] and staged["staged_key"].startswith(task_id)
+
+
+def test_an_uploaded_source_is_removed_once_imported_and_kept_when_not(
+    aws: dict[str, str], tmp_path: Path
+) -> None:
+    image = make_qcow2(tmp_path)
+    task_id = stored_import(aws, image)
+    table = TasksTable(aws["TASKS_TABLE"], aws["SLOTS_TABLE"])
+    task = table.get(task_id)
+    assert task is not None
+    upload_task = task.model_copy(
+        update={
+            "id": "9b0f7c8e-1111-4c3e-8a55-5d2f0a2b6d11",
+            "input": {**(task.input or {}), "source": "s3-upload"},
+        }
+    )
+    table.create(upload_task)
+    steps = composition.import_task(Settings.from_environ())
+
+    steps.register(upload_task.id, steps.fetch(upload_task.id))
+
+    assert objects(aws["UPLOADS_BUCKET"]) == []
