@@ -60,11 +60,11 @@ def counting() -> Iterator[None]:
             LOG.items_read += sum(len(v) for v in response.get("Responses", {}).values())
         return response
 
-    BaseClient._make_api_call = counted  # type: ignore[method-assign]
+    BaseClient._make_api_call = counted
     try:
         yield
     finally:
-        BaseClient._make_api_call = original  # type: ignore[method-assign]
+        BaseClient._make_api_call = original
 
 
 def _setup() -> tuple[Any, str]:
@@ -246,10 +246,7 @@ def run(quick: bool) -> dict[str, Any]:
                     }
             per_size[size] = results
             for name, r in results.items():
-                say(
-                    f"  {size} tasks: {name}: calls {r['aws_calls']}, items read {r['items_read']}",
-                    flush=True,
-                )
+                say(f"  {size} tasks: {name}: calls {r['aws_calls']}, items read {r['items_read']}")
     return _report(per_size, fill_seconds, sizes)
 
 
