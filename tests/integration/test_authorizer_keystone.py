@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -20,8 +19,15 @@ from moto import mock_aws
 
 from functions.authorizer import app
 from imagetasks.auth import keystone
+from tests.authorizer_support import (
+    WILDCARD,
+    assert_unauthorized,
+    authorizer_event,
+    invoke,
+    log_lines,
+    use_settings,
+)
 
-EVENT_FILE = Path(__file__).resolve().parents[2] / "events" / "authorizer_request.json"
 SECRET_ID = "imagetasks/keystone-service"
 SERVICE_CREDENTIALS = {
     "username": "imagetasks",
@@ -30,15 +36,6 @@ SERVICE_CREDENTIALS = {
     "user_domain_name": "Default",
     "project_domain_name": "Default",
 }
-WILDCARD = "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/Prod/*/*"
-
-
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "AuthorizerFunction"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:AuthorizerFunction"
-    aws_request_id: str = "6f1c2c3e-0000-4000-8000-000000000003"
 
 
 def iso(moment: datetime) -> str:
@@ -235,39 +232,6 @@ def keystone_mode(
     )
     yield
     app.get_authorizer.cache_clear()
-
-
-def use_settings(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    app.get_authorizer.cache_clear()
-
-
-def authorizer_event(token: str | None, extra_headers: dict[str, str] | None = None) -> dict[str, Any]:
-    event: dict[str, Any] = json.loads(EVENT_FILE.read_text())
-    event["headers"] = {k: v for k, v in event["headers"].items() if k.lower() != "x-auth-token"}
-    event["multiValueHeaders"] = {
-        k: v for k, v in event["multiValueHeaders"].items() if k.lower() != "x-auth-token"
-    }
-    headers = ({"X-Auth-Token": token} if token is not None else {}) | (extra_headers or {})
-    for name, value in headers.items():
-        event["headers"][name] = value
-        event["multiValueHeaders"][name] = [value]
-    return event
-
-
-def invoke(event: dict[str, Any]) -> dict[str, Any]:
-    return app.lambda_handler(event, FakeLambdaContext())  # type: ignore[arg-type]
-
-
-def assert_unauthorized(event: dict[str, Any]) -> None:
-    with pytest.raises(Exception) as raised:
-        invoke(event)
-    assert str(raised.value) == "Unauthorized"
-
-
-def log_lines(caplog: pytest.LogCaptureFixture, level: str) -> list[str]:
-    return [f"{r.getMessage()}: {getattr(r, 'reason', '')}" for r in caplog.records if r.levelname == level]
 
 
 @pytest.mark.parametrize("suffix", ["", "/", "/v3", "/v3/"])

@@ -15,19 +15,9 @@ from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.adapters.workflow import Workflow
 from imagetasks.domain.import_errors import TransientStorageError
 from imagetasks.domain.tasks import Task
-from tests.support import load_event, load_handler
+from tests.support import FakeLambdaContext, load_event, load_handler
 
 QCOW2 = b"QFI\xfb" + b"\0" * 508  # only the trigger reads this object, and only its size
-
-
-class LambdaContextStub:
-    function_name = "upload-trigger"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:upload-trigger"
-    aws_request_id = "upload-trigger-request"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
 
 
 @pytest.fixture
@@ -76,7 +66,7 @@ def s3_event(*records: dict[str, Any]) -> dict[str, Any]:
 
 
 def invoke(trigger: Any, event: dict[str, Any]) -> dict[str, Any]:
-    result: dict[str, Any] = trigger.lambda_handler(event, LambdaContextStub())
+    result: dict[str, Any] = trigger.lambda_handler(event, FakeLambdaContext())
     return result
 
 

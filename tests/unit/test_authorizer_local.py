@@ -6,7 +6,6 @@ import base64
 import copy
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,44 +16,18 @@ from functions.authorizer import app
 from imagetasks.auth.local import LOCAL_ALGORITHM, LOCAL_ISSUER, LocalTokenVerifier
 from local import tokens
 from local.tokens import mint_local_token
+from tests.authorizer_support import (
+    EVENT_NAME,
+    WILDCARD,
+    assert_unauthorized,
+    authorizer_event,
+    invoke,
+    use_settings,
+)
+from tests.support import load_event
 
-EVENT_FILE = Path(__file__).resolve().parents[2] / "events" / "authorizer_request.json"
 KEY = "k" * 32 + "0123456789abcdef0123456789abcdef"
 OTHER_KEY = "x" * 64
-WILDCARD = "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/Prod/*/*"
-
-
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "AuthorizerFunction"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:AuthorizerFunction"
-    aws_request_id: str = "6f1c2c3e-0000-4000-8000-000000000001"
-
-
-def authorizer_event(token: str | None, extra_headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """The canonical event with `token` in X-Auth-Token (or no token header at all)."""
-    event: dict[str, Any] = json.loads(EVENT_FILE.read_text())
-    headers = {k: v for k, v in event["headers"].items() if k.lower() != "x-auth-token"}
-    multi = {k: v for k, v in event["multiValueHeaders"].items() if k.lower() != "x-auth-token"}
-    if token is not None:
-        headers["X-Auth-Token"] = token
-        multi["X-Auth-Token"] = [token]
-    for name, value in (extra_headers or {}).items():
-        headers[name] = value
-        multi[name] = [value]
-    event["headers"], event["multiValueHeaders"] = headers, multi
-    return event
-
-
-def invoke(event: dict[str, Any]) -> dict[str, Any]:
-    return app.lambda_handler(event, FakeLambdaContext())  # type: ignore[arg-type]
-
-
-def assert_unauthorized(event: dict[str, Any]) -> None:
-    with pytest.raises(Exception) as raised:
-        invoke(event)
-    assert str(raised.value) == "Unauthorized"
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
@@ -84,10 +57,7 @@ def unsigned_token(payload: dict[str, Any]) -> str:
 
 @pytest.fixture(autouse=True)
 def local_mode(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("AUTH_MODE", "local")
-    monkeypatch.setenv("LOCAL_TOKEN_KEY", KEY)
-    monkeypatch.setenv("TASKS_API_ACCESS", "member")
-    app.get_authorizer.cache_clear()
+    use_settings(monkeypatch, AUTH_MODE="local", LOCAL_TOKEN_KEY=KEY, TASKS_API_ACCESS="member")
     yield
     app.get_authorizer.cache_clear()
 
@@ -109,8 +79,7 @@ def test_valid_member_token_is_allowed_on_every_route_with_its_identity() -> Non
 
 def test_admin_token_is_allowed_when_the_deployment_requires_admin(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a deployment that limits the API to admins (Glance's default policy)
-    monkeypatch.setenv("TASKS_API_ACCESS", "admin")
-    app.get_authorizer.cache_clear()
+    use_settings(monkeypatch, TASKS_API_ACCESS="admin")
     token = mint_local_token(KEY, "project-a", "root", ["member", "admin"])
 
     # When an admin calls
@@ -123,8 +92,7 @@ def test_admin_token_is_allowed_when_the_deployment_requires_admin(monkeypatch: 
 
 def test_member_token_is_denied_when_the_deployment_requires_admin(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a deployment that limits the API to admins
-    monkeypatch.setenv("TASKS_API_ACCESS", "admin")
-    app.get_authorizer.cache_clear()
+    use_settings(monkeypatch, TASKS_API_ACCESS="admin")
     token = mint_local_token(KEY, "project-a", "alice", ["member"])
 
     # When a valid member token arrives
@@ -139,8 +107,7 @@ def test_member_token_is_denied_when_the_deployment_requires_admin(monkeypatch: 
 
 def test_forged_identity_headers_never_change_who_the_caller_is(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a member of project-a who adds headers claiming another project, user and the admin role
-    monkeypatch.setenv("TASKS_API_ACCESS", "admin")
-    app.get_authorizer.cache_clear()
+    use_settings(monkeypatch, TASKS_API_ACCESS="admin")
     token = mint_local_token(KEY, "project-a", "alice", ["member"])
     forged = {
         "X-Project-Id": "project-b",
@@ -250,8 +217,7 @@ def test_local_mode_refuses_every_request_without_a_strong_key(
     monkeypatch: pytest.MonkeyPatch, weak_key: str
 ) -> None:
     # Given local mode with an empty or short key, and a token correctly signed with that key
-    monkeypatch.setenv("LOCAL_TOKEN_KEY", weak_key)
-    app.get_authorizer.cache_clear()
+    use_settings(monkeypatch, LOCAL_TOKEN_KEY=weak_key)
     token = jwt.encode(claims(), weak_key or KEY, algorithm="HS256")  # PyJWT cannot sign with ""
 
     # When / Then the authorizer fails closed
@@ -351,7 +317,7 @@ def test_new_local_keys_are_long_and_distinct() -> None:
 
 def test_event_fixture_is_a_rest_request_authorizer_event() -> None:
     # Given the canonical event file, as `sam local invoke -e` would use it
-    event = json.loads(EVENT_FILE.read_text())
+    event = load_event(EVENT_NAME)
 
     # Then it has the REQUEST authorizer fields the handler relies on
     assert event["type"] == "REQUEST"

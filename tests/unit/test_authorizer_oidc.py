@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -22,20 +21,11 @@ from jwt.algorithms import RSAAlgorithm
 
 from functions.authorizer import app
 from imagetasks.auth import oidc
+from tests.authorizer_support import WILDCARD, assert_unauthorized, authorizer_event, invoke, use_settings
 
-EVENT_FILE = Path(__file__).resolve().parents[2] / "events" / "authorizer_request.json"
 ISSUER = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Example"
 AUDIENCE = "client-id-123"
 KID = "key-1"
-WILDCARD = "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/Prod/*/*"
-
-
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "AuthorizerFunction"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:AuthorizerFunction"
-    aws_request_id: str = "6f1c2c3e-0000-4000-8000-000000000002"
 
 
 @dataclass
@@ -45,29 +35,6 @@ class Jwks:
     keys: list[dict[str, Any]]
     fetches: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def authorizer_event(token: str | None, extra_headers: dict[str, str] | None = None) -> dict[str, Any]:
-    event: dict[str, Any] = json.loads(EVENT_FILE.read_text())
-    event["headers"] = {k: v for k, v in event["headers"].items() if k.lower() != "x-auth-token"}
-    event["multiValueHeaders"] = {
-        k: v for k, v in event["multiValueHeaders"].items() if k.lower() != "x-auth-token"
-    }
-    headers = ({"X-Auth-Token": token} if token is not None else {}) | (extra_headers or {})
-    for name, value in headers.items():
-        event["headers"][name] = value
-        event["multiValueHeaders"][name] = [value]
-    return event
-
-
-def invoke(event: dict[str, Any]) -> dict[str, Any]:
-    return app.lambda_handler(event, FakeLambdaContext())  # type: ignore[arg-type]
-
-
-def assert_unauthorized(event: dict[str, Any]) -> None:
-    with pytest.raises(Exception) as raised:
-        invoke(event)
-    assert str(raised.value) == "Unauthorized"
 
 
 def refusal_reasons(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -145,12 +112,6 @@ def oidc_mode(monkeypatch: pytest.MonkeyPatch, jwks_url: str) -> Iterator[None]:
     monkeypatch.setattr(oidc, "_jwks_clients", {})
     app.get_authorizer.cache_clear()
     yield
-    app.get_authorizer.cache_clear()
-
-
-def use_settings(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
     app.get_authorizer.cache_clear()
 
 
