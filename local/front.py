@@ -188,7 +188,9 @@ class ApiFront:
                 "httpMethod": method,
                 "extendedRequestId": request_id,
                 "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
-                "path": f"/{self.stage}{path}",
+                # The full path the client used: locally the stage is not part of it (paths are
+                # served at the root), so links the handlers build point back at this server.
+                "path": path,
                 "accountId": ACCOUNT_ID,
                 "protocol": "HTTP/1.1",
                 "stage": self.stage,

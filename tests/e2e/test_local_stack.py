@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from local.front import ApiFront
 from local.lambda_runtime import HandlerRunner
@@ -220,3 +221,22 @@ def test_ttl_settings_come_from_the_template(local_stack):
             assert description == {"TimeToLiveStatus": "ENABLED", "AttributeName": spec.ttl_attribute}
         else:
             assert description["TimeToLiveStatus"] == "DISABLED"
+
+
+def test_links_the_handlers_build_point_back_at_the_local_server(local_stack, image_server):
+    versions = requests.get(f"{local_stack.api_url}/versions", timeout=10).json()
+    body = {
+        "type": "import",
+        "input": {
+            "import_from": image_server.url("links.raw"),
+            "import_from_format": "raw",
+            "image_properties": {"disk_format": "raw", "container_format": "bare"},
+        },
+    }
+    created = requests.post(
+        f"{local_stack.api_url}/v2/tasks", json=body, headers=local_stack.headers("links-project"), timeout=10
+    )
+
+    assert versions["versions"][0]["links"][0]["href"] == f"{local_stack.api_url}/v2/"
+    assert created.status_code == 201, created.text
+    assert created.headers["Location"] == f"{local_stack.api_url}/v2/tasks/{created.json()['id']}"
