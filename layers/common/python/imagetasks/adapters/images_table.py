@@ -10,7 +10,7 @@ from imagetasks.adapters.dynamo import ConditionFailed, DynamoDBClient, from_ite
 from imagetasks.adapters.indexed_table import IndexedTable, Page
 from imagetasks.auth.identity import Caller
 from imagetasks.domain import clock
-from imagetasks.domain.errors import ConcurrentUpdate, InvalidRequest, NotFound
+from imagetasks.domain.errors import ConcurrentUpdate, NotFound
 from imagetasks.domain.images import IMAGE_LIST_SPEC, Image, image_sort_values
 from imagetasks.domain.listing import ListRequest
 
@@ -146,26 +146,12 @@ class ImagesTable:
         return [found[image_id] for image_id in ids if image_id in found]
 
     def list(self, caller: Caller, request: ListRequest, moment: datetime) -> list[dict[str, Any]]:
-        if caller.is_admin:
-            scope: str | None = request.owner
-        else:
-            if request.owner is not None and request.owner != caller.project_id:
-                return []
-            scope = caller.project_id
-        start_after = None
-        if request.marker is not None:
-            marker = self.get(request.marker)
-            if marker is None or not caller.can_see(marker.owner):
-                raise InvalidRequest(f"Image with the given id {request.marker} was not found")
-            start_after = (marker.id, image_sort_values(marker)[request.sort_key])
-        page = self.table.query_page(
-            IMAGE_LIST_SPEC.partition(scope, {}),
-            request.sort_key,
-            request.sort_dir,
-            request.limit,
-            start_after,
-            lambda row: caller.can_see(row["owner"]),
-            int(moment.timestamp()),
-        )
+        def marker_sort_values(image_id: str) -> dict[str, str] | None:
+            image = self.get(image_id)
+            return image_sort_values(image) if image is not None and caller.can_see(image.owner) else None
+
+        page = self.table.list_visible(caller, request, moment, "Image", marker_sort_values)
+        if page is None:
+            return []
         self.last_page = page
         return page.items

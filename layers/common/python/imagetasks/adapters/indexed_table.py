@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from imagetasks.adapters.dynamo import DynamoDBClient, dynamodb_client, from_item, to_item, translate
-from imagetasks.domain.listing import ListSpec, SortDir
+from imagetasks.auth.identity import Caller
+from imagetasks.domain.errors import InvalidRequest
+from imagetasks.domain.listing import ListRequest, ListSpec, SortDir
 
 INDEX_ROW = "index"
 
@@ -31,6 +34,18 @@ class ReadStats:
 class Page:
     items: list[dict[str, Any]] = field(default_factory=list)
     stats: ReadStats = field(default_factory=ReadStats)
+
+
+def list_scope(caller: Caller, requested_owner: str | None) -> tuple[bool, str | None]:
+    """Which partition a list reads: (whether the caller sees anything, owner or None for all projects).
+
+    Admins get the owner they ask for, or every project; members get their own project, and nothing
+    at all (not an error) when they ask for another owner."""
+    if caller.is_admin:
+        return True, requested_owner
+    if requested_owner is not None and requested_owner != caller.project_id:
+        return False, None
+    return True, caller.project_id
 
 
 class IndexedTable:
@@ -89,6 +104,37 @@ class IndexedTable:
         ops: list[dict[str, Any]] = [{"Put": {"TableName": self.table_name, "Item": main, **condition}}]
         ops += [{"Put": {"TableName": self.table_name, "Item": row}} for row in rows]
         return ops
+
+    def list_visible(
+        self,
+        caller: Caller,
+        request: ListRequest,
+        moment: datetime,
+        record_name: str,
+        marker_sort_values: Callable[[str], Mapping[str, str] | None],
+    ) -> Page | None:
+        """One page of the index rows `caller` may see, or None when the request shows nothing.
+
+        `marker_sort_values(id)` gives the marker record's sort values, or None when the caller may not
+        see it; such a marker is refused the way Glance refuses it ("<record_name> with the given id ...")."""
+        visible, scope = list_scope(caller, request.owner)
+        if not visible:
+            return None
+        start_after = None
+        if request.marker is not None:
+            sort_values = marker_sort_values(request.marker)
+            if sort_values is None:
+                raise InvalidRequest(f"{record_name} with the given id {request.marker} was not found")
+            start_after = (request.marker, sort_values[request.sort_key])
+        return self.query_page(
+            self.spec.partition(scope, request.filters),
+            request.sort_key,
+            request.sort_dir,
+            request.limit,
+            start_after,
+            lambda row: caller.can_see(row["owner"]),
+            int(moment.timestamp()),
+        )
 
     def query_page(
         self,

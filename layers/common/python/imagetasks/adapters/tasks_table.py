@@ -10,7 +10,7 @@ from imagetasks.adapters.dynamo import ConditionFailed, DynamoDBClient, to_item
 from imagetasks.adapters.indexed_table import IndexedTable, Page
 from imagetasks.auth.identity import Caller
 from imagetasks.domain import clock
-from imagetasks.domain.errors import ConcurrentUpdate, InvalidRequest, NotFound
+from imagetasks.domain.errors import ConcurrentUpdate, NotFound
 from imagetasks.domain.listing import ListRequest, SortDir
 from imagetasks.domain.tasks import (
     TASK_LIST_SPEC,
@@ -155,27 +155,15 @@ class TasksTable:
 
     def list(self, caller: Caller, request: ListRequest, moment: datetime) -> list[dict[str, Any]]:
         """One page of task stubs (plain stored fields) visible to the caller."""
-        if caller.is_admin:
-            scope: str | None = request.owner
-        else:
-            if request.owner is not None and request.owner != caller.project_id:
-                return []
-            scope = caller.project_id
-        partition = TASK_LIST_SPEC.partition(scope, request.filters)
-        start_after = None
-        if request.marker is not None:
-            marker = self.get(request.marker)
-            if marker is None or not caller.can_see(marker.owner) or marker.is_expired(moment):
-                raise InvalidRequest(f"Task with the given id {request.marker} was not found")
-            start_after = (marker.id, task_sort_values(marker)[request.sort_key])
-        page = self.table.query_page(
-            partition,
-            request.sort_key,
-            request.sort_dir,
-            request.limit,
-            start_after,
-            lambda row: caller.can_see(row["owner"]),
-            int(moment.timestamp()),
-        )
+
+        def marker_sort_values(task_id: str) -> dict[str, str] | None:
+            task = self.get(task_id)
+            if task is None or not caller.can_see(task.owner) or task.is_expired(moment):
+                return None
+            return task_sort_values(task)
+
+        page = self.table.list_visible(caller, request, moment, "Task", marker_sort_values)
+        if page is None:
+            return []
         self.last_page = page
         return page.items
