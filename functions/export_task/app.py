@@ -5,19 +5,15 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Literal
 
-from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel
 
 from imagetasks.config import settings
 from imagetasks.conversion import ConversionService, conversion_service
-from imagetasks.observability import logger, tracer
-from imagetasks.steps import processing_step
+from imagetasks.steps import StepEvent, workflow_step
 
 
-class ExportStep(BaseModel):
+class ExportStep(StepEvent):
     step: Literal["export"]
-    task_id: str
 
 
 @lru_cache(maxsize=1)
@@ -25,11 +21,7 @@ def service() -> ConversionService:
     return conversion_service(settings())
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@event_parser(model=ExportStep)
-@processing_step
+@workflow_step(ExportStep)
 def lambda_handler(event: ExportStep, context: LambdaContext) -> dict[str, Any]:
-    logger.append_keys(task_id=event.task_id, step=event.step)
     # qemu-img gets what is left of this invocation, less the time the upload needs.
     return service().export(event.task_id, context.get_remaining_time_in_millis() / 1000)

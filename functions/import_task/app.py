@@ -5,20 +5,16 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Literal
 
-from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel
 
 from imagetasks import composition
 from imagetasks.config import settings
 from imagetasks.import_task import ImportTask
-from imagetasks.observability import logger, tracer
-from imagetasks.steps import processing_step
+from imagetasks.steps import StepEvent, workflow_step
 
 
-class ImportStep(BaseModel):
+class ImportStep(StepEvent):
     step: Literal["fetch", "register"]
-    task_id: str
     staged: dict[str, Any] | None = None
 
 
@@ -27,12 +23,8 @@ def import_task() -> ImportTask:
     return composition.import_task(settings())
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@event_parser(model=ImportStep)
-@processing_step
+@workflow_step(ImportStep)
 def lambda_handler(event: ImportStep, context: LambdaContext) -> dict[str, Any]:
-    logger.append_keys(task_id=event.task_id, step=event.step)
     if event.step == "fetch":
         return import_task().fetch(event.task_id)
     seconds_left = context.get_remaining_time_in_millis() / 1000
