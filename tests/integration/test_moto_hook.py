@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -108,6 +109,19 @@ def _wait_for_execution(sfn, arn: str) -> dict:
     raise AssertionError(f"execution {arn} did not end")
 
 
+def _bucket_notifying(bucket: str, function: FunctionSpec, prefix: str | None = None) -> Any:
+    """A new bucket whose object-created events (under `prefix`, if given) invoke `function`."""
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    configuration: dict[str, Any] = {"LambdaFunctionArn": function.arn, "Events": ["s3:ObjectCreated:*"]}
+    if prefix is not None:
+        configuration["Filter"] = {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}}
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration={"LambdaFunctionConfigurations": [configuration]}
+    )
+    return s3
+
+
 def test_a_direct_invoke_runs_the_handler_with_its_own_environment(hooked, functions):
     hook, _ = hooked
     calls_before = hook.calls
@@ -175,20 +189,7 @@ def test_a_step_functions_task_goes_through_the_hook_and_retry_catch_see_the_err
 
 def test_an_s3_notification_goes_through_the_hook(hooked, functions, tmp_path):
     hook, _ = hooked
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket="hooktest-uploads")
-    s3.put_bucket_notification_configuration(
-        Bucket="hooktest-uploads",
-        NotificationConfiguration={
-            "LambdaFunctionConfigurations": [
-                {
-                    "LambdaFunctionArn": functions["Recorder"].arn,
-                    "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "uploads/"}]}},
-                }
-            ]
-        },
-    )
+    s3 = _bucket_notifying("hooktest-uploads", functions["Recorder"], prefix="uploads/")
     calls_before = hook.calls
 
     s3.put_object(Bucket="hooktest-uploads", Key="uploads/p1/a disk.qcow2", Body=b"data")
@@ -202,16 +203,7 @@ def test_an_s3_notification_goes_through_the_hook(hooked, functions, tmp_path):
 
 def test_a_crash_in_an_s3_triggered_handler_is_logged_with_its_traceback(hooked, functions, caplog):
     hook, _ = hooked
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket="hooktest-crash")
-    s3.put_bucket_notification_configuration(
-        Bucket="hooktest-crash",
-        NotificationConfiguration={
-            "LambdaFunctionConfigurations": [
-                {"LambdaFunctionArn": functions["Flaky"].arn, "Events": ["s3:ObjectCreated:*"]}
-            ]
-        },
-    )
+    s3 = _bucket_notifying("hooktest-crash", functions["Flaky"])
 
     s3.put_object(Bucket="hooktest-crash", Key="x", Body=b"data")  # moto swallows the error itself
     hook.wait_for_notifications()
