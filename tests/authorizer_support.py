@@ -3,6 +3,10 @@ with a token, the handler invoked as API Gateway would, and the settings the han
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -48,3 +52,23 @@ def use_settings(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
 def log_lines(caplog: pytest.LogCaptureFixture, level: str) -> list[str]:
     """`message: reason` for each log record at `level`."""
     return [f"{r.getMessage()}: {getattr(r, 'reason', '')}" for r in caplog.records if r.levelname == level]
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler for fake servers that keeps the test output free of access-log lines."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def serve_on_loopback(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve `handler` on a free loopback port for the block; yields the base URL (no trailing slash)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -9,7 +9,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
@@ -21,10 +20,12 @@ from functions.authorizer import app
 from imagetasks.auth import keystone
 from tests.authorizer_support import (
     WILDCARD,
+    QuietHandler,
     assert_unauthorized,
     authorizer_event,
     invoke,
     log_lines,
+    serve_on_loopback,
     use_settings,
 )
 
@@ -129,7 +130,7 @@ def keystone_server() -> Iterator[tuple[dict[str, FakeKeystone], str]]:
     """One loopback server for the module; `holder["keystone"]` is swapped for a fresh fake per test."""
     holder: dict[str, FakeKeystone] = {}
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def _answer(self, status: int, headers: dict[str, str], body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
@@ -170,15 +171,8 @@ def keystone_server() -> Iterator[tuple[dict[str, FakeKeystone], str]]:
                 )
             self._answer(status, {}, body)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield holder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_on_loopback(Handler) as base_url:
+        yield holder, base_url
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
@@ -21,7 +20,15 @@ from jwt.algorithms import RSAAlgorithm
 
 from functions.authorizer import app
 from imagetasks.auth import oidc
-from tests.authorizer_support import WILDCARD, assert_unauthorized, authorizer_event, invoke, use_settings
+from tests.authorizer_support import (
+    WILDCARD,
+    QuietHandler,
+    assert_unauthorized,
+    authorizer_event,
+    invoke,
+    serve_on_loopback,
+    use_settings,
+)
 
 ISSUER = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Example"
 AUDIENCE = "client-id-123"
@@ -57,7 +64,7 @@ def jwks_server() -> Iterator[tuple[Jwks, str]]:
     """One loopback JWKS endpoint for the module; each test resets what it serves."""
     served = Jwks(keys=[])
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             with served.lock:
                 served.fetches += 1
@@ -68,15 +75,8 @@ def jwks_server() -> Iterator[tuple[Jwks, str]]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json"
-    server.shutdown()
-    server.server_close()
+    with serve_on_loopback(Handler) as base_url:
+        yield served, f"{base_url}/.well-known/jwks.json"
 
 
 @pytest.fixture
