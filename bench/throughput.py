@@ -78,51 +78,61 @@ def _level(stack: Any, server: Any, clients: int, tasks: int, timeout: float) ->
     }
 
 
-def run(quick: bool) -> dict[str, Any]:
+def _one_run(clients: int, tasks: int) -> dict[str, Any]:
+    """One sample on a fresh local stack, in this (fresh) process; the stack's logs go to a file."""
     import contextlib
     import resource
 
     from bench.common import WORK
     from bench.stack import local_stack
 
-    levels = ((1, 4), (8, 16)) if quick else ((1, 10), (8, 32), (32, 64))
-    repeats = 1 if quick else 3
-    # Under 32 clients the local stack once grew past 22 GiB: cap this process so it fails alone
+    # Under 32 clients the local stack once grew past 22 GiB: cap the process so it fails alone
     # (reported as NOT met) instead of taking the shared machine's memory.
     cap = 8 * 1024**3
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    results: list[dict[str, Any]] = []
     WORK.mkdir(parents=True, exist_ok=True)
-    with open(WORK / "throughput-stack.log", "w") as log, contextlib.redirect_stdout(log):
-        for clients, tasks in levels:
-            for _ in range(repeats):
-                # A fresh stack per run: the local stack slows down as executions pile up, and each
-                # sample should start from the same state.
-                try:
-                    with local_stack(max_tasks=64) as (stack, server):
-                        result = _level(stack, server, clients, tasks, timeout=120 + tasks * 3)
-                except Exception as error:  # a broken run is reported, never dropped
-                    result = {
-                        "clients": clients,
-                        "tasks_requested": tasks,
-                        "created": 0,
-                        "succeeded": 0,
-                        "failed": 0,
-                        "not_final": 0,
-                        "error": f"{type(error).__name__}: {error}"[:300],
-                        "created_per_s": 0.0,
-                        "completed_per_s": 0.0,
-                        "create_seconds": 0.0,
-                        "complete_seconds": 0.0,
-                    }
-                results.append(result)
-                say(
-                    f"  {clients} clients: {result['created']}/{tasks} created in "
-                    f"{result['create_seconds']:.1f} s, {result['succeeded']} succeeded, "
-                    f"{result['failed']} failed, {result['not_final']} not final, "
-                    f"all done in {result['complete_seconds']:.1f} s"
-                    + (f" ({result['error']})" if result.get("error") else "")
-                )
+    with (
+        open(WORK / f"throughput-{clients}.log", "a") as log,
+        contextlib.redirect_stdout(log),
+        local_stack(max_tasks=64) as (stack, server),
+    ):
+        return _level(stack, server, clients, tasks, timeout=120 + tasks * 3)
+
+
+def run(quick: bool) -> dict[str, Any]:
+    from bench.common import run_worker
+
+    levels = ((1, 4), (8, 16)) if quick else ((1, 10), (8, 32), (32, 64))
+    repeats = 1 if quick else 3
+    results: list[dict[str, Any]] = []
+    for clients, tasks in levels:
+        for _ in range(repeats):
+            # A fresh process and stack per run: the local stack slows down as executions pile up
+            # (and cannot be restarted in one process), so each sample starts from the same state.
+            try:
+                result = run_worker("bench.throughput", [str(clients), str(tasks)], timeout=1800)
+            except Exception as error:  # a broken run is reported, never dropped
+                result = {
+                    "clients": clients,
+                    "tasks_requested": tasks,
+                    "created": 0,
+                    "succeeded": 0,
+                    "failed": 0,
+                    "not_final": 0,
+                    "error": f"{type(error).__name__}: {str(error)[-300:]}",
+                    "created_per_s": 0.0,
+                    "completed_per_s": 0.0,
+                    "create_seconds": 0.0,
+                    "complete_seconds": 0.0,
+                }
+            results.append(result)
+            say(
+                f"  {clients} clients: {result['created']}/{tasks} created in "
+                f"{result['create_seconds']:.1f} s, {result['succeeded']} succeeded, "
+                f"{result['failed']} failed, {result['not_final']} not final, "
+                f"all done in {result['complete_seconds']:.1f} s"
+                + (f" ({result['error']})" if result.get("error") else "")
+            )
     rows = []
     targets = []
     for clients, tasks in levels:
@@ -155,11 +165,18 @@ def run(quick: bool) -> dict[str, Any]:
         "notes": [
             "These are the local stack's figures (moto and every function in one Python process), "
             "useful to compare changes, not AWS's.",
-            "Each run starts a fresh local stack. An earlier run on one shared stack slowed down "
-            "with every run (8 clients: 27 s, 42 s, 66 s for 32 tasks) and at 32 clients its "
+            "Each run starts a fresh local stack in a fresh process. An earlier run on one shared "
+            "stack slowed down with every run (8 clients: 27, 42, 66 s for 32 tasks); at 32 clients its "
             "functions ran over 30 s, creates timed out (48 of 64 created) and the process grew "
             "past 22 GiB before it was stopped: the local stack, not the service, is the limit here.",
             "Parameters: MaxConcurrentTasks 64, SlotPollSeconds 1; "
             "image: 1 MiB raw from a local HTTP server.",
         ],
     }
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(_one_run(int(sys.argv[1]), int(sys.argv[2]))), file=sys.__stdout__)
