@@ -10,9 +10,6 @@ import copy
 from collections.abc import Iterable
 from typing import Any
 
-from jsonschema import Draft4Validator
-from jsonschema.exceptions import best_match
-
 from imagetasks.domain.errors import InvalidRequest
 from imagetasks.domain.tasks import TaskStatus
 
@@ -89,6 +86,10 @@ def validate_create_body(body: dict[str, Any], task_types: Iterable[str]) -> Non
         raise InvalidRequest("Task 'type' is required")
     if "input" not in body:
         raise InvalidRequest("Task 'input' is required")
+    # jsonschema is imported on the first create, not at cold start (it costs ~90 ms to import).
+    from jsonschema import Draft4Validator
+    from jsonschema.exceptions import best_match
+
     schema = copy.deepcopy(task_schema(task_types))
     schema["additionalProperties"] = False
     # A task is created with an input object; null is only ever a stored value.

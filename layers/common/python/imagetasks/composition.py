@@ -4,26 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagetasks.adapters.images_table import ImagesTable
-from imagetasks.adapters.s3_objects import S3Objects
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.adapters.workflow import Workflow
 from imagetasks.config import Settings
-from imagetasks.conversion import conversion_service
 from imagetasks.domain.conversion import validate_convert_input, validate_export_input
 from imagetasks.domain.errors import InvalidRequest
-from imagetasks.domain.image_checks import ImageCheckSettings
 from imagetasks.domain.images import Image
 from imagetasks.domain.import_errors import ImportRejected
 from imagetasks.domain.import_filter import ImportFilter, ImportFilterSettings
 from imagetasks.domain.task_input import ImportRules, validate_import_input
 from imagetasks.domain.tasks import TaskType
-from imagetasks.import_task import ImportTask
-from imagetasks.imports import ImportSettings
 from imagetasks.lifecycle import Lifecycle
 from imagetasks.task_service import TaskService
+
+if TYPE_CHECKING:
+    # The import and conversion machinery (oslo.utils, s3transfer, qemu-img) is imported only by
+    # the functions that run it, so the API functions start quickly.
+    from imagetasks.import_task import ImportTask
+    from imagetasks.imports import ImportSettings
 
 
 def import_filter(settings: Settings) -> ImportFilter:
@@ -110,6 +111,9 @@ GIB = 1024**3
 
 
 def import_settings(settings: Settings) -> ImportSettings:
+    from imagetasks.domain.image_checks import ImageCheckSettings
+    from imagetasks.imports import ImportSettings
+
     base = import_filter(settings).settings
     return ImportSettings(
         filter=base,
@@ -126,6 +130,10 @@ def import_settings(settings: Settings) -> ImportSettings:
 
 
 def import_task(settings: Settings) -> ImportTask:
+    from imagetasks.adapters.s3_objects import S3Objects
+    from imagetasks.conversion import conversion_service
+    from imagetasks.import_task import ImportTask
+
     return ImportTask(
         settings,
         import_settings(settings),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import boto3
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -28,6 +29,9 @@ TRANSIENT_CODES = frozenset(
 )
 
 
+COPY_TRANSFER = TransferConfig(multipart_threshold=4 * 1024**3, multipart_chunksize=512 * 1024**2)
+
+
 def translate(error: ClientError, where: str) -> Exception:
     """The one place where S3 error codes of object moves become domain errors."""
     code = str(error.response.get("Error", {}).get("Code", ""))
@@ -48,10 +52,11 @@ class S3Objects:
         return self._client
 
     def copy(self, source_bucket: str, source_key: str, bucket: str, key: str) -> None:
-        """Server-side copy; boto3's managed copy switches to multipart copy above 8 MiB parts,
-        so objects over S3's 5 GiB single-copy limit work too."""
+        """Server-side copy: one CopyObject request up to 4 GiB, 512 MiB UploadPartCopy parts
+        above (S3's single-copy limit is 5 GiB). boto3's default, 8 MiB parts, would make a
+        10 GiB image cost 1,280 requests instead of 20."""
         try:
-            self.client.copy({"Bucket": source_bucket, "Key": source_key}, bucket, key)
+            self.client.copy({"Bucket": source_bucket, "Key": source_key}, bucket, key, Config=COPY_TRANSFER)
         except ClientError as error:
             raise translate(error, f"s3://{bucket}/{key}") from error
 
