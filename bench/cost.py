@@ -5,8 +5,9 @@ Counted, not guessed: state transitions (``*StateEntered`` events), Lambda invoc
 the local stack ran for the task, the state machine's ``TaskScheduled`` lambda steps among them),
 S3 and DynamoDB calls (botocore, in the handlers' threads). What depends on the image size is
 scaled from the 1 MiB import: staging parts (64 MiB parts), the managed copy into the images
-bucket (boto3's 8 MiB parts), and the fetch step's duration, extrapolated from the null-sink
-throughput measured here with the process pinned to one CPU (the 1769 MB function has 1 vCPU).
+bucket (512 MiB UploadPartCopy parts above 4 GiB), and the fetch step's duration,
+extrapolated from the null-sink throughput measured here with the process pinned to one CPU
+(the 1769 MB function has 1 vCPU).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from bench.common import GiB, MiB, fmt, run_worker, say, summary, verdict
 from bench.image_server import ImageServer
+from imagetasks.adapters.s3_objects import COPY_TRANSFER
 
 PRICES_CHECKED = "as published for us-east-1, checked 2025 (list prices of 2024-2025; they may have changed)"
 PRICES: dict[str, float] = {
@@ -34,7 +36,8 @@ PRICES: dict[str, float] = {
 }
 IMAGE_BYTES = 10 * GiB
 STAGING_PART = 64 * MiB
-COPY_PART = 8 * MiB  # boto3's default multipart_chunksize for managed copies
+# The register step's managed copy: its part size comes from the code, not from here.
+COPY_PART = COPY_TRANSFER.multipart_chunksize
 S3_PUT_CLASS = {
     "PutObject",
     "CopyObject",
@@ -193,7 +196,7 @@ def _price(
             s3_get += scaled
         s3_rows.append([op, n, scaled])
     if ops.get("s3:CopyObject") and not ops.get("s3:UploadPartCopy"):
-        # A 1 MiB object is copied in one CopyObject; above 8 MiB boto3 does a multipart copy.
+        # A 1 MiB object is copied in one CopyObject; above the threshold boto3 does a multipart copy.
         s3_put += 2 + copy_parts - 1
         s3_rows.append(
             [
