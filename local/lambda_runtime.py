@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 from local.template import REGION, FunctionSpec
 
@@ -338,7 +338,7 @@ def _import_handler(spec: FunctionSpec) -> Handler:
     handler = getattr(module, attribute, None)
     if not callable(handler):
         raise ImportError(f"{spec.logical_id}: {source} has no function {attribute}")
-    return handler
+    return cast(Callable[[Any, Any], Any], handler)
 
 
 def _set_aside_siblings(code_dir: Path, names: set[str], logical_id: str) -> None:

@@ -72,8 +72,10 @@ def _construct_intrinsic(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.No
         value = loader.construct_scalar(node)
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
-    else:
+    elif isinstance(node, yaml.MappingNode):
         value = loader.construct_mapping(node, deep=True)
+    else:
+        raise TemplateError(f"unexpected YAML node for !{tag_suffix}")
     if tag_suffix == "Ref":
         return {"Ref": value}
     if tag_suffix == "Condition":

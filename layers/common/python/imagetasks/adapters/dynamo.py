@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from imagetasks.domain.errors import ConcurrentUpdate, DomainError
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb import DynamoDBClient as DynamoDBClient  # re-exported for the tables
 else:
     DynamoDBClient = Any
 

@@ -33,11 +33,11 @@ class HttpError(Exception):
         self.headers = headers or {}
 
 
-def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[Any]:
     return Response(status_code=status, content_type=JSON, body=json.dumps(body), headers=headers or {})
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
     title = HTTPStatus(status).phrase
     return json_response(status, {"error": {"code": status, "title": title, "message": message}}, headers)
 
@@ -111,28 +111,28 @@ def json_body(app: APIGatewayRestResolver) -> dict[str, Any]:
 
 
 def install_error_handlers(app: APIGatewayRestResolver) -> None:
-    @app.exception_handler(HttpError)
-    def _http_error(error: HttpError) -> Response:
+    @app.exception_handler(HttpError)  # type: ignore[untyped-decorator]
+    def _http_error(error: HttpError) -> Response[Any]:
         return error_response(error.status, error.message, error.headers)
 
-    @app.exception_handler(InvalidRequest)
-    def _invalid(error: InvalidRequest) -> Response:
+    @app.exception_handler(InvalidRequest)  # type: ignore[untyped-decorator]
+    def _invalid(error: InvalidRequest) -> Response[Any]:
         return error_response(400, error.message)
 
-    @app.exception_handler(NotFound)
-    def _not_found(error: NotFound) -> Response:
+    @app.exception_handler(NotFound)  # type: ignore[untyped-decorator]
+    def _not_found(error: NotFound) -> Response[Any]:
         return error_response(404, error.message)
 
-    @app.exception_handler(DomainError)
-    def _domain(error: DomainError) -> Response:
+    @app.exception_handler(DomainError)  # type: ignore[untyped-decorator]
+    def _domain(error: DomainError) -> Response[Any]:
         logger.warning("Request refused by the domain", extra={"error": type(error).__name__})
         return error_response(409, error.message)
 
-    @app.exception_handler(Exception)
-    def _unexpected(error: Exception) -> Response:
+    @app.exception_handler(Exception)  # type: ignore[untyped-decorator]
+    def _unexpected(error: Exception) -> Response[Any]:
         logger.exception("Unexpected error while handling the request")
         return error_response(500, "The service could not complete the request; please try again.")
 
     @app.not_found
-    def _no_route(error: Exception) -> Response:
+    def _no_route(error: Exception) -> Response[Any]:
         return error_response(404, "The resource could not be found.")
