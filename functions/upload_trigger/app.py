@@ -24,21 +24,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from uploaded_objects import UploadedObjects
 
 from imagetasks import composition
-from imagetasks.config import Settings
+from imagetasks.config import settings
 from imagetasks.domain.errors import InvalidRequest
 from imagetasks.domain.import_errors import SourceUnavailable
 from imagetasks.domain.tasks import TaskType
-from imagetasks.lifecycle import Lifecycle
 from imagetasks.observability import logger, tracer
 from imagetasks.task_service import TaskService
 from imagetasks.uploads import NotAnUpload, parse_upload_key, plan_import, plan_unreadable, upload_task_id
 
 # Longer than S3's and Lambda's redelivery window (asynchronous retries end after 6 hours).
 IDEMPOTENCY_SECONDS = 24 * 3600
-
-
-class UploadTriggerSettings(Settings):
-    idempotency_table: str = "idempotency"
 
 
 class UploadEvent(BaseModel):
@@ -87,20 +82,8 @@ class RecordsNotImported(Exception):
 
 
 @lru_cache(maxsize=1)
-def settings() -> UploadTriggerSettings:
-    loaded = UploadTriggerSettings.from_environ()
-    assert isinstance(loaded, UploadTriggerSettings)  # from_environ builds the class it is called on
-    return loaded
-
-
-@lru_cache(maxsize=1)
 def task_service() -> TaskService:
     return composition.task_service(settings())
-
-
-@lru_cache(maxsize=1)
-def lifecycle() -> Lifecycle:
-    return composition.lifecycle(settings())
 
 
 @lru_cache(maxsize=1)
@@ -159,7 +142,7 @@ def import_upload(upload: dict[str, Any]) -> dict[str, Any]:
             return Outcome(outcome="created", key=event.key, task_id=task.id).model_dump()
     assert plan.refusal is not None
     task_service().create_failed(
-        TaskType.IMPORT, plan.task_input, plan.owner, plan.refusal, lifecycle(), task_id=event.task_id
+        TaskType.IMPORT, plan.task_input, plan.owner, plan.refusal, task_id=event.task_id
     )
     logger.warning(
         "Upload refused; its task failed",

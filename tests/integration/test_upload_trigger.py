@@ -31,7 +31,6 @@ def trigger(aws: dict[str, str], local_template: Any, monkeypatch: pytest.Monkey
     for cached in (
         module.settings,
         module.task_service,
-        module.lifecycle,
         module.uploaded_objects,
         module.idempotency_config,
         module.import_once,

@@ -104,6 +104,7 @@ def task_service(settings: Settings) -> TaskService:
         TasksTable(settings.tasks_table, settings.slots_table),
         Workflow(settings.state_machine_arn),
         validate_task_input(settings),
+        lifecycle(settings),
     )
 
 

@@ -20,6 +20,7 @@ class Settings(BaseModel):
     tasks_table: str = "tasks"
     images_table: str = "images"
     slots_table: str = "task-slots"
+    idempotency_table: str = "idempotency"
     state_machine_arn: str = ""
     task_ttl_hours: int = Field(default=48, ge=1)
     max_concurrent_tasks: int = Field(default=4, ge=1)

@@ -16,10 +16,13 @@ InputValidator = Callable[[TaskType, dict[str, Any], str], None]
 
 
 class TaskService:
-    def __init__(self, table: TasksTable, workflow: Workflow, validate: InputValidator) -> None:
+    def __init__(
+        self, table: TasksTable, workflow: Workflow, validate: InputValidator, lifecycle: Lifecycle
+    ) -> None:
         self.table = table
         self.workflow = workflow
         self.validate = validate
+        self.lifecycle = lifecycle
 
     def create(
         self,
@@ -49,14 +52,13 @@ class TaskService:
         task_input: dict[str, Any],
         owner: str,
         message: str,
-        lifecycle: Lifecycle,
         *,
         task_id: str | None = None,
     ) -> Task | None:
         """Record a task that could not start (its owner should see why): stored pending, then failed
         at once with `message`, no workflow. With an existing `task_id`, only the failing is redone."""
         task = self._store(task_type, task_input, owner, None, None, task_id)
-        return lifecycle.fail(task.id, message)
+        return self.lifecycle.fail(task.id, message)
 
     def _store(
         self,
