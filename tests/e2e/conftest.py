@@ -95,9 +95,10 @@ class QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
-# The stack for the tests: two processing slots (so the concurrency test can fill them) and the
+# The stack for the tests: two processing slots (so the concurrency test can fill them), a short
+# step timeout (so a test can pass it), and the
 # image server's port allowed by the import filter (loopback is allowed locally, ports are not).
-TEST_PARAMETERS = {"MaxConcurrentTasks": "2"}
+TEST_PARAMETERS = {"MaxConcurrentTasks": "2", "StepTimeoutSeconds": "15"}
 
 
 @pytest.fixture(scope="session")

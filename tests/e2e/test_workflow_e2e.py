@@ -172,3 +172,23 @@ def test_a_throttled_step_is_retried_and_the_task_succeeds(
         timeout=30,
     )
     assert shown.status_code == 200
+
+
+def test_a_step_that_runs_past_its_timeout_ends_the_task_in_failure(
+    local_stack: Any, image_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stack's StepTimeoutSeconds is 15 (tests/e2e/conftest.py); this step would take 25 s.
+    def too_slow(self: ImportTask, task_id: str) -> dict[str, Any]:
+        time.sleep(25)
+        raise RuntimeError("finished too late to matter")
+
+    monkeypatch.setattr(ImportTask, "fetch", too_slow)
+    image = make_raw(image_server.root)
+
+    task = create_task(
+        local_stack, import_body(image_server.url(image.name), "raw"), project="timeout-project"
+    )
+    finished, _ = wait_for_task(local_stack, task["id"], project="timeout-project", timeout=60)
+
+    assert finished["status"] == "failure"
+    assert "took longer than allowed" in finished["message"]
