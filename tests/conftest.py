@@ -33,7 +33,6 @@ def aws(monkeypatch: pytest.MonkeyPatch, local_template: Any) -> Iterator[dict[s
     """Moto with the template's tables and buckets, and the environment the functions get."""
     from moto import mock_aws
 
-    from imagetasks.config import settings
     from local.moto_fixes import serialise_dynamodb_writes
 
     serialise_dynamodb_writes()
@@ -57,9 +56,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, local_template: Any) -> Iterator[dict[s
         environment["STATE_MACHINE_ARN"] = machines["TaskWorkflow"]
         for key, value in environment.items():
             monkeypatch.setenv(key, str(value))
-        settings.cache_clear()
         yield environment
-        settings.cache_clear()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

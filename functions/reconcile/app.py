@@ -37,5 +37,9 @@ def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str,
         logger.warning("Ignoring an execution event this function does not handle", extra={"status": status})
         return {"reconciled": False}
     finished = lifecycle().fail(task_id, message)
+    if finished is not None:
+        # The workflow's own CleanUp step did not run: a step may still have staged data or image
+        # bits after the execution stopped. The task is final now, so nothing will add more.
+        composition.import_task(settings()).clean_up(task_id)
     logger.info("Execution ended outside the workflow", extra={"task_id": task_id, "status": status})
     return {"reconciled": finished is not None}

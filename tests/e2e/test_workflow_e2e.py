@@ -109,11 +109,15 @@ def test_an_aborted_execution_ends_its_task_in_failure_and_frees_its_slot(
     local_stack.client("stepfunctions").stop_execution(
         executionArn=arn, error="Operator", cause="stopped by a test"
     )
+    release.set()  # moto's interpreter acts on the stop once the running step returns
     finished, _ = wait_for_task(local_stack, task["id"], project="abort-project")
-    release.set()
 
     assert finished["status"] == "failure"
     assert finished["message"] == "The task's workflow was stopped before the task finished."
+    staged = local_stack.client("s3").list_objects_v2(
+        Bucket=local_stack.buckets["StagingBucket"], Prefix=f"{task['id']}/"
+    )
+    assert staged.get("KeyCount", 0) == 0, "what the stopped step staged should have been removed"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         item = local_stack.client("dynamodb").get_item(

@@ -29,7 +29,6 @@ def trigger(aws: dict[str, str], local_template: Any, monkeypatch: pytest.Monkey
         monkeypatch.setenv(name, str(value))
     module = load_handler("upload_trigger")
     for cached in (
-        module.settings,
         module.task_service,
         module.uploaded_objects,
         module.idempotency_config,
@@ -37,7 +36,6 @@ def trigger(aws: dict[str, str], local_template: Any, monkeypatch: pytest.Monkey
     ):
         cached.cache_clear()
     yield module
-    module.settings.cache_clear()
 
 
 @pytest.fixture

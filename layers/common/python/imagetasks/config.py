@@ -83,7 +83,20 @@ class Settings(BaseModel):
         return cls.model_validate(values)
 
 
-@lru_cache(maxsize=1)
+ENVIRONMENT_NAMES = tuple(name.upper() for name in Settings.model_fields)
+
+
 def settings() -> Settings:
-    """The process's settings (a Lambda environment does not change during the process's life)."""
-    return Settings.from_environ()
+    """The settings of the environment this code runs in, validated once per environment.
+
+    On Lambda a process has one environment for its whole life, so this is read once. The cache is
+    keyed by the values themselves because the local stack runs every function in one process,
+    each thread seeing its own function's environment."""
+    return _settings_for(tuple(os.environ.get(name) for name in ENVIRONMENT_NAMES))
+
+
+@lru_cache(maxsize=32)
+def _settings_for(values: tuple[str | None, ...]) -> Settings:
+    return Settings.from_environ(
+        {name: value for name, value in zip(ENVIRONMENT_NAMES, values, strict=True) if value is not None}
+    )
