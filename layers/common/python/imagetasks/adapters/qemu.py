@@ -113,21 +113,3 @@ class QemuImg:
             raise TaskFailure(f"qemu-img could not read the image: {_first_line(completed.stderr)}")
         info: dict[str, Any] = json.loads(completed.stdout)
         return info
-
-
-_default = QemuImg()
-
-
-def convert(
-    src_path: Path,
-    src_format: str,
-    dst_path: Path,
-    dst_format: str,
-    timeout: float,
-    options: Sequence[str] = (),
-) -> None:
-    _default.convert(src_path, src_format, dst_path, dst_format, timeout, options)
-
-
-def info(path: Path, fmt: str | None = None) -> dict[str, Any]:
-    return _default.info(path, fmt)
