@@ -71,18 +71,13 @@ def _setup() -> tuple[Any, str]:
     """moto with the template's tables and state machine; the API handler's environment."""
     import boto3
 
+    from local.provision import create_state_machines, create_tables
     from local.template import load_template
 
     template = load_template(REPOSITORY / "template.yaml")
     dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-    for table in template.tables.values():
-        dynamodb.create_table(**table.create_kwargs)
-    sfn = boto3.client("stepfunctions", region_name="us-east-1")
-    arns = {}
-    for machine in template.state_machines.values():
-        arns[machine.logical_id] = sfn.create_state_machine(
-            name=machine.name, definition=machine.definition, roleArn="arn:aws:iam::123456789012:role/wf"
-        )["stateMachineArn"]
+    create_tables(template, dynamodb)
+    arns = create_state_machines(template, boto3.client("stepfunctions", region_name="us-east-1"))
     environment = dict(template.functions["TasksApiFunction"].environment)
     environment["STATE_MACHINE_ARN"] = arns["TaskWorkflow"]
     for key, value in environment.items():

@@ -30,6 +30,7 @@ from local.events import matches
 from local.front import ApiFront, FrontServer
 from local.lambda_runtime import HandlerRunner, MotoLambdaHook
 from local.moto_fixes import serialise_dynamodb_writes
+from local.provision import create_buckets, create_state_machines, create_tables
 from local.template import (
     ACCOUNT_ID,
     LOCAL_PARAMETER_OVERRIDES,
@@ -218,14 +219,7 @@ class LocalStack:
             RoleName=f"{STACK_NAME}-role",
             AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
         )["Role"]["Arn"]
-        dynamodb = boto3.client("dynamodb", region_name=REGION)
-        for table in template.tables.values():
-            dynamodb.create_table(**table.create_kwargs)
-            if table.ttl_attribute:
-                dynamodb.update_time_to_live(
-                    TableName=table.name,
-                    TimeToLiveSpecification={"Enabled": True, "AttributeName": table.ttl_attribute},
-                )
+        create_tables(template, boto3.client("dynamodb", region_name=REGION))
         lambda_client = boto3.client("lambda", region_name=REGION)
         placeholder = _placeholder_zip()  # the code runs from its folder; moto only needs a package
         for function in template.functions.values():
@@ -240,8 +234,8 @@ class LocalStack:
                 Environment={"Variables": function.environment},
             )
         s3 = boto3.client("s3", region_name=REGION)
+        create_buckets(template, s3)
         for bucket in template.buckets.values():
-            s3.create_bucket(Bucket=bucket.name)
             if bucket.notifications:
                 s3.put_bucket_notification_configuration(
                     Bucket=bucket.name,
@@ -251,14 +245,7 @@ class LocalStack:
                         ]
                     },
                 )
-        stepfunctions = boto3.client("stepfunctions", region_name=REGION)
-        for machine in template.state_machines.values():
-            stepfunctions.create_state_machine(
-                name=machine.name,
-                definition=machine.definition,
-                roleArn=role_arn,
-                type=machine.type,
-            )
+        create_state_machines(template, boto3.client("stepfunctions", region_name=REGION), role_arn)
 
     def _start_thread(self, name: str, target: Any) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

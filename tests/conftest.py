@@ -34,24 +34,13 @@ def aws(monkeypatch: pytest.MonkeyPatch, local_template: Any) -> Iterator[dict[s
     from moto import mock_aws
 
     from local.moto_fixes import serialise_dynamodb_writes
+    from local.provision import create_buckets, create_state_machines, create_tables
 
     serialise_dynamodb_writes()
     with mock_aws():
-        dynamodb = boto3.client("dynamodb")
-        for table in local_template.tables.values():
-            dynamodb.create_table(**table.create_kwargs)
-        s3 = boto3.client("s3")
-        for bucket in local_template.buckets.values():
-            s3.create_bucket(Bucket=bucket.name)
-        sfn = boto3.client("stepfunctions")
-        machines = {}
-        for machine in local_template.state_machines.values():
-            created = sfn.create_state_machine(
-                name=machine.name,
-                definition=machine.definition,
-                roleArn="arn:aws:iam::123456789012:role/workflow",
-            )
-            machines[machine.logical_id] = created["stateMachineArn"]
+        create_tables(local_template, boto3.client("dynamodb"))
+        create_buckets(local_template, boto3.client("s3"))
+        machines = create_state_machines(local_template, boto3.client("stepfunctions"))
         environment = dict(local_template.functions["TasksApiFunction"].environment)
         environment["STATE_MACHINE_ARN"] = machines["TaskWorkflow"]
         for key, value in environment.items():

@@ -13,6 +13,7 @@ from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.auth.identity import Caller
 from imagetasks.domain.listing import ListRequest, SortDir
 from imagetasks.domain.tasks import TASK_LIST_SPEC, Task, TaskStatus, TaskType, new_task
+from local.provision import create_tables
 
 TASKS = 2000
 OWNERS = ("p1", "p2", "p3", "p4")
@@ -48,8 +49,7 @@ def filled_table(local_template: Any) -> Any:
 
     with mock_aws():
         client = boto3.client("dynamodb")
-        for table in local_template.tables.values():
-            client.create_table(**table.create_kwargs)
+        create_tables(local_template, client)
         names = {logical: spec.name for logical, spec in local_template.tables.items()}
         table = TasksTable(names["TasksTable"], names["TaskSlotsTable"], client)
         rng = random.Random(7)
