@@ -453,7 +453,7 @@ def load_template(
             props = resource.get("Properties") or {}
             content = props.get("ContentUri") or props.get("Content")
             if isinstance(content, str):
-                layer_dirs[resolver.ref(logical_id)] = base_dir / content
+                layer_dirs[resolver.ref(logical_id)] = _layer_python_dir(base_dir / content, resource)
 
     result = LocalTemplate(
         path=path,
@@ -599,6 +599,16 @@ def _truthy(value: Any) -> bool:
     return value is True or str(value).lower() == "true"
 
 
+def _layer_python_dir(content_dir: Path, resource: Mapping[str, Any]) -> Path:
+    """The local folder that becomes the layer's `python/` (on Lambda, `/opt/python`).
+
+    `sam build` with `BuildMethod: python3.x` copies the ContentUri folder itself into `python/`;
+    a layer uploaded as it is (no BuildMethod) must carry `python/` in its ContentUri.
+    """
+    build_method = str((resource.get("Metadata") or {}).get("BuildMethod", ""))
+    return content_dir if build_method.startswith("python") else content_dir / "python"
+
+
 def _function_spec(
     logical_id: str,
     resolver: _Resolver,
@@ -626,10 +636,10 @@ def _function_spec(
                 "%s: layer %s is not in the template; its code must already be importable", logical_id, layer
             )
             continue
-        # A Python layer's code lives under python/; a layer built from requirements.txt has none
-        # locally, its packages come from the virtual environment.
-        if (layer_dir / "python").is_dir():
-            layer_paths.append(layer_dir / "python")
+        # A layer built from requirements.txt alone has no code locally (its folder holds just that
+        # file): its packages come from the virtual environment.
+        if layer_dir.is_dir():
+            layer_paths.append(layer_dir)
     return FunctionSpec(
         logical_id=logical_id,
         name=name,
