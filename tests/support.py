@@ -101,3 +101,25 @@ def call(handler_module: ModuleType, event: dict[str, Any]) -> dict[str, Any]:
         except ValueError:
             response["json"] = None
     return response
+
+
+def start_processing(table: Any, task: Any) -> Any:
+    """Move a stored pending task to `processing`, as the workflow's TakeSlot does: processing steps
+    record their work only for a task that is still processing. `table` is a TasksTable."""
+    from datetime import timedelta
+
+    from imagetasks.domain import clock
+    from imagetasks.domain.tasks import TaskStatus
+
+    started = task.transition(TaskStatus.PROCESSING, clock.now(), timedelta(hours=1))
+    table.save_transition(task, started)
+    return started
+
+
+def fail_task(table: Any, task_id: str, message: str = "The task's processing step took too long") -> None:
+    """End a task in failure the way the workflow or the reconciler does, while a step may still run."""
+    from datetime import timedelta
+
+    from imagetasks.lifecycle import Lifecycle
+
+    assert Lifecycle(table, timedelta(hours=1), 10).fail(task_id, message) is not None

@@ -32,7 +32,7 @@ from tests.image_corpus import (
     make_vmdk_stream_optimized,
     require_qemu_img,
 )
-from tests.support import FakeLambdaContext, api_event, call, load_handler
+from tests.support import FakeLambdaContext, api_event, call, load_handler, start_processing
 
 OWNER = "project-a"
 
@@ -90,8 +90,10 @@ class Stack:
         return image
 
     def new_task(self, task_type: TaskType, task_input: dict[str, Any], owner: str = OWNER) -> str:
+        """A task as the workflow hands it to its step: stored, then processing."""
         task = new_task(task_type, task_input, owner)
         self.tasks.create(task)
+        start_processing(self.tasks, task)
         return task.id
 
     def run(self, kind: str, task_id: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from imagetasks.domain.images import image_id_for_task
 from imagetasks.domain.tasks import TaskType, new_task
 from imagetasks.steps import processing_step
 from tests.image_corpus import make_qcow2, make_qcow2_backing_file, require_qemu_img
+from tests.support import start_processing
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +26,7 @@ def _qemu() -> None:
 
 
 def stored_import(aws: dict[str, str], image: Path, owner: str = "p1", disk_format: str = "qcow2") -> str:
-    """An uploaded image and a pending import task pointing at it; the task's id."""
+    """An uploaded image and a processing import task pointing at it; the task's id."""
     key = f"uploads/{owner}/{image.name}"
     boto3.client("s3").put_object(Bucket=aws["UPLOADS_BUCKET"], Key=key, Body=image.read_bytes())
     task = new_task(
@@ -42,7 +43,9 @@ def stored_import(aws: dict[str, str], image: Path, owner: str = "p1", disk_form
         },
         owner,
     )
-    TasksTable(aws["TASKS_TABLE"], aws["SLOTS_TABLE"]).create(task)
+    table = TasksTable(aws["TASKS_TABLE"], aws["SLOTS_TABLE"])
+    table.create(task)
+    start_processing(table, task)
     return task.id
 
 
@@ -139,7 +142,7 @@ def test_an_uploaded_source_is_removed_once_imported_and_kept_when_not(
             "input": {**(task.input or {}), "source": "s3-upload"},
         }
     )
-    table.create(upload_task)
+    table.create(upload_task)  # a copy of a processing task: processing too
     steps = composition.import_task(Settings.from_environ())
 
     steps.register(upload_task.id, steps.fetch(upload_task.id))

@@ -42,7 +42,7 @@ from imagetasks.domain.conversion import (
     validate_convert_input,
     validate_export_input,
 )
-from imagetasks.domain.errors import ConcurrentUpdate
+from imagetasks.domain.errors import ConcurrentUpdate, TaskNotProcessing
 from imagetasks.domain.failures import TaskFailure
 from imagetasks.domain.image_checks import ImageChecker, ImageCheckSettings, ImageVerdict
 from imagetasks.domain.images import Image, image_id_for_task, new_image
@@ -250,7 +250,16 @@ class ConversionService:
             task_id=task.id,
             properties=dict(source.properties),
         ).model_copy(update={"min_disk": source.min_disk, "min_ram": source.min_ram})
-        self.images.create(image)
+        try:
+            self.images.create(image, guard=self.tasks.processing_guard(task.id))
+        except TaskNotProcessing:
+            logger.warning(
+                "Task no longer processing: converted image not registered, its data removed",
+                extra={"task_id": task.id, "image_key": key},
+            )
+            if self.images.get(new_id) is None:
+                self.objects.delete(self.settings.images_bucket, key)
+            raise
         logger.info("Image converted", extra={"image_id": new_id, "source": source.id, "format": target})
         return {"image_id": new_id}
 
@@ -272,6 +281,17 @@ class ConversionService:
             with WORKSPACES.open(self.settings.work_root, task.id) as work:
                 output = self._convert_locally(source, target, work, seconds_left)
                 staged, _ = self._upload(output, bucket, key, checker, source)
+        try:
+            # Nothing else is written for an export: the workflow records the result below on the
+            # task, conditionally on it still processing. A task that ended meanwhile gets no file.
+            self.tasks.require_processing(task.id)
+        except TaskNotProcessing:
+            logger.warning(
+                "Task no longer processing: exported file removed",
+                extra={"task_id": task.id, "export_key": key},
+            )
+            self.objects.delete(bucket, key)
+            raise
         expires_at = clock.now() + timedelta(seconds=self.settings.export_url_seconds)
         url = self.objects.presigned_get(bucket, key, self.settings.export_url_seconds)
         logger.info("Image exported", extra={"image_id": source.id, "format": target, "size": staged.size})
@@ -324,9 +344,10 @@ class ConversionService:
             raise TaskFailure(f"Image {source.id} was deleted while the task was working on it")
 
     def _note_task(self, source: Image, task: Task) -> None:
-        """Record the task on the image (GET /v2/images/{id}/tasks); bookkeeping, never fatal."""
+        """Record the task on the image (GET /v2/images/{id}/tasks); bookkeeping, never fatal, but
+        only for a task still processing (TaskNotProcessing stops the step before any work)."""
         try:
-            self.images.add_task(source.id, task.id)
+            self.images.add_task(source.id, task.id, guard=self.tasks.processing_guard(task.id))
         except ConcurrentUpdate:
             logger.warning("Could not record the task on its image", extra={"image_id": source.id})
 

@@ -9,6 +9,7 @@ from imagetasks.adapters.s3_objects import S3Objects
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.config import Settings
 from imagetasks.conversion import ConversionService
+from imagetasks.domain.errors import TaskNotProcessing
 from imagetasks.domain.failures import TaskFailure
 from imagetasks.domain.image_checks import ExpectedChecksums
 from imagetasks.domain.images import Image, extra_properties, image_id_for_task, new_image
@@ -66,6 +67,13 @@ class ImportTask:
             project_id=task.owner,
             s3_client=self.objects.client,
         )
+        try:
+            self.tasks.require_processing(task.id)
+        except TaskNotProcessing:
+            # Nothing records a fetch, but its staged data would wait for the bucket's lifecycle rule.
+            logger.warning("Task no longer processing: staged data removed", extra={"task_id": task.id})
+            self.objects.delete(result.staged_bucket, result.staged_key)
+            raise
         logger.info("Image staged", extra={"size": result.size, "format": result.detected_format})
         return result.model_dump()
 
@@ -101,11 +109,26 @@ class ImportTask:
             else:
                 self.objects.copy(fetched.staged_bucket, fetched.staged_key, self.settings.images_bucket, key)
                 image = image.model_copy(update={"bucket": self.settings.images_bucket, "key": key})
-            self.images.create(image)
+            try:
+                self.images.create(image, guard=self.tasks.processing_guard(task.id))
+            except TaskNotProcessing:
+                self._discard(task.id, fetched, key)
+                raise
             logger.info("Image registered", extra={"image_id": image_id})
         self.objects.delete(fetched.staged_bucket, fetched.staged_key)
         self._remove_upload(task)
         return {"image_id": image_id}
+
+    def _discard(self, task_id: str, fetched: FetchResult, key: str) -> None:
+        """The task ended while register ran (a step timeout, the reconciler): no image record was
+        written, so remove its bits and the staged data (the failure's clean-up may already have run)."""
+        logger.warning(
+            "Task no longer processing: image not registered, its data removed",
+            extra={"task_id": task_id, "image_key": key},
+        )
+        if self.images.get(image_id_for_task(task_id)) is None:
+            self.objects.delete(self.settings.images_bucket, key)
+        self.objects.delete(fetched.staged_bucket, fetched.staged_key)
 
     def _converted(self, staged: Image, target: str, key: str, task_id: str, seconds_left: float) -> Image:
         if self.conversion is None:

@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from imagetasks.adapters.dynamo import TransientError
-from imagetasks.domain.errors import DomainError
+from imagetasks.domain.errors import DomainError, TaskNotProcessing
 from imagetasks.domain.failures import TaskFailure
 from imagetasks.domain.import_errors import ImportRejected, TransientImportError
 from imagetasks.observability import logger, tracer
@@ -39,6 +39,12 @@ def processing_step(function: Callable[P, R]) -> Callable[P, R]:
             return function(*args, **kwargs)
         except (TransientError, TransientImportError, TaskFailure):
             raise
+        except TaskNotProcessing as ended:
+            # The task failed (step timeout, reconciler) while this step ran; the step recorded
+            # nothing and removed what it wrote. Nobody may be listening any more; if the workflow
+            # is, this ends its task the usual way (the failure already recorded stays).
+            logger.warning("Step outlived its task; its work was discarded", extra={"reason": ended.message})
+            raise TaskFailure(ended.message) from ended
         except ImportRejected as refused:
             logger.info("Task refused", extra={"reason": refused.message})
             raise TaskFailure(refused.message) from refused

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,19 @@ class ConditionFailed(DomainError):
         self.reasons = list(reasons)
 
 
+@dataclass(frozen=True)
+class Guard:
+    """A condition a transaction depends on without writing it: a `ConditionCheck` placed first in
+    the transaction. When its condition fails, the refusal means `refused`, not a clash on the
+    items written (see `translate`)."""
+
+    check: dict[str, Any]  # the ConditionCheck's parameters (TableName, Key, ConditionExpression, ...)
+    refused: DomainError
+
+    def op(self) -> dict[str, Any]:
+        return {"ConditionCheck": self.check}
+
+
 def dynamodb_client(client: DynamoDBClient | None = None) -> DynamoDBClient:
     return client if client is not None else boto3.client("dynamodb")
 
@@ -59,8 +73,10 @@ def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (int(v) if isinstance(v, Decimal) else v) for k, v in plain.items()}
 
 
-def translate(error: ClientError) -> DomainError:
-    """The one place where DynamoDB error codes become domain errors."""
+def translate(error: ClientError, guard: Guard | None = None) -> DomainError:
+    """The one place where DynamoDB error codes become domain errors. With a `guard` (the first item
+    of the transaction), a transaction cancelled because the guard's condition failed is the
+    guard's own error, whatever happened to the other items."""
     code = error.response.get("Error", {}).get("Code", "")
     if code in TRANSIENT_CODES:
         return TransientError("The task store is busy; the operation will be retried.")
@@ -68,6 +84,8 @@ def translate(error: ClientError) -> DomainError:
         return ConditionFailed(["ConditionalCheckFailed"])
     if code == "TransactionCanceledException":
         reasons = [r.get("Code", "None") for r in error.response.get("CancellationReasons", [])]
+        if guard is not None and reasons and reasons[0] == "ConditionalCheckFailed":
+            return guard.refused
         if any(
             r in ("TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded") for r in reasons
         ):

@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from imagetasks.adapters.dynamo import ConditionFailed, DynamoDBClient, from_item, to_item
+from imagetasks.adapters.dynamo import ConditionFailed, DynamoDBClient, Guard, from_item, to_item
 from imagetasks.adapters.indexed_table import IndexedTable, Page
 from imagetasks.auth.identity import Caller
 from imagetasks.domain import clock
@@ -15,6 +15,7 @@ from imagetasks.domain.images import IMAGE_LIST_SPEC, Image, image_sort_values
 from imagetasks.domain.listing import ListRequest
 
 IMAGE_RECORD = "image"
+ATTEMPTS = 5
 STUB_FIELDS = (
     "name",
     "status",
@@ -82,13 +83,25 @@ class ImagesTable:
         )
         return self.table.put_ops(to_item(stored), rows, condition)
 
-    def create(self, image: Image) -> bool:
-        """Store a new image; False if an image with that id already exists (a retried step)."""
-        try:
-            self.table.transact(self._write_ops(image, {"ConditionExpression": "attribute_not_exists(id)"}))
-        except ConditionFailed:
-            return False
-        return True
+    def create(self, image: Image, guard: Guard | None = None) -> bool:
+        """Store a new image; False if an image with that id already exists (a retried step).
+
+        With a `guard` (TasksTable.processing_guard), only while the guard holds: the guard's error
+        (TaskNotProcessing) when it does not, and nothing is written."""
+        ops = self._write_ops(image, {"ConditionExpression": "attribute_not_exists(id)"})
+        for attempt in range(ATTEMPTS):
+            try:
+                self.table.transact(ops, guard)
+            except ConditionFailed:
+                return False
+            except ConcurrentUpdate:
+                # A guarded write clashed with a change of the task (its end being recorded): the
+                # next attempt sees the task as it is now.
+                if guard is None or attempt == ATTEMPTS - 1:
+                    raise
+                continue
+            return True
+        return False  # not reached: the last attempt returns or raises
 
     def get(self, image_id: str) -> Image | None:
         item = self.table.get(image_id)
@@ -102,9 +115,10 @@ class ImagesTable:
             raise NotFound(f"No image found with ID {image_id}")
         return image
 
-    def add_task(self, image_id: str, task_id: str) -> None:
-        """Record that a task worked on the image (for GET /v2/images/{id}/tasks)."""
-        for _ in range(5):
+    def add_task(self, image_id: str, task_id: str, guard: Guard | None = None) -> None:
+        """Record that a task worked on the image (for GET /v2/images/{id}/tasks); with a `guard`,
+        only while it holds (see `create`)."""
+        for _ in range(ATTEMPTS):
             image = self.get(image_id)
             if image is None or task_id in image.task_ids:
                 return
@@ -114,7 +128,7 @@ class ImagesTable:
                 "ExpressionAttributeValues": {":before": {"S": json.dumps(list(image.task_ids))}},
             }
             try:
-                self.table.transact(self._write_ops(updated, condition))
+                self.table.transact(self._write_ops(updated, condition), guard)
                 return
             except ConditionFailed:
                 continue

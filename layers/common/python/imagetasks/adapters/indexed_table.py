@@ -14,7 +14,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from imagetasks.adapters.dynamo import DynamoDBClient, dynamodb_client, from_item, to_item, translate
+from imagetasks.adapters.dynamo import DynamoDBClient, Guard, dynamodb_client, from_item, to_item, translate
 from imagetasks.auth.identity import Caller
 from imagetasks.domain.errors import InvalidRequest
 from imagetasks.domain.listing import ListRequest, ListSpec, SortDir
@@ -91,11 +91,14 @@ class IndexedTable:
         item = response.get("Item")
         return from_item(item) if item else None
 
-    def transact(self, items: list[dict[str, Any]]) -> None:
+    def transact(self, items: list[dict[str, Any]], guard: Guard | None = None) -> None:
+        """Write `items` in one transaction; with a `guard`, only while the guard's condition holds."""
+        if guard is not None:
+            items = [guard.op(), *items]
         try:
             self.client.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
         except ClientError as error:
-            raise translate(error) from error
+            raise translate(error, guard) from error
 
     def put_ops(
         self, main: dict[str, Any], rows: list[dict[str, Any]], condition: dict[str, Any]

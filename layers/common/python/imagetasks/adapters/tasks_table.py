@@ -6,11 +6,11 @@ import json
 from datetime import datetime
 from typing import Any
 
-from imagetasks.adapters.dynamo import ConditionFailed, DynamoDBClient, to_item
+from imagetasks.adapters.dynamo import ConditionFailed, DynamoDBClient, Guard, to_item
 from imagetasks.adapters.indexed_table import IndexedTable, Page
 from imagetasks.auth.identity import Caller
 from imagetasks.domain import clock
-from imagetasks.domain.errors import ConcurrentUpdate, NotFound
+from imagetasks.domain.errors import ConcurrentUpdate, NotFound, TaskNotProcessing
 from imagetasks.domain.listing import ListRequest, SortDir
 from imagetasks.domain.tasks import (
     TASK_LIST_SPEC,
@@ -99,6 +99,30 @@ class TasksTable:
         if item is None or item.get("record") != TASK_RECORD:
             return None
         return task_from_item(item)
+
+    def processing_guard(self, task_id: str) -> Guard:
+        """The condition a processing step's writes depend on: the task is still `processing`.
+
+        Put first in the step's transaction (the image it creates, the task it records on an image),
+        so that a task that failed, timed out or was reconciled meanwhile gets nothing written for it
+        (TaskNotProcessing instead)."""
+        return Guard(
+            check={
+                "TableName": self.table.table_name,
+                "Key": {"id": {"S": task_id}},
+                "ConditionExpression": "#s = :processing",
+                "ExpressionAttributeNames": {"#s": "status"},
+                "ExpressionAttributeValues": {":processing": {"S": TaskStatus.PROCESSING.value}},
+            },
+            refused=TaskNotProcessing(f"Task {task_id} is no longer processing"),
+        )
+
+    def require_processing(self, task_id: str) -> None:
+        """TaskNotProcessing unless the task is `processing` now (a consistent read), for a step
+        whose outcome is not a write of its own (an export: the workflow records its result)."""
+        task = self.get(task_id)
+        if task is None or task.status is not TaskStatus.PROCESSING:
+            raise TaskNotProcessing(f"Task {task_id} is no longer processing")
 
     def get_visible(self, task_id: str, caller: Caller, moment: datetime) -> Task:
         """The task if the caller may see it and it has not expired; NotFound otherwise (never 403)."""

@@ -27,3 +27,8 @@ class TaskAlreadyFinal(InvalidTransition):
 
 class ConcurrentUpdate(DomainError):
     """Someone else changed the task between our read and our conditional write; read again."""
+
+
+class TaskNotProcessing(DomainError):
+    """The task is no longer `processing` (it failed, timed out or was reconciled while a step ran):
+    the step must record nothing for it and remove what it wrote."""
