@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := layers/common/python:.
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help install run test lint unit integration e2e bench token clean
+.PHONY: help install run test lint unit integration e2e bench token clean build containers containers-test
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -38,6 +38,20 @@ lint: $(VENV)/.installed $(SAM_VENV)/.installed  ## ruff, mypy (strict on applic
 	$(VENV)/bin/mypy layers/common/python/imagetasks local $(wildcard functions/*/app.py)
 	$(SAM_VENV)/bin/sam validate --lint --region us-east-1
 
+# The functions declare python3.13: sam build needs that interpreter on PATH (local/find-python3.13
+# looks in $$PYTHON313, on PATH and in pyenv). QemuLayer copies the host's qemu-img (qemu-utils).
+build: $(SAM_VENV)/.installed  ## sam build: the deployable artifact in .aws-sam/build (needs Python 3.13, qemu-img)
+	@command -v qemu-img >/dev/null || { echo "make build: qemu-img missing: apt-get install -y qemu-utils" >&2; exit 1; }
+	@py313=$$(local/find-python3.13) || exit 1; \
+	echo "sam build with $$py313"; \
+	PATH="$$(dirname $$py313):$$PATH" $(SAM_VENV)/bin/sam build --cached --parallel
+
+containers: $(SAM_VENV)/.installed  ## podman, base and Lambda stand-in images, internal network (root; idempotent)
+	local/containers.sh setup
+
+containers-test: $(VENV)/.installed build  ## the built functions in Lambda-like containers (needs `make containers`)
+	$(VENV)/bin/pytest tests/build tests/containers -q
+
 unit: $(VENV)/.installed
 	$(VENV)/bin/pytest tests/unit -q
 
@@ -47,7 +61,7 @@ integration: $(VENV)/.installed
 e2e: $(VENV)/.installed
 	$(VENV)/bin/pytest tests/e2e -q
 
-test: lint  ## lint, then every test tier (unit, integration, end-to-end on the local stack)
+test: lint build  ## lint, sam build, then every test tier (unit, integration, end-to-end, built artifact, containers)
 	$(VENV)/bin/pytest -q
 
 bench: $(VENV)/.installed  ## benchmarks; figures go to bench/results.json and bench/RESULTS.md
