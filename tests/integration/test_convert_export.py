@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import pytest
 
+from imagetasks import conversion
 from imagetasks.adapters.images_table import ImagesTable
 from imagetasks.adapters.qemu import QemuImg
 from imagetasks.adapters.tasks_table import TasksTable
@@ -22,7 +23,7 @@ from imagetasks.conversion import ConversionService
 from imagetasks.domain import clock
 from imagetasks.domain.failures import TaskFailure
 from imagetasks.domain.images import Image, image_id_for_task, new_image
-from imagetasks.domain.tasks import TaskType, new_task
+from imagetasks.domain.tasks import TaskStatus, TaskType, new_task
 from tests.image_corpus import (
     MiB,
     file_digests,
@@ -32,7 +33,7 @@ from tests.image_corpus import (
     make_vmdk_stream_optimized,
     require_qemu_img,
 )
-from tests.support import FakeLambdaContext, api_event, call, load_handler, start_processing
+from tests.support import FakeLambdaContext, api_event, call, fail_task, load_handler, start_processing
 
 OWNER = "project-a"
 
@@ -533,3 +534,83 @@ def test_subprocess_is_never_given_a_shell(
         args[args.index("convert") + 1 : args.index("convert") + 3] == ["-f", "qcow2"] for args, _ in calls
     )
     json.dumps(calls[0][0])  # plain strings only
+
+
+# ------------------------------------------------------------------ a step that outlives its task
+LATE_MESSAGE = "The task's processing step took longer than allowed and was stopped."
+
+
+@pytest.mark.parametrize(
+    ("kind", "task_input"),
+    [
+        ("convert", {"disk_format": "raw"}),
+        ("export", {}),  # same format: streamed from the images bucket
+        ("export", {"disk_format": "vhdx"}),  # converted locally, then uploaded
+    ],
+    ids=["convert", "export", "export-converted"],
+)
+def test_a_task_that_fails_while_its_step_uploads_gets_nothing_recorded_and_no_file(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, task_input: dict[str, Any]
+) -> None:
+    # Given a task whose step is running when the task fails (a step timeout, the reconciler)
+    source = stack.put_image(make_qcow2(tmp_path), "qcow2")
+    task_id = stack.new_task(TaskType(kind), {"image_id": source.id, **task_input})
+    real_stage_stream = conversion.stage_stream
+
+    def fails_first(*args: Any, **kwargs: Any) -> Any:
+        fail_task(stack.tasks, task_id, LATE_MESSAGE)
+        return real_stage_stream(*args, **kwargs)
+
+    monkeypatch.setattr(conversion, "stage_stream", fails_first)
+
+    # When the step finishes its upload
+    with pytest.raises(TaskFailure, match="no longer processing"):
+        stack.run(kind, task_id)
+
+    # Then no image and no export file exist for it, and the failure (without a result) stands
+    assert stack.image_count() == 1 and stack.images.get(image_id_for_task(task_id)) is None
+    assert stack.keys("IMAGES_BUCKET") == [source.key] and stack.keys("EXPORTS_BUCKET") == []
+    assert stack.unfinished_uploads() == []
+    task = stack.tasks.get(task_id)
+    assert task is not None and task.status is TaskStatus.FAILURE
+    assert task.message == LATE_MESSAGE and task.result is None
+
+
+@pytest.mark.parametrize("kind", ["convert", "export"])
+def test_a_step_started_for_a_task_that_already_failed_records_nothing_and_does_no_work(
+    stack: Stack, tmp_path: Path, kind: str
+) -> None:
+    # Given a task that failed before its (late) step began
+    source = stack.put_image(make_qcow2(tmp_path), "qcow2")
+    task_id = stack.new_task(TaskType(kind), {"image_id": source.id, "disk_format": "raw"})
+    fail_task(stack.tasks, task_id, LATE_MESSAGE)
+
+    # When the step runs
+    with pytest.raises(TaskFailure, match="no longer processing"):
+        stack.run(kind, task_id)
+
+    # Then the task is not recorded on its image, and nothing was written
+    after = stack.images.get(source.id)
+    assert after is not None and after.task_ids == source.task_ids and task_id not in after.task_ids
+    assert stack.image_count() == 1 and stack.keys("EXPORTS_BUCKET") == []
+    assert stack.keys("IMAGES_BUCKET") == [source.key] and stack.unfinished_uploads() == []
+
+
+def test_the_result_of_a_step_that_outlived_its_task_is_never_recorded(stack: Stack, tmp_path: Path) -> None:
+    # Given an export that finished while its task was still processing, and the task failing
+    # before the workflow records the export's result (its URL)
+    source = stack.put_image(make_qcow2(tmp_path), "qcow2")
+    task_id = stack.new_task(TaskType.EXPORT, {"image_id": source.id})
+    result = stack.run("export", task_id)
+    fail_task(stack.tasks, task_id, LATE_MESSAGE)
+
+    # When the workflow's RecordSuccess arrives
+    recorded = load_handler("task_status").lambda_handler(
+        {"action": "succeed", "task_id": task_id, "result": result}, FakeLambdaContext()
+    )
+
+    # Then the task keeps its failure and no result
+    task = stack.tasks.get(task_id)
+    assert recorded == {"status": "success"}
+    assert task is not None and task.status is TaskStatus.FAILURE and task.result is None
+    assert task.message == LATE_MESSAGE

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 
-from imagetasks import composition
+from imagetasks import composition, conversion
+from imagetasks import import_task as import_task_module
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.config import Settings
 from imagetasks.domain.failures import TaskFailure
 from imagetasks.domain.images import image_id_for_task
-from imagetasks.domain.tasks import TaskType, new_task
+from imagetasks.domain.tasks import TaskStatus, TaskType, new_task
 from imagetasks.steps import processing_step
 from tests.image_corpus import make_qcow2, make_qcow2_backing_file, require_qemu_img
-from tests.support import start_processing
+from tests.support import fail_task, start_processing
 
 
 @pytest.fixture(autouse=True)
@@ -148,3 +151,73 @@ def test_an_uploaded_source_is_removed_once_imported_and_kept_when_not(
     steps.register(upload_task.id, steps.fetch(upload_task.id))
 
     assert objects(aws["UPLOADS_BUCKET"]) == []
+
+
+# ------------------------------------------------------------------ a step that outlives its task
+def failing_first(table: TasksTable, task_id: str, work: Callable[..., Any]) -> Callable[..., Any]:
+    """`work`, but the task fails (a step timeout, the reconciler) just before it runs."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        fail_task(table, task_id, LATE_MESSAGE)
+        return work(*args, **kwargs)
+
+    return run
+
+
+LATE_MESSAGE = "The task's processing step took longer than allowed and was stopped."
+
+
+def image_records(aws: dict[str, str]) -> int:
+    scan = boto3.client("dynamodb").scan(TableName=aws["IMAGES_TABLE"])
+    return sum(1 for item in scan["Items"] if item.get("record", {}).get("S") == "image")
+
+
+@pytest.mark.parametrize("conversion_format", ["", "raw"], ids=["copied", "converted"])
+def test_a_task_that_fails_while_register_runs_gets_no_image_and_no_data_is_left(
+    aws: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, conversion_format: str
+) -> None:
+    # Given an import whose data is staged, and a register step during which the task fails
+    task_id = stored_import(aws, make_qcow2(tmp_path))
+    steps = composition.import_task(Settings.from_environ({**aws, "CONVERSION_FORMAT": conversion_format}))
+    staged = steps.fetch(task_id)
+    table = TasksTable(aws["TASKS_TABLE"], aws["SLOTS_TABLE"])
+    if conversion_format:  # the image is converted, then uploaded to images/<id>
+        monkeypatch.setattr(
+            conversion, "stage_stream", failing_first(table, task_id, conversion.stage_stream)
+        )
+    else:  # the staged data is copied to images/<id>
+        monkeypatch.setattr(steps.objects, "copy", failing_first(table, task_id, steps.objects.copy))
+
+    # When the step finishes its work
+    with pytest.raises(TaskFailure, match="no longer processing"):
+        processing_step(steps.register)(task_id, staged)
+
+    # Then no image was registered, its data and the staged data are gone, the failure stands
+    assert steps.images.get(image_id_for_task(task_id)) is None and image_records(aws) == 0
+    assert objects(aws["IMAGES_BUCKET"]) == []
+    assert objects(aws["STAGING_BUCKET"]) == []
+    task = table.get(task_id)
+    assert task is not None and task.status is TaskStatus.FAILURE
+    assert task.message == LATE_MESSAGE and task.result is None and task.image_id is None
+
+
+def test_a_task_that_fails_while_fetch_runs_keeps_no_staged_data(
+    aws: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an import whose task fails while its source is being fetched
+    task_id = stored_import(aws, make_qcow2(tmp_path))
+    steps = composition.import_task(Settings.from_environ())
+    table = TasksTable(aws["TASKS_TABLE"], aws["SLOTS_TABLE"])
+    monkeypatch.setattr(
+        import_task_module,
+        "fetch_and_check",
+        failing_first(table, task_id, import_task_module.fetch_and_check),
+    )
+
+    # When the fetch finishes
+    with pytest.raises(TaskFailure, match="no longer processing"):
+        processing_step(steps.fetch)(task_id)
+
+    # Then what it staged is removed at once (not left for the bucket's lifecycle rule)
+    assert objects(aws["STAGING_BUCKET"]) == []
+    assert objects(aws["IMAGES_BUCKET"]) == [] and image_records(aws) == 0
