@@ -51,6 +51,11 @@ _IGNORED_TYPES = frozenset(
         "AWS::Lambda::Permission",
         "AWS::Logs::LogGroup",
         "AWS::CloudWatch::Alarm",
+        "AWS::ApiGateway::Account",
+        # Failed asynchronous invocations (queue, alarm topic): a local handler error is logged where it happens.
+        "AWS::SQS::Queue",
+        "AWS::SNS::Topic",
+        "AWS::SNS::Subscription",
     }
 )
 
