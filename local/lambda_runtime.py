@@ -116,6 +116,45 @@ class _ThreadLocalEnviron(os._Environ[str]):
         self._local.stack.pop()
 
 
+def function_credentials() -> tuple[str, str, str | None] | None:
+    """The calling thread's function's role credentials, when it runs inside a handler call."""
+    environ = os.environ
+    if not isinstance(environ, _ThreadLocalEnviron):
+        return None
+    overlay = environ._overlay()
+    if not overlay or not overlay.get("AWS_ACCESS_KEY_ID"):
+        return None
+    return (
+        overlay["AWS_ACCESS_KEY_ID"] or "",
+        overlay.get("AWS_SECRET_ACCESS_KEY") or "",
+        overlay.get("AWS_SESSION_TOKEN"),
+    )
+
+
+_CREDENTIALS_PATCHED = "_imagetasks_per_function"
+
+
+def credentials_per_function() -> None:
+    """botocore resolves credentials once per session and keeps them; boto3's default session is
+    shared by every handler of this process. A client created during a handler call gets that
+    function's role credentials instead, as each Lambda function has its own (idempotent)."""
+    from botocore.credentials import Credentials
+    from botocore.session import Session
+
+    original = Session.get_credentials
+    if getattr(original, _CREDENTIALS_PATCHED, False):
+        return
+
+    def get_credentials(self: Session) -> Any:
+        own = function_credentials()
+        if own is None:
+            return original(self)
+        return Credentials(*own)
+
+    setattr(get_credentials, _CREDENTIALS_PATCHED, True)
+    Session.get_credentials = get_credentials  # type: ignore[method-assign]
+
+
 def thread_environment() -> _ThreadLocalEnviron:
     """Install the overlay-capable `os.environ` once; it shares the real environment's storage."""
     current = os.environ
@@ -190,8 +229,14 @@ class Invocation:
 class HandlerRunner:
     """Imports each function's handler from its code folder (under a unique module name) and calls it."""
 
-    def __init__(self, functions: Iterable[FunctionSpec]) -> None:
+    def __init__(
+        self,
+        functions: Iterable[FunctionSpec],
+        credentials: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         self.functions: dict[str, FunctionSpec] = {spec.logical_id: spec for spec in functions}
+        # logical id → AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN of the function's role
+        self.credentials: dict[str, Mapping[str, str]] = dict(credentials or {})
         self._by_name = {spec.name: spec for spec in self.functions.values()}
         self._by_name.update({spec.arn: spec for spec in self.functions.values()})
         self._handlers: dict[str, Handler] = {}
@@ -240,6 +285,7 @@ class HandlerRunner:
                 "_HANDLER": spec.handler,
             }
         )
+        overlay.update(self.credentials.get(spec.logical_id, {}))
         return overlay
 
     @contextmanager

@@ -28,7 +28,8 @@ from moto.core.config import DefaultConfig
 
 from local.events import matches
 from local.front import ApiFront, FrontServer
-from local.lambda_runtime import HandlerRunner, MotoLambdaHook
+from local import iam
+from local.lambda_runtime import HandlerRunner, MotoLambdaHook, credentials_per_function
 from local.moto_fixes import serialise_dynamodb_writes
 from local.provision import create_buckets, create_state_machines, create_tables
 from local.template import (
@@ -78,6 +79,7 @@ class LocalStack:
         state_dir: Path = DEFAULT_STATE_DIR,
         ttl_sweep_seconds: float = 5.0,
         execution_poll_seconds: float = 0.5,
+        enforce_iam: bool = True,
     ) -> None:
         self.template_path = template_path
         self.host = host
@@ -87,6 +89,8 @@ class LocalStack:
         self.state_dir = state_dir
         self._ttl_sweep_seconds = ttl_sweep_seconds
         self._execution_poll_seconds = execution_poll_seconds
+        self._enforce_iam = enforce_iam
+        self.credentials: dict[str, iam.Credentials] = {}
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._mock: Any = None
@@ -146,7 +150,19 @@ class LocalStack:
         LocalStack._running = self
         try:
             serialise_dynamodb_writes()
-            self.hook = MotoLambdaHook(HandlerRunner(self.template.functions.values()))
+            if self._enforce_iam:
+                self.credentials = self._role_credentials(self.template)
+                credentials_per_function()
+                machines = [self.credentials[m] for m in self.template.state_machines if m in self.credentials]
+                if len(machines) == 1:  # the interpreter cannot tell machines apart: one role for all
+                    iam.state_machine_credentials(machines[0])
+                iam.enforce()
+            self.hook = MotoLambdaHook(
+                HandlerRunner(
+                    self.template.functions.values(),
+                    {logical_id: creds.as_environment() for logical_id, creds in self.credentials.items()},
+                )
+            )
             self.hook.install()
             if self._aws_port is not None:
                 from moto.server import ThreadedMotoServer
@@ -179,6 +195,7 @@ class LocalStack:
             self._moto_server = None
         if self.hook is not None:
             self.hook.uninstall()
+        iam.relax()
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
@@ -212,6 +229,15 @@ class LocalStack:
         return template
 
     # ---------------------------------------------------------------- resources
+    def _role_credentials(self, template: LocalTemplate) -> dict[str, iam.Credentials]:
+        """Each function's and state machine's role as `sam deploy` would create it, assumed."""
+        roles = iam.template_roles(self.template_path, template.parameters)
+        names = {logical_id: spec.name for logical_id, spec in template.functions.items()}
+        names.update({logical_id: spec.name for logical_id, spec in template.state_machines.items()})
+        return iam.create_roles(
+            roles, names, boto3.client("iam", region_name=REGION), boto3.client("sts", region_name=REGION)
+        )
+
     def _create_resources(self, template: LocalTemplate) -> None:
         iam = boto3.client("iam", region_name=REGION)
         # moto checks that a function's role exists; permissions themselves are not enforced.

@@ -267,6 +267,10 @@ class _Resolver:
             return rest_api_id(name)
         if kind in (TABLE_TYPE, BUCKET_TYPE, FUNCTION_TYPE):
             return self.physical_name(name)
+        if kind == "AWS::SNS::Topic":
+            return f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:{local_name(name)}"
+        if kind == "AWS::SQS::Queue":
+            return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{local_name(name)}"
         return name
 
     def get_att(self, logical_id: str, attribute: str) -> Any:
@@ -290,6 +294,10 @@ class _Resolver:
             values = {"Arn": f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{name}", "Name": name}
         elif kind in (API_TYPE, "AWS::ApiGateway::RestApi"):
             values = {"RootResourceId": "root"}
+        elif kind == "AWS::SQS::Queue":
+            values = {"Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}", "QueueName": name}
+        elif kind == "AWS::Logs::LogGroup":
+            values = {"Arn": f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:{name}:*"}
         if attribute in values:
             return values[attribute]
         log.debug("no local value for !GetAtt %s.%s; using a placeholder", logical_id, attribute)

@@ -1,0 +1,334 @@
+"""IAM as on AWS, locally: each function's role, as SAM expands it, enforced by moto.
+
+- The roles come from aws-sam-translator (the code `sam deploy` uses), run on template.yaml by
+  `local/sam_translate.py` in the SAM CLI's environment; their policy documents are resolved with the
+  local stack's own intrinsic resolver, so ARNs name the local tables, buckets and state machines.
+- Each function's role is created in moto's IAM and assumed through moto's STS: a function runs with
+  the temporary credentials of its own role, as on Lambda.
+- moto checks a request's signature and the caller's policies once IAM authentication is on. It only
+  knows the resource of S3 requests, though (every other service is checked against `*`, which no
+  resource-scoped policy matches), and it checks `TransactWriteItems` as one action where AWS checks
+  each item's own action on each item's table. `enforce()` adds the resource (and per-item actions)
+  for the services the functions call: DynamoDB, Step Functions, Secrets Manager.
+- Requests signed with the operator's key (the local stack itself, the tests, `aws --endpoint-url`
+  from a shell, using the access key `testing`) are not checked: only the functions are confined.
+  Unsigned requests (a presigned URL carries its signature in the query) are not checked either.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from local.template import ACCOUNT_ID, REGION, _Resolver, load_yaml
+
+log = logging.getLogger("local.iam")
+
+#: `testing`: the local stack's and the tests' key; `FOOBARKEY`: the one `mock_aws()` puts in the
+#: environment of the process it runs in.
+OPERATOR_ACCESS_KEYS = frozenset({"testing", "FOOBARKEY"})
+REPOSITORY = Path(__file__).resolve().parent.parent
+SAM_PYTHON = REPOSITORY / ".venv-sam" / "bin" / "python"
+TRANSLATE_SCRIPT = Path(__file__).resolve().parent / "sam_translate.py"
+
+
+class IamSetupError(RuntimeError):
+    """The template could not be translated into roles (aws-sam-translator missing or failing)."""
+
+
+@dataclass(frozen=True)
+class Role:
+    """The role of a function or state machine as CloudFormation would create it, intrinsics resolved."""
+
+    owner_logical_id: str  # the function or state machine that runs with it
+    role_logical_id: str
+    trust_policy: dict[str, Any]
+    inline_policies: dict[str, dict[str, Any]]  # policy name → policy document
+    managed_policy_arns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+    session_token: str
+
+    def as_environment(self) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "AWS_SESSION_TOKEN": self.session_token,
+        }
+
+    def as_json(self) -> dict[str, str]:
+        """The shape of an STS answer's Credentials (what the container bootstrap reads)."""
+        return {
+            "AccessKeyId": self.access_key_id,
+            "SecretAccessKey": self.secret_access_key,
+            "SessionToken": self.session_token,
+        }
+
+
+# ------------------------------------------------------------------ the template's roles
+
+
+def translate(template_path: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The CloudFormation template `sam deploy` would send (aws-sam-translator, in the SAM venv)."""
+    python = SAM_PYTHON if SAM_PYTHON.exists() else Path(sys.executable)
+    try:
+        completed = subprocess.run(  # noqa: S603 - our own script, our own arguments
+            [str(python), str(TRANSLATE_SCRIPT), str(template_path), json.dumps(dict(parameters))],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.CalledProcessError as error:
+        raise IamSetupError(
+            f"aws-sam-translator could not translate {template_path} (run `make install`):\n{error.stderr}"
+        ) from None
+    result: dict[str, Any] = json.loads(completed.stdout)
+    return result
+
+
+#: The resources that run with a role of the template's, and the property that names it.
+_ROLE_PROPERTY = {"AWS::Lambda::Function": "Role", "AWS::StepFunctions::StateMachine": "RoleArn"}
+
+
+def template_roles(template_path: Path, parameters: Mapping[str, Any]) -> dict[str, Role]:
+    """Function or state machine logical id → its role, from the translated template, resolved
+    against the local stack's names."""
+    translated = translate(template_path, parameters)
+    resolver = _Resolver(load_yaml(template_path), dict(parameters))
+    resources: dict[str, Any] = translated["Resources"]
+    roles: dict[str, Role] = {}
+    for logical_id, resource in resources.items():
+        role_property = _ROLE_PROPERTY.get(resource.get("Type", ""))
+        if role_property is None:
+            continue
+        role_ref = resource["Properties"].get(role_property)
+        if not (isinstance(role_ref, dict) and "Fn::GetAtt" in role_ref):
+            raise IamSetupError(f"{logical_id}: a role not made by SAM ({role_ref!r}) cannot be emulated")
+        role_id = role_ref["Fn::GetAtt"][0]
+        properties = resources[role_id]["Properties"]
+        roles[logical_id] = Role(
+            owner_logical_id=logical_id,
+            role_logical_id=role_id,
+            trust_policy=resolver.resolve(properties["AssumeRolePolicyDocument"]),
+            inline_policies={
+                policy["PolicyName"]: resolver.resolve(policy["PolicyDocument"])
+                for policy in properties.get("Policies", [])
+            },
+            managed_policy_arns=tuple(resolver.resolve(properties.get("ManagedPolicyArns", []))),
+        )
+    return roles
+
+
+def create_roles(roles: Mapping[str, Role], session_names: Mapping[str, str], iam: Any, sts: Any) -> dict[str, Credentials]:
+    """Create each role in moto and assume it; owner's logical id → the role's session credentials.
+
+    AWS managed policies are not created (moto does not load them by default); the template attaches
+    only AWSLambdaBasicExecutionRole and AWSXrayWriteOnlyAccess, which grant CloudWatch Logs and X-Ray:
+    the functions reach those through the runtime, never through an SDK call.
+    """
+    credentials: dict[str, Credentials] = {}
+    for logical_id, role in roles.items():
+        role_name = f"imagetasks-local-{logical_id}"[:64]
+        role_arn = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(role.trust_policy))[
+            "Role"
+        ]["Arn"]
+        for policy_name, document in role.inline_policies.items():
+            # SAM's policy templates carry no Version; IAM then reads them as 2008-10-17, which moto
+            # refuses. The versions differ only in policy variables, which these documents do not use.
+            versioned = {"Version": "2012-10-17", **document}
+            iam.put_role_policy(RoleName=role_name, PolicyName=policy_name, PolicyDocument=json.dumps(versioned))
+        answer = sts.assume_role(
+            RoleArn=role_arn, RoleSessionName=session_names.get(logical_id, logical_id)[:64], DurationSeconds=43200
+        )["Credentials"]
+        credentials[logical_id] = Credentials(
+            answer["AccessKeyId"], answer["SecretAccessKey"], answer["SessionToken"]
+        )
+    return credentials
+
+
+# ------------------------------------------------------------------ enforcement in moto
+
+
+def _arn(service: str, resource: str) -> str:
+    return f"arn:aws:{service}:{REGION}:{ACCOUNT_ID}:{resource}"
+
+
+def _table_arn(item: Mapping[str, Any]) -> str:
+    arn = _arn("dynamodb", f"table/{item.get('TableName', '*')}")
+    return f"{arn}/index/{item['IndexName']}" if item.get("IndexName") else arn
+
+
+#: TransactWriteItems is authorised item by item, with each item's own action (as AWS does).
+_TRANSACT_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem"}
+
+
+def dynamodb_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
+    """(action, resource ARN) pairs AWS would authorise for one DynamoDB request."""
+    if action == "TransactWriteItems":
+        for entry in body.get("TransactItems", []):
+            for kind, item in entry.items():
+                yield _TRANSACT_ACTIONS.get(kind, kind), _table_arn(item)
+    elif action == "TransactGetItems":
+        for entry in body.get("TransactItems", []):
+            yield "GetItem", _table_arn(entry.get("Get", {}))
+    elif action in ("BatchWriteItem", "BatchGetItem"):
+        for table in body.get("RequestItems", {}):
+            yield action, _table_arn({"TableName": table})
+    elif "TableName" in body:
+        yield action, _table_arn(body)
+    else:
+        yield action, "*"
+
+
+def stepfunctions_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
+    for key in ("stateMachineArn", "executionArn", "activityArn"):
+        if key in body:
+            yield action, str(body[key])
+            return
+    yield action, "*"
+
+
+def lambda_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
+    """Lambda's REST paths name the function: /2015-03-31/functions/{name or ARN}/invocations."""
+    parts = unquote(path).split("?", 1)[0].split("/")
+    if "functions" in parts and parts.index("functions") + 1 < len(parts):
+        name = parts[parts.index("functions") + 1]
+        name = name.split(":function:", 1)[-1].split(":", 1)[0]
+        iam_action = "InvokeFunction" if action in ("Invoke", "InvokeAsync") else action
+        yield iam_action, _arn("lambda", f"function:{name}")
+        return
+    yield action, "*"
+
+
+def secretsmanager_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
+    secret_id = str(body.get("SecretId", "*"))
+    if secret_id.startswith("arn:"):
+        yield action, secret_id
+        return
+    try:
+        from moto.secretsmanager.models import secretsmanager_backends
+
+        yield action, secretsmanager_backends[ACCOUNT_ID][REGION].describe_secret(secret_id).arn
+    except Exception:  # an unknown secret: AWS answers ResourceNotFound after authorising the name
+        yield action, _arn("secretsmanager", f"secret:{secret_id}")
+
+
+_CHECKS = {
+    "dynamodb": dynamodb_checks,
+    "states": stepfunctions_checks,
+    "secretsmanager": secretsmanager_checks,
+    "lambda": lambda_checks,
+}
+
+
+def _authorization(headers: Mapping[str, Any]) -> str:
+    value = headers.get("Authorization") or headers.get("authorization") or ""
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
+def _access_key(headers: Mapping[str, Any]) -> str | None:
+    authorization = _authorization(headers)
+    if "Credential=" not in authorization:
+        return None
+    return authorization.split("Credential=", 1)[1].split("/", 1)[0]
+
+
+def _service(headers: Mapping[str, Any]) -> str:
+    authorization = _authorization(headers)
+    scope = authorization.split("Credential=", 1)[-1].split(",", 1)[0].split("/")
+    return scope[3] if len(scope) > 3 else ""
+
+
+_PATCHED = "_imagetasks_iam"
+
+
+def enforce() -> None:
+    """Turn on moto's IAM checks for every request not signed by the operator (idempotent)."""
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # type: ignore[assignment]
+    original = ActionAuthenticatorMixin._authenticate_and_authorize_action
+    if getattr(original, _PATCHED, False):
+        return
+
+    def authorise(self: Any, iam_request_cls: type, resource: str = "*") -> None:
+        headers = self.headers
+        key = _access_key(headers)
+        if key is None or key in OPERATOR_ACCESS_KEYS:
+            return
+        service = _service(headers)
+        checks = _CHECKS.get(service)
+        action = self._get_action()
+        if checks is None:
+            pairs: list[tuple[str, str]] = [(action, resource)]
+        else:
+            try:
+                body = json.loads(self.raw_body or b"{}")
+            except ValueError:
+                body = {}
+            pairs = list(checks(action, body if isinstance(body, dict) else {}, self.raw_path))
+        path = self.raw_path
+        query = urlparse(self.uri).query
+        if query:
+            path += "?" + query
+        for item_action, item_resource in pairs:
+            request = iam_request_cls(
+                account_id=self.current_account,
+                method=self.method,
+                path=path,
+                data=self.data,
+                body=self.raw_body,
+                headers=headers,
+                action=item_action,
+            )
+            request.check_signature()
+            request.check_action_permitted(item_resource)
+
+    setattr(authorise, _PATCHED, True)
+    ActionAuthenticatorMixin._authenticate_and_authorize_action = authorise  # type: ignore[method-assign]
+
+
+def relax() -> None:
+    """Back to moto's default: nothing is checked (the stack calls this when it stops)."""
+    from moto import settings
+
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")  # type: ignore[assignment]
+
+
+def state_machine_credentials(credentials: Credentials) -> None:
+    """moto's ASL interpreter calls Lambda (and other services) with a fixed fake key; make it sign
+    with the workflow's role instead, so `LambdaInvokePolicy` and friends are enforced too."""
+    import importlib
+
+    import boto3
+    from botocore.config import Config
+
+    # imported now, so the loop below finds the module that holds the Lambda task's client factory
+    importlib.import_module("moto.stepfunctions.parser.asl.component.state.exec.state_task.lambda_eval_utils")
+
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        return boto3.client(
+            service_name=service,
+            region_name=region,
+            aws_access_key_id=credentials.access_key_id,
+            aws_secret_access_key=credentials.secret_access_key,
+            aws_session_token=credentials.session_token,
+            config=Config(parameter_validation=False, retries={"max_attempts": 0, "total_max_attempts": 1}),
+        )
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("moto.stepfunctions.parser") and hasattr(module, "boto_client_for"):
+            module.boto_client_for = boto_client_for

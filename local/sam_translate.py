@@ -1,0 +1,62 @@
+"""template.yaml → the CloudFormation template SAM deploys, printed as JSON on stdout.
+
+Run with the interpreter of the SAM CLI's environment (`.venv-sam/bin/python local/sam_translate.py
+TEMPLATE PARAMETERS_JSON`): aws-sam-translator lives there, beside the SAM CLI that uses it, and
+installing it beside moto would move pydantic away from the version the functions' layer pins.
+The output is what CloudFormation receives on `sam deploy`: roles with the policy templates expanded,
+event sources turned into permissions and notifications, Globals merged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+REGION = "us-east-1"
+
+
+class _NoManagedPolicies:
+    """The template names no AWS managed policy by its short name, so the map is never needed."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+#: What `sam package` turns a local path into before CloudFormation sees the template.
+_PACKAGED_PROPERTIES = ("CodeUri", "ContentUri", "DefinitionUri")
+
+
+def _as_packaged(template: dict[str, Any]) -> None:
+    """Local code paths become S3 URIs, as `sam package` makes them (the translator accepts only those)."""
+    for resource in (template.get("Resources") or {}).values():
+        properties = resource.get("Properties") or {}
+        for name in _PACKAGED_PROPERTIES:
+            if isinstance(properties.get(name), str) and not properties[name].startswith("s3://"):
+                properties[name] = f"s3://imagetasks-local-artifacts/{properties[name]}"
+
+
+def translate(template_path: Path, parameters: dict[str, Any]) -> dict[str, Any]:
+    os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
+    from samtranslator.translator.transform import transform
+    from samtranslator.yaml_helper import yaml_parse
+
+    sam_template = yaml_parse(template_path.read_text(encoding="utf-8"))
+    _as_packaged(sam_template)
+    result: dict[str, Any] = transform(sam_template, parameters, _NoManagedPolicies())  # type: ignore[arg-type]
+    return result
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        print("usage: sam_translate.py TEMPLATE PARAMETERS_JSON", file=sys.stderr)
+        return 2
+    parameters = json.loads(argv[2])
+    json.dump(translate(Path(argv[1]), parameters), sys.stdout, sort_keys=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))
