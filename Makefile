@@ -2,6 +2,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 SAM_VENV := .venv-sam
+LINT_VENV := .venv-lint
 PY := $(VENV)/bin/python
 export PYTHONPATH := layers/common/python:.
 export SAM_CLI_TELEMETRY := 0
@@ -24,7 +25,14 @@ $(SAM_VENV)/.installed:
 	$(SAM_VENV)/bin/pip install -q aws-sam-cli==1.170.0
 	touch $@
 
-install: $(VENV)/.installed $(SAM_VENV)/.installed  ## create the virtual environments
+# The template checkers, apart too: checkov pins its own versions of boto3, pydantic and friends.
+$(LINT_VENV)/.installed:
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install -q --upgrade pip
+	$(LINT_VENV)/bin/pip install -q cfn-lint==1.58.0 checkov==3.3.30
+	touch $@
+
+install: $(VENV)/.installed $(SAM_VENV)/.installed $(LINT_VENV)/.installed  ## create the virtual environments
 
 run: $(VENV)/.installed  ## the whole service locally: API on :3000, AWS endpoint on :5000 (ARGS="--api-port 8000")
 	$(PY) -m local $(ARGS)
@@ -32,11 +40,14 @@ run: $(VENV)/.installed  ## the whole service locally: API on :3000, AWS endpoin
 token: $(VENV)/.installed  ## mint a local token: make token PROJECT=p1 ROLES=member,admin (needs `make run` running)
 	$(PY) -m local.tokens --key-file local/.state/token.key --project $(PROJECT) --roles $(or $(ROLES),member)
 
-lint: $(VENV)/.installed $(SAM_VENV)/.installed  ## ruff, mypy (strict on application code), sam validate --lint
+lint: $(VENV)/.installed $(SAM_VENV)/.installed $(LINT_VENV)/.installed  ## ruff, mypy (strict on application code), sam validate --lint, cfn-lint, checkov
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy layers/common/python/imagetasks local $(wildcard functions/*/app.py)
 	$(SAM_VENV)/bin/sam validate --lint --region us-east-1
+	$(LINT_VENV)/bin/cfn-lint template.yaml
+	CKV_SKIP_PACKAGE_UPDATE_CHECK=true $(LINT_VENV)/bin/checkov -f template.yaml --framework cloudformation \
+		--skip-download --compact --quiet
 
 # The functions declare python3.13: sam build needs that interpreter on PATH (local/find-python3.13
 # looks in $$PYTHON313, on PATH and in pyenv). QemuLayer copies the host's qemu-img (qemu-utils).
@@ -68,4 +79,4 @@ bench: $(VENV)/.installed  ## benchmarks; figures go to bench/results.json and b
 	$(PY) -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam local/.state
+	rm -rf $(VENV) $(SAM_VENV) $(LINT_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam local/.state

@@ -52,7 +52,7 @@ _IGNORED_TYPES = frozenset(
         "AWS::Logs::LogGroup",
         "AWS::CloudWatch::Alarm",
         "AWS::ApiGateway::Account",
-        # Failed asynchronous invocations (queue, alarm topic): a local handler error is logged where it happens.
+        # The failed-invocations queue and the alarm topic: locally, a handler error is just logged.
         "AWS::SQS::Queue",
         "AWS::SNS::Topic",
         "AWS::SNS::Subscription",
