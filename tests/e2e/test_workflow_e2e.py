@@ -10,6 +10,10 @@ from typing import Any
 import pytest
 import requests
 
+from imagetasks.adapters.dynamo import Guard
+from imagetasks.adapters.images_table import ImagesTable
+from imagetasks.domain.errors import TaskNotProcessing
+from imagetasks.domain.images import Image, image_id_for_task
 from imagetasks.domain.import_errors import TransientStorageError
 from imagetasks.import_task import ImportTask
 from tests.e2e.helpers import create_task, import_body, wait_for_task
@@ -196,3 +200,55 @@ def test_a_step_that_runs_past_its_timeout_ends_the_task_in_failure(
 
     assert finished["status"] == "failure"
     assert "took longer than allowed" in finished["message"]
+
+
+def test_a_step_that_finishes_after_its_timeout_leaves_no_image_behind(
+    local_stack: Any, image_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an import whose register step has stored the image's data but is slow to create its
+    # record: the step timeout (15 s) ends the task meanwhile, and the step then goes on
+    project = "ghost-project"
+    headers = local_stack.headers(project)
+    original = ImagesTable.create
+    outcome: list[BaseException | bool] = []
+    finished_step = threading.Event()
+
+    def create_after_the_failure(self: ImagesTable, image: Image, guard: Guard | None = None) -> bool:
+        try:
+            deadline = time.monotonic() + 45
+            while time.monotonic() < deadline:
+                url = f"{local_stack.api_url}/v2/tasks/{image.task_ids[0]}"
+                if requests.get(url, headers=headers, timeout=30).json()["status"] == "failure":
+                    break
+                time.sleep(0.2)
+            created = original(self, image, guard)
+            outcome.append(created)
+            return created
+        except BaseException as error:
+            outcome.append(error)
+            raise
+        finally:
+            finished_step.set()
+
+    monkeypatch.setattr(ImagesTable, "create", create_after_the_failure)
+    image = make_raw(image_server.root)
+
+    # When the task fails by timeout and the late step then finishes
+    task = create_task(local_stack, import_body(image_server.url(image.name), "raw"), project=project)
+    failed, _ = wait_for_task(local_stack, task["id"], project=project, timeout=60)
+    assert finished_step.wait(60), "the late register step never finished"
+
+    # Then the step's write was refused, and there is no image: no record, no bits, nothing staged
+    assert failed["status"] == "failure" and "took longer than allowed" in failed["message"]
+    assert len(outcome) == 1 and isinstance(outcome[0], TaskNotProcessing), outcome
+    image_id = image_id_for_task(task["id"])
+    shown = requests.get(f"{local_stack.api_url}/v2/images/{image_id}", headers=headers, timeout=30)
+    assert shown.status_code == 404
+    listed = requests.get(f"{local_stack.api_url}/v2/images", headers=headers, timeout=30).json()
+    assert listed["images"] == []
+    s3 = local_stack.client("s3")
+    images = s3.list_objects_v2(Bucket=local_stack.buckets["ImagesBucket"], Prefix=f"images/{image_id}")
+    staged = s3.list_objects_v2(Bucket=local_stack.buckets["StagingBucket"], Prefix=f"{task['id']}/")
+    assert images["KeyCount"] == 0 and staged["KeyCount"] == 0
+    after = requests.get(f"{local_stack.api_url}/v2/tasks/{task['id']}", headers=headers, timeout=30).json()
+    assert after["status"] == "failure" and after["result"] is None
