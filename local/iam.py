@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -122,9 +123,10 @@ def template_roles(template_path: Path, parameters: Mapping[str, Any]) -> dict[s
             owner_logical_id=logical_id,
             role_logical_id=role_id,
             trust_policy=resolver.resolve(properties["AssumeRolePolicyDocument"]),
+            # resolved as a whole first: a policy may be an `Fn::If` that leaves nothing (AWS::NoValue)
             inline_policies={
-                policy["PolicyName"]: resolver.resolve(policy["PolicyDocument"])
-                for policy in properties.get("Policies", [])
+                policy["PolicyName"]: policy["PolicyDocument"]
+                for policy in resolver.resolve(properties.get("Policies", []))
             },
             managed_policy_arns=tuple(resolver.resolve(properties.get("ManagedPolicyArns", []))),
         )
@@ -258,6 +260,7 @@ def enforce() -> None:
     """Turn on moto's IAM checks for every request not signed by the operator (idempotent)."""
     from moto import settings
     from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.iam.access_control import IAMPolicyStatement
 
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # type: ignore[assignment]
     original = ActionAuthenticatorMixin._authenticate_and_authorize_action
@@ -299,6 +302,14 @@ def enforce() -> None:
 
     setattr(authorise, _PATCHED, True)
     ActionAuthenticatorMixin._authenticate_and_authorize_action = authorise  # type: ignore[method-assign]
+    IAMPolicyStatement._match = staticmethod(iam_glob_match)  # type: ignore[method-assign,assignment]
+
+
+def iam_glob_match(pattern: str, value: str) -> re.Match[str] | None:
+    """IAM's wildcards: `*` any run of characters, `?` exactly one; everything else literal.
+    (moto turns `*` into `.*` and leaves the rest as a regular expression, so `?` and `.` go wrong.)"""
+    expression = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(expression, value, flags=re.DOTALL)
 
 
 def relax() -> None:
