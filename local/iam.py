@@ -84,7 +84,7 @@ def translate(template_path: Path, parameters: Mapping[str, Any]) -> dict[str, A
     """The CloudFormation template `sam deploy` would send (aws-sam-translator, in the SAM venv)."""
     python = SAM_PYTHON if SAM_PYTHON.exists() else Path(sys.executable)
     try:
-        completed = subprocess.run(  # noqa: S603 - our own script, our own arguments
+        completed = subprocess.run(
             [str(python), str(TRANSLATE_SCRIPT), str(template_path), json.dumps(dict(parameters))],
             check=True,
             capture_output=True,
@@ -133,7 +133,9 @@ def template_roles(template_path: Path, parameters: Mapping[str, Any]) -> dict[s
     return roles
 
 
-def create_roles(roles: Mapping[str, Role], session_names: Mapping[str, str], iam: Any, sts: Any) -> dict[str, Credentials]:
+def create_roles(
+    roles: Mapping[str, Role], session_names: Mapping[str, str], iam: Any, sts: Any
+) -> dict[str, Credentials]:
     """Create each role in moto and assume it; owner's logical id → the role's session credentials.
 
     AWS managed policies are not created (moto does not load them by default); the template attaches
@@ -143,16 +145,20 @@ def create_roles(roles: Mapping[str, Role], session_names: Mapping[str, str], ia
     credentials: dict[str, Credentials] = {}
     for logical_id, role in roles.items():
         role_name = f"imagetasks-local-{logical_id}"[:64]
-        role_arn = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(role.trust_policy))[
-            "Role"
-        ]["Arn"]
+        role_arn = iam.create_role(
+            RoleName=role_name, AssumeRolePolicyDocument=json.dumps(role.trust_policy)
+        )["Role"]["Arn"]
         for policy_name, document in role.inline_policies.items():
             # SAM's policy templates carry no Version; IAM then reads them as 2008-10-17, which moto
             # refuses. The versions differ only in policy variables, which these documents do not use.
             versioned = {"Version": "2012-10-17", **document}
-            iam.put_role_policy(RoleName=role_name, PolicyName=policy_name, PolicyDocument=json.dumps(versioned))
+            iam.put_role_policy(
+                RoleName=role_name, PolicyName=policy_name, PolicyDocument=json.dumps(versioned)
+            )
         answer = sts.assume_role(
-            RoleArn=role_arn, RoleSessionName=session_names.get(logical_id, logical_id)[:64], DurationSeconds=43200
+            RoleArn=role_arn,
+            RoleSessionName=session_names.get(logical_id, logical_id)[:64],
+            DurationSeconds=43200,
         )["Credentials"]
         credentials[logical_id] = Credentials(
             answer["AccessKeyId"], answer["SecretAccessKey"], answer["SessionToken"]
@@ -173,7 +179,12 @@ def _table_arn(item: Mapping[str, Any]) -> str:
 
 
 #: TransactWriteItems is authorised item by item, with each item's own action (as AWS does).
-_TRANSACT_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem"}
+_TRANSACT_ACTIONS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
 
 
 def dynamodb_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
@@ -262,7 +273,7 @@ def enforce() -> None:
     from moto.core.authorization import ActionAuthenticatorMixin
     from moto.iam.access_control import IAMPolicyStatement
 
-    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # type: ignore[assignment]
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
     original = ActionAuthenticatorMixin._authenticate_and_authorize_action
     if getattr(original, _PATCHED, False):
         return
@@ -316,7 +327,7 @@ def relax() -> None:
     """Back to moto's default: nothing is checked (the stack calls this when it stops)."""
     from moto import settings
 
-    settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")  # type: ignore[assignment]
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
 
 
 def state_machine_credentials(credentials: Credentials) -> None:
@@ -342,4 +353,4 @@ def state_machine_credentials(credentials: Credentials) -> None:
 
     for name, module in list(sys.modules.items()):
         if name.startswith("moto.stepfunctions.parser") and hasattr(module, "boto_client_for"):
-            module.boto_client_for = boto_client_for
+            setattr(module, "boto_client_for", boto_client_for)  # noqa: B010 - a module, not a type

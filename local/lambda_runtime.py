@@ -152,7 +152,7 @@ def credentials_per_function() -> None:
         return Credentials(*own)
 
     setattr(get_credentials, _CREDENTIALS_PATCHED, True)
-    Session.get_credentials = get_credentials  # type: ignore[method-assign]
+    Session.get_credentials = get_credentials
 
 
 def thread_environment() -> _ThreadLocalEnviron:
@@ -287,6 +287,10 @@ class HandlerRunner:
         )
         overlay.update(self.credentials.get(spec.logical_id, {}))
         return overlay
+
+    def as_function(self, logical_id: str) -> Any:
+        """The calling thread sees what a handler of `logical_id` sees (its variables, its role)."""
+        return self._environment(self.functions[logical_id])
 
     @contextmanager
     def _environment(self, spec: FunctionSpec) -> Iterator[None]:

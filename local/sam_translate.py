@@ -45,7 +45,7 @@ def translate(template_path: Path, parameters: dict[str, Any]) -> dict[str, Any]
 
     sam_template = yaml_parse(template_path.read_text(encoding="utf-8"))
     _as_packaged(sam_template)
-    result: dict[str, Any] = transform(sam_template, parameters, _NoManagedPolicies())  # type: ignore[arg-type]
+    result: dict[str, Any] = transform(sam_template, parameters, _NoManagedPolicies())
     return result
 
 

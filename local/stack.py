@@ -26,9 +26,9 @@ from typing import Any
 import boto3
 from moto.core.config import DefaultConfig
 
+from local import iam
 from local.events import matches
 from local.front import ApiFront, FrontServer
-from local import iam
 from local.lambda_runtime import HandlerRunner, MotoLambdaHook, credentials_per_function
 from local.moto_fixes import serialise_dynamodb_writes
 from local.provision import create_buckets, create_state_machines, create_tables
@@ -153,7 +153,9 @@ class LocalStack:
             if self._enforce_iam:
                 self.credentials = self._role_credentials(self.template)
                 credentials_per_function()
-                machines = [self.credentials[m] for m in self.template.state_machines if m in self.credentials]
+                machines = [
+                    self.credentials[m] for m in self.template.state_machines if m in self.credentials
+                ]
                 if len(machines) == 1:  # the interpreter cannot tell machines apart: one role for all
                     iam.state_machine_credentials(machines[0])
                 iam.enforce()

@@ -1,0 +1,186 @@
+"""Each function's role, as `sam deploy` creates it, against the calls its code makes.
+
+The roles come from aws-sam-translator (local/iam.py) and moto enforces them: a call the template
+does not allow fails here as it would on AWS. Each IAM gap found on a deployment has a test that
+fails without its policy fix; the denials show the enforcement is real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from local import iam
+from local.template import load_template
+from tests.support import ROOT
+
+TEMPLATE = ROOT / "template.yaml"
+KEYSTONE_SECRET = "imagetasks-keystone-service"
+
+
+@pytest.fixture(scope="module")
+def roles() -> dict[str, iam.Role]:
+    """The translated roles, with a Keystone secret configured (the authorizer's policy depends on it)."""
+    template = load_template(TEMPLATE, {"KeystoneCredentialsSecret": KEYSTONE_SECRET})
+    return iam.template_roles(TEMPLATE, template.parameters)
+
+
+@pytest.fixture
+def enforced(aws: dict[str, str], roles: dict[str, iam.Role]) -> Iterator[dict[str, iam.Credentials]]:
+    """moto with the template's resources, every role created and assumed, IAM enforced."""
+    credentials = iam.create_roles(roles, {}, boto3.client("iam"), boto3.client("sts"))
+    iam.enforce()
+    try:
+        yield credentials
+    finally:
+        iam.relax()
+
+
+def client_of(credentials: iam.Credentials, service: str) -> Any:
+    return boto3.client(
+        service,
+        region_name="us-east-1",
+        aws_access_key_id=credentials.access_key_id,
+        aws_secret_access_key=credentials.secret_access_key,
+        aws_session_token=credentials.session_token,
+    )
+
+
+def unfinished_upload(bucket: str, key: str) -> str:
+    """An interrupted multipart upload, as a failed fetch or copy leaves it (made by the operator)."""
+    s3 = boto3.client("s3")
+    upload_id: str = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x" * 1024)
+    return upload_id
+
+
+def assert_denied(call: Any, **kwargs: Any) -> None:
+    with pytest.raises(ClientError) as raised:
+        call(**kwargs)
+    response = raised.value.response
+    # moto's JSON services answer a bare 403 where AWS names AccessDeniedException
+    assert response["Error"]["Code"] in {"AccessDenied", "AccessDeniedException", "403"}
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+# ------------------------------------------------------------------ gaps found on a deployment
+
+
+def test_the_import_may_remove_the_upload_it_imported(enforced, aws):
+    # Given an uploaded image
+    uploads = aws["UPLOADS_BUCKET"]
+    boto3.client("s3").put_object(Bucket=uploads, Key="uploads/p1/disk.qcow2", Body=b"image")
+    s3 = client_of(enforced["ImportTaskFunction"], "s3")
+    # When the import function removes it after the import, Then S3 allows it
+    s3.delete_object(Bucket=uploads, Key="uploads/p1/disk.qcow2")
+    assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket=uploads)
+    # ...and nothing outside uploads/, where the trigger does not listen
+    boto3.client("s3").put_object(Bucket=uploads, Key="elsewhere/disk.qcow2", Body=b"image")
+    assert_denied(s3.delete_object, Bucket=uploads, Key="elsewhere/disk.qcow2")
+
+
+@pytest.mark.parametrize("function", ["TaskStatusFunction", "ReconcileFunction"])
+def test_the_failure_clean_up_removes_staged_data_and_unfinished_uploads(enforced, aws, function):
+    from imagetasks.adapters.s3_objects import S3Objects
+
+    # Given what a failed import left in staging: an object and an interrupted multipart upload
+    staging = aws["STAGING_BUCKET"]
+    boto3.client("s3").put_object(Bucket=staging, Key="task-1/source", Body=b"partial")
+    unfinished_upload(staging, "task-1/image")
+    # When the clean-up runs with the function's role
+    S3Objects(client_of(enforced[function], "s3")).delete_prefix(staging, "task-1/")
+    # Then nothing is left, not even the multipart upload's parts
+    s3 = boto3.client("s3")
+    assert "Contents" not in s3.list_objects_v2(Bucket=staging, Prefix="task-1/")
+    assert not s3.list_multipart_uploads(Bucket=staging).get("Uploads")
+
+
+@pytest.mark.parametrize(
+    ("function", "bucket_variable"),
+    [
+        ("ImportTaskFunction", "STAGING_BUCKET"),
+        ("ImportTaskFunction", "IMAGES_BUCKET"),
+        ("ConvertTaskFunction", "IMAGES_BUCKET"),
+        ("ExportTaskFunction", "EXPORTS_BUCKET"),
+    ],
+)
+def test_a_failed_transfer_may_abort_its_multipart_upload(enforced, aws, function, bucket_variable):
+    bucket = aws[bucket_variable]
+    upload_id = unfinished_upload(bucket, "images/abandoned")
+    client_of(enforced[function], "s3").abort_multipart_upload(
+        Bucket=bucket, Key="images/abandoned", UploadId=upload_id
+    )
+    assert not boto3.client("s3").list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
+def test_the_authorizer_reads_the_keystone_secret_and_no_other(enforced):
+    secrets = boto3.client("secretsmanager")
+    secrets.create_secret(Name=KEYSTONE_SECRET, SecretString='{"username": "u", "password": "p"}')
+    secrets.create_secret(Name="someone-elses-secret", SecretString="do not read")
+    authorizer = client_of(enforced["AuthorizerFunction"], "secretsmanager")
+    assert authorizer.get_secret_value(SecretId=KEYSTONE_SECRET)["SecretString"].startswith("{")
+    assert_denied(authorizer.get_secret_value, SecretId="someone-elses-secret")
+
+
+def test_without_a_keystone_secret_the_authorizer_reads_no_secret_at_all():
+    template = load_template(TEMPLATE)
+    authorizer = iam.template_roles(TEMPLATE, template.parameters)["AuthorizerFunction"]
+    assert authorizer.inline_policies == {}
+
+
+# ------------------------------------------------------------------ the enforcement itself
+
+
+def test_a_function_cannot_touch_what_its_role_does_not_name(enforced, aws):
+    api = enforced["TasksApiFunction"]
+    assert_denied(client_of(api, "s3").put_object, Bucket=aws["IMAGES_BUCKET"], Key="images/x", Body=b"x")
+    assert_denied(client_of(api, "dynamodb").delete_table, TableName=aws["TASKS_TABLE"])
+    assert_denied(
+        client_of(api, "dynamodb").put_item, TableName=aws["SLOTS_TABLE"], Item={"id": {"S": "forged"}}
+    )
+
+
+def test_a_transaction_is_authorised_item_by_item(enforced, aws):
+    # The API may write tasks but only read images: a transaction touching both is refused as a whole
+    dynamodb = client_of(enforced["TasksApiFunction"], "dynamodb")
+    items = [
+        {"Put": {"TableName": aws["TASKS_TABLE"], "Item": {"id": {"S": "t1"}}}},
+        {"Put": {"TableName": aws["IMAGES_TABLE"], "Item": {"id": {"S": "i1"}}}},
+    ]
+    assert_denied(dynamodb.transact_write_items, TransactItems=items)
+    dynamodb.transact_write_items(TransactItems=items[:1])
+
+
+def test_the_workflow_may_invoke_its_functions_and_no_other(roles):
+    workflow = roles["TaskWorkflow"]
+    resources = {
+        resource
+        for document in workflow.inline_policies.values()
+        for statement in document["Statement"]
+        if "lambda:InvokeFunction" in statement["Action"]
+        for resource in (
+            [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]
+        )
+    }
+    names = {resource.rsplit(":function:", 1)[1] for resource in resources}
+    assert names == {
+        f"imagetasks-local-{name.lower()}*"
+        for name in ("TaskStatusFunction", "ImportTaskFunction", "ConvertTaskFunction", "ExportTaskFunction")
+    }
+
+
+def test_every_statement_names_its_resources(roles):
+    """Least privilege: no `*` resource, and no wildcard over a whole service's resources."""
+    for owner, role in roles.items():
+        for name, document in role.inline_policies.items():
+            for statement in document["Statement"]:
+                resources = statement["Resource"]
+                for resource in [resources] if isinstance(resources, str) else resources:
+                    assert resource != "*", f"{owner} {name}: {statement['Action']} on every resource"
+                    assert not resource.endswith((":*", ":secret:*", ":table/*")), (
+                        f"{owner} {name}: {resource}"
+                    )
