@@ -35,6 +35,7 @@ def import_filter(settings: Settings) -> ImportFilter:
             host_allowlist=settings.import_host_allowlist,
             host_denylist=settings.import_host_denylist,
             allow_loopback=settings.import_allow_loopback,
+            allow_private=settings.import_allow_private,
             allowed_s3_buckets=settings.import_s3_buckets,
         )
     )

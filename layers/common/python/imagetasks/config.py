@@ -34,6 +34,7 @@ class Settings(BaseModel):
     import_host_allowlist: tuple[str, ...] = ()
     import_host_denylist: tuple[str, ...] = ()
     import_allow_loopback: bool = False
+    import_allow_private: bool = False
     inspect_format: bool = True
     safety_checks: bool = True
     max_image_size_gib: float = 100
