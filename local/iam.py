@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -28,16 +27,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from local.template import ACCOUNT_ID, REGION, _Resolver, load_yaml
+from local import template
+from local.template import ACCOUNT_ID, REGION, _Resolver
 
 log = logging.getLogger("local.iam")
 
 #: `testing`: the local stack's and the tests' key; `FOOBARKEY`: the one `mock_aws()` puts in the
 #: environment of the process it runs in.
 OPERATOR_ACCESS_KEYS = frozenset({"testing", "FOOBARKEY"})
-REPOSITORY = Path(__file__).resolve().parent.parent
-SAM_PYTHON = REPOSITORY / ".venv-sam" / "bin" / "python"
-TRANSLATE_SCRIPT = Path(__file__).resolve().parent / "sam_translate.py"
 
 
 class IamSetupError(RuntimeError):
@@ -81,33 +78,26 @@ class Credentials:
 
 
 def translate(template_path: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """The CloudFormation template `sam deploy` would send (aws-sam-translator, in the SAM venv)."""
-    python = SAM_PYTHON if SAM_PYTHON.exists() else Path(sys.executable)
+    """The CloudFormation template `sam deploy` would send (aws-sam-translator, in the SAM venv; the
+    translation `load_template` made, when it was given the same parameters)."""
     try:
-        completed = subprocess.run(
-            [str(python), str(TRANSLATE_SCRIPT), str(template_path), json.dumps(dict(parameters))],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    except subprocess.CalledProcessError as error:
-        raise IamSetupError(
-            f"aws-sam-translator could not translate {template_path} (run `make install`):\n{error.stderr}"
-        ) from None
-    result: dict[str, Any] = json.loads(completed.stdout)
-    return result
+        return template.translate(template_path, parameters)
+    except template.TranslationError as error:
+        raise IamSetupError(str(error)) from None
 
 
 #: The resources that run with a role of the template's, and the property that names it.
 _ROLE_PROPERTY = {"AWS::Lambda::Function": "Role", "AWS::StepFunctions::StateMachine": "RoleArn"}
 
 
-def template_roles(template_path: Path, parameters: Mapping[str, Any]) -> dict[str, Role]:
-    """Function or state machine logical id → its role, from the translated template, resolved
-    against the local stack's names."""
-    translated = translate(template_path, parameters)
-    resolver = _Resolver(load_yaml(template_path), dict(parameters))
+def template_roles(
+    template_path: Path, parameters: Mapping[str, Any], translated: Mapping[str, Any] | None = None
+) -> dict[str, Role]:
+    """Function or state machine logical id → its role, from the translated template (`translated`,
+    e.g. `LocalTemplate.translated`, or translated now), resolved against the local stack's names."""
+    if translated is None:
+        translated = translate(template_path, parameters)
+    resolver = _Resolver(dict(translated), dict(parameters))
     resources: dict[str, Any] = translated["Resources"]
     roles: dict[str, Role] = {}
     for logical_id, resource in resources.items():
@@ -119,6 +109,16 @@ def template_roles(template_path: Path, parameters: Mapping[str, Any]) -> dict[s
             raise IamSetupError(f"{logical_id}: a role not made by SAM ({role_ref!r}) cannot be emulated")
         role_id = role_ref["Fn::GetAtt"][0]
         properties = resources[role_id]["Properties"]
+        # Policies attached to the role from outside it (AWS::IAM::Policy with Roles: [!Ref role]).
+        attached = [
+            {
+                "PolicyName": other["Properties"]["PolicyName"],
+                "PolicyDocument": other["Properties"]["PolicyDocument"],
+            }
+            for other in resources.values()
+            if other.get("Type") == "AWS::IAM::Policy"
+            and {"Ref": role_id} in other["Properties"].get("Roles", [])
+        ]
         roles[logical_id] = Role(
             owner_logical_id=logical_id,
             role_logical_id=role_id,
@@ -126,7 +126,7 @@ def template_roles(template_path: Path, parameters: Mapping[str, Any]) -> dict[s
             # resolved as a whole first: a policy may be an `Fn::If` that leaves nothing (AWS::NoValue)
             inline_policies={
                 policy["PolicyName"]: policy["PolicyDocument"]
-                for policy in resolver.resolve(properties.get("Policies", []))
+                for policy in resolver.resolve(properties.get("Policies", []) + attached)
             },
             managed_policy_arns=tuple(resolver.resolve(properties.get("ManagedPolicyArns", []))),
         )

@@ -27,6 +27,8 @@ class _NoManagedPolicies:
 
 #: What `sam package` turns a local path into before CloudFormation sees the template.
 _PACKAGED_PROPERTIES = ("CodeUri", "ContentUri", "DefinitionUri")
+#: The bucket of those S3 URIs: local/template.py maps `s3://ARTIFACT_BUCKET/<path>` back to <path>.
+ARTIFACT_BUCKET = "imagetasks-local-artifacts"
 
 
 def _as_packaged(template: dict[str, Any]) -> None:
@@ -35,7 +37,7 @@ def _as_packaged(template: dict[str, Any]) -> None:
         properties = resource.get("Properties") or {}
         for name in _PACKAGED_PROPERTIES:
             if isinstance(properties.get(name), str) and not properties[name].startswith("s3://"):
-                properties[name] = f"s3://imagetasks-local-artifacts/{properties[name]}"
+                properties[name] = f"s3://{ARTIFACT_BUCKET}/{properties[name]}"
 
 
 def translate(template_path: Path, parameters: dict[str, Any]) -> dict[str, Any]:

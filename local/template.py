@@ -1,22 +1,31 @@
-"""template.yaml → a plain description of the local stack, so nothing is listed twice.
+"""template.yaml → a plain description of the local stack, read the way AWS reads it.
 
-The template is parsed once with a small SafeLoader that understands CloudFormation's short tags,
-intrinsic functions are resolved to deterministic local values (moto's account and region), and every
-resource is sorted by its Type into the specs the local stack creates. A resource type this module does
-not know is skipped with a debug log: adding a function, a table or a bucket to the template makes it
+The template goes through aws-sam-translator first (`local/sam_translate.py`, the code `sam deploy`
+uses): Globals merged, event sources turned into S3 notifications, EventBridge rules and the REST API's
+OpenAPI body, policy templates expanded. What remains is plain CloudFormation, and this module only
+resolves its intrinsic functions to deterministic local values (moto's account and region) and sorts
+each resource by its Type into the specs the local stack creates. A resource type this module does not
+know is skipped with a debug log: adding a function, a table or a bucket to the template makes it
 appear locally without touching this file.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from local.sam_translate import ARTIFACT_BUCKET
 
 log = logging.getLogger("local.template")
 
@@ -32,15 +41,19 @@ LOCAL_PARAMETER_OVERRIDES: dict[str, str] = {
     "RetryIntervalSeconds": "1",
 }
 
+# The SAM types of the source template (what tools reading template.yaml itself look for).
 FUNCTION_TYPE = "AWS::Serverless::Function"
+LAYER_TYPE = "AWS::Serverless::LayerVersion"
+# The CloudFormation types of the translated template, which this module reads.
+LAMBDA_FUNCTION_TYPE = "AWS::Lambda::Function"
+LAMBDA_LAYER_TYPE = "AWS::Lambda::LayerVersion"
 TABLE_TYPE = "AWS::DynamoDB::Table"
 BUCKET_TYPE = "AWS::S3::Bucket"
-STATE_MACHINE_TYPE = "AWS::Serverless::StateMachine"
-LAYER_TYPE = "AWS::Serverless::LayerVersion"
-API_TYPE = "AWS::Serverless::Api"
+STATE_MACHINE_TYPE = "AWS::StepFunctions::StateMachine"
+REST_API_TYPE = "AWS::ApiGateway::RestApi"
+STAGE_TYPE = "AWS::ApiGateway::Stage"
 GATEWAY_RESPONSE_TYPE = "AWS::ApiGateway::GatewayResponse"
 EVENTS_RULE_TYPE = "AWS::Events::Rule"
-IMPLICIT_API_ID = "ServerlessRestApi"  # SAM's name for the API of events without RestApiId
 
 # Types that exist only for permissions or deployment: nothing to emulate locally, no debug noise.
 _IGNORED_TYPES = frozenset(
@@ -52,16 +65,32 @@ _IGNORED_TYPES = frozenset(
         "AWS::Logs::LogGroup",
         "AWS::CloudWatch::Alarm",
         "AWS::ApiGateway::Account",
-        # The failed-invocations queue and the alarm topic: locally, a handler error is just logged.
+        "AWS::ApiGateway::Deployment",
+        # AutoPublishAlias: the alias and its version lead to the function itself (see _function_id).
+        "AWS::Lambda::Version",
+        "AWS::Lambda::Alias",
+        # Retries and destinations of asynchronous invocations, the failed-invocations queue and the
+        # alarm topic: locally, a handler error is just logged.
+        "AWS::Lambda::EventInvokeConfig",
         "AWS::SQS::Queue",
         "AWS::SNS::Topic",
         "AWS::SNS::Subscription",
     }
 )
 
+REPOSITORY = Path(__file__).resolve().parent.parent
+SAM_PYTHON = REPOSITORY / ".venv-sam" / "bin" / "python"
+TRANSLATE_SCRIPT = Path(__file__).resolve().parent / "sam_translate.py"
+#: Translations already made, by template, parameters and translator (one is ~2 s of subprocess).
+TRANSLATION_CACHE = REPOSITORY / "local" / ".state" / "sam-translations"
+
 
 class TemplateError(ValueError):
     """The template uses something the local stack cannot resolve."""
+
+
+class TranslationError(TemplateError):
+    """aws-sam-translator refused the template, or is not installed (`make install`)."""
 
 
 # ------------------------------------------------------------------ YAML with CloudFormation tags
@@ -142,7 +171,8 @@ class FunctionSpec:
     memory_mb: int
     environment: dict[str, str]
     layer_paths: list[Path]
-    events: dict[str, dict[str, Any]]
+    events: dict[str, dict[str, Any]]  # the function's SAM `Events`, resolved (informative: the event
+    # sources themselves are read from what SAM makes of them: notifications, rules, the API's body)
 
 
 @dataclass(frozen=True)
@@ -195,6 +225,8 @@ class LocalTemplate:
     stage: str
     event_rules: list[EventRule]
     skipped: dict[str, str]  # logical id → type the local stack does not emulate
+    # The CloudFormation template aws-sam-translator made of the source (intrinsics unresolved).
+    translated: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def function_by_name(self) -> dict[str, FunctionSpec]:
         return {spec.name: spec for spec in self.functions.values()}
@@ -233,8 +265,9 @@ class _Resolver:
         explicit = {
             TABLE_TYPE: "TableName",
             BUCKET_TYPE: "BucketName",
-            FUNCTION_TYPE: "FunctionName",
-            STATE_MACHINE_TYPE: "Name",
+            LAMBDA_FUNCTION_TYPE: "FunctionName",
+            LAMBDA_LAYER_TYPE: "LayerName",
+            STATE_MACHINE_TYPE: "StateMachineName",
         }.get(kind)
         if explicit and props.get(explicit) is not None:
             return str(self.resolve(props[explicit]))
@@ -258,15 +291,22 @@ class _Resolver:
             return self._parameters[name]
         if name not in self._resources:
             raise TemplateError(f"!Ref to unknown name {name}")
-        kind = self._resources[name].get("Type", "")
+        resource = self._resources[name]
+        kind = resource.get("Type", "")
         if kind == STATE_MACHINE_TYPE:
             return self.get_att(name, "Arn")
-        if kind == LAYER_TYPE:
-            return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:{local_name(name)}:1"
-        if kind in (API_TYPE, "AWS::ApiGateway::RestApi"):
+        if kind == LAMBDA_LAYER_TYPE:
+            return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:{self.physical_name(name)}:1"
+        if kind == REST_API_TYPE:
             return rest_api_id(name)
-        if kind in (TABLE_TYPE, BUCKET_TYPE, FUNCTION_TYPE):
+        if kind in (TABLE_TYPE, BUCKET_TYPE, LAMBDA_FUNCTION_TYPE):
             return self.physical_name(name)
+        if kind in ("AWS::Lambda::Version", "AWS::Lambda::Alias"):  # AutoPublishAlias: qualified ARNs
+            props = resource.get("Properties") or {}
+            function = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self.resolve(props['FunctionName'])}"
+            return f"{function}:{self.resolve(props['Name']) if 'Name' in props else 1}"
+        if kind == STAGE_TYPE:
+            return str(self.resolve((resource.get("Properties") or {}).get("StageName", name)))
         if kind == "AWS::SNS::Topic":
             return f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:{local_name(name)}"
         if kind == "AWS::SQS::Queue":
@@ -279,7 +319,7 @@ class _Resolver:
         kind = self._resources[logical_id].get("Type", "")
         name = self.physical_name(logical_id)
         values: dict[str, str] = {}
-        if kind == FUNCTION_TYPE:
+        if kind == LAMBDA_FUNCTION_TYPE:
             values = {"Arn": f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"}
         elif kind == TABLE_TYPE:
             arn = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"
@@ -292,7 +332,7 @@ class _Resolver:
             }
         elif kind == STATE_MACHINE_TYPE:
             values = {"Arn": f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{name}", "Name": name}
-        elif kind in (API_TYPE, "AWS::ApiGateway::RestApi"):
+        elif kind == REST_API_TYPE:
             values = {"RootResourceId": "root"}
         elif kind == "AWS::SQS::Queue":
             values = {"Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}", "QueueName": name}
@@ -422,21 +462,74 @@ def resolve_parameters(template: dict[str, Any], overrides: Mapping[str, str]) -
     return values
 
 
+# ------------------------------------------------------------------ aws-sam-translator
+
+_translations: dict[str, str] = {}  # cache key → translated template (JSON), for this process
+
+
+def translate(template_path: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The CloudFormation template `sam deploy` would send (aws-sam-translator, in the SAM venv).
+
+    Cached in this process and under local/.state, by template text, parameters and translator: the
+    local stack and its IAM roles read one translation, and a restart with nothing changed needs none.
+    """
+    key = _translation_key(template_path, parameters)
+    text = _translations.get(key)
+    if text is None:
+        cached = TRANSLATION_CACHE / f"{key}.json"
+        try:
+            text = cached.read_text(encoding="utf-8")
+        except OSError:
+            text = _run_translator(template_path, parameters)
+            _store(cached, text)
+        _translations[key] = text
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
+def _translation_key(template_path: Path, parameters: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256()
+    digest.update(template_path.read_bytes())
+    digest.update(json.dumps(dict(parameters), sort_keys=True).encode())
+    digest.update(TRANSLATE_SCRIPT.read_bytes())
+    # the translator's version: its dist-info folder in the SAM venv
+    digest.update(
+        " ".join(
+            sorted(p.name for p in SAM_PYTHON.parent.parent.glob("lib/*/site-packages/aws_sam_translator-*"))
+        ).encode()
+    )
+    return digest.hexdigest()[:32]
+
+
+def _run_translator(template_path: Path, parameters: Mapping[str, Any]) -> str:
+    python = SAM_PYTHON if SAM_PYTHON.exists() else Path(sys.executable)
+    try:
+        completed = subprocess.run(
+            [str(python), str(TRANSLATE_SCRIPT), str(template_path), json.dumps(dict(parameters))],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.CalledProcessError as error:
+        raise TranslationError(
+            f"aws-sam-translator could not translate {template_path} (run `make install`):\n{error.stderr}"
+        ) from None
+    return completed.stdout
+
+
+def _store(path: Path, text: str) -> None:
+    """Write atomically: another process may read the same cache entry meanwhile."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)
+    except OSError as error:  # a read-only checkout still works, translating each time
+        log.debug("could not cache the translation in %s: %s", path, error)
+
+
 # ------------------------------------------------------------------ the specs
-
-
-def _merge_globals(global_props: Mapping[str, Any], props: Mapping[str, Any]) -> dict[str, Any]:
-    """SAM's rules: maps merge (the function wins), lists concatenate (Globals first), scalars override."""
-    merged: dict[str, Any] = dict(global_props)
-    for key, value in props.items():
-        current = merged.get(key)
-        if isinstance(current, dict) and isinstance(value, dict):
-            merged[key] = _merge_globals(current, value)
-        elif isinstance(current, list) and isinstance(value, list):
-            merged[key] = current + value
-        else:
-            merged[key] = value
-    return merged
 
 
 def load_template(
@@ -444,29 +537,41 @@ def load_template(
     overrides: Mapping[str, str] | None = None,
     environment_overrides: Mapping[str, Mapping[str, str]] | None = None,
 ) -> LocalTemplate:
-    """Parse and resolve the template.
+    """Translate the template as `sam deploy` does, then resolve what CloudFormation would create.
 
     `overrides` are parameter values (applied over LOCAL_PARAMETER_OVERRIDES by the caller's choice);
     `environment_overrides` maps a function's logical id (or "*" for all) to variables that replace or
     add to what the template gives it: the only way to set what the deployed template must not allow,
     such as `AUTH_MODE=local`.
     """
-    raw = load_yaml(path)
-    base_dir = path.parent
-    parameters = resolve_parameters(raw, overrides or {})
-    resolver = _Resolver(raw, parameters)
-    resources: dict[str, dict[str, Any]] = raw.get("Resources") or {}
-    globals_function: dict[str, Any] = ((raw.get("Globals") or {}).get("Function")) or {}
-    globals_api: dict[str, Any] = ((raw.get("Globals") or {}).get("Api")) or {}
-    env_overrides = environment_overrides or {}
+    source = load_yaml(path)
+    parameters = resolve_parameters(source, overrides or {})
+    translated = translate(path, parameters)
+    return _read(path, source, translated, parameters, environment_overrides or {})
 
-    layer_dirs: dict[str, Path] = {}
-    for logical_id, resource in resources.items():
-        if resource.get("Type") in (LAYER_TYPE, "AWS::Lambda::LayerVersion"):
-            props = resource.get("Properties") or {}
-            content = props.get("ContentUri") or props.get("Content")
-            if isinstance(content, str):
-                layer_dirs[resolver.ref(logical_id)] = _layer_python_dir(base_dir / content, resource)
+
+def _read(
+    path: Path,
+    source: dict[str, Any],
+    translated: dict[str, Any],
+    parameters: dict[str, Any],
+    env_overrides: Mapping[str, Mapping[str, str]],
+) -> LocalTemplate:
+    base_dir = path.parent
+    resolver = _Resolver(translated, parameters)
+    source_resources: dict[str, dict[str, Any]] = source.get("Resources") or {}
+    # In the source's order (the translator's JSON is sorted), the resources SAM generated last.
+    order = {logical_id: index for index, logical_id in enumerate(source_resources)}
+    resources = {
+        logical_id: resource
+        for logical_id, resource in sorted(
+            (translated.get("Resources") or {}).items(), key=lambda item: order.get(item[0], len(order))
+        )
+        if "Condition" not in resource or resolver.condition(resource["Condition"])
+    }
+
+    def of_type(kind: str) -> dict[str, dict[str, Any]]:
+        return {lid: res.get("Properties") or {} for lid, res in resources.items() if res.get("Type") == kind}
 
     result = LocalTemplate(
         path=path,
@@ -477,112 +582,96 @@ def load_template(
         state_machines={},
         routes=[],
         gateway_responses={},
-        stage=str(parameters.get("Stage", "local")),
+        stage="local",
         event_rules=[],
         skipped={},
+        translated=translated,
     )
-    apis: dict[str, dict[str, Any]] = {}
-    function_events: list[tuple[str, str, dict[str, Any]]] = []
-
+    layer_dirs: dict[str, Path] = {}
+    for logical_id, props in of_type(LAMBDA_LAYER_TYPE).items():
+        content = _local_artifact(base_dir, props.get("Content"), "S3Bucket", "S3Key")
+        if content is not None:
+            layer_dirs[resolver.ref(logical_id)] = _layer_python_dir(
+                content, _source_layer(source_resources, logical_id)
+            )
+    for logical_id, props in of_type(LAMBDA_FUNCTION_TYPE).items():
+        events = ((source_resources.get(logical_id) or {}).get("Properties") or {}).get("Events") or {}
+        result.functions[logical_id] = _function_spec(
+            logical_id, resolver, props, base_dir, layer_dirs, env_overrides, resolver.resolve(events)
+        )
+    function_id = _function_finder(result.functions)
+    for logical_id, props in of_type(TABLE_TYPE).items():
+        result.tables[logical_id] = _table_spec(logical_id, resolver, resolver.resolve(props))
+    for logical_id, props in of_type(BUCKET_TYPE).items():
+        result.buckets[logical_id] = _bucket_spec(logical_id, resolver, props, result.functions, function_id)
+    for logical_id, props in of_type(STATE_MACHINE_TYPE).items():
+        result.state_machines[logical_id] = _state_machine_spec(logical_id, resolver, props, base_dir)
+    for logical_id, props in of_type(REST_API_TYPE).items():
+        result.routes.extend(_routes(logical_id, resolver, props, function_id))
+    for props in of_type(GATEWAY_RESPONSE_TYPE).values():
+        response = resolver.resolve(props)
+        templates = response.get("ResponseTemplates") or {}
+        result.gateway_responses[str(response["ResponseType"])] = GatewayResponse(
+            status=int(response["StatusCode"]) if response.get("StatusCode") else None,
+            template=templates.get("application/json"),
+            headers={
+                key.removeprefix("gatewayresponse.header."): str(value)
+                for key, value in (response.get("ResponseParameters") or {}).items()
+                if key.startswith("gatewayresponse.header.")
+            },
+        )
+    for logical_id, props in of_type(EVENTS_RULE_TYPE).items():
+        result.event_rules.extend(_event_rules(logical_id, resolver.resolve(props), function_id))
+    known = {LAMBDA_LAYER_TYPE, LAMBDA_FUNCTION_TYPE, TABLE_TYPE, BUCKET_TYPE, STATE_MACHINE_TYPE}
+    known |= {REST_API_TYPE, STAGE_TYPE, GATEWAY_RESPONSE_TYPE, EVENTS_RULE_TYPE} | _IGNORED_TYPES
     for logical_id, resource in resources.items():
-        kind = resource.get("Type", "")
-        if "Condition" in resource and not resolver.condition(resource["Condition"]):
-            continue
-        raw_props: dict[str, Any] = resource.get("Properties") or {}
+        if resource.get("Type") not in known:
+            log.debug("resource %s of type %s is not emulated locally", logical_id, resource.get("Type"))
+            result.skipped[logical_id] = str(resource.get("Type"))
 
-        if kind == TABLE_TYPE:
-            result.tables[logical_id] = _table_spec(logical_id, resolver, resolver.resolve(raw_props))
-        elif kind == BUCKET_TYPE:
-            result.buckets[logical_id] = BucketSpec(logical_id, resolver.physical_name(logical_id))
-        elif kind == FUNCTION_TYPE:
-            merged = _merge_globals(globals_function, raw_props)
-            spec = _function_spec(logical_id, resolver, merged, base_dir, layer_dirs, env_overrides)
-            result.functions[logical_id] = spec
-            for event_name, event in spec.events.items():
-                function_events.append((logical_id, event_name, event))
-        elif kind == STATE_MACHINE_TYPE:
-            result.state_machines[logical_id] = _state_machine_spec(logical_id, resolver, raw_props, base_dir)
-        elif kind == API_TYPE:
-            apis[logical_id] = resolver.resolve(_merge_globals(globals_api, raw_props))
-        elif kind == GATEWAY_RESPONSE_TYPE:
-            props = resolver.resolve(raw_props)
-            templates = props.get("ResponseTemplates") or {}
-            result.gateway_responses[str(props["ResponseType"])] = GatewayResponse(
-                status=int(props["StatusCode"]) if props.get("StatusCode") else None,
-                template=templates.get("application/json"),
-                headers={
-                    key.removeprefix("gatewayresponse.header."): str(value)
-                    for key, value in (props.get("ResponseParameters") or {}).items()
-                    if key.startswith("gatewayresponse.header.")
-                },
-            )
-        elif kind == EVENTS_RULE_TYPE:
-            result.event_rules.extend(_events_rule(logical_id, resolver.resolve(raw_props), result))
-        elif kind in (LAYER_TYPE, "AWS::Lambda::LayerVersion") or kind in _IGNORED_TYPES:
-            continue
-        else:
-            log.debug("resource %s of type %s is not emulated locally", logical_id, kind)
-            result.skipped[logical_id] = kind
-
-    # Function events need every function and bucket to be known: a second pass.
-    arn_by_function = {logical_id: spec.arn for logical_id, spec in result.functions.items()}
-    bucket_by_name = {spec.name: spec for spec in result.buckets.values()}
-    for function_id, event_name, event in function_events:
-        event_type = event.get("Type")
-        props = event.get("Properties") or {}
-        if event_type == "S3":
-            bucket = bucket_by_name.get(str(props.get("Bucket")))
-            if bucket is None:
-                raise TemplateError(f"{function_id}.{event_name}: S3 event on an unknown bucket")
-            events = props.get("Events")
-            prefix = suffix = None
-            for rule in ((props.get("Filter") or {}).get("S3Key") or {}).get("Rules") or []:
-                if str(rule.get("Name")).lower() == "prefix":
-                    prefix = str(rule.get("Value"))
-                elif str(rule.get("Name")).lower() == "suffix":
-                    suffix = str(rule.get("Value"))
-            bucket.notifications.append(
-                S3Notification(
-                    function_logical_id=function_id,
-                    function_arn=arn_by_function[function_id],
-                    events=[events] if isinstance(events, str) else list(events or []),
-                    prefix=prefix,
-                    suffix=suffix,
-                )
-            )
-        elif event_type in ("Api",):
-            result.routes.append(_route(function_id, props, apis))
-        elif event_type in ("EventBridgeRule", "CloudWatchEvent"):
-            if "Pattern" in props:
-                result.event_rules.append(
-                    EventRule(
-                        name=f"{function_id}{event_name}",
-                        function_logical_id=function_id,
-                        pattern=props["Pattern"],
-                    )
-                )
-        else:
-            log.debug("event %s.%s of type %s is not emulated locally", function_id, event_name, event_type)
-
-    # Authorizers and rule targets name functions by ARN or name; the specs use logical ids.
-    by_name = {spec.name: logical_id for logical_id, spec in result.functions.items()}
-    by_arn = {spec.arn: logical_id for logical_id, spec in result.functions.items()}
-    for index, route in enumerate(result.routes):
-        if route.authorizer_logical_id is not None:
-            if route.authorizer_logical_id not in by_name:
-                raise TemplateError(
-                    f"{route.path}: the authorizer {route.authorizer_logical_id} is not a function here"
-                )
-            result.routes[index] = replace(route, authorizer_logical_id=by_name[route.authorizer_logical_id])
-    result.event_rules = [
-        replace(rule, function_logical_id=by_arn[rule.function_logical_id])
-        if rule.function_logical_id in by_arn
-        else rule
-        for rule in result.event_rules
-    ]
-    if len({route.api_logical_id for route in result.routes}) > 1:
+    apis = {route.api_logical_id for route in result.routes}
+    if len(apis) > 1:
         raise TemplateError("several APIs in the template; the local front serves only one")
+    for props in of_type(STAGE_TYPE).values():
+        if apis and resolver.resolve(props.get("RestApiId")) == rest_api_id(next(iter(apis))):
+            result.stage = str(resolver.resolve(props["StageName"]))
     return result
+
+
+def _local_artifact(base_dir: Path, location: Any, bucket_key: str, key_key: str) -> Path | None:
+    """The local path behind an S3 location local/sam_translate.py made of a CodeUri, ContentUri or
+    DefinitionUri; None for a location that really is in S3."""
+    if isinstance(location, dict) and location.get(bucket_key) == ARTIFACT_BUCKET:
+        return base_dir / str(location[key_key])
+    return None
+
+
+def _source_layer(source_resources: Mapping[str, dict[str, Any]], logical_id: str) -> dict[str, Any]:
+    """The source resource of a translated layer: SAM appends a hash to the logical id and drops the
+    Metadata, whose BuildMethod says where the layer's python/ is."""
+    if logical_id in source_resources:
+        return source_resources[logical_id]
+    for source_id, resource in source_resources.items():
+        if resource.get("Type") == LAYER_TYPE and re.fullmatch(
+            re.escape(source_id) + "[0-9a-f]{10}", logical_id
+        ):
+            return resource
+    return {}
+
+
+_FunctionFinder = Callable[[Any], str | None]
+
+
+def _function_finder(functions: Mapping[str, FunctionSpec]) -> _FunctionFinder:
+    """ARN (perhaps qualified by an alias or version) or name → the function's logical id, or None."""
+    by_name = {spec.name: logical_id for logical_id, spec in functions.items()}
+
+    def find(arn_or_name: Any) -> str | None:
+        text = str(arn_or_name)
+        name = text.split(":function:", 1)[1].split(":", 1)[0] if ":function:" in text else text
+        return by_name.get(name)
+
+    return find
 
 
 def _table_spec(logical_id: str, resolver: _Resolver, props: dict[str, Any]) -> TableSpec:
@@ -629,11 +718,11 @@ def _function_spec(
     base_dir: Path,
     layer_dirs: Mapping[str, Path],
     env_overrides: Mapping[str, Mapping[str, str]],
+    events: dict[str, dict[str, Any]],
 ) -> FunctionSpec:
     resolved = resolver.resolve(props)
-    name = resolver.physical_name(logical_id)
-    code_uri = resolved.get("CodeUri")
-    if not isinstance(code_uri, str):
+    code_dir = _local_artifact(base_dir, resolved.get("Code"), "S3Bucket", "S3Key")
+    if code_dir is None:
         raise TemplateError(f"{logical_id}: only a local CodeUri folder can run locally")
     environment = {
         str(key): _as_str(value)
@@ -655,37 +744,71 @@ def _function_spec(
             layer_paths.append(layer_dir)
     return FunctionSpec(
         logical_id=logical_id,
-        name=name,
+        name=resolver.physical_name(logical_id),
         arn=resolver.get_att(logical_id, "Arn"),
-        code_dir=(base_dir / code_uri).resolve(),
+        code_dir=code_dir.resolve(),
         handler=str(resolved.get("Handler", "app.lambda_handler")),
         runtime=str(resolved.get("Runtime", "python3.13")),
         timeout_seconds=int(resolved.get("Timeout", 3)),
         memory_mb=int(resolved.get("MemorySize", 128)),
         environment=environment,
         layer_paths=[path.resolve() for path in layer_paths],
-        # Events stay unresolved in raw_props only for Pattern keys; resolve them with the rest.
-        events=dict(resolved.get("Events") or {}),
+        events=events,
     )
+
+
+def _bucket_spec(
+    logical_id: str,
+    resolver: _Resolver,
+    props: dict[str, Any],
+    functions: Mapping[str, FunctionSpec],
+    function_id: _FunctionFinder,
+) -> BucketSpec:
+    """The bucket and the Lambda notifications SAM added to it for the functions' S3 events."""
+    bucket = BucketSpec(logical_id, resolver.physical_name(logical_id))
+    configuration = resolver.resolve(props.get("NotificationConfiguration") or {})
+    for other in set(configuration) - {"LambdaConfigurations"}:
+        log.debug("bucket %s: %s are not emulated locally", logical_id, other)
+    grouped: dict[tuple[str, str | None, str | None], list[str]] = {}
+    for entry in configuration.get("LambdaConfigurations") or []:
+        target = function_id(entry.get("Function"))
+        if target is None:
+            log.debug("bucket %s notifies %s, not a function here", logical_id, entry.get("Function"))
+            continue
+        filters = {
+            str(rule.get("Name")).lower(): str(rule.get("Value"))
+            for rule in ((entry.get("Filter") or {}).get("S3Key") or {}).get("Rules") or []
+        }
+        key = (target, filters.get("prefix"), filters.get("suffix"))
+        grouped.setdefault(key, []).append(str(entry["Event"]))
+    # SAM writes one configuration per event type; one notification per function and filter, as written
+    for (target, prefix, suffix), events in grouped.items():
+        bucket.notifications.append(
+            S3Notification(
+                function_logical_id=target,
+                function_arn=functions[target].arn,
+                events=events,
+                prefix=prefix,
+                suffix=suffix,
+            )
+        )
+    return bucket
 
 
 def _state_machine_spec(
     logical_id: str, resolver: _Resolver, raw_props: dict[str, Any], base_dir: Path
 ) -> StateMachineSpec:
     props = resolver.resolve(raw_props)
-    if "DefinitionUri" in props:
-        uri = props["DefinitionUri"]
-        if not isinstance(uri, str):
+    if "DefinitionS3Location" in props:
+        definition_path = _local_artifact(base_dir, props["DefinitionS3Location"], "Bucket", "Key")
+        if definition_path is None:
             raise TemplateError(f"{logical_id}: only a local DefinitionUri file can run locally")
-        definition_path = base_dir / uri
         text = definition_path.read_text(encoding="utf-8")
         if definition_path.suffix in (".yaml", ".yml"):
-            import json
-
             text = json.dumps(yaml.safe_load(text))
+    elif "DefinitionString" in props:
+        text = str(props["DefinitionString"])
     elif "Definition" in props:
-        import json
-
         text = json.dumps(props["Definition"])
     else:
         raise TemplateError(f"{logical_id}: no Definition or DefinitionUri")
@@ -700,55 +823,99 @@ def _state_machine_spec(
             raise TemplateError(f"{logical_id}: no DefinitionSubstitutions value for ${{{key}}}")
         return substitutions[key]
 
-    definition = _SUB_PATTERN.sub(substitute, text)
-    name = resolver.physical_name(logical_id)
     return StateMachineSpec(
         logical_id=logical_id,
-        name=name,
+        name=resolver.physical_name(logical_id),
         arn=resolver.get_att(logical_id, "Arn"),
-        definition=definition,
-        type=str(props.get("Type", "STANDARD")),
+        definition=_SUB_PATTERN.sub(substitute, text),
+        type=str(props.get("StateMachineType", "STANDARD")),
     )
 
 
-def _route(function_id: str, props: dict[str, Any], apis: Mapping[str, dict[str, Any]]) -> Route:
-    # RestApiId is `!Ref SomeApi`, already resolved to the local REST API id: find the logical id back.
-    by_rest_api_id = {rest_api_id(logical_id): logical_id for logical_id in apis}
-    api_id = by_rest_api_id.get(str(props.get("RestApiId")), IMPLICIT_API_ID)
-    api_auth = (apis.get(api_id) or {}).get("Auth") or {}
-    event_auth = props.get("Auth") or {}
-    authorizer = event_auth.get("Authorizer", api_auth.get("DefaultAuthorizer"))
-    if authorizer in (None, "NONE", "AWS_IAM"):
-        authorizer_function: str | None = None
-        headers: tuple[str, ...] = ()
-    else:
-        definition = (api_auth.get("Authorizers") or {}).get(authorizer)
-        if definition is None:
-            raise TemplateError(f"{function_id}: unknown authorizer {authorizer}")
-        function_arn = str(definition.get("FunctionArn", ""))
-        authorizer_function = function_arn.rsplit(":function:", 1)[-1]
-        identity = definition.get("Identity") or {}
-        headers = tuple(str(header) for header in (identity.get("Headers") or []))
-        if not headers and definition.get("FunctionPayloadType", "TOKEN") == "TOKEN":
-            headers = (str(identity.get("Header", "Authorization")),)
-    return Route(
-        path=str(props["Path"]),
-        method=str(props.get("Method", "ANY")).upper(),
-        function_logical_id=function_id,
-        authorizer_logical_id=authorizer_function,  # a function *name* until LocalTemplate fixes it up
-        identity_headers=headers,
-        api_logical_id=api_id,
-    )
+_ANY_METHOD = "x-amazon-apigateway-any-method"
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch"})
+_INTEGRATION_FUNCTION = re.compile(r":lambda:path/[^/]+/functions/(.+)/invocations$")
 
 
-def _events_rule(logical_id: str, props: dict[str, Any], result: LocalTemplate) -> list[EventRule]:
+def _routes(
+    logical_id: str, resolver: _Resolver, props: dict[str, Any], function_id: _FunctionFinder
+) -> list[Route]:
+    """The routes of a REST API's OpenAPI body, as SAM generates it from the functions' Api events."""
+    if "Body" not in props:
+        log.warning("API %s has no inline OpenAPI body (DefinitionUri?): no routes locally", logical_id)
+        return []
+    body = resolver.resolve(props["Body"])
+    security_definitions: dict[str, Any] = body.get("securityDefinitions") or {}
+    routes = []
+    for path, operations in (body.get("paths") or {}).items():
+        for key, operation in operations.items():
+            if key != _ANY_METHOD and key not in _HTTP_METHODS:
+                continue  # `parameters` and extensions beside the methods
+            integration = operation.get("x-amazon-apigateway-integration") or {}
+            match = _INTEGRATION_FUNCTION.search(str(integration.get("uri", "")))
+            target = function_id(match.group(1)) if match else None
+            if target is None:
+                log.debug("API %s: %s %s is not a function of this template", logical_id, key, path)
+                continue
+            security = operation.get("security", body.get("security")) or []
+            authorizer, headers = _authorizer(f"{key} {path}", security, security_definitions, function_id)
+            routes.append(
+                Route(
+                    path=str(path),
+                    method="ANY" if key == _ANY_METHOD else key.upper(),
+                    function_logical_id=target,
+                    authorizer_logical_id=authorizer,
+                    identity_headers=headers,
+                    api_logical_id=logical_id,
+                )
+            )
+    return routes
+
+
+def _authorizer(
+    operation: str,
+    security: list[dict[str, Any]],
+    definitions: Mapping[str, Any],
+    function_id: _FunctionFinder,
+) -> tuple[str | None, tuple[str, ...]]:
+    """The Lambda authorizer of an operation (its function's logical id) and its identity headers;
+    (None, ()) for a public operation, or one API Gateway guards by IAM (not emulated locally)."""
+    for requirement in security:
+        for name in requirement:
+            definition = definitions.get(name) or {}
+            authorizer = definition.get("x-amazon-apigateway-authorizer")
+            if name == "NONE" or definition.get("x-amazon-apigateway-authtype") == "awsSigv4":
+                continue
+            if authorizer is None or authorizer.get("type") not in ("token", "request"):
+                if definition.get("type") == "apiKey" and authorizer is None:
+                    continue  # an API key requirement: not checked locally
+                raise TemplateError(f"{operation}: authorizer {name} is not a Lambda authorizer")
+            match = _INTEGRATION_FUNCTION.search(str(authorizer.get("authorizerUri", "")))
+            target = function_id(match.group(1)) if match else None
+            if target is None:
+                raise TemplateError(f"{operation}: the authorizer {name} is not a function here")
+            sources = str(authorizer.get("identitySource", "")).split(",")
+            headers = tuple(
+                source.strip().removeprefix("method.request.header.")
+                for source in sources
+                if source.strip().startswith("method.request.header.")
+            )
+            return target, headers
+    return None, ()
+
+
+def _event_rules(logical_id: str, props: dict[str, Any], function_id: _FunctionFinder) -> list[EventRule]:
     pattern = props.get("EventPattern")
     if not isinstance(pattern, dict):
         log.debug("rule %s has no event pattern (schedules are not emulated locally)", logical_id)
+        return []
+    if str(props.get("State", "ENABLED")) == "DISABLED":
         return []
     rules = []
     for target in props.get("Targets") or []:
         arn = str(target.get("Arn", ""))
         if ":function:" in arn:
-            rules.append(EventRule(name=logical_id, function_logical_id=arn, pattern=pattern))
+            rules.append(
+                EventRule(name=logical_id, function_logical_id=function_id(arn) or arn, pattern=pattern)
+            )
     return rules
