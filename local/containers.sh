@@ -10,8 +10,11 @@
 #                                             POWERTOOLS_TRACE_DISABLED set in this script's environment).
 #                                             Prints DOCKER_HOST=... for sam. Restarts a running service.
 #   local/containers.sh stop                  stops that service (the process it started, by its pid)
-#   local/containers.sh gateway               the host's address on the network (servers for the
-#                                             containers listen there; up while the service runs)
+#   local/containers.sh up                    brings the network's bridge up (an idle anchor container)
+#                                             and prints the host's address on it: servers for the
+#                                             containers listen there. `start` does it too.
+#   local/containers.sh down                  removes the anchor (the bridge goes with the last container)
+#   local/containers.sh gateway               prints that address
 #
 # Environment: IMAGETASKS_CONTAINERS_STATE (config and image build context, default
 # /var/lib/imagetasks-containers), IMAGETASKS_PODMAN_SOCK (default /run/imagetasks/podman.sock),
@@ -47,7 +50,7 @@ BASE_CONF=$STATE/containers.conf
 SERVICE_PID=${SOCK%.sock}.pid
 SERVICE_CONF=${SOCK%.sock}.conf
 SERVICE_LOG=${SOCK%.sock}.log
-ANCHOR=imagetasks-anchor-$(printf %s "$SOCK" | sha256sum | cut -c1-12)
+ANCHOR=$NETWORK-anchor
 export CONTAINERS_CONF=$BASE_CONF
 
 step() { printf '== %s (%s)\n' "$*" "$(date +%T)" >&2; }
@@ -209,14 +212,26 @@ stop() {
     kill "$pid"
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
-  podman rm -f -t 0 "$ANCHOR" >/dev/null 2>&1 || true
   rm -f "$SERVICE_PID" "$SOCK" "$SERVICE_CONF"
+}
+
+# netavark removes the bridge, and with it the gateway address host servers listen on, when the last
+# container leaves: an idle container keeps it up (shared by every service; `down` removes it).
+up() {
+  internal_network
+  if [ "$(podman container inspect --format '{{.State.Running}}' "$ANCHOR" 2>/dev/null)" != true ]; then
+    podman run -d --replace --name "$ANCHOR" --network "$NETWORK" --entrypoint /bin/sleep "$BASE_IMAGE" infinity >/dev/null
+  fi
+  gateway
+}
+
+down() {
+  podman rm -f -t 0 "$ANCHOR" >/dev/null 2>&1 || true
 }
 
 start() {
   [ -f "$BASE_CONF" ] && podman image exists "$LAMBDA_IMAGE" \
     || die "not set up: run 'make containers' (local/containers.sh setup)"
-  internal_network
   local -A vars=()
   local name value assignment lines=""
   export POWERTOOLS_TRACE_DISABLED=${POWERTOOLS_TRACE_DISABLED:-true}
@@ -233,9 +248,7 @@ start() {
   stop
   mkdir -p "$(dirname "$SOCK")"
   (umask 077; engine_conf "env = [${lines%, }]" "$NETWORK" >"$SERVICE_CONF")  # may carry LOCAL_TOKEN_KEY
-  # netavark removes the bridge, and with it the gateway address host servers listen on, when the
-  # last container leaves: an idle container keeps it up while the service runs.
-  podman run -d --replace --name "$ANCHOR" --network "$NETWORK" --entrypoint /bin/sleep "$BASE_IMAGE" infinity >/dev/null
+  up >/dev/null
   CONTAINERS_CONF=$SERVICE_CONF nohup podman system service --time=0 "unix://$SOCK" \
     </dev/null >"$SERVICE_LOG" 2>&1 &
   echo $! >"$SERVICE_PID"
@@ -246,6 +259,6 @@ start() {
 }
 
 case "${1:-}" in
-  setup | start | stop | gateway) "$1" "${@:2}" ;;
+  setup | start | stop | up | down | gateway) "$1" "${@:2}" ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2; exit 2 ;;
 esac

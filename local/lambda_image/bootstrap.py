@@ -100,7 +100,8 @@ def main() -> None:
     try:
         install_credentials(os.environ)
     except CredentialsError as error:
-        print(f"imagetasks bootstrap: no credentials for this function, not starting: {error}", file=sys.stderr)
+        message = f"imagetasks bootstrap: no credentials for this function, not starting: {error}"
+        print(message, file=sys.stderr)
         sys.exit(1)
     handler = os.environ.get("_HANDLER") or os.environ.get("AWS_LAMBDA_FUNCTION_HANDLER", "")
     if not handler:

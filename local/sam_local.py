@@ -1,0 +1,317 @@
+"""The built functions in Lambda-like containers: `sam local start-lambda` on podman (the container tier).
+
+`make build` makes .aws-sam/build; `make containers` (local/containers.sh setup) makes the engine, the
+Lambda python3.13 stand-in image and the network. `SamLocal` then starts podman's Docker-compatible
+service with the environment every container gets, and `sam local start-lambda` on a free loopback
+port, and invokes functions by logical id through Lambda's Invoke API.
+
+The invoke uses `http.client`, never boto3 or requests: the local stack runs inside moto's `mock_aws`,
+which intercepts both.
+
+Networking (measured with podman 4.3 and netavark 1.4):
+
+- Containers sit on `imagetasks-internal`, a bridge without DNS whose egress a raw-table rule drops:
+  a container reaches other containers and the host's address on the bridge, nothing else (not the
+  host's other addresses, not its nameserver, nothing beyond). Podman's `--internal` networks cannot
+  serve here: their bridge has no host address and they get no port forwarding, and SAM calls the
+  emulator in each container through a port published on 127.0.0.1.
+- A container reaches a server on the host at the bridge's gateway address (10.89.0.1 here; podman
+  also writes it as `host.containers.internal` into the containers' /etc/hosts). The server must
+  listen on that address: 127.0.0.1 is not reachable from a container, and 0.0.0.0 would also expose
+  it on the machine's other interfaces. The address exists only while the bridge does, that is while
+  a container is attached: `host_address()` keeps an idle anchor container running for that.
+- Inside a `sam local` container, AWS_LAMBDA_FUNCTION_NAME is the function's logical id (e.g.
+  `TasksApiFunction`), not a physical name: the credentials server is asked for
+  `<IMAGETASKS_CREDENTIALS_URL>/<logical id>`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTAINERS_SCRIPT = ROOT / "local" / "containers.sh"
+SAM = ROOT / ".venv-sam" / "bin" / "sam"
+BUILT_TEMPLATE = ROOT / ".aws-sam" / "build" / "template.yaml"
+NETWORK = "imagetasks-internal"
+LAMBDA_IMAGE = "public.ecr.aws/lambda/python:3.13-x86_64"
+STATE_DIR = Path(os.environ.get("IMAGETASKS_CONTAINERS_STATE", "/var/lib/imagetasks-containers"))
+BASE_CONF = STATE_DIR / "containers.conf"  # written by containers.sh setup: runc, rlimits
+SESSION_VARIABLE = "IMAGETASKS_SAM_SESSION"  # in every container of one SamLocal: how stop() finds them
+
+
+class ContainerTierError(RuntimeError):
+    """The container tier is not set up or did not start."""
+
+
+def _script(*args: str, env: Mapping[str, str] | None = None) -> str:
+    result = subprocess.run(
+        [str(CONTAINERS_SCRIPT), *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ContainerTierError(f"containers.sh {args[0]} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _podman(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["podman", *args],
+        env={**os.environ, "CONTAINERS_CONF": str(BASE_CONF)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def missing_prerequisites() -> str | None:
+    """Why the container tier cannot run here, or None when it can."""
+    if not BUILT_TEMPLATE.is_file():
+        return f"no {BUILT_TEMPLATE.relative_to(ROOT)}: run `make build`"
+    if not SAM.is_file():
+        return f"no {SAM.relative_to(ROOT)}: run `make install`"
+    try:
+        image = _podman("image", "exists", LAMBDA_IMAGE)
+    except FileNotFoundError:
+        return "no podman: run `make containers` (as root)"
+    if image.returncode != 0 or not BASE_CONF.is_file():
+        return f"no {LAMBDA_IMAGE} stand-in image: run `make containers` (as root)"
+    if os.geteuid() != 0:
+        return "the container tier runs as root (podman's service and the network's egress rule)"
+    return None
+
+
+def host_address() -> str:
+    """The host's address on the containers' network: where servers for the containers must listen.
+
+    Brings the network's bridge up first (the address exists only while the bridge does).
+    """
+    address = _script("up").strip()
+    if not address:
+        raise ContainerTierError(f"podman network {NETWORK} has no gateway address")
+    return address
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _parameter_overrides(parameters: Mapping[str, str]) -> str:
+    return " ".join(f'{key}="{value}"' for key, value in parameters.items())
+
+
+class SamLocal:
+    """`sam local start-lambda` over the built template, its containers on the egress-less network.
+
+    `env_vars` is SAM's `--env-vars` document, `{LogicalId: {VAR: value}}` (SAM only overrides
+    variables the template declares); `container_env` reaches every container through podman (e.g.
+    AWS_ENDPOINT_URL, IMAGETASKS_CREDENTIALS_URL, LOCAL_TOKEN_KEY); `credentials` are the ones SAM
+    hands every container (the stand-in image replaces them when IMAGETASKS_CREDENTIALS_URL is set).
+    """
+
+    def __init__(
+        self,
+        *,
+        env_vars: Mapping[str, Mapping[str, str]] | None = None,
+        parameter_overrides: Mapping[str, str] | None = None,
+        container_env: Mapping[str, str] | None = None,
+        credentials: tuple[str, str] = ("sam-local-shared", "sam-local-shared-secret"),
+        region: str = "us-east-1",
+        template: Path = BUILT_TEMPLATE,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        self.env_vars = {key: dict(value) for key, value in (env_vars or {}).items()}
+        self.parameter_overrides = dict(parameter_overrides or {})
+        self.session = uuid.uuid4().hex[:12]
+        self.container_env = {**(container_env or {}), SESSION_VARIABLE: self.session}
+        self.credentials = credentials
+        self.region = region
+        self.template = template
+        self.startup_timeout = startup_timeout
+        self.port = 0
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_path: Path | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def socket_path(self) -> Path:
+        if self._dir is None:
+            raise ContainerTierError("not started")
+        return Path(self._dir.name) / "podman.sock"
+
+    def _engine_env(self) -> dict[str, str]:
+        return {"IMAGETASKS_PODMAN_SOCK": str(self.socket_path)}
+
+    def start(self) -> Self:
+        reason = missing_prerequisites()
+        if reason:
+            raise ContainerTierError(reason)
+        self._dir = tempfile.TemporaryDirectory(prefix="imagetasks-sam-")
+        state = Path(self._dir.name)
+        try:
+            assignments = [f"{key}={value}" for key, value in self.container_env.items()]
+            output = _script("start", *assignments, env=self._engine_env())
+            docker_host = next(line for line in output.splitlines() if line.startswith("DOCKER_HOST="))
+            env_file = state / "env-vars.json"
+            env_file.write_text(json.dumps(self.env_vars), encoding="utf-8")
+            self.port = free_port()
+            command = [
+                str(SAM), "local", "start-lambda",
+                "--template", str(self.template),
+                "--warm-containers", "LAZY",
+                "--skip-pull-image",
+                "--docker-network", NETWORK,
+                "--host", "127.0.0.1",
+                "--port", str(self.port),
+                "--container-host-interface", "127.0.0.1",
+                "--env-vars", str(env_file),
+                "--region", self.region,
+            ]  # fmt: skip
+            if self.parameter_overrides:
+                command += ["--parameter-overrides", _parameter_overrides(self.parameter_overrides)]
+            environment = {
+                key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "PYTHON"))
+            }
+            environment.update(
+                DOCKER_HOST=docker_host.partition("=")[2],
+                SAM_CLI_TELEMETRY="0",
+                SAM_CLI_CONTEXT_CONTAINER_ENGINE="docker",
+                AWS_ACCESS_KEY_ID=self.credentials[0],
+                AWS_SECRET_ACCESS_KEY=self.credentials[1],
+                AWS_DEFAULT_REGION=self.region,
+            )
+            self._log_path = state / "sam.log"
+            with self._log_path.open("wb") as log:
+                self._process = subprocess.Popen(
+                    command,
+                    cwd=ROOT,
+                    env=environment,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            self._wait_until_answering()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_answering(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise ContainerTierError(f"sam local start-lambda exited:\n{self.log()[-4000:]}")
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            try:
+                connection.request("GET", "/")
+                connection.getresponse().read()
+                return
+            except OSError:
+                time.sleep(0.2)
+            finally:
+                connection.close()
+        raise ContainerTierError(f"sam local start-lambda did not answer in {self.startup_timeout} s")
+
+    def stop(self) -> None:
+        """SIGTERM to SAM (then SIGKILL), remove this session's containers, stop the engine service."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=10)
+        self._process = None
+        if self._dir is not None:
+            self._remove_containers()
+            with contextlib.suppress(ContainerTierError):
+                _script("stop", env=self._engine_env())
+            self._dir.cleanup()
+            self._dir = None
+
+    def _remove_containers(self) -> None:
+        listed = _podman("ps", "-aq", "--filter", "label=sam.cli.container.type=lambda")
+        ids = listed.stdout.split()
+        if not ids:
+            return
+        inspected = _podman("container", "inspect", *ids)
+        mine = [
+            container["Id"]
+            for container in json.loads(inspected.stdout or "[]")
+            if f"{SESSION_VARIABLE}={self.session}" in (container.get("Config", {}).get("Env") or [])
+        ]
+        if mine:
+            _podman("rm", "-f", "-t", "0", *mine)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ use
+
+    def log(self) -> str:
+        if self._log_path is None or not self._log_path.exists():
+            return ""
+        return self._log_path.read_text(encoding="utf-8", errors="replace")
+
+    def invoke(self, function_logical_id: str, event: Any, timeout: float = 120.0) -> tuple[str, bool, str]:
+        """Invoke a function of the built template: (payload JSON text, errored, log lines of the call).
+
+        errored: the response carries X-Amz-Function-Error, or its status is not a success.
+        """
+        if self._process is None:
+            raise ContainerTierError("not started")
+        offset = len(self.log().encode("utf-8"))
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(
+                "POST",
+                f"/2015-03-31/functions/{function_logical_id}/invocations",
+                body=json.dumps(event).encode("utf-8"),
+                headers={"Content-Type": "application/json"},
+            )
+            response = connection.getresponse()
+            payload = response.read().decode("utf-8", errors="replace")
+            errored = bool(response.getheader("X-Amz-Function-Error")) or not 200 <= response.status < 300
+        finally:
+            connection.close()
+        return payload, errored, self._logs_since(offset)
+
+    def _logs_since(self, offset: int, settle_seconds: float = 1.0) -> str:
+        """The log lines written since `offset`, waiting briefly for the call's last lines."""
+        deadline = time.monotonic() + settle_seconds
+        text = ""
+        while True:
+            text = self.log().encode("utf-8")[offset:].decode("utf-8", errors="replace")
+            if "REPORT RequestId" in text or "END RequestId" in text or time.monotonic() > deadline:
+                return text
+            time.sleep(0.05)
