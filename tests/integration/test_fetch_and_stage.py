@@ -260,6 +260,37 @@ def test_dns_rebinding_cannot_move_the_connection(
     assert server.hosts == [f"rebind.test:{server.port}"]
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://a..b/x",  # an empty label: the IDNA codec raises UnicodeError
+        "http://" + "a" * 64 + ".invalid/x",  # a label over 63 characters
+        "http://bad\x01name.invalid/x",  # a control character (headers are latin-1)
+        "http://127.0.0.1:0/x",  # port 0 used to be fetched as port 80
+    ],
+)
+def test_a_redirect_to_an_invalid_host_or_port_fails_with_a_clear_message(
+    server: LocalServer, s3: object, connections: list[tuple[str, int]], target: str
+) -> None:
+    # Given a source that redirects to a location no resolver or socket may be asked about
+    url = server.redirect("/go", target)
+    # When it is followed, Then the import is refused with the filter's words (not "internal error")
+    with pytest.raises(InvalidImportLocation) as refused:
+        fetch(url, server, s3, resolver=lambda h, p: ["127.0.0.1"])
+    assert target.split("/")[2].split(":")[0][:8] in refused.value.message
+    assert refused.value.message.startswith(("The host name in", "The port in"))
+    assert connections == [("127.0.0.1", server.port)]
+
+
+def test_a_redirect_to_something_that_is_not_a_url_fails_with_a_clear_message(
+    server: LocalServer, s3: object
+) -> None:
+    url = server.redirect("/go", "http://[::1/x")
+    with pytest.raises(SourceUnavailable) as refused:
+        fetch(url, server, s3)
+    assert refused.value.message == f"The image source redirected to an invalid location 'http://[::1/x': {url}"
+
+
 def test_too_many_redirects(server: LocalServer, s3: object) -> None:
     url = server.redirect("/loop", "/loop")
     with pytest.raises(SourceUnavailable, match="redirected more than 5 times"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imagetasks.domain.import_errors import InvalidImportLocation
-from imagetasks.domain.import_filter import ImportFilter, ImportFilterSettings
+from imagetasks.domain.import_filter import ImportFilter, ImportFilterSettings, default_resolver
 
 DNS = {
     "images.example.com": ["93.184.216.34"],
@@ -119,7 +119,6 @@ def test_allow_private_allows_private_ranges_but_never_link_local() -> None:
     [
         "http://images.example.com:8080/x",
         "https://images.example.com:22/x",
-        "http://images.example.com:99999/x",
     ],
 )
 def test_ports_outside_the_list_are_refused(url: str) -> None:
@@ -212,3 +211,74 @@ def test_s3_is_listed_as_supported_when_buckets_are_configured() -> None:
     with pytest.raises(InvalidImportLocation) as refused:
         import_filter.check("ftp://x/y")
     assert refused.value.message.endswith("['http', 'https', 's3']")
+
+
+# ------------------------------------------------------------------ hostile locations
+@pytest.mark.parametrize(
+    "host",
+    [
+        "a" * 64 + ".invalid",  # a label over 63 characters (the IDNA codec raises UnicodeError)
+        "a..b",  # an empty label
+        ".invalid",  # an empty first label
+        "\udcff\u2028junk.invalid",  # a lone surrogate and a line separator
+        "ex\x00ample.invalid",  # NUL: getaddrinfo would raise ValueError
+        "under score.invalid",
+        "a%2eb.invalid",
+        ".".join(["abcdefghij"] * 24) + ".invalid",  # 272 characters in all
+    ],
+)
+def test_host_names_that_are_not_dns_names_are_refused_before_any_lookup(host: str) -> None:
+    import_filter, resolver = make_filter()
+    url = f"http://{host}/x"
+    with pytest.raises(InvalidImportLocation) as refused:
+        import_filter.check(url)
+    assert refused.value.message.startswith(f"The host name in {url} is not a valid DNS name")
+    assert resolver.asked == []
+
+
+def test_international_names_are_still_looked_up() -> None:
+    import_filter, resolver = make_filter()
+    # (the fake resolver knows no such name: refused after the lookup, as an unknown name is)
+    with pytest.raises(InvalidImportLocation):
+        import_filter.check("http://bücher.invalid/x")
+    assert resolver.asked == [("bücher.invalid", 80)]
+
+
+@pytest.mark.parametrize("host", ["a..b", "a" * 64 + ".invalid", "\udcffjunk.invalid"])
+def test_the_default_resolver_turns_codec_errors_into_a_refusal(host: str) -> None:
+    with pytest.raises(InvalidImportLocation) as refused:
+        default_resolver(host, 80)
+    assert refused.value.message == f"The image source host {host!r} is not a valid host name"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://images.example.com:0/x",
+        "http://images.example.com:00/x",
+        "http://images.example.com:080/x",
+        "http://images.example.com:+80/x",
+        "http://images.example.com:/x",
+        "http://images.example.com:65536/x",
+        "http://images.example.com:99999/x",
+        "http://[2001:db8::1]:0/x",
+        "http://[2001:db8::1]x/x",
+    ],
+)
+def test_ports_not_written_as_1_to_65535_are_refused_even_if_listed(url: str) -> None:
+    # Given a filter whose allowed ports even list 0 (port 0 used to pass and be fetched as 80)
+    import_filter, resolver = make_filter(allowed_ports=(0, 80))
+    with pytest.raises(InvalidImportLocation) as refused:
+        import_filter.check(url)
+    assert refused.value.message == (
+        f"The port in {url} is not valid: give a number from 1 to 65535, or no port"
+    )
+    assert resolver.asked == []
+
+
+@pytest.mark.parametrize("url", ["http://[::1/x", "http://[not-an-address]/x"])
+def test_urls_python_cannot_split_are_refused(url: str) -> None:
+    import_filter, _ = make_filter()
+    with pytest.raises(InvalidImportLocation) as refused:
+        import_filter.check_location(url)
+    assert refused.value.message == f"The given uri is not a valid URL: {url}"

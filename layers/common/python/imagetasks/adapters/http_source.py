@@ -109,7 +109,12 @@ class HttpSource:
                     raise SourceUnavailable(
                         f"The image source answered {response.status} without a Location: {current}"
                     )
-                current = urljoin(current, location)
+                try:
+                    current = urljoin(current, location)
+                except ValueError:  # e.g. an unclosed IPv6 bracket: not a URL at all
+                    raise SourceUnavailable(
+                        f"The image source redirected to an invalid location {location!r}: {current}"
+                    ) from None
                 continue
             if response.status != 200:
                 response.release_conn()

@@ -9,6 +9,7 @@ the connection cannot redirect the fetch. Every redirect hop goes through ``chec
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -40,12 +41,27 @@ INVALID_SCHEME = (
     "The given uri is not valid. Please specify a valid uri "
     "from the following list of supported uri {supported}"
 )
+INVALID_HOST = (
+    "The host name in {uri} is not a valid DNS name (each dot-separated label must be 1 to 63 "
+    "letters, digits or hyphens once IDNA-encoded, 253 characters in all)"
+)
+INVALID_PORT = "The port in {uri} is not valid: give a number from 1 to 65535, or no port"
+INVALID_URI = "The given uri is not a valid URL: {uri}"
+
+# A host name label once IDNA-encoded: letters, digits, hyphens (and the underscore some real
+# names carry), 1 to 63 of them. Anything else never reaches the resolver.
+_DNS_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_MAX_DNS_NAME = 253
+_CANONICAL_PORT = re.compile(r"[1-9][0-9]{0,4}")
 
 
 def default_resolver(host: str, port: int) -> list[str]:
     """Resolve with the system resolver; every address family, TCP only."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (UnicodeError, ValueError) as err:
+        # The IDNA codec (label too long or empty, characters it refuses) or an embedded NUL.
+        raise InvalidImportLocation(f"The image source host {host!r} is not a valid host name") from err
     except socket.gaierror as err:
         if err.errno == socket.EAI_AGAIN:
             raise TransientSourceError(
@@ -182,14 +198,15 @@ class ImportFilter:
         if scheme not in ("http", "https") or scheme not in self.supported_schemes():
             raise InvalidImportLocation(INVALID_SCHEME.format(supported=self.supported_schemes()))
         refused = InvalidImportLocation(FILTER_FAILED.format(uri=url))
-        try:
-            port = parts.port or _DEFAULT_PORTS[scheme]
-        except ValueError:
-            raise refused from None
+        port = _port(parts, scheme)
+        if port is None:
+            raise InvalidImportLocation(INVALID_PORT.format(uri=url))
         host = (parts.hostname or "").rstrip(".")
         if not host or port not in self._settings.allowed_ports:
             raise refused
         literal = _ip_literal(host)
+        if literal is None and not _valid_dns_name(host):
+            raise InvalidImportLocation(INVALID_HOST.format(uri=url))
         if not self._host_permitted(host):
             raise refused
         addresses = [literal] if literal is not None else self._resolved(host, port)
@@ -232,7 +249,10 @@ class ImportFilter:
         if url is None or not url.strip():
             raise InvalidImportLocation("Invalid location: None")
         url = url.strip()
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            raise InvalidImportLocation(INVALID_URI.format(uri=url)) from None
         scheme = parts.scheme.lower()
         # A bare path (or a Windows drive letter, which urlsplit takes for a scheme) is local too.
         if scheme == "file" or not scheme or (len(scheme) == 1 and url[1:2] == ":"):
@@ -268,6 +288,37 @@ class ImportFilter:
         if kind == "private":
             return self._settings.allow_private
         return False
+
+
+def _port(parts: SplitResult, scheme: str) -> int | None:
+    """The URL's port, the scheme's default when it names none; ``None`` when the port is not a number
+    from 1 to 65535 written canonically (``0``, ``00``, ``080``, ``+80``, an empty ``host:``)."""
+    netloc = parts.netloc.rpartition("@")[2]
+    if netloc.startswith("["):
+        tail = netloc.partition("]")[2]
+        if not tail:
+            return _DEFAULT_PORTS[scheme]
+        if not tail.startswith(":"):
+            return None
+        text = tail[1:]
+    elif ":" in netloc:
+        text = netloc.rpartition(":")[2]
+    else:
+        return _DEFAULT_PORTS[scheme]
+    if not _CANONICAL_PORT.fullmatch(text) or int(text) > 65535:
+        return None
+    return int(text)
+
+
+def _valid_dns_name(host: str) -> bool:
+    """Whether ``host`` is a name the resolver can be asked about: IDNA-encodable, LDH labels."""
+    try:
+        encoded = host.encode("idna").decode("ascii")
+    except (UnicodeError, ValueError):
+        return False
+    if len(encoded) > _MAX_DNS_NAME:
+        return False
+    return all(_DNS_LABEL.fullmatch(label) for label in encoded.split("."))
 
 
 def _ip_literal(host: str) -> IPAddress | None:
