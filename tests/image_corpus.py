@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import struct
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,6 +79,42 @@ def make_vhdx(directory: Path) -> Path:
     return out
 
 
+def make_qcow2_v2(directory: Path) -> Path:
+    out = directory / "good-v2.qcow2"
+    _qemu_img("convert", "-f", "raw", "-O", "qcow2", "-o", "compat=0.10", str(make_raw(directory)), str(out))
+    return out
+
+
+def make_qcow2_small_clusters(directory: Path) -> Path:
+    """The smallest clusters (512 bytes): the most L1 entries per GiB."""
+    out = directory / "small-clusters.qcow2"
+    _qemu_img("create", "-f", "qcow2", "-o", "cluster_size=512", str(out), "3G")
+    return out
+
+
+def make_qcow2_large_clusters(directory: Path) -> Path:
+    """The largest clusters (2 MiB): the fewest L1 entries."""
+    out = directory / "large-clusters.qcow2"
+    _qemu_img("create", "-f", "qcow2", "-o", "cluster_size=2M", str(out), "5G")
+    return out
+
+
+def make_qcow2_grown_with_snapshot(directory: Path) -> Path:
+    """A disk grown twice (its L1 table grows by half each time) with an internal snapshot."""
+    out = directory / "grown.qcow2"
+    _qemu_img("create", "-f", "qcow2", "-o", "preallocation=metadata", str(out), "64M")
+    _qemu_img("snapshot", "-c", "before", str(out))
+    _qemu_img("resize", "-f", "qcow2", str(out), "+10G")
+    _qemu_img("resize", "-f", "qcow2", str(out), "+100G")
+    return out
+
+
+def make_vdi(directory: Path) -> Path:
+    out = directory / "good.vdi"
+    _qemu_img("create", "-f", "vdi", str(out), "1M")
+    return out
+
+
 # -- bad images ------------------------------------------------------------------------------
 
 
@@ -122,6 +159,163 @@ def make_vmdk_sparse_host_file(directory: Path) -> Path:
     target = directory / "sparse-host-file.vmdk"
     target.write_bytes(bytes(data))
     return target
+
+
+HOST_SECRET = b"HOST-SECRET-0123456789"
+
+
+def make_host_secret(directory: Path) -> Path:
+    """A file of the worker's host that no image may ever read: a raw disk starting with
+    ``HOST_SECRET``."""
+    path = directory / "host-secret.raw"
+    path.write_bytes(HOST_SECRET + b"\0" * (MiB - len(HOST_SECRET)))
+    return path
+
+
+def make_host_secret_vmdk(directory: Path) -> Path:
+    """The same secret as a VMDK, the format qemu assumes for a VMDK's parent: when followed, its
+    bytes really end up in the output (a raw parent would only make qemu fail after opening it)."""
+    out = directory / "host-secret.vmdk"
+    _qemu_img("convert", "-f", "raw", "-O", "vmdk", str(make_host_secret(directory)), str(out))
+    return out
+
+
+def _edit_vmdk_descriptor(
+    source: Path, target: Path, edit: Callable[[bytes], bytes], capacity: int | None = None
+) -> Path:
+    """A copy of a sparse VMDK with its embedded descriptor (sector 1, NUL padded) rewritten."""
+    data = bytearray(source.read_bytes())
+    descriptor_sectors = struct.unpack_from("<Q", data, 36)[0]
+    region = slice(512, 512 + descriptor_sectors * 512)
+    text = edit(bytes(data[region]).split(b"\0", 1)[0])
+    assert len(text) < descriptor_sectors * 512
+    data[region] = text.ljust(descriptor_sectors * 512, b"\0")
+    if capacity is not None:
+        struct.pack_into("<Q", data, 12, capacity)
+    target.write_bytes(bytes(data))
+    return target
+
+
+def make_vmdk_parent(directory: Path, hint: str, name: str = "parent-hint.vmdk") -> Path:
+    """A sparse VMDK whose descriptor names a parent: qemu opens ``hint`` as its backing file."""
+
+    def edit(text: bytes) -> bytes:
+        parent = f'parentCID=12345678\nparentFileNameHint="{hint}"'.encode()
+        return text.replace(b"parentCID=ffffffff", parent)
+
+    return _edit_vmdk_descriptor(make_vmdk(directory), directory / name, edit)
+
+
+def make_vmdk_parent_host_file(directory: Path) -> Path:
+    return make_vmdk_parent(directory, str(make_host_secret_vmdk(directory)))
+
+
+def make_vmdk_parent_nbd(directory: Path) -> Path:
+    # Port 9 (discard) on loopback: nothing listens in the tests that only check the refusal.
+    return make_vmdk_parent(directory, "nbd://127.0.0.1:9", "parent-nbd.vmdk")
+
+
+def make_vmdk_parent_cid(directory: Path) -> Path:
+    """A delta disk: a parentCID but no hint (qemu would need the parent it cannot name)."""
+
+    def edit(text: bytes) -> bytes:
+        return text.replace(b"parentCID=ffffffff", b"parentCID=12345678")
+
+    return _edit_vmdk_descriptor(make_vmdk(directory), directory / "parent-cid.vmdk", edit)
+
+
+def make_vmdk_parent_hint_in_comment(directory: Path) -> Path:
+    """qemu finds parentFileNameHint with strstr: a comment line is enough to name a parent."""
+
+    def edit(text: bytes) -> bytes:
+        return text.replace(b"# Extent description", b'# parentFileNameHint="/etc/hostname"')
+
+    return _edit_vmdk_descriptor(make_vmdk(directory), directory / "parent-comment.vmdk", edit)
+
+
+def make_vmdk_create_type_case(directory: Path, extent: str = "host-secret.raw") -> Path:
+    """A text descriptor that oslo.utils reads as monolithicSparse (its first createType in any
+    case) and qemu as monolithicFlat (its first in exact case), with a flat extent that has no
+    "/" (oslo's only extent check): qemu opens the extent, here a host file next to the image."""
+    make_host_secret(directory)
+    out = directory / "create-type-case.vmdk"
+    out.write_text(
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+        'CREATETYPE="monolithicSparse"\ncreateType="monolithicFlat"\n'
+        f'RW 2048 FLAT "{extent}" 0\n'
+    )
+    return out
+
+
+def make_vmdk_capacity_zero(directory: Path, extent: str = "host-secret.raw") -> Path:
+    """A sparse header announcing no capacity: qemu then treats the embedded descriptor as a
+    descriptor file and opens its extents (the same create-type trick gets it past oslo.utils)."""
+    make_host_secret(directory)
+
+    def edit(text: bytes) -> bytes:
+        text = text.replace(
+            b'createType="monolithicSparse"', b'CREATETYPE="monolithicSparse"\ncreateType="monolithicFlat"'
+        )
+        return text.replace(b'RW 2048 SPARSE "good.vmdk"', f'RW 2048 FLAT "{extent}" 0'.encode())
+
+    return _edit_vmdk_descriptor(make_vmdk(directory), directory / "capacity-zero.vmdk", edit, capacity=0)
+
+
+def make_vmdk_two_extents(directory: Path) -> Path:
+    def edit(text: bytes) -> bytes:
+        return text.replace(
+            b'RW 2048 SPARSE "good.vmdk"', b'RW 2048 SPARSE "good.vmdk"\nRW 2048 SPARSE "other.vmdk"'
+        )
+
+    return _edit_vmdk_descriptor(make_vmdk(directory), directory / "two-extents.vmdk", edit)
+
+
+def make_vmdk_extent_protocol(directory: Path) -> Path:
+    """An extent named with a protocol and no "/": oslo.utils lets it through."""
+
+    def edit(text: bytes) -> bytes:
+        return text.replace(b'"good.vmdk"', b'"nbd:127.0.0.1:9"')
+
+    return _edit_vmdk_descriptor(make_vmdk(directory), directory / "extent-protocol.vmdk", edit)
+
+
+def _edit_qcow2_header(directory: Path, name: str, fmt: str, offset: int, value: int) -> Path:
+    data = bytearray(make_qcow2(directory).read_bytes())
+    struct.pack_into(fmt, data, offset, value)
+    out = directory / name
+    out.write_bytes(bytes(data))
+    return out
+
+
+def make_qcow2_cluster_bits(directory: Path) -> Path:
+    return _edit_qcow2_header(directory, "cluster-bits.qcow2", ">I", 20, 30)  # 1 GiB clusters
+
+
+def make_qcow2_huge_l1(directory: Path) -> Path:
+    return _edit_qcow2_header(directory, "huge-l1.qcow2", ">I", 36, 4 * MiB)  # 32 MiB of L1 for 1 MiB
+
+
+def make_qcow2_small_l1(directory: Path) -> Path:
+    # 1 TiB announced with the one L1 entry of a 1 MiB disk (which maps 512 MiB)
+    return _edit_qcow2_header(directory, "small-l1.qcow2", ">Q", 24, 1024 * 1024 * MiB)
+
+
+def make_qcow2_huge_refcount_table(directory: Path) -> Path:
+    return _edit_qcow2_header(directory, "huge-refcount.qcow2", ">I", 56, 1 << 20)  # 64 GiB of table
+
+
+def make_qcow2_l1_outside(directory: Path) -> Path:
+    return _edit_qcow2_header(directory, "l1-outside.qcow2", ">Q", 40, 1 << 40)
+
+
+def make_qcow2_encrypted(directory: Path) -> Path:
+    return _edit_qcow2_header(directory, "encrypted.qcow2", ">I", 32, 1)  # crypt_method AES
+
+
+def make_empty(directory: Path) -> Path:
+    out = directory / "empty.img"
+    out.write_bytes(b"")
+    return out
 
 
 def make_qed(directory: Path) -> Path:
@@ -181,6 +375,40 @@ BAD_IMAGES: tuple[CorpusCase, ...] = (
         "qcow2",
         "Image data is raw (no known disk format) but disk_format says qcow2",
     ),
+    CorpusCase(
+        "vmdk_parent_host_file", make_vmdk_parent_host_file, "vmdk", "its descriptor names a parent image"
+    ),
+    CorpusCase("vmdk_parent_nbd", make_vmdk_parent_nbd, "vmdk", "its descriptor names a parent image"),
+    CorpusCase("vmdk_parent_cid", make_vmdk_parent_cid, "vmdk", "it is a delta disk of a parent image"),
+    CorpusCase(
+        "vmdk_parent_hint_in_comment",
+        make_vmdk_parent_hint_in_comment,
+        "vmdk",
+        "its descriptor names a parent image",
+    ),
+    CorpusCase("vmdk_create_type_case", make_vmdk_create_type_case, "vmdk", "it is not a single-file VMDK"),
+    CorpusCase("vmdk_capacity_zero", make_vmdk_capacity_zero, "vmdk", "its header announces no capacity"),
+    CorpusCase("vmdk_two_extents", make_vmdk_two_extents, "vmdk", "its descriptor lists 2 extents"),
+    CorpusCase(
+        "vmdk_extent_protocol", make_vmdk_extent_protocol, "vmdk", "its descriptor points at another file"
+    ),
+    CorpusCase(
+        "qcow2_cluster_bits", make_qcow2_cluster_bits, "qcow2", "its cluster size (2^30 bytes) is invalid"
+    ),
+    CorpusCase(
+        "qcow2_huge_l1", make_qcow2_huge_l1, "qcow2", "its L1 table (4194304 entries, 32 MiB) is far larger"
+    ),
+    CorpusCase("qcow2_small_l1", make_qcow2_small_l1, "qcow2", "its L1 table (1 entries) is too small"),
+    CorpusCase(
+        "qcow2_huge_refcount_table",
+        make_qcow2_huge_refcount_table,
+        "qcow2",
+        "its refcount table (1048576 clusters) is outside what qemu accepts",
+    ),
+    CorpusCase("qcow2_l1_outside", make_qcow2_l1_outside, "qcow2", "its L1 table lies outside the file"),
+    CorpusCase("qcow2_encrypted", make_qcow2_encrypted, "qcow2", "it is encrypted"),
+    CorpusCase("empty_raw", make_empty, "raw", "The image is empty (0 bytes)"),
+    CorpusCase("empty_qcow2", make_empty, "qcow2", "The image is empty (0 bytes)"),
     CorpusCase("qed", make_qed, "qed", "disk_format 'qed' is not allowed"),
     CorpusCase("qed_as_raw", make_qed, "raw", "Image data is qed but disk_format says raw"),
     CorpusCase("qcow2_truncated", make_qcow2_truncated, "qcow2", "before the end of its qcow2 header"),
@@ -221,6 +449,11 @@ GOOD_IMAGES: tuple[CorpusCase, ...] = (
     CorpusCase("vmdk_stream_optimized", make_vmdk_stream_optimized, "vmdk", "vmdk"),
     CorpusCase("vhd", make_vhd, "vhd", "vhd"),
     CorpusCase("vhdx", make_vhdx, "vhdx", "vhdx"),
+    CorpusCase("vdi", make_vdi, "vdi", "vdi"),
+    CorpusCase("qcow2_v2", make_qcow2_v2, "qcow2", "qcow2"),
+    CorpusCase("qcow2_small_clusters", make_qcow2_small_clusters, "qcow2", "qcow2"),
+    CorpusCase("qcow2_large_clusters", make_qcow2_large_clusters, "qcow2", "qcow2"),
+    CorpusCase("qcow2_grown_with_snapshot", make_qcow2_grown_with_snapshot, "qcow2", "qcow2"),
 )
 
 

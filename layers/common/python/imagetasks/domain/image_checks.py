@@ -21,6 +21,7 @@ from typing import Any
 from oslo_utils.imageutils import format_inspector as fi
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from imagetasks.domain.disk_headers import HEAD_BYTES, header_problems
 from imagetasks.domain.import_errors import (
     ChecksumMismatch,
     DiskFormatNotAllowed,
@@ -39,6 +40,8 @@ INSPECTABLE_FORMATS = frozenset(fi.ALL_FORMATS) - {"raw"}
 #: Detected formats that are "a plain disk" and so acceptable where raw is.
 RAW_CONTENT = frozenset({"raw", "gpt"})
 
+
+EMPTY_IMAGE = "The image is empty (0 bytes): there is no disk image to import"
 
 INSPECT_PIECE = 64 * 1024
 SMALL_PIECES_UNTIL = 64 * 1024 * 1024
@@ -159,6 +162,8 @@ class ImageChecker:
         self._disk_format = disk_format
         self._expected = expected or ExpectedChecksums()
         self._size = 0
+        #: The first bytes of the image, for the header checks of ``disk_headers`` (qemu's view).
+        self._head = bytearray()
         self._finished = False
         self._feeder = _ChunkFeeder()
         self._wrapper: fi.InspectWrapper | None = None
@@ -188,6 +193,8 @@ class ImageChecker:
                 f"The image is larger than this cloud's limit of {_human(limit)}: "
                 f"{self._size} bytes read so far"
             )
+        if len(self._head) < HEAD_BYTES:
+            self._head += chunk[: HEAD_BYTES - len(self._head)]
         if self._wrapper is None:
             return
         # Near the start of the image the inspectors are handed small pieces, as Glance reads
@@ -222,6 +229,9 @@ class ImageChecker:
         if self._finished:
             raise RuntimeError("ImageChecker.finish called twice")
         self._finished = True
+        if self._size == 0:
+            # Nothing to inspect; said here so that every way in (URL, s3://, upload) says the same.
+            raise ImageRejected(EMPTY_IMAGE)
         detected_format: str | None = None
         virtual_size: int | None = None
         if self._wrapper is not None:
@@ -316,6 +326,10 @@ class ImageChecker:
             raise ImageRejected(
                 f"Image data is not valid {detected.NAME}: it could not be safety checked ({err})"
             ) from err
+        # What oslo.utils does not check, read as qemu-img reads it (see disk_headers).
+        problems = header_problems(detected.NAME, bytes(self._head), self._size)
+        if problems:
+            raise ImageRejected(f"Image data is {detected.NAME} and is not allowed: {'; '.join(problems)}")
 
     # -- checksums --------------------------------------------------------------------------
 
