@@ -286,7 +286,10 @@ class SamLocal:
     def invoke(self, function_logical_id: str, event: Any, timeout: float = 120.0) -> tuple[str, bool, str]:
         """Invoke a function of the built template: (payload JSON text, errored, log lines of the call).
 
-        errored: the response carries X-Amz-Function-Error, or its status is not a success.
+        errored: the response carries X-Amz-Function-Error, or its status is not a success, or its body
+        is empty. SAM answers 200 with an empty body when the runtime exits before it answers (the
+        emulator's Sandbox.Failure; Lambda would say Unhandled, Runtime.ExitError): a handler that
+        returns None still answers `null`.
         """
         if self._process is None:
             raise ContainerTierError("not started")
@@ -301,7 +304,11 @@ class SamLocal:
             )
             response = connection.getresponse()
             payload = response.read().decode("utf-8", errors="replace")
-            errored = bool(response.getheader("X-Amz-Function-Error")) or not 200 <= response.status < 300
+            errored = (
+                bool(response.getheader("X-Amz-Function-Error"))
+                or not 200 <= response.status < 300
+                or not payload.strip()
+            )
         finally:
             connection.close()
         return payload, errored, self._logs_since(offset)
