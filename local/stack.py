@@ -174,6 +174,9 @@ class LocalStack:
                     ip_address=self.host, port=self._aws_port, verbose=False
                 )
                 self._moto_server.start()
+                # Download URLs the handlers sign (image file, export) must reach this server, not
+                # AWS: every function sees it (imagetasks.config.Settings.presign_endpoint_url).
+                os.environ["PRESIGN_ENDPOINT_URL"] = str(self.aws_url)
             self._create_resources(self.template)
             self._front = FrontServer(ApiFront(self.template, self.hook.runner), self.host, self._api_port)
             self._front.start()

@@ -26,6 +26,7 @@ glance.install_error_handlers(app)
 
 IMAGES_PATH = "/v2/images"
 DOWNLOAD_URL_SECONDS = 900
+NO_CONTENT_TYPE = "text/html; charset=UTF-8"
 IMAGE_PROPERTIES: dict[str, Any] = json.loads((Path(__file__).parent / "image_properties.json").read_text())
 
 
@@ -113,7 +114,9 @@ def delete_image(image_id: str) -> Response[str]:
     images_table().delete(image)
     objects().delete(image.bucket, image.key)
     logger.info("Image deleted", extra={"image_id": image_id, "owner": image.owner})
-    return Response(204, None, "", {})
+    # Glance's 204 says text/html with no body. Without a type of its own, API Gateway (and the local
+    # front) would add application/json, and python-glanceclient fails parsing the empty body as JSON.
+    return Response(204, NO_CONTENT_TYPE, "", {})
 
 
 @app.get(f"{IMAGES_PATH}/<image_id>/file", summary="Download the image data (302 to a time-limited URL)")

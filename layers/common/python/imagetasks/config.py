@@ -54,6 +54,9 @@ class Settings(BaseModel):
     allowed_container_formats: tuple[str, ...] = ("bare", "ovf", "ova", "aki", "ari", "ami", "docker")
     conversion_format: str = ""
     ephemeral_storage_mib: int = 10240
+    # Only the local stack sets it (moto's server): the endpoint presigned download URLs point at.
+    # Deployed, it is unset and URLs name S3's own endpoint.
+    presign_endpoint_url: str = ""
 
     @field_validator(
         "import_s3_buckets",

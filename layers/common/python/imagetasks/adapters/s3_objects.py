@@ -9,6 +9,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from imagetasks.adapters.staging import IMAGE_CONTENT_TYPE
+from imagetasks.config import settings
 from imagetasks.domain.import_errors import StagingError, TransientStorageError
 
 if TYPE_CHECKING:
@@ -30,6 +32,10 @@ TRANSIENT_CODES = frozenset(
 
 
 COPY_TRANSFER = TransferConfig(multipart_threshold=4 * 1024**3, multipart_chunksize=512 * 1024**2)
+# A copy takes the image's content type, whatever the source object says (an upload's own type, or
+# none: S3 then serves binary/octet-stream, which python-glanceclient does not stream). One CopyObject
+# needs REPLACE for that; the multipart copy above 4 GiB takes ContentType on its own.
+COPY_ARGS = {"ContentType": IMAGE_CONTENT_TYPE, "MetadataDirective": "REPLACE"}
 
 
 def translate(error: ClientError, where: str) -> Exception:
@@ -41,8 +47,9 @@ def translate(error: ClientError, where: str) -> Exception:
 
 
 class S3Objects:
-    def __init__(self, client: S3Client | None = None) -> None:
+    def __init__(self, client: S3Client | None = None, presign_client: S3Client | None = None) -> None:
         self._client = client
+        self._presign_client = presign_client
 
     @property
     def client(self) -> S3Client:
@@ -56,7 +63,13 @@ class S3Objects:
         above (S3's single-copy limit is 5 GiB). boto3's default, 8 MiB parts, would make a
         10 GiB image cost 1,280 requests instead of 20."""
         try:
-            self.client.copy({"Bucket": source_bucket, "Key": source_key}, bucket, key, Config=COPY_TRANSFER)
+            self.client.copy(
+                {"Bucket": source_bucket, "Key": source_key},
+                bucket,
+                key,
+                ExtraArgs=COPY_ARGS,
+                Config=COPY_TRANSFER,
+            )
         except ClientError as error:
             raise translate(error, f"s3://{bucket}/{key}") from error
 
@@ -85,7 +98,27 @@ class S3Objects:
             raise translate(error, f"s3://{bucket}/{prefix}") from error
         return deleted
 
+    @property
+    def presign_client(self) -> S3Client:
+        """The client that signs download URLs: the API client, unless the deployment names another
+        endpoint for the URLs it hands out (the local stack: moto's server, reachable by the user)."""
+        if self._presign_client is None:
+            endpoint = settings().presign_endpoint_url
+            if not endpoint:
+                self._presign_client = self.client
+            else:
+                self._presign_client = boto3.client(
+                    "s3",
+                    endpoint_url=endpoint,
+                    config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+                )
+        return self._presign_client
+
     def presigned_get(self, bucket: str, key: str, seconds: int) -> str:
-        return self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=seconds
+        """A time-limited GET URL whose answer says application/octet-stream, as Glance's does
+        (objects stored before their type was set included)."""
+        return self.presign_client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": bucket, "Key": key, "ResponseContentType": IMAGE_CONTENT_TYPE},
+            ExpiresIn=seconds,
         )

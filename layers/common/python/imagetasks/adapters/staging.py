@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 MiB = 1024 * 1024
 #: S3's minimum for every part but the last is 5 MiB; 64 MiB keeps a 5 TB object under 10 000 parts.
 DEFAULT_PART_SIZE = 64 * MiB
+# Every image and export object is stored with this type (what Glance serves image data as).
+IMAGE_CONTENT_TYPE = "application/octet-stream"
 
 TRANSIENT_S3_CODES = frozenset(
     {
@@ -143,7 +145,9 @@ class S3MultipartSink:
             raise translate_client_error(err, bucket=self._bucket, key=self._key) from err
 
     def start(self) -> None:
-        response = self._call(self._client.create_multipart_upload)
+        # Glance clients stream a download only when it says application/octet-stream; S3's
+        # default (binary/octet-stream) makes python-glanceclient parse the image as JSON.
+        response = self._call(self._client.create_multipart_upload, ContentType=IMAGE_CONTENT_TYPE)
         self._upload_id = str(response["UploadId"])
 
     def put_part(self, number: int, pieces: PartPieces) -> None:

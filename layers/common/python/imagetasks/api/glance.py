@@ -7,7 +7,10 @@ statuses here and nowhere else.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -15,12 +18,18 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from pydantic import ValidationError
 
 from imagetasks.auth.identity import Caller
-from imagetasks.domain.errors import DomainError, InvalidRequest, NotFound
+from imagetasks.domain.errors import DomainError, InvalidRequest, LimitExceeded, NotFound, ReservedProperty
 from imagetasks.observability import logger
 
 JSON = "application/json"
-MAX_BODY_BYTES = 1024 * 1024
-API_VERSIONS = ("2.17", "2.16", "2.15", "2.9", "2.7", "2.6", "2.5", "2.4", "2.3", "2.2", "2.1", "2.0")
+# A task is one DynamoDB item (400 KB at most) holding its input as JSON text: 256 KiB of request
+# leaves room for the rest of the item and for the image record that copies the properties.
+MAX_BODY_BYTES = 256 * 1024
+# No task input needs more than a few levels; deeper documents only cost recursion.
+MAX_JSON_DEPTH = 32
+# What Glance 2.17 lists with its cache and multiple stores enabled (glance/api/versions.py): every
+# minor version from 2.17 down to 2.0. python-glanceclient refuses `image-tasks` without v2.12.
+API_VERSIONS = tuple(f"2.{minor}" for minor in range(17, -1, -1))
 
 
 class HttpError(Exception):
@@ -95,19 +104,97 @@ def versions_document(app: APIGatewayRestResolver) -> dict[str, Any]:
 
 
 def json_body(app: APIGatewayRestResolver) -> dict[str, Any]:
-    """The request's JSON object, with Glance's messages for each way it can be wrong."""
-    raw = app.current_event.decoded_body
-    if raw is not None and len(raw.encode()) > MAX_BODY_BYTES:
-        raise HttpError(413, f"The request body is larger than {MAX_BODY_BYTES} bytes.")
+    """The request's JSON object, with Glance's messages for each way it can be wrong, and a clear
+    400 or 413 for what Python's JSON module would accept but the service cannot keep: bodies that
+    are not UTF-8, NaN and Infinity, nesting deeper than MAX_JSON_DEPTH, more than MAX_BODY_BYTES."""
+    raw = _body_text(app.current_event.raw_event)
     if raw is None or raw.strip() == "":
         raise InvalidRequest("Body expected in request.")
     try:
-        body = json.loads(raw)
+        body = json.loads(
+            raw, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int
+        )
+    except _Unrepresentable as refused:
+        raise InvalidRequest(str(refused)) from None
+    except RecursionError:
+        raise InvalidRequest(_too_deep()) from None
     except ValueError:
         raise InvalidRequest("Malformed JSON in request body.") from None
     if not isinstance(body, dict):
         raise InvalidRequest("Unexpected body type. Expected list/dict.")
+    if _depth_over(body, MAX_JSON_DEPTH):
+        raise InvalidRequest(_too_deep())
     return body
+
+
+MAX_INTEGER_DIGITS = 100
+
+
+class _Unrepresentable(ValueError):
+    """A number Python would read but JSON (or any client) cannot carry back."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Unrepresentable(f"The request body holds {name}, which is not valid JSON; send a finite number.")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Unrepresentable(
+            f"The request body holds the number {text[:40]}, which is too large; send a finite number."
+        )
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise _Unrepresentable(
+            f"The request body holds an integer of {len(text.lstrip('-'))} digits; "
+            f"at most {MAX_INTEGER_DIGITS} are accepted."
+        )
+    return int(text)
+
+
+def _too_deep() -> str:
+    return f"The request body nests JSON objects or arrays deeper than {MAX_JSON_DEPTH} levels."
+
+
+def _body_text(event: dict[str, Any]) -> str | None:
+    """The body as text, refusing what is too large or not UTF-8 (413 / 400)."""
+    body = event.get("body")
+    if body is None:
+        return None
+    if not isinstance(body, str):
+        raise InvalidRequest("The request body is not text.")
+    data: bytes
+    if event.get("isBase64Encoded"):
+        try:
+            data = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest("The request body is not valid base64.") from None
+    else:
+        # A string the Lambda event carried can hold lone surrogates: count them, do not choke on them.
+        data = body.encode("utf-8", "surrogatepass")
+    if len(data) > MAX_BODY_BYTES:
+        raise HttpError(413, f"The request body is larger than {MAX_BODY_BYTES} bytes.")
+    try:
+        return data.decode("utf-8") if event.get("isBase64Encoded") else body
+    except UnicodeDecodeError:
+        raise InvalidRequest("The request body is not UTF-8 text; send JSON encoded as UTF-8.") from None
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether `value` nests containers more than `limit` deep (iterative: no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def install_error_handlers(app: APIGatewayRestResolver) -> None:
@@ -117,6 +204,10 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
 
     @app.exception_handler(InvalidRequest)  # type: ignore[untyped-decorator]
     def _invalid(error: InvalidRequest) -> Response[Any]:
+        if isinstance(error, ReservedProperty):
+            return error_response(403, error.message)
+        if isinstance(error, LimitExceeded):
+            return error_response(413, error.message)
         return error_response(400, error.message)
 
     @app.exception_handler(NotFound)  # type: ignore[untyped-decorator]
