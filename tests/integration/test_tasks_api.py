@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from typing import Any
@@ -216,8 +217,8 @@ def test_valid_read_only_fields_in_the_body_are_ignored(api: Any) -> None:
     assert response["json"]["id"] != TASK_ID and response["json"]["owner"] == "project-a"
 
 
-def test_body_over_one_mebibyte_is_413(api: Any, aws: dict[str, str]) -> None:
-    body = {"type": "import", "input": {**IMPORT_INPUT, "padding": "x" * (1024 * 1024)}}
+def test_body_over_256_kibibytes_is_413(api: Any, aws: dict[str, str]) -> None:
+    body = {"type": "import", "input": {**IMPORT_INPUT, "padding": "x" * (256 * 1024)}}
 
     response = call(api, api_event("POST", "/v2/tasks", body=body))
 
@@ -509,3 +510,167 @@ def _resolver_routes(api: Any) -> list[tuple[str, str]]:
         if route.include_in_schema:
             routes.append((route.openapi_path, route.method.upper()))
     return routes
+
+
+# ------------------------------------------------------------------ hostile input
+# Every item of the outside review: a clear 4xx that says what to fix, nothing stored, never a 5xx.
+LOOPBACK_INPUT = {**IMPORT_INPUT, "import_from": "http://127.0.0.1/images/cirros.qcow2"}
+
+
+@pytest.fixture
+def loopback_api(aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The handler with loopback sources allowed, so that checks after the import filter are reached
+    without naming a real host."""
+    monkeypatch.setenv("IMPORT_ALLOW_LOOPBACK", "true")
+    module = load_handler("tasks_api")
+    module.tasks_table.cache_clear()
+    module.task_service.cache_clear()
+    return module
+
+
+def post_raw(api: Any, raw: str, *, base64_encoded: bool = False) -> dict[str, Any]:
+    event = api_event("POST", "/v2/tasks")
+    event["body"] = raw
+    event["isBase64Encoded"] = base64_encoded
+    return call(api, event)
+
+
+def assert_refused(response: dict[str, Any], status: int, message: str) -> None:
+    assert response["statusCode"] == status, response["body"][:500]
+    error = response["json"]["error"]
+    assert error["code"] == status and error["title"] and message in error["message"], error
+    assert "Traceback" not in response["body"]
+
+
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [
+        ("http://" + "a" * 64 + ".invalid/x", "is not a valid DNS name"),
+        ("http://a..b/x", "The host name in http://a..b/x is not a valid DNS name"),
+        ("http://\udcff\u2028junk.invalid/x", "is not a valid DNS name"),
+        ("http://x\u0000y.invalid/x", "is not a valid DNS name"),
+        ("http://[::1/x", "The given uri is not a valid URL"),
+        ("http://127.0.0.1:0/x", "The port in http://127.0.0.1:0/x is not valid"),
+        ("http://127.0.0.1:00/x", "The port in http://127.0.0.1:00/x is not valid"),
+        ("http://127.0.0.1:080/x", "is not valid: give a number from 1 to 65535"),
+    ],
+)
+def test_locations_the_resolver_or_socket_cannot_take_are_400(
+    loopback_api: Any, aws: dict[str, str], location: str, message: str
+) -> None:
+    # json.dumps escapes the lone surrogate, as a client sending it would have to
+    response = post_raw(
+        loopback_api, json.dumps({"type": "import", "input": {**IMPORT_INPUT, "import_from": location}})
+    )
+
+    assert_refused(response, 400, message)
+    assert stored_item_count(aws) == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("[" * 2000 + "]" * 2000, "nests JSON objects or arrays deeper than 32 levels"),
+        ('{"type": "import", "input": ' + '{"a": ' * 2000 + "1" + "}" * 2001, "deeper than 32 levels"),
+        ('{"type": "import", "input": ' + '{"a": ' * 40 + "1" + "}" * 41, "deeper than 32 levels"),
+        ('{"type": "import", "input": {"a": NaN}}', "holds NaN, which is not valid JSON"),
+        ('{"type": "import", "input": {"a": Infinity}}', "holds Infinity, which is not valid JSON"),
+        ('{"type": "import", "input": {"a": -Infinity}}', "holds -Infinity"),
+        ('{"type": "import", "input": {"a": 1e999}}', "holds the number 1e999, which is too large"),
+        ('{"type": "import", "input": {"a": ' + "9" * 5000 + "}}", "an integer of 5000 digits"),
+    ],
+)
+def test_json_python_reads_but_cannot_keep_is_400(
+    api: Any, aws: dict[str, str], raw: str, message: str
+) -> None:
+    response = post_raw(api, raw)
+
+    assert_refused(response, 400, message)
+    assert stored_item_count(aws) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"\xff\xfe{\x00}\x00", "The request body is not UTF-8 text"),
+        (b'{"type": "import", "input": {"a": "\xc3\x28"}}', "The request body is not UTF-8 text"),
+    ],
+)
+def test_bodies_that_are_not_utf8_are_400(api: Any, aws: dict[str, str], body: bytes, message: str) -> None:
+    response = post_raw(api, base64.b64encode(body).decode(), base64_encoded=True)
+
+    assert_refused(response, 400, message)
+    assert stored_item_count(aws) == 0
+
+
+def test_a_body_flagged_base64_that_is_not_is_400(api: Any) -> None:
+    assert_refused(post_raw(api, "{not base64}", base64_encoded=True), 400, "not valid base64")
+
+
+def with_properties(**properties: Any) -> str:
+    image_properties = {**IMPORT_INPUT["image_properties"], **properties}
+    return json.dumps({"type": "import", "input": {**LOOPBACK_INPUT, "image_properties": image_properties}})
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "message"),
+    [
+        (with_properties(name=5), 400, "Image name in image_properties must be a string, not a number"),
+        (with_properties(name={"a": 1}), 400, "must be a string, not an object"),
+        (with_properties(name="x" * 2000), 400, "is 2000 characters long; at most 255 are allowed"),
+        (
+            with_properties(os_distro=7),
+            400,
+            "Image property 'os_distro' in image_properties must be a string",
+        ),
+        (with_properties(os_distro=["a"]), 400, "must be a string, not an array"),
+        (with_properties(note="x" * 65536), 400, "is 65536 characters long; at most 65535 are allowed"),
+        (
+            with_properties(**{"k" * 256: "v"}),
+            400,
+            "Custom property should not be greater than 255 characters.",
+        ),
+        (with_properties(**{"": "v"}), 400, "must not be empty"),
+        (with_properties(os_glance_import_task="x"), 403, "Attribute 'os_glance_import_task' is reserved."),
+        (with_properties(os_glance="x"), 403, "Attribute 'os_glance' is reserved."),
+        (
+            with_properties(**{f"p{i}": "v" for i in range(129)}),
+            413,
+            "The limit has been exceeded on the number of allowed image properties. Attempted: 129, Maximum: 128",
+        ),
+        (
+            json.dumps({"type": "import", "input": {**LOOPBACK_INPUT, "padding": "x" * 500_000}}),
+            413,
+            "The request body is larger than 262144 bytes.",
+        ),
+    ],
+)
+def test_image_properties_glance_would_refuse_are_refused_and_nothing_is_stored(
+    loopback_api: Any, aws: dict[str, str], raw: str, status: int, message: str
+) -> None:
+    response = post_raw(loopback_api, raw)
+
+    assert_refused(response, status, message)
+    assert stored_item_count(aws) == 0
+
+
+def test_properties_at_the_limits_are_accepted(loopback_api: Any) -> None:
+    raw = with_properties(
+        name="n" * 255,
+        unset=None,
+        **{f"p{i}": "v" for i in range(127)},
+        **{"k" * 255: "v" * 1000},
+    )
+
+    response = post_raw(loopback_api, raw)
+
+    assert response["statusCode"] == 201, response["body"][:500]
+
+
+def test_a_convert_name_over_255_characters_is_400(api: Any, aws: dict[str, str]) -> None:
+    body = {"type": "convert", "input": {"image_id": TASK_ID, "disk_format": "raw", "name": "n" * 256}}
+
+    response = call(api, api_event("POST", "/v2/tasks", body=body))
+
+    assert_refused(response, 400, "'name' in input is 256 characters long; at most 255 are allowed")
+    assert stored_item_count(aws) == 0

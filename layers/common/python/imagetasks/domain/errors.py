@@ -13,6 +13,14 @@ class InvalidRequest(DomainError):
     """The request cannot be accepted as it is (HTTP 400)."""
 
 
+class ReservedProperty(InvalidRequest):
+    """The request sets something Glance reserves for itself (HTTP 403, as Glance answers)."""
+
+
+class LimitExceeded(InvalidRequest):
+    """The request is over one of the service's size or count limits (HTTP 413, as Glance answers)."""
+
+
 class NotFound(DomainError):
     """The thing does not exist, is not visible to the caller, or has expired (HTTP 404)."""
 

@@ -20,6 +20,8 @@ CORE_FIELDS = frozenset(
         "created_at", "updated_at", "self", "file", "schema", "locations", "direct_url",
     }
 )  # fmt: skip
+# Glance's image schema: a name has at most 255 characters (the images index keys on it, too).
+MAX_NAME_LENGTH = 255
 IMAGE_NAMESPACE = uuid.UUID("6f1e6c1a-3f0e-4d8e-9a35-2c1b7d6f0a11")
 
 

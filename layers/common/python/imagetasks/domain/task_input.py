@@ -13,10 +13,21 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict
 
-from imagetasks.domain.errors import InvalidRequest
+from imagetasks.domain.errors import InvalidRequest, LimitExceeded, ReservedProperty
+from imagetasks.domain.images import CORE_FIELDS, MAX_NAME_LENGTH
 
 HEX_SHA512 = re.compile(r"^[0-9a-f]{128}$")
 HEX_MD5 = re.compile(r"^[0-9a-f]{32}$")
+
+# Glance's limits on what an image carries (docs/decisions.md, "Hostile input"): a name of at most
+# MAX_NAME_LENGTH characters, at most 128 extra properties (Glance's default image_property_quota),
+# keys of at most 255 characters (Glance's check), values of at most 65535 (Glance's TEXT column).
+# Glance reserves the os_glance prefix for itself.
+MAX_EXTRA_PROPERTIES = 128
+MAX_PROPERTY_KEY_LENGTH = 255
+MAX_PROPERTY_VALUE_LENGTH = 65535
+RESERVED_PROPERTY_PREFIX = "os_glance"
+_FORMAT_FIELDS = ("disk_format", "container_format")
 
 
 class ImportRules(BaseModel):
@@ -25,6 +36,63 @@ class ImportRules(BaseModel):
     allowed_disk_formats: tuple[str, ...]
     allowed_container_formats: tuple[str, ...]
     conversion_format: str = ""
+
+
+def check_image_properties(properties: Mapping[str, Any]) -> None:
+    """Refuse image properties Glance would refuse, or that could not be stored: a name that is not
+    a string of at most 255 characters, reserved or over-long keys, extra properties that are not
+    strings, too long, or too many."""
+    for key in properties:
+        if not key:
+            raise InvalidRequest("Image property names in image_properties must not be empty")
+        if len(key) > MAX_PROPERTY_KEY_LENGTH:
+            raise InvalidRequest(
+                f"Custom property should not be greater than {MAX_PROPERTY_KEY_LENGTH} characters."
+            )
+        if key.startswith(RESERVED_PROPERTY_PREFIX):
+            raise ReservedProperty(f"Attribute '{key}' is reserved.")
+    name = properties.get("name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidRequest(f"Image name in image_properties must be a string, not {_json_type(name)}")
+    if isinstance(name, str) and len(name) > MAX_NAME_LENGTH:
+        raise InvalidRequest(
+            f"Image name in image_properties is {len(name)} characters long; "
+            f"at most {MAX_NAME_LENGTH} are allowed"
+        )
+    # A property set to null is dropped (as Glance drops it): it does not count.
+    extra = [
+        key
+        for key, value in properties.items()
+        if key not in CORE_FIELDS and key not in _FORMAT_FIELDS and value is not None
+    ]
+    if len(extra) > MAX_EXTRA_PROPERTIES:
+        raise LimitExceeded(
+            "The limit has been exceeded on the number of allowed image properties. "
+            f"Attempted: {len(extra)}, Maximum: {MAX_EXTRA_PROPERTIES}"
+        )
+    for key in extra:
+        value = properties[key]
+        if not isinstance(value, str):
+            raise InvalidRequest(
+                f"Image property '{key}' in image_properties must be a string, not {_json_type(value)}"
+            )
+        if len(value) > MAX_PROPERTY_VALUE_LENGTH:
+            raise InvalidRequest(
+                f"Image property '{key}' in image_properties is {len(value)} characters long; "
+                f"at most {MAX_PROPERTY_VALUE_LENGTH} are allowed"
+            )
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "a string" if isinstance(value, str) else "null"
 
 
 def check_formats(properties: Mapping[str, Any], rules: ImportRules) -> None:
@@ -53,7 +121,10 @@ def validate_import_input(
     location = task_input.get("import_from")
     if not isinstance(location, str) or not location.strip():
         raise InvalidRequest("Invalid location: None")
-    scheme = urlparse(location).scheme.lower()
+    try:
+        scheme = urlparse(location).scheme.lower()
+    except ValueError:  # not a URL at all (an unclosed IPv6 bracket): the filter says so
+        scheme = ""
     if scheme == "file" or location.startswith("/"):
         raise InvalidRequest(
             "File based imports are not allowed. Please use a non-local source of image data."
@@ -65,6 +136,7 @@ def validate_import_input(
     properties = task_input["image_properties"]
     if not isinstance(properties, dict):
         raise InvalidRequest("image_properties must be an object of image properties")
+    check_image_properties(properties)
     check_formats(properties, rules)
     source_format = task_input["import_from_format"]
     if not isinstance(source_format, str) or source_format not in rules.allowed_disk_formats:
