@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -196,18 +197,24 @@ def _edit_vmdk_descriptor(
     return target
 
 
-def make_vmdk_parent(directory: Path, hint: str, name: str = "parent-hint.vmdk") -> Path:
-    """A sparse VMDK whose descriptor names a parent: qemu opens ``hint`` as its backing file."""
+def make_vmdk_parent(
+    directory: Path, hint: str, name: str = "parent-hint.vmdk", parent_cid: str = "12345678"
+) -> Path:
+    """A sparse VMDK whose descriptor names a parent: qemu opens ``hint`` as its backing file
+    (and reads it when ``parent_cid`` is the parent's CID)."""
 
     def edit(text: bytes) -> bytes:
-        parent = f'parentCID=12345678\nparentFileNameHint="{hint}"'.encode()
+        parent = f'parentCID={parent_cid}\nparentFileNameHint="{hint}"'.encode()
         return text.replace(b"parentCID=ffffffff", parent)
 
     return _edit_vmdk_descriptor(make_vmdk(directory), directory / name, edit)
 
 
 def make_vmdk_parent_host_file(directory: Path) -> Path:
-    return make_vmdk_parent(directory, str(make_host_secret_vmdk(directory)))
+    parent = make_host_secret_vmdk(directory)
+    cid = re.search(rb"\nCID=([0-9a-f]{8})", parent.read_bytes()[:4096])
+    assert cid is not None
+    return make_vmdk_parent(directory, str(parent), parent_cid=cid.group(1).decode())
 
 
 def make_vmdk_parent_nbd(directory: Path) -> Path:

@@ -1,8 +1,21 @@
 """qemu-img, the one program that reads and writes every disk format: convert and info.
 
-Always called with an argument list (never a shell) and always with the source format given
-explicitly: letting qemu-img probe the format of untrusted data is how a raw image that looks
-like a qcow2 header gets to read host files through a "backing file".
+Always called with an argument list (never a shell), and never allowed to open anything but the
+file it was given:
+
+- the source is a ``json:`` block-device spec, not a file name: its format driver is named (no
+  probing: a raw image that looks like a qcow2 header would otherwise get a "backing file"), its
+  protocol is pinned to ``file`` (a name such as ``nbd:host:port`` stays a local file name), and
+  ``"backing": null`` tells every driver it has no backing file, whatever the header says (qcow2
+  backing files, VMDK ``parentFileNameHint``);
+- before every run the source's headers are checked again (``disk_headers``): what qemu opens
+  without a way to say no from the command line (a qcow2 external data file, the extents of a VMDK
+  descriptor) is refused there;
+- the output is an absolute path (no protocol prefix can apply) created with options from our own
+  table only (no backing file, no ``-B``).
+
+qemu-img's messages name those paths (the worker's working directory carries its process id): they
+are rewritten before they reach the task's message.
 
 On Lambda, qemu-img comes from the QemuLayer at /opt/bin with its libraries in /opt/lib; anywhere
 else (tests, the local stack) it is whatever ``qemu-img`` is on PATH.
@@ -12,12 +25,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from imagetasks.domain.disk_headers import HEAD_BYTES, header_problems
 from imagetasks.domain.failures import TaskFailure
 
 LAYER_BINARY = Path("/opt/bin/qemu-img")
@@ -43,13 +58,48 @@ def find_qemu_img() -> tuple[str, dict[str, str]]:
     raise QemuImgNotFound("qemu-img is neither on PATH nor at /opt/bin/qemu-img (the QemuLayer)")
 
 
-def _first_line(text: str) -> str:
-    for line in text.splitlines():
-        line = line.strip()
-        if line:
-            # qemu-img prefixes its messages with its own name; the user knows who spoke.
-            return line.removeprefix("qemu-img: ")
-    return "no error message"
+def source_spec(path: Path, fmt: str | None) -> str:
+    """The ``json:`` spec that makes qemu-img open ``path`` as ``fmt`` and nothing else."""
+    # Absolute: a path that starts with "/" can never be read as "protocol:..." by qemu.
+    spec: dict[str, Any] = {"backing": None, "file": {"driver": "file", "filename": str(path.absolute())}}
+    if fmt is not None:
+        spec = {"driver": fmt, **spec}
+    return "json:" + json.dumps(spec, separators=(",", ":"))
+
+
+def check_source(path: Path, fmt: str) -> None:
+    """Refuse (TaskFailure) a source whose headers would make qemu-img open other files."""
+    with path.open("rb") as data:
+        head = data.read(HEAD_BYTES)
+    problems = header_problems(fmt, head, path.stat().st_size)
+    if problems:
+        raise TaskFailure(f"The image cannot be converted: it is {fmt} and {'; '.join(problems)}")
+
+
+#: What a qemu-img message means for the user, by a phrase it contains.
+_HINTS = (
+    ("No space left on device", "the converted image does not fit in the worker's working space"),
+    ("Cannot allocate memory", "the worker ran out of memory; the image's tables are too large"),
+)
+_JSON_SPEC = re.compile(r"'?json:\{.*\}'?")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/[^\s'\",:]+")
+
+
+def user_message(stderr: str, names: Mapping[str, str]) -> str:
+    """qemu-img's error, without the worker's paths (its working directory names the process and
+    the task), with what it means when we know."""
+    lines = [line.strip().removeprefix("qemu-img: ") for line in stderr.splitlines() if line.strip()]
+    # Warnings come first; the error that stopped it is the first line that is not one.
+    errors = [line for line in lines if not line.startswith("warning:")] or lines
+    text = errors[0] if errors else "no error message"
+    for secret, shown in sorted(names.items(), key=lambda item: -len(item[0])):
+        text = text.replace(f"'{secret}'", shown).replace(secret, shown)
+    text = _JSON_SPEC.sub("the image", text)
+    text = _ABSOLUTE_PATH.sub("a file of the worker", text)
+    for phrase, meaning in _HINTS:
+        if phrase in text:
+            return f"{text} ({meaning})"
+    return text
 
 
 class QemuImg:
@@ -75,16 +125,33 @@ class QemuImg:
         timeout: float,
         options: Sequence[str] = (),
     ) -> None:
-        """``qemu-img convert -f src_format -O dst_format [-o opt,...] src dst``; TaskFailure on error.
+        """``qemu-img convert`` of ``src_path`` (read as ``src_format`` only, see the module's text)
+        to ``dst_path`` as ``dst_format`` with ``-o options``; TaskFailure on error.
 
         Formats are qemu's names (``vpc`` for vhd). ``timeout`` is in seconds; the process is
         killed when it runs out, so a stuck conversion cannot eat the whole Lambda timeout.
         """
+        check_source(src_path, src_format)
+        self._convert_checked(src_path, src_format, dst_path, dst_format, timeout, options)
+
+    def _convert_checked(
+        self,
+        src_path: Path,
+        src_format: str,
+        dst_path: Path,
+        dst_format: str,
+        timeout: float,
+        options: Sequence[str] = (),
+    ) -> None:
+        """The qemu-img run itself, once ``check_source`` passed (the tests call it alone to show
+        that the command line holds by itself)."""
+        src_path, dst_path = src_path.absolute(), dst_path.absolute()  # no "protocol:" reading
         binary, env = self._command()
-        args = [binary, "convert", "-f", src_format, "-O", dst_format]
+        spec = source_spec(src_path, src_format)
+        args = [binary, "convert", "-O", dst_format]
         if options:
             args += ["-o", ",".join(options)]
-        args += [str(src_path), str(dst_path)]
+        args += [spec, str(dst_path)]
         try:
             completed = subprocess.run(
                 args, capture_output=True, text=True, timeout=timeout, env=env, check=False
@@ -94,15 +161,21 @@ class QemuImg:
                 f"qemu-img could not convert the image within {int(timeout)} seconds; try a smaller image"
             ) from None
         if completed.returncode != 0:
-            raise TaskFailure(f"qemu-img could not convert the image: {_first_line(completed.stderr)}")
+            names = {spec: "the image", str(src_path): "the image", str(dst_path): "the converted image"}
+            raise TaskFailure(
+                f"qemu-img could not convert the image: {user_message(completed.stderr, names)}"
+            )
 
     def info(self, path: Path, fmt: str | None = None) -> dict[str, Any]:
-        """``qemu-img info --output=json`` of a file; ``fmt`` avoids probing untrusted data."""
-        binary, env = self._command()
-        args = [binary, "info", "--output=json"]
+        """``qemu-img info --output=json`` of a file read as ``fmt``, checked first like a convert's
+        source. Without ``fmt`` qemu-img probes the format (still opening no other file): only for
+        data we wrote ourselves."""
+        path = path.absolute()
         if fmt is not None:
-            args += ["-f", fmt]
-        args.append(str(path))
+            check_source(path, fmt)
+        binary, env = self._command()
+        spec = source_spec(path, fmt)
+        args = [binary, "info", "--output=json", spec]
         try:
             completed = subprocess.run(
                 args, capture_output=True, text=True, timeout=INFO_TIMEOUT_SECONDS, env=env, check=False
@@ -110,6 +183,7 @@ class QemuImg:
         except subprocess.TimeoutExpired:
             raise TaskFailure("qemu-img could not read the image's header in time") from None
         if completed.returncode != 0:
-            raise TaskFailure(f"qemu-img could not read the image: {_first_line(completed.stderr)}")
+            names = {spec: "the image", str(path): "the image"}
+            raise TaskFailure(f"qemu-img could not read the image: {user_message(completed.stderr, names)}")
         info: dict[str, Any] = json.loads(completed.stdout)
         return info
