@@ -443,3 +443,44 @@ def test_neither_tokens_nor_the_service_password_reach_the_logs(
     assert [r.getMessage() for r in caplog.records] == ["allowed", "token refused"]
     for secret in ("alice-token", "unknown-token", "service-token-1", SERVICE_CREDENTIALS["password"]):
         assert secret not in logs
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["alice-token\r\nX-Injected: 1", "alice\ntoken", "alice\x00token", "tökén", "token-\u20ac", "a b"],
+)
+def test_tokens_with_characters_no_keystone_token_has_are_401_and_never_reach_keystone(
+    fake_keystone: FakeKeystone, caplog: pytest.LogCaptureFixture, token: str
+) -> None:
+    # (CR/LF and characters outside latin-1 used to make http.client raise: a 500 from API Gateway)
+    assert_unauthorized(authorizer_event(token))
+    assert fake_keystone.paths == []
+    assert log_lines(caplog, "INFO")[-1] == "token refused: token has characters no Keystone token has"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://keystone.invalid:5000/v3", "http://10.0.0.5/identity", "ftp://keystone.invalid/v3"]
+)
+def test_a_keystone_url_without_tls_off_loopback_is_refused_at_configuration(
+    monkeypatch: pytest.MonkeyPatch, fake_keystone: FakeKeystone, caplog: pytest.LogCaptureFixture, url: str
+) -> None:
+    # Given a deployment pointing at Keystone over plain http (the service password would travel in clear)
+    use_settings(monkeypatch, KEYSTONE_URL=url)
+
+    # When / Then every request is refused as a configuration error, naming the setting
+    assert_unauthorized(authorizer_event("alice-token"))
+    assert fake_keystone.paths == []
+    assert log_lines(caplog, "ERROR") == [
+        "authorizer misconfigured; refusing every request: invalid auth settings: settings: "
+        "Value error, KEYSTONE_URL must be an https URL (plain http only on a loopback address)"
+    ]
+
+
+def test_https_and_loopback_keystone_urls_are_accepted() -> None:
+    from imagetasks.auth.settings import AuthSettings
+
+    for url in ("https://keystone.invalid/v3", "http://127.0.0.1:5000", "http://localhost/identity"):
+        settings = AuthSettings.from_env(
+            {"AUTH_MODE": "keystone", "KEYSTONE_URL": url, "KEYSTONE_CREDENTIALS_SECRET": SECRET_ID}
+        )
+        assert settings.keystone_url == url

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,9 @@ SERVICE_TOKEN_MARGIN = timedelta(seconds=60)
 # this, so a stream of bad tokens cannot make us log in to Keystone on every request.
 SERVICE_TOKEN_MIN_AGE_BEFORE_RENEWAL_SECONDS = 30.0
 SECRET_MAX_AGE_SECONDS = 300
+# Keystone tokens (Fernet, JWS, UUID) are printable ASCII. Anything else cannot be a token, and CR/LF
+# or a character outside latin-1 cannot even go into the X-Subject-Token header (http.client raises).
+_TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]+")
 
 
 class KeystoneCredentials(BaseModel):
@@ -144,6 +148,8 @@ class KeystoneVerifier:
         self._lock = threading.Lock()
 
     def verify(self, token: str) -> Caller:
+        if not _TOKEN_CHARACTERS.fullmatch(token):
+            raise InvalidTokenError("token has characters no Keystone token has")
         service_token = self._current_service_token()
         status, body = self._validate(service_token, token)
         if status == 401 and self._may_renew(service_token):

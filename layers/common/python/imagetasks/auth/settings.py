@@ -104,8 +104,8 @@ class AuthSettings(BaseModel):
         elif self.auth_mode == "keystone":
             if not self.keystone_url or not self.keystone_credentials_secret:
                 raise ValueError("AUTH_MODE=keystone needs KEYSTONE_URL and KEYSTONE_CREDENTIALS_SECRET")
-            if urlparse(self.keystone_url).scheme not in ("http", "https"):
-                raise ValueError("KEYSTONE_URL must be an http(s) URL")
+            # The service password and every user token travel to this URL: TLS unless on loopback.
+            _require_https_unless_loopback("KEYSTONE_URL", self.keystone_url)
         elif len(self.local_token_key.get_secret_value()) < LOCAL_TOKEN_KEY_MIN_LENGTH:
             raise ValueError(
                 f"AUTH_MODE=local needs LOCAL_TOKEN_KEY of at least {LOCAL_TOKEN_KEY_MIN_LENGTH} characters"
