@@ -305,10 +305,10 @@ class ApiFront:
             body = _render(configured.template, message, request_id, response_type)
             for name, source in configured.headers.items():
                 headers.append((name, _header_value(source, request_id)))
-        # A type with its own GatewayResponse says the status; a DEFAULT_* one keeps API Gateway's.
-        own = responses.get(response_type)
-        if own is not None and own.status is not None:
-            status = own.status
+        # The status API Gateway sends: the type's own GatewayResponse's if it sets one, else the
+        # DEFAULT_* one's if that sets one (it then applies to every type it covers), else its own.
+        if configured is not None and configured.status is not None:
+            status = configured.status
         response = HttpResponse(status=status, headers=headers, body=body.encode("utf-8"))
         response.headers.append(("x-amzn-ErrorType", _ERROR_TYPES.get(response_type, "")))
         self._ensure_request_id(response, request_id)
