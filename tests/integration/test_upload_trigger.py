@@ -271,6 +271,22 @@ def test_input_the_api_would_refuse_becomes_a_failed_task_with_the_apis_message(
     assert execution_names(aws) == []
 
 
+def test_reserved_or_over_long_metadata_becomes_a_failed_task_with_glances_message(
+    trigger: Any, bucket: str, aws: dict[str, str]
+) -> None:
+    # Given metadata that would set a property Glance reserves (os-glance-* → os_glance_*)
+    put(bucket, "uploads/project-a/disk.qcow2", metadata={"os-glance-import-task": "forged"})
+
+    # When its event reaches the trigger
+    invoke(trigger, s3_event(s3_record(bucket, "uploads/project-a/disk.qcow2")))
+
+    # Then the task fails with the words the API answers (there with a 403), and nothing runs
+    [task] = stored_tasks(aws)
+    assert task.status.value == "failure"
+    assert task.message == "Attribute 'os_glance_import_task' is reserved."
+    assert execution_names(aws) == []
+
+
 def test_object_gone_before_the_event_is_handled_becomes_a_failed_task(
     trigger: Any, bucket: str, aws: dict[str, str]
 ) -> None:
