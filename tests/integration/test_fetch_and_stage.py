@@ -288,7 +288,9 @@ def test_a_redirect_to_something_that_is_not_a_url_fails_with_a_clear_message(
     url = server.redirect("/go", "http://[::1/x")
     with pytest.raises(SourceUnavailable) as refused:
         fetch(url, server, s3)
-    assert refused.value.message == f"The image source redirected to an invalid location 'http://[::1/x': {url}"
+    assert (
+        refused.value.message == f"The image source redirected to an invalid location 'http://[::1/x': {url}"
+    )
 
 
 def test_too_many_redirects(server: LocalServer, s3: object) -> None:
