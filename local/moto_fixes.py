@@ -10,9 +10,12 @@ for the duration of each backend call (they never call back into our handlers).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 _LOCK = threading.RLock()
@@ -39,3 +42,476 @@ def _serialised(method: Callable[..., Any]) -> Callable[..., Any]:
 
     setattr(run, _PATCHED, True)
     return run
+
+
+# ======================================================================== S3 at real image sizes
+#
+# moto 5.2.5 keeps each object in a `tempfile.SpooledTemporaryFile` (on disk above ~5 MiB), but its
+# hot paths read whole objects into memory: `FakeKey.value` returns every byte, CompleteMultipartUpload
+# joins all parts in a bytearray, copies it, and joins them again for the checksum; CopyObject and
+# UploadPartCopy read the whole source (each 512 MiB part of a copy re-read all of it); GET returns
+# `key.value` and a ranged GET slices it; the aws-chunked request bodies (botocore's reader and moto's
+# decoder) are assembled by repeated `bytes +=`, quadratic in the number of 1 MiB chunks. The patches
+# below keep objects in their files and move bytes file to file in 8 MiB pieces, with the same ETags,
+# checksums and headers. Bodies of GET responses become `KeyReader`s, streamed both by the moto server
+# (werkzeug iterates them) and in-process (botocore reads them as the raw stream of its StreamingBody).
+
+_PIECE = 8 * 1024 * 1024
+_PATCHED_S3 = "_imagetasks_streams"
+_STREAMING = threading.local()  # depth > 0: `FakeKey.value` hands out a KeyReader, not the bytes
+MOTO_VERSION = "5.2.5"  # the methods replaced below are moto 5.2.5's, changed only where they copy
+
+
+class KeyReader:
+    """A read-only view of bytes [start, start + length) of an object's file.
+
+    It reads with `os.pread` on its own duplicate of the file's descriptor, so it neither moves the
+    key's file position nor breaks when moto closes the key's file (a delete, an overwrite): the data
+    stays until the reader is closed. A slice is another reader; iterating yields 8 MiB pieces."""
+
+    def __init__(self, fd: int, start: int, length: int) -> None:
+        self._fd = fd
+        self._start = start
+        self._length = max(0, length)
+        self._position = 0
+
+    @classmethod
+    def of_key(cls, key: Any) -> KeyReader:
+        with key.lock:
+            fd = os.dup(key._value_buffer.fileno())
+        return cls(fd, 0, key.size)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __bool__(self) -> bool:
+        return self._length > 0
+
+    def __getitem__(self, index: slice) -> KeyReader:
+        if not isinstance(index, slice):
+            raise TypeError("a KeyReader can only be sliced")
+        begin, end, step = index.indices(self._length)
+        if step != 1:
+            raise ValueError("a KeyReader slice must be contiguous")
+        return KeyReader(os.dup(self._fd), self._start + begin, max(0, end - begin))
+
+    def read(self, amt: int | None = None) -> bytes:
+        if self._fd < 0:
+            raise ValueError("read of a closed KeyReader")
+        left = self._length - self._position
+        wanted = left if amt is None or amt < 0 else min(amt, left)
+        pieces = []
+        while wanted > 0:
+            piece = os.pread(self._fd, min(wanted, 1 << 30), self._start + self._position)
+            if not piece:
+                raise OSError(f"object file ended {wanted} bytes early")
+            pieces.append(piece)
+            self._position += len(piece)
+            wanted -= len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            while piece := self.read(_PIECE):
+                yield piece
+        finally:
+            self.close()
+
+    def stream(self, **_: Any) -> Iterator[bytes]:  # botocore's AWSResponse.content reads this way
+        return iter(self)
+
+    def tell(self) -> int:
+        return self._position
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class FileValue:
+    """A finished object file (a rolled-over SpooledTemporaryFile) handed to `FakeKey.value`: the key
+    takes the file itself instead of its bytes. `md5` (hex), when known, is the key's plain ETag."""
+
+    def __init__(self, buffer: Any, size: int, md5: str | None = None) -> None:
+        self.buffer = buffer
+        self.size = size
+        self.md5 = md5
+
+    @classmethod
+    def new_buffer(cls) -> Any:
+        from moto.settings import get_s3_default_key_buffer_size
+
+        # Owned by the key it is handed to, which closes it (dispose) when the object goes.
+        buffer = tempfile.SpooledTemporaryFile(get_s3_default_key_buffer_size())  # noqa: SIM115
+        buffer.rollover()  # straight to disk: the object is larger than the in-memory limit
+        return buffer
+
+    @classmethod
+    def copy_of(cls, reader: KeyReader) -> FileValue:
+        """A new file with the reader's bytes, and their md5, in one pass."""
+        from moto.utilities.utils import md5_hash
+
+        buffer = cls.new_buffer()
+        digest = md5_hash()
+        try:
+            for piece in reader:
+                digest.update(piece)
+                buffer.write(piece)
+            buffer.flush()
+        except BaseException:
+            buffer.close()
+            raise
+        return cls(buffer, len(reader), digest.hexdigest())
+
+
+def _pieces(key: Any) -> Iterator[bytes]:
+    """A key's bytes in pieces of at most 8 MiB, without reading them all at once."""
+    if getattr(key._value_buffer, "_rolled", True):
+        yield from KeyReader.of_key(key)
+    else:  # small objects stay in memory, as moto keeps them
+        value = key.value
+        for offset in range(0, len(value), _PIECE):
+            yield value[offset : offset + _PIECE]
+
+
+class _Checksum:
+    """`moto.s3.utils.compute_checksum`, fed piece by piece (same algorithms, same fallbacks)."""
+
+    def __init__(self, algorithm: str) -> None:
+        import binascii
+        import hashlib
+
+        from moto.core.compat import HAS_CRT  # what compute_checksum decides with
+
+        self._crc: Callable[[bytes, int], int] | None = None
+        self._width = 4
+        self._hash: Any = None
+        self._value = 0
+        if algorithm == "SHA1":
+            self._hash = hashlib.sha1(usedforsecurity=False)
+        elif algorithm == "CRC32C":
+            try:
+                import crc32c
+
+                self._crc = crc32c.crc32c
+            except ImportError:
+                self._crc = binascii.crc32
+        elif algorithm == "CRC32":
+            self._crc = binascii.crc32
+        elif algorithm == "CRC64NVME":
+            if HAS_CRT:
+                from awscrt import checksums
+
+                self._crc, self._width = checksums.crc64nvme, 8
+            else:
+                self._crc = binascii.crc32
+        else:
+            self._hash = hashlib.sha256(usedforsecurity=False)
+
+    def update(self, data: bytes) -> None:
+        if self._hash is not None:
+            self._hash.update(data)
+        else:
+            assert self._crc is not None
+            self._value = self._crc(data, self._value)
+
+    def digest(self) -> bytes:
+        if self._hash is not None:
+            return bytes(self._hash.digest())
+        return self._value.to_bytes(self._width, "big")
+
+
+class _MultipartChecksum:
+    """`moto.s3.models.MultipartChecksumBuilder` over pieces instead of whole parts."""
+
+    def __init__(self, algorithm: str | None, checksum_type: str | None) -> None:
+        self.algorithm = algorithm or "CRC64NVME"
+        self.type = checksum_type or ("FULL_OBJECT" if self.algorithm == "CRC64NVME" else "COMPOSITE")
+        self.parts = 0
+        self._composite = bytearray()
+        self._current = _Checksum(self.algorithm)
+
+    def add_part(self, pieces: Iterable[bytes]) -> Iterator[bytes]:
+        if self.type == "COMPOSITE":
+            self._current = _Checksum(self.algorithm)
+        for piece in pieces:
+            self._current.update(piece)
+            yield piece
+        if self.type == "COMPOSITE":
+            self._composite.extend(self._current.digest())
+        self.parts += 1
+
+    def build(self) -> tuple[str, str, int]:
+        import base64
+
+        if self.type == "COMPOSITE":
+            whole = _Checksum(self.algorithm)
+            whole.update(bytes(self._composite))
+            return self.type, base64.b64encode(whole.digest()).decode(), self.parts
+        return self.type, base64.b64encode(self._current.digest()).decode(), 1
+
+
+def _complete(self: Any, body: Iterator[tuple[int, str]]) -> tuple[Any, str, tuple[str, str, int] | None]:
+    """FakeMultipart.complete: the same checks, ETag and checksum; the parts are copied file to file
+    into the object's file, never joined in memory."""
+    from moto.s3.exceptions import EntityTooSmall, InvalidPart, MalformedXML
+    from moto.settings import S3_UPLOAD_PART_MIN_SIZE, get_s3_default_key_buffer_size
+    from moto.utilities.utils import md5_hash
+
+    md5s = bytearray()
+    chosen = []
+    last = None
+    for pn, etag in body:
+        part = self.parts.get(pn)
+        part_etag = None
+        if part is not None:
+            part_etag = part.etag.replace('"', "")
+            etag = etag.replace('"', "")
+        if part is None or part_etag != etag:
+            raise InvalidPart()
+        if last is not None and last.contentsize < S3_UPLOAD_PART_MIN_SIZE:
+            raise EntityTooSmall()
+        md5s.extend(bytes.fromhex(part_etag))
+        chosen.append(part)
+        last = part
+    if not chosen:
+        raise MalformedXML
+
+    checksum = _MultipartChecksum(
+        self.metadata.get("x-amz-checksum-algorithm"), self.metadata.get("x-amz-checksum-type")
+    )
+    size = sum(part.contentsize for part in chosen)
+    value: Any
+    if size <= get_s3_default_key_buffer_size():  # small: in memory, as moto would keep it
+        value = b"".join(piece for part in chosen for piece in checksum.add_part(_pieces(part)))
+    else:
+        buffer = FileValue.new_buffer()
+        try:
+            for part in chosen:
+                for piece in checksum.add_part(_pieces(part)):
+                    buffer.write(piece)
+            buffer.flush()
+        except BaseException:
+            buffer.close()
+            raise
+        value = FileValue(buffer, size)
+    full_etag = md5_hash()
+    full_etag.update(bytes(md5s))
+    return value, f"{full_etag.hexdigest()}-{len(chosen)}", checksum.build()
+
+
+def _value_getter(original: Callable[[Any], bytes]) -> Callable[[Any], Any]:
+    def value(self: Any) -> Any:
+        if getattr(_STREAMING, "depth", 0) and getattr(self._value_buffer, "_rolled", True):
+            return KeyReader.of_key(self)
+        return original(self)
+
+    return value
+
+
+def _value_setter(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+    def value(self: Any, new_value: Any) -> None:
+        if isinstance(new_value, KeyReader):
+            if len(new_value) <= self._max_buffer_size:  # small: in memory, as moto keeps it
+                with contextlib.closing(new_value):
+                    new_value = new_value.read()
+            else:
+                new_value = FileValue.copy_of(new_value)
+        if isinstance(new_value, FileValue):
+            previous, self._value_buffer = self._value_buffer, new_value.buffer
+            previous.close()
+            self.contentsize = new_value.size
+            if self._etag is None and new_value.md5 is not None:
+                self._etag = new_value.md5  # what the lazy `etag` would compute from these bytes
+            return
+        if isinstance(new_value, bytes | bytearray) and len(new_value) > self._max_buffer_size:
+            # Written to the memory buffer first, SpooledTemporaryFile would copy it twice more.
+            self._value_buffer.seek(0)
+            self._value_buffer.truncate()
+            self._value_buffer.rollover()
+        original(self, new_value)
+
+    return value
+
+
+def _streaming(method: Callable[..., Any]) -> Callable[..., Any]:
+    """While `method` runs in this thread, `FakeKey.value` of an object on disk is a KeyReader."""
+
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        _STREAMING.depth = getattr(_STREAMING, "depth", 0) + 1
+        try:
+            return method(*args, **kwargs)
+        finally:
+            _STREAMING.depth -= 1
+
+    return run
+
+
+def _decode_aws_chunked(self: Any, body: Any) -> bytes:
+    """S3Response._handle_encoded_body in linear time (moto's appends each chunk to a bytes)."""
+    if not body:
+        return b""
+    if not isinstance(body, bytes | bytearray):
+        body = body.read()
+    view = memoryview(body)
+    pieces = []
+    position = 0
+
+    def line() -> bytes:
+        nonlocal position
+        end = body.find(b"\n", position)
+        end = len(body) if end < 0 else end + 1
+        text = bytes(view[position:end])
+        position = end
+        return text
+
+    size = int(line().strip(), 16)
+    while size > 0:
+        pieces.append(view[position : position + size])
+        position = min(len(body), position + size)
+        line()  # the chunk's closing CRLF
+        size = int(line().strip(), 16)
+    return b"".join(pieces)
+
+
+def _read_aws_chunked(body: Any) -> bytes:
+    """All of botocore's AwsChunkedWrapper in linear time (its read() appends to a bytes)."""
+    pieces = []
+    while piece := body.read(1024 * 1024):
+        pieces.append(piece)
+    return b"".join(pieces)
+
+
+def stream_s3_objects() -> None:
+    """Idempotent: patch moto's S3 so objects move file to file and GET bodies stream (see above)."""
+    import moto
+    from botocore.httpchecksum import AwsChunkedWrapper
+    from moto.core import botocore_stubber
+    from moto.core.request import Request
+    from moto.s3.models import FakeKey, FakeMultipart, S3Backend
+    from moto.s3.responses import S3Response
+
+    if getattr(FakeMultipart.complete, _PATCHED_S3, False):
+        return
+    if moto.__version__ != MOTO_VERSION:
+        raise RuntimeError(
+            f"local/moto_fixes.py replaces methods of moto {MOTO_VERSION}, not {moto.__version__}: "
+            "compare them with the new version before changing the pin"
+        )
+    value: Any = FakeKey.__dict__["value"]
+    FakeKey.value = property(_value_getter(value.fget), _value_setter(value.fset))  # type: ignore[method-assign,assignment]
+    FakeMultipart.complete = _complete  # type: ignore[method-assign]
+    # These read `src_key.value` / `key.value` once, to copy it or to answer it: a KeyReader instead.
+    S3Backend.copy_object = _streaming(S3Backend.copy_object)  # type: ignore[method-assign]
+    S3Backend.upload_part_copy = _streaming(S3Backend.upload_part_copy)  # type: ignore[method-assign]
+    S3Response.get_object = _streaming(S3Response.get_object)  # type: ignore[method-assign]
+    S3Response._handle_encoded_body = _decode_aws_chunked  # type: ignore[method-assign]
+
+    from_primitives = Request.from_primitives.__func__  # type: ignore[attr-defined]
+
+    def linear_from_primitives(cls: Any, method: str, url: str, headers: Any, body: Any = None) -> Any:
+        if isinstance(body, AwsChunkedWrapper):
+            body = _read_aws_chunked(body)
+        return from_primitives(cls, method, url, headers, body)
+
+    Request.from_primitives = classmethod(linear_from_primitives)  # type: ignore[method-assign,assignment]
+
+    # In-process (botocore's stubber): a KeyReader is the raw stream of botocore's StreamingBody.
+    raw_response = botocore_stubber.MockRawResponse
+
+    def mock_raw_response(body: Any) -> Any:
+        return body if isinstance(body, KeyReader) else raw_response(body)
+
+    botocore_stubber.MockRawResponse = mock_raw_response  # type: ignore[assignment,misc]
+
+    # Through the `responses` library (plain `requests` calls to amazonaws.com URLs): bytes, as before.
+    import responses
+
+    handle_body = responses._handle_body
+
+    def materialised(body: Any) -> Any:
+        if isinstance(body, KeyReader):
+            with contextlib.closing(body):
+                body = body.read()
+        return handle_body(body)
+
+    responses._handle_body = materialised
+    setattr(FakeMultipart.complete, _PATCHED_S3, True)
+
+
+# ======================================================================== memory retained per task
+#
+# Every moto model (`BaseModel.__new__`) appends itself to its class's `instances_tracked` list, for
+# moto's dashboard and for `reset()`, and nothing ever removes it. DynamoDB's `transact_write_items`
+# deep-copies each table it touches (its rollback copy), and every copied `Item` is a new model: a task's
+# handful of transactions over a table of N items left ~N items behind each time, so the local stack
+# kept growing with every task (quadratically), and replaced or deleted S3 objects kept their files.
+# The lists become weak: a model is listed while something else still holds it.
+
+_PATCHED_TRACKING = "_imagetasks_weak"
+
+
+class WeakInstances:
+    """`instances_tracked` holding weak references: iterating yields the instances still alive."""
+
+    def __init__(self) -> None:
+        self._refs: dict[int, Any] = {}
+
+    def append(self, instance: Any) -> None:
+        import weakref
+
+        key, refs = id(instance), self._refs
+        with contextlib.suppress(TypeError):  # not weak-referenceable (no moto model is): not listed
+            refs[key] = weakref.ref(instance, lambda _ref: refs.pop(key, None))
+
+    def __iter__(self) -> Iterator[Any]:
+        for ref in list(self._refs.values()):
+            instance = ref()
+            if instance is not None:
+                yield instance
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+
+def release_dropped_models() -> None:
+    """Idempotent: moto's model registries stop keeping models alive (see above)."""
+    from moto.core.common_models import BaseModel
+    from moto.s3.models import FakeKey
+
+    if getattr(BaseModel.__new__, _PATCHED_TRACKING, False):
+        return
+
+    def __new__(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        instance = super(BaseModel, cls).__new__(cls)
+        tracked = cls.__dict__.get("instances_tracked")
+        if not isinstance(tracked, WeakInstances):  # a class's first model, or after reset_model_data()
+            tracked = WeakInstances()
+            for earlier in cls.__dict__.get("instances_tracked") or ():
+                tracked.append(earlier)
+            cls.instances_tracked = tracked
+        tracked.append(instance)
+        return instance
+
+    setattr(__new__, _PATCHED_TRACKING, True)
+    BaseModel.__new__ = __new__  # type: ignore[method-assign]
+
+    def __del__(self: Any) -> None:
+        # A dropped object is now collected: close its file without moto's "not disposed in time".
+        self.dispose()
+
+    FakeKey.__del__ = __del__  # type: ignore[method-assign]
+
+
+def local_moto_fixes() -> None:
+    """What the local stack needs beyond `serialise_dynamodb_writes`: large objects, bounded memory."""
+    stream_s3_objects()
+    release_dropped_models()

@@ -30,7 +30,7 @@ from local import iam
 from local.events import matches
 from local.front import ApiFront, FrontServer
 from local.lambda_runtime import HandlerRunner, MotoLambdaHook, credentials_per_function
-from local.moto_fixes import serialise_dynamodb_writes
+from local.moto_fixes import local_moto_fixes, serialise_dynamodb_writes
 from local.provision import create_buckets, create_state_machines, create_tables
 from local.template import (
     ACCOUNT_ID,
@@ -150,6 +150,7 @@ class LocalStack:
         LocalStack._running = self
         try:
             serialise_dynamodb_writes()
+            local_moto_fixes()
             if self._enforce_iam:
                 self.credentials = self._role_credentials(self.template)
                 credentials_per_function()
