@@ -13,6 +13,7 @@ TITLES = {
     "coldstart": "4. Cold start",
     "cost": "5. Cost per task",
     "throughput": "6. Local stack throughput",
+    "large": "7. Local stack at real sizes",
 }
 
 

@@ -17,13 +17,13 @@ TINY_IMAGE = 1024 * 1024
 
 
 @contextmanager
-def local_stack(max_tasks: int = 64) -> Iterator[tuple[Any, ImageServer]]:
+def local_stack(max_tasks: int = 64, aws_port: int | None = None) -> Iterator[tuple[Any, ImageServer]]:
     from local.stack import LocalStack
 
     with ImageServer() as server:
         stack = LocalStack(
             api_port=0,
-            aws_port=None,
+            aws_port=aws_port,  # 0: moto's server too, on a free port, as `make run` has it
             parameters={
                 "MaxConcurrentTasks": str(max_tasks),
                 "ImportAllowedPorts": f"80,443,{server.port}",

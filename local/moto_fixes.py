@@ -420,7 +420,10 @@ def stream_s3_objects() -> None:
     def linear_from_primitives(cls: Any, method: str, url: str, headers: Any, body: Any = None) -> Any:
         if isinstance(body, AwsChunkedWrapper):
             body = _read_aws_chunked(body)
-        return from_primitives(cls, method, url, headers, body)
+        request = from_primitives(cls, method, url, headers, body)
+        if isinstance(body, bytes):
+            request._cached_data = body  # `request.data`: these bytes, not werkzeug's copy of them
+        return request
 
     Request.from_primitives = classmethod(linear_from_primitives)  # type: ignore[method-assign,assignment]
 
