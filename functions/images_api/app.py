@@ -17,8 +17,8 @@ from imagetasks.api import glance
 from imagetasks.config import settings
 from imagetasks.domain import clock
 from imagetasks.domain.errors import NotFound
-from imagetasks.domain.images import IMAGE_LIST_SPEC, Image
-from imagetasks.domain.listing import parse_list_request
+from imagetasks.domain.image_listing import parse_image_list
+from imagetasks.domain.images import Image
 from imagetasks.observability import logger, metrics, tracer
 
 app = APIGatewayRestResolver()
@@ -65,6 +65,7 @@ def render(image: Image) -> dict[str, Any]:
             "min_disk": image.min_disk,
             "min_ram": image.min_ram,
             "tags": list(image.tags),
+            "os_hidden": image.os_hidden,
             "created_at": clock.to_api(image.created_at),
             "updated_at": clock.to_api(image.updated_at),
             "self": f"{IMAGES_PATH}/{image.id}",
@@ -85,7 +86,7 @@ def image_properties() -> dict[str, Any]:
 def list_images() -> Response[dict[str, Any]]:
     caller = glance.current_caller(app)
     params = dict(app.current_event.query_string_parameters or {})
-    request = parse_list_request(params, IMAGE_LIST_SPEC, {})
+    request = parse_image_list(params, caller)
     rows = images_table().list(caller, request, clock.now())
     images = [render(image) for image in images_table().images_of_rows(rows)]
     body: dict[str, Any] = {
@@ -109,6 +110,8 @@ def show_image(image_id: str) -> Response[dict[str, Any]]:
 def delete_image(image_id: str) -> Response[str]:
     caller = glance.current_caller(app)
     image = images_table().get_visible(image_id, caller)
+    if not caller.can_see(image.owner):  # another project's public or community image
+        raise glance.HttpError(403, "You are not permitted to delete this image.")
     if image.protected:
         raise glance.HttpError(403, f"Image {image_id} is protected and cannot be deleted.")
     images_table().delete(image)

@@ -9,10 +9,17 @@ from imagetasks.adapters.s3_objects import S3Objects
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.config import Settings
 from imagetasks.conversion import ConversionService
-from imagetasks.domain.errors import TaskNotProcessing
+from imagetasks.domain.errors import InvalidRequest, TaskNotProcessing
 from imagetasks.domain.failures import TaskFailure
 from imagetasks.domain.image_checks import ExpectedChecksums
-from imagetasks.domain.images import Image, extra_properties, image_id_for_task, new_image
+from imagetasks.domain.images import (
+    Image,
+    check_indexed_values,
+    extra_properties,
+    glance_fields,
+    image_id_for_task,
+    new_image,
+)
 from imagetasks.domain.tasks import Task
 from imagetasks.imports import FetchResult, ImportSettings, fetch_and_check
 from imagetasks.observability import logger
@@ -21,6 +28,17 @@ from imagetasks.uploads import UPLOAD_SOURCE
 
 def staging_key(task_id: str) -> str:
     return f"{task_id}/source"
+
+
+def image_fields(properties: dict[str, Any]) -> dict[str, Any]:
+    """The Glance fields image_properties sets (visibility, protected, min_disk, min_ram, tags,
+    os_hidden); a wrong value fails the task with what to fix."""
+    try:
+        fields = glance_fields(properties)
+        check_indexed_values(fields.get("tags", ()), extra_properties(properties))
+    except InvalidRequest as invalid:
+        raise TaskFailure(invalid.message) from invalid
+    return fields
 
 
 class ImportTask:
@@ -53,6 +71,7 @@ class ImportTask:
         for key in ("import_from_format", "image_properties"):
             if key not in task_input:
                 raise TaskFailure(f"Input does not contain '{key}' field")
+        image_fields(dict(properties))  # refused before any data is read
         expected = ExpectedChecksums(
             checksum=task_input.get("checksum"), os_hash_value=task_input.get("os_hash_value")
         )
@@ -102,7 +121,7 @@ class ImportTask:
                 key=fetched.staged_key,
                 task_id=task.id,
                 properties=extra_properties(properties),
-            )
+            ).model_copy(update=image_fields(properties))
             target = self.settings.conversion_format
             if target and target != image.disk_format:
                 image = self._converted(image, target, key, task.id, seconds_left)

@@ -7,12 +7,13 @@ from datetime import datetime
 from typing import Any
 
 from imagetasks.adapters.dynamo import ConditionFailed, DynamoDBClient, Guard, from_item, to_item
-from imagetasks.adapters.indexed_table import IndexedTable, Page
+from imagetasks.adapters.indexed_table import INDEX_ROW, Filter, IndexedTable, Page, ReadStats
 from imagetasks.auth.identity import Caller
 from imagetasks.domain import clock
-from imagetasks.domain.errors import ConcurrentUpdate, NotFound
-from imagetasks.domain.images import IMAGE_LIST_SPEC, Image, image_sort_values
-from imagetasks.domain.listing import ListRequest
+from imagetasks.domain.errors import ConcurrentUpdate, InvalidRequest, NotFound
+from imagetasks.domain.image_listing import Condition, ImageListRequest
+from imagetasks.domain.images import IMAGE_LIST_SPEC, Image, image_sort_values, partitions_of
+from imagetasks.domain.listing import SortDir
 
 IMAGE_RECORD = "image"
 ATTEMPTS = 5
@@ -47,6 +48,7 @@ def image_to_item(image: Image) -> dict[str, Any]:
         "min_disk": image.min_disk,
         "min_ram": image.min_ram,
         "tags": json.dumps(list(image.tags)),
+        "os_hidden": image.os_hidden,
         "created_at": clock.to_stored(image.created_at),
         "updated_at": clock.to_stored(image.updated_at),
         "properties": json.dumps(image.properties),
@@ -67,21 +69,89 @@ def image_from_item(item: dict[str, Any]) -> Image:
     return Image.model_validate(values)
 
 
+LEGACY_ROW_KINDS = ("p", "a")  # index rows written before list filters existed: `<id>#p`, `<id>#a`
+
+
+def row_of(image: Image) -> dict[str, Any]:
+    """What an index row of the image carries besides its keys: the fields lists show and filter on."""
+    stored = image_to_item(image)
+    row: dict[str, Any] = {"image_id": image.id, **{name: stored[name] for name in STUB_FIELDS}}
+    row.update({"visibility": image.visibility, "protected": image.protected, "os_hidden": image.os_hidden})
+    if image.tags:
+        row["tags_set"] = set(image.tags)
+    if image.properties:
+        row["props"] = dict(image.properties)
+    return row
+
+
+def filter_of(conditions: tuple[Condition, ...]) -> Filter | None:
+    """Residual conditions → one DynamoDB filter expression (AND of them)."""
+    if not conditions:
+        return None
+    parts: list[str] = []
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    for number, condition in enumerate(conditions):
+        if condition.field == "tag":
+            names["#tags"] = "tags_set"
+            values[f":c{number}"] = to_item({"v": condition.values[0]})["v"]
+            parts.append(f"contains(#tags, :c{number})")
+            continue
+        if condition.field.startswith("prop:"):
+            names["#props"] = "props"
+            names[f"#f{number}"] = condition.field[5:]
+            path = f"#props.#f{number}"
+        else:
+            names[f"#f{number}"] = condition.field
+            path = f"#f{number}"
+        keys = [f":c{number}_{i}" for i in range(len(condition.values))]
+        values.update({key: to_item({"v": value})["v"] for key, value in zip(keys, condition.values, strict=True)})
+        expression = {
+            "eq": f"{path} = {keys[0]}",
+            "ne": f"{path} <> {keys[0]} OR attribute_not_exists({path})",
+            "ge": f"{path} >= {keys[0]}",
+            "lt": f"{path} < {keys[0]}",
+            "le": f"{path} <= {keys[0]}",
+            "contains": f"contains({path}, {keys[0]})",
+            "in": f"{path} IN ({', '.join(keys)})",
+            "within": f"{path} BETWEEN {keys[0]} AND {keys[-1]} AND {path} < {keys[-1]}",
+            "outside": f"{path} < {keys[0]} OR {path} >= {keys[-1]}",
+        }[condition.op]
+        parts.append(f"({expression})")
+    return Filter(" AND ".join(parts), names, values)
+
+
 class ImagesTable:
     def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
         self.table = IndexedTable(table_name, IMAGE_LIST_SPEC, client)
         self.last_page: Page | None = None
 
+    def _row_ops(self, image: Image) -> list[dict[str, Any]]:
+        projected = row_of(image)
+        sort_values = {f"sk_{key}": value for key, value in image_sort_values(image).items()}
+        return [
+            {
+                "Put": {
+                    "TableName": self.table.table_name,
+                    "Item": to_item(
+                        {
+                            "id": f"{image.id}#{partition}",
+                            "record": INDEX_ROW,
+                            "record_id": image.id,
+                            "list_pk": partition,
+                            **sort_values,
+                            **projected,
+                        }
+                    ),
+                }
+            }
+            for partition in partitions_of(image)
+        ]
+
     def _write_ops(self, image: Image, condition: dict[str, Any]) -> list[dict[str, Any]]:
-        stored = image_to_item(image)
-        rows = self.table.index_rows(
-            image.id,
-            image.owner,
-            {},
-            image_sort_values(image),
-            {"image_id": image.id, **{name: stored[name] for name in STUB_FIELDS}},
-        )
-        return self.table.put_ops(to_item(stored), rows, condition)
+        main: dict[str, Any] = {"Put": {"TableName": self.table.table_name, "Item": to_item(image_to_item(image))}}
+        main["Put"].update(condition)
+        return [main, *self._row_ops(image)]
 
     def create(self, image: Image, guard: Guard | None = None) -> bool:
         """Store a new image; False if an image with that id already exists (a retried step).
@@ -109,15 +179,21 @@ class ImagesTable:
             return None
         return image_from_item(item)
 
+    @staticmethod
+    def visible_to(image: Image, caller: Caller) -> bool:
+        """Glance's rule: own images, every image for admins, public and community images for all
+        (shared images have no members here, so they stay their owner's)."""
+        return caller.can_see(image.owner) or image.visibility in ("public", "community")
+
     def get_visible(self, image_id: str, caller: Caller) -> Image:
         image = self.get(image_id)
-        if image is None or not caller.can_see(image.owner):
+        if image is None or not self.visible_to(image, caller):
             raise NotFound(f"No image found with ID {image_id}")
         return image
 
     def add_task(self, image_id: str, task_id: str, guard: Guard | None = None) -> None:
         """Record that a task worked on the image (for GET /v2/images/{id}/tasks); with a `guard`,
-        only while it holds (see `create`)."""
+        only while it holds (see `create`). Only the main item changes: index rows do not carry tasks."""
         for _ in range(ATTEMPTS):
             image = self.get(image_id)
             if image is None or task_id in image.task_ids:
@@ -128,25 +204,27 @@ class ImagesTable:
                 "ExpressionAttributeValues": {":before": {"S": json.dumps(list(image.task_ids))}},
             }
             try:
-                self.table.transact(self._write_ops(updated, condition), guard)
+                self.table.transact(self._write_ops(updated, condition)[:1], guard)
                 return
             except ConditionFailed:
                 continue
         raise ConcurrentUpdate(f"Image {image_id} kept changing")
 
     def delete(self, image: Image) -> None:
+        row_ids = [f"{image.id}#{partition}" for partition in partitions_of(image)]
+        row_ids += [f"{image.id}#{kind}" for kind in LEGACY_ROW_KINDS]
         ops: list[dict[str, Any]] = [
-            {"Delete": {"TableName": self.table.table_name, "Key": {"id": {"S": image.id}}}}
+            {"Delete": {"TableName": self.table.table_name, "Key": {"id": {"S": key}}}}
+            for key in [image.id, *dict.fromkeys(row_ids)]
         ]
-        for kind in IMAGE_LIST_SPEC.partitions_of(image.owner, {}):
-            ops.append(
-                {"Delete": {"TableName": self.table.table_name, "Key": {"id": {"S": f"{image.id}#{kind}"}}}}
-            )
         self.table.transact(ops)
 
     def images_of_rows(self, rows: list[dict[str, Any]]) -> list[Image]:
         """The full images of a list page, in the page's order (one BatchGetItem per 100)."""
-        ids = [row["image_id"] for row in rows]
+        found = self._batch_get([row["image_id"] for row in rows])
+        return [found[row["image_id"]] for row in rows if row["image_id"] in found]
+
+    def _batch_get(self, ids: list[str]) -> dict[str, Image]:
         found: dict[str, Image] = {}
         for start in range(0, len(ids), 100):
             keys = [{"id": {"S": image_id}} for image_id in ids[start : start + 100]]
@@ -154,18 +232,75 @@ class ImagesTable:
             while request:
                 response = self.table.client.batch_get_item(RequestItems=request)
                 for item in response.get("Responses", {}).get(self.table.table_name, []):
-                    image = image_from_item(from_item(item))
-                    found[image.id] = image
+                    plain = from_item(item)
+                    if plain.get("record") == IMAGE_RECORD:
+                        image = image_from_item(plain)
+                        found[image.id] = image
                 request = response.get("UnprocessedKeys") or {}
-        return [found[image_id] for image_id in ids if image_id in found]
+        return found
 
-    def list(self, caller: Caller, request: ListRequest, moment: datetime) -> list[dict[str, Any]]:
-        def marker_sort_values(image_id: str) -> dict[str, str] | None:
-            image = self.get(image_id)
-            return image_sort_values(image) if image is not None and caller.can_see(image.owner) else None
-
-        page = self.table.list_visible(caller, request, moment, "Image", marker_sort_values)
-        if page is None:
+    def list(self, caller: Caller, request: ImageListRequest, moment: datetime) -> list[dict[str, Any]]:
+        """One page of index rows (`image_id` and the stub fields) in the request's order: one Query
+        per partition the request names, merged; `id=in:` reads those images instead."""
+        self.last_page = Page()
+        start_value: str | None = None
+        if request.marker is not None:
+            marker = self.get(request.marker)
+            if marker is None or not self.visible_to(marker, caller):
+                raise InvalidRequest(f"Image with the given id {request.marker} was not found")
+            start_value = image_sort_values(marker)[request.sort_key]
+        if request.ids is not None:
+            return self._list_ids(caller, request, start_value)
+        if request.limit == 0 or not request.partitions:
             return []
-        self.last_page = page
-        return page.items
+        condition = filter_of(request.conditions)
+        rows: dict[str, dict[str, Any]] = {}
+        for partition in request.partitions:
+            page = self.table.query_page(
+                ("", partition),
+                request.sort_key,
+                request.sort_dir,
+                request.limit,
+                (request.marker, start_value) if request.marker and start_value is not None else None,
+                lambda row: True,  # the partitions themselves are what the caller may see
+                int(moment.timestamp()),
+                row_id=f"{request.marker}#{partition}",
+                key_range=request.key_range,
+                condition=condition,
+            )
+            self.last_page.stats.calls += page.stats.calls
+            self.last_page.stats.items_read += page.stats.items_read
+            for row in page.items:
+                rows.setdefault(row["image_id"], row)
+        ordered = sorted(
+            rows.values(), key=lambda row: str(row[f"sk_{request.sort_key}"]), reverse=request.sort_dir is SortDir.DESC
+        )
+        self.last_page.items = ordered[: request.limit]
+        return self.last_page.items
+
+    def _list_ids(self, caller: Caller, request: ImageListRequest, start_value: str | None) -> list[dict[str, Any]]:
+        """`id=in:...`: the named images the caller may see, filtered and sorted here (one BatchGetItem)."""
+        assert request.ids is not None and self.last_page is not None
+        found = self._batch_get(list(request.ids))
+        self.last_page.stats = ReadStats(calls=1, items_read=len(found))
+        scopes = set(request.partitions)
+        low, high = request.key_range
+        rows = []
+        for image in found.values():
+            values = image_sort_values(image)
+            row = {**row_of(image), **{f"sk_{key}": value for key, value in values.items()}}
+            sort_value = values[request.sort_key]
+            if not scopes.intersection(partitions_of(image)):
+                continue
+            if (low is not None and sort_value < low) or (high is not None and sort_value > high):
+                continue
+            if not all(condition.matches(row) for condition in request.conditions):
+                continue
+            if start_value is not None and (
+                sort_value <= start_value if request.sort_dir is SortDir.ASC else sort_value >= start_value
+            ):
+                continue
+            rows.append(row)
+        rows.sort(key=lambda row: str(row[f"sk_{request.sort_key}"]), reverse=request.sort_dir is SortDir.DESC)
+        self.last_page.items = rows[: request.limit]
+        return self.last_page.items

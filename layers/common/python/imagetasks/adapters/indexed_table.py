@@ -30,6 +30,15 @@ class ReadStats:
     items_read: int = 0
 
 
+@dataclass(frozen=True)
+class Filter:
+    """A filter expression with its placeholders (names `#...`, values `:...`)."""
+
+    expression: str
+    names: dict[str, str]
+    values: dict[str, Any]
+
+
 @dataclass
 class Page:
     items: list[dict[str, Any]] = field(default_factory=list)
@@ -148,12 +157,21 @@ class IndexedTable:
         start_after: tuple[str, str] | None,
         visible: Callable[[dict[str, Any]], bool],
         now_epoch: int,
+        *,
+        row_id: str | None = None,
+        key_range: tuple[str | None, str | None] = (None, None),
+        condition: Filter | None = None,
     ) -> Page:
         """Up to `limit` visible rows of one partition in sort order, after (record id, sort value).
 
         Rows whose `expires_at` has passed are skipped by DynamoDB itself (a filter expression): they
         are read but not returned, so a page reads about `limit` items plus any expired ones that
-        TTL has not deleted yet."""
+        TTL has not deleted yet.
+
+        `row_id` names the start row's id when it is not `<record id>#<kind>`; `key_range` bounds the
+        sort attribute (inclusive, a key condition: read cost only for rows inside); `condition` is a
+        further filter expression (rows it drops are read all the same: `stats.items_read` says how
+        many)."""
         kind, partition_key = partition
         page = Page()
         if limit == 0:
@@ -162,21 +180,38 @@ class IndexedTable:
         if start_after is not None:
             record_id, sort_value = start_after
             start_key = {
-                "id": {"S": f"{record_id}#{kind}"},
+                "id": {"S": row_id or f"{record_id}#{kind}"},
                 "list_pk": {"S": partition_key},
                 f"sk_{sort_key}": {"S": sort_value},
             }
         while len(page.items) < limit:
+            key_condition, values = "list_pk = :pk", {":pk": {"S": partition_key}, ":now": {"N": str(now_epoch)}}
+            low, high = key_range
+            if low is not None and high is not None:
+                key_condition += " AND #sk BETWEEN :low AND :high"
+            elif low is not None:
+                key_condition += " AND #sk >= :low"
+            elif high is not None:
+                key_condition += " AND #sk <= :high"
+            values.update({k: {"S": v} for k, v in ((":low", low), (":high", high)) if v is not None})
+            names = {"#sk": f"sk_{sort_key}"} if low is not None or high is not None else {}
+            expression = "(attribute_not_exists(expires_at) OR expires_at > :now)"
+            if condition is not None:
+                expression += f" AND {condition.expression}"
+                names.update(condition.names)
+                values.update(condition.values)
             kwargs: dict[str, Any] = {
                 "TableName": self.table_name,
                 "IndexName": self.spec.index_name(sort_key),
-                "KeyConditionExpression": "list_pk = :pk",
-                "FilterExpression": "attribute_not_exists(expires_at) OR expires_at > :now",
-                "ExpressionAttributeValues": {":pk": {"S": partition_key}, ":now": {"N": str(now_epoch)}},
+                "KeyConditionExpression": key_condition,
+                "FilterExpression": expression,
+                "ExpressionAttributeValues": values,
                 "ScanIndexForward": sort_dir is SortDir.ASC,
                 "Limit": limit - len(page.items),
                 "ReturnConsumedCapacity": "TOTAL",
             }
+            if names:
+                kwargs["ExpressionAttributeNames"] = names
             if start_key:
                 kwargs["ExclusiveStartKey"] = start_key
             try:

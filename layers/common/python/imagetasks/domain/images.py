@@ -10,6 +10,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagetasks.domain import clock
+from imagetasks.domain.errors import InvalidRequest
+from imagetasks.domain.image_listing import MAX_INDEXED_VALUES, VISIBILITIES, image_partitions
 from imagetasks.domain.listing import MISSING, ListSpec
 
 # Names Glance reserves for its own fields: a user's image_properties cannot set them.
@@ -17,7 +19,7 @@ CORE_FIELDS = frozenset(
     {
         "id", "name", "status", "disk_format", "container_format", "size", "virtual_size", "checksum",
         "os_hash_algo", "os_hash_value", "owner", "visibility", "protected", "min_disk", "min_ram", "tags",
-        "created_at", "updated_at", "self", "file", "schema", "locations", "direct_url",
+        "created_at", "updated_at", "self", "file", "schema", "locations", "direct_url", "os_hidden",
     }
 )  # fmt: skip
 # Glance's image schema: a name has at most 255 characters (the images index keys on it, too).
@@ -48,6 +50,7 @@ class Image(BaseModel):
     min_disk: int = 0
     min_ram: int = 0
     tags: tuple[str, ...] = ()
+    os_hidden: bool = False
     created_at: datetime
     updated_at: datetime
     properties: dict[str, str] = Field(default_factory=dict)  # extra properties from image_properties
@@ -68,6 +71,72 @@ def extra_properties(image_properties: dict[str, Any]) -> dict[str, str]:
         for k, v in image_properties.items()
         if k not in CORE_FIELDS and k not in ("disk_format", "container_format") and v is not None
     }
+
+
+def _flag(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise InvalidRequest(f"Invalid {name} {value!r} in image_properties: expected true or false")
+
+
+def _size(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidRequest(f"Invalid {name} {value!r} in image_properties: expected an integer")
+    try:
+        number = int(value)
+    except ValueError:
+        raise InvalidRequest(f"Invalid {name} {value!r} in image_properties: expected an integer") from None
+    if number < 0:
+        raise InvalidRequest(f"Invalid {name} {value!r} in image_properties: it must be 0 or more")
+    return number
+
+
+def glance_fields(image_properties: dict[str, Any]) -> dict[str, Any]:
+    """The Glance fields an import applies from image_properties (visibility, protected, min_disk,
+    min_ram, tags, os_hidden), validated as Glance does; absent ones keep their defaults."""
+    fields: dict[str, Any] = {}
+    if image_properties.get("visibility") is not None:
+        visibility = image_properties["visibility"]
+        if visibility not in VISIBILITIES:
+            raise InvalidRequest(f"Invalid visibility {visibility!r} in image_properties; one of {VISIBILITIES}")
+        fields["visibility"] = visibility
+    for name in ("protected", "os_hidden"):
+        if image_properties.get(name) is not None:
+            fields[name] = _flag(name, image_properties[name])
+    for name in ("min_disk", "min_ram"):
+        if image_properties.get(name) is not None:
+            fields[name] = _size(name, image_properties[name])
+    if image_properties.get("tags") is not None:
+        tags = image_properties["tags"]
+        if not isinstance(tags, list) or not all(isinstance(t, str) and 0 < len(t) <= 255 for t in tags):
+            raise InvalidRequest("Invalid tags in image_properties: expected a list of strings of 1 to 255 characters")
+        fields["tags"] = tuple(dict.fromkeys(tags))
+    return fields
+
+
+def check_indexed_values(tags: tuple[str, ...], properties: dict[str, str]) -> None:
+    """Each tag and extra property is a list partition of its own: an image holds a bounded number
+    (they are written in one transaction with the image)."""
+    count = len(tags) + len(properties)
+    if count > MAX_INDEXED_VALUES:
+        raise InvalidRequest(
+            f"The image has {count} tags and extra properties; this cloud allows at most "
+            f"{MAX_INDEXED_VALUES} together"
+        )
+
+
+def partitions_of(image: Image) -> list[str]:
+    """The list partitions the image has an index row in (see imagetasks.domain.image_listing)."""
+    values = {
+        "name": image.name,
+        "disk_format": image.disk_format,
+        "container_format": image.container_format,
+        "status": image.status.value,
+        "visibility": image.visibility,
+    }
+    return image_partitions(image.owner, image.visibility, image.os_hidden, values, image.tags, image.properties)
 
 
 def new_image(

@@ -1,0 +1,369 @@
+"""Image lists with Glance's filters, each answered by one Query per partition it reads.
+
+An image is stored as its main item plus *index rows*, one per partition it belongs to (see
+docs/decisions.md, "Image list filters"). A partition is a *scope* — its owner's images (`p#<owner>`),
+every image (`a`, for admins), public images (`v#public`) or community images (`v#community`) —
+optionally narrowed by *one* equality value: `name`, `disk_format`, `container_format`, `status`,
+`visibility`, one of its tags, or one extra property `key=value`. Hidden images (`os_hidden`) live in
+partitions of their own (suffix `#hidden`), so the default list leaves them out without reading them.
+
+A request reads 1–3 scopes (a member's default list is its own images merged with public ones) times
+the values of an `in:` list, each one Query of about `limit` rows, merged in sort order. Range filters
+on the sort key (`size_min`/`size_max` sorted by size, `created_at`/`updated_at` operators sorted by
+that field) are key conditions. Everything else — a second equality filter, a range on another field,
+`protected`, another member's `owner` — is a *residual* condition: a DynamoDB filter expression,
+which reads rows it then drops (counted in tests/integration/test_image_list_filters.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import quote, urlencode
+
+from pydantic import BaseModel, ConfigDict
+
+from imagetasks.auth.identity import Caller
+from imagetasks.domain import clock
+from imagetasks.domain.errors import InvalidRequest
+from imagetasks.domain.listing import DEFAULT_LIMIT, MAX_LIMIT, UUID_LIKE, SortDir
+
+SORT_KEYS = ("created_at", "updated_at", "name", "size", "id")
+DEFAULT_SORT_KEY = "created_at"
+VISIBILITIES = ("public", "private", "shared", "community")
+LISTED_SCOPES = ("public", "community")  # visibilities with a scope of their own
+# Equality filters with partitions of their own, in the order a request picks its partition from
+# (the likely most selective first); the others of the request become residual conditions.
+DIMENSIONS = ("name", "disk_format", "container_format", "status", "visibility")
+IN_FILTERS = ("name", "disk_format", "container_format", "status")  # Glance's `in:` fields (id aside)
+TIME_FILTERS = ("created_at", "updated_at")
+TIME_OPERATORS = ("gt", "gte", "lt", "lte", "eq", "neq")
+# Query parameters that are not property filters.
+RESERVED = frozenset(
+    {
+        "limit", "marker", "sort_key", "sort_dir", "sort", "owner", "visibility", "os_hidden", "tag",
+        "size_min", "size_max", "id", "member_status", "protected", *DIMENSIONS, *TIME_FILTERS,
+    }
+)  # fmt: skip
+MAX_IN_VALUES = 10  # values of one `in:` list: each is one more Query
+MAX_IDS = 100  # `id=in:` is one BatchGetItem
+MAX_INDEXED_VALUES = 20  # tags + extra properties of one image: each is a row per scope
+HIDDEN = "#hidden"
+
+
+def _part(value: str) -> str:
+    """A value inside a partition key, escaped so `#` in a name or property cannot fake another key."""
+    return quote(value, safe="")
+
+
+def scope_key(scope: str, hidden: bool) -> str:
+    return scope + (HIDDEN if hidden else "")
+
+
+def partition_key(scope: str, hidden: bool, dimension: tuple[str, str] | None) -> str:
+    """`scope[#dimension#value][#hidden]`; a property dimension is `prop:<key>`."""
+    key = scope
+    if dimension is not None:
+        key += f"#{_part(dimension[0])}#{_part(dimension[1])}"
+    return key + (HIDDEN if hidden else "")
+
+
+class Condition(BaseModel):
+    """A residual filter on an index row's attributes (the image's own fields)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    field: str  # a stub attribute, "tag" or "prop:<key>"
+    op: Literal["eq", "in", "ne", "ge", "lt", "le", "contains", "within", "outside"]
+    values: tuple[Any, ...]
+
+    def matches(self, row: Mapping[str, Any]) -> bool:
+        if self.field == "tag":
+            return self.values[0] in (row.get("tags_set") or set())
+        if self.field.startswith("prop:"):
+            value = (row.get("props") or {}).get(self.field[5:])
+        else:
+            value = row.get(self.field)
+        if value is None:
+            return self.op == "ne"
+        first, last = self.values[0], self.values[-1]
+        checks = {
+            "eq": lambda: value == first,
+            "in": lambda: value in self.values,
+            "ne": lambda: value != first,
+            "ge": lambda: value >= first,
+            "lt": lambda: value < first,
+            "le": lambda: value <= first,
+            "contains": lambda: first in value,
+            "within": lambda: first <= value < last,
+            "outside": lambda: not first <= value < last,
+        }
+        return bool(checks[self.op]())
+
+
+class ImageListRequest(BaseModel):
+    """A list request as the store executes it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    limit: int
+    marker: str | None
+    sort_key: str
+    sort_dir: SortDir
+    partitions: tuple[str, ...]  # merged in sort order; empty: nothing to show
+    key_range: tuple[str | None, str | None] = (None, None)  # inclusive bounds on sk_<sort_key>
+    conditions: tuple[Condition, ...] = ()
+    ids: tuple[str, ...] | None = None  # `id=in:`: read these images, no partition
+    hidden: bool = False
+    params: tuple[tuple[str, str], ...] = ()  # the filters again, for the `first` and `next` links
+
+    def query_string(self, *, marker: str | None) -> str:
+        params = list(self.params)
+        params += [("sort_key", self.sort_key), ("sort_dir", self.sort_dir.value), ("limit", str(self.limit))]
+        if marker is not None:
+            params.append(("marker", marker))
+        return urlencode(params)
+
+
+def image_partitions(
+    owner: str,
+    visibility: str,
+    hidden: bool,
+    values: Mapping[str, str | None],
+    tags: tuple[str, ...],
+    properties: Mapping[str, str],
+) -> list[str]:
+    """Every partition an image with these fields has an index row in."""
+    scopes = [f"p#{_part(owner)}", "a"]
+    if visibility in LISTED_SCOPES:
+        scopes.append(f"v#{visibility}")
+    dimensions: list[tuple[str, str] | None] = [None]
+    dimensions += [(name, str(values[name])) for name in DIMENSIONS if values.get(name) is not None]
+    dimensions += [("tag", tag) for tag in tags]
+    dimensions += [(f"prop:{key}", value) for key, value in sorted(properties.items())]
+    return list(dict.fromkeys(partition_key(s, hidden, d) for s in scopes for d in dimensions))
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise InvalidRequest(f"Invalid value for {name}: {value!r}; expected true or false")
+
+
+def _int(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise InvalidRequest(f"Invalid value for {name}: {value!r}; expected an integer") from None
+    if number < 0:
+        raise InvalidRequest(f"Invalid value for {name}: {value!r}; expected a non-negative integer")
+    return number
+
+
+def _time_filter(name: str, value: str) -> tuple[str, datetime]:
+    operator, _, moment = value.partition(":")
+    if not moment or operator not in TIME_OPERATORS:
+        raise InvalidRequest(f"Invalid {name} filter {value!r}: expected <operator>:<time>, one of {TIME_OPERATORS}")
+    try:
+        parsed = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(f"Invalid time {moment!r} in the {name} filter") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=clock.now().tzinfo)
+    return operator, parsed.replace(microsecond=0)
+
+
+def _values(name: str, raw: str) -> tuple[str, ...]:
+    """`in:a,b` → (a, b); a plain value → (value,)."""
+    if raw.startswith("in:"):
+        if name not in IN_FILTERS:
+            raise InvalidRequest(f"The 'in' operator is not supported for {name}")
+        values = tuple(dict.fromkeys(v.strip() for v in raw[3:].split(",") if v.strip()))
+        if not values or len(values) > MAX_IN_VALUES:
+            raise InvalidRequest(f"The 'in' operator takes 1 to {MAX_IN_VALUES} values")
+        return values
+    return (raw,)
+
+
+def _sort(params: Mapping[str, str]) -> tuple[str, SortDir]:
+    if "sort" in params:  # Glance's new syntax: sort=key[:dir]; one key here
+        key, _, direction = params["sort"].partition(",")[0].partition(":")
+        sort_key, sort_dir = key.strip(), (direction.strip() or SortDir.DESC.value)
+    else:
+        sort_key = params.get("sort_key", DEFAULT_SORT_KEY)
+        sort_dir = params.get("sort_dir", SortDir.DESC.value)
+    if sort_dir not in (SortDir.ASC.value, SortDir.DESC.value):
+        raise InvalidRequest(f"Invalid sort direction: {sort_dir}")
+    if sort_key not in SORT_KEYS:
+        raise InvalidRequest("Sort key supplied was not valid.")
+    return sort_key, SortDir(sort_dir)
+
+
+def _scopes(caller: Caller, owner: str | None, visibility: str | None) -> tuple[list[str], list[Condition]]:
+    """The scopes a caller's request reads, and the conditions they need on top."""
+    conditions: list[Condition] = []
+    if caller.is_admin:
+        if owner is not None:
+            return [f"p#{_part(owner)}"], conditions
+        return ["a"], conditions
+    own = f"p#{_part(caller.project_id)}"
+    if owner is not None and owner != caller.project_id:
+        # Another project's images a member may see: its public (and community) ones.
+        conditions.append(Condition(field="owner", op="eq", values=(owner,)))
+        if visibility in (None, "public"):
+            return ["v#public"], conditions
+        if visibility == "community":
+            return ["v#community"], conditions
+        if visibility == "all":
+            return ["v#public", "v#community"], conditions
+        return [], conditions  # their private or shared images: none without members
+    if owner is not None or visibility in ("private", "shared"):
+        return [own], conditions
+    if visibility is None:
+        return [own, "v#public"], conditions
+    if visibility == "public":
+        return ["v#public"], conditions
+    if visibility == "community":
+        return ["v#community"], conditions
+    return [own, "v#public", "v#community"], conditions  # all
+
+
+def parse_image_list(params: Mapping[str, str], caller: Caller) -> ImageListRequest:
+    """Glance's image list parameters → what to read; each problem is a 400 with Glance's wording
+    where Glance has one."""
+    limit = DEFAULT_LIMIT
+    if "limit" in params:
+        try:
+            limit = int(params["limit"])
+        except ValueError:
+            raise InvalidRequest("limit param must be an integer") from None
+        if limit < 0:
+            raise InvalidRequest("limit param must be positive")
+        limit = min(limit, MAX_LIMIT)
+    marker = params.get("marker")
+    if marker is not None and not UUID_LIKE.match(marker):
+        raise InvalidRequest("Invalid marker format")
+    sort_key, sort_dir = _sort(params)
+    links: list[tuple[str, str]] = []
+
+    visibility = params.get("visibility")
+    if visibility is not None and visibility not in (*VISIBILITIES, "all"):
+        raise InvalidRequest(f"Invalid visibility value: {visibility}")
+    hidden = _bool("os_hidden", params["os_hidden"]) if "os_hidden" in params else False
+    owner = params.get("owner") or None
+    scopes, conditions = _scopes(caller, owner, visibility)
+
+    # Equality filters: (dimension name, values); the first becomes the partition.
+    equalities: list[tuple[str, tuple[str, ...]]] = []
+    for name in ("name", "prop", "tag", "disk_format", "container_format", "status", "visibility"):
+        if name == "prop":
+            for key in sorted(set(params) - RESERVED):
+                equalities.append((f"prop:{key}", (params[key],)))
+        elif name == "tag":
+            if "tag" in params:
+                equalities.append(("tag", (params["tag"],)))
+        elif name == "visibility":
+            # A scope already says public or community; private/shared narrow one's own images,
+            # and an admin's view narrows to any visibility.
+            if visibility in ("private", "shared") or (caller.is_admin and visibility in VISIBILITIES):
+                equalities.append(("visibility", (visibility,)))
+        elif name in params:
+            equalities.append((name, _values(name, params[name])))
+    dimension: tuple[str, tuple[str, ...]] | None = equalities[0] if equalities else None
+    for field, values in equalities[1:]:
+        if field == "tag":
+            conditions.append(Condition(field="tag", op="contains", values=values))
+        else:
+            conditions.append(Condition(field=field, op="in" if len(values) > 1 else "eq", values=values))
+
+    # Ranges: a key condition on the sort attribute when they bound it, residual otherwise.
+    low: str | None = None
+    high: str | None = None
+    size_min = _int("size_min", params["size_min"]) if "size_min" in params else None
+    size_max = _int("size_max", params["size_max"]) if "size_max" in params else None
+    if size_min is not None and size_max is not None and size_min > size_max:
+        raise InvalidRequest("size_min cannot be greater than size_max")
+    if sort_key == "size":
+        low = f"{size_min:020d}" if size_min is not None else None
+        high = f"{size_max + 1:020d}" if size_max is not None else None  # no value equals it
+    else:
+        if size_min is not None:
+            conditions.append(Condition(field="size", op="ge", values=(size_min,)))
+        if size_max is not None:
+            conditions.append(Condition(field="size", op="le", values=(size_max,)))
+    for name in TIME_FILTERS:
+        if name not in params:
+            continue
+        operator, moment = _time_filter(name, params[name])
+        start, end = clock.to_stored(moment), clock.to_stored(moment + timedelta(seconds=1))
+        # Glance compares to the second: [start, end) is that second.
+        bounds = {
+            "gt": (end, None),
+            "gte": (start, None),
+            "lt": (None, start),
+            "lte": (None, end),
+            "eq": (start, end),
+        }
+        if sort_key == name and operator in bounds:
+            lo, hi = bounds[operator]
+            # Sort values are `<time>#...`: a bare time bound never equals one, so inclusive key
+            # bounds behave as the strict ones above.
+            low = max(filter(None, (low, lo)), default=None)
+            high = min(filter(None, (high, hi)), default=None)
+            continue
+        residual: dict[str, tuple[str, tuple[str, ...]]] = {
+            "gt": ("ge", (end,)),
+            "gte": ("ge", (start,)),
+            "lt": ("lt", (start,)),
+            "lte": ("lt", (end,)),
+            "eq": ("within", (start, end)),
+            "neq": ("outside", (start, end)),
+        }
+        op, values = residual[operator]
+        conditions.append(Condition(field=name, op=op, values=values))  # type: ignore[arg-type]
+
+    if "protected" in params:
+        conditions.append(Condition(field="protected", op="eq", values=(_bool("protected", params["protected"]),)))
+    if params.get("member_status", "accepted") not in ("accepted", "pending", "rejected", "all"):
+        raise InvalidRequest(f"Invalid status value: {params['member_status']}")
+
+    ids: tuple[str, ...] | None = None
+    if "id" in params:
+        raw = params["id"]
+        ids = tuple(dict.fromkeys(v.strip() for v in (raw[3:] if raw.startswith("in:") else raw).split(",") if v.strip()))
+        if not ids or len(ids) > MAX_IDS:
+            raise InvalidRequest(f"The id filter takes 1 to {MAX_IDS} ids")
+        if dimension is not None:  # read by id: every equality is a condition
+            field, values = dimension
+            op = "contains" if field == "tag" else ("in" if len(values) > 1 else "eq")
+            conditions.insert(0, Condition(field=field, op=op, values=values))  # type: ignore[arg-type]
+            dimension = None
+
+    partitions: list[str] = []
+    for scope in scopes:
+        if dimension is None:
+            partitions.append(partition_key(scope, hidden, None))
+        else:
+            field, values = dimension
+            partitions += [partition_key(scope, hidden, (field, value)) for value in values]
+
+    for key in sorted(params):
+        if key not in ("limit", "marker", "sort_key", "sort_dir", "sort"):
+            links.append((key, params[key]))
+    return ImageListRequest(
+        limit=limit,
+        marker=marker,
+        sort_key=sort_key,
+        sort_dir=sort_dir,
+        partitions=tuple(partitions),
+        key_range=(low, high),
+        conditions=tuple(conditions),
+        ids=ids,
+        hidden=hidden,
+        params=tuple(links),
+    )
+
