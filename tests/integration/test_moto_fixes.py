@@ -16,6 +16,7 @@ import random
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -118,7 +119,7 @@ def test_copies_read_only_their_range_and_outlive_the_source(s3: Any) -> None:
     assert copied["Body"].read() == whole
 
 
-def test_downloads_through_moto_server_over_http_are_streamed_and_ranged() -> None:
+def test_downloads_through_moto_server_over_http_are_streamed_and_ranged(tmp_path: Path) -> None:
     from moto.server import ThreadedMotoServer
 
     local_moto_fixes()
@@ -142,14 +143,9 @@ def test_downloads_through_moto_server_over_http_are_streamed_and_ranged() -> No
             assert ranged.status_code == 206
             assert ranged.headers["Content-Range"] == f"bytes 5-6291460/{len(whole)}"
             assert ranged.content == whole[5:6291461]
-            target = ROOT / "bench" / "work"
-            target.mkdir(parents=True, exist_ok=True)
-            path = target / "test-download.bin"
-            try:
-                s3.download_file("fixes-bucket", "image", str(path))  # s3transfer: ranged GETs
-                assert path.read_bytes() == whole
-            finally:
-                path.unlink(missing_ok=True)
+            path = tmp_path / "download.bin"
+            s3.download_file("fixes-bucket", "image", str(path))  # s3transfer: ranged GETs
+            assert path.read_bytes() == whole
         finally:
             server.stop()
 
