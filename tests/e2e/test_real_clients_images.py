@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from tests.e2e.helpers import create_task, import_body, wait_for_task
-from tests.e2e.test_real_clients import glance, table_value
+from tests.e2e.test_real_clients import glance
 from tests.image_corpus import make_qcow2, require_qemu_img
 
 PROJECT = "glance-images-project"
@@ -62,7 +62,9 @@ def test_versions_list_glance_2_17_down_to_2_0(local_stack: Any) -> None:
 
 def test_the_import_applies_glances_fields(local_stack: Any, imported: dict[str, Any]) -> None:
     shown = requests.get(
-        f"{local_stack.api_url}/v2/images/{imported['image_id']}", headers=local_stack.headers(PROJECT), timeout=30
+        f"{local_stack.api_url}/v2/images/{imported['image_id']}",
+        headers=local_stack.headers(PROJECT),
+        timeout=30,
     ).json()
 
     assert shown["visibility"] == "public" and shown["protected"] is False and shown["os_hidden"] is False
@@ -76,16 +78,27 @@ def test_glance_image_download_verifies_and_writes_the_data(
 ) -> None:
     target = tmp_path / "downloaded.qcow2"
 
-    result = glance(local_stack, local_stack.token(PROJECT), "image-download", "--file", str(target), imported["image_id"])
+    result = glance(
+        local_stack, local_stack.token(PROJECT), "image-download", "--file", str(target), imported["image_id"]
+    )
 
     assert result.returncode == 0, result.stderr
     assert target.read_bytes() == imported["data"]
 
 
-def test_another_project_downloads_a_public_image(local_stack: Any, imported: dict[str, Any], tmp_path: Path) -> None:
+def test_another_project_downloads_a_public_image(
+    local_stack: Any, imported: dict[str, Any], tmp_path: Path
+) -> None:
     target = tmp_path / "theirs.qcow2"
 
-    result = glance(local_stack, local_stack.token("someone-else"), "image-download", "--file", str(target), imported["image_id"])
+    result = glance(
+        local_stack,
+        local_stack.token("someone-else"),
+        "image-download",
+        "--file",
+        str(target),
+        imported["image_id"],
+    )
 
     assert result.returncode == 0, result.stderr
     assert target.read_bytes() == imported["data"]
@@ -105,9 +118,10 @@ def test_the_file_redirect_points_at_the_local_endpoint_and_serves_octet_stream(
     assert redirect.status_code == 302
     assert redirect.headers["Location"].startswith(local_stack.aws_url)
     assert data.status_code == 200 and data.headers["Content-Type"] == "application/octet-stream"
-    assert hashlib.md5(data.content, usedforsecurity=False).hexdigest() == hashlib.md5(
-        imported["data"], usedforsecurity=False
-    ).hexdigest()
+    assert (
+        hashlib.md5(data.content, usedforsecurity=False).hexdigest()
+        == hashlib.md5(imported["data"], usedforsecurity=False).hexdigest()
+    )
 
 
 def test_glance_image_tasks_lists_the_import(local_stack: Any, imported: dict[str, Any]) -> None:
@@ -126,12 +140,20 @@ def test_glance_image_tasks_lists_the_import(local_stack: Any, imported: dict[st
         ("--property-filter", "disk_format=qcow2", "--tag", "tag-{marker}"),
     ],
 )
-def test_glance_image_list_filters(local_stack: Any, imported: dict[str, Any], arguments: tuple[str, ...]) -> None:
+def test_glance_image_list_filters(
+    local_stack: Any, imported: dict[str, Any], arguments: tuple[str, ...]
+) -> None:
     args = [argument.format(marker=imported["marker"]) for argument in arguments]
 
     mine = glance(local_stack, local_stack.token(PROJECT), "image-list", *args)
     others = glance(local_stack, local_stack.token("someone-else"), "image-list", *args)
-    unrelated = glance(local_stack, local_stack.token(PROJECT), "image-list", "--property-filter", "os_distro=nothing-like-it")
+    unrelated = glance(
+        local_stack,
+        local_stack.token(PROJECT),
+        "image-list",
+        "--property-filter",
+        "os_distro=nothing-like-it",
+    )
 
     assert mine.returncode == 0, mine.stderr
     assert imported["image_id"] in mine.stdout
@@ -160,7 +182,9 @@ def test_openstacksdk_downloads_the_image_with_its_checksum(
 
 
 def test_an_export_url_downloads_locally(local_stack: Any, imported: dict[str, Any]) -> None:
-    task = create_task(local_stack, {"type": "export", "input": {"image_id": imported["image_id"]}}, project=PROJECT)
+    task = create_task(
+        local_stack, {"type": "export", "input": {"image_id": imported["image_id"]}}, project=PROJECT
+    )
     finished, _ = wait_for_task(local_stack, task["id"], project=PROJECT)
     assert finished["status"] == "success", finished["message"]
 
@@ -187,7 +211,9 @@ def test_glance_image_download_refuses_data_that_does_not_match(
         ContentType="application/octet-stream",
     )
 
-    result = glance(local_stack, local_stack.token(PROJECT), "image-download", "--file", str(tmp_path / "x"), image_id)
+    result = glance(
+        local_stack, local_stack.token(PROJECT), "image-download", "--file", str(tmp_path / "x"), image_id
+    )
 
     assert result.returncode != 0
     assert "Corrupt image download" in result.stderr
@@ -210,8 +236,12 @@ def test_glance_image_delete_exits_0_and_protected_images_are_refused(
 
     deleted = glance(local_stack, token, "image-delete", ids[False])
     refused = glance(local_stack, token, "image-delete", ids[True])
-    gone = requests.get(f"{local_stack.api_url}/v2/images/{ids[False]}", headers=local_stack.headers(PROJECT), timeout=30)
-    raw = requests.delete(f"{local_stack.api_url}/v2/images/{ids[True]}", headers=local_stack.headers(PROJECT), timeout=30)
+    gone = requests.get(
+        f"{local_stack.api_url}/v2/images/{ids[False]}", headers=local_stack.headers(PROJECT), timeout=30
+    )
+    raw = requests.delete(
+        f"{local_stack.api_url}/v2/images/{ids[True]}", headers=local_stack.headers(PROJECT), timeout=30
+    )
 
     assert deleted.returncode == 0, deleted.stderr
     assert gone.status_code == 404
@@ -227,7 +257,9 @@ def test_a_delete_answers_204_with_no_json_content_type(local_stack: Any, image_
     finished, _ = wait_for_task(local_stack, task["id"], project=PROJECT)
 
     response = requests.delete(
-        f"{local_stack.api_url}/v2/images/{finished['result']['image_id']}", headers=local_stack.headers(PROJECT), timeout=30
+        f"{local_stack.api_url}/v2/images/{finished['result']['image_id']}",
+        headers=local_stack.headers(PROJECT),
+        timeout=30,
     )
 
     assert response.status_code == 204 and response.content == b""

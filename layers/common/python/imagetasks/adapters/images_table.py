@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 from datetime import datetime
 from typing import Any
@@ -105,7 +106,9 @@ def filter_of(conditions: tuple[Condition, ...]) -> Filter | None:
             names[f"#f{number}"] = condition.field
             path = f"#f{number}"
         keys = [f":c{number}_{i}" for i in range(len(condition.values))]
-        values.update({key: to_item({"v": value})["v"] for key, value in zip(keys, condition.values, strict=True)})
+        values.update(
+            {key: to_item({"v": value})["v"] for key, value in zip(keys, condition.values, strict=True)}
+        )
         expression = {
             "eq": f"{path} = {keys[0]}",
             "ne": f"{path} <> {keys[0]} OR attribute_not_exists({path})",
@@ -149,7 +152,9 @@ class ImagesTable:
         ]
 
     def _write_ops(self, image: Image, condition: dict[str, Any]) -> list[dict[str, Any]]:
-        main: dict[str, Any] = {"Put": {"TableName": self.table.table_name, "Item": to_item(image_to_item(image))}}
+        main: dict[str, Any] = {
+            "Put": {"TableName": self.table.table_name, "Item": to_item(image_to_item(image))}
+        }
         main["Put"].update(condition)
         return [main, *self._row_ops(image)]
 
@@ -273,12 +278,16 @@ class ImagesTable:
             for row in page.items:
                 rows.setdefault(row["image_id"], row)
         ordered = sorted(
-            rows.values(), key=lambda row: str(row[f"sk_{request.sort_key}"]), reverse=request.sort_dir is SortDir.DESC
+            rows.values(),
+            key=lambda row: str(row[f"sk_{request.sort_key}"]),
+            reverse=request.sort_dir is SortDir.DESC,
         )
         self.last_page.items = ordered[: request.limit]
         return self.last_page.items
 
-    def _list_ids(self, caller: Caller, request: ImageListRequest, start_value: str | None) -> list[dict[str, Any]]:
+    def _list_ids(
+        self, caller: Caller, request: ImageListRequest, start_value: str | None
+    ) -> builtins.list[dict[str, Any]]:
         """`id=in:...`: the named images the caller may see, filtered and sorted here (one BatchGetItem)."""
         assert request.ids is not None and self.last_page is not None
         found = self._batch_get(list(request.ids))
@@ -301,6 +310,8 @@ class ImagesTable:
             ):
                 continue
             rows.append(row)
-        rows.sort(key=lambda row: str(row[f"sk_{request.sort_key}"]), reverse=request.sort_dir is SortDir.DESC)
+        rows.sort(
+            key=lambda row: str(row[f"sk_{request.sort_key}"]), reverse=request.sort_dir is SortDir.DESC
+        )
         self.last_page.items = rows[: request.limit]
         return self.last_page.items

@@ -185,7 +185,10 @@ class IndexedTable:
                 f"sk_{sort_key}": {"S": sort_value},
             }
         while len(page.items) < limit:
-            key_condition, values = "list_pk = :pk", {":pk": {"S": partition_key}, ":now": {"N": str(now_epoch)}}
+            key_condition, values = (
+                "list_pk = :pk",
+                {":pk": {"S": partition_key}, ":now": {"N": str(now_epoch)}},
+            )
             low, high = key_range
             if low is not None and high is not None:
                 key_condition += " AND #sk BETWEEN :low AND :high"

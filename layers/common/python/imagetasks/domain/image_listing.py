@@ -7,7 +7,7 @@ optionally narrowed by *one* equality value: `name`, `disk_format`, `container_f
 `visibility`, one of its tags, or one extra property `key=value`. Hidden images (`os_hidden`) live in
 partitions of their own (suffix `#hidden`), so the default list leaves them out without reading them.
 
-A request reads 1–3 scopes (a member's default list is its own images merged with public ones) times
+A request reads 1 to 3 scopes (a member's default list is its own images merged with public ones) times
 the values of an `in:` list, each one Query of about `limit` rows, merged in sort order. Range filters
 on the sort key (`size_min`/`size_max` sorted by size, `created_at`/`updated_at` operators sorted by
 that field) are key conditions. Everything else — a second equality filter, a range on another field,
@@ -17,7 +17,7 @@ which reads rows it then drops (counted in tests/integration/test_image_list_fil
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
@@ -88,7 +88,7 @@ class Condition(BaseModel):
         if value is None:
             return self.op == "ne"
         first, last = self.values[0], self.values[-1]
-        checks = {
+        checks: dict[str, Callable[[], bool]] = {
             "eq": lambda: value == first,
             "in": lambda: value in self.values,
             "ne": lambda: value != first,
@@ -167,7 +167,9 @@ def _int(name: str, value: str) -> int:
 def _time_filter(name: str, value: str) -> tuple[str, datetime]:
     operator, _, moment = value.partition(":")
     if not moment or operator not in TIME_OPERATORS:
-        raise InvalidRequest(f"Invalid {name} filter {value!r}: expected <operator>:<time>, one of {TIME_OPERATORS}")
+        raise InvalidRequest(
+            f"Invalid {name} filter {value!r}: expected <operator>:<time>, one of {TIME_OPERATORS}"
+        )
     try:
         parsed = datetime.fromisoformat(moment.replace("Z", "+00:00"))
     except ValueError:
@@ -324,23 +326,29 @@ def parse_image_list(params: Mapping[str, str], caller: Caller) -> ImageListRequ
             "neq": ("outside", (start, end)),
         }
         op, values = residual[operator]
-        conditions.append(Condition(field=name, op=op, values=values))  # type: ignore[arg-type]
+        conditions.append(Condition(field=name, op=op, values=values))
 
     if "protected" in params:
-        conditions.append(Condition(field="protected", op="eq", values=(_bool("protected", params["protected"]),)))
+        conditions.append(
+            Condition(field="protected", op="eq", values=(_bool("protected", params["protected"]),))
+        )
     if params.get("member_status", "accepted") not in ("accepted", "pending", "rejected", "all"):
         raise InvalidRequest(f"Invalid status value: {params['member_status']}")
 
     ids: tuple[str, ...] | None = None
     if "id" in params:
         raw = params["id"]
-        ids = tuple(dict.fromkeys(v.strip() for v in (raw[3:] if raw.startswith("in:") else raw).split(",") if v.strip()))
+        ids = tuple(
+            dict.fromkeys(
+                v.strip() for v in (raw[3:] if raw.startswith("in:") else raw).split(",") if v.strip()
+            )
+        )
         if not ids or len(ids) > MAX_IDS:
             raise InvalidRequest(f"The id filter takes 1 to {MAX_IDS} ids")
         if dimension is not None:  # read by id: every equality is a condition
             field, values = dimension
             op = "contains" if field == "tag" else ("in" if len(values) > 1 else "eq")
-            conditions.insert(0, Condition(field=field, op=op, values=values))  # type: ignore[arg-type]
+            conditions.insert(0, Condition(field=field, op=op, values=values))
             dimension = None
 
     partitions: list[str] = []
@@ -366,4 +374,3 @@ def parse_image_list(params: Mapping[str, str], caller: Caller) -> ImageListRequ
         hidden=hidden,
         params=tuple(links),
     )
-

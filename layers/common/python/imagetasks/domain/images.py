@@ -100,7 +100,9 @@ def glance_fields(image_properties: dict[str, Any]) -> dict[str, Any]:
     if image_properties.get("visibility") is not None:
         visibility = image_properties["visibility"]
         if visibility not in VISIBILITIES:
-            raise InvalidRequest(f"Invalid visibility {visibility!r} in image_properties; one of {VISIBILITIES}")
+            raise InvalidRequest(
+                f"Invalid visibility {visibility!r} in image_properties; one of {VISIBILITIES}"
+            )
         fields["visibility"] = visibility
     for name in ("protected", "os_hidden"):
         if image_properties.get(name) is not None:
@@ -111,7 +113,9 @@ def glance_fields(image_properties: dict[str, Any]) -> dict[str, Any]:
     if image_properties.get("tags") is not None:
         tags = image_properties["tags"]
         if not isinstance(tags, list) or not all(isinstance(t, str) and 0 < len(t) <= 255 for t in tags):
-            raise InvalidRequest("Invalid tags in image_properties: expected a list of strings of 1 to 255 characters")
+            raise InvalidRequest(
+                "Invalid tags in image_properties: expected a list of strings of 1 to 255 characters"
+            )
         fields["tags"] = tuple(dict.fromkeys(tags))
     return fields
 
@@ -136,7 +140,9 @@ def partitions_of(image: Image) -> list[str]:
         "status": image.status.value,
         "visibility": image.visibility,
     }
-    return image_partitions(image.owner, image.visibility, image.os_hidden, values, image.tags, image.properties)
+    return image_partitions(
+        image.owner, image.visibility, image.os_hidden, values, image.tags, image.properties
+    )
 
 
 def new_image(
