@@ -32,9 +32,11 @@ ARTIFACT_BUCKET = "imagetasks-local-artifacts"
 
 
 def _as_packaged(template: dict[str, Any]) -> None:
-    """Local code paths become S3 URIs, as `sam package` makes them (the translator accepts only those)."""
-    for resource in (template.get("Resources") or {}).values():
-        properties = resource.get("Properties") or {}
+    """Local code paths become S3 URIs, as `sam package` makes them (the translator accepts only those),
+    in the resources and in the Globals (a CodeUri shared by every function)."""
+    sections = [resource.get("Properties") or {} for resource in (template.get("Resources") or {}).values()]
+    sections += [section for section in (template.get("Globals") or {}).values() if isinstance(section, dict)]
+    for properties in sections:
         for name in _PACKAGED_PROPERTIES:
             if isinstance(properties.get(name), str) and not properties[name].startswith("s3://"):
                 properties[name] = f"s3://{ARTIFACT_BUCKET}/{properties[name]}"
