@@ -13,8 +13,11 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import struct
 import subprocess
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,7 +215,7 @@ def make_vmdk_parent(
 
 def make_vmdk_parent_host_file(directory: Path) -> Path:
     parent = make_host_secret_vmdk(directory)
-    cid = re.search(rb"\nCID=([0-9a-f]{8})", parent.read_bytes()[:4096])
+    cid = re.search(rb"\nCID=([0-9a-f]+)", parent.read_bytes()[:4096])
     assert cid is not None
     return make_vmdk_parent(directory, str(parent), parent_cid=cid.group(1).decode())
 
@@ -472,3 +475,42 @@ def file_digests(path: Path) -> tuple[str, str]:
             md5.update(block)
             sha512.update(block)
     return md5.hexdigest(), sha512.hexdigest()
+
+
+# -- a network trap ---------------------------------------------------------------------------
+
+
+class LoopbackListener:
+    """A TCP listener on loopback that records whether anyone connected (and hangs up at once)."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(8)
+        self.socket.settimeout(0.2)
+        self.port: int = self.socket.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self.socket.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            connection.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.socket.close()
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)

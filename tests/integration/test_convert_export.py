@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,11 +27,15 @@ from imagetasks.domain.failures import TaskFailure
 from imagetasks.domain.images import Image, image_id_for_task, new_image
 from imagetasks.domain.tasks import TaskStatus, TaskType, new_task
 from tests.image_corpus import (
+    LoopbackListener,
     MiB,
     file_digests,
     make_qcow2,
     make_qcow2_backing_file,
+    make_qcow2_huge_l1,
     make_raw,
+    make_vmdk_capacity_zero,
+    make_vmdk_parent,
     make_vmdk_stream_optimized,
     require_qemu_img,
 )
@@ -373,6 +379,66 @@ def test_a_source_with_a_backing_file_never_reaches_qemu_img(stack: Stack, tmp_p
     assert_nothing_left(stack, task_id, source)
 
 
+@pytest.mark.parametrize(
+    ("kind", "make", "disk_format", "reason"),
+    [
+        ("convert", make_vmdk_parent, "vmdk", "its descriptor names a parent image"),
+        ("export", make_vmdk_parent, "vmdk", "its descriptor names a parent image"),
+        ("convert", make_vmdk_capacity_zero, "vmdk", "its header announces no capacity"),
+        ("export", make_qcow2_huge_l1, "qcow2", "its L1 table (4194304 entries, 32 MiB) is far larger"),
+    ],
+    ids=["convert-vmdk-parent", "export-vmdk-parent", "convert-vmdk-extent", "export-qcow2-huge-l1"],
+)
+def test_a_hostile_stored_image_never_reaches_qemu_img(
+    stack: Stack, tmp_path: Path, kind: str, make: Callable[..., Path], disk_format: str, reason: str
+) -> None:
+    # Data stored before these checks existed (or by a deployment that switched them off): the
+    # source check before qemu-img refuses it, and nothing it names is opened or connected to.
+    listener = LoopbackListener()
+    try:
+        if make is make_vmdk_parent:
+            image = make(tmp_path, f"nbd://127.0.0.1:{listener.port}")
+        elif make is make_vmdk_capacity_zero:
+            image = make(tmp_path, extent=f"nbd:127.0.0.1:{listener.port}")
+        else:
+            image = make(tmp_path)
+        source = put_record_for(stack, image, disk_format)
+        task_id = stack.new_task(TaskType(kind), {"image_id": source.id, "disk_format": "raw"})
+
+        with pytest.raises(TaskFailure) as failed:
+            stack.run(kind, task_id)
+
+        assert failed.value.message.startswith(
+            f"The data of image {source.id} failed this cloud's checks: Image data is {disk_format} and is "
+            f"not allowed: {reason}"
+        )
+        assert_nothing_left(stack, task_id, source)
+        time.sleep(0.3)
+        assert listener.connections == 0
+    finally:
+        listener.close()
+
+
+def test_a_converted_image_larger_than_its_file_is_refused_by_its_virtual_size(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # 1 MiB of qcow2 announcing a 1 TiB disk (a sparse qcow2 that would expand), with a record
+    # that claims a 1 MiB virtual disk: the size read from the data decides, before qemu-img runs.
+    image = tmp_path / "sparse.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(image), "1T"], check=True, capture_output=True)
+    source = put_record_for(stack, image, "qcow2")
+    task_id = stack.new_task(TaskType.CONVERT, {"image_id": source.id, "disk_format": "vdi"})
+
+    with pytest.raises(TaskFailure) as failed:
+        stack.run("convert", task_id)
+
+    assert failed.value.message == (
+        "Converting this image to vdi needs 1033 GiB of working space (the 1 MiB image and a copy as "
+        "large as its 1024 GiB virtual disk); this cloud allows 10 GiB for convert tasks"
+    )
+    assert_nothing_left(stack, task_id, source)
+
+
 def put_record_for(stack: Stack, path: Path, disk_format: str) -> Image:
     """A record for data qemu-img cannot (or must not) open: sizes from the file alone."""
     image_id = str(uuid.uuid4())
@@ -443,8 +509,8 @@ def test_an_image_too_large_for_the_working_space_fails_before_any_work(stack: S
         stack.run("convert", task_id)
 
     assert failed.value.message == (
-        "The image is 20.0 GiB (its vmdk copy up to 40.3 GiB) but this cloud's convert workers have "
-        "9.8 GiB of working space"
+        "Converting this image to vmdk needs 61 GiB of working space (the 20 GiB image and a copy as "
+        "large as its 40 GiB virtual disk); this cloud allows 10 GiB for convert tasks"
     )
     assert not stack.work_root.exists()  # refused before a byte was read
     assert stack.images.get(source.id).task_ids == ("import-task",)  # type: ignore[union-attr]
@@ -530,9 +596,9 @@ def test_subprocess_is_never_given_a_shell(
     stack.run("convert", stack.new_task(TaskType.CONVERT, {"image_id": source.id, "disk_format": "vdi"}))
 
     assert calls and all(isinstance(args, list) and not kwargs.get("shell") for args, kwargs in calls)
-    assert all(
-        args[args.index("convert") + 1 : args.index("convert") + 3] == ["-f", "qcow2"] for args, _ in calls
-    )
+    for args, _ in calls:  # the source's format is named, never probed, and nothing else is opened
+        spec = json.loads(args[-2].removeprefix("json:"))
+        assert spec["driver"] == "qcow2" and spec["backing"] is None and spec["file"]["driver"] == "file"
     json.dumps(calls[0][0])  # plain strings only
 
 

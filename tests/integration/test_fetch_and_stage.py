@@ -16,7 +16,7 @@ from moto import mock_aws
 
 from imagetasks.adapters.http_source import HttpSourceSettings
 from imagetasks.adapters.staging import translate_client_error
-from imagetasks.domain.image_checks import ExpectedChecksums, ImageCheckSettings
+from imagetasks.domain.image_checks import EMPTY_IMAGE, ExpectedChecksums, ImageCheckSettings
 from imagetasks.domain.import_errors import (
     ImageRejected,
     InvalidImportLocation,
@@ -27,7 +27,14 @@ from imagetasks.domain.import_errors import (
 )
 from imagetasks.domain.import_filter import ImportFilterSettings
 from imagetasks.imports import FetchResult, ImportSettings, fetch_and_check
-from tests.image_corpus import file_digests, make_qcow2, make_qcow2_backing_file, make_raw, require_qemu_img
+from tests.image_corpus import (
+    file_digests,
+    make_empty,
+    make_qcow2,
+    make_qcow2_backing_file,
+    make_raw,
+    require_qemu_img,
+)
 
 STAGING = "staging-bucket"
 Route = Callable[[BaseHTTPRequestHandler], None]
@@ -341,6 +348,24 @@ def test_s3_source_under_the_project_prefix(server: LocalServer, s3: object, tmp
         fetch("s3://uploads/uploads/proj1/nope", server, s3, project_id="proj1")
     with pytest.raises(InvalidImportLocation):
         fetch("s3://uploads/uploads/proj2/disk.raw", server, s3, project_id="proj1")
+
+
+@pytest.mark.parametrize("disk_format", ["raw", "qcow2"])
+def test_an_empty_source_is_refused_the_same_way_over_http_and_s3(
+    disk_format: str, server: LocalServer, s3: object, tmp_path: Path
+) -> None:
+    # The upload trigger refuses an empty upload from its event before any task runs; a URL (or
+    # an s3:// location given in a task) is refused by the image checks, with one message.
+    url = server.serve_file("/empty", make_empty(tmp_path))
+    s3.put_object(Bucket="uploads", Key="uploads/proj1/empty.img", Body=b"")  # type: ignore[attr-defined]
+
+    with pytest.raises(ImageRejected) as over_http:
+        fetch(url, server, s3, disk_format)
+    with pytest.raises(ImageRejected) as from_s3:
+        fetch("s3://uploads/uploads/proj1/empty.img", server, s3, disk_format, project_id="proj1")
+
+    assert over_http.value.message == from_s3.value.message == EMPTY_IMAGE
+    assert staged_keys(s3) == []
 
 
 def client_error(code: str, status: int) -> ClientError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,13 @@ from imagetasks.domain.failures import TaskFailure
 from imagetasks.domain.images import image_id_for_task
 from imagetasks.domain.tasks import TaskStatus, TaskType, new_task
 from imagetasks.steps import processing_step
-from tests.image_corpus import make_qcow2, make_qcow2_backing_file, require_qemu_img
+from tests.image_corpus import (
+    LoopbackListener,
+    make_qcow2,
+    make_qcow2_backing_file,
+    make_vmdk_parent,
+    require_qemu_img,
+)
 from tests.support import fail_task, start_processing
 
 
@@ -99,6 +106,34 @@ def test_a_deployment_with_conversion_format_stores_imports_converted_and_inspec
     )
     assert '"format": "raw"' in info.stdout
     assert objects(aws["STAGING_BUCKET"]) == []
+
+
+def test_conversion_on_import_checks_the_data_again_before_qemu_img_runs(
+    aws: dict[str, str], tmp_path: Path
+) -> None:
+    # A deployment that switched the import's safety checks off, and converts imports: the VMDK
+    # naming a parent on the network is staged, but never handed to qemu-img nor followed.
+    listener = LoopbackListener()
+    try:
+        image = make_vmdk_parent(tmp_path, f"nbd://127.0.0.1:{listener.port}")
+        task_id = stored_import(aws, image, disk_format="vmdk")
+        environ = {**aws, "CONVERSION_FORMAT": "raw", "SAFETY_CHECKS": "false"}
+        steps = composition.import_task(Settings.from_environ(environ))
+        staged = steps.fetch(task_id)
+
+        with pytest.raises(TaskFailure) as failed:
+            processing_step(steps.register)(task_id, staged)
+        steps.clean_up(task_id)
+
+        assert (
+            "failed this cloud's checks: Image data is vmdk and is not allowed: its descriptor names a "
+            in (failed.value.message)
+        )
+        assert objects(aws["IMAGES_BUCKET"]) == [] and objects(aws["STAGING_BUCKET"]) == []
+        time.sleep(0.3)
+        assert listener.connections == 0
+    finally:
+        listener.close()
 
 
 def test_a_refused_image_becomes_a_task_failure_and_clean_up_leaves_nothing(

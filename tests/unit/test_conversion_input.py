@@ -7,13 +7,13 @@ from typing import Any
 import pytest
 
 from imagetasks.domain.conversion import (
-    WORK_MARGIN_BYTES,
     GiB,
     MiB,
     check_working_space,
     expected_output_size,
     validate_convert_input,
     validate_export_input,
+    whole_size,
 )
 from imagetasks.domain.errors import InvalidRequest
 from imagetasks.domain.images import Image, new_image
@@ -166,26 +166,62 @@ def test_bad_export_input_is_refused(task_input: dict[str, Any], message: str) -
 
 # ------------------------------------------------------------------ working space
 def test_raw_output_is_the_whole_virtual_disk() -> None:
-    assert expected_output_size(image(size=1 * GiB, virtual_size=20 * GiB), "raw") == 20 * GiB
+    assert expected_output_size(20 * GiB, "raw") == 20 * GiB
 
 
-def test_sparse_output_is_bounded_by_the_virtual_disk_and_by_twice_the_data() -> None:
-    small_data = expected_output_size(image(size=1 * GiB, virtual_size=20 * GiB), "vmdk")
-    nearly_full = expected_output_size(image(size=19 * GiB, virtual_size=20 * GiB), "vmdk")
+@pytest.mark.parametrize("target", ["qcow2", "vmdk", "vhd", "vhdx", "vdi"])
+def test_every_other_output_counts_the_whole_virtual_disk_plus_tables(target: str) -> None:
+    # A small compressed source can expand to its whole virtual disk: a 651 KB qcow2 became a
+    # 268 MB vdi. Nothing smaller than the virtual size can be assumed.
+    size = expected_output_size(20 * GiB, target)
 
-    assert 2 * GiB < small_data < 2 * GiB + 200 * MiB
-    assert 20 * GiB < nearly_full < 20 * GiB + 200 * MiB
+    assert 20 * GiB < size < 20 * GiB + 200 * MiB
 
 
-def test_an_image_that_fits_passes_and_one_that_does_not_is_refused_with_sizes() -> None:
+def test_an_image_that_fits_passes_and_one_that_does_not_is_refused_with_whole_sizes() -> None:
     space = 10 * GiB
     check_working_space(image(size=1 * GiB, virtual_size=4 * GiB), "raw", space, "convert")
 
     with pytest.raises(InvalidRequest) as refused:
-        check_working_space(image(size=3 * GiB, virtual_size=8 * GiB), "raw", space, "export")
+        check_working_space(image(size=3 * GiB, virtual_size=40 * GiB), "raw", space, "export")
 
-    room = f"{(space - WORK_MARGIN_BYTES) / GiB:.1f}"
     assert refused.value.message == (
-        f"The image is 3.0 GiB (its raw copy up to 8.0 GiB) but this cloud's export workers have {room} GiB "
-        "of working space"
+        "Converting this image to raw needs 44 GiB of working space (the 3 GiB image and a copy as "
+        "large as its 40 GiB virtual disk); this cloud allows 10 GiB for export tasks"
     )
+
+
+def test_a_small_file_with_a_large_virtual_disk_is_judged_by_its_virtual_size() -> None:
+    # 651 KB of qcow2 announcing a 256 MiB disk, on a worker with 512 MiB: the vdi copy alone
+    # is 256 MiB; with the margin it does not fit.
+    small = image(size=651 * 1024, virtual_size=256 * MiB)
+
+    with pytest.raises(InvalidRequest) as refused:
+        check_working_space(small, "vdi", 512 * MiB, "convert")
+
+    assert refused.value.message == (
+        "Converting this image to vdi needs 531 MiB of working space (the 1 MiB image and a copy as "
+        "large as its 256 MiB virtual disk); this cloud allows 512 MiB for convert tasks"
+    )
+
+
+def test_the_virtual_size_read_from_the_data_prevails_over_the_record() -> None:
+    recorded_small = image(size=MiB, virtual_size=MiB)
+    check_working_space(recorded_small, "raw", GiB, "convert")
+
+    with pytest.raises(InvalidRequest, match="needs 3 GiB of working space"):
+        check_working_space(recorded_small, "raw", GiB, "convert", virtual_size=2 * GiB + 1)
+
+
+@pytest.mark.parametrize(
+    ("size", "round_up", "shown"),
+    [
+        (10 * GiB, False, "10 GiB"),
+        (10240 * MiB - 1, False, "10239 MiB"),  # a limit is never rounded up
+        (10 * GiB + 1, True, "11 GiB"),  # a need is never rounded down
+        (651 * 1024, True, "1 MiB"),
+        (300 * MiB, False, "300 MiB"),
+    ],
+)
+def test_sizes_are_whole_units(size: int, round_up: bool, shown: str) -> None:
+    assert whole_size(size, round_up=round_up) == shown

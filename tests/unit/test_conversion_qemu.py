@@ -5,10 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import stat
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from imagetasks.domain.conversion import SOURCE_FORMATS
 from imagetasks.domain.failures import TaskFailure
 from tests.image_corpus import (
     HOST_SECRET,
+    LoopbackListener,
     MiB,
     make_host_secret,
     make_qcow2,
@@ -36,6 +35,7 @@ from tests.image_corpus import (
     make_vmdk_parent_host_file,
     make_vmdk_stream_optimized,
     require_qemu_img,
+    wait_for,
 )
 
 
@@ -146,38 +146,9 @@ def test_a_workspace_is_removed_when_the_work_fails(tmp_path: Path) -> None:
 # qemu-img; and the adapter's qemu-img command line holds by itself when that check is bypassed.
 
 
-class Listener:
-    """A TCP listener on loopback that records whether anyone connected (and hangs up at once)."""
-
-    def __init__(self) -> None:
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.socket.listen(8)
-        self.socket.settimeout(0.2)
-        self.port: int = self.socket.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                connection, _ = self.socket.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            connection.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.socket.close()
-
-
 @pytest.fixture
-def listener() -> Iterator[Listener]:
-    running = Listener()
+def listener() -> Iterator[LoopbackListener]:
+    running = LoopbackListener()
     yield running
     running.close()
 
@@ -234,7 +205,9 @@ def test_a_vmdk_parent_on_the_host_is_never_read(tmp_path: Path) -> None:
     assert bypassed.read_bytes() == b"\0" * MiB
 
 
-def test_a_vmdk_parent_on_the_network_is_never_connected_to(tmp_path: Path, listener: Listener) -> None:
+def test_a_vmdk_parent_on_the_network_is_never_connected_to(
+    tmp_path: Path, listener: LoopbackListener
+) -> None:
     image = make_vmdk_parent(tmp_path, f"nbd://127.0.0.1:{listener.port}")
 
     plain_qemu_img("convert", "-f", "vmdk", "-O", "raw", str(image), str(tmp_path / "plain.raw"))
@@ -253,7 +226,7 @@ def test_a_vmdk_parent_on_the_network_is_never_connected_to(tmp_path: Path, list
     "make", [make_vmdk_create_type_case, make_vmdk_capacity_zero], ids=lambda f: f.__name__
 )
 def test_vmdk_extents_outside_the_file_are_refused_before_qemu_img_runs(
-    make: Callable[..., Path], tmp_path: Path, listener: Listener
+    make: Callable[..., Path], tmp_path: Path, listener: LoopbackListener
 ) -> None:
     # qemu opens a descriptor's extents by name, and no option can stop it (extents.N cannot be
     # pinned on a single-file VMDK): the check before every run is what keeps them out.
@@ -343,7 +316,7 @@ def test_the_pinned_spec_reads_every_format_qemu_img_7_2_converts(
 
 
 def test_relative_paths_named_like_protocols_stay_local_files(
-    tmp_path: Path, listener: Listener, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, listener: LoopbackListener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     source = Path(f"nbd:127.0.0.1:{listener.port}")
@@ -355,13 +328,6 @@ def test_relative_paths_named_like_protocols_stay_local_files(
     assert (tmp_path / output.name).exists()
     time.sleep(0.5)
     assert listener.connections == 0
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 # ------------------------------------------------------------------ messages

@@ -233,7 +233,7 @@ class ConversionService:
         key = f"images/{new_id}"
         checker = ImageChecker(self.settings.image_checks, target, container_format)
         with WORKSPACES.open(self.settings.work_root, task.id) as work:
-            output = self._convert_locally(source, target, work, seconds_left)
+            output = self._convert_locally(source, target, work, seconds_left, "convert")
             staged, verdict = self._upload(output, self.settings.images_bucket, key, checker, source)
         image = new_image(
             image_id=new_id,
@@ -279,7 +279,7 @@ class ConversionService:
         else:
             check_working_space(source, target, self.settings.ephemeral_storage_bytes, "export")
             with WORKSPACES.open(self.settings.work_root, task.id) as work:
-                output = self._convert_locally(source, target, work, seconds_left)
+                output = self._convert_locally(source, target, work, seconds_left, "export")
                 staged, _ = self._upload(output, bucket, key, checker, source)
         try:
             # Nothing else is written for an export: the workflow records the result below on the
@@ -324,7 +324,7 @@ class ConversionService:
         check_working_space(staged, target, self.settings.ephemeral_storage_bytes, "import")
         checker = ImageChecker(self.settings.image_checks, target, staged.container_format)
         with WORKSPACES.open(self.settings.work_root, task_id) as work:
-            output = self._convert_locally(staged, target, work, seconds_left)
+            output = self._convert_locally(staged, target, work, seconds_left, "import")
             return self._upload(output, bucket, key, checker, None)
 
     def _task(self, task_id: str) -> Task:
@@ -351,9 +351,13 @@ class ConversionService:
         except ConcurrentUpdate:
             logger.warning("Could not record the task on its image", extra={"image_id": source.id})
 
-    def _convert_locally(self, source: Image, target: str, work: Path, seconds_left: float) -> Path:
+    def _convert_locally(
+        self, source: Image, target: str, work: Path, seconds_left: float, kind: str
+    ) -> Path:
         source_path = work / f"source.{source.disk_format}"
-        self._download(source, source_path)
+        verdict = self._download(source, source_path)
+        # Again with the virtual size the data itself announces (the record's may be missing).
+        check_working_space(source, target, self.settings.ephemeral_storage_bytes, kind, verdict.virtual_size)
         output = work / f"output.{target}"
         timeout = max(seconds_left - UPLOAD_RESERVE_SECONDS, MIN_CONVERT_SECONDS)
         self.qemu.convert(
@@ -367,7 +371,7 @@ class ConversionService:
         source_path.unlink()  # room for nothing else now, but free it before the long upload
         return output
 
-    def _download(self, source: Image, path: Path) -> None:
+    def _download(self, source: Image, path: Path) -> ImageVerdict:
         """Copy the image's data to ``path``, checking it as it arrives (see the module's text)."""
         checker = ImageChecker(SOURCE_CHECKS, source.disk_format)
         inspector = InspectorBites(checker)
@@ -383,7 +387,7 @@ class ConversionService:
                     inspector.feed(chunk)
                     sha512.feed(chunk)
                     local.write(chunk)
-            checker.finish(checksum="", os_hash_value=sha512.hexdigest())
+            verdict = checker.finish(checksum="", os_hash_value=sha512.hexdigest())
         except SourceUnavailable:
             raise TaskFailure(f"Image {source.id} was deleted while the task was reading it") from None
         except TransientImportError as busy:
@@ -398,6 +402,7 @@ class ConversionService:
                 f"The image could not be written to the worker's working space ({error.strerror})"
             ) from None
         self._require_intact(source, sha512.hexdigest())
+        return verdict
 
     def _require_intact(self, source: Image, os_hash_value: str) -> None:
         if os_hash_value != source.os_hash_value:

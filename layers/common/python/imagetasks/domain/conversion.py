@@ -39,35 +39,47 @@ MiB = 1024**2
 GiB = 1024**3
 #: Working space kept free for the runtime, qemu-img's own scratch and the rounding of estimates.
 WORK_MARGIN_BYTES = 256 * MiB
-#: A compressed source (streamOptimized VMDK, compressed qcow2) may grow this much when rewritten.
-EXPANSION_FACTOR = 2
 
 
-def expected_output_size(image: Image, target: str) -> int:
-    """An upper estimate of the bytes qemu-img writes when rewriting ``image`` as ``target``.
+def expected_output_size(virtual_size: int, target: str) -> int:
+    """An upper bound of the bytes qemu-img writes when rewriting a disk of ``virtual_size`` bytes
+    as ``target``.
 
-    Raw is the whole virtual disk. Other formats hold only allocated data plus metadata, never
-    more than the virtual disk; without a better hint we allow the data to double (compression).
+    Raw is the whole virtual disk, and so are vdi and fixed vhd; sparse formats (qcow2, vmdk) write
+    only the allocated data, but how much of the disk is allocated is not known before converting,
+    and a small compressed source can expand to its whole virtual size (a 651 KB qcow2 becomes a
+    268 MB vdi). So every target counts the whole virtual disk, plus its tables and headers.
     """
-    virtual = image.virtual_size or image.size
     if target == "raw":
-        return virtual
-    metadata = virtual // 128 + 16 * MiB  # tables and headers: about 1% at most, for every format
-    return min(virtual, image.size * EXPANSION_FACTOR) + metadata
+        return virtual_size
+    return virtual_size + virtual_size // 128 + 16 * MiB  # tables and headers: about 1% at most
 
 
-def _gib(size: int) -> str:
-    return f"{size / GiB:.1f}"
+def whole_size(n: int, *, round_up: bool) -> str:
+    """``n`` bytes in whole GiB, or whole MiB below 1 GiB or when GiB would round a limit."""
+    unit, name = (GiB, "GiB") if n >= GiB else (MiB, "MiB")
+    if not round_up and n % unit:
+        unit, name = MiB, "MiB"
+    count = -(-n // unit) if round_up else n // unit
+    return f"{count} {name}"
 
 
-def check_working_space(image: Image, target: str, working_space_bytes: int, kind: str) -> None:
-    """Refuse, before any work, an image whose data and converted copy will not fit the worker."""
-    output = expected_output_size(image, target)
-    room = max(working_space_bytes - WORK_MARGIN_BYTES, 0)
-    if image.size + output > room:
+def check_working_space(
+    image: Image, target: str, working_space_bytes: int, kind: str, virtual_size: int | None = None
+) -> None:
+    """Refuse, before any work, an image whose data and converted copy will not fit the worker.
+
+    ``virtual_size`` is the size read from the data itself when known (it prevails over the image
+    record's); with neither, the image's size stands for it, as for raw data.
+    """
+    virtual = virtual_size or image.virtual_size or image.size
+    needed = image.size + expected_output_size(virtual, target) + WORK_MARGIN_BYTES
+    if needed > working_space_bytes:
         raise InvalidRequest(
-            f"The image is {_gib(image.size)} GiB (its {target} copy up to {_gib(output)} GiB) "
-            f"but this cloud's {kind} workers have {_gib(room)} GiB of working space"
+            f"Converting this image to {target} needs {whole_size(needed, round_up=True)} of working "
+            f"space (the {whole_size(image.size, round_up=True)} image and a copy as large as its "
+            f"{whole_size(virtual, round_up=True)} virtual disk); this cloud allows "
+            f"{whole_size(working_space_bytes, round_up=False)} for {kind} tasks"
         )
 
 

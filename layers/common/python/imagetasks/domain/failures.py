@@ -13,11 +13,28 @@ from typing import Any
 from imagetasks.domain.errors import DomainError
 
 TASK_FAILURE = "TaskFailure"
+#: The longest failure message a task keeps. A message from a step travels in Step Functions'
+#: error object and state data (256 KiB at most) and ends in the task item: one far larger (a
+#: huge URL quoted back, a runaway tool output) would make the workflow fail to record it, and the
+#: user would read a generic "try again later" instead.
+MAX_FAILURE_MESSAGE = 1000
+ELLIPSIS = "…"
 TRANSIENT_ERRORS = ("TransientError", "TransientSourceError", "TransientStorageError")
+
+
+def bounded_message(message: str) -> str:
+    """``message`` cut to ``MAX_FAILURE_MESSAGE`` characters, with an ellipsis when cut. Every
+    failure message goes through here: when a step raises it and when the task records it."""
+    if len(message) <= MAX_FAILURE_MESSAGE:
+        return message
+    return message[: MAX_FAILURE_MESSAGE - len(ELLIPSIS)].rstrip() + ELLIPSIS
 
 
 class TaskFailure(DomainError):
     """A processing step stopped the task for a reason the task's owner should read."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(bounded_message(message))
 
 
 def failure_message(error: dict[str, Any] | None, step: str = "processing") -> str:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from imagetasks.domain import clock
 from imagetasks.domain.errors import InvalidTransition, TaskAlreadyFinal
+from imagetasks.domain.failures import bounded_message
 from imagetasks.domain.listing import MISSING, ListSpec
 
 
@@ -87,7 +88,7 @@ class Task(BaseModel):
             changes["message"] = None
         if to is TaskStatus.FAILURE:
             changes["result"] = None
-            changes["message"] = message or "The task failed for an unknown reason."
+            changes["message"] = bounded_message(message or "The task failed for an unknown reason.")
         if result and result.get("image_id"):
             changes["image_id"] = str(result["image_id"])
         return self.model_copy(update=changes)
