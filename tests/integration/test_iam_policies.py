@@ -155,6 +155,10 @@ def test_a_transaction_is_authorised_item_by_item(enforced, aws):
     dynamodb.transact_write_items(TransactItems=items[:1])
 
 
+def test_the_workflow_role_includes_policies_attached_from_outside_it(roles):
+    assert "TaskWorkflowLogDelivery" in roles["TaskWorkflow"].inline_policies
+
+
 def test_the_workflow_may_invoke_its_functions_and_no_other(roles):
     workflow = roles["TaskWorkflow"]
     resources = {
@@ -173,11 +177,27 @@ def test_the_workflow_may_invoke_its_functions_and_no_other(roles):
     }
 
 
+#: Actions AWS authorises on `*` only (they take no resource): Step Functions' log delivery.
+RESOURCELESS_ACTIONS = {
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+}
+
+
 def test_every_statement_names_its_resources(roles):
     """Least privilege: no `*` resource, and no wildcard over a whole service's resources."""
     for owner, role in roles.items():
         for name, document in role.inline_policies.items():
             for statement in document["Statement"]:
+                actions = statement["Action"]
+                if set([actions] if isinstance(actions, str) else actions) <= RESOURCELESS_ACTIONS:
+                    continue
                 resources = statement["Resource"]
                 for resource in [resources] if isinstance(resources, str) else resources:
                     assert resource != "*", f"{owner} {name}: {statement['Action']} on every resource"
