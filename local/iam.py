@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import sys
 from collections.abc import Iterator, Mapping
@@ -279,6 +280,8 @@ def enforce() -> None:
         return
 
     def authorise(self: Any, iam_request_cls: type, resource: str = "*") -> None:
+        if math.isinf(settings.INITIAL_NO_AUTH_ACTION_COUNT):  # relaxed: moto's default, no checks
+            return
         headers = self.headers
         key = _access_key(headers)
         if key is None or key in OPERATOR_ACCESS_KEYS:
