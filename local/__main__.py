@@ -49,7 +49,7 @@ def _banner(stack: LocalStack) -> str:
         f'  curl -s -H "X-Auth-Token: $TOKEN" {stack.api_url}/v2/tasks',
         f"  {glance} task-list",
         f"  {glance} task-create \\",
-        '      --type import --input \'{"import_from": "https://example.com/disk.qcow2", '
+        '      --type import --input \'{"import_from": "https://example.invalid/disk.qcow2", '
         '"import_from_format": "qcow2", "image_properties": {"name": "demo", '
         '"disk_format": "qcow2", "container_format": "bare"}}\'',
     ]

@@ -124,7 +124,7 @@ def test_starting_the_same_task_twice_runs_one_execution(api: Any, aws: dict[str
         ),
         (
             json.dumps(
-                {"type": "import", "input": {**IMPORT_INPUT, "import_from": "ftp://example.com/a.img"}}
+                {"type": "import", "input": {**IMPORT_INPUT, "import_from": "ftp://example.invalid/a.img"}}
             ),
             "The given uri is not valid. Please specify a valid uri from the following list of supported uri",
         ),

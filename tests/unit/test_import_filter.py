@@ -8,16 +8,16 @@ from imagetasks.domain.import_errors import InvalidImportLocation
 from imagetasks.domain.import_filter import ImportFilter, ImportFilterSettings, default_resolver
 
 DNS = {
-    "images.example.com": ["93.184.216.34"],
-    "dual.example.com": ["93.184.216.34", "2606:2800:220:1::1"],
-    "localhost.example.com": ["127.0.0.1"],
-    "lan.example.com": ["10.1.2.3"],
-    "metadata.example.com": ["169.254.169.254"],
-    "v6-loopback.example.com": ["::1"],
-    "mapped.example.com": ["::ffff:127.0.0.1"],
-    "mixed.example.com": ["93.184.216.34", "10.0.0.1"],
-    "cgnat.example.com": ["100.64.0.1"],
-    "multicast.example.com": ["224.0.0.251"],
+    "images.example.invalid": ["93.184.216.34"],
+    "dual.example.invalid": ["93.184.216.34", "2606:2800:220:1::1"],
+    "localhost.example.invalid": ["127.0.0.1"],
+    "lan.example.invalid": ["10.1.2.3"],
+    "metadata.example.invalid": ["169.254.169.254"],
+    "v6-loopback.example.invalid": ["::1"],
+    "mapped.example.invalid": ["::ffff:127.0.0.1"],
+    "mixed.example.invalid": ["93.184.216.34", "10.0.0.1"],
+    "cgnat.example.invalid": ["100.64.0.1"],
+    "multicast.example.invalid": ["224.0.0.251"],
     "sub.internal.example.org": ["93.184.216.40"],
 }
 
@@ -43,17 +43,17 @@ def refused_message(url: str) -> str:
 def test_public_host_passes_with_its_vetted_addresses() -> None:
     # Given the default filter, When a public name is checked
     import_filter, _ = make_filter()
-    target = import_filter.check("https://images.example.com/cirros.img?v=1")
+    target = import_filter.check("https://images.example.invalid/cirros.img?v=1")
     # Then the target carries what the HTTP adapter will connect to
-    assert (target.scheme, target.host, target.port) == ("https", "images.example.com", 443)
+    assert (target.scheme, target.host, target.port) == ("https", "images.example.invalid", 443)
     assert target.path == "/cirros.img?v=1"
     assert target.addresses == ("93.184.216.34",)
-    assert target.host_header == "images.example.com"
+    assert target.host_header == "images.example.invalid"
 
 
 def test_every_resolved_address_is_kept() -> None:
     import_filter, _ = make_filter()
-    assert import_filter.check("http://dual.example.com/x").addresses == (
+    assert import_filter.check("http://dual.example.invalid/x").addresses == (
         "93.184.216.34",
         "2606:2800:220:1::1",
     )
@@ -78,15 +78,15 @@ def test_every_resolved_address_is_kept() -> None:
         "http://224.0.0.1/x",
         "http://240.0.0.1/x",
         "http://255.255.255.255/x",
-        "http://localhost.example.com/x",
-        "http://lan.example.com/x",
-        "http://metadata.example.com/x",
-        "http://v6-loopback.example.com/x",
-        "http://mapped.example.com/x",
-        "http://mixed.example.com/x",
-        "http://cgnat.example.com/x",
-        "http://multicast.example.com/x",
-        "http://unknown.example.com/x",
+        "http://localhost.example.invalid/x",
+        "http://lan.example.invalid/x",
+        "http://metadata.example.invalid/x",
+        "http://v6-loopback.example.invalid/x",
+        "http://mapped.example.invalid/x",
+        "http://mixed.example.invalid/x",
+        "http://cgnat.example.invalid/x",
+        "http://multicast.example.invalid/x",
+        "http://unknown.example.invalid/x",
     ],
 )
 def test_internal_addresses_are_refused_by_default(url: str) -> None:
@@ -98,18 +98,18 @@ def test_internal_addresses_are_refused_by_default(url: str) -> None:
 
 def test_allow_loopback_allows_loopback_only() -> None:
     import_filter, _ = make_filter(allow_loopback=True)
-    assert import_filter.check("http://localhost.example.com/x").addresses == ("127.0.0.1",)
+    assert import_filter.check("http://localhost.example.invalid/x").addresses == ("127.0.0.1",)
     assert import_filter.check("http://[::ffff:127.0.0.1]/x").addresses == ("::ffff:7f00:1",)
-    for url in ("http://lan.example.com/x", "http://169.254.169.254/x", "http://[fe80::1]/x"):
+    for url in ("http://lan.example.invalid/x", "http://169.254.169.254/x", "http://[fe80::1]/x"):
         with pytest.raises(InvalidImportLocation):
             import_filter.check(url)
 
 
 def test_allow_private_allows_private_ranges_but_never_link_local() -> None:
     import_filter, _ = make_filter(allow_private=True)
-    assert import_filter.check("http://lan.example.com/x").addresses == ("10.1.2.3",)
-    assert import_filter.check("http://cgnat.example.com/x").addresses == ("100.64.0.1",)
-    for url in ("http://metadata.example.com/x", "http://127.0.0.1/x"):
+    assert import_filter.check("http://lan.example.invalid/x").addresses == ("10.1.2.3",)
+    assert import_filter.check("http://cgnat.example.invalid/x").addresses == ("100.64.0.1",)
+    for url in ("http://metadata.example.invalid/x", "http://127.0.0.1/x"):
         with pytest.raises(InvalidImportLocation):
             import_filter.check(url)
 
@@ -117,8 +117,8 @@ def test_allow_private_allows_private_ranges_but_never_link_local() -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        "http://images.example.com:8080/x",
-        "https://images.example.com:22/x",
+        "http://images.example.invalid:8080/x",
+        "https://images.example.invalid:22/x",
     ],
 )
 def test_ports_outside_the_list_are_refused(url: str) -> None:
@@ -131,10 +131,10 @@ def test_ports_outside_the_list_are_refused(url: str) -> None:
 
 def test_allowed_port_and_host_header() -> None:
     import_filter, _ = make_filter(allowed_ports=(8080,))
-    assert import_filter.check("http://images.example.com:8080/x").host_header == "images.example.com:8080"
+    assert import_filter.check("http://images.example.invalid:8080/x").host_header == "images.example.invalid:8080"
 
 
-@pytest.mark.parametrize("url", ["ftp://images.example.com/x", "gopher://x/", "s3://bucket/key"])
+@pytest.mark.parametrize("url", ["ftp://images.example.invalid/x", "gopher://x/", "s3://bucket/key"])
 def test_schemes_outside_the_list_are_refused(url: str) -> None:
     import_filter, _ = make_filter()
     with pytest.raises(InvalidImportLocation) as refused:
@@ -165,28 +165,28 @@ def test_empty_location(url: str | None) -> None:
 
 def test_denylist_names_subdomains_and_ranges() -> None:
     import_filter, _ = make_filter(
-        host_denylist=(".internal.example.org", "dual.example.com", "93.184.216.0/24")
+        host_denylist=(".internal.example.org", "dual.example.invalid", "93.184.216.0/24")
     )
     for url in (
         "http://sub.internal.example.org/x",
-        "http://dual.example.com/x",
-        "http://images.example.com/x",
+        "http://dual.example.invalid/x",
+        "http://images.example.invalid/x",
     ):
         with pytest.raises(InvalidImportLocation):
             import_filter.check(url)
 
 
 def test_allowlist_limits_hosts() -> None:
-    import_filter, _ = make_filter(host_allowlist=("images.example.com",))
-    assert import_filter.check("http://IMAGES.example.com./x").host == "images.example.com"
+    import_filter, _ = make_filter(host_allowlist=("images.example.invalid",))
+    assert import_filter.check("http://IMAGES.example.invalid./x").host == "images.example.invalid"
     with pytest.raises(InvalidImportLocation):
-        import_filter.check("http://dual.example.com/x")
+        import_filter.check("http://dual.example.invalid/x")
 
 
 def test_allowlist_does_not_override_address_rules() -> None:
-    import_filter, _ = make_filter(host_allowlist=("metadata.example.com",))
+    import_filter, _ = make_filter(host_allowlist=("metadata.example.invalid",))
     with pytest.raises(InvalidImportLocation):
-        import_filter.check("http://metadata.example.com/x")
+        import_filter.check("http://metadata.example.invalid/x")
 
 
 def test_s3_locations_need_an_allowed_bucket_and_the_project_prefix() -> None:
@@ -254,13 +254,13 @@ def test_the_default_resolver_turns_codec_errors_into_a_refusal(host: str) -> No
 @pytest.mark.parametrize(
     "url",
     [
-        "http://images.example.com:0/x",
-        "http://images.example.com:00/x",
-        "http://images.example.com:080/x",
-        "http://images.example.com:+80/x",
-        "http://images.example.com:/x",
-        "http://images.example.com:65536/x",
-        "http://images.example.com:99999/x",
+        "http://images.example.invalid:0/x",
+        "http://images.example.invalid:00/x",
+        "http://images.example.invalid:080/x",
+        "http://images.example.invalid:+80/x",
+        "http://images.example.invalid:/x",
+        "http://images.example.invalid:65536/x",
+        "http://images.example.invalid:99999/x",
         "http://[2001:db8::1]:0/x",
         "http://[2001:db8::1]x/x",
     ],
