@@ -131,7 +131,10 @@ def test_ports_outside_the_list_are_refused(url: str) -> None:
 
 def test_allowed_port_and_host_header() -> None:
     import_filter, _ = make_filter(allowed_ports=(8080,))
-    assert import_filter.check("http://images.example.invalid:8080/x").host_header == "images.example.invalid:8080"
+    assert (
+        import_filter.check("http://images.example.invalid:8080/x").host_header
+        == "images.example.invalid:8080"
+    )
 
 
 @pytest.mark.parametrize("url", ["ftp://images.example.invalid/x", "gopher://x/", "s3://bucket/key"])

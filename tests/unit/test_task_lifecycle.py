@@ -14,7 +14,9 @@ TTL = timedelta(hours=48)
 
 
 def pending() -> object:
-    return new_task(TaskType.IMPORT, {"import_from": "https://example.invalid/a.qcow2"}, "p1", T0, user_id="u1")
+    return new_task(
+        TaskType.IMPORT, {"import_from": "https://example.invalid/a.qcow2"}, "p1", T0, user_id="u1"
+    )
 
 
 def test_a_new_task_is_pending_with_nothing_final_set() -> None:
