@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from local.lambda_runtime import AUTHORIZER_UNAUTHORIZED, HandlerRunner
+from local.lambda_runtime import AUTHORIZER_UNAUTHORIZED, FunctionDirectory
 from local.template import ACCOUNT_ID, REGION, GatewayResponse, LocalTemplate, Route, rest_api_id
 
 log = logging.getLogger("local.front")
@@ -77,7 +77,7 @@ def _compile(route: Route) -> _CompiledRoute:
 class ApiFront:
     """Turns HTTP requests into calls of the template's API functions (transport-free: see `serve`)."""
 
-    def __init__(self, template: LocalTemplate, runner: HandlerRunner) -> None:
+    def __init__(self, template: LocalTemplate, runner: FunctionDirectory) -> None:
         self._template = template
         self._runner = runner
         self._routes = sorted(

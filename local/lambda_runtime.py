@@ -226,7 +226,28 @@ class Invocation:
         return json.loads(self.payload)
 
 
-class HandlerRunner:
+class FunctionDirectory:
+    """The stack's functions, found by logical id, name or ARN; `invoke` is the runner's."""
+
+    def __init__(self, functions: Iterable[FunctionSpec]) -> None:
+        self.functions: dict[str, FunctionSpec] = {spec.logical_id: spec for spec in functions}
+        self._by_name = {spec.name: spec for spec in self.functions.values()}
+        self._by_name.update({spec.arn: spec for spec in self.functions.values()})
+
+    def spec(self, name_or_arn: str) -> FunctionSpec | None:
+        """By logical id, function name or ARN (a qualified ARN's qualifier is ignored)."""
+        if name_or_arn in self.functions:
+            return self.functions[name_or_arn]
+        if name_or_arn in self._by_name:
+            return self._by_name[name_or_arn]
+        unqualified = name_or_arn.split(":function:", 1)[-1].split(":", 1)[0]
+        return self._by_name.get(unqualified)
+
+    def invoke(self, spec: FunctionSpec, event: Any) -> Invocation:
+        raise NotImplementedError
+
+
+class HandlerRunner(FunctionDirectory):
     """Imports each function's handler from its code folder (under a unique module name) and calls it."""
 
     def __init__(
@@ -234,11 +255,9 @@ class HandlerRunner:
         functions: Iterable[FunctionSpec],
         credentials: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
-        self.functions: dict[str, FunctionSpec] = {spec.logical_id: spec for spec in functions}
+        super().__init__(functions)
         # logical id → AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN of the function's role
         self.credentials: dict[str, Mapping[str, str]] = dict(credentials or {})
-        self._by_name = {spec.name: spec for spec in self.functions.values()}
-        self._by_name.update({spec.arn: spec for spec in self.functions.values()})
         self._handlers: dict[str, Handler] = {}
         self._import_lock = threading.Lock()
         self._environ = thread_environment()
@@ -260,15 +279,6 @@ class HandlerRunner:
                 if str(layer) not in sys.path:
                     sys.path.insert(0, str(layer))
         return set(merged)
-
-    def spec(self, name_or_arn: str) -> FunctionSpec | None:
-        """By logical id, function name or ARN (a qualified ARN's qualifier is ignored)."""
-        if name_or_arn in self.functions:
-            return self.functions[name_or_arn]
-        if name_or_arn in self._by_name:
-            return self._by_name[name_or_arn]
-        unqualified = name_or_arn.split(":function:", 1)[-1].split(":", 1)[0]
-        return self._by_name.get(unqualified)
 
     def environment_of(self, spec: FunctionSpec) -> dict[str, str | None]:
         """What the function sees during a call: its variables, Lambda's own, nothing else of ours."""
@@ -405,7 +415,7 @@ def _set_aside_siblings(code_dir: Path, names: set[str], logical_id: str) -> Non
 class MotoLambdaHook:
     """Replaces moto's `LambdaFunction._invoke_lambda` with the runner, for functions the runner knows."""
 
-    def __init__(self, runner: HandlerRunner) -> None:
+    def __init__(self, runner: FunctionDirectory) -> None:
         self.runner = runner
         self._calls = 0
         self._count_lock = threading.Lock()

@@ -27,11 +27,18 @@ import boto3
 from moto.core.config import DefaultConfig
 
 from local import iam
+from local.container_runner import ContainerRunner
 from local.events import matches
 from local.front import ApiFront, FrontServer
-from local.lambda_runtime import HandlerRunner, MotoLambdaHook, credentials_per_function
+from local.lambda_runtime import (
+    FunctionDirectory,
+    HandlerRunner,
+    MotoLambdaHook,
+    credentials_per_function,
+)
 from local.moto_fixes import local_moto_fixes, serialise_dynamodb_writes
 from local.provision import create_buckets, create_state_machines, create_tables
+from local.sam_local import host_address
 from local.template import (
     ACCOUNT_ID,
     LOCAL_PARAMETER_OVERRIDES,
@@ -80,6 +87,7 @@ class LocalStack:
         ttl_sweep_seconds: float = 5.0,
         execution_poll_seconds: float = 0.5,
         enforce_iam: bool = True,
+        containers: bool = False,
     ) -> None:
         self.template_path = template_path
         self.host = host
@@ -90,6 +98,12 @@ class LocalStack:
         self._ttl_sweep_seconds = ttl_sweep_seconds
         self._execution_poll_seconds = execution_poll_seconds
         self._enforce_iam = enforce_iam
+        # Every Lambda invocation on the built artifact in a container (local/container_runner.py).
+        self.containers = containers
+        if containers:
+            # The image servers of tests and demos sit on the host's address on the containers'
+            # network: a private address, which the import filter refuses unless told otherwise.
+            self._parameters.setdefault("ImportAllowPrivate", "true")
         self.credentials: dict[str, iam.Credentials] = {}
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -115,9 +129,17 @@ class LocalStack:
         return f"http://{host}:{port}"
 
     @property
-    def runner(self) -> HandlerRunner:
+    def runner(self) -> FunctionDirectory:
         assert self.hook is not None, "start() first"
         return self.hook.runner
+
+    @property
+    def handlers(self) -> HandlerRunner:
+        """The in-process runner (tests that act as a function use `as_function`); not in container mode."""
+        runner = self.runner
+        if not isinstance(runner, HandlerRunner):
+            raise RuntimeError("the stack runs its functions in containers, not in this process")
+        return runner
 
     def bucket_names(self) -> dict[str, str]:
         return {logical_id: spec.name for logical_id, spec in self._template().buckets.items()}
@@ -160,24 +182,21 @@ class LocalStack:
                 if len(machines) == 1:  # the interpreter cannot tell machines apart: one role for all
                     iam.state_machine_credentials(machines[0])
                 iam.enforce()
-            self.hook = MotoLambdaHook(
-                HandlerRunner(
-                    self.template.functions.values(),
-                    {logical_id: creds.as_environment() for logical_id, creds in self.credentials.items()},
-                )
-            )
-            self.hook.install()
-            if self._aws_port is not None:
+            # Containers reach the host only at its address on their network: moto listens there.
+            aws_host = host_address() if self.containers else self.host
+            if self._aws_port is not None or self.containers:
                 from moto.server import ThreadedMotoServer
 
                 # Same process, same backends: `aws --endpoint-url` sees what the handlers see.
                 self._moto_server = ThreadedMotoServer(
-                    ip_address=self.host, port=self._aws_port, verbose=False
+                    ip_address=aws_host, port=self._aws_port or 0, verbose=False
                 )
                 self._moto_server.start()
                 # Download URLs the handlers sign (image file, export) must reach this server, not
                 # AWS: every function sees it (imagetasks.config.Settings.presign_endpoint_url).
                 os.environ["PRESIGN_ENDPOINT_URL"] = str(self.aws_url)
+            self.hook = MotoLambdaHook(self._runner(aws_host))
+            self.hook.install()
             self._create_resources(self.template)
             self._front = FrontServer(ApiFront(self.template, self.hook.runner), self.host, self._api_port)
             self._front.start()
@@ -201,6 +220,8 @@ class LocalStack:
             self._moto_server = None
         if self.hook is not None:
             self.hook.uninstall()
+            if isinstance(self.hook.runner, ContainerRunner):
+                self.hook.runner.stop()
         iam.relax()
         if self._mock is not None:
             self._mock.stop()
@@ -233,6 +254,30 @@ class LocalStack:
             environment = {**spec.environment, "AUTH_MODE": "local", "LOCAL_TOKEN_KEY": self.token_key}
             template.functions[logical_id] = replace(spec, environment=environment)
         return template
+
+    def _runner(self, address: str) -> FunctionDirectory:
+        assert self.template is not None
+        credentials = {logical_id: creds.as_environment() for logical_id, creds in self.credentials.items()}
+        if not self.containers:
+            return HandlerRunner(self.template.functions.values(), credentials)
+        # Without enforced IAM, moto's own fake keys (moto does not check them then).
+        fallback = iam.Credentials("testing", "testing", "testing")
+        return ContainerRunner(
+            self.template.functions.values(),
+            address=address,
+            aws_url=str(self.aws_url),
+            credentials={
+                logical_id: self.credentials.get(logical_id, fallback).as_json()
+                for logical_id in self.template.functions
+            },
+            container_env={
+                "PRESIGN_ENDPOINT_URL": str(self.aws_url),
+                # The local authorizer's signing key: no template variable carries it (SAM's
+                # --env-vars only sets declared ones), so every container gets it.
+                "LOCAL_TOKEN_KEY": self.token_key,
+            },
+            parameter_overrides=self._parameters,
+        ).start()
 
     # ---------------------------------------------------------------- resources
     def _role_credentials(self, template: LocalTemplate) -> dict[str, iam.Credentials]:

@@ -65,26 +65,54 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)  # stable: order kept within tiers
 
 
+#: IMAGETASKS_CONTAINERS=1: every Lambda invocation of the stack goes to the built artifact in a
+#: container (`make test` runs the tests marked `artifact` that way, after the in-process run).
+CONTAINERS = os.environ.get("IMAGETASKS_CONTAINERS") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "artifact: also run on the built functions in containers (IMAGETASKS_CONTAINERS=1)"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _only_artifact_tests_in_containers(request: pytest.FixtureRequest) -> None:
+    if CONTAINERS and request.node.get_closest_marker("artifact") is None:
+        pytest.skip("in-process only (not marked artifact)")
+
+
+def image_server_host() -> str:
+    """Loopback; in container mode the host's address on the containers' network (their only way out)."""
+    if not CONTAINERS:
+        return "127.0.0.1"
+    from local.sam_local import host_address
+
+    return host_address()
+
+
 @dataclass
 class ImageServer:
-    """A plain HTTP server on 127.0.0.1 serving files the tests put in `root`."""
+    """A plain HTTP server serving files the tests put in `root` (see `image_server_host`)."""
 
     root: Path
     port: int
+    host: str = "127.0.0.1"
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
+        return f"http://{self.host}:{self.port}/{name}"
 
 
 @pytest.fixture(scope="session")
 def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageServer]:
     root = tmp_path_factory.mktemp("image-server")
     handler = functools.partial(QuietHandler, directory=str(root))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    host = image_server_host()
+    server = ThreadingHTTPServer((host, 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield ImageServer(root=root, port=server.server_address[1])
+        yield ImageServer(root=root, port=server.server_address[1], host=host)
     finally:
         server.shutdown()
         server.server_close()
@@ -115,6 +143,7 @@ def local_stack(
         state_dir=tmp_path_factory.mktemp("local-state"),
         ttl_sweep_seconds=0.5,
         execution_poll_seconds=0.2,
+        containers=CONTAINERS,
     )
     stack.start()
     try:

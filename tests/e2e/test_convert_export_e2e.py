@@ -33,6 +33,7 @@ def download(stack: Any, bucket: str, key: str, path: Path) -> Path:
     return path
 
 
+@pytest.mark.artifact
 def test_import_a_qcow2_convert_it_to_raw_and_export_the_raw_as_vmdk(
     local_stack: Any, image_server: Any, tmp_path: Path
 ) -> None:

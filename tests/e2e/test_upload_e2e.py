@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 import requests
 
 from tests.e2e.helpers import wait_for_task
@@ -23,6 +24,7 @@ def find_task(stack: Any, project: str, timeout: float = 30) -> dict[str, Any]:
     raise AssertionError(f"no task appeared for {project} within {timeout} s")
 
 
+@pytest.mark.artifact
 def test_an_uploaded_qcow2_is_imported_into_an_active_image_of_the_keys_project(
     local_stack: Any, tmp_path: Any
 ) -> None:
