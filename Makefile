@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := layers/common/python:.
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help install run test lint unit integration e2e bench token clean build containers containers-test
+.PHONY: help install run test lint unit integration e2e bench token clean build containers containers-test e2e-containers
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -72,8 +72,14 @@ integration: $(VENV)/.installed
 e2e: $(VENV)/.installed
 	$(VENV)/bin/pytest tests/e2e -q
 
-test: lint build  ## lint, sam build, then every test tier (unit, integration, end-to-end, built artifact, containers)
+# The second run: the end-to-end tests marked `artifact`, with every function of the stack on the
+# built artifact in containers (skipped with the reason when the container tier is not set up).
+test: lint build  ## lint, sam build, every test tier, then the artifact e2e tests on the built functions in containers
 	$(VENV)/bin/pytest -q
+	IMAGETASKS_CONTAINERS=1 $(VENV)/bin/pytest -q -m artifact tests/e2e
+
+e2e-containers: $(VENV)/.installed build  ## the artifact e2e tests with every function in a container
+	IMAGETASKS_CONTAINERS=1 $(VENV)/bin/pytest -q -m artifact tests/e2e
 
 bench: $(VENV)/.installed  ## benchmarks; figures go to bench/results.json and bench/RESULTS.md
 	$(PY) -m bench $(ARGS)

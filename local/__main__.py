@@ -34,6 +34,12 @@ def _banner(stack: LocalStack) -> str:
     lines = [
         "",
         "imagetasks is running locally (moto; no AWS account, no Docker).",
+        "  functions:    "
+        + (
+            "the built artifact (.aws-sam/build) in containers, via sam local"
+            if stack.containers
+            else "in this process, from the source tree"
+        ),
         f"  API:          {stack.api_url}",
         f"  AWS endpoint: {aws}",
         "  buckets:      " + ", ".join(f"{logical_id}={name}" for logical_id, name in buckets.items()),
@@ -79,6 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="Key=Value",
         help="template parameter override (repeatable), e.g. --param TaskTimeToLiveHours=1",
     )
+    parser.add_argument(
+        "--containers",
+        action="store_true",
+        help="run every function from the built artifact (`make build`) in Lambda-like containers "
+        "(`make containers`, root) instead of in this process",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -95,8 +107,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
 
     aws_port = None if args.aws_port.lower() == "none" else int(args.aws_port)
+    if args.containers:
+        from local.sam_local import missing_prerequisites
+
+        reason = missing_prerequisites()
+        if reason:
+            print(f"cannot start in containers: {reason}", file=sys.stderr)
+            return 1
     stack = LocalStack(
-        args.template, host=args.host, api_port=args.api_port, aws_port=aws_port, parameters=dict(args.param)
+        args.template,
+        host=args.host,
+        api_port=args.api_port,
+        aws_port=aws_port,
+        parameters=dict(args.param),
+        containers=args.containers,
     )
     try:
         stack.start()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -84,6 +85,8 @@ class ContainerRunner(FunctionDirectory):
         parameter_overrides: Mapping[str, str],
     ) -> None:
         super().__init__(functions)
+        self.invocations: Counter[str] = Counter()  # logical id → calls sent to its container
+        self._count_lock = threading.Lock()
         self.credentials_server = CredentialsServer(address, credentials)
         env_vars = {logical_id: dict(spec.environment) for logical_id, spec in self.functions.items()}
         self.sam = SamLocal(
@@ -96,6 +99,10 @@ class ContainerRunner(FunctionDirectory):
                 "POWERTOOLS_TRACE_DISABLED": "true",
             },
             region=REGION,
+            # Every function's container starts with the stack, in parallel: no invocation waits
+            # for a cold container (about 10 s each here, one after the other otherwise).
+            warm_containers="EAGER",
+            startup_timeout=300,
         )
 
     def start(self) -> ContainerRunner:
@@ -114,6 +121,8 @@ class ContainerRunner(FunctionDirectory):
             self.credentials_server.stop()
 
     def invoke(self, spec: FunctionSpec, event: Any) -> Invocation:
+        with self._count_lock:
+            self.invocations[spec.logical_id] += 1
         payload, errored, logs = self.sam.invoke(
             spec.logical_id, event, timeout=spec.timeout_seconds + INVOKE_GRACE_SECONDS
         )

@@ -121,6 +121,29 @@ def _parameter_overrides(parameters: Mapping[str, str]) -> str:
     return " ".join(f'{key}="{value}"' for key, value in parameters.items())
 
 
+#: The keys of the document the Python runtime (awslambdaric) reports an unhandled exception with.
+RUNTIME_ERROR_KEYS = frozenset({"errorMessage", "errorType", "requestId", "stackTrace", "cause"})
+
+
+def is_runtime_error(payload: str) -> bool:
+    """Whether a payload is the runtime's report of an unhandled exception.
+
+    Lambda learns of the error out of band (the runtime posts it to `/invocation/<id>/error`) and sets
+    FunctionError, which Step Functions turns into a failed task. SAM's RIE passes only the body on,
+    and SAM guesses from the keys: awslambdaric (4.2 in the stand-in) adds `requestId`, which SAM's guess misses,
+    so a failed step would reach the workflow as a success whose result is the error document.
+    """
+    try:
+        document = json.loads(payload)
+    except ValueError:
+        return False
+    return (
+        isinstance(document, dict)
+        and {"errorMessage", "errorType"} <= document.keys()
+        and document.keys() <= RUNTIME_ERROR_KEYS
+    )
+
+
 class SamLocal:
     """`sam local start-lambda` over the built template, its containers on the egress-less network.
 
@@ -140,6 +163,7 @@ class SamLocal:
         region: str = "us-east-1",
         template: Path = BUILT_TEMPLATE,
         startup_timeout: float = 60.0,
+        warm_containers: str = "LAZY",
     ) -> None:
         self.env_vars = {key: dict(value) for key, value in (env_vars or {}).items()}
         self.parameter_overrides = dict(parameter_overrides or {})
@@ -149,6 +173,7 @@ class SamLocal:
         self.region = region
         self.template = template
         self.startup_timeout = startup_timeout
+        self.warm_containers = warm_containers  # EAGER: every function's container at start, in parallel
         self.port = 0
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -181,7 +206,7 @@ class SamLocal:
             command = [
                 str(SAM), "local", "start-lambda",
                 "--template", str(self.template),
-                "--warm-containers", "LAZY",
+                "--warm-containers", self.warm_containers,
                 "--skip-pull-image",
                 "--docker-network", NETWORK,
                 "--host", "127.0.0.1",
@@ -287,7 +312,7 @@ class SamLocal:
         """Invoke a function of the built template: (payload JSON text, errored, log lines of the call).
 
         errored: the response carries X-Amz-Function-Error, or its status is not a success, or its body
-        is empty. SAM answers 200 with an empty body when the runtime exits before it answers (the
+        is empty, or it is the runtime's error document (`is_runtime_error`). SAM answers 200 with an empty body when the runtime exits before it answers (the
         emulator's Sandbox.Failure; Lambda would say Unhandled, Runtime.ExitError): a handler that
         returns None still answers `null`.
         """
@@ -308,6 +333,7 @@ class SamLocal:
                 bool(response.getheader("X-Amz-Function-Error"))
                 or not 200 <= response.status < 300
                 or not payload.strip()
+                or is_runtime_error(payload)
             )
         finally:
             connection.close()

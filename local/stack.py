@@ -182,6 +182,8 @@ class LocalStack:
                 if len(machines) == 1:  # the interpreter cannot tell machines apart: one role for all
                     iam.state_machine_credentials(machines[0])
                 iam.enforce()
+            if self.containers:  # the containers' AWS calls would otherwise log a line each
+                logging.getLogger("werkzeug").setLevel(logging.WARNING)
             # Containers reach the host only at its address on their network: moto listens there.
             aws_host = host_address() if self.containers else self.host
             if self._aws_port is not None or self.containers:

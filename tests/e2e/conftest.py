@@ -102,6 +102,12 @@ class ImageServer:
     def url(self, name: str) -> str:
         return f"http://{self.host}:{self.port}/{name}"
 
+    def hold(self, name: str) -> tuple[threading.Event, threading.Event]:
+        """Requests for `name` wait for the second event; the first is set when one arrives."""
+        gate = (threading.Event(), threading.Event())
+        QuietHandler.gates[name] = gate
+        return gate
+
 
 @pytest.fixture(scope="session")
 def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageServer]:
@@ -119,8 +125,18 @@ def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageServ
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
+    #: file name → (set when it is requested, wait for this before answering): a step held mid-fetch
+    gates: dict[str, tuple[threading.Event, threading.Event]] = {}
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def do_GET(self) -> None:
+        gate = self.gates.get(self.path.lstrip("/"))
+        if gate is not None:
+            gate[0].set()
+            gate[1].wait(60)
+        super().do_GET()
 
 
 # The stack for the tests: two processing slots (so the concurrency test can fill them), a short
@@ -133,6 +149,12 @@ TEST_PARAMETERS = {"MaxConcurrentTasks": "2", "StepTimeoutSeconds": "15"}
 def local_stack(
     tmp_path_factory: pytest.TempPathFactory, image_server: ImageServer
 ) -> Iterator[LocalStackHandle]:
+    if CONTAINERS:
+        from local.sam_local import missing_prerequisites
+        from tests.build.conftest import require
+
+        reason = missing_prerequisites()
+        require(reason is None, f"container tier not set up: {reason}")
     # IMAGETASKS_TEMPLATE lets a developer try the suite on a variant of the template.
     template = Path(os.environ.get("IMAGETASKS_TEMPLATE", DEFAULT_TEMPLATE))
     stack = LocalStack(

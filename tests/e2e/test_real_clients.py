@@ -41,6 +41,7 @@ def table_value(output: str, field: str) -> str:
     raise AssertionError(f"{field} not in:\n{output}")
 
 
+@pytest.mark.artifact
 def test_glance_cli_creates_lists_and_shows_a_task_and_shows_its_image(
     local_stack: Any, image_server: Any
 ) -> None:

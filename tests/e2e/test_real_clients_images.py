@@ -73,6 +73,7 @@ def test_the_import_applies_glances_fields(local_stack: Any, imported: dict[str,
     assert shown["os_distro"] == f"distro-{imported['marker']}"
 
 
+@pytest.mark.artifact
 def test_glance_image_download_verifies_and_writes_the_data(
     local_stack: Any, imported: dict[str, Any], tmp_path: Path
 ) -> None:
