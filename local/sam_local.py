@@ -130,8 +130,8 @@ def is_runtime_error(payload: str) -> bool:
 
     Lambda learns of the error out of band (the runtime posts it to `/invocation/<id>/error`) and sets
     FunctionError, which Step Functions turns into a failed task. SAM's RIE passes only the body on,
-    and SAM guesses from the keys: awslambdaric (4.2 in the stand-in) adds `requestId`, which SAM's guess misses,
-    so a failed step would reach the workflow as a success whose result is the error document.
+    and SAM guesses from the keys; awslambdaric (4.2 in the stand-in) adds `requestId`, which SAM's
+    guess misses, so a failed step would reach the workflow as a success carrying the error document.
     """
     try:
         document = json.loads(payload)
@@ -312,9 +312,9 @@ class SamLocal:
         """Invoke a function of the built template: (payload JSON text, errored, log lines of the call).
 
         errored: the response carries X-Amz-Function-Error, or its status is not a success, or its body
-        is empty, or it is the runtime's error document (`is_runtime_error`). SAM answers 200 with an empty body when the runtime exits before it answers (the
-        emulator's Sandbox.Failure; Lambda would say Unhandled, Runtime.ExitError): a handler that
-        returns None still answers `null`.
+        is empty, or it is the runtime's error document (`is_runtime_error`). SAM answers 200 with an
+        empty body when the runtime exits before it answers (the emulator's Sandbox.Failure; Lambda
+        would say Unhandled, Runtime.ExitError): a handler that returns None still answers `null`.
         """
         if self._process is None:
             raise ContainerTierError("not started")
