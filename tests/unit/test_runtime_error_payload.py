@@ -12,7 +12,12 @@ from local.sam_local import is_runtime_error
 @pytest.mark.parametrize(
     "document",
     [
-        {"errorMessage": "The image is empty", "errorType": "TaskFailure", "requestId": "r", "stackTrace": []},
+        {
+            "errorMessage": "The image is empty",
+            "errorType": "TaskFailure",
+            "requestId": "r",
+            "stackTrace": [],
+        },
         {"errorMessage": "m", "errorType": "ValueError", "stackTrace": ["  File ..."]},
         {"errorMessage": "Task timed out after 3.00 seconds", "errorType": "Runtime.ExitError"},
     ],
