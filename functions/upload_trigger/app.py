@@ -1,10 +1,12 @@
 """An object created under uploads/<project_id>/ in the uploads bucket becomes that project's import task.
 
 S3 delivers each event at least once. Two guards keep a repeated delivery (or a retried invocation)
-to one task: a Powertools idempotency record per event, and a task id derived from the same event
-identity, which the tasks table refuses to create twice. Records are handled one by one; a record
-that fails for a passing reason is retried by failing the invocation after the others are done
-(their idempotency records make the retry skip them).
+to one task: a Powertools idempotency record per uploaded object, and a task id derived from the
+same identity, which the tasks table refuses to create twice. The identity is the object's, not the
+delivery's: bucket, key, version, ETag and S3's sequencer (a repeated delivery carries the same
+ones; a new upload of the key has a new sequencer). Records are handled one by one; a record that
+fails for a passing reason is retried by failing the invocation after the others are done (their
+idempotency records make the retry skip them).
 """
 
 from __future__ import annotations
@@ -30,30 +32,44 @@ from imagetasks.domain.import_errors import SourceUnavailable
 from imagetasks.domain.tasks import TaskType
 from imagetasks.observability import logger, tracer
 from imagetasks.task_service import TaskService
-from imagetasks.uploads import NotAnUpload, parse_upload_key, plan_import, plan_unreadable, upload_task_id
+from imagetasks.uploads import (
+    NotAnUpload,
+    parse_upload_key,
+    plan_import,
+    plan_unreadable,
+    unquoted_etag,
+    upload_task_id,
+)
 
 # Longer than S3's and Lambda's redelivery window (asynchronous retries end after 6 hours).
 IDEMPOTENCY_SECONDS = 24 * 3600
 
 
 class UploadEvent(BaseModel):
-    """One S3 ObjectCreated record, key decoded; `delivery` identifies the event, not the delivery
-    attempt: S3's sequencer (unique per change of a key), else the ETag and event time."""
+    """One S3 ObjectCreated record, key decoded, naming one uploaded object: its version and ETag,
+    and S3's sequencer (the same in every delivery of the event, new with every upload of the key).
+    Never the event time: S3 may send one upload twice with two times (and moto sends two events,
+    ObjectCreated:Put and :CompleteMultipartUpload, for one multipart upload)."""
 
     model_config = ConfigDict(frozen=True)
 
     bucket: str
     key: str
     version_id: str | None = None
-    delivery: str
+    etag: str | None = None
+    sequencer: str | None = None
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> UploadEvent:
         s3 = record.get("s3") or {}
         bucket = (s3.get("bucket") or {}).get("name")
         obj = s3.get("object") or {}
-        sequencer = obj.get("sequencer")
-        delivery = sequencer or f"{obj.get('eTag', '')}@{record.get('eventTime', '')}"
+        etag = unquoted_etag(obj.get("eTag")) if isinstance(obj.get("eTag"), str) else None
+        sequencer = obj.get("sequencer") or None
+        if etag is None and sequencer is None:
+            # Not an S3 record as S3 writes them (both are always there): the time at least keeps
+            # two uploads of the key apart.
+            sequencer = record.get("eventTime") or None
         raw_key = obj.get("key")
         return cls.model_validate(
             {
@@ -61,13 +77,14 @@ class UploadEvent(BaseModel):
                 # S3 URL-encodes keys in events the quote_plus way ("a b.qcow2" arrives as "a+b.qcow2").
                 "key": unquote_plus(raw_key) if isinstance(raw_key, str) else raw_key,
                 "version_id": obj.get("versionId") or None,
-                "delivery": delivery,
+                "etag": etag,
+                "sequencer": sequencer,
             }
         )
 
     @property
     def task_id(self) -> str:
-        return upload_task_id(self.bucket, self.key, self.version_id, self.delivery)
+        return upload_task_id(self.bucket, self.key, self.version_id, self.etag, self.sequencer)
 
 
 class Outcome(BaseModel):
@@ -94,7 +111,7 @@ def uploaded_objects() -> UploadedObjects:
 @lru_cache(maxsize=1)
 def idempotency_config() -> IdempotencyConfig:
     return IdempotencyConfig(
-        event_key_jmespath="[bucket, key, version_id, delivery]",
+        event_key_jmespath="[bucket, key, version_id, etag, sequencer]",
         expires_after_seconds=IDEMPOTENCY_SECONDS,
         raise_on_no_idempotency_key=True,
     )
@@ -122,9 +139,20 @@ def import_upload(upload: dict[str, Any]) -> dict[str, Any]:
         )
         return Outcome(outcome="ignored", key=event.key, reason=refused.message).model_dump()
     try:
-        plan = plan_import(uploaded_objects().head(event.bucket, event.key), where)
+        uploaded = uploaded_objects().head(event.bucket, event.key, event.version_id)
     except SourceUnavailable as unreadable:
         plan = plan_unreadable(event.bucket, event.key, where, str(unreadable))
+    else:
+        if event.etag and uploaded.etag and uploaded.etag != event.etag:
+            # The key was uploaded again before this event was handled: this event's object is
+            # gone, and the one there now has an event (and a task) of its own.
+            reason = "the object was replaced by a newer upload, which has its own event"
+            logger.info(
+                "Upload ignored: replaced before its task was created",
+                extra={"key": event.key, "event_etag": event.etag, "etag": uploaded.etag},
+            )
+            return Outcome(outcome="ignored", key=event.key, reason=reason).model_dump()
+        plan = plan_import(uploaded, where)
     if plan.ignored_metadata:
         logger.warning(
             "Upload metadata that reads like ownership was ignored; the owner is the key's project",

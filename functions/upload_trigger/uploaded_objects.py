@@ -9,7 +9,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from imagetasks.domain.import_errors import SourceUnavailable, TransientStorageError
-from imagetasks.uploads import UploadedObject
+from imagetasks.uploads import UploadedObject, unquoted_etag
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -43,10 +43,14 @@ class UploadedObjects:
             self._client = boto3.client("s3")
         return self._client
 
-    def head(self, bucket: str, key: str) -> UploadedObject:
-        """The object as it is now: the latest version is what the import step will read."""
+    def head(self, bucket: str, key: str, version_id: str | None = None) -> UploadedObject:
+        """The object as it is now (or the version the event names, in a bucket that keeps
+        versions), with the ETag that tells it apart from a later upload of the same key."""
         try:
-            response = self.client.head_object(Bucket=bucket, Key=key)
+            if version_id:
+                response = self.client.head_object(Bucket=bucket, Key=key, VersionId=version_id)
+            else:
+                response = self.client.head_object(Bucket=bucket, Key=key)
         except ClientError as error:
             raise translate(error, bucket, key) from error
         return UploadedObject(
@@ -54,4 +58,7 @@ class UploadedObjects:
             key=key,
             size=int(response.get("ContentLength", 0)),
             metadata=dict(response.get("Metadata") or {}),
+            etag=unquoted_etag(response.get("ETag")),
+            # "null" is the version of every object in a bucket that never kept versions.
+            version_id=None if response.get("VersionId") in (None, "", "null") else response.get("VersionId"),
         )

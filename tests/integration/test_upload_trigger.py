@@ -4,12 +4,14 @@ Functions on moto, events from events/s3_object_created.json."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 from typing import Any
 from urllib.parse import quote_plus
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.adapters.workflow import Workflow
@@ -50,11 +52,19 @@ def put(bucket: str, key: str, body: bytes = QCOW2, metadata: dict[str, str] | N
 def s3_record(
     bucket: str, key: str, *, sequencer: str = "0065F2D3E9B7A1C2D4", size: int = 512
 ) -> dict[str, Any]:
-    """The canonical record for `key` (encoded the way S3 encodes keys in events)."""
+    """The canonical record for `key` (encoded the way S3 encodes keys in events), naming the
+    object stored there now as S3 would: its ETag, and no version (the bucket keeps none)."""
     record = copy.deepcopy(load_event("s3_object_created.json")["Records"][0])
     record["s3"]["bucket"]["name"] = bucket
     record["s3"]["bucket"]["arn"] = f"arn:aws:s3:::{bucket}"
     record["s3"]["object"].update({"key": quote_plus(key), "sequencer": sequencer, "size": size})
+    del record["s3"]["object"]["versionId"]
+    try:
+        stored = boto3.client("s3").head_object(Bucket=bucket, Key=key)
+    except ClientError:
+        pass  # an event for an object already gone: the canonical ETag stays
+    else:
+        record["s3"]["object"]["eTag"] = stored["ETag"].strip('"')
     return record
 
 
@@ -114,6 +124,8 @@ def test_upload_creates_pending_import_task_owned_by_the_keys_project(
             "disk_format": "qcow2",
         },
         "source": "s3-upload",
+        # the object's ETag: the import reads, and removes, only this object
+        "source_etag": hashlib.md5(QCOW2, usedforsecurity=False).hexdigest(),
     }
     # And its workflow was started under the task's id
     assert execution_names(aws) == [task.id]
@@ -154,6 +166,71 @@ def test_same_event_twice_creates_one_task(trigger: Any, bucket: str, aws: dict[
     assert idempotency_records(trigger) == 1
     assert [task.id for task in stored_tasks(aws)] == [first["outcomes"][0]["task_id"]]
     assert execution_names(aws) == [first["outcomes"][0]["task_id"]]
+
+
+def test_one_upload_announced_twice_at_two_times_without_a_sequencer_creates_one_task(
+    trigger: Any, bucket: str, aws: dict[str, str]
+) -> None:
+    # Given one multipart upload, which moto announces twice (ObjectCreated:Put, then
+    # :CompleteMultipartUpload), at two times and without S3's sequencer
+    put(bucket, "uploads/project-a/big.qcow2")
+    records = []
+    for name, time in (
+        ("Put", "2025-03-14T09:26:53.589Z"),
+        ("CompleteMultipartUpload", "2025-03-14T09:26:53.604Z"),
+    ):
+        record = s3_record(bucket, "uploads/project-a/big.qcow2")
+        del record["s3"]["object"]["sequencer"]
+        record.update({"eventName": f"ObjectCreated:{name}", "eventTime": time})
+        records.append(record)
+
+    # When both reach the trigger
+    first = invoke(trigger, s3_event(records[0]))
+    second = invoke(trigger, s3_event(records[1]))
+
+    # Then they name one object: one task, one execution
+    assert second == first
+    [task] = stored_tasks(aws)
+    assert execution_names(aws) == [task.id]
+
+
+def test_the_key_uploaded_again_with_new_data_creates_a_second_task(
+    trigger: Any, bucket: str, aws: dict[str, str]
+) -> None:
+    # Given an upload turned into a task
+    put(bucket, "uploads/project-a/cirros.qcow2")
+    first = invoke(trigger, s3_event(s3_record(bucket, "uploads/project-a/cirros.qcow2", sequencer="01")))
+
+    # When the key is uploaded again with other data, and its event arrives (twice)
+    put(bucket, "uploads/project-a/cirros.qcow2", body=QCOW2 + b"v2")
+    again = s3_event(s3_record(bucket, "uploads/project-a/cirros.qcow2", sequencer="02"))
+    second = invoke(trigger, again)
+    invoke(trigger, again)
+
+    # Then the new upload has a task of its own, naming its own ETag
+    ids = {first["outcomes"][0]["task_id"], second["outcomes"][0]["task_id"]}
+    assert len(ids) == 2 and {task.id for task in stored_tasks(aws)} == ids
+    assert sorted(execution_names(aws)) == sorted(ids)
+    [newest] = [task for task in stored_tasks(aws) if task.id == second["outcomes"][0]["task_id"]]
+    assert newest.input is not None
+    assert newest.input["source_etag"] == hashlib.md5(QCOW2 + b"v2", usedforsecurity=False).hexdigest()
+
+
+def test_an_event_whose_object_was_replaced_before_it_was_handled_creates_nothing(
+    trigger: Any, bucket: str, aws: dict[str, str]
+) -> None:
+    # Given an upload's event that arrives after the key was uploaded again
+    put(bucket, "uploads/project-a/cirros.qcow2")
+    stale = s3_event(s3_record(bucket, "uploads/project-a/cirros.qcow2", sequencer="01"))
+    put(bucket, "uploads/project-a/cirros.qcow2", body=QCOW2 + b"v2")
+
+    # When it reaches the trigger
+    result = invoke(trigger, stale)
+
+    # Then it makes no task: the object there now is the newer upload's, with an event of its own
+    assert result["outcomes"][0]["outcome"] == "ignored"
+    assert "replaced by a newer upload" in result["outcomes"][0]["reason"]
+    assert stored_tasks(aws) == [] and execution_names(aws) == []
 
 
 def test_same_event_without_its_idempotency_record_still_creates_one_task(
@@ -353,10 +430,10 @@ def test_a_record_that_fails_for_a_passing_reason_fails_the_invocation_after_the
     objects = trigger.uploaded_objects()
     head = objects.head
 
-    def throttled(bucket_name: str, key: str) -> Any:
+    def throttled(bucket_name: str, key: str, version_id: str | None = None) -> Any:
         if key.endswith("first.qcow2"):
             raise TransientStorageError("S3 is busy (SlowDown)")
-        return head(bucket_name, key)
+        return head(bucket_name, key, version_id)
 
     monkeypatch.setattr(objects, "head", throttled)
     event = s3_event(

@@ -10,12 +10,14 @@ from imagetasks.uploads import (
     EXTENSION_FORMATS,
     NotAnUpload,
     UploadedObject,
+    UploadedVersion,
     UploadKey,
     disk_format_from_name,
     metadata_properties,
     parse_upload_key,
     plan_import,
     plan_unreadable,
+    unquoted_etag,
     upload_task_id,
 )
 
@@ -71,17 +73,43 @@ def test_keys_without_a_trustworthy_owner_are_not_uploads(key: str, why: str) ->
 
 # ------------------------------------------------------------------ task id
 def test_task_id_is_stable_for_one_event_and_differs_for_another() -> None:
-    # Given the identity of one upload event
-    first = upload_task_id(BUCKET, "uploads/p/a.qcow2", "v1", "0065F2D3E9B7A1C2D4")
+    # Given the identity of one uploaded object
+    first = upload_task_id(BUCKET, "uploads/p/a.qcow2", "v1", "etag-1", "0065F2D3E9B7A1C2D4")
 
-    # When the same event, a new version of the key, and another key give their ids
-    again = upload_task_id(BUCKET, "uploads/p/a.qcow2", "v1", "0065F2D3E9B7A1C2D4")
-    overwritten = upload_task_id(BUCKET, "uploads/p/a.qcow2", "v2", "0065F2D3E9B7A1C2FF")
-    other = upload_task_id(BUCKET, "uploads/p/b.qcow2", "v1", "0065F2D3E9B7A1C2D4")
+    # When the same event, a new version of the key, new data without versions, the same data
+    # uploaded again (a new sequencer), and another key give their ids
+    again = upload_task_id(BUCKET, "uploads/p/a.qcow2", "v1", "etag-1", "0065F2D3E9B7A1C2D4")
+    overwritten = upload_task_id(BUCKET, "uploads/p/a.qcow2", "v2", "etag-2", "0065F2D3E9B7A1C2FF")
+    new_data = upload_task_id(BUCKET, "uploads/p/a.qcow2", None, "etag-2", None)
+    same_data_again = upload_task_id(BUCKET, "uploads/p/a.qcow2", "v1", "etag-1", "0065F2D3E9B7A1C300")
+    other = upload_task_id(BUCKET, "uploads/p/b.qcow2", "v1", "etag-1", "0065F2D3E9B7A1C2D4")
 
     # Then only the same event gives the same id
     assert first == again
-    assert len({first, overwritten, other}) == 3
+    assert len({first, overwritten, new_data, same_data_again, other}) == 5
+
+
+def test_the_task_input_names_the_object_imported() -> None:
+    # Given an upload S3 describes with its ETag and version
+    upload = UploadedObject(
+        bucket=BUCKET, key="uploads/p/a.qcow2", size=1024, metadata={}, etag="9b2c", version_id="v7"
+    )
+
+    # When it is planned as an import
+    plan = plan_import(upload, parse_upload_key(upload.key))
+
+    # Then the task reads (and later removes) only that object
+    assert plan.refusal is None
+    assert (plan.task_input["source_etag"], plan.task_input["source_version_id"]) == ("9b2c", "v7")
+    assert UploadedVersion.of_task(plan.task_input) == UploadedVersion(etag="9b2c", version_id="v7")
+    assert UploadedVersion.of_task({"source_etag": 7}) == UploadedVersion()
+
+
+@pytest.mark.parametrize(
+    ("etag", "expected"), [('"9b2c-2"', "9b2c-2"), ("9b2c", "9b2c"), ('""', None), (None, None)]
+)
+def test_etags_are_compared_without_s3s_quotes(etag: str | None, expected: str | None) -> None:
+    assert unquoted_etag(etag) == expected
 
 
 # ------------------------------------------------------------------ formats and metadata

@@ -21,6 +21,10 @@ from imagetasks.domain.errors import DomainError
 
 UPLOADS_ROOT = "uploads/"
 UPLOAD_SOURCE = "s3-upload"  # the task input's "source": the import step removes such objects once imported
+# Task input naming the exact object an upload task imports: the import reads only that object and
+# removes it only while it is still that object (a re-upload of the same key is someone's new data).
+SOURCE_ETAG = "source_etag"
+SOURCE_VERSION_ID = "source_version_id"
 DEFAULT_CONTAINER_FORMAT = "bare"
 MAX_PROJECT_ID_LENGTH = 255  # as for a token's project (imagetasks.auth.identity.Caller)
 
@@ -62,7 +66,8 @@ class UploadKey(BaseModel):
 
 
 class UploadedObject(BaseModel):
-    """What S3 says about the object: its place, size and user metadata (keys without x-amz-meta-)."""
+    """What S3 says about the object: its place, size, user metadata (keys without x-amz-meta-),
+    and which object it is: its ETag (without S3's quotes) and version, if the bucket keeps versions."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -70,6 +75,31 @@ class UploadedObject(BaseModel):
     key: str
     size: int
     metadata: dict[str, str]
+    etag: str | None = None
+    version_id: str | None = None
+
+
+class UploadedVersion(BaseModel):
+    """The one object an upload task imports (and may remove): ``None`` fields are not known."""
+
+    model_config = ConfigDict(frozen=True)
+
+    etag: str | None = None
+    version_id: str | None = None
+
+    @classmethod
+    def of_task(cls, task_input: Mapping[str, Any]) -> UploadedVersion:
+        etag = task_input.get(SOURCE_ETAG)
+        version_id = task_input.get(SOURCE_VERSION_ID)
+        return cls(
+            etag=etag if isinstance(etag, str) and etag else None,
+            version_id=version_id if isinstance(version_id, str) and version_id else None,
+        )
+
+
+def unquoted_etag(etag: str | None) -> str | None:
+    """S3 answers ETags in quotes (``"9b2c..."``) and events carry them bare: compare them bare."""
+    return etag.strip('"') or None if etag else None
 
 
 class ImportPlan(BaseModel):
@@ -104,10 +134,12 @@ def parse_upload_key(key: str) -> UploadKey:
     return UploadKey(project_id=project_id, file_name=file_name)
 
 
-def upload_task_id(bucket: str, key: str, version_id: str | None, sequencer: str | None) -> str:
-    """The task id of one upload event: the same event delivered twice gives the same id, so the
+def upload_task_id(
+    bucket: str, key: str, version_id: str | None, etag: str | None, sequencer: str | None
+) -> str:
+    """The task id of one uploaded object: the same event delivered twice gives the same id, so the
     tasks table's create-if-absent refuses the second task even without an idempotency record."""
-    identity = "\n".join((bucket, key, version_id or "", sequencer or ""))
+    identity = "\n".join((bucket, key, version_id or "", etag or "", sequencer or ""))
     return str(uuid.uuid5(UPLOAD_TASK_NAMESPACE, identity))
 
 
@@ -199,6 +231,10 @@ def plan_import(upload: UploadedObject, where: UploadKey) -> ImportPlan:
     if disk_format is not None:
         properties["disk_format"] = disk_format
     task_input.update({"import_from_format": disk_format, "image_properties": properties, **checksums})
+    if upload.etag:
+        task_input[SOURCE_ETAG] = upload.etag
+    if upload.version_id:
+        task_input[SOURCE_VERSION_ID] = upload.version_id
     if upload.size <= 0:
         return refused(f"The upload {upload.key} is empty (0 bytes); upload the image file again.")
     if disk_format is None:
