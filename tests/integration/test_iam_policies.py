@@ -78,6 +78,17 @@ def test_the_import_may_remove_the_upload_it_imported(enforced, aws):
     # When the import function removes it after the import, Then S3 allows it
     s3.delete_object(Bucket=uploads, Key="uploads/p1/disk.qcow2")
     assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket=uploads)
+
+
+def test_the_import_may_read_and_remove_exactly_the_upload_it_imported(enforced, aws):
+    # Given an uploaded image, known by its ETag
+    uploads = aws["UPLOADS_BUCKET"]
+    etag = boto3.client("s3").put_object(Bucket=uploads, Key="uploads/p1/disk.qcow2", Body=b"image")["ETag"]
+    s3 = client_of(enforced["ImportTaskFunction"], "s3")
+    # When the import function reads it and removes it on condition (If-Match), Then S3 allows both
+    assert s3.get_object(Bucket=uploads, Key="uploads/p1/disk.qcow2", IfMatch=etag)["Body"].read() == b"image"
+    s3.delete_object(Bucket=uploads, Key="uploads/p1/disk.qcow2", IfMatch=etag)
+    assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket=uploads)
     # ...and nothing outside uploads/, where the trigger does not listen
     boto3.client("s3").put_object(Bucket=uploads, Key="elsewhere/disk.qcow2", Body=b"image")
     assert_denied(s3.delete_object, Bucket=uploads, Key="elsewhere/disk.qcow2")
@@ -177,8 +188,10 @@ def test_the_workflow_may_invoke_its_functions_and_no_other(roles):
     }
 
 
-#: Actions AWS authorises on `*` only (they take no resource): Step Functions' log delivery.
+#: Actions AWS authorises on `*` only (they take no resource): Step Functions' log delivery, and
+#: SendTaskSuccess with a service integration's task token (the token names no resource).
 RESOURCELESS_ACTIONS = {
+    "states:SendTaskSuccess",
     "logs:CreateLogDelivery",
     "logs:GetLogDelivery",
     "logs:UpdateLogDelivery",

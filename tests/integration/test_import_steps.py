@@ -188,6 +188,98 @@ def test_an_uploaded_source_is_removed_once_imported_and_kept_when_not(
     assert objects(aws["UPLOADS_BUCKET"]) == []
 
 
+def stored_upload_import(aws: dict[str, str], image: Path) -> tuple[str, str]:
+    """An upload and its processing import task, as the trigger makes it (with the object's ETag)."""
+    task_id = stored_import(aws, image)
+    table = TasksTable(aws["TASKS_TABLE"], aws["SLOTS_TABLE"])
+    task = table.get(task_id)
+    assert task is not None and task.input is not None
+    key = task.input["import_from"].split("/", 3)[3]
+    etag = boto3.client("s3").head_object(Bucket=aws["UPLOADS_BUCKET"], Key=key)["ETag"].strip('"')
+    upload_task = task.model_copy(
+        update={
+            "id": "9b0f7c8e-2222-4c3e-8a55-5d2f0a2b6d11",
+            "input": {**task.input, "source": "s3-upload", "source_etag": etag},
+        }
+    )
+    table.create(upload_task)  # a copy of a processing task: processing too
+    return upload_task.id, key
+
+
+def test_the_key_uploaded_again_during_the_import_keeps_the_new_upload(
+    aws: dict[str, str], tmp_path: Path
+) -> None:
+    # Given an upload's import whose data is fetched
+    image = make_qcow2(tmp_path)
+    task_id, key = stored_upload_import(aws, image)
+    steps = composition.import_task(Settings.from_environ())
+    staged = steps.fetch(task_id)
+
+    # When the same key is uploaded again before the import registers its image
+    newer = b"newer upload of the same name"
+    boto3.client("s3").put_object(Bucket=aws["UPLOADS_BUCKET"], Key=key, Body=newer)
+    result = steps.register(task_id, staged)
+
+    # Then the image holds the first upload's data, and the new upload is still there, intact
+    registered = steps.images.get(result["image_id"])
+    assert registered is not None
+    assert registered.os_hash_value == hashlib.sha512(image.read_bytes()).hexdigest()
+    kept = boto3.client("s3").get_object(Bucket=aws["UPLOADS_BUCKET"], Key=key)["Body"].read()
+    assert kept == newer
+
+
+def test_the_key_uploaded_again_before_the_fetch_fails_the_task_and_keeps_the_new_upload(
+    aws: dict[str, str], tmp_path: Path
+) -> None:
+    # Given an upload's import task, and the same key uploaded again before the task reads it
+    task_id, key = stored_upload_import(aws, make_qcow2(tmp_path))
+    newer = b"QFI\xfb newer upload"
+    boto3.client("s3").put_object(Bucket=aws["UPLOADS_BUCKET"], Key=key, Body=newer)
+    steps = composition.import_task(Settings.from_environ())
+
+    # When the fetch runs
+    with pytest.raises(TaskFailure) as failed:
+        processing_step(steps.fetch)(task_id)
+    steps.clean_up(task_id)
+
+    # Then the task says what happened and what to do; nothing of the new upload was read or removed
+    assert failed.value.message == (
+        f"The upload s3://{aws['UPLOADS_BUCKET']}/{key} was replaced by a new upload while this "
+        "task was importing it, so this task stopped (the new upload is imported by a task of its "
+        "own). To import the image this task was for, upload it again."
+    )
+    assert objects(aws["STAGING_BUCKET"]) == []
+    kept = boto3.client("s3").get_object(Bucket=aws["UPLOADS_BUCKET"], Key=key)["Body"].read()
+    assert kept == newer
+
+
+def test_an_upload_task_without_a_recorded_etag_removes_only_the_object_it_read(
+    aws: dict[str, str], tmp_path: Path
+) -> None:
+    # Given an upload task created before tasks recorded the ETag: the fetch records what it read
+    task_id = stored_import(aws, make_qcow2(tmp_path))
+    table = TasksTable(aws["TASKS_TABLE"], aws["SLOTS_TABLE"])
+    task = table.get(task_id)
+    assert task is not None
+    older = task.model_copy(
+        update={
+            "id": "9b0f7c8e-3333-4c3e-8a55-5d2f0a2b6d11",
+            "input": {**(task.input or {}), "source": "s3-upload"},
+        }
+    )
+    table.create(older)
+    steps = composition.import_task(Settings.from_environ())
+    staged = steps.fetch(older.id)
+    key = str((older.input or {})["import_from"]).split("/", 3)[3]
+
+    # When the key is uploaded again, then the import registers its image
+    boto3.client("s3").put_object(Bucket=aws["UPLOADS_BUCKET"], Key=key, Body=b"newer")
+    steps.register(older.id, staged)
+
+    # Then the newer upload is kept
+    assert objects(aws["UPLOADS_BUCKET"]) == [key]
+
+
 # ------------------------------------------------------------------ a step that outlives its task
 def failing_first(table: TasksTable, task_id: str, work: Callable[..., Any]) -> Callable[..., Any]:
     """`work`, but the task fails (a step timeout, the reconciler) just before it runs."""

@@ -23,7 +23,7 @@ from imagetasks.domain.images import (
 from imagetasks.domain.tasks import Task
 from imagetasks.imports import FetchResult, ImportSettings, fetch_and_check
 from imagetasks.observability import logger
-from imagetasks.uploads import UPLOAD_SOURCE
+from imagetasks.uploads import UPLOAD_SOURCE, UploadedVersion
 
 
 def staging_key(task_id: str) -> str:
@@ -75,6 +75,8 @@ class ImportTask:
         expected = ExpectedChecksums(
             checksum=task_input.get("checksum"), os_hash_value=task_input.get("os_hash_value")
         )
+        # An upload is read only as the object its task was created for (a re-upload is not ours).
+        upload = UploadedVersion.of_task(task_input) if self._upload_key(task) else UploadedVersion()
         result = fetch_and_check(
             str(task_input.get("import_from", "")),
             str(task_input["import_from_format"]),
@@ -85,6 +87,8 @@ class ImportTask:
             settings=self.import_settings,
             project_id=task.owner,
             s3_client=self.objects.client,
+            source_etag=upload.etag,
+            source_version_id=upload.version_id,
         )
         try:
             self.tasks.require_processing(task.id)
@@ -135,7 +139,7 @@ class ImportTask:
                 raise
             logger.info("Image registered", extra={"image_id": image_id})
         self.objects.delete(fetched.staged_bucket, fetched.staged_key)
-        self._remove_upload(task)
+        self._remove_upload(task, fetched)
         return {"image_id": image_id}
 
     def _discard(self, task_id: str, fetched: FetchResult, key: str) -> None:
@@ -168,12 +172,28 @@ class ImportTask:
             }
         )
 
-    def _remove_upload(self, task: Task) -> None:
-        """An image uploaded to the uploads bucket is removed once imported (kept if it fails)."""
+    def _upload_key(self, task: Task) -> str | None:
+        """The key of the upload this task imports, if it is an upload task."""
         source = str((task.input or {}).get("import_from", ""))
         prefix = f"s3://{self.settings.uploads_bucket}/"
         if (task.input or {}).get("source") == UPLOAD_SOURCE and source.startswith(prefix):
-            self.objects.delete(self.settings.uploads_bucket, source[len(prefix) :])
+            return source[len(prefix) :]
+        return None
+
+    def _remove_upload(self, task: Task, fetched: FetchResult) -> None:
+        """An image uploaded to the uploads bucket is removed once imported (kept if it fails), and
+        only while it is the object imported: the same key uploaded again meanwhile is kept."""
+        key = self._upload_key(task)
+        if key is None:
+            return
+        etag = fetched.source_etag or UploadedVersion.of_task(task.input or {}).etag
+        if etag is None:
+            logger.warning("Upload kept: which object was imported is not known", extra={"key": key})
+            return
+        if not self.objects.delete_if_unchanged(self.settings.uploads_bucket, key, etag):
+            logger.info(
+                "Upload kept: the key was uploaded again during the import", extra={"key": key, "etag": etag}
+            )
 
     def clean_up(self, task_id: str) -> None:
         """Remove what a failed task left: staged data, and image bits without an image record."""

@@ -58,6 +58,9 @@ class FetchResult(BaseModel):
     virtual_size: int | None
     staged_bucket: str
     staged_key: str
+    #: An S3 source's ETag as read: the import of an upload removes the upload only while it is
+    #: still this object.
+    source_etag: str | None = None
 
 
 def fetch_and_check(
@@ -72,10 +75,13 @@ def fetch_and_check(
     project_id: str | None = None,
     s3_client: S3Client | None = None,
     resolver: Resolver | None = None,
+    source_etag: str | None = None,
+    source_version_id: str | None = None,
 ) -> FetchResult:
     """Fetch ``source_url`` into ``s3://staging_bucket/staging_key`` if it passes every check.
 
-    ``project_id`` restricts ``s3://`` sources to the caller's own prefix.
+    ``project_id`` restricts ``s3://`` sources to the caller's own prefix; ``source_etag`` and
+    ``source_version_id`` restrict them to that very object (``SourceChanged`` if it was replaced).
     """
     settings = settings or ImportSettings()
     check_declared_formats(declared_disk_format, declared_container_format, settings.checks)
@@ -91,7 +97,7 @@ def fetch_and_check(
         # aborts the upload and leaves nothing behind.
         verdicts.append(checker.finish(checksum=digests.md5, os_hash_value=digests.sha512))
 
-    with _open(location, import_filter, settings, s3_client) as source:
+    with _open(location, import_filter, settings, s3_client, source_etag, source_version_id) as source:
         checker.check_announced_size(source.content_length)
         staged = stage_stream(
             source,
@@ -111,6 +117,7 @@ def fetch_and_check(
         virtual_size=verdict.virtual_size,
         staged_bucket=staged.bucket,
         staged_key=staged.key,
+        source_etag=source.etag,
     )
 
 
@@ -119,8 +126,12 @@ def _open(
     import_filter: ImportFilter,
     settings: ImportSettings,
     s3_client: S3Client | None,
+    etag: str | None = None,
+    version_id: str | None = None,
 ) -> SourceStream:
     if isinstance(location, S3Location):
-        return S3Source(s3_client, chunk_size=settings.http.chunk_size).open(location.bucket, location.key)
+        return S3Source(s3_client, chunk_size=settings.http.chunk_size).open(
+            location.bucket, location.key, etag=etag, version_id=version_id
+        )
     # The vetted target goes in as is (one DNS answer per hop); HttpSource vets every redirect.
     return HttpSource(import_filter, settings.http).open(location)

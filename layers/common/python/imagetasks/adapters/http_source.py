@@ -26,7 +26,7 @@ from urllib3.exceptions import (
 )
 
 from imagetasks.adapters.staging import TRANSIENT_S3_CODES
-from imagetasks.domain.import_errors import SourceUnavailable, TransientSourceError
+from imagetasks.domain.import_errors import SourceChanged, SourceUnavailable, TransientSourceError
 from imagetasks.domain.import_filter import ImportFilter, ResolvedTarget
 
 if TYPE_CHECKING:
@@ -52,9 +52,18 @@ class HttpSourceSettings(BaseModel):
 class SourceStream:
     """An opened image source: iterate for the chunks, ``close`` when done (or use ``with``)."""
 
-    def __init__(self, url: str, content_length: int | None, chunks: Iterator[bytes], closer: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        content_length: int | None,
+        chunks: Iterator[bytes],
+        closer: Any,
+        etag: str | None = None,
+    ) -> None:
         self.url = url
         self.content_length = content_length
+        #: An S3 source's ETag (without quotes): which object was read, should the key change later.
+        self.etag = etag
         self._chunks = chunks
         self._closer = closer
 
@@ -221,14 +230,29 @@ class S3Source:
         self._client = client
         self._chunk_size = chunk_size
 
-    def open(self, bucket: str, key: str) -> SourceStream:
+    def open(
+        self, bucket: str, key: str, *, etag: str | None = None, version_id: str | None = None
+    ) -> SourceStream:
+        """Open the object; with `etag` (and `version_id`), only that very object: a key uploaded
+        again since is refused with SourceChanged rather than read."""
         url = f"s3://{bucket}/{key}"
+        request: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if etag:
+            request["IfMatch"] = f'"{etag}"'
+        if version_id:
+            request["VersionId"] = version_id
         try:
-            response = self._s3().get_object(Bucket=bucket, Key=key)
+            response = self._s3().get_object(**request)
         except (ClientError, BotoCoreError) as err:
             raise translate_source_error(err, url) from err
         body = response["Body"]
-        return SourceStream(url, int(response["ContentLength"]), self._chunks(body, url), body)
+        return SourceStream(
+            url,
+            int(response["ContentLength"]),
+            self._chunks(body, url),
+            body,
+            etag=str(response.get("ETag", "")).strip('"') or None,
+        )
 
     def _chunks(self, body: Any, url: str) -> Iterator[bytes]:
         try:
@@ -253,7 +277,14 @@ def translate_source_error(error: Exception, url: str) -> Exception:
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         if code in TRANSIENT_S3_CODES or status >= 500:
             return TransientSourceError(f"Reading the image source failed temporarily ({code}): {url}")
-        if code in ("NoSuchKey", "NoSuchBucket", "404"):
+        if code in ("PreconditionFailed", "412"):
+            # Only an upload is read with If-Match: its key was uploaded again after its task began.
+            return SourceChanged(
+                f"The upload {url} was replaced by a new upload while this task was importing it, "
+                "so this task stopped (the new upload is imported by a task of its own). To import "
+                "the image this task was for, upload it again."
+            )
+        if code in ("NoSuchKey", "NoSuchBucket", "NoSuchVersion", "404"):
             return SourceUnavailable(f"The image source does not exist: {url}")
         if code in ("AccessDenied", "403"):
             return SourceUnavailable(

@@ -31,6 +31,12 @@ TRANSIENT_CODES = frozenset(
 )
 
 
+# Answers of a conditional delete that leave the object as it is (see delete_if_unchanged).
+KEPT_BY_CONDITION = frozenset(
+    {"PreconditionFailed", "412", "NoSuchKey", "404", "ConditionalRequestConflict", "409"}
+)
+
+
 COPY_TRANSFER = TransferConfig(multipart_threshold=4 * 1024**3, multipart_chunksize=512 * 1024**2)
 # A copy takes the image's content type, whatever the source object says (an upload's own type, or
 # none: S3 then serves binary/octet-stream, which python-glanceclient does not stream). One CopyObject
@@ -78,6 +84,19 @@ class S3Objects:
             self.client.delete_object(Bucket=bucket, Key=key)
         except ClientError as error:
             raise translate(error, f"s3://{bucket}/{key}") from error
+
+    def delete_if_unchanged(self, bucket: str, key: str, etag: str) -> bool:
+        """Delete the object only while its ETag is `etag` (S3's conditional delete, If-Match).
+        False when it is another object now, or none: a key uploaded again keeps its new data."""
+        try:
+            self.client.delete_object(Bucket=bucket, Key=key, IfMatch=f'"{etag}"')
+        except ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            # 412: another object; 404: none; 409: a write to the key raced with this delete.
+            if code in KEPT_BY_CONDITION:
+                return False
+            raise translate(error, f"s3://{bucket}/{key}") from error
+        return True
 
     def delete_prefix(self, bucket: str, prefix: str) -> int:
         """Delete every object under `prefix` (and abort unfinished multipart uploads there)."""

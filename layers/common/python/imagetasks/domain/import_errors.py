@@ -45,6 +45,10 @@ class SourceUnavailable(ImportRejected):
     """The image source answered, but not with the image (404, 403, unknown host, ...)."""
 
 
+class SourceChanged(SourceUnavailable):
+    """An uploaded object was replaced (uploaded again) after its import task began."""
+
+
 class StagingError(ImportRejected):
     """Storing the staged image failed for a reason retrying will not fix (e.g. access denied)."""
 
