@@ -428,16 +428,31 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
+    def __getattr__(self, name: str) -> Any:
+        # http.server answers a method without a `do_<METHOD>` with its own 501 HTML page; every
+        # method goes to the front instead, which answers like any method the path does not have.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
+
     def log_message(self, format: str, *args: Any) -> None:
         log.info("%s %s", self.address_string(), format % args)
+
+
+class _Server(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: a burst of new connections (32 clients starting at once)
+    # overflowed it and clients saw resets. API Gateway takes such bursts; so does the front now.
+    request_queue_size = 128
 
 
 class FrontServer:
     """The front on a ThreadingHTTPServer; `port=0` picks a free port (see `.port`)."""
 
+    server_class = _Server
+
     def __init__(self, front: ApiFront, host: str = "127.0.0.1", port: int = 3000) -> None:
         handler = type("RequestHandler", (_RequestHandler,), {"front": front})
-        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server = self.server_class((host, port), handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import replace
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from local.front import ApiFront
+from local.front import ApiFront, FrontServer
 from local.lambda_runtime import HandlerRunner
 from local.template import FunctionSpec, Route, load_yaml
 
@@ -74,6 +77,69 @@ def test_an_unknown_path_is_404_with_a_nested_error(local_stack):
 
     assert status == 404
     assert body["error"]["code"] == 404
+
+
+def _raw(url: str, method: str, path: str) -> tuple[int, Any, Any]:
+    """Any method, even one urllib and requests would not send as it is."""
+    split = urlsplit(url)
+    connection = HTTPConnection(split.hostname, split.port, timeout=30)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT", "PROPFIND", "BREW"])
+def test_a_method_the_api_does_not_have_is_a_json_405_on_a_known_path(local_stack, method):
+    status, headers, body = _raw(local_stack.api_url, method, "/versions")
+
+    assert status == 405  # as for any method the path lacks (http.server would send a 501 HTML page)
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body)["error"]["code"] == 405
+    assert "GET" in headers["Allow"]
+    assert headers["x-openstack-request-id"]
+
+
+def test_a_method_the_api_does_not_have_is_a_json_404_on_an_unknown_path(local_stack):
+    status, headers, body = _raw(local_stack.api_url, "TRACE", "/v3/nothing")
+
+    assert status == 404
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body)["error"]["code"] == 404
+
+
+def test_64_clients_connecting_at_once_are_all_answered(local_stack):
+    clients = 64
+    everyone_ready = threading.Barrier(clients)
+    statuses: list[int] = []
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        everyone_ready.wait(timeout=30)
+        try:
+            status, _, _ = _raw(local_stack.api_url, "GET", "/versions")
+        except BaseException as failure:  # a reset connection, for one
+            with lock:
+                failures.append(failure)
+        else:
+            with lock:
+                statuses.append(status)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert failures == []
+    assert statuses == [200] * clients
+
+
+def test_the_front_listens_with_a_backlog_above_the_socketserver_default():
+    assert FrontServer.server_class.request_queue_size >= 128
 
 
 # ---------------------------------------------------------------- the front's decisions, with fake functions
