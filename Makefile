@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := layers/common/python:.
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help install run test lint unit integration e2e bench token clean build containers containers-test e2e-containers
+.PHONY: help install run invoke test lint unit integration e2e bench token clean build containers containers-test e2e-containers
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -36,6 +36,10 @@ install: $(VENV)/.installed $(SAM_VENV)/.installed $(LINT_VENV)/.installed  ## c
 
 run: $(VENV)/.installed  ## the whole service locally: API on :3000, AWS endpoint on :5000 (ARGS="--api-port 8000")
 	$(PY) -m local $(ARGS)
+
+# `@`: make's echo of the command would land on stdout, before the payload.
+invoke: $(VENV)/.installed  ## one function with an event file, in-process like sam local invoke: make invoke FUNCTION=TasksApiFunction EVENT=events/tasks_api_list.json
+	@$(PY) -m local.invoke $(FUNCTION) $(EVENT) $(ARGS)
 
 token: $(VENV)/.installed  ## mint a local token: make token PROJECT=p1 ROLES=member,admin (needs `make run` running)
 	$(PY) -m local.tokens --key-file local/.state/token.key --project $(PROJECT) --roles $(or $(ROLES),member)
