@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from imagetasks.domain.image_checks import EMPTY_IMAGE, ExpectedChecksums, Image
 from imagetasks.domain.import_errors import (
     ImageRejected,
     InvalidImportLocation,
+    SourceTooSlow,
     SourceUnavailable,
     StagingError,
     TransientSourceError,
@@ -337,6 +339,62 @@ def test_slow_source_times_out(server: LocalServer, s3: object) -> None:
     ):
         fetch(server.url("/slow"), server, s3)
     assert staged_keys(s3) == []
+
+
+def test_a_source_below_the_minimum_transfer_rate_fails_saying_how_slow_it_was(
+    server: LocalServer, s3: object
+) -> None:
+    # Given a source that trickles 1 KiB every 0.1 s (about 10 KiB/s) of a 1 MiB image, never
+    # silent long enough for the read timeout, and a deployment asking for 64 KiB/s over 1 s
+    def trickle(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(1024 * 1024))
+        handler.end_headers()
+        try:
+            for _ in range(1024):
+                handler.wfile.write(b"\0" * 1024)
+                handler.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass  # the import hung up, as it should
+
+    server.routes["/trickle"] = trickle
+    base = settings_for(server)
+    settings = base.model_copy(
+        update={
+            "http": base.http.model_copy(update={"min_bytes_per_second": 64 * 1024, "rate_window_seconds": 1})
+        }
+    )
+
+    # When it is imported
+    with pytest.raises(SourceTooSlow) as stopped:
+        fetch(server.url("/trickle"), server, s3, settings=settings)
+
+    # Then the import stops with what the user can do about it, and nothing is staged
+    assert re.fullmatch(
+        r"The image source sent [\d.]+ KiB/s over the last \d+ s, below this deployment's minimum of "
+        r"64 KiB/s; use a faster source, or upload the image to this cloud's uploads bucket instead\.",
+        stopped.value.message,
+    )
+    assert staged_keys(s3) == []
+
+
+def test_a_fast_source_passes_the_minimum_transfer_rate(
+    server: LocalServer, s3: object, tmp_path: Path
+) -> None:
+    # Given a deployment with a minimum rate, and an image served at loopback speed
+    image = make_raw(tmp_path)
+    url = server.serve_file("/disk.raw", image)
+    base = settings_for(server)
+    settings = base.model_copy(
+        update={
+            "http": base.http.model_copy(update={"min_bytes_per_second": 64 * 1024, "rate_window_seconds": 1})
+        }
+    )
+
+    # When it is imported, Then it is staged whole
+    result = fetch(url, server, s3, settings=settings)
+    assert result.os_hash_value == file_digests(image)[1]
 
 
 def test_s3_source_under_the_project_prefix(server: LocalServer, s3: object, tmp_path: Path) -> None:

@@ -113,6 +113,7 @@ GIB = 1024**3
 
 
 def import_settings(settings: Settings) -> ImportSettings:
+    from imagetasks.adapters.http_source import HttpSourceSettings
     from imagetasks.domain.image_checks import ImageCheckSettings
     from imagetasks.imports import ImportSettings
 
@@ -127,6 +128,10 @@ def import_settings(settings: Settings) -> ImportSettings:
             max_virtual_size_bytes=int(settings.max_virtual_size_gib * GIB),
             allowed_disk_formats=settings.allowed_disk_formats,
             allowed_container_formats=settings.allowed_container_formats,
+        ),
+        http=HttpSourceSettings(
+            min_bytes_per_second=settings.import_min_transfer_kibps * 1024,
+            rate_window_seconds=settings.import_transfer_window_seconds,
         ),
     )
 

@@ -35,6 +35,9 @@ class Settings(BaseModel):
     import_host_denylist: tuple[str, ...] = ()
     import_allow_loopback: bool = False
     import_allow_private: bool = False
+    # The slowest an import source may send, over every window of the given length (0: no minimum).
+    import_min_transfer_kibps: float = Field(default=64, ge=0)
+    import_transfer_window_seconds: float = Field(default=30, gt=0)
     inspect_format: bool = True
     safety_checks: bool = True
     max_image_size_gib: float = 100

@@ -130,7 +130,7 @@ def _open(
     version_id: str | None = None,
 ) -> SourceStream:
     if isinstance(location, S3Location):
-        return S3Source(s3_client, chunk_size=settings.http.chunk_size).open(
+        return S3Source(s3_client, chunk_size=settings.http.chunk_size, settings=settings.http).open(
             location.bucket, location.key, etag=etag, version_id=version_id
         )
     # The vetted target goes in as is (one DNS answer per hop); HttpSource vets every redirect.

@@ -16,7 +16,7 @@ from urllib.parse import urljoin
 
 import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -28,12 +28,22 @@ from urllib3.exceptions import (
 from imagetasks.adapters.staging import TRANSIENT_S3_CODES
 from imagetasks.domain.import_errors import SourceChanged, SourceUnavailable, TransientSourceError
 from imagetasks.domain.import_filter import ImportFilter, ResolvedTarget
+from imagetasks.domain.transfer_rate import TransferRateGuard
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 MiB = 1024 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Largest single socket read: reads return what has arrived (read1), so that the transfer rate is
+# seen as the data comes; they are joined into `chunk_size` chunks for the hashing and the checks.
+_MAX_READ = 1 * MiB
+HTTP_TOO_SLOW_ADVICE = "use a faster source, or upload the image to this cloud's uploads bucket instead."
+S3_TOO_SLOW_ADVICE = "please try again later."
+
+
+def rate_guard(settings: HttpSourceSettings, advice: str) -> TransferRateGuard:
+    return TransferRateGuard(settings.min_bytes_per_second, settings.rate_window_seconds, advice=advice)
 
 
 class HttpSourceSettings(BaseModel):
@@ -42,6 +52,10 @@ class HttpSourceSettings(BaseModel):
     connect_timeout_seconds: float = 10.0
     #: Longest silence between two reads of the body before the source counts as timed out.
     read_timeout_seconds: float = 60.0
+    #: The slowest a source may send, measured over every window of ``rate_window_seconds``
+    #: (0: no minimum). A source that sends nothing at all meets the read timeout instead.
+    min_bytes_per_second: float = Field(default=0, ge=0)
+    rate_window_seconds: float = Field(default=30.0, gt=0)
     max_redirects: int = 5
     #: Size of the chunks handed on; large chunks keep per-chunk overhead (inspection, thread
     #: hand-offs) negligible next to hashing.
@@ -200,10 +214,14 @@ class HttpSource:
     def _chunks(self, response: urllib3.BaseHTTPResponse, url: str, length: int | None) -> Iterator[bytes]:
         received = 0
         of = f" of {length}" if length is not None else ""
+        chunk_size = self._settings.chunk_size
+        guard = rate_guard(self._settings, HTTP_TOO_SLOW_ADVICE)
+        pending: list[bytes] = []
+        pending_size = 0
         try:
             while True:
                 try:
-                    chunk = response.read(self._settings.chunk_size)
+                    piece = response.read1(min(chunk_size - pending_size, _MAX_READ))
                 except ReadTimeoutError as err:
                     raise TransientSourceError(
                         f"The image source stopped sending for {self._settings.read_timeout_seconds:g} s "
@@ -213,10 +231,17 @@ class HttpSource:
                     raise TransientSourceError(
                         f"The image source broke off after {received} bytes{of}: {url}"
                     ) from err
-                if not chunk:
+                if not piece:
                     break
-                received += len(chunk)
-                yield chunk
+                received += len(piece)
+                guard.received(len(piece))
+                pending.append(piece)
+                pending_size += len(piece)
+                if pending_size >= chunk_size:
+                    yield pending[0] if len(pending) == 1 else b"".join(pending)
+                    pending, pending_size = [], 0
+            if pending:
+                yield b"".join(pending)
             if length is not None and received != length:
                 raise TransientSourceError(f"The image source broke off after {received} bytes{of}: {url}")
         finally:
@@ -226,9 +251,15 @@ class HttpSource:
 class S3Source:
     """Opens ``s3://bucket/key`` sources (already vetted by ``ImportFilter.check_s3``)."""
 
-    def __init__(self, client: S3Client | None = None, chunk_size: int = 8 * MiB) -> None:
+    def __init__(
+        self,
+        client: S3Client | None = None,
+        chunk_size: int = 8 * MiB,
+        settings: HttpSourceSettings | None = None,
+    ) -> None:
         self._client = client
         self._chunk_size = chunk_size
+        self._settings = settings or HttpSourceSettings()
 
     def open(
         self, bucket: str, key: str, *, etag: str | None = None, version_id: str | None = None
@@ -255,8 +286,13 @@ class S3Source:
         )
 
     def _chunks(self, body: Any, url: str) -> Iterator[bytes]:
+        # Counted per chunk: S3 is far faster than any minimum; this catches a transfer that
+        # crawls (a stall is botocore's read timeout).
+        guard = rate_guard(self._settings, S3_TOO_SLOW_ADVICE)
         try:
-            yield from body.iter_chunks(self._chunk_size)
+            for chunk in body.iter_chunks(self._chunk_size):
+                guard.received(len(chunk))
+                yield chunk
         except (ClientError, BotoCoreError, urllib3.exceptions.HTTPError) as err:
             raise translate_source_error(err, url) from err
         finally:

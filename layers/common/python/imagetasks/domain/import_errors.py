@@ -45,6 +45,10 @@ class SourceUnavailable(ImportRejected):
     """The image source answered, but not with the image (404, 403, unknown host, ...)."""
 
 
+class SourceTooSlow(ImportRejected):
+    """The source sent less than the deployment's minimum transfer rate over a whole window."""
+
+
 class SourceChanged(SourceUnavailable):
     """An uploaded object was replaced (uploaded again) after its import task began."""
 
