@@ -75,3 +75,31 @@ def test_an_empty_upload_becomes_a_failed_task_and_the_object_is_kept(local_stac
 
     assert finished["status"] == "failure" and "empty" in finished["message"].lower()
     assert local_stack.client("s3").list_objects_v2(Bucket=bucket, Prefix=key)["KeyCount"] == 1
+
+
+def test_a_multipart_upload_announced_twice_becomes_one_task(local_stack: Any) -> None:
+    # Given an image uploaded in parts (moto announces it twice: ObjectCreated:Put and
+    # ObjectCreated:CompleteMultipartUpload)
+    bucket = local_stack.buckets["UploadsBucket"]
+    key = "uploads/multipart-project/disk.raw"
+    s3 = local_stack.client("s3")
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    parts = []
+    for number, size in ((1, 5 * 1024 * 1024), (2, 1024)):
+        etag = s3.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=b"\0" * size
+        )["ETag"]
+        parts.append({"PartNumber": number, "ETag": etag})
+    s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+
+    # When both notifications have been handled and the import has finished
+    task = find_task(local_stack, "multipart-project")
+    local_stack.stack.hook.wait_for_notifications()
+    finished, _ = wait_for_task(local_stack, task["id"], project="multipart-project")
+
+    # Then there was one task, and it imported the upload
+    tasks = requests.get(
+        f"{local_stack.api_url}/v2/tasks", headers=local_stack.headers("multipart-project"), timeout=30
+    ).json()["tasks"]
+    assert [t["id"] for t in tasks] == [task["id"]]
+    assert finished["status"] == "success", finished["message"]
