@@ -44,6 +44,7 @@ from local.template import (
     LOCAL_PARAMETER_OVERRIDES,
     REGION,
     STACK_NAME,
+    EventRule,
     LocalTemplate,
     load_template,
 )
@@ -204,6 +205,9 @@ class LocalStack:
             self._front.start()
             self._start_thread("local-ttl-sweeper", self._sweep_loop)
             self._start_thread("local-execution-events", self._execution_loop)
+            for rule in self.template.event_rules:
+                if rule.schedule_seconds is not None:
+                    self._start_thread(f"local-schedule-{rule.name}", lambda r=rule: self._schedule_loop(r))
         except BaseException:
             self.stop()
             raise
@@ -358,6 +362,31 @@ class LocalStack:
             log.info("TTL: deleted %d expired item(s)", deleted)
         return deleted
 
+    # ---------------------------------------------------------------- EventBridge schedules
+    def _schedule_loop(self, rule: EventRule) -> None:
+        assert rule.schedule_seconds is not None
+        while not self._stopping.wait(rule.schedule_seconds):
+            try:
+                self.run_schedule(rule)
+            except Exception:
+                log.exception("scheduled rule %s failed", rule.name)
+
+    def run_schedule(self, rule: EventRule) -> Any:
+        """Invoke the rule's target with the event EventBridge sends on a schedule; its result."""
+        spec = self._template().functions[rule.function_logical_id]
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": ACCOUNT_ID,
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": REGION,
+            "resources": [f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{rule.name}"],
+            "detail": {},
+        }
+        return self.runner.invoke(spec, event).result()
+
     # ---------------------------------------------------------------- EventBridge for Step Functions
     def _execution_loop(self) -> None:
         while not self._stopping.wait(self._execution_poll_seconds):
@@ -390,7 +419,7 @@ class LocalStack:
         template = self._template()
         sent = 0
         for rule in template.event_rules:
-            if not matches(rule.pattern, event):
+            if rule.pattern is None or not matches(rule.pattern, event):
                 continue
             spec = template.functions.get(rule.function_logical_id)
             if spec is None:

@@ -37,7 +37,6 @@ STACK_NAME = "imagetasks-local"
 #: Parameter values for the local stack, applied over the template's defaults (then over --param).
 LOCAL_PARAMETER_OVERRIDES: dict[str, str] = {
     "ImportAllowLoopback": "true",
-    "SlotPollSeconds": "1",
     "RetryIntervalSeconds": "1",
 }
 
@@ -205,11 +204,27 @@ class GatewayResponse:
 
 @dataclass(frozen=True)
 class EventRule:
-    """An EventBridge rule whose target is one of our functions (only event patterns; no schedules)."""
+    """An EventBridge rule whose target is one of our functions: an event pattern, or a schedule
+    (`rate(...)` only; the local stack runs it every `schedule_seconds`)."""
 
     name: str
     function_logical_id: str
-    pattern: dict[str, Any]
+    pattern: dict[str, Any] | None
+    schedule_seconds: float | None = None
+
+
+_RATE_UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
+
+
+def rate_seconds(expression: str) -> float | None:
+    """Seconds between runs of an EventBridge `rate(N unit)` expression; None for anything else."""
+    inner = expression.strip().removeprefix("rate(").removesuffix(")")
+    if inner == expression.strip():
+        return None
+    number, _, unit = inner.strip().partition(" ")
+    if not number.isdigit() or unit.strip() not in _RATE_UNITS:
+        return None
+    return int(number) * _RATE_UNITS[unit.strip()]
 
 
 @dataclass
@@ -906,8 +921,9 @@ def _authorizer(
 
 def _event_rules(logical_id: str, props: dict[str, Any], function_id: _FunctionFinder) -> list[EventRule]:
     pattern = props.get("EventPattern")
-    if not isinstance(pattern, dict):
-        log.debug("rule %s has no event pattern (schedules are not emulated locally)", logical_id)
+    schedule = rate_seconds(str(props.get("ScheduleExpression", "")))
+    if not isinstance(pattern, dict) and schedule is None:
+        log.debug("rule %s has neither an event pattern nor a rate schedule: not emulated", logical_id)
         return []
     if str(props.get("State", "ENABLED")) == "DISABLED":
         return []
@@ -916,6 +932,11 @@ def _event_rules(logical_id: str, props: dict[str, Any], function_id: _FunctionF
         arn = str(target.get("Arn", ""))
         if ":function:" in arn:
             rules.append(
-                EventRule(name=logical_id, function_logical_id=function_id(arn) or arn, pattern=pattern)
+                EventRule(
+                    name=logical_id,
+                    function_logical_id=function_id(arn) or arn,
+                    pattern=pattern if isinstance(pattern, dict) else None,
+                    schedule_seconds=schedule,
+                )
             )
     return rules

@@ -2,7 +2,8 @@
 
 EventBridge delivers "Step Functions Execution Status Change" events for FAILED, TIMED_OUT and
 ABORTED executions; the execution is named after its task. A task that already reached a final
-state is left alone.
+state is left alone. A scheduled event (every minute) runs the slot sweeper instead: slots and
+parked executions a lost message left behind.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def lifecycle() -> Lifecycle:
 @tracer.capture_lambda_handler
 @event_source(data_class=EventBridgeEvent)
 def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
+    if event.detail_type == "Scheduled Event":
+        return lifecycle().sweep()
     detail = event.detail
     task_id = str(detail.get("name", ""))
     status = str(detail.get("status", ""))

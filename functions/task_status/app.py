@@ -1,4 +1,4 @@
-"""The workflow's status changes: take a slot (→ processing), record success, record failure."""
+"""The workflow's status changes: wait, parked, for a slot (→ processing), record success, record failure."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from imagetasks.observability import logger, tracer
 
 
 class StatusChange(BaseModel):
-    action: Literal["start", "succeed", "fail", "clean_up"]
+    action: Literal["wait_for_slot", "succeed", "fail", "clean_up"]
     task_id: str
+    token: str | None = None  # wait_for_slot: the parked state's task token
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None  # Step Functions' {"Error", "Cause"} from a Catch
     step: str = "processing"
@@ -34,8 +35,10 @@ def lifecycle() -> Lifecycle:
 @event_parser(model=StatusChange)
 def lambda_handler(event: StatusChange, context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(task_id=event.task_id)
-    if event.action == "start":
-        return lifecycle().try_start(event.task_id)
+    if event.action == "wait_for_slot":
+        if not event.token:
+            raise ValueError("wait_for_slot needs the state's task token")
+        return lifecycle().wait_for_slot(event.task_id, event.token)
     if event.action == "clean_up":
         composition.import_task(settings()).clean_up(event.task_id)
         return {"cleaned": True}

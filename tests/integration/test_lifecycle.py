@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.domain.errors import ConcurrentUpdate
 from imagetasks.domain.tasks import TaskStatus, TaskType, new_task
-from imagetasks.lifecycle import Lifecycle
+from imagetasks.lifecycle import FINAL, STARTED, Lifecycle
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -19,65 +21,139 @@ def table(aws: dict[str, str]) -> TasksTable:
     return TasksTable(aws["TASKS_TABLE"], aws["SLOTS_TABLE"])
 
 
-def pending_tasks(table: TasksTable, count: int) -> list[str]:
+def pending_tasks(table: TasksTable, count: int, owner: str = "p1", first: int = 0) -> list[str]:
     ids = []
-    for number in range(count):
-        task = new_task(TaskType.IMPORT, {"n": number}, "p1", T0 + timedelta(seconds=number))
+    for number in range(first, first + count):
+        task = new_task(TaskType.IMPORT, {"n": number}, owner, T0 + timedelta(seconds=number))
         table.create(task)
         ids.append(task.id)
     return ids
 
 
-def test_slots_go_to_the_oldest_pending_tasks_up_to_the_limit(table: TasksTable) -> None:
-    lifecycle = Lifecycle(table, timedelta(hours=1), max_running=2)
+@dataclass
+class RecordingGate:
+    """Stands in for Step Functions' SendTaskSuccess: which token was resumed with what."""
+
+    resumed: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    live: bool = True  # False: every token is already gone (the execution ended)
+
+    def resume(self, token: str, output: dict[str, Any]) -> bool:
+        if self.live:
+            self.resumed.append((token, output))
+        return self.live
+
+    def tokens(self) -> list[str]:
+        return [token for token, _ in self.resumed]
+
+
+def lifecycle_of(
+    table: TasksTable, max_running: int, per_project: int = 0
+) -> tuple[Lifecycle, RecordingGate]:
+    gate = RecordingGate()
+    return Lifecycle(table, timedelta(hours=1), max_running, gate, per_project), gate
+
+
+def park_all(lifecycle: Lifecycle, ids: list[str]) -> list[dict[str, bool]]:
+    return [lifecycle.wait_for_slot(task_id, f"token-{task_id}") for task_id in ids]
+
+
+def test_parked_tasks_get_slots_in_creation_order_up_to_the_limit(table: TasksTable) -> None:
+    lifecycle, gate = lifecycle_of(table, max_running=2)
     first, second, third = pending_tasks(table, 3)
 
-    out_of_turn = lifecycle.try_start(third)
-    started = [lifecycle.try_start(first), lifecycle.try_start(second)]
-    full = lifecycle.try_start(third)
+    # The youngest parks first: it may take a free slot (the older ones are not waiting yet)
+    answers = park_all(lifecycle, [third, second, first])
 
-    assert out_of_turn == {"started": False, "final": False}  # two older tasks are waiting
-    assert started == [{"started": True, "final": False}] * 2
-    assert full == {"started": False, "final": False}
-    assert table.running_count() == 2
-    assert table.get(third).status is TaskStatus.PENDING
+    assert answers == [STARTED, STARTED, {"started": False, "final": False}]
+    assert gate.tokens() == [f"token-{third}", f"token-{second}"]
+    assert table.running_count() == 2 and table.get(first).status is TaskStatus.PENDING
+    assert table.parked_token(first) == f"token-{first}"  # still parked, nothing polls
+
+
+def test_a_freed_slot_goes_to_the_oldest_waiter_and_resumes_it(table: TasksTable) -> None:
+    lifecycle, gate = lifecycle_of(table, max_running=1)
+    running, *waiting = pending_tasks(table, 4)
+    park_all(lifecycle, [running])
+    park_all(lifecycle, list(reversed(waiting)))  # parked youngest first: order is creation, not parking
+
+    for task_id in [running, *waiting]:
+        lifecycle.succeed(task_id, {"image_id": f"i-{task_id}"})
+
+    assert gate.tokens() == [f"token-{task_id}" for task_id in [running, *waiting]]
+    assert all(output == STARTED for _, output in gate.resumed)
+    assert table.running_count() == 0 and table.parked_tasks() == []
+
+
+def test_a_project_at_its_limit_lets_the_next_project_go_first(table: TasksTable) -> None:
+    lifecycle, gate = lifecycle_of(table, max_running=3, per_project=2)
+    busy = pending_tasks(table, 4, owner="busy")
+    other = pending_tasks(table, 1, owner="other", first=10)  # created after all of busy's
+
+    park_all(lifecycle, busy + other)
+
+    started = {token for token in gate.tokens()}
+    assert started == {f"token-{busy[0]}", f"token-{busy[1]}", f"token-{other[0]}"}
+    assert table.get(busy[2]).status is TaskStatus.PENDING
+    # busy's third task starts when one of its own finishes, not before
+    lifecycle.succeed(other[0], {})
+    assert table.get(busy[2]).status is TaskStatus.PENDING
+    lifecycle.succeed(busy[0], {})
+    assert table.get(busy[2]).status is TaskStatus.PROCESSING
 
 
 def test_finishing_gives_the_slot_back_exactly_once(table: TasksTable) -> None:
-    lifecycle = Lifecycle(table, timedelta(hours=1), max_running=1)
+    lifecycle, _ = lifecycle_of(table, max_running=1)
     first, second = pending_tasks(table, 2)
-    lifecycle.try_start(first)
+    park_all(lifecycle, [first, second])
 
     done = lifecycle.succeed(first, {"image_id": "i-1"})
     again = lifecycle.fail(first, "late failure")
-    next_started = lifecycle.try_start(second)
 
     assert done is not None and done.status is TaskStatus.SUCCESS and done.result == {"image_id": "i-1"}
     assert again is None  # final states never change
     assert table.get(first).status is TaskStatus.SUCCESS
-    assert next_started["started"] is True and table.running_count() == 1
+    assert table.get(second).status is TaskStatus.PROCESSING and table.running_count() == 1
 
 
 def test_a_pending_task_can_fail_without_touching_the_slots(table: TasksTable) -> None:
-    lifecycle = Lifecycle(table, timedelta(hours=1), max_running=1)
-    (task_id,) = pending_tasks(table, 1)
+    lifecycle, gate = lifecycle_of(table, max_running=1)
+    blocker, task_id = pending_tasks(table, 2)
+    park_all(lifecycle, [blocker, task_id])
 
     failed = lifecycle.fail(task_id, "The task's workflow was stopped before the task finished.")
 
     assert failed is not None and failed.status is TaskStatus.FAILURE and failed.expires_at is not None
-    assert table.running_count() == 0
-    assert lifecycle.try_start(task_id) == {"started": False, "final": True}
+    assert table.running_count() == 1
+    assert gate.resumed[-1] == (f"token-{task_id}", FINAL)  # its parked execution is let go
+    assert lifecycle.wait_for_slot(task_id, "again") == FINAL
 
 
-def test_a_repeated_start_keeps_the_one_slot(table: TasksTable) -> None:
-    lifecycle = Lifecycle(table, timedelta(hours=1), max_running=3)
+def test_a_repeated_park_keeps_the_one_slot(table: TasksTable) -> None:
+    lifecycle, _ = lifecycle_of(table, max_running=3)
     (task_id,) = pending_tasks(table, 1)
 
-    lifecycle.try_start(task_id)
-    repeated = lifecycle.try_start(task_id)
+    park_all(lifecycle, [task_id])
+    repeated = lifecycle.wait_for_slot(task_id, "token-retry")
 
-    assert repeated == {"started": True, "final": False}
+    assert repeated == STARTED
     assert table.running_count() == 1
+
+
+def test_the_sweeper_resumes_what_a_lost_message_left_parked(table: TasksTable) -> None:
+    lifecycle, gate = lifecycle_of(table, max_running=1)
+    first, second = pending_tasks(table, 2)
+    gate.live = False  # the first grant's SendTaskSuccess is lost...
+    park_all(lifecycle, [first])
+    table.park(first, f"token-{first}")  # ...and its token is still there (the dispatcher stopped)
+    table.park(second, f"token-{second}")  # parked while no dispatch ran
+
+    gate.live = True
+    swept = lifecycle.sweep()
+
+    assert swept == {"resumed": 1, "started": 0}
+    assert gate.resumed == [(f"token-{first}", STARTED)]
+    lifecycle.succeed(first, {})
+    assert gate.resumed[-1] == (f"token-{second}", STARTED)
 
 
 def test_a_write_based_on_a_stale_read_is_refused(table: TasksTable) -> None:
@@ -99,9 +175,9 @@ def test_list_rows_follow_every_status_change(table: TasksTable, aws: dict[str, 
     from imagetasks.auth.identity import Caller
     from imagetasks.domain.listing import ListRequest
 
-    lifecycle = Lifecycle(table, timedelta(hours=1), max_running=1)
+    lifecycle, _ = lifecycle_of(table, max_running=1)
     (task_id,) = pending_tasks(table, 1)
-    lifecycle.try_start(task_id)
+    park_all(lifecycle, [task_id])
     lifecycle.fail(task_id, "m")
     caller = Caller(project_id="p1", user_id="u")
 

@@ -59,7 +59,13 @@ def test_the_eventbridge_event_is_a_rule_on_the_workflows_executions(local_templ
                 "detail-type": ["Step Functions Execution Status Change"],
                 "detail": {"status": ["FAILED", "TIMED_OUT", "ABORTED"], "stateMachineArn": [workflow.arn]},
             },
-        )
+        ),
+        EventRule(
+            name="ReconcileFunctionSlotSweep",
+            function_logical_id="ReconcileFunction",
+            pattern=None,
+            schedule_seconds=60,
+        ),
     ]
 
 
@@ -195,6 +201,9 @@ def test_sam_features_the_old_reader_did_not_know(tmp_path: Path) -> None:
     assert local.buckets["Uploads"].notifications == [
         S3Notification("Worker", worker.arn, ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"], None, ".qcow2")
     ]
-    assert local.event_rules == [EventRule("WorkerCustom", "Worker", {"source": ["my.app"]})]
-    # not emulated, and said so: the function URL; the schedule's rule has no pattern, so no rule
+    assert local.event_rules == [
+        EventRule("WorkerCustom", "Worker", {"source": ["my.app"]}),
+        EventRule("WorkerHourly", "Worker", None, schedule_seconds=3600),
+    ]
+    # not emulated, and said so: the function URL (a rate schedule runs locally every rate)
     assert local.skipped == {"WorkerUrl": "AWS::Lambda::Url"}

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from imagetasks.adapters.images_table import ImagesTable
 from imagetasks.adapters.tasks_table import TasksTable
-from imagetasks.adapters.workflow import Workflow
+from imagetasks.adapters.workflow import SlotGate, Workflow
 from imagetasks.config import Settings
 from imagetasks.domain.conversion import validate_convert_input, validate_export_input
 from imagetasks.domain.errors import InvalidRequest
@@ -67,6 +67,8 @@ def lifecycle(settings: Settings) -> Lifecycle:
         TasksTable(settings.tasks_table, settings.slots_table),
         timedelta(seconds=settings.task_ttl_seconds),
         settings.max_concurrent_tasks,
+        gate=SlotGate(),
+        max_running_per_project=settings.max_concurrent_tasks_per_project,
     )
 
 

@@ -24,6 +24,7 @@ class Settings(BaseModel):
     state_machine_arn: str = ""
     task_ttl_hours: int = Field(default=48, ge=1)
     max_concurrent_tasks: int = Field(default=4, ge=1)
+    max_concurrent_tasks_per_project: int = Field(default=0, ge=0)  # 0: no limit per project
     images_bucket: str = "images"
     staging_bucket: str = "staging"
     uploads_bucket: str = "uploads"

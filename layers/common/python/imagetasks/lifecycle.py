@@ -2,55 +2,133 @@
 
 The workflow (and the reconciler) call these; each is a conditional write through the tasks
 table, so concurrent or repeated calls cannot move a final task or leak a processing slot.
+
+Slots: an execution parks on a task token (`wait_for_slot`) instead of polling. Whoever frees a slot
+or parks (and the periodic sweeper, for anything lost on the way) runs `dispatch`, which gives free
+slots to the oldest parked tasks — skipping a task whose project already runs its limit — and
+resumes their executions. Taking a slot and marking the task processing is one transaction, so two
+dispatchers cannot give one slot twice; the order is the tasks' creation order.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from imagetasks.adapters.tasks_table import NoFreeSlot, TasksTable
+from imagetasks.adapters.tasks_table import NoFreeSlot, ProjectFull, TasksTable
 from imagetasks.domain import clock
 from imagetasks.domain.errors import ConcurrentUpdate
 from imagetasks.domain.tasks import Task, TaskStatus
 from imagetasks.observability import logger
 
 ATTEMPTS = 5
+#: How many of the oldest pending tasks one dispatch round looks at.
+DISPATCH_WINDOW = 100
+STARTED = {"started": True, "final": False}
+FINAL = {"started": False, "final": True}
+
+
+class Gate(Protocol):
+    def resume(self, token: str, output: dict[str, Any]) -> bool: ...
 
 
 class Lifecycle:
-    def __init__(self, table: TasksTable, ttl: timedelta, max_running: int) -> None:
+    def __init__(
+        self,
+        table: TasksTable,
+        ttl: timedelta,
+        max_running: int,
+        gate: Gate | None = None,
+        max_running_per_project: int = 0,
+    ) -> None:
         self.table = table
         self.ttl = ttl
         self.max_running = max_running
+        self.max_running_per_project = max_running_per_project  # 0: no limit per project
+        self.gate = gate
 
-    def try_start(self, task_id: str, moment: datetime | None = None) -> dict[str, bool]:
-        """Take a processing slot and mark the task processing, if a slot is free and no older
-        pending task is waiting for it. {"started": bool, "final": bool}."""
+    # ------------------------------------------------------------ slots
+
+    def wait_for_slot(self, task_id: str, token: str) -> dict[str, bool]:
+        """Park the execution of `task_id` until the task has a slot: resumed at once when the task
+        is already processing (a retried call) or final, else when `dispatch` gives it a slot."""
+        self.table.park(task_id, token)
+        task = self.table.get(task_id)  # read after parking: a dispatch that ran meanwhile saw us
+        if task is None or task.status.is_final:
+            self._resume(task_id, FINAL)
+            return FINAL
+        if task.status is TaskStatus.PROCESSING:
+            self._resume(task_id, STARTED)
+            return STARTED
+        started = self.dispatch()
+        return STARTED if task_id in started else {"started": False, "final": False}
+
+    def dispatch(self, moment: datetime | None = None) -> list[str]:
+        """Give free slots to the oldest parked pending tasks; the ids of the tasks started."""
+        started: list[str] = []
         for _ in range(ATTEMPTS):
-            now = moment or clock.now()
-            task = self.table.get(task_id)
-            if task is None or task.status.is_final:
-                return {"started": False, "final": True}
-            if task.status is TaskStatus.PROCESSING:
-                return {"started": True, "final": False}  # a retried call: the slot is already ours
             free = self.max_running - self.table.running_count()
-            if free <= 0 or task_id not in self.table.oldest_pending(free, now):
-                return {"started": False, "final": False}
+            if free <= 0:
+                break
+            granted = self._grant_round(free, moment or clock.now(), started)
+            if not granted:
+                break
+        return started
+
+    def _grant_round(self, free: int, now: datetime, started: list[str]) -> int:
+        granted = 0
+        full_projects: set[str] = set()
+        for task_id in self.table.oldest_pending(DISPATCH_WINDOW, now):
+            if granted >= free:
+                break
+            if self.table.parked_token(task_id) is None:
+                continue  # its execution has not parked yet: it runs dispatch itself when it does
+            task = self.table.get(task_id)
+            if task is None or task.status is not TaskStatus.PENDING or task.owner in full_projects:
+                continue
             try:
                 self.table.save_transition(
                     task,
                     task.transition(TaskStatus.PROCESSING, now, self.ttl),
                     slot_change=1,
                     max_slots=self.max_running,
+                    max_project_slots=self.max_running_per_project,
                 )
-            except NoFreeSlot:
-                return {"started": False, "final": False}
-            except ConcurrentUpdate:
+            except ProjectFull:
+                full_projects.add(task.owner)
                 continue
+            except NoFreeSlot:
+                return granted
+            except ConcurrentUpdate:
+                continue  # another dispatcher took it, or it ended meanwhile
             logger.info("Task processing", extra={"task_id": task_id})
-            return {"started": True, "final": False}
-        return {"started": False, "final": False}
+            started.append(task_id)
+            granted += 1
+            self._resume(task_id, STARTED)
+        return granted
+
+    def _resume(self, task_id: str, output: dict[str, bool]) -> None:
+        """Resume the task's parked execution, if it parked; a token already used is just dropped."""
+        token = self.table.parked_token(task_id)
+        if token is None:
+            return
+        if self.gate is not None:
+            self.gate.resume(token, output)
+        self.table.unpark(task_id)
+
+    def sweep(self) -> dict[str, int]:
+        """What a lost message would leave behind: parked executions whose task already has its
+        slot or ended (a dispatcher stopped between the two), and free slots nobody handed out."""
+        resumed = 0
+        for task_id in self.table.parked_tasks():
+            task = self.table.get(task_id)
+            if task is None or task.status.is_final:
+                self._resume(task_id, FINAL)
+                resumed += 1
+            elif task.status is TaskStatus.PROCESSING:
+                self._resume(task_id, STARTED)
+                resumed += 1
+        return {"resumed": resumed, "started": len(self.dispatch())}
 
     def succeed(self, task_id: str, result: dict[str, Any]) -> Task | None:
         return self._finish(task_id, TaskStatus.SUCCESS, result=result)
@@ -80,5 +158,9 @@ class Lifecycle:
             except ConcurrentUpdate:
                 continue
             logger.info("Task finished", extra={"task_id": task_id, "status": status.value})
+            if held_slot:
+                self.dispatch()  # the freed slot goes to the oldest waiter now
+            else:
+                self._resume(task_id, FINAL)  # ended while waiting (e.g. reconciled): let it go
             return after
         raise ConcurrentUpdate(f"Task {task_id} kept changing while being finished")

@@ -22,12 +22,18 @@ from imagetasks.domain.tasks import (
 
 TASK_RECORD = "task"
 SLOTS_KEY = "task-slots"
+PROJECT_SLOTS_PREFIX = "project-slots#"  # one counter per project: the per-project limit
+WAITER_PREFIX = "waiter#"  # the task token of an execution parked until its task gets a slot
 # Fields an index row repeats so that a list page needs no read of the main items.
 STUB_FIELDS = ("type", "status", "owner", "created_at", "updated_at", "expires_at")
 
 
 class NoFreeSlot(Exception):
-    """All processing slots are taken (or older tasks are waiting first); try again later."""
+    """All processing slots are taken; try again later."""
+
+
+class ProjectFull(NoFreeSlot):
+    """The task's project already runs as many tasks as the deployment allows one project."""
 
 
 def task_to_item(task: Task) -> dict[str, Any]:
@@ -131,9 +137,19 @@ class TasksTable:
             raise NotFound(f"Could not find task {task_id}")
         return task
 
-    def save_transition(self, before: Task, after: Task, *, slot_change: int = 0, max_slots: int = 0) -> None:
+    def save_transition(
+        self,
+        before: Task,
+        after: Task,
+        *,
+        slot_change: int = 0,
+        max_slots: int = 0,
+        max_project_slots: int = 0,
+    ) -> None:
         """Write `after` only if the stored task is still exactly `before` (conditional on version),
-        moving the processing-slot counter in the same transaction."""
+        moving the processing-slot counters (all tasks, and the task's project) in the same
+        transaction. Taking a slot is refused (NoFreeSlot, ProjectFull) when a counter is at its
+        limit; a `max_project_slots` of 0 means no limit per project."""
         condition = {
             "ConditionExpression": "#v = :v AND #s = :s",
             "ExpressionAttributeNames": {"#v": "version", "#s": "status"},
@@ -141,22 +157,66 @@ class TasksTable:
         }
         ops = self._write_ops(after, condition)
         if slot_change:
-            update: dict[str, Any] = {
-                "TableName": self.slots_table,
-                "Key": {"id": {"S": SLOTS_KEY}},
-                "UpdateExpression": "SET running = if_not_exists(running, :zero) + :d",
-                "ExpressionAttributeValues": {":zero": {"N": "0"}, ":d": {"N": str(slot_change)}},
-            }
-            if slot_change > 0:
-                update["ConditionExpression"] = "attribute_not_exists(running) OR running <= :room"
-                update["ExpressionAttributeValues"][":room"] = {"N": str(max_slots - slot_change)}
-            ops.append({"Update": update})
+            ops.append({"Update": self._counter_update(SLOTS_KEY, slot_change, max_slots)})
+            project_limit = max_project_slots if slot_change > 0 else 0
+            ops.append(
+                {
+                    "Update": self._counter_update(
+                        PROJECT_SLOTS_PREFIX + after.owner, slot_change, project_limit
+                    )
+                }
+            )
         try:
             self.table.transact(ops)
         except ConditionFailed as refused:
             if refused.reasons and refused.reasons[0] == "ConditionalCheckFailed":
                 raise ConcurrentUpdate(f"Task {before.id} changed while it was being updated") from None
+            if refused.reasons and refused.reasons[-1] == "ConditionalCheckFailed":
+                raise ProjectFull() from None
             raise NoFreeSlot() from None
+
+    def _counter_update(self, key: str, change: int, limit: int) -> dict[str, Any]:
+        update: dict[str, Any] = {
+            "TableName": self.slots_table,
+            "Key": {"id": {"S": key}},
+            "UpdateExpression": "SET running = if_not_exists(running, :zero) + :d",
+            "ExpressionAttributeValues": {":zero": {"N": "0"}, ":d": {"N": str(change)}},
+        }
+        if change > 0 and limit > 0:
+            update["ConditionExpression"] = "attribute_not_exists(running) OR running <= :room"
+            update["ExpressionAttributeValues"][":room"] = {"N": str(limit - change)}
+        return update
+
+    # ------------------------------------------------------------ executions waiting for a slot
+
+    def park(self, task_id: str, token: str) -> None:
+        """Keep the task token of the execution waiting for this task's slot."""
+        self.table.client.put_item(
+            TableName=self.slots_table,
+            Item={"id": {"S": WAITER_PREFIX + task_id}, "task_id": {"S": task_id}, "token": {"S": token}},
+        )
+
+    def parked_token(self, task_id: str) -> str | None:
+        item = self.table.client.get_item(
+            TableName=self.slots_table, Key={"id": {"S": WAITER_PREFIX + task_id}}, ConsistentRead=True
+        ).get("Item")
+        return item["token"]["S"] if item else None
+
+    def unpark(self, task_id: str) -> None:
+        self.table.client.delete_item(TableName=self.slots_table, Key={"id": {"S": WAITER_PREFIX + task_id}})
+
+    def parked_tasks(self) -> list[str]:
+        """Every task with a parked execution (the sweeper's list; the slots table holds only
+        counters and waiters, so a scan reads little)."""
+        ids: list[str] = []
+        for page in self.table.client.get_paginator("scan").paginate(
+            TableName=self.slots_table,
+            ConsistentRead=True,
+            FilterExpression="begins_with(id, :waiter)",
+            ExpressionAttributeValues={":waiter": {"S": WAITER_PREFIX}},
+        ):
+            ids += [item["task_id"]["S"] for item in page.get("Items", [])]
+        return ids
 
     def running_count(self) -> int:
         item = self.table.client.get_item(

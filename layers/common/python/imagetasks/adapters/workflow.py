@@ -1,4 +1,4 @@
-"""Starting a task's Step Functions execution."""
+"""Starting a task's Step Functions execution, and resuming it when its task gets a slot."""
 
 from __future__ import annotations
 
@@ -43,3 +43,30 @@ class Workflow:
             if code in ("ThrottlingException", "ServiceUnavailable", "InternalServerError"):
                 raise TransientError("The workflow service is busy") from error
             raise DomainError("The workflow service refused to start the task") from error
+
+
+class SlotGate:
+    """Resumes an execution parked on a task token (`lambda:invoke.waitForTaskToken`)."""
+
+    def __init__(self, client: SFNClient | None = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> SFNClient:
+        if self._client is None:
+            self._client = boto3.client("stepfunctions")
+        return self._client
+
+    def resume(self, token: str, output: dict[str, Any]) -> bool:
+        """Send the parked state its output; False when the token is no longer waiting (the state
+        was already resumed, timed out, or its execution ended): nothing is left to resume."""
+        try:
+            self.client.send_task_success(taskToken=token, output=json.dumps(output))
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in ("TaskTimedOut", "TaskDoesNotExist", "InvalidToken"):
+                return False
+            if code in ("ThrottlingException", "ServiceUnavailable", "InternalServerError"):
+                raise TransientError("The workflow service is busy") from error
+            raise
+        return True
