@@ -89,13 +89,9 @@ def list_images() -> Response[dict[str, Any]]:
     request = parse_image_list(params, caller)
     rows = images_table().list(caller, request, clock.now())
     images = [render(image) for image in images_table().images_of_rows(rows)]
-    body: dict[str, Any] = {
-        "images": images,
-        "first": f"{IMAGES_PATH}?{request.query_string(marker=None)}",
-        "schema": "/v2/schemas/images",
-    }
-    if rows and len(rows) == request.limit:
-        body["next"] = f"{IMAGES_PATH}?{request.query_string(marker=rows[-1]['image_id'])}"
+    next_marker = rows[-1]["image_id"] if rows and len(rows) == request.limit else None
+    links = glance.page_links(IMAGES_PATH, params, next_marker)
+    body = {"images": images, **links, "schema": "/v2/schemas/images"}
     return glance.json_response(200, body)
 
 

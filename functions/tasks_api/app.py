@@ -152,13 +152,9 @@ def list_tasks() -> Response[dict[str, Any]]:
         params, TASK_LIST_SPEC, {"status": [s.value for s in TaskStatus], "type": OFFERED_TYPES}
     )
     rows = tasks_table().list(caller, request, clock.now())
-    body: dict[str, Any] = {
-        "tasks": [render_stub(row) for row in rows],
-        "first": f"{TASK_PATH}?{request.query_string(marker=None)}",
-        "schema": "/v2/schemas/tasks",
-    }
-    if rows and len(rows) == request.limit:
-        body["next"] = f"{TASK_PATH}?{request.query_string(marker=rows[-1]['task_id'])}"
+    next_marker = rows[-1]["task_id"] if rows and len(rows) == request.limit else None
+    links = glance.page_links(TASK_PATH, params, next_marker)
+    body = {"tasks": [render_stub(row) for row in rows], **links, "schema": "/v2/schemas/tasks"}
     return glance.json_response(200, body)
 
 

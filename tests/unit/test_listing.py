@@ -1,9 +1,8 @@
-"""List requests: Glance's parameter rules, partitions, sort values and paging links."""
+"""List requests: Glance's parameter rules, partitions and sort values."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from urllib.parse import parse_qsl
 
 import pytest
 
@@ -59,21 +58,6 @@ def test_bad_parameters_have_glances_messages(params: dict[str, str], message: s
         parse(**params)
 
     assert refused.value.message == message
-
-
-def test_the_next_link_repeats_the_request_with_the_marker() -> None:
-    request = parse(limit="2", status="success", sort_key="updated_at", sort_dir="asc")
-
-    params = dict(parse_qsl(request.query_string(marker="3f0c3c7e-9a47-4d55-8f55-5d2f0a2b6d11")))
-
-    assert params == {
-        "status": "success",
-        "sort_key": "updated_at",
-        "sort_dir": "asc",
-        "limit": "2",
-        "marker": "3f0c3c7e-9a47-4d55-8f55-5d2f0a2b6d11",
-    }
-    assert "marker" not in dict(parse_qsl(request.query_string(marker=None)))
 
 
 def test_a_task_belongs_to_eight_partitions_one_per_scope_and_filter_subset() -> None:

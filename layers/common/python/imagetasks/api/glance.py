@@ -11,8 +11,10 @@ import base64
 import binascii
 import json
 import math
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlencode
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from pydantic import ValidationError
@@ -87,6 +89,16 @@ def base_url(app: APIGatewayRestResolver) -> str:
     full_path = event.request_context.path or event.path
     prefix = full_path[: len(full_path) - len(event.path)] if full_path.endswith(event.path) else ""
     return f"{scheme}://{host}{prefix}"
+
+
+def page_links(path: str, params: Mapping[str, str], next_marker: str | None) -> dict[str, str]:
+    """A list's `first` and `next` links as Glance writes them: the request's own query parameters
+    again (never the service's defaults), without its marker; `next` adds the new marker last."""
+    echoed = [(name, value) for name, value in params.items() if name != "marker"]
+    links = {"first": f"{path}?{urlencode(echoed)}" if echoed else path}
+    if next_marker is not None:
+        links["next"] = f"{path}?{urlencode([*echoed, ('marker', next_marker)])}"
+    return links
 
 
 def versions_document(app: APIGatewayRestResolver) -> dict[str, Any]:

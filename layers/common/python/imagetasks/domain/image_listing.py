@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 
@@ -116,14 +116,6 @@ class ImageListRequest(BaseModel):
     conditions: tuple[Condition, ...] = ()
     ids: tuple[str, ...] | None = None  # `id=in:`: read these images, no partition
     hidden: bool = False
-    params: tuple[tuple[str, str], ...] = ()  # the filters again, for the `first` and `next` links
-
-    def query_string(self, *, marker: str | None) -> str:
-        params = list(self.params)
-        params += [("sort_key", self.sort_key), ("sort_dir", self.sort_dir.value), ("limit", str(self.limit))]
-        if marker is not None:
-            params.append(("marker", marker))
-        return urlencode(params)
 
 
 def image_partitions(
@@ -250,7 +242,6 @@ def parse_image_list(params: Mapping[str, str], caller: Caller) -> ImageListRequ
     if marker is not None and not UUID_LIKE.match(marker):
         raise InvalidRequest("Invalid marker format")
     sort_key, sort_dir = _sort(params)
-    links: list[tuple[str, str]] = []
 
     visibility = params.get("visibility")
     if visibility is not None and visibility not in (*VISIBILITIES, "all"):
@@ -359,9 +350,6 @@ def parse_image_list(params: Mapping[str, str], caller: Caller) -> ImageListRequ
             field, values = dimension
             partitions += [partition_key(scope, hidden, (field, value)) for value in values]
 
-    for key in sorted(params):
-        if key not in ("limit", "marker", "sort_key", "sort_dir", "sort"):
-            links.append((key, params[key]))
     return ImageListRequest(
         limit=limit,
         marker=marker,
@@ -372,5 +360,4 @@ def parse_image_list(params: Mapping[str, str], caller: Caller) -> ImageListRequ
         conditions=tuple(conditions),
         ids=ids,
         hidden=hidden,
-        params=tuple(links),
     )

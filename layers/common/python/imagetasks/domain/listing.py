@@ -15,7 +15,6 @@ import re
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from itertools import combinations
-from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict
 
@@ -76,18 +75,6 @@ class ListRequest(BaseModel):
     sort_dir: SortDir = SortDir.DESC
     filters: dict[str, str] = {}
     owner: str | None = None  # only honoured for admins
-
-    def query_string(self, *, marker: str | None) -> str:
-        """The request's parameters again, for the `first` and `next` links."""
-        params: list[tuple[str, str]] = []
-        for name, value in self.filters.items():
-            params.append((name, value))
-        if self.owner is not None:
-            params.append(("owner", self.owner))
-        params += [("sort_key", self.sort_key), ("sort_dir", self.sort_dir.value), ("limit", str(self.limit))]
-        if marker is not None:
-            params.append(("marker", marker))
-        return urlencode(params)
 
 
 def parse_list_request(
