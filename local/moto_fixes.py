@@ -518,3 +518,47 @@ def local_moto_fixes() -> None:
     """What the local stack needs beyond `serialise_dynamodb_writes`: large objects, bounded memory."""
     stream_s3_objects()
     release_dropped_models()
+    stop_execution_with_cause()
+
+
+_STOP_PATCHED = "_imagetasks_stop_with_cause"
+
+
+def stop_execution_with_cause() -> None:
+    """moto's StopExecution drops the request's `error` and `cause` (it stops with empty ones);
+    Step Functions keeps them, and shows them in DescribeExecution and in the execution's status
+    change event, which is how a cancelled task's reconciler learns who cancelled it."""
+    from moto.core.utils import utcnow
+    from moto.stepfunctions.exceptions import ExecutionDoesNotExist
+    from moto.stepfunctions.models import StateMachine, StepFunctionBackend
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    if getattr(StepFunctionResponse.stop_execution, _STOP_PATCHED, False):
+        return
+
+    def machine_stop(self: Any, execution_arn: str, error: str = "", cause: str = "") -> Any:
+        execution = next((x for x in self.executions if x.execution_arn == execution_arn), None)
+        if execution is None:
+            raise ExecutionDoesNotExist("Execution Does Not Exist: '" + execution_arn + "'")
+        execution.stop(stop_date=utcnow(), error=error, cause=cause)
+        # The interpreter's execution reflects a stop's status but not its error and cause.
+        execution.error, execution.cause = error or None, cause or None
+        return execution
+
+    def backend_stop(self: Any, execution_arn: str, error: str = "", cause: str = "") -> Any:
+        self._validate_execution_arn(execution_arn)
+        machine = self._get_state_machine_for_execution(execution_arn)
+        return machine.stop_execution(execution_arn, error, cause)
+
+    def response_stop(self: Any) -> Any:
+        from moto.core.responses import ActionResult
+
+        execution = self.stepfunction_backend.stop_execution(
+            self._get_param("executionArn"), self._get_param("error") or "", self._get_param("cause") or ""
+        )
+        return ActionResult({"stopDate": execution.stop_date})
+
+    setattr(response_stop, _STOP_PATCHED, True)
+    StateMachine.stop_execution = machine_stop  # type: ignore[method-assign]
+    StepFunctionBackend.stop_execution = backend_stop  # type: ignore[method-assign]
+    StepFunctionResponse.stop_execution = response_stop  # type: ignore[method-assign]

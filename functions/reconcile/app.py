@@ -16,7 +16,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagetasks import composition
 from imagetasks.config import settings
-from imagetasks.domain.failures import EXECUTION_END_MESSAGES
+from imagetasks.domain.failures import CANCELLED_ERROR, EXECUTION_END_CODES, EXECUTION_END_MESSAGES
+from imagetasks.domain.tasks import TaskStatus
 from imagetasks.lifecycle import Lifecycle
 from imagetasks.observability import logger, tracer
 
@@ -39,10 +40,15 @@ def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str,
     if not task_id or message is None:
         logger.warning("Ignoring an execution event this function does not handle", extra={"status": status})
         return {"reconciled": False}
-    finished = lifecycle().fail(task_id, message)
-    if finished is not None:
+    code = EXECUTION_END_CODES[status]
+    if status == "ABORTED" and detail.get("error") == CANCELLED_ERROR and detail.get("cause"):
+        message, code = str(detail["cause"]), "cancelled"  # written by the cancel request
+    finished = lifecycle().fail(task_id, message, code)
+    task = finished or lifecycle().table.get(task_id)
+    if task is not None and task.status is TaskStatus.FAILURE:
         # The workflow's own CleanUp step did not run: a step may still have staged data or image
-        # bits after the execution stopped. The task is final now, so nothing will add more.
+        # bits after the execution stopped. The task is final now, so nothing will add more
+        # (a step still running finds it so and removes what it writes).
         composition.import_task(settings()).clean_up(task_id)
     logger.info("Execution ended outside the workflow", extra={"task_id": task_id, "status": status})
     return {"reconciled": finished is not None}

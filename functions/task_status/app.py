@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from imagetasks import composition
 from imagetasks.config import settings
-from imagetasks.domain.failures import failure_message
+from imagetasks.domain.failures import failure_code, failure_message
 from imagetasks.lifecycle import Lifecycle
 from imagetasks.observability import logger, tracer
 
@@ -47,5 +47,5 @@ def lambda_handler(event: StatusChange, context: LambdaContext) -> dict[str, Any
         return {"status": "success"}
     if event.error:
         logger.warning("Task failed", extra={"error": event.error.get("Error")})
-    lifecycle().fail(event.task_id, failure_message(event.error, event.step))
+    lifecycle().fail(event.task_id, failure_message(event.error, event.step), failure_code(event.error))
     return {"status": "failure"}

@@ -57,7 +57,7 @@ def render(task: Task) -> dict[str, Any]:
     }
     if task.expires_at is not None:
         view["expires_at"] = clock.epoch_to_api(task.expires_at)
-    for optional in ("user_id", "request_id", "image_id"):
+    for optional in ("user_id", "request_id", "image_id", "error_code"):
         value = getattr(task, optional)
         if value:
             view[optional] = value
@@ -181,6 +181,30 @@ def task_other_methods(task_id: str) -> Response[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ schemas
+@app.post(
+    f"{TASK_PATH}/<task_id>/actions/cancel",
+    summary="Cancel a pending or processing task",
+    responses={
+        202: {"description": "Cancelling: the task ends in failure with error_code cancelled"},
+        404: {"description": "No such task in the caller's project"},
+        409: {"description": "The task already ended"},
+    },
+)
+@tracer.capture_method
+def cancel_task(task_id: str) -> Response[dict[str, Any]]:
+    caller = glance.current_caller(app)
+    task = task_service().cancel(task_id, caller, clock.now())
+    logger.info("Task cancel requested", extra={"task_id": task_id, "by": caller.user_id})
+    return glance.json_response(202, render(task))
+
+
+@app.route(
+    f"{TASK_PATH}/<task_id>/actions/cancel", method=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False
+)
+def cancel_other_methods(task_id: str) -> Response[dict[str, Any]]:
+    raise glance.method_not_allowed("POST")
+
+
 @app.get("/v2/schemas/task", summary="The task schema")
 def get_task_schema() -> Response[dict[str, Any]]:
     glance.current_caller(app)

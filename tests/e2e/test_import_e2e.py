@@ -87,6 +87,8 @@ def test_a_bad_image_fails_with_its_reason_and_leaves_no_image(
 
     assert finished["status"] == "failure"
     assert case.expect in finished["message"]
+    expected_code = {"wrong_checksum": "checksum_mismatch", "wrong_os_hash_value": "checksum_mismatch"}
+    assert finished["error_code"] == expected_code.get(case.name, "image_rejected"), finished
     assert finished["result"] is None
     images_after = requests.get(
         f"{local_stack.api_url}/v2/images", headers=local_stack.headers(), timeout=30

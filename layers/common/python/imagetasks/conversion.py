@@ -43,7 +43,7 @@ from imagetasks.domain.conversion import (
     validate_export_input,
 )
 from imagetasks.domain.errors import ConcurrentUpdate, TaskNotProcessing
-from imagetasks.domain.failures import TaskFailure
+from imagetasks.domain.failures import TaskFailure, failure
 from imagetasks.domain.image_checks import ImageChecker, ImageCheckSettings, ImageVerdict
 from imagetasks.domain.images import Image, image_id_for_task, new_image
 from imagetasks.domain.import_errors import (
@@ -330,18 +330,20 @@ class ConversionService:
     def _task(self, task_id: str) -> Task:
         task = self.tasks.get(task_id)
         if task is None:
-            raise TaskFailure(f"Task {task_id} no longer exists")
+            raise failure("internal", f"Task {task_id} no longer exists")
         return task
 
     def _source(self, image_id: str) -> Image:
         image = self.images.get(image_id)
         if image is None:
-            raise TaskFailure(f"Image {image_id} was deleted before the task could read it")
+            raise failure("image_unavailable", f"Image {image_id} was deleted before the task could read it")
         return image
 
     def _still_there(self, source: Image) -> None:
         if self.images.get(source.id) is None:
-            raise TaskFailure(f"Image {source.id} was deleted while the task was working on it")
+            raise failure(
+                "image_unavailable", f"Image {source.id} was deleted while the task was working on it"
+            )
 
     def _note_task(self, source: Image, task: Task) -> None:
         """Record the task on the image (GET /v2/images/{id}/tasks); bookkeeping, never fatal, but
@@ -389,26 +391,31 @@ class ConversionService:
                     local.write(chunk)
             verdict = checker.finish(checksum="", os_hash_value=sha512.hexdigest())
         except SourceUnavailable:
-            raise TaskFailure(f"Image {source.id} was deleted while the task was reading it") from None
+            raise failure(
+                "image_unavailable", f"Image {source.id} was deleted while the task was reading it"
+            ) from None
         except TransientImportError as busy:
             # The workflow retries storage trouble by this name (the source is our own bucket).
             raise TransientStorageError(busy.message) from busy
         except ImageRejected as refused:
-            raise TaskFailure(
-                f"The data of image {source.id} failed this cloud's checks: {refused.message}"
+            raise failure(
+                "image_rejected",
+                f"The data of image {source.id} failed this cloud's checks: {refused.message}",
             ) from None
         except OSError as error:
-            raise TaskFailure(
-                f"The image could not be written to the worker's working space ({error.strerror})"
+            raise failure(
+                "too_large",
+                f"The image could not be written to the worker's working space ({error.strerror})",
             ) from None
         self._require_intact(source, sha512.hexdigest())
         return verdict
 
     def _require_intact(self, source: Image, os_hash_value: str) -> None:
         if os_hash_value != source.os_hash_value:
-            raise TaskFailure(
+            raise failure(
+                "image_unavailable",
                 f"The data of image {source.id} does not match its os_hash_value: the stored image is "
-                "corrupt or was replaced; nothing was written"
+                "corrupt or was replaced; nothing was written",
             )
 
     def _upload(
@@ -444,7 +451,9 @@ class ConversionService:
                     stream, bucket, key, [InspectorBites(checker)], verify, f"The data of image {source.id}"
                 )
         except SourceUnavailable:
-            raise TaskFailure(f"Image {source.id} was deleted while the task was reading it") from None
+            raise failure(
+                "image_unavailable", f"Image {source.id} was deleted while the task was reading it"
+            ) from None
         except TransientImportError as busy:
             raise TransientStorageError(busy.message) from busy
 

@@ -10,7 +10,7 @@ from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.config import Settings
 from imagetasks.conversion import ConversionService
 from imagetasks.domain.errors import InvalidRequest, TaskNotProcessing
-from imagetasks.domain.failures import TaskFailure
+from imagetasks.domain.failures import failure
 from imagetasks.domain.image_checks import ExpectedChecksums
 from imagetasks.domain.images import (
     Image,
@@ -37,7 +37,7 @@ def image_fields(properties: dict[str, Any]) -> dict[str, Any]:
         fields = glance_fields(properties)
         check_indexed_values(fields.get("tags", ()), extra_properties(properties))
     except InvalidRequest as invalid:
-        raise TaskFailure(invalid.message) from invalid
+        raise failure("invalid_input", invalid.message) from invalid
     return fields
 
 
@@ -61,7 +61,7 @@ class ImportTask:
     def _task(self, task_id: str) -> Task:
         task = self.tasks.get(task_id)
         if task is None or task.input is None:
-            raise TaskFailure(f"Task {task_id} no longer exists")
+            raise failure("internal", f"Task {task_id} no longer exists")
         return task
 
     def fetch(self, task_id: str) -> dict[str, Any]:
@@ -70,7 +70,7 @@ class ImportTask:
         properties = task_input.get("image_properties") or {}
         for key in ("import_from_format", "image_properties"):
             if key not in task_input:
-                raise TaskFailure(f"Input does not contain '{key}' field")
+                raise failure("invalid_input", f"Input does not contain '{key}' field")
         image_fields(dict(properties))  # refused before any data is read
         expected = ExpectedChecksums(
             checksum=task_input.get("checksum"), os_hash_value=task_input.get("os_hash_value")
@@ -155,7 +155,7 @@ class ImportTask:
 
     def _converted(self, staged: Image, target: str, key: str, task_id: str, seconds_left: float) -> Image:
         if self.conversion is None:
-            raise TaskFailure("This cloud converts imports but has no conversion worker configured")
+            raise failure("internal", "This cloud converts imports but has no conversion worker configured")
         stored, verdict = self.conversion.convert_staged(
             staged, target, self.settings.images_bucket, key, task_id, seconds_left
         )

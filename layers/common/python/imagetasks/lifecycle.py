@@ -133,8 +133,8 @@ class Lifecycle:
     def succeed(self, task_id: str, result: dict[str, Any]) -> Task | None:
         return self._finish(task_id, TaskStatus.SUCCESS, result=result)
 
-    def fail(self, task_id: str, message: str) -> Task | None:
-        return self._finish(task_id, TaskStatus.FAILURE, message=message)
+    def fail(self, task_id: str, message: str, code: str = "internal") -> Task | None:
+        return self._finish(task_id, TaskStatus.FAILURE, message=message, code=code)
 
     def _finish(
         self,
@@ -143,6 +143,7 @@ class Lifecycle:
         *,
         result: dict[str, Any] | None = None,
         message: str | None = None,
+        code: str | None = None,
     ) -> Task | None:
         """Move the task to a final status, giving back its slot if it held one. A task that is
         already final is left as it is (final states never change) and None is returned."""
@@ -151,7 +152,9 @@ class Lifecycle:
             if task is None or task.status.is_final:
                 logger.info("Task already final; nothing to record", extra={"task_id": task_id})
                 return None
-            after = task.transition(status, clock.now(), self.ttl, result=result, message=message)
+            after = task.transition(
+                status, clock.now(), self.ttl, result=result, message=message, error_code=code
+            )
             held_slot = task.status is TaskStatus.PROCESSING
             try:
                 self.table.save_transition(task, after, slot_change=-1 if held_slot else 0)

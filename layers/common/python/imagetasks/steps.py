@@ -12,9 +12,19 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from imagetasks.adapters.dynamo import TransientError
-from imagetasks.domain.errors import DomainError, TaskNotProcessing
-from imagetasks.domain.failures import TaskFailure
-from imagetasks.domain.import_errors import ImportRejected, TransientImportError
+from imagetasks.domain.errors import DomainError, InvalidRequest, LimitExceeded, NotFound, TaskNotProcessing
+from imagetasks.domain.failures import DEFAULT_FAILURE_CODE, TaskFailure, failure
+from imagetasks.domain.import_errors import (
+    ChecksumMismatch,
+    ImageRejected,
+    ImageTooLarge,
+    ImportRejected,
+    InvalidImportLocation,
+    SourceTooSlow,
+    SourceUnavailable,
+    StagingError,
+    TransientImportError,
+)
 from imagetasks.observability import logger, tracer
 
 P = ParamSpec("P")
@@ -45,14 +55,34 @@ def processing_step(function: Callable[P, R]) -> Callable[P, R]:
             # is, this ends its task the usual way (the failure already recorded stays).
             logger.warning("Step outlived its task; its work was discarded", extra={"reason": ended.message})
             raise TaskFailure(ended.message) from ended
-        except ImportRejected as refused:
-            logger.info("Task refused", extra={"reason": refused.message})
-            raise TaskFailure(refused.message) from refused
-        except DomainError as refused:
-            logger.info("Task refused", extra={"reason": refused.message})
-            raise TaskFailure(refused.message) from refused
+        except (ImportRejected, DomainError) as refused:
+            code = error_code_of(refused)
+            logger.info("Task refused", extra={"reason": refused.message, "error_code": code})
+            raise failure(code, refused.message) from refused
 
     return run
+
+
+#: The error code of each kind of refusal (the most specific class listed first wins).
+REFUSAL_CODES: tuple[tuple[type[Exception], str], ...] = (
+    (ChecksumMismatch, "checksum_mismatch"),
+    (ImageTooLarge, "too_large"),
+    (LimitExceeded, "too_large"),
+    (ImageRejected, "image_rejected"),
+    (SourceTooSlow, "source_too_slow"),
+    (SourceUnavailable, "source_unavailable"),
+    (InvalidImportLocation, "invalid_input"),
+    (StagingError, "service_unavailable"),
+    (NotFound, "image_unavailable"),
+    (InvalidRequest, "invalid_input"),
+)
+
+
+def error_code_of(refused: Exception) -> str:
+    for kind, code in REFUSAL_CODES:
+        if isinstance(refused, kind):
+            return code
+    return DEFAULT_FAILURE_CODE
 
 
 def workflow_step(model: type[E]) -> Callable[[StepBody[E]], Callable[..., dict[str, Any]]]:

@@ -1,14 +1,17 @@
-"""Creating a task: validate its input, store it, start its workflow. Shared by every way a task is
-born (the API, an upload to S3), so that they all apply the same rules."""
+"""Creating a task (validate its input, store it, start its workflow) and cancelling one. Shared
+by every way a task is born (the API, an upload to S3), so that they all apply the same rules."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.adapters.workflow import Workflow
-from imagetasks.domain.errors import ConcurrentUpdate
+from imagetasks.auth.identity import Caller
+from imagetasks.domain.errors import ConcurrentUpdate, TaskAlreadyFinal
+from imagetasks.domain.failures import CANCELLED_ERROR
 from imagetasks.domain.tasks import Task, TaskStatus, TaskType, new_task
 from imagetasks.lifecycle import Lifecycle
 
@@ -82,3 +85,27 @@ class TaskService:
                 raise
             return existing
         return task
+
+    def cancel(self, task_id: str, caller: Caller, moment: datetime) -> Task:
+        """Stop a pending or processing task the caller may see (NotFound otherwise): its execution
+        is stopped, and the reconciler records the failure (`cancelled`, naming who) and removes
+        what the task left. TaskAlreadyFinal for a task that already ended."""
+        task = self.table.get_visible(task_id, caller, moment)
+        if task.status.is_final:
+            raise TaskAlreadyFinal(f"Task {task_id} is already {task.status.value} and cannot be cancelled")
+        who = (
+            f"user {caller.user_id} of project {caller.project_id}"
+            if caller.user_id
+            else (f"project {caller.project_id}")
+        )
+        message = f"The task was cancelled by {who}."
+        if self.workflow.stop(task_id, CANCELLED_ERROR, message):
+            return task
+        # No running execution: it just ended (the task is final or about to be), or it never
+        # started (its start failed after the task was stored): such a pending task ends here.
+        current = self.table.get(task_id)
+        if current is None or current.status is not TaskStatus.PENDING:
+            state = current.status.value if current else "gone"
+            raise TaskAlreadyFinal(f"Task {task_id} is {state} and can no longer be cancelled")
+        self.lifecycle.fail(task_id, message, "cancelled")
+        return self.table.get(task_id) or current

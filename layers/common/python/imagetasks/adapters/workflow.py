@@ -44,6 +44,24 @@ class Workflow:
                 raise TransientError("The workflow service is busy") from error
             raise DomainError("The workflow service refused to start the task") from error
 
+    def stop(self, task_id: str, error: str, cause: str) -> bool:
+        """Stop the task's execution (its running step is not stopped by this: it notices through
+        the task's status); False when there is no running execution to stop."""
+        execution = f"{self.state_machine_arn.replace(':stateMachine:', ':execution:')}:{task_id}"
+        try:
+            described = self.client.describe_execution(executionArn=execution)
+            if described["status"] != "RUNNING":
+                return False
+            self.client.stop_execution(executionArn=execution, error=error, cause=cause)
+        except ClientError as error_response:
+            code = error_response.response.get("Error", {}).get("Code", "")
+            if code == "ExecutionDoesNotExist":
+                return False
+            if code in ("ThrottlingException", "ServiceUnavailable", "InternalServerError"):
+                raise TransientError("The workflow service is busy") from error_response
+            raise DomainError("The workflow service refused to stop the task") from error_response
+        return True
+
 
 class SlotGate:
     """Resumes an execution parked on a task token (`lambda:invoke.waitForTaskToken`)."""

@@ -30,11 +30,64 @@ def bounded_message(message: str) -> str:
     return message[: MAX_FAILURE_MESSAGE - len(ELLIPSIS)].rstrip() + ELLIPSIS
 
 
+#: The `error_code` of a failed task: a small, documented set a program can branch on (the message
+#: is for people). Served in the task schema; docs/api.md describes each.
+ERROR_CODES: dict[str, str] = {
+    "invalid_input": "The task's input cannot work (e.g. a field is missing, the type is not offered).",
+    "source_unavailable": "The import source did not give the image (unreachable, 404, replaced upload).",
+    "source_too_slow": "The import source sent data slower than this deployment's minimum rate.",
+    "image_rejected": "The image data failed one of this deployment's checks.",
+    "checksum_mismatch": "The data does not match the checksum given in the task's input.",
+    "too_large": "The image, or the space its work needs, is over this deployment's limits.",
+    "image_unavailable": "The image a convert or export works on was deleted or is not usable.",
+    "timeout": "A processing step ran longer than this deployment allows.",
+    "busy": "The task waited longer than this deployment allows for a processing slot.",
+    "cancelled": "Someone cancelled the task (its message says who).",
+    "service_unavailable": "A service the task needs kept failing with temporary errors.",
+    "internal": "An internal error of the service; trying again later may work.",
+}
+DEFAULT_FAILURE_CODE = "image_rejected"
+
+
 class TaskFailure(DomainError):
-    """A processing step stopped the task for a reason the task's owner should read."""
+    """A processing step stopped the task for a reason the task's owner should read.
+
+    Raised across Step Functions, a failure keeps only its class name and message: `failure(code,
+    message)` gives one whose class name carries the code too (`TaskFailure.too_large`)."""
+
+    code = DEFAULT_FAILURE_CODE
 
     def __init__(self, message: str) -> None:
         super().__init__(bounded_message(message))
+
+
+_FAILURE_CLASSES: dict[str, type[TaskFailure]] = {}
+
+
+def failure(code: str, message: str) -> TaskFailure:
+    """A TaskFailure whose error name (`TaskFailure.<code>`) tells the workflow its error code."""
+    if code not in ERROR_CODES:
+        raise ValueError(f"unknown error code {code!r}")
+    cls = _FAILURE_CLASSES.get(code)
+    if cls is None:
+        cls = type(f"{TASK_FAILURE}.{code}", (TaskFailure,), {"code": code, "__module__": __name__})
+        _FAILURE_CLASSES[code] = cls
+    return cls(message)
+
+
+def failure_code(error: dict[str, Any] | None) -> str:
+    """The error code for a Step Functions error object ({"Error": name, "Cause": text})."""
+    name = str((error or {}).get("Error", ""))
+    if name.startswith(f"{TASK_FAILURE}."):
+        code = name.removeprefix(f"{TASK_FAILURE}.")
+        return code if code in ERROR_CODES else DEFAULT_FAILURE_CODE
+    if name == TASK_FAILURE:
+        return DEFAULT_FAILURE_CODE
+    if name == "States.Timeout":
+        return "timeout"
+    if name in TRANSIENT_ERRORS or (name.startswith("Lambda.") and name != "Lambda.Unknown"):
+        return "service_unavailable"
+    return "internal"
 
 
 def failure_message(error: dict[str, Any] | None, step: str = "processing") -> str:
@@ -42,9 +95,10 @@ def failure_message(error: dict[str, Any] | None, step: str = "processing") -> s
     error = error or {}
     name = str(error.get("Error", ""))
     cause = str(error.get("Cause", ""))
-    if name == TASK_FAILURE or name in TRANSIENT_ERRORS:
+    own = name == TASK_FAILURE or name.startswith(f"{TASK_FAILURE}.")
+    if own or name in TRANSIENT_ERRORS:
         message = _error_message(cause)
-        if message and name == TASK_FAILURE:
+        if message and own:
             return message
         if message:
             return f"{message} (gave up after several attempts; please try again later)"
@@ -68,8 +122,13 @@ def _error_message(cause: str) -> str | None:
     return message if isinstance(message, str) and message else None
 
 
+#: The error StopExecution is given when a user cancels a task; its cause is the message.
+CANCELLED_ERROR = "imagetasks.Cancelled"
+
 EXECUTION_END_MESSAGES = {
     "ABORTED": "The task's workflow was stopped before the task finished.",
     "TIMED_OUT": "The task's workflow ran out of time before the task finished.",
     "FAILED": "The task's workflow failed before the task finished; please try again later.",
 }
+
+EXECUTION_END_CODES = {"ABORTED": "cancelled", "TIMED_OUT": "timeout", "FAILED": "internal"}

@@ -58,6 +58,7 @@ class Task(BaseModel):
     user_id: str | None = None
     request_id: str | None = None
     image_id: str | None = None
+    error_code: str | None = None  # on a failed task: one of domain.failures.ERROR_CODES
     created_at: datetime
     updated_at: datetime
     expires_at: int | None = None  # epoch seconds: DynamoDB TTL deletes the task after this
@@ -74,6 +75,7 @@ class Task(BaseModel):
         *,
         result: dict[str, Any] | None = None,
         message: str | None = None,
+        error_code: str | None = None,
     ) -> Task:
         """The task after moving to `to`, or InvalidTransition if the lifecycle forbids it."""
         if self.status.is_final:
@@ -89,6 +91,7 @@ class Task(BaseModel):
         if to is TaskStatus.FAILURE:
             changes["result"] = None
             changes["message"] = bounded_message(message or "The task failed for an unknown reason.")
+            changes["error_code"] = error_code or "internal"
         if result and result.get("image_id"):
             changes["image_id"] = str(result["image_id"])
         return self.model_copy(update=changes)
