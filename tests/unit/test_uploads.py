@@ -240,3 +240,11 @@ def test_unreadable_object_plan_is_refused_for_the_keys_owner() -> None:
     # Then the owner gets a failed task saying so
     assert plan.owner == "project-a"
     assert plan.refusal == "The upload no longer exists; upload the image again."
+
+
+@pytest.mark.parametrize("compressed", [".gz", ".xz", ".bz2", ".zst", ".GZ"])
+def test_a_compressed_upload_is_named_after_its_image(compressed: str) -> None:
+    # The data is decompressed by its first bytes; the name only tells the disk format inside.
+    assert disk_format_from_name(f"disk.qcow2{compressed}") == "qcow2"
+    assert disk_format_from_name(f"disk.img{compressed}") == "raw"
+    assert disk_format_from_name(f"disk{compressed}") is None

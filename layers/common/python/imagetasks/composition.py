@@ -116,6 +116,7 @@ GIB = 1024**3
 
 def import_settings(settings: Settings) -> ImportSettings:
     from imagetasks.adapters.http_source import HttpSourceSettings
+    from imagetasks.domain.compression import DecompressionSettings
     from imagetasks.domain.image_checks import ImageCheckSettings
     from imagetasks.imports import ImportSettings
 
@@ -134,6 +135,9 @@ def import_settings(settings: Settings) -> ImportSettings:
         http=HttpSourceSettings(
             min_bytes_per_second=settings.import_min_transfer_kibps * 1024,
             rate_window_seconds=settings.import_transfer_window_seconds,
+        ),
+        decompression=DecompressionSettings(
+            enabled=settings.import_decompress, max_ratio=settings.import_max_compression_ratio
         ),
     )
 

@@ -39,6 +39,10 @@ class Settings(BaseModel):
     # The slowest an import source may send, over every window of the given length (0: no minimum).
     import_min_transfer_kibps: float = Field(default=64, ge=0)
     import_transfer_window_seconds: float = Field(default=30, gt=0)
+    # Compressed sources (gzip, xz, bzip2, zstd) are decompressed while they stream; the most they
+    # may expand (decompressed bytes per compressed byte, 0: no limit) past the first 256 MiB.
+    import_decompress: bool = True
+    import_max_compression_ratio: float = Field(default=1000, ge=0)
     inspect_format: bool = True
     safety_checks: bool = True
     max_image_size_gib: float = 100

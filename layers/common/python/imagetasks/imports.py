@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from imagetasks.adapters.http_source import HttpSource, HttpSourceSettings, S3Source, SourceStream
 from imagetasks.adapters.staging import DEFAULT_PART_SIZE, StreamDigests, stage_stream
+from imagetasks.domain.compression import DecompressedSource, DecompressionSettings
 from imagetasks.domain.image_checks import (
     ExpectedChecksums,
     ImageChecker,
@@ -21,6 +22,7 @@ from imagetasks.domain.image_checks import (
     ImageVerdict,
     check_declared_formats,
 )
+from imagetasks.domain.import_errors import ChecksumMismatch
 from imagetasks.domain.import_filter import (
     ImportFilter,
     ImportFilterSettings,
@@ -41,6 +43,7 @@ class ImportSettings(BaseModel):
     filter: ImportFilterSettings = Field(default_factory=ImportFilterSettings)
     checks: ImageCheckSettings = Field(default_factory=ImageCheckSettings)
     http: HttpSourceSettings = Field(default_factory=HttpSourceSettings)
+    decompression: DecompressionSettings = Field(default_factory=DecompressionSettings)
     part_size: int = Field(default=DEFAULT_PART_SIZE, ge=5 * 1024 * 1024)
 
 
@@ -61,6 +64,10 @@ class FetchResult(BaseModel):
     #: An S3 source's ETag as read: the import of an upload removes the upload only while it is
     #: still this object.
     source_etag: str | None = None
+    #: The source's compression (gzip, xz, bzip2, zstd) when it was decompressed; the other fields
+    #: describe the decompressed image.
+    compression: str | None = None
+    compressed_size: int | None = None
 
 
 def fetch_and_check(
@@ -92,15 +99,33 @@ def fetch_and_check(
     )
     verdicts: list[ImageVerdict] = []
 
+    data: DecompressedSource | None = None
+
     def verify(digests: StreamDigests) -> None:
         # Runs after the last part is stored and before the upload is completed, so a refusal
         # aborts the upload and leaves nothing behind.
-        verdicts.append(checker.finish(checksum=digests.md5, os_hash_value=digests.sha512))
+        try:
+            verdicts.append(checker.finish(checksum=digests.md5, os_hash_value=digests.sha512))
+        except ChecksumMismatch as mismatch:
+            if data is None or data.compression is None:
+                raise
+            raise ChecksumMismatch(
+                f"{mismatch.message} (the source is {data.compression}-compressed: checksums are "
+                "compared with the decompressed image)"
+            ) from mismatch
 
     with _open(location, import_filter, settings, s3_client, source_etag, source_version_id) as source:
         checker.check_announced_size(source.content_length)
-        staged = stage_stream(
+        # A compressed source is decompressed as it streams (unless the user says the image is
+        # the compressed file itself): what is hashed, checked and staged is the image it holds.
+        data = DecompressedSource(
             source,
+            settings.decompression,
+            max_output_bytes=settings.checks.max_image_size_bytes,
+            keep_compressed=declared_container_format == "compressed",
+        )
+        staged = stage_stream(
+            data,
             staging_bucket,
             staging_key,
             s3_client,
@@ -118,6 +143,8 @@ def fetch_and_check(
         staged_bucket=staged.bucket,
         staged_key=staged.key,
         source_etag=source.etag,
+        compression=data.compression,
+        compressed_size=data.compressed_bytes if data.compression else None,
     )
 
 

@@ -38,6 +38,9 @@ EXTENSION_FORMATS = {
     ".iso": "iso",
     ".vdi": "vdi",
 }
+#: A compressed upload (``disk.qcow2.gz``) is named after its image plus one of these; the data is
+#: decompressed by its first bytes whatever its name (domain.compression).
+COMPRESSION_EXTENSIONS = (".gz", ".xz", ".bz2", ".zst")
 
 # Metadata names that read like ownership or identity. They are dropped, never passed on as image
 # properties, so that no later step can mistake one for the owner: the owner is the key's project.
@@ -145,6 +148,8 @@ def upload_task_id(
 
 def disk_format_from_name(file_name: str) -> str | None:
     lowered = file_name.lower()
+    compressed = next((ext for ext in COMPRESSION_EXTENSIONS if lowered.endswith(ext)), "")
+    lowered = lowered.removesuffix(compressed)
     for extension, disk_format in EXTENSION_FORMATS.items():
         if lowered.endswith(extension):
             return disk_format
@@ -241,6 +246,7 @@ def plan_import(upload: UploadedObject, where: UploadKey) -> ImportPlan:
         known = ", ".join(EXTENSION_FORMATS)
         return refused(
             f"The disk format of {upload.key} is unknown: set the object's x-amz-meta-disk-format "
-            f"metadata, or name the file with one of these extensions: {known}."
+            f"metadata, or name the file with one of these extensions: {known} (followed by "
+            f"{', '.join(COMPRESSION_EXTENSIONS)} if it is compressed)."
         )
     return ImportPlan(owner=where.project_id, task_input=task_input, ignored_metadata=tuple(dropped))

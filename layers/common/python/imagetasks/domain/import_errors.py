@@ -37,6 +37,10 @@ class ImageTooLarge(ImageRejected):
     """The image (or its virtual disk) is over the deployment's size limit."""
 
 
+class CompressedSourceInvalid(ImageRejected):
+    """A compressed source (gzip, xz, bzip2, zstd) is truncated, corrupt, or needs too much memory."""
+
+
 class ChecksumMismatch(ImageRejected):
     """The data does not match the checksum the user gave in the task input."""
 
