@@ -57,7 +57,7 @@ def render(task: Task) -> dict[str, Any]:
     }
     if task.expires_at is not None:
         view["expires_at"] = clock.epoch_to_api(task.expires_at)
-    for optional in ("user_id", "request_id", "image_id", "error_code"):
+    for optional in ("user_id", "request_id", "image_id", "error_code", "progress"):
         value = getattr(task, optional)
         if value:
             view[optional] = value

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from imagetasks.adapters.tasks_table import TasksTable
-from imagetasks.domain.errors import ConcurrentUpdate
+from imagetasks.domain.errors import ConcurrentUpdate, TaskNotProcessing
 from imagetasks.domain.tasks import TaskStatus, TaskType, new_task
 from imagetasks.lifecycle import FINAL, STARTED, Lifecycle
 
@@ -192,3 +192,18 @@ def test_list_rows_follow_every_status_change(table: TasksTable, aws: dict[str, 
     }
 
     assert listed == {"pending": [], "processing": [], "failure": [task_id]}
+
+
+def test_progress_is_stored_while_processing_and_refused_after(table: TasksTable) -> None:
+    lifecycle, _ = lifecycle_of(table, max_running=1)
+    (task_id,) = pending_tasks(table, 1)
+    park_all(lifecycle, [task_id])
+
+    table.record_progress(task_id, {"step": "fetch", "bytes_done": 5, "bytes_total": 10, "percent": 50})
+    lifecycle.fail(task_id, "The task was cancelled by user u of project p1.", "cancelled")
+
+    ended = table.get(task_id)
+    assert ended.progress == {"step": "fetch", "bytes_done": 5, "bytes_total": 10, "percent": 50}
+    assert ended.error_code == "cancelled"
+    with pytest.raises(TaskNotProcessing):  # the running step learns it must stop
+        table.record_progress(task_id, {"step": "fetch", "bytes_done": 6, "bytes_total": 10, "percent": 60})

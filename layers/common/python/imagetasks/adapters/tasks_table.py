@@ -51,6 +51,7 @@ def task_to_item(task: Task) -> dict[str, Any]:
         "request_id": task.request_id,
         "image_id": task.image_id,
         "error_code": task.error_code,
+        "progress": json.dumps(task.progress) if task.progress is not None else None,
         "created_at": clock.to_stored(task.created_at),
         "updated_at": clock.to_stored(task.updated_at),
         "expires_at": task.expires_at,
@@ -71,6 +72,7 @@ def task_from_item(item: dict[str, Any]) -> Task:
         request_id=item.get("request_id"),
         image_id=item.get("image_id"),
         error_code=item.get("error_code"),
+        progress=json.loads(item["progress"]) if "progress" in item else None,
         created_at=clock.from_stored(item["created_at"]),
         updated_at=clock.from_stored(item["updated_at"]),
         expires_at=item.get("expires_at"),
@@ -124,6 +126,25 @@ class TasksTable:
             },
             refused=TaskNotProcessing(f"Task {task_id} is no longer processing"),
         )
+
+    def record_progress(self, task_id: str, progress: dict[str, Any]) -> None:
+        """Store a running task's progress; TaskNotProcessing once the task is no longer processing
+        (cancelled, timed out, reconciled): the step then stops. The version is not bumped: progress
+        is not a status change, and a transition written meanwhile may keep an older figure."""
+        try:
+            self.table.client.update_item(
+                TableName=self.table.table_name,
+                Key={"id": {"S": task_id}},
+                UpdateExpression="SET progress = :p",
+                ConditionExpression="#s = :processing",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":p": {"S": json.dumps(progress)},
+                    ":processing": {"S": TaskStatus.PROCESSING.value},
+                },
+            )
+        except self.table.client.exceptions.ConditionalCheckFailedException:
+            raise TaskNotProcessing(f"Task {task_id} is no longer processing") from None
 
     def require_processing(self, task_id: str) -> None:
         """TaskNotProcessing unless the task is `processing` now (a consistent read), for a step

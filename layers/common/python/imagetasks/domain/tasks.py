@@ -59,6 +59,7 @@ class Task(BaseModel):
     request_id: str | None = None
     image_id: str | None = None
     error_code: str | None = None  # on a failed task: one of domain.failures.ERROR_CODES
+    progress: dict[str, Any] | None = None  # the running step's figures (domain.progress), kept at the end
     created_at: datetime
     updated_at: datetime
     expires_at: int | None = None  # epoch seconds: DynamoDB TTL deletes the task after this

@@ -1,0 +1,73 @@
+"""A running task's progress: how far its step is, written seldom enough to cost little.
+
+`ProgressReporter` watches the bytes a step moves (it is a chunk observer of the staging stream)
+and hands a snapshot to `write` at most every `interval` seconds — sooner once `step_bytes` more
+bytes have passed, but never more than once a second. `write` is the tasks table's conditional
+update: when the task is no longer `processing` (cancelled, timed out, reconciled), it raises
+`TaskNotProcessing`, which stops the step within one interval.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+MiB = 1024 * 1024
+DEFAULT_INTERVAL_SECONDS = 5.0
+DEFAULT_STEP_BYTES = 64 * MiB
+MIN_SECONDS_BETWEEN_WRITES = 1.0
+
+
+def snapshot(step: str, bytes_done: int, bytes_total: int | None) -> dict[str, Any]:
+    """The `progress` object of the task API."""
+    percent = None
+    if bytes_total:
+        percent = min(100, int(bytes_done * 100 / bytes_total))
+    return {"step": step, "bytes_done": bytes_done, "bytes_total": bytes_total, "percent": percent}
+
+
+class ProgressReporter:
+    def __init__(
+        self,
+        step: str,
+        bytes_total: int | None,
+        write: Callable[[dict[str, Any]], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = DEFAULT_INTERVAL_SECONDS,
+        step_bytes: int = DEFAULT_STEP_BYTES,
+    ) -> None:
+        self.step = step
+        self.bytes_total = bytes_total
+        self.bytes_done = 0
+        self._write = write
+        self._clock = clock
+        self._interval = interval
+        self._step_bytes = step_bytes
+        self._last_time = clock()
+        self._last_bytes = 0
+        self.writes = 0
+
+    def start(self) -> None:
+        """Say the step began (0 bytes): also the first check that the task still runs."""
+        self._report()
+
+    def feed(self, chunk: bytes) -> None:
+        self.bytes_done += len(chunk)
+        elapsed = self._clock() - self._last_time
+        moved = self.bytes_done - self._last_bytes
+        if elapsed >= self._interval or (moved >= self._step_bytes and elapsed >= MIN_SECONDS_BETWEEN_WRITES):
+            self._report()
+
+    def finish(self) -> None:
+        """The last figures of the step (kept on the task once it ends)."""
+        if self.bytes_total is None:
+            self.bytes_total = self.bytes_done
+        self._report()
+
+    def _report(self) -> None:
+        self._write(snapshot(self.step, self.bytes_done, self.bytes_total))
+        self.writes += 1
+        self._last_time = self._clock()
+        self._last_bytes = self.bytes_done
