@@ -146,3 +146,63 @@ def test_show_is_one_call(filled_table: Any) -> None:
     table.get_visible(some_id, Caller(project_id="p1", user_id="u"), datetime(2026, 11, 2, tzinfo=UTC))
 
     assert counter.calls == ["GetItem"]
+
+
+@pytest.mark.parametrize(
+    ("who", "filters"), [("member", {}), ("admin", {}), ("member", {"status": "success"})]
+)
+def test_the_id_filter_reads_one_index_row(filled_table: Any, who: str, filters: dict[str, str]) -> None:
+    table, client = filled_table
+    caller = Caller(project_id="p1", user_id="u", roles=("admin",) if who == "admin" else ("member",))
+    now = datetime(2026, 11, 2, tzinfo=UTC)
+    wanted = table.list(caller, ListRequest(limit=1, sort_key="created_at", filters=filters), now)[0]
+    counter = CallCounter(client)
+
+    page = table.list(
+        caller, ListRequest(sort_key="created_at", filters=filters, record_id=wanted["task_id"]), now
+    )
+
+    assert [row["task_id"] for row in page] == [wanted["task_id"]]
+    assert counter.calls == ["GetItem"]
+    assert table.last_page.stats.items_read == 1
+
+
+def test_the_id_filter_with_a_marker_is_two_reads_and_honours_the_order(filled_table: Any) -> None:
+    table, client = filled_table
+    caller = Caller(project_id="p1", user_id="u")
+    now = datetime(2026, 11, 2, tzinfo=UTC)
+    older, newer = reversed(table.list(caller, ListRequest(limit=2, sort_key="created_at"), now))
+    counter = CallCounter(client)
+
+    after_newer = table.list(
+        caller, ListRequest(sort_key="created_at", marker=newer["task_id"], record_id=older["task_id"]), now
+    )
+    after_older = table.list(
+        caller, ListRequest(sort_key="created_at", marker=older["task_id"], record_id=newer["task_id"]), now
+    )
+
+    assert [row["task_id"] for row in after_newer] == [older["task_id"]]  # descending: older comes after
+    assert after_older == []
+    assert counter.calls == ["GetItem", "GetItem"] * 2
+
+
+def test_the_id_filter_shows_nothing_that_the_other_filters_exclude(filled_table: Any) -> None:
+    table, _ = filled_table
+    member = Caller(project_id="p1", user_id="u")
+    now = datetime(2026, 11, 2, tzinfo=UTC)
+    foreign = table.list(
+        Caller(project_id="p2", user_id="u"), ListRequest(limit=1, sort_key="created_at"), now
+    )[0]
+    own = table.list(member, ListRequest(limit=1, sort_key="created_at"), now)[0]
+    other_status = next(s.value for s in TaskStatus if s.value != own["status"])
+
+    assert table.list(member, ListRequest(sort_key="created_at", record_id=foreign["task_id"]), now) == []
+    assert (
+        table.list(
+            member,
+            ListRequest(sort_key="created_at", filters={"status": other_status}, record_id=own["task_id"]),
+            now,
+        )
+        == []
+    )
+    assert table.list(member, ListRequest(sort_key="created_at", record_id=f"in:{own['task_id']}"), now) == []

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from imagetasks.adapters.dynamo import DynamoDBClient, Guard, dynamodb_client, from_item, to_item, translate
 from imagetasks.auth.identity import Caller
 from imagetasks.domain.errors import InvalidRequest
-from imagetasks.domain.listing import ListRequest, ListSpec, SortDir
+from imagetasks.domain.listing import UUID_LIKE, ListRequest, ListSpec, SortDir
 
 INDEX_ROW = "index"
 
@@ -138,6 +138,17 @@ class IndexedTable:
             if sort_values is None:
                 raise InvalidRequest(f"{record_name} with the given id {request.marker} was not found")
             start_after = (request.marker, sort_values[request.sort_key])
+        if request.record_id is not None:
+            return self.record_page(
+                self.spec.partition(scope, request.filters),
+                request.record_id,
+                request.sort_key,
+                request.sort_dir,
+                request.limit,
+                start_after[1] if start_after else None,
+                lambda row: caller.can_see(row["owner"]),
+                int(moment.timestamp()),
+            )
         return self.query_page(
             self.spec.partition(scope, request.filters),
             request.sort_key,
@@ -147,6 +158,48 @@ class IndexedTable:
             lambda row: caller.can_see(row["owner"]),
             int(moment.timestamp()),
         )
+
+    def record_page(
+        self,
+        partition: tuple[str, str],
+        record_id: str,
+        sort_key: str,
+        sort_dir: SortDir,
+        limit: int,
+        start_value: str | None,
+        visible: Callable[[dict[str, Any]], bool],
+        now_epoch: int,
+    ) -> Page:
+        """Glance's `id` filter: the record's own index row for this partition (one GetItem), if the
+        record is in the partition (so it matches the other filters), visible, not expired and after
+        the marker's sort value `start_value`. An id that is no UUID names no record (no read)."""
+        kind, partition_key = partition
+        page = Page()
+        if limit == 0 or not UUID_LIKE.match(record_id):
+            return page
+        try:
+            response = self.client.get_item(
+                TableName=self.table_name, Key={"id": {"S": f"{record_id}#{kind}"}}, ConsistentRead=True
+            )
+        except ClientError as error:
+            raise translate(error) from error
+        page.stats.calls = 1
+        item = response.get("Item")
+        if not item:
+            return page
+        page.stats.items_read = 1
+        row = from_item(item)
+        if row.get("record") != INDEX_ROW or row.get("list_pk") != partition_key or not visible(row):
+            return page
+        if row.get("expires_at") is not None and int(row["expires_at"]) <= now_epoch:
+            return page
+        value = str(row[f"sk_{sort_key}"])
+        if start_value is not None and (
+            value <= start_value if sort_dir is SortDir.ASC else value >= start_value
+        ):
+            return page
+        page.items.append(row)
+        return page
 
     def query_page(
         self,

@@ -75,6 +75,7 @@ class ListRequest(BaseModel):
     sort_dir: SortDir = SortDir.DESC
     filters: dict[str, str] = {}
     owner: str | None = None  # only honoured for admins
+    record_id: str | None = None  # Glance's `id` filter: that one record, if it matches the rest
 
 
 def parse_list_request(
@@ -115,4 +116,5 @@ def parse_list_request(
         sort_dir=SortDir(sort_dir),
         filters=filters,
         owner=params.get("owner") or None,
+        record_id=params.get("id"),
     )
