@@ -124,6 +124,20 @@ def test_starting_the_same_task_twice_runs_one_execution(api: Any, aws: dict[str
         ),
         (
             json.dumps(
+                {"type": "import", "input": {**IMPORT_INPUT, "import_from": "filesystem:///etc/passwd"}}
+            ),
+            "File based imports are not allowed. Please use a non-local source of image data.",
+        ),
+        (
+            json.dumps({"type": "import", "input": {**IMPORT_INPUT, "import_from": "swift"}}),
+            "The given uri is not valid. Please specify a valid uri from the following list of supported uri",
+        ),
+        (
+            json.dumps({"type": "import", "input": {**IMPORT_INPUT, "import_from": "vsphere"}}),
+            "The given uri is not valid. Please specify a valid uri from the following list of supported uri",
+        ),
+        (
+            json.dumps(
                 {"type": "import", "input": {**IMPORT_INPUT, "import_from": "ftp://example.invalid/a.img"}}
             ),
             "The given uri is not valid. Please specify a valid uri from the following list of supported uri",

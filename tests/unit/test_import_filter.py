@@ -137,7 +137,17 @@ def test_allowed_port_and_host_header() -> None:
     )
 
 
-@pytest.mark.parametrize("url", ["ftp://images.example.invalid/x", "gopher://x/", "s3://bucket/key"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://images.example.invalid/x",
+        "gopher://x/",
+        "s3://bucket/key",
+        "swift",
+        "vsphere",
+        "images.invalid/x",
+    ],
+)
 def test_schemes_outside_the_list_are_refused(url: str) -> None:
     import_filter, _ = make_filter()
     with pytest.raises(InvalidImportLocation) as refused:
@@ -148,7 +158,10 @@ def test_schemes_outside_the_list_are_refused(url: str) -> None:
     )
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "/etc/passwd", "FILE://host/x", "C:\\images\\x.img"])
+@pytest.mark.parametrize(
+    "url",
+    ["file:///etc/passwd", "/etc/passwd", "FILE://host/x", "C:\\images\\x.img", "filesystem:///var/lib/x"],
+)
 def test_local_files_are_refused(url: str) -> None:
     import_filter, _ = make_filter()
     with pytest.raises(InvalidImportLocation) as refused:

@@ -55,6 +55,20 @@ _MAX_DNS_NAME = 253
 _CANONICAL_PORT = re.compile(r"[1-9][0-9]{0,4}")
 
 
+# Glance's file-based stores: `file:` and `filesystem:` name the service's own disk.
+LOCAL_SCHEMES = ("file", "filesystem")
+
+
+def is_local_location(url: str) -> bool:
+    """Whether `url` names a file on the service's own machine: a `file:` or `filesystem:` URI, an
+    absolute path, or a Windows drive letter (which urlsplit takes for a one-letter scheme)."""
+    url = url.strip()
+    scheme, colon, _ = url.partition(":")
+    if colon and scheme.lower() in LOCAL_SCHEMES:
+        return True
+    return url.startswith(("/", "\\")) or (len(scheme) == 1 and scheme.isalpha() and bool(colon))
+
+
 def default_resolver(host: str, port: int) -> list[str]:
     """Resolve with the system resolver; every address family, TCP only."""
     try:
@@ -254,9 +268,10 @@ class ImportFilter:
         except ValueError:  # e.g. an unclosed IPv6 bracket
             raise InvalidImportLocation(INVALID_URI.format(uri=url)) from None
         scheme = parts.scheme.lower()
-        # A bare path (or a Windows drive letter, which urlsplit takes for a scheme) is local too.
-        if scheme == "file" or not scheme or (len(scheme) == 1 and url[1:2] == ":"):
+        if is_local_location(url):
             raise InvalidImportLocation(FILE_IMPORT_REFUSED)
+        if not scheme:  # a bare word (`swift`, `vsphere`): Glance calls it an invalid uri
+            raise InvalidImportLocation(INVALID_SCHEME.format(supported=self.supported_schemes()))
         return parts, scheme
 
     def _resolved(self, host: str, port: int) -> list[IPAddress]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict
 
 from imagetasks.domain.errors import InvalidRequest, LimitExceeded, ReservedProperty
 from imagetasks.domain.images import CORE_FIELDS, MAX_NAME_LENGTH
+from imagetasks.domain.import_filter import is_local_location
 
 HEX_SHA512 = re.compile(r"^[0-9a-f]{128}$")
 HEX_MD5 = re.compile(r"^[0-9a-f]{32}$")
@@ -121,11 +121,7 @@ def validate_import_input(
     location = task_input.get("import_from")
     if not isinstance(location, str) or not location.strip():
         raise InvalidRequest("Invalid location: None")
-    try:
-        scheme = urlparse(location).scheme.lower()
-    except ValueError:  # not a URL at all (an unclosed IPv6 bracket): the filter says so
-        scheme = ""
-    if scheme == "file" or location.startswith("/"):
+    if is_local_location(location):
         raise InvalidRequest(
             "File based imports are not allowed. Please use a non-local source of image data."
         )
