@@ -1,9 +1,6 @@
 """The read and delete part of the Glance v2 Images API: images are created by tasks."""
 
-import copy
-import json
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -14,6 +11,7 @@ from imagetasks.adapters.images_table import ImagesTable
 from imagetasks.adapters.s3_objects import S3Objects
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.api import glance
+from imagetasks.api.image_schemas import image_schema_document, images_schema_document
 from imagetasks.config import settings
 from imagetasks.domain import clock
 from imagetasks.domain.errors import NotFound
@@ -27,7 +25,6 @@ glance.install_error_handlers(app)
 IMAGES_PATH = "/v2/images"
 DOWNLOAD_URL_SECONDS = 900
 NO_CONTENT_TYPE = "text/html; charset=UTF-8"
-IMAGE_PROPERTIES: dict[str, Any] = json.loads((Path(__file__).parent / "image_properties.json").read_text())
 
 
 @lru_cache(maxsize=1)
@@ -74,11 +71,6 @@ def render(image: Image) -> dict[str, Any]:
         }
     )
     return view
-
-
-def image_properties() -> dict[str, Any]:
-    """Glance's image properties, as the schema endpoints serve them."""
-    return copy.deepcopy(IMAGE_PROPERTIES)
 
 
 @app.get(IMAGES_PATH, summary="List images")
@@ -170,48 +162,13 @@ def images_other_methods() -> Response[dict[str, Any]]:
 @app.get("/v2/schemas/image", summary="The image schema")
 def image_schema() -> Response[dict[str, Any]]:
     glance.current_caller(app)
-    return glance.json_response(
-        200,
-        {
-            "name": "image",
-            "properties": image_properties(),
-            "additionalProperties": {"type": "string"},
-            "links": [
-                {"rel": "self", "href": "{self}"},
-                {"rel": "enclosure", "href": "{file}"},
-                {"rel": "describedby", "href": "{schema}"},
-            ],
-        },
-    )
+    return glance.json_response(200, image_schema_document(settings()))
 
 
 @app.get("/v2/schemas/images", summary="The image list schema")
 def images_schema() -> Response[dict[str, Any]]:
     glance.current_caller(app)
-    return glance.json_response(
-        200,
-        {
-            "name": "images",
-            "properties": {
-                "images": {
-                    "type": "array",
-                    "items": {
-                        "name": "image",
-                        "properties": image_properties(),
-                        "additionalProperties": {"type": "string"},
-                    },
-                },
-                "schema": {"type": "string"},
-                "first": {"type": "string"},
-                "next": {"type": "string"},
-            },
-            "links": [
-                {"rel": "first", "href": "{first}"},
-                {"rel": "next", "href": "{next}"},
-                {"rel": "describedby", "href": "{schema}"},
-            ],
-        },
-    )
+    return glance.json_response(200, images_schema_document(settings()))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -17,43 +17,45 @@ UUID_PATTERN = "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]
 STUB_FIELDS = ("id", "type", "status", "owner", "expires_at", "created_at", "updated_at", "self", "schema")
 
 
+# The properties a list item leaves out (Glance's partial task schema).
+DETAIL_FIELDS = ("input", "result", "message")
+
+
 def task_properties(task_types: Iterable[str]) -> dict[str, Any]:
+    """Glance 2.17's task properties, in its order and words; the types and the message's null are
+    this service's (docs/api.md)."""
     return {
-        "id": {"type": "string", "description": "An identifier for the task", "pattern": UUID_PATTERN},
+        "id": {"description": "An identifier for the task", "pattern": UUID_PATTERN, "type": "string"},
         "type": {
-            "type": "string",
             "description": "The type of task represented by this content",
             "enum": list(task_types),
+            "type": "string",
         },
         "status": {
-            "type": "string",
             "description": "The current status of this task",
             "enum": [s.value for s in TaskStatus],
+            "type": "string",
         },
-        "input": {
-            "type": ["null", "object"],
-            "description": "The parameters required by task, JSON blob",
-        },
-        "result": {
-            "type": ["null", "object"],
-            "description": "The result of current task, JSON blob",
-        },
-        "owner": {"type": "string", "description": "An identifier for the owner of this task"},
+        "input": {"description": "The parameters required by task, JSON blob", "type": ["null", "object"]},
+        "result": {"description": "The result of current task, JSON blob", "type": ["null", "object"]},
+        "owner": {"description": "An identifier for the owner of this task", "type": "string"},
         "message": {
+            "description": (
+                "Human-readable informative message only included when appropriate (usually on failure)"
+            ),
             "type": ["null", "string"],
-            "description": "Human-readable reason the task failed; null unless the task failed",
         },
-        "user_id": {"type": "string", "description": "ID of the user who created the task"},
-        "request_id": {"type": "string", "description": "ID of the request that created the task"},
-        "image_id": {"type": "string", "description": "ID of the image the task produced or worked on"},
+        "image_id": {"description": "Image associated with the task", "type": "string"},
+        "request_id": {"description": "Human-readable informative request-id", "type": "string"},
+        "user_id": {"description": "User associated with the task", "type": "string"},
         "expires_at": {
+            "description": "Datetime when this resource would be subject to removal",
             "type": ["null", "string"],
-            "description": "Datetime after which the task is deleted; set when it reaches success or failure",
         },
-        "created_at": {"type": "string", "description": "Datetime when this resource was created"},
-        "updated_at": {"type": "string", "description": "Datetime when this resource was updated"},
-        "self": {"type": "string", "readOnly": True},
-        "schema": {"type": "string", "readOnly": True},
+        "created_at": {"description": "Datetime when this resource was created", "type": "string"},
+        "updated_at": {"description": "Datetime when this resource was updated", "type": "string"},
+        "self": {"readOnly": True, "type": "string"},
+        "schema": {"readOnly": True, "type": "string"},
     }
 
 
@@ -62,21 +64,16 @@ def task_schema(task_types: Iterable[str]) -> dict[str, Any]:
 
 
 def tasks_schema(task_types: Iterable[str]) -> dict[str, Any]:
-    properties = task_properties(task_types)
-    stub = {name: properties[name] for name in STUB_FIELDS}
+    """Glance's minimal collection schema: items without the detail fields, only a describedby link
+    (a page's `first` and `next` are not among its properties there either)."""
+    item = {k: v for k, v in task_properties(task_types).items() if k not in DETAIL_FIELDS}
     return {
         "name": "tasks",
         "properties": {
-            "tasks": {"type": "array", "items": {"name": "task", "properties": stub}},
+            "tasks": {"type": "array", "items": {"name": "task", "properties": item}},
             "schema": {"type": "string"},
-            "first": {"type": "string"},
-            "next": {"type": "string"},
         },
-        "links": [
-            {"rel": "first", "href": "{first}"},
-            {"rel": "next", "href": "{next}"},
-            {"rel": "describedby", "href": "{schema}"},
-        ],
+        "links": [{"rel": "describedby", "href": "{schema}"}],
     }
 
 
