@@ -13,6 +13,7 @@ from schemas import STUB_FIELDS, task_schema, tasks_schema, validate_create_body
 from imagetasks import composition
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.api import glance
+from imagetasks.api import openapi as openapi_description
 from imagetasks.config import settings
 from imagetasks.domain import clock
 from imagetasks.domain.listing import parse_list_request
@@ -101,6 +102,7 @@ def openapi_document() -> dict[str, Any]:
     create = task_schema(OFFERED_TYPES)
     create["additionalProperties"] = False
     create["required"] = ["type", "input"]
+    create["properties"]["input"]["type"] = "object"  # null is only ever a stored value: refused on create
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas["TaskCreate"] = create
     schemas["Task"] = task_schema(OFFERED_TYPES)
@@ -120,7 +122,12 @@ def openapi_document() -> dict[str, Any]:
         "description": "A page of task stubs",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Tasks"}}},
     }
-    return document
+    statuses = [s.value for s in TaskStatus]
+    return openapi_description.complete(
+        document,
+        settings(),
+        openapi_description.task_list_parameters(TASK_LIST_SPEC.sort_keys, statuses, list(OFFERED_TYPES)),
+    )
 
 
 # ------------------------------------------------------------------ tasks

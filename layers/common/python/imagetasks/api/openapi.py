@@ -1,0 +1,212 @@
+"""Completes Powertools' OpenAPI description of the tasks routes into the whole service's: the images
+routes (served by another function), query parameters, the X-Auth-Token scheme and the statuses each
+route really answers."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from imagetasks.api.image_schemas import image_schema_document, images_schema_document
+from imagetasks.config import Settings
+
+NO_TOKEN = {"/", "/versions", "/v2", "/openapi.json"}
+ERROR_REF = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "title", "message"],
+            "properties": {
+                "code": {"type": "integer"},
+                "title": {"type": "string"},
+                "message": {"type": "string"},
+            },
+        }
+    },
+}
+# Statuses each route answers besides its success (authorization errors are added to every route
+# that needs a token).
+REFUSALS: dict[tuple[str, str], dict[str, str]] = {
+    ("/v2/tasks", "get"): {"400": "A parameter is not valid"},
+    ("/v2/tasks", "post"): {
+        "400": "The body is not a valid task",
+        "403": "A reserved image property (os_glance*)",
+        "413": "The body or its image properties are over a limit",
+    },
+    ("/v2/tasks/{task_id}", "get"): {"404": "No such task for the caller"},
+    ("/v2/tasks/{task_id}", "delete"): {"405": "Tasks cannot be deleted; they expire"},
+    ("/v2/images", "get"): {"400": "A parameter is not valid"},
+    ("/v2/images/{image_id}", "get"): {"404": "No such image for the caller"},
+    ("/v2/images/{image_id}", "delete"): {
+        "403": "The image is protected or another project's",
+        "404": "No such image for the caller",
+    },
+    ("/v2/images/{image_id}/file", "get"): {"404": "No such image for the caller"},
+    ("/v2/images/{image_id}/tasks", "get"): {"404": "No such image for the caller"},
+}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _path(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _json(ref: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
+
+
+def task_list_parameters(
+    sort_keys: tuple[str, ...], statuses: list[str], types: list[str]
+) -> list[dict[str, Any]]:
+    return [
+        _query("limit", {"type": "integer", "minimum": 0}, "Page size (capped at 1000)"),
+        _query("marker", {"type": "string", "format": "uuid"}, "The last task of the previous page"),
+        _query("sort_key", {"type": "string", "enum": list(sort_keys)}, "Sort key"),
+        _query("sort_dir", {"type": "string", "enum": ["asc", "desc"]}, "Sort direction"),
+        _query("status", {"type": "string", "enum": statuses}, "Only tasks in this status"),
+        _query("type", {"type": "string", "enum": types}, "Only tasks of this type"),
+        _query("id", {"type": "string"}, "Only this task"),
+        _query("owner", {"type": "string"}, "Only this project's tasks (admins)"),
+    ]
+
+
+IMAGE_LIST_PARAMETERS = [
+    _query("limit", {"type": "integer", "minimum": 0}, "Page size (capped at 1000)"),
+    _query("marker", {"type": "string", "format": "uuid"}, "The last image of the previous page"),
+    _query(
+        "sort_key", {"type": "string", "enum": ["created_at", "updated_at", "name", "size", "id"]}, "Sort key"
+    ),
+    _query("sort_dir", {"type": "string", "enum": ["asc", "desc"]}, "Sort direction"),
+    _query("name", {"type": "string"}, "Name, or in:a,b"),
+    _query("status", {"type": "string"}, "Status, or in:a,b"),
+    _query("disk_format", {"type": "string"}, "Disk format, or in:a,b"),
+    _query("container_format", {"type": "string"}, "Container format, or in:a,b"),
+    _query(
+        "visibility",
+        {"type": "string", "enum": ["public", "private", "shared", "community", "all"]},
+        "Visibility",
+    ),
+    _query("os_hidden", {"type": "boolean"}, "Hidden images only"),
+    _query("tag", {"type": "string"}, "Images with this tag"),
+    _query("owner", {"type": "string"}, "Images of this project"),
+]
+
+
+def images_paths() -> dict[str, Any]:
+    ok = {"description": "OK"}
+    return {
+        "/v2/images": {
+            "get": {
+                "summary": "List images",
+                "parameters": IMAGE_LIST_PARAMETERS,
+                "responses": {"200": {"description": "A page of images", "content": _json("Images")}},
+            }
+        },
+        "/v2/images/{image_id}": {
+            "parameters": [_path("image_id")],
+            "get": {"summary": "Show an image", "responses": {"200": {**ok, "content": _json("Image")}}},
+            "delete": {
+                "summary": "Delete an image and its data",
+                "responses": {"204": {"description": "Deleted"}},
+            },
+        },
+        "/v2/images/{image_id}/file": {
+            "parameters": [_path("image_id")],
+            "get": {
+                "summary": "Download the image data",
+                "responses": {"302": {"description": "Redirect to a time-limited download URL"}},
+            },
+        },
+        "/v2/images/{image_id}/tasks": {
+            "parameters": [_path("image_id")],
+            "get": {
+                "summary": "The tasks that worked on an image",
+                "responses": {
+                    "200": {
+                        "description": "The tasks",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["tasks"],
+                                    "properties": {"tasks": {"type": "array", "items": {"type": "object"}}},
+                                }
+                            }
+                        },
+                    }
+                },
+            },
+        },
+        "/v2/schemas/image": {
+            "get": {
+                "summary": "The image schema",
+                "responses": {"200": {**ok, "content": _json("JsonObject")}},
+            }
+        },
+        "/v2/schemas/images": {
+            "get": {
+                "summary": "The image list schema",
+                "responses": {"200": {**ok, "content": _json("JsonObject")}},
+            }
+        },
+    }
+
+
+def complete(
+    document: dict[str, Any], settings: Settings, task_list_params: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """`document` (Powertools' tasks routes, with the task schemas in components) made whole."""
+    document = copy.deepcopy(document)
+    components = document.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    schemas.update(
+        {
+            "Error": ERROR_SCHEMA,
+            "Image": {**image_schema_document(settings), "type": "object"},
+            "Images": {**images_schema_document(settings), "type": "object"},
+            "JsonObject": {"type": "object"},
+        }
+    )
+    components["securitySchemes"] = {
+        "X-Auth-Token": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-Auth-Token",
+            "description": "A Keystone token",
+        }
+    }
+    document["security"] = [{"X-Auth-Token": []}]
+    paths = document.setdefault("paths", {})
+    paths.update(images_paths())
+    paths["/v2/tasks"]["get"]["parameters"] = task_list_parameters_or(
+        paths["/v2/tasks"]["get"], task_list_params
+    )
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            responses = operation.setdefault("responses", {})
+            refusals = REFUSALS.get((path, method), {})
+            if "405" in refusals:
+                responses.clear()
+            for status, description in refusals.items():
+                responses[status] = {"description": description, "content": ERROR_REF}
+            if path in NO_TOKEN:
+                operation["security"] = []
+            else:
+                responses["401"] = {"description": "No token, or a token that is not valid"}
+                responses["403"] = responses.get("403") or {"description": "The token may not do this"}
+    return document
+
+
+def task_list_parameters_or(
+    operation: dict[str, Any], parameters: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    given = {p["name"] for p in operation.get("parameters", [])}
+    return [*operation.get("parameters", []), *(p for p in parameters if p["name"] not in given)]
