@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from imagetasks.domain.errors import InvalidRequest
+from imagetasks.domain.failures import ERROR_CODES
 from imagetasks.domain.tasks import TaskStatus
 
 UUID_PATTERN = "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$"
@@ -18,7 +19,7 @@ STUB_FIELDS = ("id", "type", "status", "owner", "expires_at", "created_at", "upd
 
 
 # The properties a list item leaves out (Glance's partial task schema).
-DETAIL_FIELDS = ("input", "result", "message")
+DETAIL_FIELDS = ("input", "result", "message", "error_code", "progress")
 
 
 def task_properties(task_types: Iterable[str]) -> dict[str, Any]:
@@ -56,6 +57,22 @@ def task_properties(task_types: Iterable[str]) -> dict[str, Any]:
         "updated_at": {"description": "Datetime when this resource was updated", "type": "string"},
         "self": {"readOnly": True, "type": "string"},
         "schema": {"readOnly": True, "type": "string"},
+        # This service's additions (docs/api.md), after Glance's own properties.
+        "error_code": {
+            "description": "Why a failed task failed, for programs (the message says it for people)",
+            "enum": sorted(ERROR_CODES),
+            "type": "string",
+        },
+        "progress": {
+            "description": "How far the running step is; kept once the task ends",
+            "type": "object",
+            "properties": {
+                "step": {"type": "string"},
+                "bytes_done": {"type": "integer"},
+                "bytes_total": {"type": ["null", "integer"]},
+                "percent": {"type": ["null", "integer"]},
+            },
+        },
     }
 
 

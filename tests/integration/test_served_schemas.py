@@ -32,6 +32,7 @@ def test_the_task_schema_has_glances_properties_in_its_order_and_words(tasks_api
     assert list(schema["properties"]) == [
         "id", "type", "status", "input", "result", "owner", "message", "image_id", "request_id",
         "user_id", "expires_at", "created_at", "updated_at", "self", "schema",
+        "error_code", "progress",  # this service's additions, after Glance's (docs/api.md)
     ]  # fmt: skip
     properties = schema["properties"]
     assert properties["message"]["description"] == (
@@ -50,7 +51,9 @@ def test_the_task_list_items_are_the_task_without_its_details(tasks_api: Any) ->
 
     items = served(tasks_api, "tasks")["properties"]["tasks"]["items"]
 
-    assert items["properties"] == {k: v for k, v in task.items() if k not in ("input", "result", "message")}
+    assert items["properties"] == {
+        k: v for k, v in task.items() if k not in ("input", "result", "message", "error_code", "progress")
+    }
 
 
 def test_the_image_schemas_have_glances_shape(images_api: Any) -> None:
