@@ -1,6 +1,7 @@
 """The /v2/tasks part of the Glance v2 Images API, its schemas, and version discovery."""
 
 import json
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -26,6 +27,7 @@ glance.install_error_handlers(app)
 
 OFFERED_TYPES = tuple(t.value for t in TaskType)
 TASK_PATH = "/v2/tasks"
+TASK_ITEM = re.compile(r"/v2/tasks/[^/]+")
 DELETE_MESSAGE = (
     "This operation is currently not permitted on Glance Tasks. They are auto deleted after "
     "reaching the time based on their expires_at property."
@@ -185,6 +187,17 @@ def delete_task(task_id: str) -> Response[dict[str, Any]]:
 @app.route(f"{TASK_PATH}/<task_id>", method=["PUT", "PATCH", "POST"], include_in_schema=False)
 def task_other_methods(task_id: str) -> Response[dict[str, Any]]:
     raise glance.method_not_allowed("GET")
+
+
+@app.not_found
+def no_route(error: Exception) -> Response[Any]:
+    """Powertools matches a path parameter of URI-safe characters only, so a task id with others (a
+    control character, `£`) reaches no route; deleting it is still the 405 Glance and /openapi.json say."""
+    event = app.current_event
+    if event.http_method == "DELETE" and TASK_ITEM.fullmatch(event.path):
+        refusal = glance.method_not_allowed("GET", DELETE_MESSAGE)
+        return glance.error_response(refusal.status, refusal.message, refusal.headers)
+    return glance.error_response(404, "The resource could not be found.")
 
 
 # ------------------------------------------------------------------ schemas

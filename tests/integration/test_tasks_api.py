@@ -315,6 +315,25 @@ def test_delete_is_405_with_allow_get(api: Any) -> None:
     )
 
 
+@pytest.mark.parametrize("task_id", ["^l\x1df\r\x85", "a\nb", "\u00e7\u00a3"])
+def test_delete_is_405_whatever_characters_the_id_has(api: Any, task_id: str) -> None:
+    # The router matches ids of URI-safe characters only; the rest used to miss it and be a 404
+    # (schemathesis, issue 14), where /openapi.json and Glance say 405.
+    response = call(api, api_event("DELETE", f"/v2/tasks/{task_id}"))
+
+    assert response["statusCode"] == 405
+    assert header(response, "Allow") == "GET"
+    assert response["json"]["error"]["message"].startswith(
+        "This operation is currently not permitted on Glance Tasks."
+    )
+
+
+def test_an_id_the_router_cannot_match_is_still_404_on_get(api: Any) -> None:
+    response = call(api, api_event("GET", "/v2/tasks/a\nb"))
+
+    assert response["statusCode"] == 404
+
+
 def test_unsupported_method_on_the_collection_is_405(api: Any) -> None:
     response = call(api, api_event("PUT", "/v2/tasks", body={}))
 
