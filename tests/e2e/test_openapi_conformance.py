@@ -28,7 +28,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.e2e.helpers import import_body
+from tests.e2e.helpers import import_body, wait_for_task
+from tests.image_corpus import make_raw
 
 PROJECT = "openapi-conformance"
 CHECKS = [
@@ -107,15 +108,48 @@ def test_every_operation_answers_as_its_document_says(
     assert not failures, "\n\n".join(failures)
 
 
+def test_every_operation_answers_a_request_without_a_token_as_documented(api_schema: Any) -> None:
+    # Given every operation, and no token at all
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    # When each is sent generated cases, Then the 401s (and the routes that need no token) are documented
+    failures = [
+        failure
+        for op in operations
+        if (failure := failures_of(op, GenerationMode.POSITIVE, {"Accept": "application/json"})) is not None
+    ]
+    assert not failures, "\n\n".join(failures)
+
+
 @pytest.mark.parametrize("source", UNREACHABLE_SOURCES)
-def test_a_well_formed_import_is_answered_as_documented(
+def test_an_import_from_nowhere_is_refused_as_documented(
     api_schema: Any, local_stack: Any, source: str
 ) -> None:
-    # Given a create body the generator would almost never produce: a complete import
+    # Given a complete import body (the generator almost never builds one) naming an unusable source
     case = api_schema["/v2/tasks"]["POST"].Case(body=import_body(source, "raw"))
-    # When it is sent, Then the answer (a new task, or the import filter's refusal) is as documented
+    # When it is sent, Then it is the import filter's 400, in the documented shape
     response = case.call_and_validate(headers=local_stack.headers(PROJECT), checks=CHECKS, timeout=30)
-    assert response.status_code in (201, 400), response.text
+    assert response.status_code == 400, response.text
+
+
+def test_a_created_task_and_its_page_are_as_documented(
+    api_schema: Any, local_stack: Any, image_server: Any
+) -> None:
+    # Given an import from the tests' own loopback image server (the only source that answers)
+    source = make_raw(image_server.root).rename(image_server.root / "conformance.raw")
+    create = api_schema["/v2/tasks"]["POST"].Case(body=import_body(image_server.url(source.name), "raw"))
+    headers = local_stack.headers(PROJECT)
+    # When it is created, shown and listed, Then each answer matches its documented schema
+    created = create.call_and_validate(headers=headers, checks=CHECKS, timeout=30)
+    assert created.status_code == 201, created.text
+    task_id = created.json()["id"]
+    show = api_schema["/v2/tasks/{task_id}"]["GET"].Case(path_parameters={"task_id": task_id})
+    assert show.call_and_validate(headers=headers, checks=CHECKS, timeout=30).status_code == 200
+    listing = api_schema["/v2/tasks"]["GET"].Case(query={"id": task_id})
+    listed = listing.call_and_validate(headers=headers, checks=CHECKS, timeout=30)
+    assert [task["id"] for task in listed.json()["tasks"]] == [task_id]
+    # And once it has finished (result, progress), too
+    wait_for_task(local_stack, task_id, project=PROJECT)
+    assert show.call_and_validate(headers=headers, checks=CHECKS, timeout=30).json()["status"] == "success"
 
 
 def test_the_document_is_served_without_a_token(local_stack: Any) -> None:
