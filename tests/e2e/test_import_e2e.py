@@ -30,7 +30,9 @@ def test_an_import_moves_through_its_statuses_and_makes_an_active_image(
     assert task["status"] == "pending"
     assert finished["status"] == "success", finished["message"]
     assert statuses[-1] == "success" and set(statuses) <= {"pending", "processing", "success"}
-    assert finished["message"] is None and finished["expires_at"]
+    assert finished["message"] is None and finished["expires_at"] and "error_code" not in finished
+    size = image_file.stat().st_size  # the fetch's last figures stay on the task
+    assert finished["progress"] == {"step": "fetch", "bytes_done": size, "bytes_total": size, "percent": 100}
     image_id = finished["result"]["image_id"]
     image = requests.get(
         f"{local_stack.api_url}/v2/images/{image_id}", headers=local_stack.headers(), timeout=30

@@ -17,6 +17,7 @@ from moto import mock_aws
 
 from imagetasks.adapters.http_source import HttpSourceSettings
 from imagetasks.adapters.staging import translate_client_error
+from imagetasks.domain.errors import TaskNotProcessing
 from imagetasks.domain.image_checks import EMPTY_IMAGE, ExpectedChecksums, ImageCheckSettings
 from imagetasks.domain.import_errors import (
     ImageRejected,
@@ -28,6 +29,7 @@ from imagetasks.domain.import_errors import (
     TransientStorageError,
 )
 from imagetasks.domain.import_filter import ImportFilterSettings
+from imagetasks.domain.progress import ProgressReporter
 from imagetasks.imports import FetchResult, ImportSettings, fetch_and_check
 from tests.image_corpus import (
     file_digests,
@@ -444,3 +446,29 @@ def client_error(code: str, status: int) -> ClientError:
 )
 def test_staging_errors_are_translated(code: str, status: int, expected: type[Exception]) -> None:
     assert isinstance(translate_client_error(client_error(code, status), bucket="b", key="k"), expected)
+
+
+def test_a_task_that_ended_stops_its_fetch_at_the_next_progress_write_and_leaves_nothing(
+    server: LocalServer, s3: object, tmp_path: Path
+) -> None:
+    # Given a fetch whose progress writes are refused from the third on (the task was cancelled:
+    # the tasks table's conditional write raises TaskNotProcessing), with a write on every chunk
+    image = tmp_path / "big.raw"
+    image.write_bytes(b"\x01" * (20 * 1024 * 1024))
+    url = server.serve_file("/big", image)
+    written: list[dict[str, object]] = []
+
+    def write(figures: dict[str, object]) -> None:
+        if len(written) >= 2:
+            raise TaskNotProcessing("Task task-1 is no longer processing")
+        written.append(figures)
+
+    clock = iter(range(0, 10_000, 10))  # 10 "seconds" between two looks at the clock
+    progress = ProgressReporter("fetch", None, write, clock=lambda: float(next(clock)), interval=5)
+
+    # When it runs, it stops there; nothing is staged and the figures so far were the source's
+    with pytest.raises(TaskNotProcessing):
+        fetch(url, server, s3, progress=progress)
+    assert staged_keys(s3) == []
+    assert written[0] == {"step": "fetch", "bytes_done": 0, "bytes_total": 20 * 1024 * 1024, "percent": 0}
+    assert 0 < int(written[1]["bytes_done"]) < 20 * 1024 * 1024  # type: ignore[call-overload]

@@ -20,6 +20,7 @@ from imagetasks.domain.images import (
     image_id_for_task,
     new_image,
 )
+from imagetasks.domain.progress import ProgressReporter
 from imagetasks.domain.tasks import Task
 from imagetasks.imports import FetchResult, ImportSettings, fetch_and_check
 from imagetasks.observability import logger
@@ -77,6 +78,11 @@ class ImportTask:
         )
         # An upload is read only as the object its task was created for (a re-upload is not ours).
         upload = UploadedVersion.of_task(task_input) if self._upload_key(task) else UploadedVersion()
+        # Progress every few seconds; its conditional write is also how this step learns that its
+        # task was cancelled (or ended otherwise) and stops, leaving nothing staged.
+        progress = ProgressReporter(
+            "fetch", None, lambda figures: self.tasks.record_progress(task.id, figures)
+        )
         result = fetch_and_check(
             str(task_input.get("import_from", "")),
             str(task_input["import_from_format"]),
@@ -89,6 +95,7 @@ class ImportTask:
             s3_client=self.objects.client,
             source_etag=upload.etag,
             source_version_id=upload.version_id,
+            progress=progress,
         )
         try:
             self.tasks.require_processing(task.id)

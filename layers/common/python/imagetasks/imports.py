@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagetasks.adapters.http_source import HttpSource, HttpSourceSettings, S3Source, SourceStream
-from imagetasks.adapters.staging import DEFAULT_PART_SIZE, StreamDigests, stage_stream
+from imagetasks.adapters.staging import DEFAULT_PART_SIZE, ChunkObserver, StreamDigests, stage_stream
 from imagetasks.domain.compression import DecompressedSource, DecompressionSettings
 from imagetasks.domain.image_checks import (
     ExpectedChecksums,
@@ -30,6 +30,7 @@ from imagetasks.domain.import_filter import (
     Resolver,
     S3Location,
 )
+from imagetasks.domain.progress import ProgressReporter
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -84,6 +85,7 @@ def fetch_and_check(
     resolver: Resolver | None = None,
     source_etag: str | None = None,
     source_version_id: str | None = None,
+    progress: ProgressReporter | None = None,
 ) -> FetchResult:
     """Fetch ``source_url`` into ``s3://staging_bucket/staging_key`` if it passes every check.
 
@@ -104,6 +106,8 @@ def fetch_and_check(
     def verify(digests: StreamDigests) -> None:
         # Runs after the last part is stored and before the upload is completed, so a refusal
         # aborts the upload and leaves nothing behind.
+        if progress is not None:
+            progress.finish()  # the last figures; refused (and the upload aborted) if the task ended
         try:
             verdicts.append(checker.finish(checksum=digests.md5, os_hash_value=digests.sha512))
         except ChecksumMismatch as mismatch:
@@ -124,13 +128,19 @@ def fetch_and_check(
             max_output_bytes=settings.checks.max_image_size_bytes,
             keep_compressed=declared_container_format == "compressed",
         )
+        observers: list[ChunkObserver] = [checker]
+        if progress is not None:
+            # Compressed, the source's length is not the image's: the total is unknown until the end.
+            progress.bytes_total = lambda: None if data is None or data.compression else source.content_length
+            progress.start()
+            observers.append(progress)
         staged = stage_stream(
             data,
             staging_bucket,
             staging_key,
             s3_client,
             part_size=settings.part_size,
-            observers=[checker],
+            observers=observers,
             before_complete=verify,
         )
     verdict = verdicts[0]

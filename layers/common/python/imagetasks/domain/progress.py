@@ -31,7 +31,7 @@ class ProgressReporter:
     def __init__(
         self,
         step: str,
-        bytes_total: int | None,
+        bytes_total: int | Callable[[], int | None] | None,
         write: Callable[[dict[str, Any]], None],
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -61,13 +61,16 @@ class ProgressReporter:
             self._report()
 
     def finish(self) -> None:
-        """The last figures of the step (kept on the task once it ends)."""
-        if self.bytes_total is None:
-            self.bytes_total = self.bytes_done
+        """The last figures of the step (kept on the task once it ends): the total is what passed."""
+        self.bytes_total = self.bytes_done
         self._report()
 
+    def total(self) -> int | None:
+        """The expected total, when known (a callable is asked each time: it may learn it late)."""
+        return self.bytes_total() if callable(self.bytes_total) else self.bytes_total
+
     def _report(self) -> None:
-        self._write(snapshot(self.step, self.bytes_done, self.bytes_total))
+        self._write(snapshot(self.step, self.bytes_done, self.total()))
         self.writes += 1
         self._last_time = self._clock()
         self._last_bytes = self.bytes_done
