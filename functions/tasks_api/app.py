@@ -99,14 +99,10 @@ def openapi() -> Response[str]:
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
     """Powertools' description of the routes, completed with the task schemas the routes serve:
-    the create body (with the offered task types) and the task returned."""
+    the create body (one shape per offered task type) and the task returned."""
     document: dict[str, Any] = json.loads(app.get_openapi_json_schema(title="imagetasks", version="2.17"))
-    create = task_schema(OFFERED_TYPES)
-    create["additionalProperties"] = False
-    create["required"] = ["type", "input"]
-    create["properties"]["input"]["type"] = "object"  # null is only ever a stored value: refused on create
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    schemas["TaskCreate"] = create
+    schemas["TaskCreate"] = openapi_description.task_create_schema(settings())
     schemas["Task"] = task_schema(OFFERED_TYPES)
     schemas["Tasks"] = tasks_schema(OFFERED_TYPES)
     task_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}

@@ -548,7 +548,11 @@ def test_openapi_document_and_routes_agree(api: Any, local_template: Any) -> Non
     }
     assert ("/v2/tasks", "POST") in documented and ("/v2/tasks/{task_id}", "GET") in documented
     create = document["components"]["schemas"]["TaskCreate"]
-    assert create["properties"]["type"]["enum"] == ["import", "export", "convert"]
+    assert sorted(shape["properties"]["type"]["enum"][0] for shape in create["oneOf"]) == [
+        "convert",
+        "export",
+        "import",
+    ]
     assert document["paths"]["/v2/tasks"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/TaskCreate"
     }
@@ -724,3 +728,40 @@ def test_a_convert_name_over_255_characters_is_400(api: Any, aws: dict[str, str]
 
     assert_refused(response, 400, "'name' in input is 256 characters long; at most 255 are allowed")
     assert stored_item_count(aws) == 0
+
+
+GOOD_IMPORT = {
+    "type": "import",
+    "input": {
+        "import_from": "http://images.invalid/disk.qcow2",
+        "import_from_format": "qcow2",
+        "image_properties": {"name": "d", "disk_format": "qcow2", "container_format": "bare"},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "server_status"),
+    [
+        ({"input": {**GOOD_IMPORT["input"], "import_from_format": "floppy"}}, 400),
+        ({"input": {k: v for k, v in GOOD_IMPORT["input"].items() if k != "image_properties"}}, 400),
+        ({"input": {**GOOD_IMPORT["input"], "import_from": "ftp://images.invalid/d"}}, 400),
+        ({"input": {**GOOD_IMPORT["input"], "checksum": "not-an-md5"}}, 400),
+        ({"type": "convert", "input": {"image_id": "x"}}, 400),
+        ({"type": "export", "input": {"image_id": "x", "colour": "blue"}}, 400),
+        ({"type": "teleport"}, 400),
+        ({"extra": 1}, 400),
+    ],
+)
+def test_the_documented_create_body_refuses_what_the_server_refuses(
+    api: Any, change: dict[str, Any], server_status: int
+) -> None:
+    from jsonschema import Draft4Validator
+
+    document = call(api, api_event("GET", "/openapi.json", authorized=False))["json"]
+    schema = document["components"]["schemas"]["TaskCreate"]
+    body = {**GOOD_IMPORT, **change}
+
+    assert Draft4Validator(schema).is_valid(GOOD_IMPORT)
+    assert not Draft4Validator(schema).is_valid(body)
+    assert call(api, api_event("POST", "/v2/tasks", body=body))["statusCode"] == server_status

@@ -210,3 +210,64 @@ def task_list_parameters_or(
 ) -> list[dict[str, Any]]:
     given = {p["name"] for p in operation.get("parameters", [])}
     return [*operation.get("parameters", []), *(p for p in parameters if p["name"] not in given)]
+
+
+def task_create_schema(settings: Settings) -> dict[str, Any]:
+    """The create body, one shape per task type, refusing what the service refuses before it looks at
+    anything outside the request (the import filter's DNS answers, the image a convert names)."""
+    from imagetasks.domain.conversion import TARGET_FORMATS  # the formats qemu-img can write
+
+    disk_formats = {"type": "string", "enum": list(settings.allowed_disk_formats)}
+    targets = {"type": "string", "enum": [f for f in TARGET_FORMATS if f in settings.allowed_disk_formats]}
+    containers = {"type": "string", "enum": list(settings.allowed_container_formats)}
+    image_id = {"type": "string", "minLength": 1}
+    schemes = sorted({*settings.import_allowed_schemes, "s3"})
+    import_input = {
+        "type": "object",
+        "required": ["import_from", "import_from_format", "image_properties"],
+        "properties": {
+            "import_from": {"type": "string", "pattern": f"^({'|'.join(schemes)})://[^/?#\\s]+"},
+            "import_from_format": disk_formats,
+            "image_properties": {
+                "type": "object",
+                "required": ["disk_format", "container_format"],
+                "maxProperties": 128 + 2,
+                "properties": {
+                    "name": {"type": "string", "maxLength": 255},
+                    "disk_format": disk_formats,
+                    "container_format": containers,
+                },
+            },
+            "checksum": {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"},
+            "os_hash_value": {"type": "string", "pattern": "^[0-9a-fA-F]{128}$"},
+        },
+    }
+    convert_input = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["image_id", "disk_format"],
+        "properties": {
+            "image_id": image_id,
+            "disk_format": targets,
+            "container_format": containers,
+            "name": {"type": "string", "maxLength": 255},
+        },
+    }
+    export_input = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["image_id"],
+        "properties": {"image_id": image_id, "disk_format": {"type": "string"}},
+    }
+    by_type = {"import": import_input, "convert": convert_input, "export": export_input}
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["type", "input"],
+                "properties": {"type": {"type": "string", "enum": [name]}, "input": shape},
+            }
+            for name, shape in by_type.items()
+        ]
+    }
