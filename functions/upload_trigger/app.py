@@ -27,10 +27,12 @@ from uploaded_objects import UploadedObjects
 
 from imagetasks import composition
 from imagetasks.config import settings
+from imagetasks.domain.conversion import GiB
 from imagetasks.domain.errors import InvalidRequest
 from imagetasks.domain.import_errors import SourceUnavailable
 from imagetasks.domain.tasks import TaskType
 from imagetasks.observability import logger, tracer
+from imagetasks.steps import error_code_of
 from imagetasks.task_service import TaskService
 from imagetasks.uploads import (
     NotAnUpload,
@@ -152,7 +154,7 @@ def import_upload(upload: dict[str, Any]) -> dict[str, Any]:
                 extra={"key": event.key, "event_etag": event.etag, "etag": uploaded.etag},
             )
             return Outcome(outcome="ignored", key=event.key, reason=reason).model_dump()
-        plan = plan_import(uploaded, where)
+        plan = plan_import(uploaded, where, int(settings().max_image_size_gib * GiB))
     if plan.ignored_metadata:
         logger.warning(
             "Upload metadata that reads like ownership was ignored; the owner is the key's project",
@@ -162,7 +164,9 @@ def import_upload(upload: dict[str, Any]) -> dict[str, Any]:
         try:
             task = task_service().create(TaskType.IMPORT, plan.task_input, plan.owner, task_id=event.task_id)
         except InvalidRequest as invalid:
-            plan = plan.model_copy(update={"refusal": invalid.message})
+            plan = plan.model_copy(
+                update={"refusal": invalid.message, "refusal_code": error_code_of(invalid)}
+            )
         else:
             logger.info(
                 "Import task created", extra={"key": event.key, "task_id": task.id, "owner": task.owner}
@@ -170,7 +174,12 @@ def import_upload(upload: dict[str, Any]) -> dict[str, Any]:
             return Outcome(outcome="created", key=event.key, task_id=task.id).model_dump()
     assert plan.refusal is not None
     task_service().create_failed(
-        TaskType.IMPORT, plan.task_input, plan.owner, plan.refusal, task_id=event.task_id
+        TaskType.IMPORT,
+        plan.task_input,
+        plan.owner,
+        plan.refusal,
+        task_id=event.task_id,
+        code=plan.refusal_code,
     )
     logger.warning(
         "Upload refused; its task failed",

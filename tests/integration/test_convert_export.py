@@ -575,6 +575,39 @@ def test_bad_convert_and_export_requests_are_400_and_store_nothing(
     assert boto3.client("dynamodb").scan(TableName=stack.aws["TASKS_TABLE"], Select="COUNT")["Count"] == 0
 
 
+@pytest.mark.parametrize(
+    ("task_type", "target", "kind"), [("convert", "vmdk", "convert"), ("export", "raw", "export")]
+)
+def test_work_too_large_for_the_worker_is_a_400_at_create_time_with_honest_figures(
+    api: ModuleType, stack: Stack, tmp_path: Path, task_type: str, target: str, kind: str
+) -> None:
+    source = stack.put_image(
+        make_qcow2(tmp_path), "qcow2", size=20 * 1024 * MiB, virtual_size=40 * 1024 * MiB
+    )
+
+    response = post(api, {"type": task_type, "input": {"image_id": source.id, "disk_format": target}})
+
+    # 20 GiB + 40 GiB (and 1 % of tables for vmdk) + 256 MiB of margin, rounded up: 61 GiB either way
+    assert response["statusCode"] == 400
+    assert response["json"]["error"]["message"] == (
+        f"Converting this image to {target} needs 61 GiB of working space (the 20 GiB image and a copy "
+        f"as large as its 40 GiB virtual disk); this cloud allows 10 GiB for {kind} tasks"
+    )
+    assert boto3.client("dynamodb").scan(TableName=stack.aws["TASKS_TABLE"], Select="COUNT")["Count"] == 0
+
+
+def test_an_export_in_its_own_format_is_a_copy_and_needs_no_working_space(
+    api: ModuleType, stack: Stack, tmp_path: Path
+) -> None:
+    source = stack.put_image(
+        make_qcow2(tmp_path), "qcow2", size=20 * 1024 * MiB, virtual_size=40 * 1024 * MiB
+    )
+
+    response = post(api, {"type": "export", "input": {"image_id": source.id}})
+
+    assert response["statusCode"] == 201
+
+
 def test_the_served_task_schema_offers_convert_and_export(api: ModuleType) -> None:
     schema = call(api, api_event("GET", "/v2/schemas/task"))["json"]
 

@@ -248,3 +248,26 @@ def test_a_compressed_upload_is_named_after_its_image(compressed: str) -> None:
     assert disk_format_from_name(f"disk.qcow2{compressed}") == "qcow2"
     assert disk_format_from_name(f"disk.img{compressed}") == "raw"
     assert disk_format_from_name(f"disk{compressed}") is None
+
+
+def test_an_upload_over_the_image_size_limit_fails_at_once_as_too_large() -> None:
+    key = "uploads/project-a/huge.raw"
+    GiB = 1024**3
+
+    plan = plan_import(uploaded(key, size=150 * GiB + 1), parse_upload_key(key), max_image_size=100 * GiB)
+    within = plan_import(uploaded(key, size=100 * GiB), parse_upload_key(key), max_image_size=100 * GiB)
+
+    assert plan.refusal == (
+        "The upload uploads/project-a/huge.raw is 151 GiB; this cloud imports images of at most 100 GiB."
+    )
+    assert plan.refusal_code == "too_large"
+    assert within.refusal is None
+
+
+def test_refusals_carry_their_error_code() -> None:
+    assert plan_for("uploads/project-a/disk.qcow2", size=0).refusal_code == "image_rejected"
+    assert plan_for("uploads/project-a/disk.unknown").refusal_code == "invalid_input"
+    unreadable = plan_unreadable(
+        BUCKET, "uploads/project-a/d.raw", parse_upload_key("uploads/project-a/d.raw"), "gone"
+    )
+    assert unreadable.refusal_code == "source_unavailable"

@@ -77,6 +77,8 @@ def validate_task_input(settings: Settings) -> Callable[[TaskType, dict[str, Any
     check_location = location_checker(settings)
     rules = import_rules(settings)
     images: list[ImagesTable] = []  # built on first use: import checks never touch DynamoDB
+    # What a convert or export may use on the worker (Lambda's /tmp): larger work is refused now.
+    working_space = settings.ephemeral_storage_mib * 1024 * 1024
 
     def find_image(image_id: str) -> Image | None:
         if not images:
@@ -93,9 +95,10 @@ def validate_task_input(settings: Settings) -> Callable[[TaskType, dict[str, Any
                 find_image,
                 settings.allowed_disk_formats,
                 settings.allowed_container_formats,
+                working_space,
             )
         elif task_type is TaskType.EXPORT:
-            validate_export_input(task_input, owner, find_image)
+            validate_export_input(task_input, owner, find_image, working_space)
         else:
             raise InvalidRequest(f"Task type {task_type.value} is not available yet")
 

@@ -57,11 +57,13 @@ class TaskService:
         message: str,
         *,
         task_id: str | None = None,
+        code: str = "invalid_input",
     ) -> Task | None:
         """Record a task that could not start (its owner should see why): stored pending, then failed
-        at once with `message`, no workflow. With an existing `task_id`, only the failing is redone."""
+        at once with `message` and error `code`, no workflow. With an existing `task_id`, only the
+        failing is redone."""
         task = self._store(task_type, task_input, owner, None, None, task_id)
-        return self.lifecycle.fail(task.id, message)
+        return self.lifecycle.fail(task.id, message, code)
 
     def _store(
         self,

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from imagetasks.domain.conversion import whole_size
 from imagetasks.domain.errors import DomainError
 
 UPLOADS_ROOT = "uploads/"
@@ -113,6 +114,7 @@ class ImportPlan(BaseModel):
     owner: str
     task_input: dict[str, Any]
     refusal: str | None = None
+    refusal_code: str = "invalid_input"  # the failed task's error_code (domain.failures.ERROR_CODES)
     ignored_metadata: tuple[str, ...] = ()  # ownership-like names dropped from the properties
 
 
@@ -197,19 +199,24 @@ def plan_unreadable(bucket: str, key: str, where: UploadKey, reason: str) -> Imp
         owner=where.project_id,
         task_input=_base_input(bucket, key, where),
         refusal=f"{reason}; upload the image again.",
+        refusal_code="source_unavailable",
     )
 
 
-def plan_import(upload: UploadedObject, where: UploadKey) -> ImportPlan:
+def plan_import(upload: UploadedObject, where: UploadKey, max_image_size: int | None = None) -> ImportPlan:
     """The import task for an uploaded object. Problems the uploader can fix (empty object, unknown
     format, sub-folder) give a plan with `refusal`: the owner sees the reason through the tasks API."""
     task_input = _base_input(upload.bucket, upload.key, where)
 
     dropped: list[str] = []
 
-    def refused(message: str) -> ImportPlan:
+    def refused(message: str, code: str = "invalid_input") -> ImportPlan:
         return ImportPlan(
-            owner=where.project_id, task_input=task_input, refusal=message, ignored_metadata=tuple(dropped)
+            owner=where.project_id,
+            task_input=task_input,
+            refusal=message,
+            refusal_code=code,
+            ignored_metadata=tuple(dropped),
         )
 
     if "/" in where.file_name:
@@ -241,7 +248,16 @@ def plan_import(upload: UploadedObject, where: UploadKey) -> ImportPlan:
     if upload.version_id:
         task_input[SOURCE_VERSION_ID] = upload.version_id
     if upload.size <= 0:
-        return refused(f"The upload {upload.key} is empty (0 bytes); upload the image file again.")
+        return refused(
+            f"The upload {upload.key} is empty (0 bytes); upload the image file again.", "image_rejected"
+        )
+    if max_image_size is not None and upload.size > max_image_size:
+        # Known before any work: refused now rather than after reading it all.
+        return refused(
+            f"The upload {upload.key} is {whole_size(upload.size, round_up=True)}; this cloud imports "
+            f"images of at most {whole_size(max_image_size, round_up=False)}.",
+            "too_large",
+        )
     if disk_format is None:
         known = ", ".join(EXTENSION_FORMATS)
         return refused(

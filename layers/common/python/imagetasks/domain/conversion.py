@@ -140,8 +140,10 @@ def validate_convert_input(
     find_image: ImageLookup,
     allowed_disk_formats: tuple[str, ...],
     allowed_container_formats: tuple[str, ...],
+    working_space_bytes: int | None = None,
 ) -> ConvertInput:
-    """Refuse a convert that cannot succeed (InvalidRequest); return the parsed input otherwise."""
+    """Refuse a convert that cannot succeed (InvalidRequest); return the parsed input otherwise.
+    With `working_space_bytes` (at create time), an image too large for the worker is refused too."""
     _refuse_unknown_fields(task_input, ConvertInput, "convert")
     image_id = _string_field(task_input, "image_id", required=True)
     target = _string_field(task_input, "disk_format", required=True)
@@ -169,11 +171,20 @@ def validate_convert_input(
             f"Invalid container_format {container_format!r}; "
             f"this cloud accepts: {', '.join(allowed_container_formats)}"
         )
+    if working_space_bytes is not None:
+        check_working_space(image, target, working_space_bytes, "convert")
     return ConvertInput(image_id=image_id, disk_format=target, container_format=container_format, name=name)
 
 
-def validate_export_input(task_input: Mapping[str, Any], owner: str, find_image: ImageLookup) -> ExportInput:
-    """Refuse an export that cannot succeed (InvalidRequest); return the parsed input otherwise."""
+def validate_export_input(
+    task_input: Mapping[str, Any],
+    owner: str,
+    find_image: ImageLookup,
+    working_space_bytes: int | None = None,
+) -> ExportInput:
+    """Refuse an export that cannot succeed (InvalidRequest); return the parsed input otherwise.
+    With `working_space_bytes` (at create time), a conversion too large for the worker is refused
+    too (an export in the image's own format is a copy and needs no working space)."""
     _refuse_unknown_fields(task_input, ExportInput, "export")
     image_id = _string_field(task_input, "image_id", required=True)
     target = _string_field(task_input, "disk_format", required=False)
@@ -188,4 +199,6 @@ def validate_export_input(task_input: Mapping[str, Any], owner: str, find_image:
             raise InvalidRequest(
                 f"Images in disk_format {image.disk_format} cannot be converted; export it as it is"
             )
+        if working_space_bytes is not None:
+            check_working_space(image, target, working_space_bytes, "export")
     return ExportInput(image_id=image_id, disk_format=target)
