@@ -9,7 +9,8 @@
   knows the resource of S3 requests, though (every other service is checked against `*`, which no
   resource-scoped policy matches), and it checks `TransactWriteItems` as one action where AWS checks
   each item's own action on each item's table. `enforce()` adds the resource (and per-item actions)
-  for the services the functions call: DynamoDB, Step Functions, Secrets Manager.
+  for the services the functions call: DynamoDB, Step Functions, Secrets Manager, EventBridge
+  (PutEvents on each entry's bus).
 - Requests signed with the operator's key (the local stack itself, the tests, `aws --endpoint-url`
   from a shell, using the access key `testing`) are not checked: only the functions are confined.
   Unsigned requests (a presigned URL carries its signature in the query) are not checked either.
@@ -239,8 +240,24 @@ def secretsmanager_checks(action: str, body: Mapping[str, Any], path: str) -> It
         yield action, _arn("secretsmanager", f"secret:{secret_id}")
 
 
+def events_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
+    """PutEvents is authorised on the bus of each entry (a name or an ARN; `default` when unset)."""
+    if action != "PutEvents":
+        name = str(body.get("EventBusName") or body.get("Name") or "")
+        yield action, _bus_arn(name) if name else "*"
+        return
+    buses = {_bus_arn(str(entry.get("EventBusName") or "default")) for entry in body.get("Entries", [])}
+    for bus in sorted(buses) or ["*"]:
+        yield action, bus
+
+
+def _bus_arn(name: str) -> str:
+    return name if name.startswith("arn:") else _arn("events", f"event-bus/{name}")
+
+
 _CHECKS = {
     "dynamodb": dynamodb_checks,
+    "events": events_checks,
     "states": stepfunctions_checks,
     "secretsmanager": secretsmanager_checks,
     "lambda": lambda_checks,

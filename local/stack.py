@@ -2,9 +2,11 @@
 
 One `mock_aws()` for the process (starting it again would wipe every table and bucket), moto's server
 on the same in-memory state for outside tools, every resource created from template.yaml, the Lambda
-hook so moto runs the real handlers, the API front, and two emulations of what AWS does on its own:
-deleting expired DynamoDB items (TTL) and sending Step Functions "Execution Status Change" events to
-the EventBridge rules of the template.
+hook so moto runs the real handlers, the API front, and emulations of what AWS does on its own:
+deleting expired DynamoDB items (TTL), sending Step Functions "Execution Status Change" events to
+the EventBridge rules of the template, and delivering what the functions put on a bus (PutEvents,
+e.g. the `imagetasks` task events) to the template's rules on that bus; `published_events()` reads
+what was put.
 """
 
 from __future__ import annotations
@@ -115,6 +117,9 @@ class LocalStack:
         self.template: LocalTemplate | None = None
         self.token_key = ""
         self._execution_status: dict[str, str] = {}
+        self._published: list[tuple[str, dict[str, Any]]] = []  # (bus name, event) as put
+        self._published_lock = threading.Lock()
+        self._restore_put_events: Any = None
 
     # ---------------------------------------------------------------- what callers read
     @property
@@ -152,6 +157,16 @@ class LocalStack:
         """A token the local authorizer accepts."""
         return mint_local_token(self.token_key, project_id, user_id or f"{project_id}-user", list(roles))
 
+    def published_events(self, source: str | None = None, bus: str = "default") -> list[dict[str, Any]]:
+        """The events put on `bus` since the stack started (oldest first; of `source` only, if
+        given), as EventBridge hands them to a rule's target."""
+        with self._published_lock:
+            return [
+                json.loads(json.dumps(event))
+                for name, event in self._published
+                if name == bus and (source is None or event["source"] == source)
+            ]
+
     def _template(self) -> LocalTemplate:
         assert self.template is not None, "start() first"
         return self.template
@@ -174,6 +189,7 @@ class LocalStack:
         try:
             serialise_dynamodb_writes()
             local_moto_fixes()
+            self._watch_put_events()
             if self._enforce_iam:
                 self.credentials = self._role_credentials(self.template)
                 credentials_per_function()
@@ -229,6 +245,9 @@ class LocalStack:
             if isinstance(self.hook.runner, ContainerRunner):
                 self.hook.runner.stop()
         iam.relax()
+        if self._restore_put_events is not None:
+            self._restore_put_events()
+            self._restore_put_events = None
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
@@ -329,6 +348,9 @@ class LocalStack:
                     },
                 )
         create_state_machines(template, boto3.client("stepfunctions", region_name=REGION), role_arn)
+        bus = str(template.parameters.get("EventBusName") or "default")
+        if bus != "default":  # the deployer's own bus exists before the stack; here it is made
+            boto3.client("events", region_name=REGION).create_event_bus(Name=bus)
 
     def _start_thread(self, name: str, target: Any) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -415,11 +437,57 @@ class LocalStack:
                         )
         return sent
 
-    def _publish(self, event: dict[str, Any]) -> int:
+    # ---------------------------------------------------------------- EventBridge for PutEvents
+    def _watch_put_events(self) -> None:
+        """Record every event moto's EventBridge accepts and deliver it to the template's rules
+        (moto itself only delivers to rules made through its API, which the stack does not make)."""
+        from moto.events.models import EventsBackend
+
+        original = EventsBackend.put_events
+        stack = self
+
+        def put_events(backend: Any, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            entries: list[dict[str, Any]] = original(backend, events)
+            for sent, entry in zip(events, entries, strict=False):
+                if "EventId" in entry:
+                    stack._event_put(sent, entry["EventId"])
+            return entries
+
+        EventsBackend.put_events = put_events  # type: ignore[method-assign,assignment]
+
+        def restore() -> None:
+            EventsBackend.put_events = original  # type: ignore[method-assign]
+
+        self._restore_put_events = restore
+
+    def _event_put(self, entry: Mapping[str, Any], event_id: str) -> None:
+        bus = str(entry.get("EventBusName") or "default").rsplit("/", 1)[-1]
+        moment = entry.get("Time")
+        event = {
+            "version": "0",
+            "id": event_id,
+            "detail-type": entry["DetailType"],
+            "source": entry["Source"],
+            "account": ACCOUNT_ID,
+            "time": (moment if isinstance(moment, datetime) else datetime.now(UTC)).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            ),
+            "region": REGION,
+            "resources": list(entry.get("Resources") or []),
+            "detail": json.loads(entry["Detail"]),
+        }
+        with self._published_lock:
+            self._published.append((bus, event))
+        try:
+            self._publish(event, bus)
+        except Exception:  # a put is accepted whatever its rules' targets do
+            log.exception("delivering an event to the template's rules failed")
+
+    def _publish(self, event: dict[str, Any], bus: str = "default") -> int:
         template = self._template()
         sent = 0
         for rule in template.event_rules:
-            if rule.pattern is None or not matches(rule.pattern, event):
+            if rule.bus != bus or rule.pattern is None or not matches(rule.pattern, event):
                 continue
             spec = template.functions.get(rule.function_logical_id)
             if spec is None:
@@ -427,7 +495,7 @@ class LocalStack:
             log.info(
                 "EventBridge: %s %s → %s",
                 event["detail-type"],
-                event["detail"]["status"],
+                event["detail"].get("status") if isinstance(event["detail"], dict) else "",
                 rule.function_logical_id,
             )
             # An asynchronous target: the error is logged by the runner, as Lambda would log it.

@@ -211,6 +211,7 @@ class EventRule:
     function_logical_id: str
     pattern: dict[str, Any] | None
     schedule_seconds: float | None = None
+    bus: str = "default"  # the bus a pattern rule listens on (by name)
 
 
 _RATE_UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
@@ -937,6 +938,7 @@ def _event_rules(logical_id: str, props: dict[str, Any], function_id: _FunctionF
                     function_logical_id=function_id(arn) or arn,
                     pattern=pattern if isinstance(pattern, dict) else None,
                     schedule_seconds=schedule,
+                    bus=str(props.get("EventBusName") or "default").rsplit("/", 1)[-1],
                 )
             )
     return rules

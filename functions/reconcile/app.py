@@ -19,7 +19,7 @@ from imagetasks.config import settings
 from imagetasks.domain.failures import CANCELLED_ERROR, EXECUTION_END_CODES, EXECUTION_END_MESSAGES
 from imagetasks.domain.tasks import TaskStatus
 from imagetasks.lifecycle import Lifecycle
-from imagetasks.observability import logger, tracer
+from imagetasks.observability import logger, metrics, tracer
 
 
 @lru_cache(maxsize=1)
@@ -29,6 +29,7 @@ def lifecycle() -> Lifecycle:
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
+@metrics.log_metrics  # TaskEventsNotPublished, when a task's end could not be announced
 @event_source(data_class=EventBridgeEvent)
 def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
     if event.detail_type == "Scheduled Event":

@@ -18,7 +18,8 @@ from imagetasks.api import openapi as openapi_description
 from imagetasks.config import settings
 from imagetasks.domain import clock
 from imagetasks.domain.listing import parse_list_request
-from imagetasks.domain.tasks import TASK_LIST_SPEC, Task, TaskStatus, TaskType
+from imagetasks.domain.task_view import render
+from imagetasks.domain.tasks import TASK_LIST_SPEC, TaskStatus, TaskType
 from imagetasks.observability import logger, metrics, tracer
 from imagetasks.task_service import TaskService
 
@@ -42,29 +43,6 @@ def tasks_table() -> TasksTable:
 @lru_cache(maxsize=1)
 def task_service() -> TaskService:
     return composition.task_service(settings())
-
-
-def render(task: Task) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "id": task.id,
-        "type": task.type.value,
-        "status": task.status.value,
-        "input": task.input,
-        "result": task.result,
-        "message": task.message,
-        "owner": task.owner,
-        "created_at": clock.to_api(task.created_at),
-        "updated_at": clock.to_api(task.updated_at),
-        "self": f"{TASK_PATH}/{task.id}",
-        "schema": "/v2/schemas/task",
-    }
-    if task.expires_at is not None:
-        view["expires_at"] = clock.epoch_to_api(task.expires_at)
-    for optional in ("user_id", "request_id", "image_id", "error_code", "progress"):
-        value = getattr(task, optional)
-        if value:
-            view[optional] = value
-    return view
 
 
 def render_stub(row: dict[str, Any]) -> dict[str, Any]:

@@ -220,3 +220,39 @@ def test_every_statement_names_its_resources(roles):
                     assert not resource.endswith((":*", ":secret:*", ":table/*")), (
                         f"{owner} {name}: {resource}"
                     )
+
+
+# ------------------------------------------------------------------ task events
+
+TASK_ENDERS = ("TaskStatusFunction", "ReconcileFunction", "TasksApiFunction")
+TASK_EVENT = {"Source": "imagetasks", "DetailType": "Task Succeeded", "Detail": '{"id": "t1"}'}
+
+
+@pytest.mark.parametrize("function", TASK_ENDERS)
+def test_the_functions_that_end_tasks_may_announce_it_on_the_bus_and_no_other(enforced, function):
+    boto3.client("events").create_event_bus(Name="someone-elses-bus")
+    events = client_of(enforced[function], "events")
+    answer = events.put_events(Entries=[{**TASK_EVENT, "EventBusName": "default"}])
+    assert answer["FailedEntryCount"] == 0
+    assert_denied(events.put_events, Entries=[{**TASK_EVENT, "EventBusName": "someone-elses-bus"}])
+
+
+def test_no_other_function_may_put_events(enforced):
+    for function in set(enforced) - set(TASK_ENDERS) - {"TaskWorkflow"}:
+        assert_denied(client_of(enforced[function], "events").put_events, Entries=[TASK_EVENT])
+
+
+def test_event_grants_are_put_events_on_the_deployers_bus_only(roles):
+    def actions(statement: dict[str, Any]) -> list[str]:
+        return [statement["Action"]] if isinstance(statement["Action"], str) else list(statement["Action"])
+
+    granted = {
+        (owner, action, str(statement["Resource"]))
+        for owner, role in roles.items()
+        for document in role.inline_policies.values()
+        for statement in document["Statement"]
+        for action in actions(statement)
+        if action.startswith("events:")
+    }
+    bus = "arn:aws:events:us-east-1:123456789012:event-bus/default"
+    assert granted == {(owner, "events:PutEvents", bus) for owner in TASK_ENDERS}

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from imagetasks.adapters.images_table import ImagesTable
+from imagetasks.adapters.task_events import TaskEvents
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.adapters.workflow import SlotGate, Workflow
 from imagetasks.config import Settings
@@ -69,6 +70,7 @@ def lifecycle(settings: Settings) -> Lifecycle:
         settings.max_concurrent_tasks,
         gate=SlotGate(),
         max_running_per_project=settings.max_concurrent_tasks_per_project,
+        events=TaskEvents(settings.event_bus_name),
     )
 
 

@@ -65,6 +65,8 @@ class Settings(BaseModel):
     # Only the local stack sets it (moto's server): the endpoint presigned download URLs point at.
     # Deployed, it is unset and URLs name S3's own endpoint.
     presign_endpoint_url: str = ""
+    # The EventBridge bus that hears of every task's end (name or ARN; template parameter EventBusName).
+    event_bus_name: str = "default"
 
     @field_validator(
         "import_s3_buckets",

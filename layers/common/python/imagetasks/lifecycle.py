@@ -8,6 +8,10 @@ or parks (and the periodic sweeper, for anything lost on the way) runs `dispatch
 slots to the oldest parked tasks — skipping a task whose project already runs its limit — and
 resumes their executions. Taking a slot and marking the task processing is one transaction, so two
 dispatchers cannot give one slot twice; the order is the tasks' creation order.
+
+Events: the call that wins a task's final transition announces it (`TaskEventPublisher`), once;
+a repeated or losing call finds the task final and announces nothing. The announcement is best
+effort: if it cannot be sent, that is logged and counted, and the status change stands.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from imagetasks.adapters.tasks_table import NoFreeSlot, ProjectFull, TasksTable
 from imagetasks.domain import clock
 from imagetasks.domain.errors import ConcurrentUpdate
 from imagetasks.domain.tasks import Task, TaskStatus
-from imagetasks.observability import logger
+from imagetasks.observability import logger, metrics
 
 ATTEMPTS = 5
 #: How many of the oldest pending tasks one dispatch round looks at.
@@ -32,6 +38,12 @@ class Gate(Protocol):
     def resume(self, token: str, output: dict[str, Any]) -> bool: ...
 
 
+class TaskEventPublisher(Protocol):
+    """Announces a task that reached success or failure (imagetasks.adapters.task_events)."""
+
+    def task_finished(self, task: Task) -> None: ...
+
+
 class Lifecycle:
     def __init__(
         self,
@@ -40,12 +52,14 @@ class Lifecycle:
         max_running: int,
         gate: Gate | None = None,
         max_running_per_project: int = 0,
+        events: TaskEventPublisher | None = None,
     ) -> None:
         self.table = table
         self.ttl = ttl
         self.max_running = max_running
         self.max_running_per_project = max_running_per_project  # 0: no limit per project
         self.gate = gate
+        self.events = events
 
     # ------------------------------------------------------------ slots
 
@@ -161,9 +175,24 @@ class Lifecycle:
             except ConcurrentUpdate:
                 continue
             logger.info("Task finished", extra={"task_id": task_id, "status": status.value})
+            # Before the slot is handed on: that may raise (and be retried), and a retry finds the
+            # task final and announces nothing, so announcing after it could lose the event.
+            self._announce(after)
             if held_slot:
                 self.dispatch()  # the freed slot goes to the oldest waiter now
             else:
                 self._resume(task_id, FINAL)  # ended while waiting (e.g. reconciled): let it go
             return after
         raise ConcurrentUpdate(f"Task {task_id} kept changing while being finished")
+
+    def _announce(self, task: Task) -> None:
+        """Publish the end of `task`; never raises: a lost event must not undo or repeat the change."""
+        if self.events is None:
+            return
+        try:
+            self.events.task_finished(task)
+        except Exception:
+            logger.exception(
+                "Task event not published", extra={"task_id": task.id, "status": task.status.value}
+            )
+            metrics.add_metric(name="TaskEventsNotPublished", unit=MetricUnit.Count, value=1)
