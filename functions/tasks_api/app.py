@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -9,6 +10,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from idempotent_create import create_once, idempotency_config, idempotency_key
 from schemas import STUB_FIELDS, task_schema, tasks_schema, validate_create_body
 
 from imagetasks import composition
@@ -18,8 +20,9 @@ from imagetasks.api import openapi as openapi_description
 from imagetasks.config import settings
 from imagetasks.domain import clock
 from imagetasks.domain.listing import parse_list_request
+from imagetasks.domain.long_poll import parse_wait, wait_for_change
 from imagetasks.domain.task_view import render
-from imagetasks.domain.tasks import TASK_LIST_SPEC, TaskStatus, TaskType
+from imagetasks.domain.tasks import TASK_LIST_SPEC, Task, TaskStatus, TaskType
 from imagetasks.observability import logger, metrics, tracer
 from imagetasks.task_service import TaskService
 
@@ -33,6 +36,8 @@ DELETE_MESSAGE = (
     "This operation is currently not permitted on Glance Tasks. They are auto deleted after "
     "reaching the time based on their expires_at property."
 )
+# What a long poll leaves of the function's time for answering (the Lambda timeout is 30 s).
+ANSWER_MARGIN_SECONDS = 3.0
 
 
 @lru_cache(maxsize=1)
@@ -111,17 +116,31 @@ def openapi_document() -> dict[str, Any]:
 @tracer.capture_method
 def create_task() -> Response[dict[str, Any]]:
     caller = glance.current_caller(app)
+    event = app.current_event
+    key = idempotency_key(event.headers, event.multi_value_headers)
     body = glance.json_body(app)
     validate_create_body(body, OFFERED_TYPES)
-    task = task_service().create(
-        TaskType(body["type"]),
-        body["input"],
-        caller.project_id,
-        user_id=caller.user_id or None,
-        request_id=glance.request_id(app),
+
+    def create() -> Task:
+        return task_service().create(
+            TaskType(body["type"]),
+            body["input"],
+            caller.project_id,
+            user_id=caller.user_id or None,
+            request_id=glance.request_id(app),
+        )
+
+    task, replayed = (
+        (create(), False)
+        if key is None
+        else create_once(caller.project_id, key, body, create, unexpired_task)
     )
-    metrics.add_metric(name="TasksCreated", unit=MetricUnit.Count, value=1)
-    logger.info("Task created", extra={"task_id": task.id, "type": task.type.value, "owner": task.owner})
+    if replayed:
+        # The same key and body again: the first request's task, answered as the first was (201).
+        logger.info("Task create replayed", extra={"task_id": task.id, "owner": task.owner})
+    else:
+        metrics.add_metric(name="TasksCreated", unit=MetricUnit.Count, value=1)
+        logger.info("Task created", extra={"task_id": task.id, "type": task.type.value, "owner": task.owner})
     location = f"{glance.base_url(app)}{TASK_PATH}/{task.id}"
     return glance.json_response(201, render(task), {"Location": location})
 
@@ -150,7 +169,25 @@ def tasks_other_methods() -> Response[dict[str, Any]]:
 @tracer.capture_method
 def show_task(task_id: str) -> Response[dict[str, Any]]:
     caller = glance.current_caller(app)
-    return glance.json_response(200, render(tasks_table().get_visible(task_id, caller, clock.now())))
+    wait = parse_wait((app.current_event.query_string_parameters or {}).get("wait"))
+
+    def read() -> Task:
+        return tasks_table().get_visible(task_id, caller, clock.now())
+
+    if wait is None:
+        return glance.json_response(200, render(read()))
+    budget = app.lambda_context.get_remaining_time_in_millis() / 1000 - ANSWER_MARGIN_SECONDS
+    return glance.json_response(200, render(wait_for_change(read, min(wait, budget), sleep=pause)))
+
+
+def pause(seconds: float) -> None:
+    """The long poll's wait between two reads (a module function, so tests can drive it)."""
+    time.sleep(seconds)
+
+
+def unexpired_task(task_id: str) -> Task | None:
+    task = tasks_table().get(task_id)
+    return task if task is not None and not task.is_expired(clock.now()) else None
 
 
 @app.delete(f"{TASK_PATH}/<task_id>", summary="Tasks cannot be deleted (405)")
@@ -220,4 +257,7 @@ def schema_other_methods(name: str) -> Response[dict[str, Any]]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # An idempotency record left "in progress" by an invocation that timed out frees its key when
+    # that invocation's time is up, not after the record's 24 hours.
+    idempotency_config().register_lambda_context(context)
     return glance.resolve(app, event, context)

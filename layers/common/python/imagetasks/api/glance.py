@@ -20,7 +20,15 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from pydantic import ValidationError
 
 from imagetasks.auth.identity import Caller
-from imagetasks.domain.errors import DomainError, InvalidRequest, LimitExceeded, NotFound, ReservedProperty
+from imagetasks.domain.errors import (
+    DomainError,
+    IdempotencyKeyReused,
+    InvalidRequest,
+    LimitExceeded,
+    NotFound,
+    RequestInProgress,
+    ReservedProperty,
+)
 from imagetasks.observability import logger
 
 JSON = "application/json"
@@ -225,6 +233,14 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
     @app.exception_handler(NotFound)  # type: ignore[untyped-decorator]
     def _not_found(error: NotFound) -> Response[Any]:
         return error_response(404, error.message)
+
+    @app.exception_handler(IdempotencyKeyReused)  # type: ignore[untyped-decorator]
+    def _key_reused(error: IdempotencyKeyReused) -> Response[Any]:
+        return error_response(422, error.message)
+
+    @app.exception_handler(RequestInProgress)  # type: ignore[untyped-decorator]
+    def _in_progress(error: RequestInProgress) -> Response[Any]:
+        return error_response(409, error.message, {"Retry-After": "1"})
 
     @app.exception_handler(DomainError)  # type: ignore[untyped-decorator]
     def _domain(error: DomainError) -> Response[Any]:

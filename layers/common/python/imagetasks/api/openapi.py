@@ -32,11 +32,16 @@ ERROR_SCHEMA = {
 REFUSALS: dict[tuple[str, str], dict[str, str]] = {
     ("/v2/tasks", "get"): {"400": "A parameter is not valid"},
     ("/v2/tasks", "post"): {
-        "400": "The body is not a valid task",
+        "400": "The body is not a valid task, or the Idempotency-Key header is malformed",
         "403": "A reserved image property (os_glance*)",
+        "409": "A request with this Idempotency-Key is still being handled; retry (Retry-After)",
         "413": "The body or its image properties are over a limit",
+        "422": "This Idempotency-Key was used with a different request body",
     },
-    ("/v2/tasks/{task_id}", "get"): {"404": "No such task for the caller"},
+    ("/v2/tasks/{task_id}", "get"): {
+        "400": "wait is not a whole number of seconds from 1 to 20",
+        "404": "No such task for the caller",
+    },
     ("/v2/tasks/{task_id}", "delete"): {"405": "Tasks cannot be deleted; they expire"},
     ("/v2/images", "get"): {"400": "A parameter is not valid"},
     ("/v2/images/{image_id}", "get"): {"404": "No such image for the caller"},
@@ -74,6 +79,24 @@ def task_list_parameters(
         _query("id", {"type": "string"}, "Only this task"),
         _query("owner", {"type": "string"}, "Only this project's tasks (admins)"),
     ]
+
+
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"},
+    "description": (
+        "Makes the create safe to retry: the same key and body from the same project within 24 hours "
+        "answer the task the first request made (201 again); the same key with another body is a 422."
+    ),
+}
+LONG_POLL_WAIT = _query(
+    "wait",
+    {"type": "integer", "minimum": 1, "maximum": 20},
+    "Long poll: answer as soon as the task's status or progress changes, at the latest after this many "
+    "seconds (a finished task at once)",
+)
 
 
 IMAGE_LIST_PARAMETERS = [
@@ -186,6 +209,12 @@ def complete(
     paths.update(images_paths())
     paths["/v2/tasks"]["get"]["parameters"] = task_list_parameters_or(
         paths["/v2/tasks"]["get"], task_list_params
+    )
+    paths["/v2/tasks"]["post"]["parameters"] = task_list_parameters_or(
+        paths["/v2/tasks"]["post"], [IDEMPOTENCY_KEY]
+    )
+    paths["/v2/tasks/{task_id}"]["get"]["parameters"] = task_list_parameters_or(
+        paths["/v2/tasks/{task_id}"]["get"], [LONG_POLL_WAIT]
     )
     for path, operations in paths.items():
         for method, operation in operations.items():

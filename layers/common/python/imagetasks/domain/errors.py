@@ -40,3 +40,11 @@ class ConcurrentUpdate(DomainError):
 class TaskNotProcessing(DomainError):
     """The task is no longer `processing` (it failed, timed out or was reconciled while a step ran):
     the step must record nothing for it and remove what it wrote."""
+
+
+class IdempotencyKeyReused(DomainError):
+    """An Idempotency-Key already used with a different request (HTTP 422): a new request needs a new key."""
+
+
+class RequestInProgress(DomainError):
+    """The same request (same Idempotency-Key) is being handled right now (HTTP 409): retry shortly."""
