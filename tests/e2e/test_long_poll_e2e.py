@@ -1,0 +1,50 @@
+"""`GET /v2/tasks/{id}?wait=N` over HTTP on the local stack, with a source held mid-fetch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from tests.e2e.helpers import FINAL, create_task, import_body
+from tests.image_corpus import make_raw
+
+PROJECT = "long-poll-project"
+
+
+def show(stack: Any, task_id: str, wait: str) -> requests.Response:
+    return requests.get(
+        f"{stack.api_url}/v2/tasks/{task_id}",
+        params={"wait": wait},
+        headers=stack.headers(PROJECT),
+        timeout=40,
+    )
+
+
+def test_a_client_follows_a_task_to_its_end_with_long_polls(local_stack: Any, image_server: Any) -> None:
+    held = make_raw(image_server.root).rename(image_server.root / "long-poll-held.raw")
+    requested, release = image_server.hold(held.name)
+    try:
+        task = create_task(local_stack, import_body(image_server.url(held.name), "raw"), project=PROJECT)
+        assert requested.wait(60), "the import step never fetched its source"
+        # While the source holds the fetch, nothing changes: a short wait answers the task as it is
+        unchanged = show(local_stack, task["id"], "1")
+        assert unchanged.status_code == 200, unchanged.text
+        assert unchanged.json()["id"] == task["id"] and unchanged.json()["status"] == "processing"
+    finally:
+        release.set()
+    # Each long poll answers a change (or the task as it is after 20 s); a few reach the end
+    seen = [unchanged.json()["status"]]
+    for _ in range(30):
+        answer = show(local_stack, task["id"], "20")
+        assert answer.status_code == 200, answer.text
+        seen.append(answer.json()["status"])
+        if seen[-1] in FINAL:
+            break
+    assert seen[-1] == "success", seen
+    # A finished task is answered (at once) as it is; bad waits and unknown tasks are refused
+    assert show(local_stack, task["id"], "20").json()["status"] == "success"
+    refused = show(local_stack, task["id"], "21")
+    assert refused.status_code == 400
+    assert "wait must be a whole number of seconds from 1 to 20" in refused.json()["error"]["message"]
+    assert show(local_stack, "00000000-0000-4000-8000-000000000000", "20").status_code == 404
