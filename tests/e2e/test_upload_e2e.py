@@ -74,7 +74,13 @@ def test_an_empty_upload_becomes_a_failed_task_and_the_object_is_kept(local_stac
     finished, _ = wait_for_task(local_stack, task["id"], project="empty-project")
 
     assert finished["status"] == "failure" and "empty" in finished["message"].lower()
+    assert finished["error_code"] == "image_rejected"
     assert local_stack.client("s3").list_objects_v2(Bucket=bucket, Prefix=key)["KeyCount"] == 1
+    # Its end is announced like any other task's
+    announced = [
+        e for e in local_stack.stack.published_events("imagetasks") if e["detail"]["id"] == task["id"]
+    ]
+    assert [e["detail-type"] for e in announced] == ["Task Failed"]
 
 
 def test_a_multipart_upload_announced_twice_becomes_one_task(local_stack: Any) -> None:

@@ -224,7 +224,7 @@ def test_every_statement_names_its_resources(roles):
 
 # ------------------------------------------------------------------ task events
 
-TASK_ENDERS = ("TaskStatusFunction", "ReconcileFunction", "TasksApiFunction")
+TASK_ENDERS = ("TaskStatusFunction", "ReconcileFunction", "TasksApiFunction", "UploadTriggerFunction")
 TASK_EVENT = {"Source": "imagetasks", "DetailType": "Task Succeeded", "Detail": '{"id": "t1"}'}
 
 

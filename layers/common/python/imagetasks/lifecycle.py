@@ -147,8 +147,14 @@ class Lifecycle:
     def succeed(self, task_id: str, result: dict[str, Any]) -> Task | None:
         return self._finish(task_id, TaskStatus.SUCCESS, result=result)
 
-    def fail(self, task_id: str, message: str, code: str = "internal") -> Task | None:
-        return self._finish(task_id, TaskStatus.FAILURE, message=message, code=code)
+    def fail(
+        self, task_id: str, message: str, code: str = "internal", *, had_workflow: bool = True
+    ) -> Task | None:
+        """`had_workflow=False`: a task that never had an execution (refused before it started), so
+        nothing can be parked for it."""
+        return self._finish(
+            task_id, TaskStatus.FAILURE, message=message, code=code, release_waiter=had_workflow
+        )
 
     def _finish(
         self,
@@ -158,6 +164,7 @@ class Lifecycle:
         result: dict[str, Any] | None = None,
         message: str | None = None,
         code: str | None = None,
+        release_waiter: bool = True,
     ) -> Task | None:
         """Move the task to a final status, giving back its slot if it held one. A task that is
         already final is left as it is (final states never change) and None is returned."""
@@ -180,7 +187,7 @@ class Lifecycle:
             self._announce(after)
             if held_slot:
                 self.dispatch()  # the freed slot goes to the oldest waiter now
-            else:
+            elif release_waiter:
                 self._resume(task_id, FINAL)  # ended while waiting (e.g. reconciled): let it go
             return after
         raise ConcurrentUpdate(f"Task {task_id} kept changing while being finished")

@@ -63,7 +63,7 @@ class TaskService:
         at once with `message` and error `code`, no workflow. With an existing `task_id`, only the
         failing is redone."""
         task = self._store(task_type, task_input, owner, None, None, task_id)
-        return self.lifecycle.fail(task.id, message, code)
+        return self.lifecycle.fail(task.id, message, code, had_workflow=False)
 
     def _store(
         self,
