@@ -1,4 +1,5 @@
-"""The read and delete part of the Glance v2 Images API: images are created by tasks."""
+"""The Glance v2 Images API: images made by tasks, and Glance's interoperable import (a queued image
+created by POST /v2/images, filled by POST /v2/images/{id}/import with web-download)."""
 
 from functools import lru_cache
 from typing import Any
@@ -7,6 +8,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagetasks import composition
 from imagetasks.adapters.images_table import ImagesTable
 from imagetasks.adapters.s3_objects import S3Objects
 from imagetasks.adapters.tasks_table import TasksTable
@@ -15,8 +17,10 @@ from imagetasks.api.image_schemas import image_schema_document, images_schema_do
 from imagetasks.config import settings
 from imagetasks.domain import clock
 from imagetasks.domain.errors import NotFound
+from imagetasks.domain.image_create import queued_image
 from imagetasks.domain.image_listing import parse_image_list
-from imagetasks.domain.images import Image
+from imagetasks.domain.images import DEFAULT_STORE, Image, ImageStatus
+from imagetasks.image_import import IMPORT_METHODS, ImageImport
 from imagetasks.observability import logger, metrics, tracer
 
 app = APIGatewayRestResolver()
@@ -42,6 +46,11 @@ def objects() -> S3Objects:
     return S3Objects()
 
 
+@lru_cache(maxsize=1)
+def image_import() -> ImageImport:
+    return ImageImport(images_table(), composition.task_service(settings()))
+
+
 def render(image: Image) -> dict[str, Any]:
     view: dict[str, Any] = dict(image.properties)
     view.update(
@@ -54,7 +63,7 @@ def render(image: Image) -> dict[str, Any]:
             "size": image.size,
             "virtual_size": image.virtual_size,
             "checksum": image.checksum,
-            "os_hash_algo": image.os_hash_algo,
+            "os_hash_algo": image.os_hash_algo if image.status is ImageStatus.ACTIVE else None,
             "os_hash_value": image.os_hash_value,
             "owner": image.owner,
             "visibility": image.visibility,
@@ -87,6 +96,25 @@ def list_images() -> Response[dict[str, Any]]:
     return glance.json_response(200, body)
 
 
+@app.post(
+    IMAGES_PATH,
+    summary="Create a queued image (no data: fill it with POST /v2/images/{image_id}/import)",
+    responses={201: {"description": "The new image, queued"}},
+)
+@tracer.capture_method
+def create_image() -> Response[dict[str, Any]]:
+    caller = glance.current_caller(app)
+    body = glance.json_body(app)
+    image = queued_image(
+        body, caller.project_id, caller.is_admin, composition.import_rules(settings()), clock.now()
+    )
+    if not images_table().create(image):
+        raise glance.HttpError(409, f"Image with identifier {image.id} already exists!")
+    logger.info("Image created (queued)", extra={"image_id": image.id, "owner": image.owner})
+    location = f"{glance.base_url(app)}{IMAGES_PATH}/{image.id}"
+    return glance.json_response(201, render(image), {"Location": location})
+
+
 @app.get(f"{IMAGES_PATH}/<image_id>", summary="Show an image")
 def show_image(image_id: str) -> Response[dict[str, Any]]:
     caller = glance.current_caller(app)
@@ -103,7 +131,8 @@ def delete_image(image_id: str) -> Response[str]:
     if image.protected:
         raise glance.HttpError(403, f"Image {image_id} is protected and cannot be deleted.")
     images_table().delete(image)
-    objects().delete(image.bucket, image.key)
+    if image.key:  # a queued image has no data
+        objects().delete(image.bucket, image.key)
     logger.info("Image deleted", extra={"image_id": image_id, "owner": image.owner})
     # Glance's 204 says text/html with no body. Without a type of its own, API Gateway (and the local
     # front) would add application/json, and python-glanceclient fails parsing the empty body as JSON.
@@ -114,6 +143,9 @@ def delete_image(image_id: str) -> Response[str]:
 def download_image(image_id: str) -> Response[str]:
     caller = glance.current_caller(app)
     image = images_table().get_visible(image_id, caller)
+    if not image.key:
+        # Glance's answer for an image without data (queued or importing): 204, no body.
+        return Response(204, NO_CONTENT_TYPE, "", {})
     url = objects().presigned_get(image.bucket, image.key, DOWNLOAD_URL_SECONDS)
     return Response(302, glance.JSON, "", {"Location": url})
 
@@ -149,14 +181,74 @@ def image_tasks(image_id: str) -> Response[dict[str, Any]]:
     return glance.json_response(200, {"tasks": tasks})
 
 
+@app.post(
+    f"{IMAGES_PATH}/<image_id>/import",
+    summary="Import data into a queued image (web-download: from a URL, as an import task)",
+    responses={
+        202: {"description": "The import task was created; the image is importing"},
+        409: {"description": "The image is not queued"},
+    },
+)
+@tracer.capture_method
+def import_image(image_id: str) -> Response[str]:
+    caller = glance.current_caller(app)
+    image = images_table().get_visible(image_id, caller)
+    if not caller.can_see(image.owner):  # another project's public or community image
+        raise glance.HttpError(403, "You are not permitted to import data into this image.")
+    body = glance.json_body(app)
+    task = image_import().start(
+        image,
+        body,
+        settings().uploads_bucket,
+        clock.now(),
+        user_id=caller.user_id or None,
+        request_id=glance.request_id(app),
+    )
+    logger.info("Image import started", extra={"image_id": image_id, "task_id": task.id})
+    # Glance answers 202 with an empty body; the task is in GET /v2/images/{image_id}/tasks.
+    return Response(202, NO_CONTENT_TYPE, "", {})
+
+
+@app.route(f"{IMAGES_PATH}/<image_id>/file", method=["PUT"], include_in_schema=False)
+def upload_image_data(image_id: str) -> Response[dict[str, Any]]:
+    glance.current_caller(app)
+    raise glance.HttpError(
+        405,
+        "Image data cannot be uploaded through this API (API Gateway limits a request to 10 MB). "
+        f"Upload the file to s3://{settings().uploads_bucket}/uploads/<project_id>/<file name> (an "
+        "import task is created for it), or create the image and import it from a URL: "
+        "POST /v2/images/{image_id}/import with the web-download method.",
+        {"Allow": "GET"},
+    )
+
+
+@app.route(f"{IMAGES_PATH}/<image_id>/stage", method=["PUT"], include_in_schema=False)
+def stage_image_data(image_id: str) -> Response[dict[str, Any]]:
+    return upload_image_data(image_id)
+
+
 @app.route(f"{IMAGES_PATH}/<image_id>", method=["PUT", "PATCH", "POST"], include_in_schema=False)
 def image_other_methods(image_id: str) -> Response[dict[str, Any]]:
-    raise glance.method_not_allowed("GET, DELETE", "Images are created by tasks and cannot be changed here.")
+    raise glance.method_not_allowed("GET, DELETE", "Images cannot be changed here.")
 
 
-@app.route(IMAGES_PATH, method=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+@app.route(IMAGES_PATH, method=["PUT", "PATCH", "DELETE"], include_in_schema=False)
 def images_other_methods() -> Response[dict[str, Any]]:
-    raise glance.method_not_allowed("GET", "Images are created by import tasks: POST /v2/tasks.")
+    raise glance.method_not_allowed("GET, POST")
+
+
+@app.get("/v2/info/import", summary="The interoperable import methods this cloud offers")
+def import_info() -> Response[dict[str, Any]]:
+    glance.current_caller(app)
+    methods = {"description": "Import methods available.", "type": "array", "value": list(IMPORT_METHODS)}
+    return glance.json_response(200, {"import-methods": methods})
+
+
+@app.get("/v2/info/stores", summary="The stores image data is kept in (one: the images bucket)")
+def stores_info() -> Response[dict[str, Any]]:
+    glance.current_caller(app)
+    store = {"id": DEFAULT_STORE, "description": "The images bucket", "default": "true"}
+    return glance.json_response(200, {"stores": [store]})
 
 
 @app.get("/v2/schemas/image", summary="The image schema")

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from imagetasks.adapters.dynamo import Guard
 from imagetasks.adapters.images_table import ImagesTable
 from imagetasks.adapters.s3_objects import S3Objects
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.config import Settings
 from imagetasks.conversion import ConversionService
+from imagetasks.domain import clock
 from imagetasks.domain.errors import InvalidRequest, TaskNotProcessing
 from imagetasks.domain.failures import failure
 from imagetasks.domain.image_checks import ExpectedChecksums
 from imagetasks.domain.images import (
     Image,
+    ImageStatus,
     check_indexed_values,
     extra_properties,
     glance_fields,
@@ -21,7 +24,8 @@ from imagetasks.domain.images import (
     new_image,
 )
 from imagetasks.domain.progress import ProgressReporter
-from imagetasks.domain.tasks import Task
+from imagetasks.domain.tasks import Task, TaskType
+from imagetasks.image_import import TARGET_IMAGE, back_to_queued, imported, is_importing_for
 from imagetasks.imports import FetchResult, ImportSettings, fetch_and_check
 from imagetasks.observability import logger
 from imagetasks.uploads import UPLOAD_SOURCE, UploadedVersion
@@ -109,15 +113,27 @@ class ImportTask:
 
     def register(self, task_id: str, staged: dict[str, Any], seconds_left: float = 900) -> dict[str, Any]:
         """Create the active image from the staged data, converted first when the deployment sets
-        ConversionFormat. Safe to repeat: the image id comes from the task id, and an image that
-        already exists is the result of an earlier attempt."""
+        ConversionFormat; an interoperable import (its input names the image) fills that image
+        instead. Safe to repeat: the image id comes from the task (its id, or its target), and an
+        image already made by this task is the result of an earlier attempt."""
         task = self._task(task_id)
         fetched = FetchResult.model_validate(staged)
-        image_id = image_id_for_task(task.id)
-        if self.images.get(image_id) is None:
+        target = self._target(task)
+        image_id = target or image_id_for_task(task.id)
+        existing = self.images.get(image_id)
+        done = existing is not None and (
+            target is None or (existing.status is ImageStatus.ACTIVE and task.id in existing.task_ids)
+        )
+        if not done:
             task_input = task.input or {}
             properties = dict(task_input.get("image_properties") or {})
             key = f"images/{image_id}"
+            if target is not None and not is_importing_for(existing, task):
+                self.objects.delete(fetched.staged_bucket, fetched.staged_key)
+                raise failure(
+                    "invalid_input",
+                    f"Image {image_id} is no longer waiting for this import (it was deleted or changed)",
+                )
             image = new_image(
                 image_id=image_id,
                 owner=task.owner,
@@ -133,14 +149,18 @@ class ImportTask:
                 task_id=task.id,
                 properties=extra_properties(properties),
             ).model_copy(update=image_fields(properties))
-            target = self.settings.conversion_format
-            if target and target != image.disk_format:
-                image = self._converted(image, target, key, task.id, seconds_left)
+            target_format = self.settings.conversion_format
+            if target_format and target_format != image.disk_format:
+                image = self._converted(image, target_format, key, task.id, seconds_left)
             else:
                 self.objects.copy(fetched.staged_bucket, fetched.staged_key, self.settings.images_bucket, key)
                 image = image.model_copy(update={"bucket": self.settings.images_bucket, "key": key})
+            guard = self.tasks.processing_guard(task.id)
             try:
-                self.images.create(image, guard=self.tasks.processing_guard(task.id))
+                if existing is None:
+                    self.images.create(image, guard=guard)
+                else:
+                    self._fill(existing, image, guard, fetched, key)
             except TaskNotProcessing:
                 self._discard(task.id, fetched, key)
                 raise
@@ -149,6 +169,27 @@ class ImportTask:
         self._remove_upload(task, fetched)
         return {"image_id": image_id}
 
+    def _fill(self, waiting: Image, data: Image, guard: Guard, fetched: FetchResult, key: str) -> None:
+        """The queued-then-importing image becomes active with the imported data (its own fields,
+        which the import task copied, stay the image's)."""
+        figures = {
+            name: getattr(data, name)
+            for name in ("disk_format", "size", "virtual_size", "checksum", "os_hash_algo", "os_hash_value")
+        }
+        figures.update({"bucket": data.bucket, "key": data.key})
+        if not self.images.replace(waiting, imported(waiting, clock.now(), figures), guard=guard):
+            self.objects.delete(self.settings.images_bucket, key)
+            self.objects.delete(fetched.staged_bucket, fetched.staged_key)
+            raise failure("invalid_input", f"Image {waiting.id} was deleted or changed during its import")
+
+    @staticmethod
+    def _target(task: Task) -> str | None:
+        """The image an interoperable import fills (POST /v2/images/{id}/import), if any."""
+        if task.type is not TaskType.IMPORT:
+            return None
+        target = (task.input or {}).get(TARGET_IMAGE)
+        return target if isinstance(target, str) and target else None
+
     def _discard(self, task_id: str, fetched: FetchResult, key: str) -> None:
         """The task ended while register ran (a step timeout, the reconciler): no image record was
         written, so remove its bits and the staged data (the failure's clean-up may already have run)."""
@@ -156,7 +197,8 @@ class ImportTask:
             "Task no longer processing: image not registered, its data removed",
             extra={"task_id": task_id, "image_key": key},
         )
-        if self.images.get(image_id_for_task(task_id)) is None:
+        image = self.images.get(key.removeprefix("images/"))
+        if image is None or image.status is not ImageStatus.ACTIVE:
             self.objects.delete(self.settings.images_bucket, key)
         self.objects.delete(fetched.staged_bucket, fetched.staged_key)
 
@@ -203,8 +245,25 @@ class ImportTask:
             )
 
     def clean_up(self, task_id: str) -> None:
-        """Remove what a failed task left: staged data, and image bits without an image record."""
+        """Remove what a failed task left: staged data, and image bits without an image record; the
+        image an interoperable import was filling is queued again (Glance's failed-import marks)."""
         self.objects.delete_prefix(self.settings.staging_bucket, f"{task_id}/")
-        image_id = image_id_for_task(task_id)
-        if self.images.get(image_id) is None:
-            self.objects.delete(self.settings.images_bucket, f"images/{image_id}")
+        task = self.tasks.get(task_id)
+        target = self._target(task) if task is not None else None
+        if target is None:
+            image_id = image_id_for_task(task_id)
+            if self.images.get(image_id) is None:
+                self.objects.delete(self.settings.images_bucket, f"images/{image_id}")
+            return
+        assert task is not None
+        for _ in range(3):
+            image = self.images.get(target)
+            if not is_importing_for(image, task):
+                return  # not this task's image (or not any more): nothing of it to undo
+            assert image is not None
+            self.objects.delete(self.settings.images_bucket, f"images/{target}")
+            if self.images.replace(image, back_to_queued(image, clock.now())):
+                logger.info(
+                    "Import failed: image queued again", extra={"image_id": target, "task_id": task_id}
+                )
+                return

@@ -178,6 +178,37 @@ class ImagesTable:
             return True
         return False  # not reached: the last attempt returns or raises
 
+    def replace(self, before: Image, after: Image, guard: Guard | None = None) -> bool:
+        """Write `after` over `before` (same id) in one transaction, its index rows moved with it;
+        False when the stored image is no longer `before` (changed or deleted meanwhile). With a
+        `guard`, only while it holds (see `create`)."""
+        condition = {
+            "ConditionExpression": "#status = :status AND updated_at = :updated",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": {
+                ":status": {"S": before.status.value},
+                ":updated": {"S": clock.to_stored(before.updated_at)},
+            },
+        }
+        kept = set(partitions_of(after))
+        ops = self._write_ops(after, condition)
+        ops += [
+            {"Delete": {"TableName": self.table.table_name, "Key": {"id": {"S": f"{before.id}#{partition}"}}}}
+            for partition in partitions_of(before)
+            if partition not in kept
+        ]
+        for attempt in range(ATTEMPTS):
+            try:
+                self.table.transact(ops, guard)
+            except ConditionFailed:
+                return False
+            except ConcurrentUpdate:
+                if guard is None or attempt == ATTEMPTS - 1:
+                    raise
+                continue
+            return True
+        return False  # not reached: the last attempt returns or raises
+
     def get(self, image_id: str) -> Image | None:
         item = self.table.get(image_id)
         if item is None or item.get("record") != IMAGE_RECORD:

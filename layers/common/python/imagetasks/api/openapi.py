@@ -44,6 +44,18 @@ REFUSALS: dict[tuple[str, str], dict[str, str]] = {
     },
     ("/v2/tasks/{task_id}", "delete"): {"405": "Tasks cannot be deleted; they expire"},
     ("/v2/images", "get"): {"400": "A parameter is not valid"},
+    ("/v2/images", "post"): {
+        "400": "The body is not a valid image (formats, types, lengths)",
+        "403": "A read-only or reserved attribute, or another project as owner",
+        "409": "An image with this id already exists",
+        "413": "Too many tags and extra properties",
+    },
+    ("/v2/images/{image_id}/import", "post"): {
+        "400": "Not a web-download request, or a URI the import filter refuses",
+        "403": "Another project's image",
+        "404": "No such image for the caller",
+        "409": "The image is not queued",
+    },
     ("/v2/images/{image_id}", "get"): {"404": "No such image for the caller"},
     ("/v2/images/{image_id}", "delete"): {
         "403": "The image is protected or another project's",
@@ -51,6 +63,23 @@ REFUSALS: dict[tuple[str, str], dict[str, str]] = {
     },
     ("/v2/images/{image_id}/file", "get"): {"404": "No such image for the caller"},
     ("/v2/images/{image_id}/tasks", "get"): {"404": "No such image for the caller"},
+}
+
+
+IMAGE_IMPORT_SCHEMA = {
+    "type": "object",
+    "required": ["method"],
+    "properties": {
+        "method": {
+            "type": "object",
+            "required": ["name", "uri"],
+            "properties": {
+                "name": {"type": "string", "enum": ["web-download"]},
+                "uri": {"type": "string", "description": "Where to download the image from"},
+            },
+        },
+        "stores": {"type": "array", "items": {"type": "string", "enum": ["default"]}},
+    },
 }
 
 
@@ -129,6 +158,31 @@ def images_paths() -> dict[str, Any]:
                 "summary": "List images",
                 "parameters": IMAGE_LIST_PARAMETERS,
                 "responses": {"200": {"description": "A page of images", "content": _json("Images")}},
+            },
+            "post": {
+                "summary": "Create a queued image (no data: fill it with POST /v2/images/{image_id}/import)",
+                "requestBody": {"required": True, "content": _json("JsonObject")},
+                "responses": {"201": {"description": "The new image, queued", "content": _json("Image")}},
+            },
+        },
+        "/v2/images/{image_id}/import": {
+            "parameters": [_path("image_id")],
+            "post": {
+                "summary": "Import data into a queued image (web-download: from a URL, as an import task)",
+                "requestBody": {"required": True, "content": _json("ImageImport")},
+                "responses": {"202": {"description": "The import task was created; the image is importing"}},
+            },
+        },
+        "/v2/info/import": {
+            "get": {
+                "summary": "The interoperable import methods this cloud offers",
+                "responses": {"200": {**ok, "content": _json("JsonObject")}},
+            }
+        },
+        "/v2/info/stores": {
+            "get": {
+                "summary": "The stores image data is kept in (one: the images bucket)",
+                "responses": {"200": {**ok, "content": _json("JsonObject")}},
             }
         },
         "/v2/images/{image_id}": {
@@ -194,6 +248,7 @@ def complete(
             "Image": {**image_schema_document(settings), "type": "object"},
             "Images": {**images_schema_document(settings), "type": "object"},
             "JsonObject": {"type": "object"},
+            "ImageImport": IMAGE_IMPORT_SCHEMA,
         }
     )
     components["securitySchemes"] = {

@@ -72,12 +72,13 @@ def check_working_space(
     ``virtual_size`` is the size read from the data itself when known (it prevails over the image
     record's); with neither, the image's size stands for it, as for raw data.
     """
-    virtual = virtual_size or image.virtual_size or image.size
-    needed = image.size + expected_output_size(virtual, target) + WORK_MARGIN_BYTES
+    size = image.size or 0  # only active images (which have a size) are converted or exported
+    virtual = virtual_size or image.virtual_size or size
+    needed = size + expected_output_size(virtual, target) + WORK_MARGIN_BYTES
     if needed > working_space_bytes:
         raise InvalidRequest(
             f"Converting this image to {target} needs {whole_size(needed, round_up=True)} of working "
-            f"space (the {whole_size(image.size, round_up=True)} image and a copy as large as its "
+            f"space (the {whole_size(size, round_up=True)} image and a copy as large as its "
             f"{whole_size(virtual, round_up=True)} virtual disk); this cloud allows "
             f"{whole_size(working_space_bytes, round_up=False)} for {kind} tasks"
         )

@@ -1,4 +1,5 @@
-"""The image entity: what a task produces. No image record exists until its bits passed the checks."""
+"""The image entity: what a task produces, or a `queued` record (POST /v2/images) waiting for the
+import that gives it data. No image is `active` until its bits passed the checks."""
 
 from __future__ import annotations
 
@@ -28,7 +29,17 @@ IMAGE_NAMESPACE = uuid.UUID("6f1e6c1a-3f0e-4d8e-9a35-2c1b7d6f0a11")
 
 
 class ImageStatus(StrEnum):
+    QUEUED = "queued"  # created by POST /v2/images, no data yet
+    IMPORTING = "importing"  # an import task (POST /v2/images/{id}/import) is filling it
     ACTIVE = "active"
+
+
+# Glance's bookkeeping of an interoperable import, kept in the image's properties: the task filling
+# it, the stores it is being imported to, and the stores whose import failed.
+IMPORT_TASK_PROPERTY = "os_glance_import_task"
+IMPORTING_STORES_PROPERTY = "os_glance_importing_to_stores"
+FAILED_IMPORT_PROPERTY = "os_glance_failed_import"
+DEFAULT_STORE = "default"
 
 
 class Image(BaseModel):
@@ -39,11 +50,11 @@ class Image(BaseModel):
     status: ImageStatus = ImageStatus.ACTIVE
     disk_format: str
     container_format: str
-    size: int
+    size: int | None = None  # None (like the checksums) while the image has no data
     virtual_size: int | None = None
-    checksum: str
-    os_hash_algo: str = "sha512"
-    os_hash_value: str
+    checksum: str | None = None
+    os_hash_algo: str | None = "sha512"
+    os_hash_value: str | None = None
     owner: str
     visibility: str = "private"
     protected: bool = False
@@ -54,8 +65,8 @@ class Image(BaseModel):
     created_at: datetime
     updated_at: datetime
     properties: dict[str, str] = Field(default_factory=dict)  # extra properties from image_properties
-    bucket: str  # where the bits are (never shown: the API hands out time-limited URLs)
-    key: str
+    bucket: str = ""  # where the bits are (never shown: the API hands out time-limited URLs); "" if none
+    key: str = ""
     task_ids: tuple[str, ...] = ()  # tasks that produced or worked on the image
 
 
@@ -196,6 +207,6 @@ def image_sort_values(image: Image) -> dict[str, str]:
         "created_at": tail,
         "updated_at": f"{clock.to_stored(image.updated_at)}#{tail}",
         "name": f"{image.name if image.name is not None else MISSING}#{tail}",
-        "size": f"{image.size:020d}#{tail}",
+        "size": f"{image.size or 0:020d}#{tail}",
         "id": image.id,
     }

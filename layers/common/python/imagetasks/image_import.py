@@ -1,0 +1,173 @@
+"""Glance's interoperable import (POST /v2/images/{id}/import) as an import task for that image.
+
+The `web-download` method becomes the same import task POST /v2/tasks creates (same checks, same
+workflow), with the target image's id in its input: the register step fills that image instead of
+making a new one, and a failure puts it back to `queued` with Glance's bookkeeping.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from imagetasks.adapters.images_table import ImagesTable
+from imagetasks.domain.errors import ConcurrentUpdate, DomainError, InvalidRequest
+from imagetasks.domain.images import (
+    DEFAULT_STORE,
+    FAILED_IMPORT_PROPERTY,
+    IMPORT_TASK_PROPERTY,
+    IMPORTING_STORES_PROPERTY,
+    Image,
+    ImageStatus,
+)
+from imagetasks.domain.task_input import RESERVED_PROPERTY_PREFIX
+from imagetasks.domain.tasks import Task, TaskType
+from imagetasks.task_service import TaskService
+
+WEB_DOWNLOAD = "web-download"
+IMPORT_METHODS = (WEB_DOWNLOAD,)
+# The task input key naming the image an interoperable import fills (Glance's own import task uses it too).
+TARGET_IMAGE = "image_id"
+
+
+class ImportConflict(DomainError):
+    """The image cannot take an import now (not queued, or changed meanwhile): HTTP 409."""
+
+
+def import_method(body: Mapping[str, Any], uploads_bucket: str) -> str:
+    """The web-download URI of an import request; InvalidRequest (400) for any other method."""
+    method = body.get("method")
+    if not isinstance(method, dict) or not isinstance(method.get("name"), str):
+        raise InvalidRequest("Import request requires a 'method' field with a 'name'.")
+    name = method["name"]
+    if name == "glance-direct":
+        raise InvalidRequest(
+            "Import method glance-direct is not available: image data cannot pass through this API "
+            "(API Gateway limits a request to 10 MB). Upload the file to "
+            f"s3://{uploads_bucket}/uploads/<project_id>/<file name> instead (an import task is created "
+            f"for it), or import it from a URL with the {WEB_DOWNLOAD} method."
+        )
+    if name not in IMPORT_METHODS:
+        raise InvalidRequest(
+            f"Import method {name} is not available; this cloud offers: {', '.join(IMPORT_METHODS)}."
+        )
+    stores = body.get("stores")
+    if stores is not None and stores != [DEFAULT_STORE]:
+        raise InvalidRequest(f"This cloud has one store, '{DEFAULT_STORE}'; 'stores' can name only it.")
+    uri = method.get("uri")
+    if not isinstance(uri, str) or not uri.strip():
+        raise InvalidRequest(f"Import method {WEB_DOWNLOAD} requires a 'uri' to download the image from.")
+    return uri
+
+
+def import_input(image: Image, uri: str) -> dict[str, Any]:
+    """The import task's input: where from, the image's formats and properties, and the target."""
+    properties: dict[str, Any] = {
+        key: value for key, value in image.properties.items() if not key.startswith(RESERVED_PROPERTY_PREFIX)
+    }
+    properties.update(
+        {
+            "disk_format": image.disk_format,
+            "container_format": image.container_format,
+            "visibility": image.visibility,
+            "protected": image.protected,
+            "min_disk": image.min_disk,
+            "min_ram": image.min_ram,
+            "tags": list(image.tags),
+            "os_hidden": image.os_hidden,
+        }
+    )
+    if image.name is not None:
+        properties["name"] = image.name
+    return {
+        "import_from": uri,
+        "import_from_format": image.disk_format,
+        "image_properties": properties,
+        TARGET_IMAGE: image.id,
+    }
+
+
+def importing(image: Image, task_id: str, moment: datetime) -> Image:
+    """The image while its import task runs (Glance's `importing` status and bookkeeping)."""
+    properties = {k: v for k, v in image.properties.items() if k != FAILED_IMPORT_PROPERTY}
+    properties.update({IMPORT_TASK_PROPERTY: task_id, IMPORTING_STORES_PROPERTY: DEFAULT_STORE})
+    return image.model_copy(
+        update={
+            "status": ImageStatus.IMPORTING,
+            "properties": properties,
+            "task_ids": (*image.task_ids, task_id),
+            "updated_at": moment,
+        }
+    )
+
+
+def back_to_queued(image: Image, moment: datetime) -> Image:
+    """The image after its import failed: queued again, the store's failure recorded as Glance does."""
+    properties = {k: v for k, v in image.properties.items() if k != IMPORT_TASK_PROPERTY}
+    properties.update({IMPORTING_STORES_PROPERTY: "", FAILED_IMPORT_PROPERTY: DEFAULT_STORE})
+    return image.model_copy(
+        update={"status": ImageStatus.QUEUED, "properties": properties, "updated_at": moment}
+    )
+
+
+def imported(image: Image, moment: datetime, data: Mapping[str, Any]) -> Image:
+    """The image once its import succeeded: active, with the data's figures and where it is."""
+    properties = {k: v for k, v in image.properties.items() if k != IMPORT_TASK_PROPERTY}
+    properties.update({IMPORTING_STORES_PROPERTY: "", FAILED_IMPORT_PROPERTY: ""})
+    return image.model_copy(
+        update={"status": ImageStatus.ACTIVE, "properties": properties, "updated_at": moment, **data}
+    )
+
+
+def is_importing_for(image: Image | None, task: Task) -> bool:
+    """Whether `image` is the one `task` was started for and still waits for it."""
+    return (
+        image is not None
+        and image.status is ImageStatus.IMPORTING
+        and image.owner == task.owner
+        and image.properties.get(IMPORT_TASK_PROPERTY) == task.id
+    )
+
+
+class ImageImport:
+    def __init__(self, images: ImagesTable, tasks: TaskService) -> None:
+        self.images = images
+        self.tasks = tasks
+
+    def start(
+        self,
+        image: Image,
+        body: Mapping[str, Any],
+        uploads_bucket: str,
+        moment: datetime,
+        *,
+        user_id: str | None = None,
+        request_id: str | None = None,
+    ) -> Task:
+        """Create the import task filling `image` (already found visible and the caller's): checks
+        first (400, nothing written), then queued → importing (409 if it is not queued), then the
+        task and its workflow; the image is queued again if the task cannot be created."""
+        uri = import_method(body, uploads_bucket)
+        if image.status is not ImageStatus.QUEUED:
+            raise ImportConflict(f"Image needs to be in 'queued' state to use '{WEB_DOWNLOAD}' method")
+        task_input = import_input(image, uri)
+        self.tasks.validate(TaskType.IMPORT, task_input, image.owner)
+        task_id = str(uuid.uuid4())
+        waiting = importing(image, task_id, moment)
+        if not self.images.replace(image, waiting):
+            raise ImportConflict(f"Image {image.id} changed during the request; try again")
+        try:
+            return self.tasks.create(
+                TaskType.IMPORT,
+                task_input,
+                image.owner,
+                user_id=user_id,
+                request_id=request_id,
+                task_id=task_id,
+            )
+        except Exception:
+            if not self.images.replace(waiting, image.model_copy(update={"updated_at": moment})):
+                raise ConcurrentUpdate(f"Image {image.id} changed during the request") from None
+            raise
