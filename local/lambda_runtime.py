@@ -258,7 +258,12 @@ class HandlerRunner(FunctionDirectory):
         super().__init__(functions)
         # logical id → AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN of the function's role
         self.credentials: dict[str, Mapping[str, str]] = dict(credentials or {})
-        self._handlers: dict[str, Handler] = {}
+        # Idle instances of each function: like Lambda, one invocation per instance at a time, and a
+        # new instance (a fresh import of the handler module) when all are busy, so the handler's
+        # module-level state (Powertools' resolver keeps the current request there) is never
+        # shared by two invocations running at once.
+        self._idle: dict[str, list[Handler]] = {}
+        self._instances: dict[str, int] = {}
         self._import_lock = threading.Lock()
         self._environ = thread_environment()
         self._union = self._prepare_environment()
@@ -310,14 +315,22 @@ class HandlerRunner(FunctionDirectory):
         finally:
             self._environ.pop_overlay()
 
-    def _handler(self, spec: FunctionSpec) -> Handler:
-        handler = self._handlers.get(spec.logical_id)
-        if handler is not None:
-            return handler
+    def _acquire(self, spec: FunctionSpec) -> Handler:
         with self._import_lock:  # imports are short; never held while a handler runs
-            if spec.logical_id not in self._handlers:
-                self._handlers[spec.logical_id] = _import_handler(spec)
-            return self._handlers[spec.logical_id]
+            idle = self._idle.setdefault(spec.logical_id, [])
+            if idle:
+                return idle.pop()
+            instance = self._instances.get(spec.logical_id, 0)
+            self._instances[spec.logical_id] = instance + 1
+            return _import_handler(spec, instance)
+
+    def _release(self, spec: FunctionSpec, handler: Handler) -> None:
+        with self._import_lock:
+            self._idle[spec.logical_id].append(handler)
+
+    def instances(self, logical_id: str) -> int:
+        """How many instances of the function were started (grows with concurrent invocations)."""
+        return self._instances.get(logical_id, 0)
 
     def invoke(self, spec: FunctionSpec, event: Any) -> Invocation:
         """Call the handler as Lambda would; an unhandled exception becomes Lambda's error payload."""
@@ -330,9 +343,15 @@ class HandlerRunner(FunctionDirectory):
         started = time.monotonic()
         with self._environment(spec):
             try:
-                result = self._handler(spec)(event, context)
+                handler = self._acquire(spec)
+            except Exception as error:  # an import error is the invocation's error, as on Lambda
+                return self._error(spec, context, error)
+            try:
+                result = handler(event, context)
             except Exception as error:
                 return self._error(spec, context, error)
+            finally:
+                self._release(spec, handler)
         elapsed = time.monotonic() - started
         if elapsed > spec.timeout_seconds:
             log.warning(
@@ -370,13 +389,15 @@ class HandlerRunner(FunctionDirectory):
         return Invocation(payload=json.dumps(payload), errored=True, logs="".join(trace))
 
 
-def _import_handler(spec: FunctionSpec) -> Handler:
-    """Load `module.attr` from the code folder under a module name no other function can share."""
+def _import_handler(spec: FunctionSpec, instance: int = 0) -> Handler:
+    """Load `module.attr` from the code folder under a module name no other function (or other
+    instance of this one) can share."""
     module_path, _, attribute = spec.handler.rpartition(".")
     if not module_path:
         raise ImportError(f"{spec.logical_id}: handler {spec.handler!r} is not module.function")
     source = spec.code_dir.joinpath(*module_path.split(".")).with_suffix(".py")
-    unique_name = f"_local_lambda_{spec.logical_id}_{module_path.replace('.', '_')}"
+    owner = f"{spec.logical_id}_{instance}" if instance else spec.logical_id
+    unique_name = f"_local_lambda_{owner}_{module_path.replace('.', '_')}"
     module_spec = importlib.util.spec_from_file_location(unique_name, source)
     if module_spec is None or module_spec.loader is None:
         raise ImportError(f"{spec.logical_id}: cannot load {source}")
@@ -394,7 +415,7 @@ def _import_handler(spec: FunctionSpec) -> Handler:
         raise
     finally:
         sys.path.remove(str(spec.code_dir))
-        _set_aside_siblings(spec.code_dir, set(sys.modules) - before - {unique_name}, spec.logical_id)
+        _set_aside_siblings(spec.code_dir, set(sys.modules) - before - {unique_name}, owner)
     handler = getattr(module, attribute, None)
     if not callable(handler):
         raise ImportError(f"{spec.logical_id}: {source} has no function {attribute}")

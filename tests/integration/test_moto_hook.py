@@ -222,3 +222,43 @@ def test_the_hook_is_gone_after_uninstall(functions):
     hook.uninstall()
 
     assert LambdaFunction._invoke_lambda is original
+
+
+STATEFUL = """
+import sys
+import threading
+
+current = None  # module-level state, as Powertools' resolver keeps the current request
+# Shared by every instance (each has its own copy of this module): where both meet.
+both_inside = sys.__dict__.setdefault("_hooktest_both_inside", threading.Barrier(2, timeout=10))
+
+def lambda_handler(event, context):
+    global current
+    current = event["n"]
+    if event.get("together"):
+        both_inside.wait()  # the other invocation is running now too
+    return {"n": current}
+"""
+
+
+def test_concurrent_invocations_of_one_function_run_in_separate_instances(tmp_path):
+    import threading
+
+    spec = _spec(tmp_path, "Stateful", STATEFUL, {})
+    runner = HandlerRunner([spec])
+    results: dict[int, Any] = {}
+
+    def call(n: int) -> None:
+        results[n] = runner.invoke(spec, {"n": n, "together": True}).result()
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    # Each saw its own module state (one instance each), as two Lambda instances would
+    assert results == {1: {"n": 1}, 2: {"n": 2}}
+    assert runner.instances("Stateful") == 2
+    assert runner.invoke(spec, {"n": 3}).result() == {"n": 3}
+    assert runner.instances("Stateful") == 2  # an idle instance is reused, none is started
