@@ -111,8 +111,14 @@ def create_image() -> Response[dict[str, Any]]:
     if not images_table().create(image):
         raise glance.HttpError(409, f"Image with identifier {image.id} already exists!")
     logger.info("Image created (queued)", extra={"image_id": image.id, "owner": image.owner})
-    location = f"{glance.base_url(app)}{IMAGES_PATH}/{image.id}"
-    return glance.json_response(201, render(image), {"Location": location})
+    headers = {
+        "Location": f"{glance.base_url(app)}{IMAGES_PATH}/{image.id}",
+        # Glance's announcement of how the new image can get data (openstacksdk imports only if
+        # the method is listed here).
+        "OpenStack-image-import-methods": ",".join(IMPORT_METHODS),
+        "OpenStack-image-store-ids": DEFAULT_STORE,
+    }
+    return glance.json_response(201, render(image), headers)
 
 
 @app.get(f"{IMAGES_PATH}/<image_id>", summary="Show an image")
