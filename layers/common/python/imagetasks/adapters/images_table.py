@@ -164,14 +164,18 @@ class ImagesTable:
         With a `guard` (TasksTable.processing_guard), only while the guard holds: the guard's error
         (TaskNotProcessing) when it does not, and nothing is written."""
         ops = self._write_ops(image, {"ConditionExpression": "attribute_not_exists(id)"})
+        return self._transact_guarded(ops, guard)
+
+    def _transact_guarded(self, ops: list[dict[str, Any]], guard: Guard | None) -> bool:
+        """Run the transaction; False when its own condition fails. A guarded write that clashed
+        with a change of the task (its end being recorded) is tried again: the next attempt sees
+        the task as it is now."""
         for attempt in range(ATTEMPTS):
             try:
                 self.table.transact(ops, guard)
             except ConditionFailed:
                 return False
             except ConcurrentUpdate:
-                # A guarded write clashed with a change of the task (its end being recorded): the
-                # next attempt sees the task as it is now.
                 if guard is None or attempt == ATTEMPTS - 1:
                     raise
                 continue
@@ -197,17 +201,7 @@ class ImagesTable:
             for partition in partitions_of(before)
             if partition not in kept
         ]
-        for attempt in range(ATTEMPTS):
-            try:
-                self.table.transact(ops, guard)
-            except ConditionFailed:
-                return False
-            except ConcurrentUpdate:
-                if guard is None or attempt == ATTEMPTS - 1:
-                    raise
-                continue
-            return True
-        return False  # not reached: the last attempt returns or raises
+        return self._transact_guarded(ops, guard)
 
     def get(self, image_id: str) -> Image | None:
         item = self.table.get(image_id)
