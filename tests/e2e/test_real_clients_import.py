@@ -93,7 +93,12 @@ def test_glance_cli_image_create_via_import_web_download(local_stack: Any, image
     assert image["status"] == "active", image
     assert image["name"] == name and image["size"] == len(data)
     assert image["os_hash_value"] == hashlib.sha512(data).hexdigest()
+    # The image is active once registered; its task records success a step later.
+    deadline = time.monotonic() + 30
     tasks = glance(local_stack, token, "image-tasks", image_id)
+    while "success" not in tasks.stdout and time.monotonic() < deadline:
+        time.sleep(0.2)
+        tasks = glance(local_stack, token, "image-tasks", image_id)
     assert tasks.returncode == 0, tasks.stderr
     assert "success" in tasks.stdout
     info = glance(local_stack, token, "import-info")
