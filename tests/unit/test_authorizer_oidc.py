@@ -172,13 +172,13 @@ def test_claim_names_come_from_the_settings(
 ) -> None:
     # Given a deployment whose provider names the claims differently
     use_settings(monkeypatch, OIDC_PROJECT_CLAIM="tenant", OIDC_ROLES_CLAIM="roles", OIDC_USER_CLAIM="email")
-    payload = claims(tenant="project-t", roles=["admin"], email="t@example.org")
+    payload = claims(tenant="project-t", roles=["admin"], email="t@example.invalid")
 
     # When such a token arrives
     context = invoke(authorizer_event(rs256(payload, signing_key)))["context"]
 
     # Then those claims, not the defaults, make the identity
-    assert context == {"project_id": "project-t", "user_id": "t@example.org", "roles": "admin"}
+    assert context == {"project_id": "project-t", "user_id": "t@example.invalid", "roles": "admin"}
 
 
 def test_keys_are_cached_across_invocations(signing_key: rsa.RSAPrivateKey, jwks: Jwks) -> None:
@@ -301,7 +301,7 @@ def test_an_allowed_algorithm_must_also_match_the_published_key(
     [
         ({"iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600}, "ExpiredSignatureError"),
         ({"exp": None}, "MissingRequiredClaimError"),
-        ({"iss": "https://evil.example.org"}, "InvalidIssuerError"),
+        ({"iss": "https://evil.example.invalid"}, "InvalidIssuerError"),
         ({"iss": None}, "MissingRequiredClaimError"),
         ({"aud": "another-client"}, "InvalidAudienceError"),
         ({"aud": None}, "MissingRequiredClaimError"),
@@ -373,7 +373,7 @@ def test_an_unreachable_jwks_endpoint_means_unauthorized(
         {"OIDC_ALGORITHMS": "none"},
         {"OIDC_ISSUER": ""},
         {"OIDC_AUDIENCE": ""},
-        {"OIDC_JWKS_URL": "http://jwks.example.org/keys"},
+        {"OIDC_JWKS_URL": "http://jwks.example.invalid/keys"},
         {"AUTH_MODE": "basic"},
         {"TASKS_API_ACCESS": "everyone"},
     ],

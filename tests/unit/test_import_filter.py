@@ -18,7 +18,7 @@ DNS = {
     "mixed.example.invalid": ["93.184.216.34", "10.0.0.1"],
     "cgnat.example.invalid": ["100.64.0.1"],
     "multicast.example.invalid": ["224.0.0.251"],
-    "sub.internal.example.org": ["93.184.216.40"],
+    "sub.internal.example.invalid": ["93.184.216.40"],
 }
 
 
@@ -181,10 +181,10 @@ def test_empty_location(url: str | None) -> None:
 
 def test_denylist_names_subdomains_and_ranges() -> None:
     import_filter, _ = make_filter(
-        host_denylist=(".internal.example.org", "dual.example.invalid", "93.184.216.0/24")
+        host_denylist=(".internal.example.invalid", "dual.example.invalid", "93.184.216.0/24")
     )
     for url in (
-        "http://sub.internal.example.org/x",
+        "http://sub.internal.example.invalid/x",
         "http://dual.example.invalid/x",
         "http://images.example.invalid/x",
     ):
