@@ -26,6 +26,7 @@ from imagetasks.domain.errors import (
     InvalidRequest,
     LimitExceeded,
     NotFound,
+    NotPermitted,
     RequestInProgress,
     ReservedProperty,
 )
@@ -124,7 +125,15 @@ def versions_document(app: APIGatewayRestResolver) -> dict[str, Any]:
 
 
 def json_body(app: APIGatewayRestResolver) -> dict[str, Any]:
-    """The request's JSON object, with Glance's messages for each way it can be wrong, and a clear
+    """The request's JSON object (see `json_document` for the checks)."""
+    body = json_document(app)
+    if not isinstance(body, dict):
+        raise InvalidRequest("Unexpected body type. Expected list/dict.")
+    return body
+
+
+def json_document(app: APIGatewayRestResolver) -> Any:
+    """The request's JSON document, with Glance's messages for each way it can be wrong, and a clear
     400 or 413 for what Python's JSON module would accept but the service cannot keep: bodies that
     are not UTF-8, NaN and Infinity, nesting deeper than MAX_JSON_DEPTH, more than MAX_BODY_BYTES."""
     raw = _body_text(app.current_event.raw_event)
@@ -139,12 +148,22 @@ def json_body(app: APIGatewayRestResolver) -> dict[str, Any]:
     except RecursionError:
         raise InvalidRequest(_too_deep()) from None
     except ValueError:
-        raise InvalidRequest("Malformed JSON in request body.") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("Unexpected body type. Expected list/dict.")
+        raise InvalidRequest("Malformed JSON in request body." + _sent_as(app)) from None
     if _depth_over(body, MAX_JSON_DEPTH):
         raise InvalidRequest(_too_deep())
     return body
+
+
+def _sent_as(app: APIGatewayRestResolver) -> str:
+    """What to add to "Malformed JSON" when the request said its body was something else (`curl -d`
+    says application/x-www-form-urlencoded). The type itself is not refused: Glance reads a JSON body
+    whatever its Content-Type says, and so do we (docs/decisions.md, "Request bodies")."""
+    headers = {name.lower(): value for name, value in (app.current_event.headers or {}).items()}
+    declared = str(headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if not declared or declared == JSON or declared.endswith("+json"):
+        return ""
+    shown = declared if len(declared) <= 80 and declared.isprintable() else "another type"
+    return f" The body was sent as {shown}: send a JSON object, with Content-Type: {JSON}."
 
 
 MAX_INTEGER_DIGITS = 100
@@ -229,6 +248,10 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
         if isinstance(error, LimitExceeded):
             return error_response(413, error.message)
         return error_response(400, error.message)
+
+    @app.exception_handler(NotPermitted)  # type: ignore[untyped-decorator]
+    def _not_permitted(error: NotPermitted) -> Response[Any]:
+        return error_response(403, error.message)
 
     @app.exception_handler(NotFound)  # type: ignore[untyped-decorator]
     def _not_found(error: NotFound) -> Response[Any]:

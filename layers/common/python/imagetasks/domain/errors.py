@@ -21,6 +21,10 @@ class LimitExceeded(InvalidRequest):
     """The request is over one of the service's size or count limits (HTTP 413, as Glance answers)."""
 
 
+class NotPermitted(DomainError):
+    """The caller may see the thing but not change it this way (HTTP 403, as Glance answers)."""
+
+
 class NotFound(DomainError):
     """The thing does not exist, is not visible to the caller, or has expired (HTTP 404)."""
 
@@ -34,7 +38,7 @@ class TaskAlreadyFinal(InvalidTransition):
 
 
 class ConcurrentUpdate(DomainError):
-    """Someone else changed the task between our read and our conditional write; read again."""
+    """Someone else changed the task (or image) between our read and our conditional write; read again."""
 
 
 class TaskNotProcessing(DomainError):
