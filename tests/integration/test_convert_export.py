@@ -618,14 +618,19 @@ def test_subprocess_is_never_given_a_shell(
     stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[tuple[Any, dict[str, Any]]] = []
-    real_run = subprocess.run
+    real_run, real_popen = subprocess.run, subprocess.Popen
 
     def spy(args: Any, **kwargs: Any) -> Any:
         calls.append((args, kwargs))
         return real_run(args, **kwargs)
 
+    def popen_spy(args: Any, **kwargs: Any) -> Any:  # qemu-img convert, followed for its progress
+        calls.append((args, kwargs))
+        return real_popen(args, **kwargs)
+
     source = stack.put_image(make_qcow2(tmp_path), "qcow2")
     monkeypatch.setattr(subprocess, "run", spy)
+    monkeypatch.setattr(subprocess, "Popen", popen_spy)
     stack.run("convert", stack.new_task(TaskType.CONVERT, {"image_id": source.id, "disk_format": "vdi"}))
 
     assert calls and all(isinstance(args, list) and not kwargs.get("shell") for args, kwargs in calls)

@@ -281,7 +281,7 @@ def test_every_source_format_is_opened_as_one_pinned_file_without_backing(fmt: s
     qemu._convert_checked(source, fmt, tmp_path / "out.qcow2", "qcow2", 60)
     args = record.read_text().splitlines()
 
-    assert args[:3] == ["convert", "-O", "qcow2"] and "-f" not in args
+    assert args[:4] == ["convert", "-p", "-O", "qcow2"] and "-f" not in args
     assert args[-1] == str(tmp_path / "out.qcow2")
     assert args[-2].startswith("json:")
     assert json.loads(args[-2].removeprefix("json:")) == {

@@ -8,6 +8,11 @@ completed only after every check passed, so a refused output never becomes an S3
 
 An export that keeps the image's format needs no local copy: it streams from the images bucket to
 the exports bucket through the same checks.
+
+Each phase reports the task's progress (``download``, ``convert``, ``upload``; ``copy`` for that
+streamed export) with the tasks table's conditional write: once the task is no longer processing
+(cancelled, timed out) the write fails and the phase stops there, qemu-img is killed, a multipart
+upload is aborted and the working directory removed, so a cancelled task leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from imagetasks.domain.import_errors import (
     TransientImportError,
     TransientStorageError,
 )
+from imagetasks.domain.progress import DEFAULT_INTERVAL_SECONDS, ProgressReporter
 from imagetasks.domain.tasks import Task
 from imagetasks.observability import logger
 
@@ -86,6 +92,8 @@ class ConversionSettings(BaseModel):
     image_checks: ImageCheckSettings = Field(default_factory=ImageCheckSettings)
     export_url_seconds: int = EXPORT_URL_SECONDS
     part_size: int = 64 * MiB
+    #: How often a running phase writes its progress (and so learns whether its task still runs).
+    progress_interval_seconds: float = DEFAULT_INTERVAL_SECONDS
 
 
 def conversion_settings(settings: Settings) -> ConversionSettings:
@@ -233,8 +241,8 @@ class ConversionService:
         key = f"images/{new_id}"
         checker = ImageChecker(self.settings.image_checks, target, container_format)
         with WORKSPACES.open(self.settings.work_root, task.id) as work:
-            output = self._convert_locally(source, target, work, seconds_left, "convert")
-            staged, verdict = self._upload(output, self.settings.images_bucket, key, checker, source)
+            output = self._convert_locally(source, target, work, seconds_left, "convert", task.id)
+            staged, verdict = self._upload(output, self.settings.images_bucket, key, checker, source, task.id)
         image = new_image(
             image_id=new_id,
             owner=task.owner,
@@ -275,12 +283,12 @@ class ConversionService:
         checker = ImageChecker(SOURCE_CHECKS, target)
         self._note_task(source, task)
         if target == source.disk_format:
-            staged = self._stream_copy(source, bucket, key, checker)
+            staged = self._stream_copy(source, bucket, key, checker, task.id)
         else:
             check_working_space(source, target, self.settings.ephemeral_storage_bytes, "export")
             with WORKSPACES.open(self.settings.work_root, task.id) as work:
-                output = self._convert_locally(source, target, work, seconds_left, "export")
-                staged, _ = self._upload(output, bucket, key, checker, source)
+                output = self._convert_locally(source, target, work, seconds_left, "export", task.id)
+                staged, _ = self._upload(output, bucket, key, checker, source, task.id)
         try:
             # Nothing else is written for an export: the workflow records the result below on the
             # task, conditionally on it still processing. A task that ended meanwhile gets no file.
@@ -324,8 +332,8 @@ class ConversionService:
         check_working_space(staged, target, self.settings.ephemeral_storage_bytes, "import")
         checker = ImageChecker(self.settings.image_checks, target, staged.container_format)
         with WORKSPACES.open(self.settings.work_root, task_id) as work:
-            output = self._convert_locally(staged, target, work, seconds_left, "import")
-            return self._upload(output, bucket, key, checker, None)
+            output = self._convert_locally(staged, target, work, seconds_left, "import", task_id)
+            return self._upload(output, bucket, key, checker, None, task_id)
 
     def _task(self, task_id: str) -> Task:
         task = self.tasks.get(task_id)
@@ -353,15 +361,28 @@ class ConversionService:
         except ConcurrentUpdate:
             logger.warning("Could not record the task on its image", extra={"image_id": source.id})
 
+    def _progress(self, task_id: str, step: str, bytes_total: int | None) -> ProgressReporter:
+        """A phase's progress; its write raises TaskNotProcessing once the task ended."""
+        return ProgressReporter(
+            step,
+            bytes_total,
+            lambda figures: self.tasks.record_progress(task_id, figures),
+            interval=self.settings.progress_interval_seconds,
+        )
+
     def _convert_locally(
-        self, source: Image, target: str, work: Path, seconds_left: float, kind: str
+        self, source: Image, target: str, work: Path, seconds_left: float, kind: str, task_id: str
     ) -> Path:
         source_path = work / f"source.{source.disk_format}"
-        verdict = self._download(source, source_path)
+        verdict = self._download(source, source_path, self._progress(task_id, "download", source.size))
         # Again with the virtual size the data itself announces (the record's may be missing).
         check_working_space(source, target, self.settings.ephemeral_storage_bytes, kind, verdict.virtual_size)
         output = work / f"output.{target}"
         timeout = max(seconds_left - UPLOAD_RESERVE_SECONDS, MIN_CONVERT_SECONDS)
+        # qemu-img's percentage is of the virtual disk: shown as bytes of it gone through.
+        disk_bytes = verdict.virtual_size or source.virtual_size or source_path.stat().st_size
+        progress = self._progress(task_id, "convert", disk_bytes)
+        progress.start()
         self.qemu.convert(
             source_path,
             SOURCE_FORMATS[source.disk_format],
@@ -369,15 +390,17 @@ class ConversionService:
             TARGET_FORMATS[target],
             timeout,
             TARGET_OPTIONS.get(target, ()),
+            on_progress=lambda percent: progress.advance_to(int(disk_bytes * percent / 100)),
         )
         source_path.unlink()  # room for nothing else now, but free it before the long upload
         return output
 
-    def _download(self, source: Image, path: Path) -> ImageVerdict:
+    def _download(self, source: Image, path: Path, progress: ProgressReporter) -> ImageVerdict:
         """Copy the image's data to ``path``, checking it as it arrives (see the module's text)."""
         checker = ImageChecker(SOURCE_CHECKS, source.disk_format)
         inspector = InspectorBites(checker)
         sha512 = _Sha512()
+        progress.start()
         try:
             with (
                 S3Source(self.objects.client, chunk_size=CHUNK_SIZE).open(
@@ -389,6 +412,7 @@ class ConversionService:
                     inspector.feed(chunk)
                     sha512.feed(chunk)
                     local.write(chunk)
+                    progress.feed(chunk)
             verdict = checker.finish(checksum="", os_hash_value=sha512.hexdigest())
         except SourceUnavailable:
             raise failure(
@@ -419,7 +443,7 @@ class ConversionService:
             )
 
     def _upload(
-        self, path: Path, bucket: str, key: str, checker: ImageChecker, source: Image | None
+        self, path: Path, bucket: str, key: str, checker: ImageChecker, source: Image | None, task_id: str
     ) -> tuple[StagedObject, ImageVerdict]:
         """Upload ``path`` with hashing and checks; completed only if the checks pass and the
         source image still exists."""
@@ -431,11 +455,19 @@ class ConversionService:
                 self._still_there(source)
 
         staged = self._stage(
-            _file_chunks(path), bucket, key, [InspectorBites(checker)], verify, "The converted image"
+            _file_chunks(path),
+            bucket,
+            key,
+            [InspectorBites(checker)],
+            verify,
+            "The converted image",
+            self._progress(task_id, "upload", path.stat().st_size),
         )
         return staged, verdicts[0]
 
-    def _stream_copy(self, source: Image, bucket: str, key: str, checker: ImageChecker) -> StagedObject:
+    def _stream_copy(
+        self, source: Image, bucket: str, key: str, checker: ImageChecker, task_id: str
+    ) -> StagedObject:
         """Copy the image's data as it is, checked and hashed on the way (no local copy)."""
 
         def verify(digests: StreamDigests) -> None:
@@ -448,7 +480,13 @@ class ConversionService:
                 source.bucket, source.key
             ) as stream:
                 return self._stage(
-                    stream, bucket, key, [InspectorBites(checker)], verify, f"The data of image {source.id}"
+                    stream,
+                    bucket,
+                    key,
+                    [InspectorBites(checker)],
+                    verify,
+                    f"The data of image {source.id}",
+                    self._progress(task_id, "copy", source.size),
                 )
         except SourceUnavailable:
             raise failure(
@@ -465,7 +503,15 @@ class ConversionService:
         observers: list[ChunkObserver],
         verify: Callable[[StreamDigests], None],
         what: str,
+        progress: ProgressReporter,
     ) -> StagedObject:
+        def finish(digests: StreamDigests) -> None:
+            # The last figures before the upload is completed: a task that ended meanwhile makes
+            # this write fail, and the upload is aborted instead (no object left behind).
+            progress.finish()
+            verify(digests)
+
+        progress.start()
         try:
             return stage_stream(
                 chunks,
@@ -473,8 +519,8 @@ class ConversionService:
                 key,
                 self.objects.client,
                 part_size=self.settings.part_size,
-                observers=observers,
-                before_complete=verify,
+                observers=[*observers, progress],
+                before_complete=finish,
             )
         except ImageRejected as refused:
             raise TaskFailure(f"{what} failed this cloud's checks: {refused.message}") from None

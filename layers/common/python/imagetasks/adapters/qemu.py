@@ -17,18 +17,28 @@ file it was given:
 qemu-img's messages name those paths (the worker's working directory carries its process id): they
 are rewritten before they reach the task's message.
 
+A conversion runs with ``-p``: qemu-img then writes ``    (12.00/100%)\r`` to its standard output
+(a pipe as much as a terminal) and flushes it each time. The percentage goes to the caller's
+``on_progress`` on every change and at least every second; ``on_progress`` raising (the task ended)
+kills qemu-img and removes its half-written output.
+
 On Lambda, qemu-img comes from the QemuLayer at /opt/bin with its libraries in /opt/lib; anywhere
 else (tests, the local stack) it is whatever ``qemu-img`` is on PATH.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import selectors
 import shutil
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +49,10 @@ LAYER_BINARY = Path("/opt/bin/qemu-img")
 LAYER_LIBRARIES = "/opt/lib"
 #: qemu-img info only reads headers; a few seconds is plenty even for a large image.
 INFO_TIMEOUT_SECONDS = 60
+#: How often a running conversion's ``on_progress`` hears from us when qemu-img says nothing new
+#: (a stretch of the disk that takes long): it is also how the step learns that its task ended.
+PROGRESS_POLL_SECONDS = 1.0
+_PERCENT = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
 
 class QemuImgNotFound(RuntimeError):
@@ -102,6 +116,30 @@ def user_message(stderr: str, names: Mapping[str, str]) -> str:
     return text
 
 
+class ProgressParser:
+    """qemu-img ``-p``'s percentage, from its output as it arrives (in pieces of any size)."""
+
+    def __init__(self) -> None:
+        self.percent = 0.0
+        self._pending = b""
+
+    def feed(self, data: bytes) -> float:
+        text = self._pending + data
+        # Only entries already ended by \r (or \n) count; the rest waits for the next piece.
+        end = max(text.rfind(b"\r"), text.rfind(b"\n")) + 1
+        complete, self._pending = text[:end], text[end:][-64:]
+        for match in _PERCENT.finditer(complete):
+            self.percent = min(100.0, float(match.group(1)))
+        return self.percent
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    """Kill qemu-img (and anything it started: it runs in its own session) and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 class QemuImg:
     """A thin wrapper; ``binary``/``env`` are injectable so tests can run a failing stand-in."""
 
@@ -124,15 +162,18 @@ class QemuImg:
         dst_format: str,
         timeout: float,
         options: Sequence[str] = (),
+        on_progress: Callable[[float], None] | None = None,
     ) -> None:
         """``qemu-img convert`` of ``src_path`` (read as ``src_format`` only, see the module's text)
         to ``dst_path`` as ``dst_format`` with ``-o options``; TaskFailure on error.
 
         Formats are qemu's names (``vpc`` for vhd). ``timeout`` is in seconds; the process is
         killed when it runs out, so a stuck conversion cannot eat the whole Lambda timeout.
+        ``on_progress`` gets the percentage done (see the module's text); whatever it raises stops
+        the conversion, and ``dst_path`` is removed.
         """
         check_source(src_path, src_format)
-        self._convert_checked(src_path, src_format, dst_path, dst_format, timeout, options)
+        self._convert_checked(src_path, src_format, dst_path, dst_format, timeout, options, on_progress)
 
     def _convert_checked(
         self,
@@ -142,29 +183,73 @@ class QemuImg:
         dst_format: str,
         timeout: float,
         options: Sequence[str] = (),
+        on_progress: Callable[[float], None] | None = None,
     ) -> None:
         """The qemu-img run itself, once ``check_source`` passed (the tests call it alone to show
         that the command line holds by itself)."""
         src_path, dst_path = src_path.absolute(), dst_path.absolute()  # no "protocol:" reading
         binary, env = self._command()
         spec = source_spec(src_path, src_format)
-        args = [binary, "convert", "-O", dst_format]
+        args = [binary, "convert", "-p", "-O", dst_format]
         if options:
             args += ["-o", ",".join(options)]
         args += [spec, str(dst_path)]
+        deadline = time.monotonic() + timeout
+        # stderr to a file: read only at the end, it can never fill a pipe and block qemu-img.
+        with (
+            tempfile.TemporaryFile() as stderr,
+            subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=env,
+                start_new_session=True,  # killed as a group: nothing it started outlives it
+            ) as process,
+        ):
+            try:
+                returncode = self._follow(process, deadline, timeout, on_progress)
+            except BaseException:
+                _kill(process)
+                dst_path.unlink(missing_ok=True)
+                raise
+            if returncode != 0:
+                stderr.seek(0)
+                message = stderr.read().decode(errors="replace")
+                names = {spec: "the image", str(src_path): "the image", str(dst_path): "the converted image"}
+                raise TaskFailure(f"qemu-img could not convert the image: {user_message(message, names)}")
+
+    @staticmethod
+    def _follow(
+        process: subprocess.Popen[bytes],
+        deadline: float,
+        timeout: float,
+        on_progress: Callable[[float], None] | None,
+    ) -> int:
+        """Read qemu-img's progress until it ends; its exit status. TaskFailure past the deadline."""
+        assert process.stdout is not None
+        output = process.stdout.fileno()
+        parser = ProgressParser()
+        late = TaskFailure(
+            f"qemu-img could not convert the image within {int(timeout)} seconds; try a smaller image"
+        )
+        with selectors.DefaultSelector() as selector:
+            selector.register(output, selectors.EVENT_READ)
+            while True:
+                wait = min(max(deadline - time.monotonic(), 0.0), PROGRESS_POLL_SECONDS)
+                if selector.select(wait):
+                    data = os.read(output, 65536)
+                    if not data:
+                        break  # qemu-img closed its output: it is ending
+                    parser.feed(data)
+                if time.monotonic() >= deadline:
+                    raise late
+                if on_progress is not None:
+                    on_progress(parser.percent)
         try:
-            completed = subprocess.run(
-                args, capture_output=True, text=True, timeout=timeout, env=env, check=False
-            )
+            return process.wait(timeout=max(deadline - time.monotonic(), 0.0))
         except subprocess.TimeoutExpired:
-            raise TaskFailure(
-                f"qemu-img could not convert the image within {int(timeout)} seconds; try a smaller image"
-            ) from None
-        if completed.returncode != 0:
-            names = {spec: "the image", str(src_path): "the image", str(dst_path): "the converted image"}
-            raise TaskFailure(
-                f"qemu-img could not convert the image: {user_message(completed.stderr, names)}"
-            )
+            raise late from None
 
     def info(self, path: Path, fmt: str | None = None) -> dict[str, Any]:
         """``qemu-img info --output=json`` of a file read as ``fmt``, checked first like a convert's

@@ -18,6 +18,12 @@ DEFAULT_INTERVAL_SECONDS = 5.0
 DEFAULT_STEP_BYTES = 64 * MiB
 MIN_SECONDS_BETWEEN_WRITES = 1.0
 
+#: The `step` of a task's progress. An import fetches its source into staging; a convert (and an
+#: export to another format, and an import the deployment converts) downloads the image into the
+#: worker's working space, converts it with qemu-img (bytes of the virtual disk gone through) and
+#: uploads the result; an export in the image's own format copies it from bucket to bucket.
+STEPS = ("fetch", "download", "convert", "upload", "copy")
+
 
 def snapshot(step: str, bytes_done: int, bytes_total: int | None) -> dict[str, Any]:
     """The `progress` object of the task API."""
@@ -54,7 +60,13 @@ class ProgressReporter:
         self._report()
 
     def feed(self, chunk: bytes) -> None:
-        self.bytes_done += len(chunk)
+        self.advance_to(self.bytes_done + len(chunk))
+
+    def advance_to(self, bytes_done: int) -> None:
+        """Where the step is now, for work measured otherwise than by chunks passing (qemu-img's
+        percentage); called with the same figure again, it still writes once the interval passed,
+        so a step whose figures stall keeps learning whether its task still runs."""
+        self.bytes_done = bytes_done
         elapsed = self._clock() - self._last_time
         moved = self.bytes_done - self._last_bytes
         if elapsed >= self._interval or (moved >= self._step_bytes and elapsed >= MIN_SECONDS_BETWEEN_WRITES):
