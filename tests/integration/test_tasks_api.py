@@ -558,6 +558,23 @@ def test_openapi_document_and_routes_agree(api: Any, local_template: Any) -> Non
     }
 
 
+def test_openapi_document_lists_every_image_list_filter_and_the_image_statuses(api: Any) -> None:
+    from imagetasks.domain.image_listing import RESERVED
+
+    # Given the served document
+    document = call(api, api_event("GET", "/openapi.json", authorized=False))["json"]
+    paths = document["paths"]
+
+    # Then every query parameter the image list reads is described, and extra properties are named
+    listed = paths["/v2/images"]["get"]
+    assert {parameter["name"] for parameter in listed["parameters"]} == set(RESERVED)
+    assert "--property-filter" in listed["description"]
+    # And the statuses the images routes really answer besides their success are listed
+    assert {"204", "302", "404"} <= set(paths["/v2/images/{image_id}/file"]["get"]["responses"])
+    assert "413" in paths["/v2/images/{image_id}/import"]["post"]["responses"]
+    assert "413" in paths["/v2/images"]["post"]["responses"]
+
+
 def _resolver_routes(api: Any) -> list[tuple[str, str]]:
     routes = []
     for route in api.app._static_routes + api.app._dynamic_routes:

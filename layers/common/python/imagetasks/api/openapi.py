@@ -48,13 +48,14 @@ REFUSALS: dict[tuple[str, str], dict[str, str]] = {
         "400": "The body is not a valid image (formats, types, lengths)",
         "403": "A read-only or reserved attribute, or another project as owner",
         "409": "An image with this id already exists",
-        "413": "Too many tags and extra properties",
+        "413": "The body is larger than 256 KiB, or has too many tags and extra properties",
     },
     ("/v2/images/{image_id}/import", "post"): {
         "400": "Not a web-download request, or a URI the import filter refuses",
         "403": "Another project's image",
         "404": "No such image for the caller",
         "409": "The image is not queued",
+        "413": "The body is larger than 256 KiB",
     },
     ("/v2/images/{image_id}", "get"): {"404": "No such image for the caller"},
     ("/v2/images/{image_id}", "delete"): {
@@ -128,6 +129,10 @@ LONG_POLL_WAIT = _query(
 )
 
 
+TIME_FILTER = {
+    "type": "string",
+    "pattern": "^(gt|gte|lt|lte|eq|neq):[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$",
+}
 IMAGE_LIST_PARAMETERS = [
     _query("limit", {"type": "integer", "minimum": 0}, "Page size (capped at 1000)"),
     _query("marker", {"type": "string", "format": "uuid"}, "The last image of the previous page"),
@@ -146,8 +151,28 @@ IMAGE_LIST_PARAMETERS = [
     ),
     _query("os_hidden", {"type": "boolean"}, "Hidden images only"),
     _query("tag", {"type": "string"}, "Images with this tag"),
-    _query("owner", {"type": "string"}, "Images of this project"),
+    _query("owner", {"type": "string"}, "Images of this project (admins: any; members: its public ones)"),
+    _query("size_min", {"type": "integer", "minimum": 0}, "Images of at least this many bytes"),
+    _query("size_max", {"type": "integer", "minimum": 0}, "Images of at most this many bytes"),
+    _query("created_at", TIME_FILTER, "Created before or after a time, e.g. gt:2026-01-01T00:00:00Z"),
+    _query("updated_at", TIME_FILTER, "Updated before or after a time, e.g. lte:2026-01-01T00:00:00Z"),
+    _query("id", {"type": "string"}, "Only this image, or these: in:<id>,<id> (at most 100)"),
+    _query("protected", {"type": "boolean"}, "Protected images only, or unprotected only"),
+    _query(
+        "member_status",
+        {"type": "string", "enum": ["accepted", "pending", "rejected", "all"]},
+        "Accepted and ignored (no member API)",
+    ),
+    _query(
+        "sort",
+        {"type": "string", "pattern": "^(created_at|updated_at|name|size|id)(:(asc|desc))?$"},
+        "key[:dir], one key (Glance's newer form of sort_key and sort_dir)",
+    ),
 ]
+IMAGE_LIST_DESCRIPTION = (
+    "Glance's filters; any other query parameter filters on the extra property of that name "
+    "(e.g. os_distro=ubuntu, what glance image-list --property-filter sends)."
+)
 
 
 def images_paths() -> dict[str, Any]:
@@ -156,6 +181,7 @@ def images_paths() -> dict[str, Any]:
         "/v2/images": {
             "get": {
                 "summary": "List images",
+                "description": IMAGE_LIST_DESCRIPTION,
                 "parameters": IMAGE_LIST_PARAMETERS,
                 "responses": {"200": {"description": "A page of images", "content": _json("Images")}},
             },
@@ -197,7 +223,10 @@ def images_paths() -> dict[str, Any]:
             "parameters": [_path("image_id")],
             "get": {
                 "summary": "Download the image data",
-                "responses": {"302": {"description": "Redirect to a time-limited download URL"}},
+                "responses": {
+                    "302": {"description": "Redirect to a time-limited download URL"},
+                    "204": {"description": "The image has no data yet (queued or importing)"},
+                },
             },
         },
         "/v2/images/{image_id}/tasks": {
