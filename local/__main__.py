@@ -10,11 +10,14 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 from local.stack import DEFAULT_TEMPLATE, LocalStack
+from local.template import REGION
 
 DEMO_MEMBER_PROJECT = "demo-project"
 DEMO_ADMIN_PROJECT = "admin-project"
+LOOPBACK = "127.0.0.1"
 
 
 def _parameter(text: str) -> tuple[str, str]:
@@ -31,6 +34,11 @@ def _banner(stack: LocalStack) -> str:
     admin = stack.token(DEMO_ADMIN_PROJECT, ["member", "admin"])
     aws = stack.aws_url or "(not started: --aws-port none)"
     glance = f"glance --os-image-api-version 2 --os-image-url {stack.api_url} --os-auth-token $TOKEN"
+    # Import sources must be where the functions can reach them: loopback in-process, the host's
+    # address on the containers' network with --containers (the AWS endpoint's address then).
+    source_host = LOOPBACK
+    if stack.containers and stack.aws_url:
+        source_host = urlsplit(stack.aws_url).hostname or LOOPBACK
     lines = [
         "",
         "imagetasks is running locally (moto; no AWS account, no Docker).",
@@ -48,19 +56,24 @@ def _banner(stack: LocalStack) -> str:
         f"  export TOKEN={member}",
         f"  export ADMIN_TOKEN={admin}",
         f"  (member of {DEMO_MEMBER_PROJECT}; admin of {DEMO_ADMIN_PROJECT})",
-        "  more: python -m local.tokens --project P --roles member",
+        "  more: make -s token PROJECT=P ROLES=member,admin",
         "",
         "Try:",
         f"  curl -s {stack.api_url}/versions",
         f'  curl -s -H "X-Auth-Token: $TOKEN" {stack.api_url}/v2/tasks',
         f"  {glance} task-list",
+        "  # an image to import, served over http on this machine (port 8000 is allowed locally):",
+        "  qemu-img create -f qcow2 disk.qcow2 64M",
+        f"  python3 -m http.server 8000 --bind {source_host} &",
         f"  {glance} task-create \\",
-        '      --type import --input \'{"import_from": "https://example.invalid/disk.qcow2", '
+        f'      --type import --input \'{{"import_from": "http://{source_host}:8000/disk.qcow2", '
         '"import_from_format": "qcow2", "image_properties": {"name": "demo", '
         '"disk_format": "qcow2", "container_format": "bare"}}\'',
     ]
     if stack.aws_url:
         lines += [
+            "  # the AWS CLI: moto takes any credentials; the stack's region is " + REGION,
+            f"  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION={REGION}",
             f"  aws --endpoint-url {stack.aws_url} s3 cp disk.qcow2 s3://{uploads}/uploads/{DEMO_MEMBER_PROJECT}/disk.qcow2",
             f"  aws --endpoint-url {stack.aws_url} dynamodb scan --table-name "
             + next(iter(stack.table_names().values()), "<table>"),

@@ -37,6 +37,8 @@ STACK_NAME = "imagetasks-local"
 #: Parameter values for the local stack, applied over the template's defaults (then over --param).
 LOCAL_PARAMETER_OVERRIDES: dict[str, str] = {
     "ImportAllowLoopback": "true",
+    # The README's and the banner's example serves an image with `python3 -m http.server 8000`.
+    "ImportAllowedPorts": "80,443,8000",
     "RetryIntervalSeconds": "1",
 }
 
