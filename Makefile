@@ -1,5 +1,7 @@
 # imagetasks — the commands a newcomer can guess. `make test` is exactly what CI runs.
-PYTHON ?= python3.11
+# Any Python 3.11 or newer: the first of these that is one (or PYTHON=/path/to/python3.x).
+PYTHON ?= $(firstword $(foreach candidate,python3.11 python3.12 python3.13 python3.14 python3,\
+	$(shell $(candidate) -c 'import sys; print("$(candidate)" if sys.version_info >= (3, 11) else "")' 2>/dev/null)))
 VENV := .venv
 SAM_VENV := .venv-sam
 LINT_VENV := .venv-lint
@@ -13,6 +15,7 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt layers/dependencies/requirements.txt
+	@test -n "$(PYTHON)" || { echo "make: no Python 3.11 or newer found (python3.11 ... python3); set PYTHON=/path/to/python3.x" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
@@ -41,8 +44,8 @@ run: $(VENV)/.installed  ## the whole service locally: API on :3000, AWS endpoin
 invoke: $(VENV)/.installed  ## one function with an event file, in-process like sam local invoke: make invoke FUNCTION=TasksApiFunction EVENT=events/tasks_api_list.json
 	@$(PY) -m local.invoke $(FUNCTION) $(EVENT) $(ARGS)
 
-token: $(VENV)/.installed  ## mint a local token: make token PROJECT=p1 ROLES=member,admin (needs `make run` running)
-	$(PY) -m local.tokens --key-file local/.state/token.key --project $(PROJECT) --roles $(or $(ROLES),member)
+token: $(VENV)/.installed  ## mint a local token: export TOKEN=$(make -s token PROJECT=p1 ROLES=member,admin) (needs `make run` running)
+	@$(PY) -m local.tokens --key-file local/.state/token.key --project $(PROJECT) --roles $(or $(ROLES),member)
 
 lint: $(VENV)/.installed $(SAM_VENV)/.installed $(LINT_VENV)/.installed  ## ruff, mypy (strict on application code), sam validate --lint, cfn-lint, checkov
 	$(VENV)/bin/ruff check .
