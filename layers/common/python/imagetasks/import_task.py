@@ -30,6 +30,9 @@ from imagetasks.imports import FetchResult, ImportSettings, fetch_and_check
 from imagetasks.observability import logger
 from imagetasks.uploads import UPLOAD_SOURCE, UploadedVersion
 
+# Writes of the imported data into a queued image that someone changes meanwhile (PATCH /v2/images).
+FILL_ATTEMPTS = 5
+
 
 def staging_key(task_id: str) -> str:
     return f"{task_id}/source"
@@ -160,7 +163,7 @@ class ImportTask:
                 if existing is None:
                     self.images.create(image, guard=guard)
                 else:
-                    self._fill(existing, image, guard, fetched, key)
+                    self._fill(existing, image, guard, fetched, key, task)
             except TaskNotProcessing:
                 self._discard(task.id, fetched, key)
                 raise
@@ -169,18 +172,27 @@ class ImportTask:
         self._remove_upload(task, fetched)
         return {"image_id": image_id}
 
-    def _fill(self, waiting: Image, data: Image, guard: Guard, fetched: FetchResult, key: str) -> None:
-        """The queued-then-importing image becomes active with the imported data (its own fields,
-        which the import task copied, stay the image's)."""
+    def _fill(
+        self, waiting: Image, data: Image, guard: Guard, fetched: FetchResult, key: str, task: Task
+    ) -> None:
+        """The queued-then-importing image becomes active with the imported data (its own fields
+        stay the image's: a PATCH during the import is kept, the write is tried again on it)."""
         figures = {
             name: getattr(data, name)
             for name in ("disk_format", "size", "virtual_size", "checksum", "os_hash_algo", "os_hash_value")
         }
         figures.update({"bucket": data.bucket, "key": data.key})
-        if not self.images.replace(waiting, imported(waiting, clock.now(), figures), guard=guard):
-            self.objects.delete(self.settings.images_bucket, key)
-            self.objects.delete(fetched.staged_bucket, fetched.staged_key)
-            raise failure("invalid_input", f"Image {waiting.id} was deleted or changed during its import")
+        current: Image | None = waiting
+        for _ in range(FILL_ATTEMPTS):
+            assert current is not None
+            if self.images.replace(current, imported(current, clock.now(), figures), guard=guard):
+                return
+            current = self.images.get(waiting.id)
+            if not is_importing_for(current, task):
+                break  # deleted, or no longer waiting for this task
+        self.objects.delete(self.settings.images_bucket, key)
+        self.objects.delete(fetched.staged_bucket, fetched.staged_key)
+        raise failure("invalid_input", f"Image {waiting.id} was deleted or changed during its import")
 
     @staticmethod
     def _target(task: Task) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -186,12 +187,17 @@ class ImagesTable:
         """Write `after` over `before` (same id) in one transaction, its index rows moved with it;
         False when the stored image is no longer `before` (changed or deleted meanwhile). With a
         `guard`, only while it holds (see `create`)."""
+        # task_ids too: add_task changes them without touching updated_at.
+        tasks_match = "task_ids = :tasks"
+        if not before.task_ids:  # an image stored before task_ids were recorded has none
+            tasks_match = f"({tasks_match} OR attribute_not_exists(task_ids))"
         condition = {
-            "ConditionExpression": "#status = :status AND updated_at = :updated",
+            "ConditionExpression": f"#status = :status AND updated_at = :updated AND {tasks_match}",
             "ExpressionAttributeNames": {"#status": "status"},
             "ExpressionAttributeValues": {
                 ":status": {"S": before.status.value},
                 ":updated": {"S": clock.to_stored(before.updated_at)},
+                ":tasks": {"S": json.dumps(list(before.task_ids))},
             },
         }
         kept = set(partitions_of(after))
@@ -202,6 +208,19 @@ class ImagesTable:
             if partition not in kept
         ]
         return self._transact_guarded(ops, guard)
+
+    def update(self, image_id: str, change: Callable[[Image], Image]) -> Image:
+        """Read the image, `change` it and write the result conditionally (index rows moved with it),
+        reading and changing it again when someone else wrote it meanwhile: no update is lost.
+        NotFound when there is no such image; ConcurrentUpdate when it kept changing."""
+        for _ in range(ATTEMPTS):
+            before = self.get(image_id)
+            if before is None:
+                raise NotFound(f"No image found with ID {image_id}")
+            after = change(before)
+            if self.replace(before, after):
+                return after
+        raise ConcurrentUpdate(f"Image {image_id} kept changing during the request; try again")
 
     def get(self, image_id: str) -> Image | None:
         item = self.table.get(image_id)
