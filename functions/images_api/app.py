@@ -1,6 +1,7 @@
 """The Glance v2 Images API: images made by tasks, and Glance's interoperable import (a queued image
 created by POST /v2/images, filled by POST /v2/images/{id}/import with web-download)."""
 
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -19,6 +20,15 @@ from imagetasks.domain import clock
 from imagetasks.domain.errors import NotFound
 from imagetasks.domain.image_create import queued_image
 from imagetasks.domain.image_listing import parse_image_list
+from imagetasks.domain.image_patch import (
+    PATCH_MEDIA_TYPES,
+    Change,
+    apply_changes,
+    may_modify,
+    parse_changes,
+    patch_dialect,
+    tags_change,
+)
 from imagetasks.domain.images import DEFAULT_STORE, Image, ImageStatus
 from imagetasks.image_import import IMPORT_METHODS, ImageImport
 from imagetasks.observability import logger, metrics, tracer
@@ -233,9 +243,61 @@ def stage_image_data(image_id: str) -> Response[dict[str, Any]]:
     return upload_image_data(image_id)
 
 
-@app.route(f"{IMAGES_PATH}/<image_id>", method=["PUT", "PATCH", "POST"], include_in_schema=False)
+@app.patch(
+    f"{IMAGES_PATH}/<image_id>",
+    summary="Update an image (Glance's JSON patch: name, visibility, protected, tags, properties)",
+)
+@tracer.capture_method
+def update_image(image_id: str) -> Response[dict[str, Any]]:
+    caller = glance.current_caller(app)
+    dialect = patch_dialect(app.current_event.headers.get("content-type"))
+    if dialect is None:
+        accepted = ", ".join(sorted(PATCH_MEDIA_TYPES))
+        message = f"Send the changes as a JSON patch, with one of these content types: {accepted}."
+        raise glance.HttpError(415, message, {"Accept-Patch": accepted})
+    changes = parse_changes(glance.json_document(app), dialect)
+    if not changes:  # Glance answers the image as it is and writes nothing
+        return glance.json_response(200, render(images_table().get_visible(image_id, caller)))
+    image = _changed(image_id, lambda current: changes)
+    logger.info("Image updated", extra={"image_id": image_id, "changes": len(changes)})
+    return glance.json_response(200, render(image))
+
+
+def _changed(image_id: str, changes_of: Callable[[Image], Sequence[Change]]) -> Image:
+    """The image with the changes (made from it as stored) applied and stored; made and applied
+    again on a fresh read when someone else changed it meanwhile."""
+    caller = glance.current_caller(app)
+    rules = composition.import_rules(settings())
+
+    def change(current: Image) -> Image:
+        if not images_table().visible_to(current, caller):
+            raise NotFound(f"No image found with ID {image_id}")
+        may_modify(current, caller)  # before the changes are made: a 403 says more than what they find
+        return apply_changes(current, changes_of(current), caller, rules, clock.now())
+
+    return images_table().update(image_id, change)
+
+
+@app.put(f"{IMAGES_PATH}/<image_id>/tags/<tag>", summary="Add a tag to an image")
+def add_image_tag(image_id: str, tag: str) -> Response[str]:
+    _changed(image_id, lambda current: [tags_change(current, added=tag)])
+    return Response(204, NO_CONTENT_TYPE, "", {})
+
+
+@app.delete(f"{IMAGES_PATH}/<image_id>/tags/<tag>", summary="Remove a tag from an image")
+def delete_image_tag(image_id: str, tag: str) -> Response[str]:
+    _changed(image_id, lambda current: [tags_change(current, removed=tag)])
+    return Response(204, NO_CONTENT_TYPE, "", {})
+
+
+@app.route(f"{IMAGES_PATH}/<image_id>/tags/<tag>", method=["GET", "POST", "PATCH"], include_in_schema=False)
+def image_tag_other_methods(image_id: str, tag: str) -> Response[dict[str, Any]]:
+    raise glance.method_not_allowed("PUT, DELETE")
+
+
+@app.route(f"{IMAGES_PATH}/<image_id>", method=["PUT", "POST"], include_in_schema=False)
 def image_other_methods(image_id: str) -> Response[dict[str, Any]]:
-    raise glance.method_not_allowed("GET, DELETE", "Images cannot be changed here.")
+    raise glance.method_not_allowed("GET, PATCH, DELETE")
 
 
 @app.route(IMAGES_PATH, method=["PUT", "PATCH", "DELETE"], include_in_schema=False)

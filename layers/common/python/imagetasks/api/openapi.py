@@ -58,6 +58,26 @@ REFUSALS: dict[tuple[str, str], dict[str, str]] = {
         "413": "The body is larger than 256 KiB",
     },
     ("/v2/images/{image_id}", "get"): {"404": "No such image for the caller"},
+    ("/v2/images/{image_id}", "patch"): {
+        "400": "Not a valid JSON patch, or a value the image cannot take",
+        "403": "A read-only or reserved attribute, removing an image attribute, another project's image, "
+        "the owner or public visibility (admins only), formats of an image that is not queued",
+        "404": "No such image for the caller",
+        "409": "An extra property to replace or remove does not exist, or the image kept changing",
+        "413": "Too many extra properties",
+        "415": "Not a JSON patch media type (Accept-Patch lists them)",
+    },
+    ("/v2/images/{image_id}/tags/{tag}", "put"): {
+        "400": "The tag is longer than 255 characters, or the image would have too many tags",
+        "403": "Another project's image",
+        "404": "No such image for the caller",
+        "409": "The image kept changing",
+    },
+    ("/v2/images/{image_id}/tags/{tag}", "delete"): {
+        "403": "Another project's image",
+        "404": "No such image for the caller, or no such tag on it",
+        "409": "The image kept changing",
+    },
     ("/v2/images/{image_id}", "delete"): {
         "403": "The image is protected or another project's",
         "404": "No such image for the caller",
@@ -80,6 +100,38 @@ IMAGE_IMPORT_SCHEMA = {
             },
         },
         "stores": {"type": "array", "items": {"type": "string", "enum": ["default"]}},
+    },
+}
+
+
+IMAGE_PATCH_VALUE = {"description": "The new value (absent for remove)"}
+IMAGE_PATCH_SCHEMAS = {
+    # Glance's v2.1 patch (JSON-schema draft 10): {"op": ..., "path": ..., "value": ...}
+    "application/openstack-images-v2.1-json-patch": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["op", "path"],
+            "properties": {
+                "op": {"type": "string", "enum": ["add", "remove", "replace"]},
+                "path": {"type": "string", "pattern": "^/", "description": "/name, /tags, /<property>..."},
+                "value": IMAGE_PATCH_VALUE,
+            },
+        },
+    },
+    # Glance's v2.0 patch (draft 4): {"add" | "remove" | "replace": path, "value": ...}
+    "application/openstack-images-v2.0-json-patch": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "minProperties": 1,
+            "properties": {
+                "add": {"type": "string", "pattern": "^/"},
+                "remove": {"type": "string", "pattern": "^/"},
+                "replace": {"type": "string", "pattern": "^/"},
+                "value": IMAGE_PATCH_VALUE,
+            },
+        },
     },
 }
 
@@ -214,9 +266,25 @@ def images_paths() -> dict[str, Any]:
         "/v2/images/{image_id}": {
             "parameters": [_path("image_id")],
             "get": {"summary": "Show an image", "responses": {"200": {**ok, "content": _json("Image")}}},
+            "patch": {
+                "summary": "Update an image (Glance's JSON patch)",
+                "requestBody": {
+                    "required": True,
+                    "content": {media: {"schema": schema} for media, schema in IMAGE_PATCH_SCHEMAS.items()},
+                },
+                "responses": {"200": {"description": "The image as changed", "content": _json("Image")}},
+            },
             "delete": {
                 "summary": "Delete an image and its data",
                 "responses": {"204": {"description": "Deleted"}},
+            },
+        },
+        "/v2/images/{image_id}/tags/{tag}": {
+            "parameters": [_path("image_id"), _path("tag")],
+            "put": {"summary": "Add a tag to an image", "responses": {"204": {"description": "Tagged"}}},
+            "delete": {
+                "summary": "Remove a tag from an image",
+                "responses": {"204": {"description": "Untagged"}},
             },
         },
         "/v2/images/{image_id}/file": {
