@@ -89,7 +89,11 @@ def translate(template_path: Path, parameters: Mapping[str, Any]) -> dict[str, A
 
 
 #: The resources that run with a role of the template's, and the property that names it.
-_ROLE_PROPERTY = {"AWS::Lambda::Function": "Role", "AWS::StepFunctions::StateMachine": "RoleArn"}
+_ROLE_PROPERTY = {
+    "AWS::Lambda::Function": "Role",
+    "AWS::StepFunctions::StateMachine": "RoleArn",
+    "AWS::ECS::TaskDefinition": "TaskRoleArn",  # the container runner's task role
+}
 
 
 def template_roles(
@@ -251,6 +255,22 @@ def events_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[t
         yield action, bus
 
 
+def ecs_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
+    """RunTask is authorised on the task definition; the task actions on each task's ARN."""
+    if action == "RunTask":
+        definition = str(body.get("taskDefinition", "*"))
+        if not definition.startswith("arn:"):
+            family, _, revision = definition.partition(":")
+            definition = _arn("ecs", f"task-definition/{family}:{revision or '*'}")
+        yield action, definition
+        return
+    tasks = body.get("tasks") or ([body["task"]] if "task" in body else [])
+    for task in tasks:
+        yield action, str(task)
+    if not tasks:
+        yield action, "*"
+
+
 def _bus_arn(name: str) -> str:
     return name if name.startswith("arn:") else _arn("events", f"event-bus/{name}")
 
@@ -261,6 +281,7 @@ _CHECKS = {
     "states": stepfunctions_checks,
     "secretsmanager": secretsmanager_checks,
     "lambda": lambda_checks,
+    "ecs": ecs_checks,
 }
 
 
@@ -360,6 +381,9 @@ def state_machine_credentials(credentials: Credentials) -> None:
 
     # imported now, so the loop below finds the module that holds the Lambda task's client factory
     importlib.import_module("moto.stepfunctions.parser.asl.component.state.exec.state_task.lambda_eval_utils")
+    service = "moto.stepfunctions.parser.asl.component.state.exec.state_task.service"
+    for integration in ("ecs", "dynamodb"):  # runTask.sync, getItem: also signed with the role
+        importlib.import_module(f"{service}.state_task_service_{integration}")
 
     def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
         return boto3.client(

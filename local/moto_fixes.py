@@ -519,6 +519,7 @@ def local_moto_fixes() -> None:
     stream_s3_objects()
     release_dropped_models()
     stop_execution_with_cause()
+    ecs_integration_case()
 
 
 _STOP_PATCHED = "_imagetasks_stop_with_cause"
@@ -527,7 +528,10 @@ _STOP_PATCHED = "_imagetasks_stop_with_cause"
 def stop_execution_with_cause() -> None:
     """moto's StopExecution drops the request's `error` and `cause` (it stops with empty ones);
     Step Functions keeps them, and shows them in DescribeExecution and in the execution's status
-    change event, which is how a cancelled task's reconciler learns who cancelled it."""
+    change event, which is how a cancelled task's reconciler learns who cancelled it. moto's
+    interpreter also shows the stop only when the running state returns; Step Functions shows it
+    at once, which is what makes a cancelled task fail while its step still runs (and the step
+    stop at its next progress write)."""
     from moto.core.utils import utcnow
     from moto.stepfunctions.exceptions import ExecutionDoesNotExist
     from moto.stepfunctions.models import StateMachine, StepFunctionBackend
@@ -543,6 +547,14 @@ def stop_execution_with_cause() -> None:
         execution.stop(stop_date=utcnow(), error=error, cause=cause)
         # The interpreter's execution reflects a stop's status but not its error and cause.
         execution.error, execution.cause = error or None, cause or None
+        # And only once its running state returns; Step Functions answers StopExecution with the
+        # execution ABORTED (its status change event follows) while a Lambda it invoked runs on.
+        # The interpreter sets the same status again when that state returns.
+        if getattr(execution, "exec_status", None) is not None and execution.status == "RUNNING":
+            from moto.stepfunctions.parser.api import ExecutionStatus
+
+            execution.exec_status = ExecutionStatus.ABORTED
+            execution.stop_date = utcnow()
         return execution
 
     def backend_stop(self: Any, execution_arn: str, error: str = "", cause: str = "") -> Any:
@@ -562,3 +574,42 @@ def stop_execution_with_cause() -> None:
     StateMachine.stop_execution = machine_stop  # type: ignore[method-assign]
     StepFunctionBackend.stop_execution = backend_stop  # type: ignore[method-assign]
     StepFunctionResponse.stop_execution = response_stop  # type: ignore[method-assign]
+
+
+def _recase(value: Any, first: Callable[[str], str]) -> Any:
+    if isinstance(value, dict):
+        return {first(key[:1]) + key[1:]: _recase(item, first) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_recase(item, first) for item in value]
+    return value
+
+
+def ecs_integration_case() -> None:
+    """moto's copy of the ASL interpreter calls ECS with the state's PascalCase parameters and reads
+    the answer in PascalCase, but its normalising hooks are empty: `ecs:runTask.sync` then fails with
+    a KeyError. Step Functions maps `Cluster` to the API's `cluster` and answers `Tasks`, `TaskArn`:
+    so do these (the `.sync` resolver reads the raw answer first, then normalises it)."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs import (
+        StateTaskServiceEcs,
+    )
+
+    def normalise_parameters(self: Any, parameters: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        recased = _recase(parameters, str.lower)
+        parameters.clear()
+        parameters.update(recased)
+
+    def normalise_response(self: Any, response: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(response, dict):
+            recased = _recase(response, str.upper)
+            response.clear()
+            response.update(recased)
+
+    from moto.ec2.models.elastic_network_interfaces import NetworkInterface
+
+    if not hasattr(NetworkInterface, "private_dns_name"):
+        # moto's ECS describes an awsvpc task's network interface by a name its ENIs do not have.
+        NetworkInterface.private_dns_name = property(  # type: ignore[assignment]
+            lambda eni: f"ip-{str(eni.private_ip_address).replace('.', '-')}.ec2.internal"
+        )
+    StateTaskServiceEcs._normalise_parameters = normalise_parameters  # type: ignore[method-assign]
+    StateTaskServiceEcs._normalise_response = normalise_response  # type: ignore[method-assign]

@@ -28,7 +28,7 @@ from typing import Any
 import boto3
 from moto.core.config import DefaultConfig
 
-from local import iam
+from local import ecs, iam
 from local.container_runner import ContainerRunner
 from local.events import matches
 from local.front import ApiFront, FrontServer
@@ -114,6 +114,7 @@ class LocalStack:
         self._moto_server: Any = None
         self._front: FrontServer | None = None
         self.hook: MotoLambdaHook | None = None
+        self.ecs_hook: ecs.EcsRunHook | None = None
         self.template: LocalTemplate | None = None
         self.token_key = ""
         self._execution_status: dict[str, str] = {}
@@ -178,7 +179,6 @@ class LocalStack:
         for key, value in LOCAL_AWS_ENVIRONMENT.items():
             os.environ[key] = value
         self.token_key = self._write_token_key()
-        self.template = self._load()
 
         from moto import mock_aws
 
@@ -187,6 +187,11 @@ class LocalStack:
         self._mock.start()
         LocalStack._running = self
         try:
+            # The container runner's tasks get a subnet and security group that exist in moto.
+            subnet, group = ecs.create_network(boto3.client("ec2", region_name=REGION))
+            self._parameters.setdefault("WorkerSubnets", subnet)
+            self._parameters.setdefault("WorkerSecurityGroups", group)
+            self.template = self._load()
             serialise_dynamodb_writes()
             local_moto_fixes()
             self._watch_put_events()
@@ -203,7 +208,8 @@ class LocalStack:
                 logging.getLogger("werkzeug").setLevel(logging.WARNING)
             # Containers reach the host only at its address on their network: moto listens there.
             aws_host = host_address() if self.containers else self.host
-            if self._aws_port is not None or self.containers:
+            # The container runner's processes reach AWS through the server too.
+            if self._aws_port is not None or self.containers or self.template.task_definitions:
                 from moto.server import ThreadedMotoServer
 
                 # Same process, same backends: `aws --endpoint-url` sees what the handlers see.
@@ -217,6 +223,7 @@ class LocalStack:
             self.hook = MotoLambdaHook(self._runner(aws_host))
             self.hook.install()
             self._create_resources(self.template)
+            self._install_ecs(self.template)
             self._front = FrontServer(ApiFront(self.template, self.hook.runner), self.host, self._api_port)
             self._front.start()
             self._start_thread("local-ttl-sweeper", self._sweep_loop)
@@ -240,6 +247,9 @@ class LocalStack:
         if self._moto_server is not None:
             self._moto_server.stop()
             self._moto_server = None
+        if self.ecs_hook is not None:
+            self.ecs_hook.uninstall()
+            self.ecs_hook = None
         if self.hook is not None:
             self.hook.uninstall()
             if isinstance(self.hook.runner, ContainerRunner):
@@ -351,6 +361,23 @@ class LocalStack:
         bus = str(template.parameters.get("EventBusName") or "default")
         if bus != "default":  # the deployer's own bus exists before the stack; here it is made
             boto3.client("events", region_name=REGION).create_event_bus(Name=bus)
+
+    def _install_ecs(self, template: LocalTemplate) -> None:
+        """The container runner: its cluster and task definition, and RunTask running the worker."""
+        if not template.task_definitions:
+            return
+        ecs.create_ecs_resources(template, boto3.client("ecs", region_name=REGION))
+        self.ecs_hook = ecs.EcsRunHook(
+            template.task_definitions,
+            aws_url=str(self.aws_url),
+            credentials={
+                logical_id: self.credentials[logical_id].as_environment()
+                for logical_id in template.task_definitions
+                if logical_id in self.credentials
+            },
+            extra_env={"PRESIGN_ENDPOINT_URL": str(self.aws_url)},
+        )
+        self.ecs_hook.install()
 
     def _start_thread(self, name: str, target: Any) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

@@ -40,6 +40,8 @@ LOCAL_PARAMETER_OVERRIDES: dict[str, str] = {
     # The README's and the banner's example serves an image with `python3 -m http.server 8000`.
     "ImportAllowedPorts": "80,443,8000",
     "RetryIntervalSeconds": "1",
+    # The container runner is on: its tasks run the worker from this repository (local/ecs.py).
+    "WorkerImageUri": "localhost/imagetasks-worker:latest",
 }
 
 # The SAM types of the source template (what tools reading template.yaml itself look for).
@@ -55,6 +57,8 @@ REST_API_TYPE = "AWS::ApiGateway::RestApi"
 STAGE_TYPE = "AWS::ApiGateway::Stage"
 GATEWAY_RESPONSE_TYPE = "AWS::ApiGateway::GatewayResponse"
 EVENTS_RULE_TYPE = "AWS::Events::Rule"
+ECS_CLUSTER_TYPE = "AWS::ECS::Cluster"
+TASK_DEFINITION_TYPE = "AWS::ECS::TaskDefinition"
 
 # Types that exist only for permissions or deployment: nothing to emulate locally, no debug noise.
 _IGNORED_TYPES = frozenset(
@@ -186,6 +190,21 @@ class StateMachineSpec:
 
 
 @dataclass(frozen=True)
+class TaskDefinitionSpec:
+    """An ECS task definition (the container runner): what the local run hook starts."""
+
+    logical_id: str
+    family: str
+    arn: str
+    image: str
+    container_name: str
+    environment: dict[str, str]
+    ephemeral_storage_gib: int
+    #: What moto's RegisterTaskDefinition takes (resolved, camelCase).
+    registration: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Route:
     """One API event: a path template and method, the function behind it, and its authorizer."""
 
@@ -243,6 +262,8 @@ class LocalTemplate:
     stage: str
     event_rules: list[EventRule]
     skipped: dict[str, str]  # logical id → type the local stack does not emulate
+    ecs_clusters: dict[str, str] = field(default_factory=dict)  # logical id → cluster name
+    task_definitions: dict[str, TaskDefinitionSpec] = field(default_factory=dict)
     # The CloudFormation template aws-sam-translator made of the source (intrinsics unresolved).
     translated: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -286,6 +307,8 @@ class _Resolver:
             LAMBDA_FUNCTION_TYPE: "FunctionName",
             LAMBDA_LAYER_TYPE: "LayerName",
             STATE_MACHINE_TYPE: "StateMachineName",
+            ECS_CLUSTER_TYPE: "ClusterName",
+            TASK_DEFINITION_TYPE: "Family",
         }.get(kind)
         if explicit and props.get(explicit) is not None:
             return str(self.resolve(props[explicit]))
@@ -317,8 +340,10 @@ class _Resolver:
             return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:{self.physical_name(name)}:1"
         if kind == REST_API_TYPE:
             return rest_api_id(name)
-        if kind in (TABLE_TYPE, BUCKET_TYPE, LAMBDA_FUNCTION_TYPE):
+        if kind in (TABLE_TYPE, BUCKET_TYPE, LAMBDA_FUNCTION_TYPE, ECS_CLUSTER_TYPE):
             return self.physical_name(name)
+        if kind == TASK_DEFINITION_TYPE:  # the first revision: the local stack registers it once
+            return f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:task-definition/{self.physical_name(name)}:1"
         if kind in ("AWS::Lambda::Version", "AWS::Lambda::Alias"):  # AutoPublishAlias: qualified ARNs
             props = resource.get("Properties") or {}
             function = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self.resolve(props['FunctionName'])}"
@@ -354,6 +379,10 @@ class _Resolver:
             values = {"RootResourceId": "root"}
         elif kind == "AWS::SQS::Queue":
             values = {"Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}", "QueueName": name}
+        elif kind == ECS_CLUSTER_TYPE:
+            values = {"Arn": f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:cluster/{name}"}
+        elif kind == "AWS::IAM::Role":
+            values = {"Arn": f"arn:aws:iam::{ACCOUNT_ID}:role/{name}"}
         elif kind == "AWS::Logs::LogGroup":
             values = {"Arn": f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:{name}:*"}
         if attribute in values:
@@ -640,7 +669,12 @@ def _read(
         )
     for logical_id, props in of_type(EVENTS_RULE_TYPE).items():
         result.event_rules.extend(_event_rules(logical_id, resolver.resolve(props), function_id))
+    for logical_id in of_type(ECS_CLUSTER_TYPE):
+        result.ecs_clusters[logical_id] = resolver.physical_name(logical_id)
+    for logical_id, props in of_type(TASK_DEFINITION_TYPE).items():
+        result.task_definitions[logical_id] = _task_definition_spec(logical_id, resolver, props)
     known = {LAMBDA_LAYER_TYPE, LAMBDA_FUNCTION_TYPE, TABLE_TYPE, BUCKET_TYPE, STATE_MACHINE_TYPE}
+    known |= {ECS_CLUSTER_TYPE, TASK_DEFINITION_TYPE}
     known |= {REST_API_TYPE, STAGE_TYPE, GATEWAY_RESPONSE_TYPE, EVENTS_RULE_TYPE} | _IGNORED_TYPES
     for logical_id, resource in resources.items():
         if resource.get("Type") not in known:
@@ -654,6 +688,42 @@ def _read(
         if apis and resolver.resolve(props.get("RestApiId")) == rest_api_id(next(iter(apis))):
             result.stage = str(resolver.resolve(props["StageName"]))
     return result
+
+
+def _camel(value: Any) -> Any:
+    """CloudFormation's PascalCase properties as the ECS API's camelCase parameters."""
+    if isinstance(value, dict):
+        return {key[:1].lower() + key[1:]: _camel(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_camel(item) for item in value]
+    return value
+
+
+def _task_definition_spec(logical_id: str, resolver: _Resolver, props: dict[str, Any]) -> TaskDefinitionSpec:
+    resolved = resolver.resolve(props)
+    container = resolved["ContainerDefinitions"][0]
+    registration = _camel(resolved)
+    for numeric in ("cpu", "memory"):  # numbers in the template, strings in the API
+        if numeric in registration:
+            registration[numeric] = str(registration[numeric])
+    for definition in registration.get("containerDefinitions") or []:
+        # moto sums its containers' figures (Fargate needs only the task's): give them the task's.
+        definition.setdefault("memory", int(registration.get("memory") or 512))
+        definition.setdefault("cpu", 0)
+    storage_gib = int((resolved.get("EphemeralStorage") or {}).get("SizeInGiB", 20))
+    registration["ephemeralStorage"] = {"sizeInGiB": storage_gib}
+    return TaskDefinitionSpec(
+        logical_id=logical_id,
+        family=str(resolved.get("Family") or resolver.physical_name(logical_id)),
+        arn=str(resolver.ref(logical_id)),
+        image=str(container["Image"]),
+        container_name=str(container["Name"]),
+        environment={
+            str(pair["Name"]): _as_str(pair["Value"]) for pair in container.get("Environment") or []
+        },
+        ephemeral_storage_gib=storage_gib,
+        registration=registration,
+    )
 
 
 def _local_artifact(base_dir: Path, location: Any, bucket_key: str, key_key: str) -> Path | None:

@@ -140,9 +140,10 @@ class QuietHandler(SimpleHTTPRequestHandler):
 
 
 # The stack for the tests: two processing slots (so the concurrency test can fill them), a short
-# step timeout (so a test can pass it), and the
+# step timeout (so a test can pass it), Lambda's smallest working space (so a convert of a few
+# hundred MiB of virtual disk goes to the container runner), and the
 # image server's port allowed by the import filter (loopback is allowed locally, ports are not).
-TEST_PARAMETERS = {"MaxConcurrentTasks": "2", "StepTimeoutSeconds": "15"}
+TEST_PARAMETERS = {"MaxConcurrentTasks": "2", "StepTimeoutSeconds": "15", "EphemeralStorageMiB": "512"}
 
 
 @pytest.fixture(scope="session")

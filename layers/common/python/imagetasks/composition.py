@@ -10,7 +10,7 @@ from imagetasks.adapters.images_table import ImagesTable
 from imagetasks.adapters.task_events import TaskEvents
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.adapters.workflow import SlotGate, Workflow
-from imagetasks.config import Settings
+from imagetasks.config import Settings, runner_limits
 from imagetasks.domain.conversion import validate_convert_input, validate_export_input
 from imagetasks.domain.errors import InvalidRequest
 from imagetasks.domain.images import Image
@@ -79,8 +79,9 @@ def validate_task_input(settings: Settings) -> Callable[[TaskType, dict[str, Any
     check_location = location_checker(settings)
     rules = import_rules(settings)
     images: list[ImagesTable] = []  # built on first use: import checks never touch DynamoDB
-    # What a convert or export may use on the worker (Lambda's /tmp): larger work is refused now.
-    working_space = settings.ephemeral_storage_mib * 1024 * 1024
+    # What a convert or export may use on the largest runner this deployment has (Lambda's /tmp,
+    # or the container runner's storage): larger work is refused now.
+    working_space = runner_limits(settings).largest_working_space_bytes
 
     def find_image(image_id: str) -> Image | None:
         if not images:
@@ -144,6 +145,7 @@ def import_settings(settings: Settings) -> ImportSettings:
         decompression=DecompressionSettings(
             enabled=settings.import_decompress, max_ratio=settings.import_max_compression_ratio
         ),
+        runner=runner_limits(settings),
     )
 
 

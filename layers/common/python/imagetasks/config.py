@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
+
+from imagetasks.domain.runners import CONTAINER, LAMBDA, RunnerLimits
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -62,6 +65,11 @@ class Settings(BaseModel):
     allowed_container_formats: tuple[str, ...] = ("bare", "ovf", "ova", "aki", "ari", "ami", "docker")
     conversion_format: str = ""
     ephemeral_storage_mib: int = 10240
+    # The container runner (template parameter WorkerImageUri set): its working space in GiB, 0 when
+    # this deployment has none; and the largest transfer left to Lambda (0: no limit).
+    runner: Literal["lambda", "container"] = "lambda"
+    container_ephemeral_storage_gib: int = Field(default=0, ge=0)
+    lambda_max_transfer_gib: float = Field(default=0, ge=0)
     # Only the local stack sets it (moto's server): the endpoint presigned download URLs point at.
     # Deployed, it is unset and URLs name S3's own endpoint.
     presign_endpoint_url: str = ""
@@ -95,6 +103,23 @@ class Settings(BaseModel):
         env = os.environ if environ is None else environ
         values = {name: env[name.upper()] for name in cls.model_fields if name.upper() in env}
         return cls.model_validate(values)
+
+
+MiB = 1024**2
+GiB = 1024**3
+
+
+def runner_limits(settings: Settings) -> RunnerLimits:
+    """What the runner this code runs on can hold (see imagetasks.domain.runners)."""
+    container = settings.container_ephemeral_storage_gib * GiB
+    if settings.runner == CONTAINER:
+        return RunnerLimits(runner=CONTAINER, working_space_bytes=container)
+    return RunnerLimits(
+        runner=LAMBDA,
+        working_space_bytes=settings.ephemeral_storage_mib * MiB,
+        container_working_space_bytes=container,
+        lambda_max_transfer_bytes=int(settings.lambda_max_transfer_gib * GiB),
+    )
 
 
 ENVIRONMENT_NAMES = tuple(name.upper() for name in Settings.model_fields)

@@ -37,7 +37,7 @@ from imagetasks.adapters.qemu import QemuImg
 from imagetasks.adapters.s3_objects import S3Objects
 from imagetasks.adapters.staging import ChunkObserver, StagedObject, StreamDigests, stage_stream
 from imagetasks.adapters.tasks_table import TasksTable
-from imagetasks.config import Settings
+from imagetasks.config import Settings, runner_limits
 from imagetasks.domain import clock
 from imagetasks.domain.conversion import (
     SOURCE_FORMATS,
@@ -58,6 +58,7 @@ from imagetasks.domain.import_errors import (
     TransientStorageError,
 )
 from imagetasks.domain.progress import DEFAULT_INTERVAL_SECONDS, ProgressReporter
+from imagetasks.domain.runners import RunnerLimits
 from imagetasks.domain.tasks import Task
 from imagetasks.observability import logger
 
@@ -86,7 +87,8 @@ class ConversionSettings(BaseModel):
     exports_bucket: str
     allowed_disk_formats: tuple[str, ...]
     allowed_container_formats: tuple[str, ...]
-    ephemeral_storage_bytes: int
+    #: The working space of the runner this runs on, and whether the container runner can take over.
+    limits: RunnerLimits
     work_root: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "imagetasks-work")
     #: Checks on what a convert produces: it becomes an image, so the cloud's limits apply.
     image_checks: ImageCheckSettings = Field(default_factory=ImageCheckSettings)
@@ -102,7 +104,7 @@ def conversion_settings(settings: Settings) -> ConversionSettings:
         exports_bucket=settings.exports_bucket,
         allowed_disk_formats=settings.allowed_disk_formats,
         allowed_container_formats=settings.allowed_container_formats,
-        ephemeral_storage_bytes=settings.ephemeral_storage_mib * MiB,
+        limits=runner_limits(settings),
         image_checks=ImageCheckSettings(
             max_image_size_bytes=int(settings.max_image_size_gib * GiB),
             max_virtual_size_bytes=int(settings.max_virtual_size_gib * GiB),
@@ -236,7 +238,7 @@ class ConversionService:
         )
         target = request.disk_format
         container_format = request.container_format or source.container_format
-        check_working_space(source, target, self.settings.ephemeral_storage_bytes, "convert")
+        check_working_space(source, target, self.settings.limits, "convert")
         self._note_task(source, task)
         key = f"images/{new_id}"
         checker = ImageChecker(self.settings.image_checks, target, container_format)
@@ -283,9 +285,10 @@ class ConversionService:
         checker = ImageChecker(SOURCE_CHECKS, target)
         self._note_task(source, task)
         if target == source.disk_format:
+            self.settings.limits.transfer(source.size)  # NeedsContainer before the first byte
             staged = self._stream_copy(source, bucket, key, checker, task.id)
         else:
-            check_working_space(source, target, self.settings.ephemeral_storage_bytes, "export")
+            check_working_space(source, target, self.settings.limits, "export")
             with WORKSPACES.open(self.settings.work_root, task.id) as work:
                 output = self._convert_locally(source, target, work, seconds_left, "export", task.id)
                 staged, _ = self._upload(output, bucket, key, checker, source, task.id)
@@ -329,7 +332,7 @@ class ConversionService:
     ) -> tuple[StagedObject, ImageVerdict]:
         """Convert imported data that passed the checks (described by `staged`, an image not yet
         registered) into `target` at s3://bucket/key, inspecting the output again on the way."""
-        check_working_space(staged, target, self.settings.ephemeral_storage_bytes, "import")
+        check_working_space(staged, target, self.settings.limits, "import")
         checker = ImageChecker(self.settings.image_checks, target, staged.container_format)
         with WORKSPACES.open(self.settings.work_root, task_id) as work:
             output = self._convert_locally(staged, target, work, seconds_left, "import", task_id)
@@ -376,7 +379,7 @@ class ConversionService:
         source_path = work / f"source.{source.disk_format}"
         verdict = self._download(source, source_path, self._progress(task_id, "download", source.size))
         # Again with the virtual size the data itself announces (the record's may be missing).
-        check_working_space(source, target, self.settings.ephemeral_storage_bytes, kind, verdict.virtual_size)
+        check_working_space(source, target, self.settings.limits, kind, verdict.virtual_size)
         output = work / f"output.{target}"
         timeout = max(seconds_left - UPLOAD_RESERVE_SECONDS, MIN_CONVERT_SECONDS)
         # qemu-img's percentage is of the virtual disk: shown as bytes of it gone through.

@@ -31,6 +31,7 @@ from imagetasks.domain.import_filter import (
     S3Location,
 )
 from imagetasks.domain.progress import ProgressReporter
+from imagetasks.domain.runners import RunnerLimits
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -46,6 +47,9 @@ class ImportSettings(BaseModel):
     http: HttpSourceSettings = Field(default_factory=HttpSourceSettings)
     decompression: DecompressionSettings = Field(default_factory=DecompressionSettings)
     part_size: int = Field(default=DEFAULT_PART_SIZE, ge=5 * 1024 * 1024)
+    #: The runner this fetch runs on: a source announcing more than Lambda transfers goes to the
+    #: container runner before its body is read (None: no hand-off).
+    runner: RunnerLimits | None = None
 
 
 class FetchResult(BaseModel):
@@ -120,6 +124,8 @@ def fetch_and_check(
 
     with _open(location, import_filter, settings, s3_client, source_etag, source_version_id) as source:
         checker.check_announced_size(source.content_length)
+        if settings.runner is not None:
+            settings.runner.transfer(source.content_length)  # NeedsContainer: nothing read yet
         # A compressed source is decompressed as it streams (unless the user says the image is
         # the compressed file itself): what is hashed, checked and staged is the image it holds.
         data = DecompressedSource(

@@ -23,6 +23,8 @@ from imagetasks.domain.tasks import (
 TASK_RECORD = "task"
 SLOTS_KEY = "task-slots"
 PROJECT_SLOTS_PREFIX = "project-slots#"  # one counter per project: the per-project limit
+#: The attribute a container-run step's outcome is written to (the state machine reads it by name).
+RUNNER_OUTCOME = "runner_outcome"
 WAITER_PREFIX = "waiter#"  # the task token of an execution parked until its task gets a slot
 # Fields an index row repeats so that a list page needs no read of the main items.
 STUB_FIELDS = ("type", "status", "owner", "created_at", "updated_at", "expires_at")
@@ -145,6 +147,22 @@ class TasksTable:
             )
         except self.table.client.exceptions.ConditionalCheckFailedException:
             raise TaskNotProcessing(f"Task {task_id} is no longer processing") from None
+
+    def record_runner_outcome(self, task_id: str, outcome: dict[str, Any]) -> None:
+        """Store what a step run by the container runner ended with, for the workflow to read: an
+        ECS task returns no output, so the state after it reads this attribute (RUNNER_OUTCOME).
+        Not conditional on the task's status: a refusal is recorded whatever happened meanwhile."""
+        try:
+            self.table.client.update_item(
+                TableName=self.table.table_name,
+                Key={"id": {"S": task_id}},
+                UpdateExpression="SET #o = :o",
+                ConditionExpression="attribute_exists(id)",
+                ExpressionAttributeNames={"#o": RUNNER_OUTCOME},
+                ExpressionAttributeValues={":o": {"S": json.dumps(outcome)}},
+            )
+        except self.table.client.exceptions.ConditionalCheckFailedException:
+            raise TaskNotProcessing(f"Task {task_id} no longer exists") from None
 
     def require_processing(self, task_id: str) -> None:
         """TaskNotProcessing unless the task is `processing` now (a consistent read), for a step

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from imagetasks.domain.errors import InvalidRequest
 from imagetasks.domain.images import MAX_NAME_LENGTH as MAX_IMAGE_NAME_LENGTH
 from imagetasks.domain.images import Image, ImageStatus
+from imagetasks.domain.runners import RunnerLimits
 
 #: Glance disk formats qemu-img can write, with qemu-img's name for each.
 TARGET_FORMATS: dict[str, str] = {
@@ -65,16 +66,27 @@ def whole_size(n: int, *, round_up: bool) -> str:
 
 
 def check_working_space(
-    image: Image, target: str, working_space_bytes: int, kind: str, virtual_size: int | None = None
+    image: Image,
+    target: str,
+    working_space: int | RunnerLimits,
+    kind: str,
+    virtual_size: int | None = None,
 ) -> None:
     """Refuse, before any work, an image whose data and converted copy will not fit the worker.
 
-    ``virtual_size`` is the size read from the data itself when known (it prevails over the image
-    record's); with neither, the image's size stands for it, as for raw data.
+    ``working_space`` is a number of bytes (at create time: the most any runner offers), or the
+    limits of the runner this code runs on, which hand work that only the container runner can
+    hold over to it (NeedsContainer). ``virtual_size`` is the size read from the data itself when
+    known (it prevails over the image record's); with neither, the image's size stands for it, as
+    for raw data.
     """
     size = image.size or 0  # only active images (which have a size) are converted or exported
     virtual = virtual_size or image.virtual_size or size
     needed = size + expected_output_size(virtual, target) + WORK_MARGIN_BYTES
+    if isinstance(working_space, RunnerLimits):
+        working_space_bytes = working_space.working_space(needed)
+    else:
+        working_space_bytes = working_space
     if needed > working_space_bytes:
         raise InvalidRequest(
             f"Converting this image to {target} needs {whole_size(needed, round_up=True)} of working "

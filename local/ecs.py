@@ -1,0 +1,207 @@
+"""The container runner on the local stack: ECS RunTask runs the worker, as Fargate would.
+
+moto's ECS records a task and runs nothing, and its Step Functions interpreter waits (`.sync`) for
+the task to reach STOPPED. `EcsRunHook` makes RunTask start the task definition's entrypoint
+(`python -m imagetasks.worker`) with the task definition's environment, the RunTask overrides and
+the task role's credentials, against the local AWS endpoint, and marks the moto task STOPPED with
+the worker's exit code when it ends. StopTask (an execution stopped) ends the worker.
+
+The worker runs as a subprocess of this machine's Python, with the repository's code: the same
+entrypoint and code a Fargate task runs from the image worker/Dockerfile builds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from local.template import REGION, LocalTemplate, TaskDefinitionSpec
+
+log = logging.getLogger("local.ecs")
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+COMMON_LAYER = REPOSITORY / "layers" / "common" / "python"
+WORKER_COMMAND = (sys.executable, "-m", "imagetasks.worker")
+#: The private network the runner's tasks are given (moto checks that the subnet exists).
+VPC_CIDR = "10.77.0.0/16"
+
+
+def create_network(ec2: Any) -> tuple[str, str]:
+    """A VPC, a subnet and a security group in moto: (subnet id, security group id)."""
+    vpc = ec2.create_vpc(CidrBlock=VPC_CIDR)["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.77.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(VpcId=vpc, GroupName="imagetasks-worker", Description="worker")[
+        "GroupId"
+    ]
+    return subnet, group
+
+
+def create_ecs_resources(template: LocalTemplate, ecs: Any) -> None:
+    """The template's clusters and task definitions, registered in moto."""
+    for name in template.ecs_clusters.values():
+        ecs.create_cluster(clusterName=name)
+    for spec in template.task_definitions.values():
+        ecs.register_task_definition(**spec.registration)
+
+
+@dataclass
+class WorkerRun:
+    """One RunTask: its process, and how it ended."""
+
+    task_arn: str
+    process: subprocess.Popen[bytes] | None = None
+    stopped_by_request: bool = False
+    output: list[str] = field(default_factory=list)
+
+
+class EcsRunHook:
+    """Replaces moto's RunTask and StopTask so that a task of a known task definition runs."""
+
+    def __init__(
+        self,
+        definitions: Mapping[str, TaskDefinitionSpec],
+        *,
+        aws_url: str,
+        credentials: Mapping[str, Mapping[str, str]],
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._definitions = {spec.arn: spec for spec in definitions.values()}
+        self._aws_url = aws_url
+        self._credentials = credentials  # task definition logical id → its role's variables
+        self._extra_env = dict(extra_env or {})
+        self._runs: dict[str, WorkerRun] = {}
+        self._lock = threading.Lock()
+        self._originals: dict[str, Any] = {}
+        self.started = 0  # RunTask calls this hook ran (a test asserts moto still calls it)
+
+    # ---------------------------------------------------------------- install / uninstall
+    def install(self) -> None:
+        from moto.ecs.models import EC2ContainerServiceBackend
+        from moto.moto_api import state_manager
+
+        if self._originals:
+            return
+        # A task stays RUNNING until its worker ends (moto would report it STOPPED at once).
+        state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**12})
+        self._originals = {
+            "run_task": EC2ContainerServiceBackend.run_task,
+            "stop_task": EC2ContainerServiceBackend.stop_task,
+        }
+        hook = self
+        original_run, original_stop = self._originals["run_task"], self._originals["stop_task"]
+
+        def run_task(backend: Any, *args: Any, **kwargs: Any) -> Any:
+            tasks = original_run(backend, *args, **kwargs)
+            for task in tasks:
+                hook._start(task)
+            return tasks
+
+        def stop_task(backend: Any, cluster_str: str, task_str: str, reason: str) -> Any:
+            hook.stop(task_str)
+            return original_stop(backend, cluster_str, task_str, reason)
+
+        EC2ContainerServiceBackend.run_task = run_task  # type: ignore[method-assign,assignment]
+        EC2ContainerServiceBackend.stop_task = stop_task  # type: ignore[method-assign,assignment]
+
+    def uninstall(self) -> None:
+        from moto.ecs.models import EC2ContainerServiceBackend
+        from moto.moto_api import state_manager
+
+        for name, method in self._originals.items():
+            setattr(EC2ContainerServiceBackend, name, method)
+        self._originals = {}
+        state_manager.unset_transition("ecs::task")
+        for run in list(self._runs.values()):
+            self.stop(run.task_arn)
+
+    # ---------------------------------------------------------------- running
+    def environment(self, spec: TaskDefinitionSpec, overrides: Mapping[str, Any]) -> dict[str, str]:
+        """What the worker's process sees: the task definition's variables, then the RunTask
+        overrides, the task role's credentials and the local endpoint."""
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "IMAGETASKS_"))}
+        env.update(spec.environment)
+        for container in overrides.get("containerOverrides") or []:
+            if container.get("name") == spec.container_name:
+                env.update(
+                    {str(pair["name"]): str(pair["value"]) for pair in container.get("environment") or []}
+                )
+        env.update(self._extra_env)
+        # The task role's credentials; without enforced IAM, moto's fake ones (it checks nothing then).
+        env.update(
+            self._credentials.get(spec.logical_id)
+            or {
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_SESSION_TOKEN": "testing",
+            }
+        )
+        env.update(
+            {
+                "AWS_ENDPOINT_URL": self._aws_url,
+                "AWS_REGION": REGION,
+                "AWS_DEFAULT_REGION": REGION,
+                "PYTHONPATH": str(COMMON_LAYER),
+            }
+        )
+        return env
+
+    def _start(self, task: Any) -> None:
+        spec = self._definitions.get(task.task_definition_arn)
+        if spec is None:
+            log.warning(
+                "RunTask of %s: not a task definition of this stack; nothing runs", task.task_definition_arn
+            )
+            return
+        self.started += 1
+        run = WorkerRun(task.task_arn)
+        with self._lock:
+            self._runs[task.task_arn] = run
+        env = self.environment(spec, task.overrides or {})
+        thread = threading.Thread(target=self._run, args=(task, run, env), name="local-ecs-task", daemon=True)
+        thread.start()
+
+    def _run(self, task: Any, run: WorkerRun, env: dict[str, str]) -> None:
+        exit_code = 1
+        try:
+            run.process = subprocess.Popen(
+                WORKER_COMMAND, env=env, cwd=REPOSITORY, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+            assert run.process.stdout is not None
+            for line in run.process.stdout:
+                text = line.decode("utf-8", "replace").rstrip()
+                run.output.append(text)
+                log.debug("worker %s: %s", task.id, text)
+            exit_code = run.process.wait()
+        except OSError as error:
+            log.error("the worker of task %s could not start: %s", task.id, error)
+        finally:
+            if exit_code != 0:
+                log.warning(
+                    "worker of task %s exited with %s:\n%s", task.id, exit_code, "\n".join(run.output[-20:])
+                )
+            for container in task.containers:
+                container.exitCode = exit_code
+                container.last_status = "STOPPED"
+            task.stopped_reason = (
+                "Task stopped by user" if run.stopped_by_request else "Essential container in task exited"
+            )
+            task.desired_status = "STOPPED"
+            task.status = "STOPPED"
+            with self._lock:
+                self._runs.pop(run.task_arn, None)
+
+    def stop(self, task_str: str) -> None:
+        with self._lock:
+            run = next(
+                (r for arn, r in self._runs.items() if arn == task_str or arn.endswith(f"/{task_str}")), None
+            )
+        if run is not None and run.process is not None and run.process.poll() is None:
+            run.stopped_by_request = True
+            run.process.terminate()
