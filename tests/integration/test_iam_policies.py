@@ -167,6 +167,33 @@ def test_a_transaction_is_authorised_item_by_item(enforced, aws):
     dynamodb.transact_write_items(TransactItems=items[:1])
 
 
+def test_the_images_api_may_update_an_image_and_its_list_rows_conditionally(enforced, aws):
+    # Given a stored image (written by the operator), and the images API's role
+    from datetime import timedelta
+
+    from imagetasks.adapters.images_table import ImagesTable
+    from imagetasks.domain import clock
+    from imagetasks.domain.images import new_image
+
+    image = new_image(
+        image_id="0b5c1e7e-9c1a-4d8e-8f0e-2a6f1d3c4b5a", owner="p", name="before", disk_format="raw",
+        container_format="bare", size=1, virtual_size=1, checksum="0" * 32, os_hash_value="0" * 128,
+        bucket=aws["IMAGES_BUCKET"], key="images/x", task_id="t", properties={"k": "v"},
+    )  # fmt: skip
+    assert ImagesTable(aws["IMAGES_TABLE"]).create(image)
+    as_api = ImagesTable(aws["IMAGES_TABLE"], client_of(enforced["ImagesApiFunction"], "dynamodb"))
+    # When it renames the image (PATCH): a conditional transaction moving the index rows
+    renamed = as_api.update(
+        image.id,
+        lambda current: current.model_copy(
+            update={"name": "after", "updated_at": current.updated_at + timedelta(seconds=1)}
+        ),
+    )
+    # Then its role allowed every item of it
+    assert renamed.name == "after" and as_api.get(image.id) == renamed
+    assert clock.to_stored(renamed.updated_at) > clock.to_stored(image.updated_at)
+
+
 def test_the_workflow_role_includes_policies_attached_from_outside_it(roles):
     assert "TaskWorkflowLogDelivery" in roles["TaskWorkflow"].inline_policies
 
