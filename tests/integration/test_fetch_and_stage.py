@@ -30,6 +30,7 @@ from imagetasks.domain.import_errors import (
 )
 from imagetasks.domain.import_filter import ImportFilterSettings
 from imagetasks.domain.progress import ProgressReporter
+from imagetasks.domain.runners import NeedsContainer, RunnerLimits
 from imagetasks.imports import FetchResult, ImportSettings, fetch_and_check
 from tests.image_corpus import (
     file_digests,
@@ -472,3 +473,27 @@ def test_a_task_that_ended_stops_its_fetch_at_the_next_progress_write_and_leaves
     assert staged_keys(s3) == []
     assert written[0] == {"step": "fetch", "bytes_done": 0, "bytes_total": 20 * 1024 * 1024, "percent": 0}
     assert 0 < int(written[1]["bytes_done"]) < 20 * 1024 * 1024  # type: ignore[call-overload]
+
+
+def test_a_source_announcing_more_than_lambda_moves_is_handed_to_the_container_runner_unread(
+    server: LocalServer, s3: object, tmp_path: Path
+) -> None:
+    # Given a Lambda that moves at most 1 MiB and a container runner, and a 2 MiB source
+    image = tmp_path / "big.raw"
+    image.write_bytes(b"\1" * (2 * 1024 * 1024))
+    url = server.serve_file("/big", image)
+    runner = RunnerLimits(
+        working_space_bytes=512 * 1024 * 1024,
+        container_working_space_bytes=200 * 1024**3,
+        lambda_max_transfer_bytes=1024 * 1024,
+    )
+    settings = settings_for(server).model_copy(update={"runner": runner})
+    # When it is fetched on Lambda
+    with pytest.raises(NeedsContainer, match="announces 2097152 bytes"):
+        fetch(url, server, s3, settings=settings)
+    # Then nothing was staged; on the container runner the same fetch goes through
+    assert staged_keys(s3) == []
+    container = settings.model_copy(
+        update={"runner": RunnerLimits(runner="container", working_space_bytes=1)}
+    )
+    assert fetch(url, server, s3, settings=container).size == 2 * 1024 * 1024
