@@ -34,6 +34,16 @@ def load_handler(function: str) -> ModuleType:
     return module
 
 
+def fresh_handler(function: str) -> ModuleType:
+    """`load_handler`, with the handler's own cached clients and services built again (from this
+    test's environment and moto) on their next use."""
+    module = load_handler(function)
+    for value in vars(module).values():
+        if getattr(value, "__module__", None) == module.__name__ and hasattr(value, "cache_clear"):
+            value.cache_clear()
+    return module
+
+
 def api_event(
     method: str,
     path: str,

@@ -50,3 +50,14 @@ def wait_for_task(
             return task, seen
         time.sleep(0.1)
     raise AssertionError(f"task {task_id} did not finish in {timeout} s; statuses seen: {seen}")
+
+
+def sdk_connection(stack: Any, project: str) -> Any:
+    """openstacksdk as a user configures it: the API URL followed by /v2, a project's token."""
+    import openstack
+
+    return openstack.connection.Connection(
+        auth_type="admin_token",
+        auth={"endpoint": f"{stack.api_url}/v2", "token": stack.token(project)},
+        image_api_version="2",
+    )

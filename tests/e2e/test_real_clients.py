@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import create_task, import_body, wait_for_task
+from tests.e2e.helpers import create_task, import_body, sdk_connection, wait_for_task
 from tests.image_corpus import make_qcow2, require_qemu_img
 
 GLANCE = str(Path(sys.executable).with_name("glance"))
@@ -96,13 +96,7 @@ def test_glance_cli_reports_a_bad_request_and_a_missing_task_readably(local_stac
 
 @pytest.fixture
 def sdk(local_stack: Any) -> Any:
-    import openstack
-
-    return openstack.connection.Connection(
-        auth_type="admin_token",
-        auth={"endpoint": f"{local_stack.api_url}/v2", "token": local_stack.token("sdk-project")},
-        image_api_version="2",
-    )
+    return sdk_connection(local_stack, "sdk-project")
 
 
 def test_openstacksdk_creates_pages_gets_and_waits_for_tasks(

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.helpers import create_task, import_body, wait_for_task
+from tests.e2e.helpers import create_task, import_body, sdk_connection, wait_for_task
 from tests.e2e.test_real_clients import glance
 from tests.image_corpus import make_qcow2, require_qemu_img
 
@@ -165,13 +165,7 @@ def test_glance_image_list_filters(
 def test_openstacksdk_downloads_the_image_with_its_checksum(
     local_stack: Any, imported: dict[str, Any], tmp_path: Path
 ) -> None:
-    import openstack
-
-    conn = openstack.connection.Connection(
-        auth_type="admin_token",
-        auth={"endpoint": f"{local_stack.api_url}/v2", "token": local_stack.token(PROJECT)},
-        image_api_version="2",
-    )
+    conn = sdk_connection(local_stack, PROJECT)
     target = tmp_path / "sdk.qcow2"
 
     image = conn.image.get_image(imported["image_id"])
@@ -196,9 +190,11 @@ def test_an_export_url_downloads_locally(local_stack: Any, imported: dict[str, A
     assert data.content == imported["data"]
 
 
-def test_glance_image_download_refuses_data_that_does_not_match(
+def test_glance_and_openstacksdk_downloads_refuse_data_that_does_not_match(
     local_stack: Any, image_server: Any, tmp_path: Path
 ) -> None:
+    import openstack
+
     require_qemu_img()
     source = image_server.root / f"tampered-{uuid.uuid4().hex}.qcow2"
     shutil.copyfile(make_qcow2(image_server.root), source)
@@ -215,9 +211,13 @@ def test_glance_image_download_refuses_data_that_does_not_match(
     result = glance(
         local_stack, local_stack.token(PROJECT), "image-download", "--file", str(tmp_path / "x"), image_id
     )
+    conn = sdk_connection(local_stack, PROJECT)
+    with pytest.raises(openstack.exceptions.SDKException, match="checksum mismatch") as sdk_refusal:
+        conn.image.download_image(conn.image.get_image(image_id), output=str(tmp_path / "y"))
 
     assert result.returncode != 0
     assert "Corrupt image download" in result.stderr
+    assert "sha512" in str(sdk_refusal.value)  # checked against os_hash_value, the image's own hash
 
 
 def test_glance_image_delete_exits_0_and_protected_images_are_refused(

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.e2e.helpers import sdk_connection
 from tests.e2e.test_real_clients import GLANCE, glance, table_value
 from tests.image_corpus import make_qcow2, require_qemu_img
 
@@ -133,14 +134,8 @@ def test_glance_cli_refuses_glance_direct_from_import_info(local_stack: Any, tmp
 
 
 def test_openstacksdk_create_image_with_web_download(local_stack: Any, image_server: Any) -> None:
-    import openstack
-
     url, data = served_qcow2(image_server)
-    conn = openstack.connection.Connection(
-        auth_type="admin_token",
-        auth={"endpoint": f"{local_stack.api_url}/v2", "token": local_stack.token(PROJECT)},
-        image_api_version="2",
-    )
+    conn = sdk_connection(local_stack, PROJECT)
     name = f"sdk-web-download-{uuid.uuid4().hex[:8]}"
 
     # This openstacksdk imports only with use_import=True (import_method alone uploads with PUT /file).

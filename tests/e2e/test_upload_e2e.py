@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from local.template import REGION
 from tests.e2e.helpers import wait_for_task
 from tests.image_corpus import file_digests, make_qcow2, require_qemu_img
 
@@ -109,3 +114,48 @@ def test_a_multipart_upload_announced_twice_becomes_one_task(local_stack: Any) -
     ).json()["tasks"]
     assert [t["id"] for t in tasks] == [task["id"]]
     assert finished["status"] == "success", finished["message"]
+
+
+def test_an_aws_cli_upload_past_the_multipart_threshold_becomes_one_task(
+    local_stack: Any, tmp_path: Path
+) -> None:
+    # Given a 9 MiB raw image (the AWS CLI uploads anything over 8 MiB in parts) and the AWS CLI
+    # configured as the README says: the local endpoint, dummy credentials, the stack's region
+    project = "aws-cli-project"
+    image_file = tmp_path / "disk.raw"
+    image_file.write_bytes(bytes(range(256)) * (9 * 1024 * 4))
+    md5, sha512 = file_digests(image_file)
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION=REGION,
+        AWS_CONFIG_FILE=str(tmp_path / "no-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-credentials"),
+    )
+    target = f"s3://{local_stack.buckets['UploadsBucket']}/uploads/{project}/disk.raw"
+
+    # When `aws s3 cp` uploads it and every notification of it has been handled
+    copied = subprocess.run(
+        [str(Path(sys.executable).with_name("aws")), "--endpoint-url", local_stack.aws_url, "s3", "cp",
+         str(image_file), target],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )  # fmt: skip
+    assert copied.returncode == 0, copied.stderr
+    task = find_task(local_stack, project)
+    local_stack.stack.hook.wait_for_notifications()
+    finished, _ = wait_for_task(local_stack, task["id"], project=project)
+
+    # Then there is one task, and its image is the file
+    tasks = requests.get(
+        f"{local_stack.api_url}/v2/tasks", headers=local_stack.headers(project), timeout=30
+    ).json()["tasks"]
+    assert [t["id"] for t in tasks] == [task["id"]]
+    assert finished["status"] == "success", finished["message"]
+    image = requests.get(
+        f"{local_stack.api_url}/v2/images/{finished['result']['image_id']}",
+        headers=local_stack.headers(project),
+        timeout=30,
+    ).json()
+    assert image["size"] == image_file.stat().st_size == 9 * 1024 * 1024
+    assert image["checksum"] == md5 and image["os_hash_value"] == sha512

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import api_event, call, load_handler
+from tests.support import api_event, call, fresh_handler
 
 PROJECT = "content-type-project"
 TASK = {
@@ -31,18 +31,12 @@ NOT_JSON_TYPES = ["text/plain", "application/x-www-form-urlencoded", "multipart/
 @pytest.fixture
 def tasks_api(aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("IMPORT_ALLOW_LOOPBACK", "true")  # a loopback source passes the filter, unfetched
-    module = load_handler("tasks_api")
-    module.tasks_table.cache_clear()
-    module.task_service.cache_clear()
-    return module
+    return fresh_handler("tasks_api")
 
 
 @pytest.fixture
 def images_api(aws: dict[str, str]) -> Any:
-    module = load_handler("images_api")
-    for cached in (module.images_table, module.tasks_table, module.objects, module.image_import):
-        cached.cache_clear()
-    return module
+    return fresh_handler("images_api")
 
 
 def post(handler: Any, path: str, raw: str, content_type: str | None) -> dict[str, Any]:
