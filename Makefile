@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := layers/common/python:.
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help install run invoke test lint unit integration e2e bench token clean build containers containers-test e2e-containers
+.PHONY: help install run invoke test lint unit integration e2e bench token clean build containers containers-test e2e-containers worker-image
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -63,6 +63,10 @@ build: $(SAM_VENV)/.installed  ## sam build: the deployable artifact in .aws-sam
 	@py313=$$(local/find-python3.13) || exit 1; \
 	echo "sam build with $$py313"; \
 	PATH="$$(dirname $$py313):$$PATH" $(SAM_VENV)/bin/sam build --cached --parallel
+
+# The container runner's image (worker/Dockerfile): the code and qemu-img `sam build` made, on Debian.
+worker-image: build  ## the container runner's image; ECR_REPOSITORY=<uri> pushes it and prints WorkerImageUri
+	ECR_REPOSITORY="$(ECR_REPOSITORY)" worker/build-image.sh
 
 containers: $(SAM_VENV)/.installed  ## podman, base and Lambda stand-in images, internal network (root; idempotent)
 	local/containers.sh setup

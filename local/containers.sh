@@ -15,6 +15,9 @@
 #                                             containers listen there. `start` does it too.
 #   local/containers.sh down                  removes the anchor (the bridge goes with the last container)
 #   local/containers.sh gateway               prints that address
+#   local/containers.sh worker-image          builds the container runner's image (worker/Dockerfile)
+#                                             from the base, offline; needs `make build` first
+#   local/containers.sh worker ENV_FILE       runs one container runner task with those variables
 #
 # Environment: IMAGETASKS_CONTAINERS_STATE (config and image build context, default
 # /var/lib/imagetasks-containers), IMAGETASKS_PODMAN_SOCK (default /run/imagetasks/podman.sock),
@@ -40,6 +43,7 @@ NETWORK=${IMAGETASKS_NETWORK:-imagetasks-internal}
 SAM_VENV=${SAM_VENV:-$ROOT/.venv-sam}
 BASE_IMAGE=localhost/imagetasks-base:trixie
 LAMBDA_IMAGE=public.ecr.aws/lambda/python:3.13-x86_64
+WORKER_IMAGE=localhost/imagetasks-worker:latest  # the container runner (worker/Dockerfile)
 LAMBDA_IMAGE_ALIASES=(public.ecr.aws/lambda/python:3.13 localhost/imagetasks-lambda-python:3.13)
 # What the stand-in's /var/runtime carries (the real runtime ships awslambdaric and a boto3).
 RUNTIME_PACKAGES=(awslambdaric==4.2.2 boto3==1.44.8)
@@ -258,7 +262,21 @@ start() {
   echo "GATEWAY=$(gateway)"
 }
 
+worker_image() {  # the container runner's image, built offline from the base (after `make build`)
+  [ -f "$BASE_CONF" ] && podman image exists "$BASE_IMAGE" \
+    || die "not set up: run 'make containers' (local/containers.sh setup)"
+  CONTAINER_ENGINE=podman BASE_IMAGE=$BASE_IMAGE OFFLINE=1 WORKER_IMAGE_TAG=latest \
+    WORKER_IMAGE=${WORKER_IMAGE%:*} "$ROOT/worker/build-image.sh"
+}
+
+worker() {  # one container runner task: the worker image with the variables of ENV_FILE
+  local env_file=${1:?usage: worker ENV_FILE}
+  podman image exists "$WORKER_IMAGE" || die "no $WORKER_IMAGE: run local/containers.sh worker-image"
+  exec podman run --rm --network "$NETWORK" --env-file "$env_file" "$WORKER_IMAGE"
+}
+
 case "${1:-}" in
-  setup | start | stop | up | down | gateway) "$1" "${@:2}" ;;
+  setup | start | stop | up | down | gateway | worker) "$1" "${@:2}" ;;
+  worker-image) worker_image ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2; exit 2 ;;
 esac

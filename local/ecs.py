@@ -6,16 +6,20 @@ the task to reach STOPPED. `EcsRunHook` makes RunTask start the task definition'
 the task role's credentials, against the local AWS endpoint, and marks the moto task STOPPED with
 the worker's exit code when it ends. StopTask (an execution stopped) ends the worker.
 
-The worker runs as a subprocess of this machine's Python, with the repository's code: the same
-entrypoint and code a Fargate task runs from the image worker/Dockerfile builds.
+With the container tier on, the worker runs in a container of the image worker/Dockerfile builds
+(`local/containers.sh worker-image`: the code and qemu-img `sam build` made) on the containers'
+egress-less network, as a Fargate task would; otherwise as a process of this machine's Python with
+the repository's code: the same entrypoint either way.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +33,12 @@ log = logging.getLogger("local.ecs")
 REPOSITORY = Path(__file__).resolve().parent.parent
 COMMON_LAYER = REPOSITORY / "layers" / "common" / "python"
 WORKER_COMMAND = (sys.executable, "-m", "imagetasks.worker")
+CONTAINERS_SCRIPT = REPOSITORY / "local" / "containers.sh"
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
 #: The private network the runner's tasks are given (moto checks that the subnet exists).
 VPC_CIDR = "10.77.0.0/16"
 
@@ -51,6 +61,15 @@ def create_ecs_resources(template: LocalTemplate, ecs: Any) -> None:
         ecs.register_task_definition(**spec.registration)
 
 
+def build_worker_image() -> None:
+    """The worker image from what `sam build` made (podman caches its layers: quick when unchanged)."""
+    completed = subprocess.run(
+        [str(CONTAINERS_SCRIPT), "worker-image"], capture_output=True, text=True, check=False
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"the container runner's image did not build:\n{completed.stderr[-2000:]}")
+
+
 @dataclass
 class WorkerRun:
     """One RunTask: its process, and how it ended."""
@@ -71,7 +90,9 @@ class EcsRunHook:
         aws_url: str,
         credentials: Mapping[str, Mapping[str, str]],
         extra_env: Mapping[str, str] | None = None,
+        containers: bool = False,
     ) -> None:
+        self._containers = containers
         self._definitions = {spec.arn: spec for spec in definitions.values()}
         self._aws_url = aws_url
         self._credentials = credentials  # task definition logical id → its role's variables
@@ -122,35 +143,32 @@ class EcsRunHook:
             self.stop(run.task_arn)
 
     # ---------------------------------------------------------------- running
-    def environment(self, spec: TaskDefinitionSpec, overrides: Mapping[str, Any]) -> dict[str, str]:
-        """What the worker's process sees: the task definition's variables, then the RunTask
+    def task_environment(self, spec: TaskDefinitionSpec, overrides: Mapping[str, Any]) -> dict[str, str]:
+        """What the task's container sees: the task definition's variables, then the RunTask
         overrides, the task role's credentials and the local endpoint."""
-        env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "IMAGETASKS_"))}
-        env.update(spec.environment)
+        env = dict(spec.environment)
         for container in overrides.get("containerOverrides") or []:
             if container.get("name") == spec.container_name:
-                env.update(
-                    {str(pair["name"]): str(pair["value"]) for pair in container.get("environment") or []}
-                )
+                pairs = container.get("environment") or []
+                env.update({str(pair["name"]): str(pair["value"]) for pair in pairs})
         env.update(self._extra_env)
         # The task role's credentials; without enforced IAM, moto's fake ones (it checks nothing then).
-        env.update(
-            self._credentials.get(spec.logical_id)
-            or {
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_SESSION_TOKEN": "testing",
-            }
-        )
-        env.update(
-            {
-                "AWS_ENDPOINT_URL": self._aws_url,
-                "AWS_REGION": REGION,
-                "AWS_DEFAULT_REGION": REGION,
-                "PYTHONPATH": str(COMMON_LAYER),
-            }
-        )
+        env.update(self._credentials.get(spec.logical_id) or FAKE_CREDENTIALS)
+        env.update({"AWS_ENDPOINT_URL": self._aws_url, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION})
         return env
+
+    def command(self, env: dict[str, str], work: Path) -> tuple[list[str], dict[str, str]]:
+        """The worker's command line and process environment: in a container of the worker image
+        (the container tier), else a process of this machine's Python with the repository's code."""
+        if self._containers:
+            env_file = work / "task.env"
+            env_file.touch(mode=0o600)  # it holds the task role's credentials
+            env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()), encoding="utf-8")
+            return [str(CONTAINERS_SCRIPT), "worker", str(env_file)], dict(os.environ)
+        host = {
+            key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "IMAGETASKS_"))
+        }
+        return list(WORKER_COMMAND), {**host, **env, "PYTHONPATH": str(COMMON_LAYER)}
 
     def _start(self, task: Any) -> None:
         spec = self._definitions.get(task.task_definition_arn)
@@ -163,15 +181,17 @@ class EcsRunHook:
         run = WorkerRun(task.task_arn)
         with self._lock:
             self._runs[task.task_arn] = run
-        env = self.environment(spec, task.overrides or {})
+        env = self.task_environment(spec, task.overrides or {})
         thread = threading.Thread(target=self._run, args=(task, run, env), name="local-ecs-task", daemon=True)
         thread.start()
 
     def _run(self, task: Any, run: WorkerRun, env: dict[str, str]) -> None:
         exit_code = 1
+        work = Path(tempfile.mkdtemp(prefix="imagetasks-ecs-"))
         try:
+            command, process_env = self.command(env, work)
             run.process = subprocess.Popen(
-                WORKER_COMMAND, env=env, cwd=REPOSITORY, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                command, env=process_env, cwd=REPOSITORY, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             )
             assert run.process.stdout is not None
             for line in run.process.stdout:
@@ -182,6 +202,7 @@ class EcsRunHook:
         except OSError as error:
             log.error("the worker of task %s could not start: %s", task.id, error)
         finally:
+            shutil.rmtree(work, ignore_errors=True)
             if exit_code != 0:
                 log.warning(
                     "worker of task %s exited with %s:\n%s", task.id, exit_code, "\n".join(run.output[-20:])

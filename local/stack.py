@@ -367,6 +367,8 @@ class LocalStack:
         if not template.task_definitions:
             return
         ecs.create_ecs_resources(template, boto3.client("ecs", region_name=REGION))
+        if self.containers:
+            ecs.build_worker_image()
         self.ecs_hook = ecs.EcsRunHook(
             template.task_definitions,
             aws_url=str(self.aws_url),
@@ -376,6 +378,7 @@ class LocalStack:
                 if logical_id in self.credentials
             },
             extra_env={"PRESIGN_ENDPOINT_URL": str(self.aws_url)},
+            containers=self.containers,
         )
         self.ecs_hook.install()
 

@@ -42,6 +42,7 @@ def states_entered(stack: Any, task_id: str) -> list[str]:
     ]
 
 
+@pytest.mark.artifact
 def test_a_convert_larger_than_lambdas_working_space_runs_on_the_container_runner(
     local_stack: Any, image_server: Any, tmp_path: Path
 ) -> None:
