@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.e2e.test_real_clients import table_value
-from tests.e2e.test_real_clients_import import PROJECT, glance_at_a_terminal, wait_until_settled
+from tests.e2e.test_real_clients_import import PROJECT, glance_create_via_web_download, wait_until_settled
 from tests.image_corpus import file_digests, make_qcow2, require_qemu_img
 from tests.integration.test_compressed_sources import FORMATS, compressed_copy
 
@@ -47,21 +47,8 @@ def test_glance_cli_web_download_of_a_compressed_qcow2(
     # Given a qcow2 served compressed with this compression
     url, image_file = served_compressed_qcow2(image_server, compression)
     # When the CLI imports it with web-download
-    created = glance_at_a_terminal(
-        local_stack,
-        local_stack.token(PROJECT),
-        "image-create-via-import",
-        "--import-method",
-        "web-download",
-        "--uri",
-        url,
-        "--disk-format",
-        "qcow2",
-        "--container-format",
-        "bare",
-        "--name",
-        f"cli-{compression}",
-    )
+    token = local_stack.token(PROJECT)
+    created = glance_create_via_web_download(local_stack, token, url, f"cli-{compression}")
     # Then the image is the decompressed qcow2
     assert created.returncode == 0, created.stderr + created.stdout
     assert_the_decompressed_image(local_stack, table_value(created.stdout, "id"), image_file)

@@ -46,6 +46,27 @@ def glance_at_a_terminal(stack: Any, token: str, *args: str) -> subprocess.Compl
     )
 
 
+def glance_create_via_web_download(
+    stack: Any, token: str, url: str, name: str
+) -> subprocess.CompletedProcess[str]:
+    """`glance image-create-via-import --import-method web-download` of a qcow2 at `url`."""
+    return glance_at_a_terminal(
+        stack,
+        token,
+        "image-create-via-import",
+        "--import-method",
+        "web-download",
+        "--uri",
+        url,
+        "--disk-format",
+        "qcow2",
+        "--container-format",
+        "bare",
+        "--name",
+        name,
+    )
+
+
 def served_qcow2(image_server: Any) -> tuple[str, bytes]:
     require_qemu_img()
     source = image_server.root / f"web-download-{uuid.uuid4().hex}.qcow2"
@@ -72,21 +93,7 @@ def test_glance_cli_image_create_via_import_web_download(local_stack: Any, image
     token = local_stack.token(PROJECT)
     name = f"cli-web-download-{uuid.uuid4().hex[:8]}"
 
-    created = glance_at_a_terminal(
-        local_stack,
-        token,
-        "image-create-via-import",
-        "--import-method",
-        "web-download",
-        "--uri",
-        url,
-        "--disk-format",
-        "qcow2",
-        "--container-format",
-        "bare",
-        "--name",
-        name,
-    )
+    created = glance_create_via_web_download(local_stack, token, url, name)
 
     assert created.returncode == 0, created.stderr + created.stdout
     image_id = table_value(created.stdout, "id")

@@ -14,6 +14,7 @@ from typing import Any
 
 from imagetasks.adapters.images_table import ImagesTable
 from imagetasks.domain.errors import ConcurrentUpdate, DomainError, InvalidRequest
+from imagetasks.domain.image_patch import image_document
 from imagetasks.domain.images import (
     DEFAULT_STORE,
     FAILED_IMPORT_PROPERTY,
@@ -22,7 +23,6 @@ from imagetasks.domain.images import (
     Image,
     ImageStatus,
 )
-from imagetasks.domain.task_input import RESERVED_PROPERTY_PREFIX
 from imagetasks.domain.tasks import Task, TaskType
 from imagetasks.task_service import TaskService
 
@@ -64,23 +64,12 @@ def import_method(body: Mapping[str, Any], uploads_bucket: str) -> str:
 
 def import_input(image: Image, uri: str) -> dict[str, Any]:
     """The import task's input: where from, the image's formats and properties, and the target."""
-    properties: dict[str, Any] = {
-        key: value for key, value in image.properties.items() if not key.startswith(RESERVED_PROPERTY_PREFIX)
+    # The owner is the task's; a name the image does not have is not passed on.
+    properties = {
+        key: value
+        for key, value in image_document(image).items()
+        if key != "owner" and not (key == "name" and value is None)
     }
-    properties.update(
-        {
-            "disk_format": image.disk_format,
-            "container_format": image.container_format,
-            "visibility": image.visibility,
-            "protected": image.protected,
-            "min_disk": image.min_disk,
-            "min_ram": image.min_ram,
-            "tags": list(image.tags),
-            "os_hidden": image.os_hidden,
-        }
-    )
-    if image.name is not None:
-        properties["name"] = image.name
     return {
         "import_from": uri,
         "import_from_format": image.disk_format,

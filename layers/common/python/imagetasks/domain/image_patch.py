@@ -190,7 +190,7 @@ def apply_changes(
     """The image after the changes, checked as a whole (400, 403, 409 or 413 when Glance would
     refuse it); Glance's import bookkeeping (os_glance_*) stays as it was."""
     may_modify(image, caller)
-    document = _document(image)
+    document = image_document(image)
     for change in changes:
         _apply(document, change, caller)
     owner = document.pop("owner")
@@ -206,8 +206,9 @@ def apply_changes(
     return image.model_copy(update={**fields, "owner": owner, "updated_at": updated})
 
 
-def _document(image: Image) -> dict[str, Any]:
-    """What a patch can change, as the image shows it (its extra properties besides os_glance_*)."""
+def image_document(image: Image) -> dict[str, Any]:
+    """What a client may set on the image, as the image shows it: its fields and extra properties
+    (Glance's os_glance_* bookkeeping left out)."""
     document: dict[str, Any] = {
         key: value for key, value in image.properties.items() if not key.startswith(RESERVED_PROPERTY_PREFIX)
     }
