@@ -110,6 +110,8 @@ def template_roles(
         role_property = _ROLE_PROPERTY.get(resource.get("Type", ""))
         if role_property is None:
             continue
+        if "Condition" in resource and not resolver.condition(resource["Condition"]):
+            continue  # not created with these parameters (the container runner without an image)
         role_ref = resource["Properties"].get(role_property)
         if not (isinstance(role_ref, dict) and "Fn::GetAtt" in role_ref):
             raise IamSetupError(f"{logical_id}: a role not made by SAM ({role_ref!r}) cannot be emulated")

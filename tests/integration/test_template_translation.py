@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 
 from local import iam, template
-from local.template import EventRule, LocalTemplate, Route, S3Notification, load_template, load_yaml
+from local.template import (
+    LOCAL_PARAMETER_OVERRIDES,
+    EventRule,
+    LocalTemplate,
+    Route,
+    S3Notification,
+    load_template,
+    load_yaml,
+)
 from tests.support import ROOT
 
 AUTHORIZER_HEADERS = ("X-Auth-Token",)
@@ -94,7 +102,7 @@ def _api_events(source: dict[str, Any]) -> set[Route]:
 
 def test_every_api_event_is_a_route_with_its_authorizer(local_template: LocalTemplate) -> None:
     routes = set(local_template.routes)
-    assert len(routes) == len(local_template.routes) == 20
+    assert len(routes) == len(local_template.routes) == 21
     assert routes == _api_events(load_yaml(ROOT / "template.yaml"))
     assert local_template.stage == "v1"  # the stage SAM made for TasksApi
     assert set(local_template.gateway_responses) == {
@@ -114,7 +122,13 @@ def test_names_stay_the_local_stacks_and_the_roles_share_the_translation(
     )
     assert local_template.skipped == {}
     roles = iam.template_roles(local_template.path, local_template.parameters, local_template.translated)
-    assert set(roles) == set(local_template.functions) | set(local_template.state_machines)
+    # every function, the state machine and (with an image, as locally) the container runner's task
+    owners = set(local_template.functions) | set(local_template.state_machines)
+    assert set(roles) == owners and not local_template.task_definitions  # the template's defaults
+    local = load_template(ROOT / "template.yaml", LOCAL_PARAMETER_OVERRIDES)
+    local_roles = iam.template_roles(local.path, local.parameters, local.translated)
+    assert set(local.task_definitions) == {"WorkerTaskDefinition"}
+    assert set(local_roles) == owners | {"WorkerTaskDefinition"}
 
 
 def test_a_translation_is_made_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
