@@ -42,30 +42,43 @@ def states_entered(stack: Any, task_id: str) -> list[str]:
     ]
 
 
+def imported_large_qcow2(stack: Any, image_server: Any, tmp_path: Path, name: str) -> tuple[Path, str]:
+    """A qcow2 of a VIRTUAL_SIZE disk (a small file), imported on Lambda: (the disk, the image id)."""
+    disk = sparse_disk(tmp_path / f"{name}.raw")
+    qcow2 = image_server.root / f"{name}.qcow2"
+    QemuImg().convert(disk, "raw", qcow2, "qcow2", 60)
+    task = create_task(stack, import_body(image_server.url(qcow2.name), "qcow2"))
+    imported, _ = wait_for_task(stack, task["id"])
+    assert imported["status"] == "success", imported["message"]
+    return disk, str(imported["result"]["image_id"])
+
+
+def convert_to_raw(stack: Any, image_id: str) -> dict[str, Any]:
+    task = create_task(stack, {"type": "convert", "input": {"image_id": image_id, "disk_format": "raw"}})
+    finished, _ = wait_for_task(stack, task["id"], timeout=120)
+    return finished
+
+
+def image_keys(stack: Any) -> set[str]:
+    listing = stack.client("s3").list_objects_v2(Bucket=stack.buckets["ImagesBucket"], Prefix="images/")
+    return {item["Key"] for item in listing.get("Contents", [])}
+
+
 @pytest.mark.artifact
 def test_a_convert_larger_than_lambdas_working_space_runs_on_the_container_runner(
     local_stack: Any, image_server: Any, tmp_path: Path
 ) -> None:
     # Given a qcow2 of a 384 MiB disk (a small file), imported on Lambda
-    disk = sparse_disk(tmp_path / "disk.raw")
-    qcow2 = image_server.root / "runner-source.qcow2"
-    QemuImg().convert(disk, "raw", qcow2, "qcow2", 60)
-    task = create_task(local_stack, import_body(image_server.url(qcow2.name), "qcow2"))
-    imported, _ = wait_for_task(local_stack, task["id"])
-    assert imported["status"] == "success", imported["message"]
+    disk, source_id = imported_large_qcow2(local_stack, image_server, tmp_path, "runner-source")
     runs_before = local_stack.stack.ecs_hook.started
 
     # When it is converted to raw: a 384 MiB copy, which Lambda's 512 MiB cannot hold with the source
-    task = create_task(
-        local_stack,
-        {"type": "convert", "input": {"image_id": imported["result"]["image_id"], "disk_format": "raw"}},
-    )
-    converted, _ = wait_for_task(local_stack, task["id"], timeout=120)
+    converted = convert_to_raw(local_stack, source_id)
 
     # Then the convert step ran as an ECS task and made the image Lambda could not
     assert converted["status"] == "success", converted["message"]
     assert local_stack.stack.ecs_hook.started == runs_before + 1
-    entered = states_entered(local_stack, task["id"])
+    entered = states_entered(local_stack, converted["id"])
     assert entered.count("Convert") == 1 and "RunInContainer" in entered and "DoneInContainer" in entered
     image_id = converted["result"]["image_id"]
     image = local_stack.client("dynamodb").get_item(
@@ -79,3 +92,28 @@ def test_a_convert_larger_than_lambdas_working_space_runs_on_the_container_runne
     )
     assert file_digests(raw) == file_digests(disk)
     assert image["disk_format"]["S"] == "raw" and int(image["size"]["N"]) == VIRTUAL_SIZE
+
+
+def test_a_refusal_on_the_container_runner_fails_the_task_with_the_steps_own_message(
+    local_stack: Any, image_server: Any, tmp_path: Path
+) -> None:
+    # Given an imported image whose stored data was then replaced behind the service's back
+    _, source_id = imported_large_qcow2(local_stack, image_server, tmp_path, "runner-tampered")
+    other = image_server.root / "runner-other.qcow2"
+    QemuImg().convert(sparse_disk(tmp_path / "other.raw"), "raw", other, "qcow2", 60)
+    key = f"images/{source_id}"
+    local_stack.client("s3").put_object(
+        Bucket=local_stack.buckets["ImagesBucket"], Key=key, Body=other.read_bytes()
+    )
+    keys_before = image_keys(local_stack)
+
+    # When a convert too large for Lambda runs on the container runner
+    failed = convert_to_raw(local_stack, source_id)
+
+    # Then the worker's refusal is the task's, with its code and words, and no image was made
+    assert failed["status"] == "failure"
+    assert failed["error_code"] == "image_unavailable"
+    assert failed["message"].startswith(f"The data of image {source_id} does not match its os_hash_value")
+    entered = states_entered(local_stack, failed["id"])
+    assert "RunInContainer" in entered and "RunnerFailed" in entered
+    assert image_keys(local_stack) == keys_before
