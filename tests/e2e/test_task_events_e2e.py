@@ -68,6 +68,16 @@ def test_an_import_that_succeeds_is_announced_once(local_stack: Any, image_serve
     assert {k: v for k, v in shown.items() if k in detail} == detail
     assert detail["result"]["image_id"] == shown["result"]["image_id"]
     assert "input" not in detail and "version" not in detail
+    # and the announced end leaves the outbox (the sparse index the reconciler sweeps) right after
+    deadline = time.monotonic() + 10
+    while True:
+        item = local_stack.client("dynamodb").get_item(
+            TableName=local_stack.tables["TasksTable"], Key={"id": {"S": task["id"]}}, ConsistentRead=True
+        )["Item"]
+        if "event_pending" not in item or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert "event_pending" not in item
 
 
 def test_an_import_that_fails_is_announced_once(local_stack: Any, image_server: Any) -> None:

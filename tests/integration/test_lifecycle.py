@@ -150,7 +150,7 @@ def test_the_sweeper_resumes_what_a_lost_message_left_parked(table: TasksTable) 
     gate.live = True
     swept = lifecycle.sweep()
 
-    assert swept == {"resumed": 1, "started": 0}
+    assert swept == {"resumed": 1, "started": 0, "announced": 0}
     assert gate.resumed == [(f"token-{first}", STARTED)]
     lifecycle.succeed(first, {})
     assert gate.resumed[-1] == (f"token-{second}", STARTED)

@@ -14,9 +14,10 @@ from imagetasks import composition
 from imagetasks.adapters.task_events import ATTEMPTS, DETAIL_TYPES, SOURCE, EventNotPublished, TaskEvents
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.config import settings
+from imagetasks.domain import clock
 from imagetasks.domain.task_view import EVENT_FIELDS, event_detail, render
 from imagetasks.domain.tasks import Task, TaskStatus, TaskType, new_task
-from imagetasks.lifecycle import Lifecycle
+from imagetasks.lifecycle import OUTBOX_GRACE, Lifecycle
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -137,6 +138,53 @@ def test_a_failed_announcement_is_logged_and_the_status_change_stands(
     # a retried status change finds the task final: no second attempt
     assert lifecycle.succeed(task_id, {"image_id": "i1"}) is None
     assert events.calls == 1
+
+
+class FlakyEvents(RecordingEvents):
+    """A publisher that fails its first `failures` sends (EventBridge down, or the finisher died)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def task_finished(self, task: Task) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise EventNotPublished("EventBridge did not take the event")
+        super().task_finished(task)
+
+
+def test_an_announced_end_leaves_nothing_in_the_outbox(table: TasksTable) -> None:
+    lifecycle = lifecycle_with(table, RecordingEvents())
+    task_id = running_task(table)
+
+    lifecycle.succeed(task_id, {"image_id": "i1"})
+
+    assert table.unannounced(datetime.now(UTC) + timedelta(days=1)) == []
+
+
+def test_an_end_that_could_not_be_announced_is_announced_by_the_sweeper_once(
+    table: TasksTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a task whose end could not be announced (the publisher failed once)
+    events = FlakyEvents(failures=1)
+    lifecycle = lifecycle_with(table, events)
+    task_id = running_task(table)
+    lifecycle.fail(task_id, "The source went away", "source_unavailable")
+    assert events.announced == [] and table.unannounced(datetime.now(UTC) + timedelta(days=1)) == [task_id]
+
+    # When the sweeper runs before the grace has passed, then after it
+    early = lifecycle.sweep()
+    monkeypatch.setattr(clock, "now", lambda: datetime.now(UTC) + OUTBOX_GRACE + timedelta(seconds=1))
+    late = lifecycle.sweep()
+    again = lifecycle.sweep()
+
+    # Then only the late run announces it, with the task as it ended, and the outbox is empty
+    assert (early["announced"], late["announced"], again["announced"]) == (0, 1, 0)
+    assert [(t.id, t.status, t.error_code) for t in events.announced] == [
+        (task_id, TaskStatus.FAILURE, "source_unavailable")
+    ]
+    assert table.unannounced(datetime.now(UTC) + timedelta(days=1)) == []
 
 
 # ------------------------------------------------------------------ what the event says

@@ -32,6 +32,9 @@ ATTEMPTS = 5
 DISPATCH_WINDOW = 100
 STARTED = {"started": True, "final": False}
 FINAL = {"started": False, "final": True}
+#: How long a final task may stay unannounced before the sweeper announces it (its finisher may
+#: still be publishing; EventBridge retries take seconds).
+OUTBOX_GRACE = timedelta(minutes=1)
 
 
 class Gate(Protocol):
@@ -142,7 +145,21 @@ class Lifecycle:
             elif task.status is TaskStatus.PROCESSING:
                 self._resume(task_id, STARTED)
                 resumed += 1
-        return {"resumed": resumed, "started": len(self.dispatch())}
+        return {"resumed": resumed, "started": len(self.dispatch()), "announced": self.announce_missed()}
+
+    def announce_missed(self) -> int:
+        """Announce the ends nobody announced (the outbox): tasks final for OUTBOX_GRACE already,
+        so an announcement still on its way is not sent twice. At least once, in end order."""
+        if self.events is None:
+            return 0
+        count = 0
+        for task_id in self.table.unannounced(clock.now() - OUTBOX_GRACE):
+            task = self.table.get(task_id)
+            if task is None or not task.status.is_final:
+                continue
+            self._announce(task)
+            count += 1
+        return count
 
     def succeed(self, task_id: str, result: dict[str, Any]) -> Task | None:
         return self._finish(task_id, TaskStatus.SUCCESS, result=result)
@@ -178,7 +195,9 @@ class Lifecycle:
             )
             held_slot = task.status is TaskStatus.PROCESSING
             try:
-                self.table.save_transition(task, after, slot_change=-1 if held_slot else 0)
+                self.table.save_transition(
+                    task, after, slot_change=-1 if held_slot else 0, event_pending=self.events is not None
+                )
             except ConcurrentUpdate:
                 continue
             logger.info("Task finished", extra={"task_id": task_id, "status": status.value})
@@ -203,3 +222,8 @@ class Lifecycle:
                 "Task event not published", extra={"task_id": task.id, "status": task.status.value}
             )
             metrics.add_metric(name="TaskEventsNotPublished", unit=MetricUnit.Count, value=1)
+            return  # still in the outbox: the sweeper announces it later
+        try:
+            self.table.announced(task.id)
+        except Exception:  # the sweeper would announce it again: a duplicate, never a loss
+            logger.exception("Announced task left in the outbox", extra={"task_id": task.id})

@@ -23,6 +23,11 @@ from imagetasks.domain.tasks import (
 TASK_RECORD = "task"
 SLOTS_KEY = "task-slots"
 PROJECT_SLOTS_PREFIX = "project-slots#"  # one counter per project: the per-project limit
+#: The outbox of task events: a final task whose end is not announced yet carries this attribute,
+#: which puts it in the sparse UNANNOUNCED_INDEX until the announcement succeeds.
+EVENT_PENDING = "event_pending"
+EVENT_PENDING_VALUE = "1"
+UNANNOUNCED_INDEX = "unannounced"
 #: The attribute a container-run step's outcome is written to (the state machine reads it by name).
 RUNNER_OUTCOME = "runner_outcome"
 WAITER_PREFIX = "waiter#"  # the task token of an execution parked until its task gets a slot
@@ -88,8 +93,12 @@ class TasksTable:
         self.slots_table = slots_table
         self.last_page: Page | None = None  # read cost of the most recent list, for metrics and tests
 
-    def _write_ops(self, task: Task, condition: dict[str, Any]) -> list[dict[str, Any]]:
+    def _write_ops(
+        self, task: Task, condition: dict[str, Any], *, event_pending: bool = False
+    ) -> list[dict[str, Any]]:
         stored = task_to_item(task)
+        if event_pending:  # the outbox: in the sparse index until the end is announced
+            stored[EVENT_PENDING] = EVENT_PENDING_VALUE
         rows = self.table.index_rows(
             task.id,
             task.owner,
@@ -186,17 +195,19 @@ class TasksTable:
         slot_change: int = 0,
         max_slots: int = 0,
         max_project_slots: int = 0,
+        event_pending: bool = False,
     ) -> None:
         """Write `after` only if the stored task is still exactly `before` (conditional on version),
         moving the processing-slot counters (all tasks, and the task's project) in the same
         transaction. Taking a slot is refused (NoFreeSlot, ProjectFull) when a counter is at its
-        limit; a `max_project_slots` of 0 means no limit per project."""
+        limit; a `max_project_slots` of 0 means no limit per project. `event_pending` marks the
+        task's end as not announced yet (see `unannounced`)."""
         condition = {
             "ConditionExpression": "#v = :v AND #s = :s",
             "ExpressionAttributeNames": {"#v": "version", "#s": "status"},
             "ExpressionAttributeValues": {":v": {"N": str(before.version)}, ":s": {"S": before.status.value}},
         }
-        ops = self._write_ops(after, condition)
+        ops = self._write_ops(after, condition, event_pending=event_pending)
         if slot_change:
             ops.append({"Update": self._counter_update(SLOTS_KEY, slot_change, max_slots)})
             project_limit = max_project_slots if slot_change > 0 else 0
@@ -245,6 +256,31 @@ class TasksTable:
 
     def unpark(self, task_id: str) -> None:
         self.table.client.delete_item(TableName=self.slots_table, Key={"id": {"S": WAITER_PREFIX + task_id}})
+
+    def announced(self, task_id: str) -> None:
+        """The task's end was announced: out of the outbox."""
+        self.table.client.update_item(
+            TableName=self.table.table_name,
+            Key={"id": {"S": task_id}},
+            UpdateExpression="REMOVE #p",
+            ExpressionAttributeNames={"#p": EVENT_PENDING},
+        )
+
+    def unannounced(self, ended_before: datetime, limit: int = 100) -> list[str]:
+        """Tasks that ended before `ended_before` and whose end was never announced (the function
+        that ended them stopped, or EventBridge refused): oldest first, at most `limit`."""
+        answer = self.table.client.query(
+            TableName=self.table.table_name,
+            IndexName=UNANNOUNCED_INDEX,
+            KeyConditionExpression="#p = :pending AND updated_at < :before",
+            ExpressionAttributeNames={"#p": EVENT_PENDING},
+            ExpressionAttributeValues={
+                ":pending": {"S": EVENT_PENDING_VALUE},
+                ":before": {"S": clock.to_stored(ended_before)},
+            },
+            Limit=limit,
+        )
+        return [item["id"]["S"] for item in answer.get("Items", [])]
 
     def parked_tasks(self) -> list[str]:
         """Every task with a parked execution (the sweeper's list; the slots table holds only
