@@ -12,6 +12,7 @@ from typing import Any
 
 from imagetasks.domain.errors import InvalidRequest
 from imagetasks.domain.failures import ERROR_CODES
+from imagetasks.domain.progress import STEPS as PROGRESS_STEPS
 from imagetasks.domain.tasks import TaskStatus
 
 UUID_PATTERN = "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$"
@@ -67,7 +68,15 @@ def task_properties(task_types: Iterable[str]) -> dict[str, Any]:
             "description": "How far the running step is; kept once the task ends",
             "type": "object",
             "properties": {
-                "step": {"type": "string"},
+                "step": {
+                    "description": (
+                        "import: fetch (then download, convert, upload when the cloud converts imports); "
+                        "convert, and export to another format: download, convert (bytes of the virtual "
+                        "disk gone through), upload; export in the image's format: copy"
+                    ),
+                    "enum": list(PROGRESS_STEPS),
+                    "type": "string",
+                },
                 "bytes_done": {"type": "integer"},
                 "bytes_total": {"type": ["null", "integer"]},
                 "percent": {"type": ["null", "integer"]},

@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft4Validator
 
 from imagetasks.adapters.qemu import QemuImg
 from imagetasks.domain.failures import TaskFailure
 from imagetasks.domain.tasks import TaskStatus, TaskType
 from tests.image_corpus import make_qcow2, require_qemu_img
 from tests.integration.test_convert_export import Stack, assert_nothing_left
-from tests.support import fail_task
+from tests.support import api_event, call, fail_task, load_handler
 
 CANCELLED = "The task was cancelled by user u1 of project project-a."
 
@@ -98,6 +99,31 @@ def test_each_phase_reports_its_progress_and_the_last_figures_stay(
     assert task is not None and task.progress is not None
     size = result["size"] if kind == "export" else stack.images.get(result["image_id"]).size  # type: ignore[union-attr]
     assert task.progress == {"step": steps[-1], "bytes_done": size, "bytes_total": size, "percent": 100}
+
+
+def test_glance_task_show_gets_the_progress_the_served_schema_describes(
+    aws: dict[str, str], stack: Stack, tmp_path: Path
+) -> None:
+    # Given a finished export of an image to another format
+    source = stack.put_image(make_qcow2(tmp_path), "qcow2")
+    task_id = stack.new_task(TaskType.EXPORT, {"image_id": source.id, "disk_format": "vhdx"})
+    stack.run("export", task_id)
+    api = load_handler("tasks_api")
+    api.tasks_table.cache_clear()
+
+    # When a client reads the task and the task schema (as glance task-show does)
+    shown = call(api, api_event("GET", f"/v2/tasks/{task_id}", project="project-a"))["json"]
+    schema = call(api, api_event("GET", "/v2/schemas/task"))["json"]
+
+    # Then progress is there, valid against the served schema, whose steps are named
+    assert shown["progress"]["step"] == "upload" and shown["progress"]["percent"] == 100
+    Draft4Validator(schema).validate(shown)
+    assert set(schema["properties"]["progress"]["properties"]["step"]["enum"]) >= {
+        "download",
+        "convert",
+        "upload",
+        "copy",
+    }
 
 
 def slow_qemu_img(directory: Path) -> tuple[QemuImg, Path]:
