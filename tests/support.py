@@ -44,6 +44,23 @@ def fresh_handler(function: str) -> ModuleType:
     return module
 
 
+#: A valid import input for handler tests (the workflow does not run in the integration tier: the
+#: source is never fetched).
+IMPORT_INPUT = {
+    "import_from": "https://93.184.216.34/images/cirros.qcow2",
+    "import_from_format": "qcow2",
+    "image_properties": {"name": "cirros", "disk_format": "qcow2", "container_format": "bare"},
+}
+
+
+def tasks_api_handler() -> ModuleType:
+    """The tasks API handler, its table and service built again for this test's moto."""
+    module = load_handler("tasks_api")
+    module.tasks_table.cache_clear()
+    module.task_service.cache_clear()
+    return module
+
+
 def api_event(
     method: str,
     path: str,

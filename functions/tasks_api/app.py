@@ -19,6 +19,7 @@ from imagetasks.api import glance
 from imagetasks.api import openapi as openapi_description
 from imagetasks.config import settings
 from imagetasks.domain import clock
+from imagetasks.domain.images import check_publicize
 from imagetasks.domain.listing import parse_list_request
 from imagetasks.domain.long_poll import parse_wait, wait_for_change
 from imagetasks.domain.task_view import render
@@ -120,6 +121,9 @@ def create_task() -> Response[dict[str, Any]]:
     key = idempotency_key(event.headers, event.multi_value_headers)
     body = glance.json_body(app)
     validate_create_body(body, OFFERED_TYPES)
+    properties = body["input"].get("image_properties") if isinstance(body["input"], dict) else None
+    if isinstance(properties, dict):  # an import makes its image as the caller would
+        check_publicize(properties.get("visibility"), caller.is_admin)
 
     def create() -> Task:
         return task_service().create(

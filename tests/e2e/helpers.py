@@ -10,9 +10,11 @@ import requests
 FINAL = ("success", "failure")
 
 
-def create_task(stack: Any, body: dict[str, Any], project: str = "demo-project") -> dict[str, Any]:
+def create_task(
+    stack: Any, body: dict[str, Any], project: str = "demo-project", roles: tuple[str, ...] = ("member",)
+) -> dict[str, Any]:
     response = requests.post(
-        f"{stack.api_url}/v2/tasks", json=body, headers=stack.headers(project), timeout=30
+        f"{stack.api_url}/v2/tasks", json=body, headers=stack.headers(project, roles), timeout=30
     )
     assert response.status_code == 201, response.text
     return response.json()

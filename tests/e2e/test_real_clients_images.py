@@ -26,7 +26,7 @@ PROJECT = "glance-images-project"
 
 @pytest.fixture(scope="module")
 def imported(local_stack: Any, image_server: Any) -> dict[str, Any]:
-    """A public, tagged image with a property unique to this run, imported by PROJECT."""
+    """A public, tagged image with a property unique to this run, imported by an admin of PROJECT."""
     require_qemu_img()
     source = image_server.root / f"images-{uuid.uuid4().hex}.qcow2"
     shutil.copyfile(make_qcow2(image_server.root), source)
@@ -42,7 +42,8 @@ def imported(local_stack: Any, image_server: Any) -> dict[str, Any]:
             "min_ram": 512,
         }
     )
-    task = create_task(local_stack, body, project=PROJECT)
+    # Only admins make images public (Glance's publicize_image policy).
+    task = create_task(local_stack, body, project=PROJECT, roles=("member", "admin"))
     finished, _ = wait_for_task(local_stack, task["id"], project=PROJECT)
     assert finished["status"] == "success", finished["message"]
     return {

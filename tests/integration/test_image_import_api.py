@@ -16,7 +16,15 @@ from imagetasks.config import Settings
 from imagetasks.domain.failures import TaskFailure
 from imagetasks.steps import processing_step
 from tests.image_corpus import make_qcow2, require_qemu_img
-from tests.support import api_event, call, fail_task, load_handler, start_processing
+from tests.support import (
+    IMPORT_INPUT,
+    api_event,
+    call,
+    fail_task,
+    load_handler,
+    start_processing,
+    tasks_api_handler,
+)
 
 PROJECT = "project-a"
 CREATE = {
@@ -40,8 +48,12 @@ def images(aws: dict[str, str]) -> Any:
     return module
 
 
-def create_image(images: Any, body: dict[str, Any] | None = None, project: str = PROJECT) -> dict[str, Any]:
-    response = call(images, api_event("POST", "/v2/images", body=body or CREATE, project=project))
+def create_image(
+    images: Any, body: dict[str, Any] | None = None, project: str = PROJECT, roles: str = "member"
+) -> dict[str, Any]:
+    response = call(
+        images, api_event("POST", "/v2/images", body=body or CREATE, project=project, roles=roles)
+    )
     assert response["statusCode"] == 201, response["body"]
     return response["json"]
 
@@ -218,7 +230,9 @@ def test_other_methods_and_refused_uris_are_400_and_leave_the_image_queued(
 
 
 def test_another_projects_image_cannot_be_imported_into(images: Any) -> None:
-    created = create_image(images, {**CREATE, "visibility": "public"}, project="project-b")
+    created = create_image(
+        images, {**CREATE, "visibility": "public"}, project="project-b", roles="member,admin"
+    )
 
     response = start_import(images, created["id"], "https://198.51.100.7/disk.qcow2")
 
@@ -311,3 +325,22 @@ def test_an_import_task_naming_an_image_it_was_not_started_for_fills_nothing(
 
     after = call(images, api_event("GET", f"/v2/images/{victim['id']}", project="project-b"))["json"]
     assert after == victim
+
+
+@pytest.mark.parametrize("route", ["/v2/images", "/v2/tasks"])
+def test_only_admins_make_a_public_image(images: Any, route: str) -> None:
+    # Given a member, and an admin, each asking for a public image (a create, or an import's properties)
+    def ask(roles: str) -> dict[str, Any]:
+        if route == "/v2/images":
+            return call(
+                images, api_event("POST", route, body={**CREATE, "visibility": "public"}, roles=roles)
+            )
+        properties = {**IMPORT_INPUT["image_properties"], "visibility": "public"}
+        body = {"type": "import", "input": {**IMPORT_INPUT, "image_properties": properties}}
+        return call(tasks_api_handler(), api_event("POST", route, body=body, roles=roles))
+
+    # When each asks, then the member gets Glance's 403 and the admin's request goes through
+    refused, allowed = ask("member"), ask("member,admin")
+    assert refused["statusCode"] == 403
+    assert refused["json"]["error"]["message"] == "You are not authorized to complete publicize_image action."
+    assert allowed["statusCode"] == 201, allowed["body"]

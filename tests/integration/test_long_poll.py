@@ -10,22 +10,21 @@ from typing import Any
 import pytest
 
 from imagetasks.domain.long_poll import MAX_WAIT_SECONDS
-from tests.support import api_event, call, fail_task, load_handler, start_processing
+from tests.support import (
+    IMPORT_INPUT,
+    api_event,
+    call,
+    fail_task,
+    start_processing,
+    tasks_api_handler,
+)
 
-IMPORT_INPUT = {
-    "import_from": "https://93.184.216.34/images/cirros.qcow2",
-    "import_from_format": "qcow2",
-    "image_properties": {"name": "cirros", "disk_format": "qcow2", "container_format": "bare"},
-}
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
 
 @pytest.fixture
 def api(aws: dict[str, str]) -> Any:
-    module = load_handler("tasks_api")
-    module.tasks_table.cache_clear()
-    module.task_service.cache_clear()
-    return module
+    return tasks_api_handler()
 
 
 @pytest.fixture

@@ -10,22 +10,14 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.support import api_event, call, load_handler, query_of
+from tests.support import IMPORT_INPUT, api_event, call, load_handler, query_of, tasks_api_handler
 
-IMPORT_INPUT = {
-    "import_from": "https://93.184.216.34/images/cirros.qcow2",
-    "import_from_format": "qcow2",
-    "image_properties": {"name": "cirros", "disk_format": "qcow2", "container_format": "bare"},
-}
 TASK_ID = "3f0c3c7e-9a47-4d55-8f55-5d2f0a2b6d11"
 
 
 @pytest.fixture
 def api(aws: dict[str, str]) -> Any:
-    module = load_handler("tasks_api")
-    module.tasks_table.cache_clear()
-    module.task_service.cache_clear()
-    return module
+    return tasks_api_handler()
 
 
 def create(api: Any, project: str = "project-a", task_input: dict[str, Any] | None = None) -> dict[str, Any]:

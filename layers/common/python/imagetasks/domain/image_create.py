@@ -18,6 +18,7 @@ from imagetasks.domain.images import (
     Image,
     ImageStatus,
     check_indexed_values,
+    check_publicize,
 )
 from imagetasks.domain.task_input import ImportRules, check_image_properties
 
@@ -131,7 +132,8 @@ def queued_image(
     body: Mapping[str, Any], owner: str, may_choose_owner: bool, rules: ImportRules, moment: datetime
 ) -> Image:
     """The queued image a POST /v2/images body describes, owned by the caller's project (an admin
-    may name another owner)."""
+    may name another owner, or make it public)."""
+    check_publicize(body.get("visibility"), may_choose_owner)
     chosen_owner = body.get("owner")
     if chosen_owner is not None and chosen_owner != owner:
         if not may_choose_owner:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from imagetasks.auth.identity import Caller
 from imagetasks.domain.errors import DomainError, InvalidRequest, NotFound, NotPermitted, ReservedProperty
 from imagetasks.domain.image_create import image_fields
-from imagetasks.domain.images import Image, ImageStatus
+from imagetasks.domain.images import Image, ImageStatus, check_publicize
 from imagetasks.domain.task_input import RESERVED_PROPERTY_PREFIX, ImportRules
 
 
@@ -57,7 +57,6 @@ ATTRIBUTES = frozenset(
 )  # fmt: skip
 FORMATS = ("disk_format", "container_format")
 LOCATIONS = "locations"
-ADMIN_ONLY_VISIBILITY = "public"
 
 
 class PatchConflict(DomainError):
@@ -243,8 +242,8 @@ def _apply(document: dict[str, Any], change: Change, caller: Caller) -> None:
         raise NotPermitted("Owner can't be updated by non admin.")
     if name == "owner" and (not isinstance(change.value, str) or not change.value.strip()):
         raise InvalidRequest("Invalid value for owner: expected a project id")
-    if name == "visibility" and change.value == ADMIN_ONLY_VISIBILITY and not caller.is_admin:
-        raise NotPermitted("You are not authorized to complete publicize_image action.")
+    if name == "visibility":
+        check_publicize(change.value, caller.is_admin)
     if change.op == "replace" and not exists:
         raise PatchConflict(f"Property {name} does not exist.")
     if change.op == "add" and exists and change.dialect is PatchDialect.DRAFT_4:

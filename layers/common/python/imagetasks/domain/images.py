@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagetasks.domain import clock
-from imagetasks.domain.errors import InvalidRequest
+from imagetasks.domain.errors import InvalidRequest, NotPermitted
 from imagetasks.domain.image_listing import MAX_INDEXED_VALUES, VISIBILITIES, image_partitions
 from imagetasks.domain.listing import MISSING, ListSpec
 
@@ -210,3 +210,14 @@ def image_sort_values(image: Image) -> dict[str, str]:
         "size": f"{image.size or 0:020d}#{tail}",
         "id": image.id,
     }
+
+
+#: Glance's default policy: only admins make an image public (publicize_image).
+ADMIN_ONLY_VISIBILITY = "public"
+
+
+def check_publicize(visibility: object, is_admin: bool) -> None:
+    """NotPermitted (403, Glance's text) when a member asks for a public image, however they ask:
+    a create, a patch or an import's image_properties."""
+    if visibility == ADMIN_ONLY_VISIBILITY and not is_admin:
+        raise NotPermitted("You are not authorized to complete publicize_image action.")
