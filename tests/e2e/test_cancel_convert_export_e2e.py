@@ -8,6 +8,7 @@ there while it works, removed when it stopped.
 
 from __future__ import annotations
 
+import ast
 import tempfile
 import threading
 import time
@@ -22,6 +23,7 @@ import requests
 from imagetasks.domain.images import image_id_for_task
 from tests.e2e.helpers import create_task, import_body, wait_for_task
 from tests.e2e.test_cancel_e2e import cancel
+from tests.e2e.test_real_clients import glance, table_value
 from tests.image_corpus import make_raw, require_qemu_img
 
 PROJECT = "cancel-convert-project"
@@ -160,5 +162,10 @@ def test_an_export_cancelled_while_it_uploads_stops_and_leaves_no_file(
         wait_until(lambda: not workspaces(task["id"]), "the step never stopped")
     s3 = local_stack.client("s3")
     prefix = f"{PROJECT}/{task['id']}/"
+    # glance task-show (which checks the task against the served schema) shows where it stopped
+    shown = glance(local_stack, local_stack.token(PROJECT), "task-show", task["id"])
+    assert shown.returncode == 0, shown.stderr
+    assert table_value(shown.stdout, "error_code") == "cancelled"
+    assert ast.literal_eval(table_value(shown.stdout, "progress"))["step"] == "upload"
     assert s3.list_objects_v2(Bucket=exports_bucket, Prefix=prefix).get("KeyCount", 0) == 0
     assert s3.list_multipart_uploads(Bucket=exports_bucket, Prefix=prefix).get("Uploads", []) == []
