@@ -209,6 +209,7 @@ def test_metadata_cannot_change_the_owner() -> None:
         ("uploads/project-a/sub/disk.qcow2", {}, "sub-folder"),
         ("uploads/project-a/disk#1.qcow2", {}, "'?', '#'"),
         ("uploads/project-a/disk.qcow2", {"metadata": {"name": "=?UTF-8?Q?=FF?="}}, "x-amz-meta-name"),
+        ("uploads/project-a/disk.qcow2", {"metadata": {"visibility": "public"}}, "only an admin may make"),
     ],
 )
 def test_uploads_the_owner_must_fix_are_refused_with_a_message(

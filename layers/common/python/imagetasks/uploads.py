@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from imagetasks.domain.conversion import whole_size
 from imagetasks.domain.errors import DomainError
+from imagetasks.domain.images import ADMIN_ONLY_VISIBILITY
 
 UPLOADS_ROOT = "uploads/"
 UPLOAD_SOURCE = "s3-upload"  # the task input's "source": the import step removes such objects once imported
@@ -257,6 +258,13 @@ def plan_import(upload: UploadedObject, where: UploadKey, max_image_size: int | 
             f"The upload {upload.key} is {whole_size(upload.size, round_up=True)}; this cloud imports "
             f"images of at most {whole_size(max_image_size, round_up=False)}.",
             "too_large",
+        )
+    if properties.get("visibility") == ADMIN_ONLY_VISIBILITY:
+        # Nothing says who uploaded, only which project's prefix: uploads make no public image.
+        return refused(
+            f"The upload {upload.key} asks for a public image (x-amz-meta-visibility: public), which "
+            "only an admin may make: upload it without that metadata, then ask an admin to make the "
+            "image public (PATCH /v2/images/{image_id})."
         )
     if disk_format is None:
         known = ", ".join(EXTENSION_FORMATS)
