@@ -154,7 +154,11 @@ class ImportTask:
             ).model_copy(update=image_fields(properties))
             target_format = self.settings.conversion_format
             if target_format and target_format != image.disk_format:
-                image = self._converted(image, target_format, key, task.id, seconds_left)
+                try:
+                    image = self._converted(image, target_format, key, task.id, seconds_left)
+                except TaskNotProcessing:  # a progress write of the conversion found the task ended
+                    self._discard(task.id, fetched, key)
+                    raise
             else:
                 self.objects.copy(fetched.staged_bucket, fetched.staged_key, self.settings.images_bucket, key)
                 image = image.model_copy(update={"bucket": self.settings.images_bucket, "key": key})
