@@ -32,6 +32,27 @@ def glance(stack: Any, token: str, *args: str) -> subprocess.CompletedProcess[st
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=False)
 
 
+OPENSTACK = str(Path(sys.executable).with_name("openstack"))
+
+
+def openstack(stack: Any, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The unified `openstack` CLI with a token and the API as every service's endpoint."""
+    command = [
+        OPENSTACK,
+        "--os-auth-type",
+        "admin_token",
+        "--os-endpoint",
+        f"{stack.api_url}/v2",  # as for openstacksdk: the image API's versioned endpoint
+        "--os-token",
+        token,
+        "--os-image-api-version",
+        "2",
+        *args,
+    ]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OS_")}
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=False)
+
+
 def table_value(output: str, field: str) -> str:
     """A field's value from the CLI's `| Property | Value |` table."""
     for line in output.splitlines():

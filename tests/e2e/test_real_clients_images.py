@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from tests.e2e.helpers import create_task, import_body, sdk_connection, wait_for_task
-from tests.e2e.test_real_clients import glance
+from tests.e2e.test_real_clients import glance, openstack
 from tests.image_corpus import make_qcow2, require_qemu_img
 
 PROJECT = "glance-images-project"
@@ -82,6 +82,19 @@ def test_glance_image_download_verifies_and_writes_the_data(
 
     result = glance(
         local_stack, local_stack.token(PROJECT), "image-download", "--file", str(target), imported["image_id"]
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == imported["data"]
+
+
+def test_openstack_image_save_writes_the_data(
+    local_stack: Any, imported: dict[str, Any], tmp_path: Path
+) -> None:
+    target = tmp_path / "saved.qcow2"
+
+    result = openstack(
+        local_stack, local_stack.token(PROJECT), "image", "save", "--file", str(target), imported["image_id"]
     )
 
     assert result.returncode == 0, result.stderr
