@@ -359,6 +359,8 @@ def _decode_aws_chunked(self: Any, body: Any) -> bytes:
     """S3Response._handle_encoded_body in linear time (moto's appends each chunk to a bytes)."""
     if not body:
         return b""
+    if self.request.headers.get(_UNFRAMED):
+        return bytes(body) if not isinstance(body, bytes) else body
     if not isinstance(body, bytes | bytearray):
         body = body.read()
     view = memoryview(body)
@@ -390,6 +392,65 @@ def _read_aws_chunked(body: Any) -> bytes:
     return b"".join(pieces)
 
 
+#: Set on an in-process request whose aws-chunked body was handed over unframed (see `_unframed`).
+_UNFRAMED = "x-imagetasks-unframed"
+
+
+def _unframed(body: Any, headers: Any) -> tuple[bytes, dict[str, Any]] | None:
+    """An in-process aws-chunked request's body (botocore's AwsChunkedWrapper around the caller's
+    bytes) as the caller's bytes themselves, with the trailer's checksum as a header. Framing then
+    decoding a 64 MiB part made two more copies of it, alive at once while moto stored the part
+    (and several parts upload at once). The signed headers stay as they are (the local stack
+    checks signatures); `_UNFRAMED` tells `_decode_aws_chunked` there is nothing to decode.
+    None when the wrapped body is not bytes in memory: then it is framed and decoded as before."""
+    import io
+
+    raw = getattr(body, "_raw", None)
+    checksum_cls = getattr(body, "_checksum_cls", None)
+    name = getattr(body, "_checksum_name", None)
+    if not isinstance(raw, io.BytesIO) or raw.tell() != 0 or checksum_cls is None or not name:
+        return None
+    payload = raw.read()  # the BytesIO's own bytes object: no copy
+    checksum = checksum_cls()
+    checksum.update(payload)
+    plain = dict(headers.items())
+    plain[name] = checksum.b64digest()  # what the trailer would have carried
+    plain[_UNFRAMED] = "1"
+    return payload, plain
+
+
+_REQUESTS = threading.local()  # the in-process requests built during this thread's current call
+
+
+def _release_body(request: Any) -> None:
+    """Let go of a handled request's body. A werkzeug request sits in a reference cycle (its
+    environ names it), so its body (the cached data, and the input stream over it) lived on until
+    the cycle collector ran: a 4 GiB import left dozens of 64 MiB parts waiting for it."""
+    import io
+
+    for name in ("_cached_data", "data", "stream"):
+        request.__dict__.pop(name, None)
+    request.environ["wsgi.input"] = io.BytesIO()
+    request.environ.pop("werkzeug.request", None)
+
+
+def _releasing_bodies(process_request: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(process_request)
+    def run(self: Any, request: Any) -> Any:
+        made = _REQUESTS.__dict__.setdefault("made", [])
+        depth = len(made)
+        _REQUESTS.calls = getattr(_REQUESTS, "calls", 0) + 1
+        try:
+            return process_request(self, request)
+        finally:
+            _REQUESTS.calls -= 1
+            for handled in made[depth:]:
+                _release_body(handled)
+            del made[depth:]
+
+    return run
+
+
 def stream_s3_objects() -> None:
     """Idempotent: patch moto's S3 so objects move file to file and GET bodies stream (see above)."""
     import moto
@@ -419,13 +480,22 @@ def stream_s3_objects() -> None:
 
     def linear_from_primitives(cls: Any, method: str, url: str, headers: Any, body: Any = None) -> Any:
         if isinstance(body, AwsChunkedWrapper):
-            body = _read_aws_chunked(body)
+            unframed = _unframed(body, headers)
+            if unframed is not None:
+                body, headers = unframed
+            else:
+                body = _read_aws_chunked(body)
         request = from_primitives(cls, method, url, headers, body)
         if isinstance(body, bytes):
             request._cached_data = body  # `request.data`: these bytes, not werkzeug's copy of them
+        if getattr(_REQUESTS, "calls", 0):  # in-process: released when the call returns
+            _REQUESTS.made.append(request)
         return request
 
     Request.from_primitives = classmethod(linear_from_primitives)  # type: ignore[method-assign,assignment]
+    botocore_stubber.BotocoreStubber.process_request = _releasing_bodies(  # type: ignore[method-assign]
+        botocore_stubber.BotocoreStubber.process_request
+    )
 
     # In-process (botocore's stubber): a KeyReader is the raw stream of botocore's StreamingBody.
     raw_response = botocore_stubber.MockRawResponse
@@ -514,8 +584,41 @@ def release_dropped_models() -> None:
     FakeKey.__del__ = __del__  # type: ignore[method-assign]
 
 
+# glibc gives each thread that allocates its own heap ("arena", up to 8 per core), and raises its
+# mmap threshold to the size of the largest block freed (up to 32 MiB). The local stack runs moto and
+# every handler in one process, in many threads, moving images in 1-64 MiB buffers: those buffers
+# then came from the arenas, which kept them after they were freed (a 1 GiB import left ~600 MiB
+# of free arena memory behind, a 4 GiB one more). Two arenas, and every block over 128 KiB mapped
+# and unmapped on its own, keep the process at what it really holds.
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+_MALLOC_TUNED = False
+
+
+def bounded_malloc() -> None:
+    """Idempotent: glibc's allocator returns large freed blocks at once (see above); elsewhere a
+    no-op."""
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = getattr(libc, "mallopt", None)
+    except OSError:
+        mallopt = None
+    if mallopt is not None:
+        mallopt(_M_ARENA_MAX, 2)
+        mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+    _MALLOC_TUNED = True
+
+
 def local_moto_fixes() -> None:
     """What the local stack needs beyond `serialise_dynamodb_writes`: large objects, bounded memory."""
+    bounded_malloc()
     stream_s3_objects()
     release_dropped_models()
     stop_execution_with_cause()

@@ -192,3 +192,34 @@ def test_replaced_s3_objects_are_released(s3: Any) -> None:
         s3.put_object(Bucket="fixes-bucket", Key="k", Body=b"y" * 100)
     gc.collect()
     assert first() is None
+
+
+def test_an_in_process_part_upload_is_stored_from_the_callers_bytes_and_then_let_go(s3: Any) -> None:
+    # Given a part body and a multipart upload (botocore sends it aws-chunked, with a CRC32 trailer)
+    body = random.Random(13).randbytes(6 * MiB)
+    upload = s3.create_multipart_upload(Bucket="fixes-bucket", Key="part", ChecksumAlgorithm="CRC32")
+    held_before = sys.getrefcount(body)
+    # When it is uploaded with the cycle collector off (a request left in a cycle would keep it)
+    gc.disable()
+    try:
+        answer = s3.upload_part(
+            Bucket="fixes-bucket",
+            Key="part",
+            UploadId=upload["UploadId"],
+            PartNumber=1,
+            Body=body,
+            ChecksumAlgorithm="CRC32",
+        )
+        held_after = sys.getrefcount(body)
+    finally:
+        gc.enable()
+    # Then the part holds exactly those bytes, with the trailer's checksum and the md5 ETag
+    import base64
+    import zlib
+
+    assert answer["ChecksumCRC32"] == base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+    assert answer["ETag"] == f'"{hashlib.md5(body, usedforsecurity=False).hexdigest()}"'
+    parts = s3.list_parts(Bucket="fixes-bucket", Key="part", UploadId=upload["UploadId"])["Parts"]
+    assert parts[0]["Size"] == len(body)
+    # ... and nothing of the handled request still refers to the caller's bytes
+    assert held_after == held_before
