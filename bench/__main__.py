@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--sections import,convert,api,coldstart,cost,throughput,large]``.
+"""``python -m bench [--quick] [--sections import,convert,...,runners,slots]`` (default: every section).
 
 Each section runs in its own interpreter (the moto-based ones own the process's ``mock_aws``), prints
 its verdict lines as it goes, and the figures land in bench/results.json and bench/RESULTS.md.
@@ -28,6 +28,8 @@ SECTIONS = {
     "cost": "bench.cost",
     "throughput": "bench.throughput",
     "large": "bench.large",
+    "runners": "bench.runners",
+    "slots": "bench.slots",
 }
 RESULTS_JSON = REPOSITORY / "bench" / "results.json"
 RESULTS_MD = REPOSITORY / "bench" / "RESULTS.md"

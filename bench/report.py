@@ -14,6 +14,8 @@ TITLES = {
     "cost": "5. Cost per task",
     "throughput": "6. Local stack throughput",
     "large": "7. Local stack at real sizes",
+    "runners": "8. Largest image per task type and runner",
+    "slots": "9. Slot waiting cost",
 }
 
 

@@ -17,7 +17,9 @@ TINY_IMAGE = 1024 * 1024
 
 
 @contextmanager
-def local_stack(max_tasks: int = 64, aws_port: int | None = None) -> Iterator[tuple[Any, ImageServer]]:
+def local_stack(
+    max_tasks: int = 64, aws_port: int | None = None, parameters: dict[str, str] | None = None
+) -> Iterator[tuple[Any, ImageServer]]:
     from local.stack import LocalStack
 
     with ImageServer() as server:
@@ -27,7 +29,7 @@ def local_stack(max_tasks: int = 64, aws_port: int | None = None) -> Iterator[tu
             parameters={
                 "MaxConcurrentTasks": str(max_tasks),
                 "ImportAllowedPorts": f"80,443,{server.port}",
-                "SlotPollSeconds": "1",
+                **(parameters or {}),
             },
             state_dir=WORK / "local-state",
             ttl_sweep_seconds=60,
