@@ -85,8 +85,14 @@ e2e: $(VENV)/.installed
 
 # The second run: the end-to-end tests marked `artifact`, with every function of the stack on the
 # built artifact in containers (skipped with the reason when the container tier is not set up).
+# The in-process tiers run on TEST_WORKERS processes (pytest-xdist): unit and integration tests
+# spread freely; end-to-end tests go file by file, each worker with its own local stack. The
+# container tiers share one podman service, so they run alone.
+TEST_WORKERS ?= 2
 test: lint build  ## lint, sam build, every test tier, then the artifact e2e tests on the built functions in containers
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) tests/unit tests/integration
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile tests/e2e
+	$(VENV)/bin/pytest -q tests/build tests/containers
 	IMAGETASKS_CONTAINERS=1 $(VENV)/bin/pytest -q -m artifact tests/e2e
 
 e2e-containers: $(VENV)/.installed build  ## the artifact e2e tests with every function in a container

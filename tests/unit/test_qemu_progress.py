@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -87,5 +88,8 @@ def test_a_refused_progress_write_kills_qemu_img_and_removes_its_output(tmp_path
     # Then qemu-img and what it started are gone, and so is its half-written output
     shell, child = (int(pid) for pid in pids.read_text().split())
     assert seen[-1] == 10.0
+    deadline = time.monotonic() + 10  # SIGKILL is delivered, not awaited: the kernel may lag
+    while (running(shell) or running(child)) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not running(shell) and not running(child)
     assert not output.exists()
