@@ -15,10 +15,17 @@ from tests.e2e.helpers import create_task, import_body, sdk_connection, wait_for
 from tests.image_corpus import make_qcow2, require_qemu_img
 
 GLANCE = str(Path(sys.executable).with_name("glance"))
+OPENSTACK = str(Path(sys.executable).with_name("openstack"))
+
+
+def client_cli(*command: str) -> subprocess.CompletedProcess[str]:
+    """A client's CLI as a user runs it, without any OS_* settings of this machine's environment."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OS_")}
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=False)
 
 
 def glance(stack: Any, token: str, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [
+    return client_cli(
         GLANCE,
         "--os-image-api-version",
         "2",
@@ -27,30 +34,16 @@ def glance(stack: Any, token: str, *args: str) -> subprocess.CompletedProcess[st
         "--os-auth-token",
         token,
         *args,
-    ]
-    env = {key: value for key, value in os.environ.items() if not key.startswith("OS_")}
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=False)
-
-
-OPENSTACK = str(Path(sys.executable).with_name("openstack"))
+    )
 
 
 def openstack(stack: Any, token: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """The unified `openstack` CLI with a token and the API as every service's endpoint."""
-    command = [
-        OPENSTACK,
-        "--os-auth-type",
-        "admin_token",
-        "--os-endpoint",
-        f"{stack.api_url}/v2",  # as for openstacksdk: the image API's versioned endpoint
-        "--os-token",
-        token,
-        "--os-image-api-version",
-        "2",
-        *args,
-    ]
-    env = {key: value for key, value in os.environ.items() if not key.startswith("OS_")}
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=False)
+    """The unified `openstack` CLI with a token, and the image API's versioned endpoint (as for
+    openstacksdk) as every service's."""
+    endpoint = f"{stack.api_url}/v2"
+    return client_cli(
+        OPENSTACK, "--os-auth-type", "admin_token", "--os-endpoint", endpoint, "--os-token", token, *args
+    )
 
 
 def table_value(output: str, field: str) -> str:
