@@ -18,13 +18,25 @@ GLANCE = str(Path(sys.executable).with_name("glance"))
 OPENSTACK = str(Path(sys.executable).with_name("openstack"))
 
 
-def client_cli(*command: str) -> subprocess.CompletedProcess[str]:
-    """A client's CLI as a user runs it, without any OS_* settings of this machine's environment."""
+def client_cli(*command: str, stdin_closed: bool = False) -> subprocess.CompletedProcess[str]:
+    """A client's CLI as a user runs it, without any OS_* settings of this machine's environment;
+    `stdin_closed`: as at a terminal with `<&-` (the glance CLI reads a piped stdin as image data,
+    which web-download refuses)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("OS_")}
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=False)
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+        preexec_fn=(lambda: os.close(0)) if stdin_closed else None,
+    )
 
 
-def glance(stack: Any, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+def glance(
+    stack: Any, token: str, *args: str, stdin_closed: bool = False
+) -> subprocess.CompletedProcess[str]:
     return client_cli(
         GLANCE,
         "--os-image-api-version",
@@ -34,6 +46,7 @@ def glance(stack: Any, token: str, *args: str) -> subprocess.CompletedProcess[st
         "--os-auth-token",
         token,
         *args,
+        stdin_closed=stdin_closed,
     )
 
 

@@ -5,7 +5,6 @@ the loopback image server."""
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import time
@@ -16,41 +15,17 @@ import pytest
 import requests
 
 from tests.e2e.helpers import sdk_connection
-from tests.e2e.test_real_clients import GLANCE, glance, table_value
+from tests.e2e.test_real_clients import glance, table_value
 from tests.image_corpus import make_qcow2, require_qemu_img
 
 PROJECT = "web-download-project"
-
-
-def glance_at_a_terminal(stack: Any, token: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI as run at a terminal: stdin closed, as the CLI documents (`<&-`), for it reads a
-    stdin that is not a terminal as image data, which web-download refuses."""
-    command = [
-        GLANCE,
-        "--os-image-api-version",
-        "2",
-        "--os-image-url",
-        stack.api_url,
-        "--os-auth-token",
-        token,
-    ]
-    env = {key: value for key, value in os.environ.items() if not key.startswith("OS_")}
-    return subprocess.run(
-        [*command, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-        preexec_fn=lambda: os.close(0),
-    )
 
 
 def glance_create_via_web_download(
     stack: Any, token: str, url: str, name: str
 ) -> subprocess.CompletedProcess[str]:
     """`glance image-create-via-import --import-method web-download` of a qcow2 at `url`."""
-    return glance_at_a_terminal(
+    return glance(
         stack,
         token,
         "image-create-via-import",
@@ -64,6 +39,7 @@ def glance_create_via_web_download(
         "bare",
         "--name",
         name,
+        stdin_closed=True,
     )
 
 
