@@ -15,6 +15,7 @@ from imagetasks.adapters.s3_objects import S3Objects
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.api import glance
 from imagetasks.api.image_schemas import image_schema_document, images_schema_document
+from imagetasks.auth.identity import Caller
 from imagetasks.config import settings
 from imagetasks.domain import clock
 from imagetasks.domain.errors import NotFound
@@ -131,6 +132,15 @@ def create_image() -> Response[dict[str, Any]]:
     return glance.json_response(201, render(image), headers)
 
 
+def own_image(image_id: str, caller: Caller, refusal: str) -> Image:
+    """The image, for a change only its project may make: 404 when the caller cannot see it, 403
+    with `refusal` for another project's public or community image."""
+    image = images_table().get_visible(image_id, caller)
+    if not caller.can_see(image.owner):
+        raise glance.HttpError(403, refusal)
+    return image
+
+
 @app.get(f"{IMAGES_PATH}/<image_id>", summary="Show an image")
 def show_image(image_id: str) -> Response[dict[str, Any]]:
     caller = glance.current_caller(app)
@@ -141,9 +151,7 @@ def show_image(image_id: str) -> Response[dict[str, Any]]:
 @tracer.capture_method
 def delete_image(image_id: str) -> Response[str]:
     caller = glance.current_caller(app)
-    image = images_table().get_visible(image_id, caller)
-    if not caller.can_see(image.owner):  # another project's public or community image
-        raise glance.HttpError(403, "You are not permitted to delete this image.")
+    image = own_image(image_id, caller, "You are not permitted to delete this image.")
     if image.protected:
         raise glance.HttpError(403, f"Image {image_id} is protected and cannot be deleted.")
     images_table().delete(image)
@@ -208,9 +216,7 @@ def image_tasks(image_id: str) -> Response[dict[str, Any]]:
 @tracer.capture_method
 def import_image(image_id: str) -> Response[str]:
     caller = glance.current_caller(app)
-    image = images_table().get_visible(image_id, caller)
-    if not caller.can_see(image.owner):  # another project's public or community image
-        raise glance.HttpError(403, "You are not permitted to import data into this image.")
+    image = own_image(image_id, caller, "You are not permitted to import data into this image.")
     body = glance.json_body(app)
     task = image_import().start(
         image,
