@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ log = logging.getLogger("local.ecs")
 REPOSITORY = Path(__file__).resolve().parent.parent
 COMMON_LAYER = REPOSITORY / "layers" / "common" / "python"
 WORKER_COMMAND = (sys.executable, "-m", "imagetasks.worker")
+OUTPUT_LINES_KEPT = 20
 CONTAINERS_SCRIPT = REPOSITORY / "local" / "containers.sh"
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -77,7 +79,8 @@ class WorkerRun:
     task_arn: str
     process: subprocess.Popen[bytes] | None = None
     stopped_by_request: bool = False
-    output: list[str] = field(default_factory=list)
+    #: The worker's last lines (shown when it fails); a long step logs on and on.
+    output: deque[str] = field(default_factory=lambda: deque(maxlen=OUTPUT_LINES_KEPT))
 
 
 class EcsRunHook:
@@ -205,7 +208,7 @@ class EcsRunHook:
             shutil.rmtree(work, ignore_errors=True)
             if exit_code != 0:
                 log.warning(
-                    "worker of task %s exited with %s:\n%s", task.id, exit_code, "\n".join(run.output[-20:])
+                    "worker of task %s exited with %s:\n%s", task.id, exit_code, "\n".join(run.output)
                 )
             for container in task.containers:
                 container.exitCode = exit_code
