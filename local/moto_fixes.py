@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from local.template import recase_keys
+
 _LOCK = threading.RLock()
 _WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
 _PATCHED = "_imagetasks_serialised"
@@ -679,14 +681,6 @@ def stop_execution_with_cause() -> None:
     StepFunctionResponse.stop_execution = response_stop  # type: ignore[method-assign]
 
 
-def _recase(value: Any, first: Callable[[str], str]) -> Any:
-    if isinstance(value, dict):
-        return {first(key[:1]) + key[1:]: _recase(item, first) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_recase(item, first) for item in value]
-    return value
-
-
 def ecs_integration_case() -> None:
     """moto's copy of the ASL interpreter calls ECS with the state's PascalCase parameters and reads
     the answer in PascalCase, but its normalising hooks are empty: `ecs:runTask.sync` then fails with
@@ -697,13 +691,13 @@ def ecs_integration_case() -> None:
     )
 
     def normalise_parameters(self: Any, parameters: dict[str, Any], *args: Any, **kwargs: Any) -> None:
-        recased = _recase(parameters, str.lower)
+        recased = recase_keys(parameters, str.lower)
         parameters.clear()
         parameters.update(recased)
 
     def normalise_response(self: Any, response: Any, *args: Any, **kwargs: Any) -> None:
         if isinstance(response, dict):
-            recased = _recase(response, str.upper)
+            recased = recase_keys(response, str.upper)
             response.clear()
             response.update(recased)
 

@@ -690,19 +690,20 @@ def _read(
     return result
 
 
-def _camel(value: Any) -> Any:
-    """CloudFormation's PascalCase properties as the ECS API's camelCase parameters."""
+def recase_keys(value: Any, first: Callable[[str], str]) -> Any:
+    """`value` with every key's first letter passed through `first`, at every depth: PascalCase
+    (CloudFormation, Step Functions) to an API's camelCase with `str.lower`, back with `str.upper`."""
     if isinstance(value, dict):
-        return {key[:1].lower() + key[1:]: _camel(item) for key, item in value.items()}
+        return {first(key[:1]) + key[1:]: recase_keys(item, first) for key, item in value.items()}
     if isinstance(value, list):
-        return [_camel(item) for item in value]
+        return [recase_keys(item, first) for item in value]
     return value
 
 
 def _task_definition_spec(logical_id: str, resolver: _Resolver, props: dict[str, Any]) -> TaskDefinitionSpec:
     resolved = resolver.resolve(props)
     container = resolved["ContainerDefinitions"][0]
-    registration = _camel(resolved)
+    registration = recase_keys(resolved, str.lower)
     for numeric in ("cpu", "memory"):  # numbers in the template, strings in the API
         if numeric in registration:
             registration[numeric] = str(registration[numeric])
