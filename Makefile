@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := layers/common/python:.
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help install run invoke test lint unit integration e2e bench token clean build containers containers-test e2e-containers worker-image
+.PHONY: prerequisites help install run invoke test lint unit integration e2e bench token clean build containers containers-test e2e-containers worker-image
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -23,6 +23,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt layers/dependencies/re
 
 # aws-sam-cli lives in its own environment: installed beside moto it can downgrade boto3.
 $(SAM_VENV)/.installed:
+	@test -n "$(PYTHON)" || { echo "make: no Python 3.11 or newer found (python3.11 ... python3); set PYTHON=/path/to/python3.x" >&2; exit 1; }
 	$(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/pip install -q --upgrade pip
 	$(SAM_VENV)/bin/pip install -q aws-sam-cli==1.170.0
@@ -35,13 +36,19 @@ $(LINT_VENV)/.installed:
 	$(LINT_VENV)/bin/pip install -q cfn-lint==1.58.0 checkov==3.3.30
 	touch $@
 
+# What make test needs that only root can install: said in one sentence, before anything runs.
+prerequisites:
+	@command -v qemu-img >/dev/null || { echo "make test needs qemu-img: as root, apt-get install -y qemu-utils" >&2; exit 1; }
+	@command -v podman >/dev/null || { echo "make test needs the container tier: as root, make containers" >&2; exit 1; }
+
 install: $(VENV)/.installed $(SAM_VENV)/.installed $(LINT_VENV)/.installed  ## create the virtual environments
 
-run: $(VENV)/.installed  ## the whole service locally: API on :3000, AWS endpoint on :5000 (ARGS="--api-port 8000")
+# The local stack reads template.yaml through aws-sam-translator, which lives in .venv-sam.
+run: $(VENV)/.installed $(SAM_VENV)/.installed  ## the whole service locally: API on :3000, AWS endpoint on :5000 (ARGS="--api-port 8000")
 	$(PY) -m local $(ARGS)
 
 # `@`: make's echo of the command would land on stdout, before the payload.
-invoke: $(VENV)/.installed  ## one function with an event file, in-process like sam local invoke: make invoke FUNCTION=TasksApiFunction EVENT=events/tasks_api_list.json
+invoke: $(VENV)/.installed $(SAM_VENV)/.installed  ## one function with an event file, in-process like sam local invoke: make invoke FUNCTION=TasksApiFunction EVENT=events/tasks_api_list.json
 	@$(PY) -m local.invoke $(FUNCTION) $(EVENT) $(ARGS)
 
 token: $(VENV)/.installed  ## mint a local token: export TOKEN=$(make -s token PROJECT=p1 ROLES=member,admin) (needs `make run` running)
@@ -74,13 +81,13 @@ containers: $(SAM_VENV)/.installed  ## podman, base and Lambda stand-in images, 
 containers-test: $(VENV)/.installed build  ## the built functions in Lambda-like containers (needs `make containers`)
 	$(VENV)/bin/pytest tests/build tests/containers -q
 
-unit: $(VENV)/.installed
+unit: $(VENV)/.installed $(SAM_VENV)/.installed
 	$(VENV)/bin/pytest tests/unit -q
 
-integration: $(VENV)/.installed
+integration: $(VENV)/.installed $(SAM_VENV)/.installed
 	$(VENV)/bin/pytest tests/integration -q
 
-e2e: $(VENV)/.installed
+e2e: $(VENV)/.installed $(SAM_VENV)/.installed
 	$(VENV)/bin/pytest tests/e2e -q
 
 # The second run: the end-to-end tests marked `artifact`, with every function of the stack on the
@@ -89,7 +96,7 @@ e2e: $(VENV)/.installed
 # spread freely; end-to-end tests go file by file, each worker with its own local stack. The
 # container tiers share one podman service, so they run alone.
 TEST_WORKERS ?= 2
-test: lint build  ## lint, sam build, every test tier, then the artifact e2e tests on the built functions in containers
+test: prerequisites lint build  ## lint, sam build, every test tier, then the artifact e2e tests on the built functions in containers
 	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) tests/unit tests/integration
 	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile tests/e2e
 	$(VENV)/bin/pytest -q tests/build tests/containers

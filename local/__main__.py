@@ -72,7 +72,7 @@ def _banner(stack: LocalStack) -> str:
     ]
     if stack.aws_url:
         lines += [
-            "  # the AWS CLI: moto takes any credentials; the stack's region is " + REGION,
+            "  # the AWS CLI: the operator's access key is `testing`; the stack's region is " + REGION,
             f"  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION={REGION}",
             f"  aws --endpoint-url {stack.aws_url} s3 cp disk.qcow2 s3://{uploads}/uploads/{DEMO_MEMBER_PROJECT}/disk.qcow2",
             f"  aws --endpoint-url {stack.aws_url} dynamodb scan --table-name "
