@@ -339,6 +339,23 @@ class SamLocal:
             connection.close()
         return payload, errored, self._logs_since(offset)
 
+    def log_offset(self) -> int:
+        """Where the log ends now: give it to `wait_for_log` to read only what comes after."""
+        return len(self.log().encode("utf-8"))
+
+    def wait_for_log(self, *needles: str, offset: int = 0, timeout: float = 30.0) -> str:
+        """The log since `offset` once it holds every needle, or as it is when `timeout` runs out.
+
+        sam local writes a container's output as it arrives, after the invoke has answered: a caller
+        that reads it at once can miss the last lines.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log().encode("utf-8")[offset:].decode("utf-8", errors="replace")
+            if all(needle in text for needle in needles) or time.monotonic() > deadline:
+                return text
+            time.sleep(0.1)
+
     def _logs_since(self, offset: int, settle_seconds: float = 1.0) -> str:
         """The log lines written since `offset`, waiting briefly for the call's last lines."""
         deadline = time.monotonic() + settle_seconds

@@ -33,7 +33,8 @@ def test_versions_from_the_built_tasks_api(container_tier: tuple[SamLocal, HostS
     assert response["statusCode"] == 200
     versions = json.loads(response["body"])["versions"]
     assert {"id": "v2.17", "status": "CURRENT"}.items() <= versions[0].items()
-    assert "Mounting " + str(BUILD_DIR / "TasksApiFunction") in sam.log()
+    mounting = "Mounting " + str(BUILD_DIR / "TasksApiFunction")
+    assert mounting in sam.wait_for_log(mounting)
 
 
 def test_function_signs_with_its_own_credentials(container_tier: tuple[SamLocal, HostServer]) -> None:
@@ -48,11 +49,15 @@ def test_function_signs_with_its_own_credentials(container_tier: tuple[SamLocal,
 
 def test_bootstrap_fails_closed_without_credentials(container_tier: tuple[SamLocal, HostServer]) -> None:
     sam, server = container_tier
+    offset = sam.log_offset()
     payload, errored, logs = sam.invoke("ImagesApiFunction", api_event("/v2/images"))
     assert errored, f"{payload}\n{logs}"
     assert "ImagesApiFunction" in server.credential_requests
-    assert "no credentials for this function, not starting" in logs
-    assert "answered 404" in logs
+    # The container's last lines reach sam's log after the invoke answered: wait for them.
+    expected = ("no credentials for this function, not starting", "answered 404")
+    logs = sam.wait_for_log(*expected, offset=offset)
+    for line in expected:
+        assert line in logs, logs
 
 
 def test_qemu_layer_runs_in_the_stand_in_image() -> None:
