@@ -34,7 +34,7 @@ def reference(size: int) -> dict[str, Any]:
 
 def settings(port: int) -> Any:
     from imagetasks.domain.import_filter import ImportFilterSettings
-    from imagetasks.imports import ImportSettings
+    from imagetasks.services.fetch_and_stage import ImportSettings
 
     return ImportSettings(filter=ImportFilterSettings(allow_loopback=True, allowed_ports=(80, 443, port)))
 
@@ -77,7 +77,7 @@ def s3(url: str, port: int) -> dict[str, Any]:
     import boto3
     from moto import mock_aws
 
-    from imagetasks.imports import fetch_and_check
+    from imagetasks.services.fetch_and_stage import fetch_and_check
 
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")

@@ -2,7 +2,7 @@
 
 moto's ECS records a task and runs nothing, and its Step Functions interpreter waits (`.sync`) for
 the task to reach STOPPED. `EcsRunHook` makes RunTask start the task definition's entrypoint
-(`python -m imagetasks.worker`) with the task definition's environment, the RunTask overrides and
+(`python -m imagetasks.entrypoints.worker`) with the task definition's environment, the RunTask overrides and
 the task role's credentials, against the local AWS endpoint, and marks the moto task STOPPED with
 the worker's exit code when it ends. StopTask (an execution stopped) ends the worker.
 
@@ -33,7 +33,7 @@ log = logging.getLogger("local.ecs")
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 COMMON_LAYER = REPOSITORY / "layers" / "common" / "python"
-WORKER_COMMAND = (sys.executable, "-m", "imagetasks.worker")
+WORKER_COMMAND = (sys.executable, "-m", "imagetasks.entrypoints.worker")
 OUTPUT_LINES_KEPT = 20
 CONTAINERS_SCRIPT = REPOSITORY / "local" / "containers.sh"
 FAKE_CREDENTIALS = {

@@ -147,6 +147,6 @@ def fail_task(table: Any, task_id: str, message: str = "The task's processing st
     """End a task in failure the way the workflow or the reconciler does, while a step may still run."""
     from datetime import timedelta
 
-    from imagetasks.lifecycle import Lifecycle
+    from imagetasks.services.task_lifecycle import Lifecycle
 
     assert Lifecycle(table, timedelta(hours=1), 10).fail(task_id, message) is not None

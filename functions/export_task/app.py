@@ -1,4 +1,4 @@
-"""The export task's one step, called by the workflow: see imagetasks.conversion."""
+"""The export task's one step, called by the workflow: see imagetasks.services.convert_export."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any, Literal
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagetasks.config import settings
-from imagetasks.conversion import ConversionService, conversion_service
-from imagetasks.steps import StepEvent, workflow_step
+from imagetasks.entrypoints.steps import StepEvent, workflow_step
+from imagetasks.services.convert_export import ConversionService, conversion_service
 
 
 class ExportStep(StepEvent):

@@ -20,6 +20,7 @@ from imagetasks.config import settings
 from imagetasks.domain import clock
 from imagetasks.domain.errors import NotFound
 from imagetasks.domain.image_create import queued_image
+from imagetasks.domain.image_import import IMPORT_METHODS
 from imagetasks.domain.image_listing import parse_image_list
 from imagetasks.domain.image_patch import (
     PATCH_MEDIA_TYPES,
@@ -31,8 +32,8 @@ from imagetasks.domain.image_patch import (
     tags_change,
 )
 from imagetasks.domain.images import DEFAULT_STORE, Image, ImageStatus
-from imagetasks.image_import import IMPORT_METHODS, ImageImport
 from imagetasks.observability import logger, metrics, tracer
+from imagetasks.services.interoperable_import import ImageImport
 
 app = APIGatewayRestResolver()
 glance.install_error_handlers(app)

@@ -9,8 +9,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagetasks import composition
 from imagetasks.config import settings
-from imagetasks.import_task import ImportTask
-from imagetasks.steps import StepEvent, workflow_step
+from imagetasks.entrypoints.steps import StepEvent, workflow_step
+from imagetasks.services.import_task import ImportTask
 
 
 class ImportStep(StepEvent):

@@ -18,8 +18,8 @@ from imagetasks import composition
 from imagetasks.config import settings
 from imagetasks.domain.failures import CANCELLED_ERROR, EXECUTION_END_CODES, EXECUTION_END_MESSAGES
 from imagetasks.domain.tasks import TaskStatus
-from imagetasks.lifecycle import Lifecycle
 from imagetasks.observability import logger, metrics, tracer
+from imagetasks.services.task_lifecycle import Lifecycle
 
 
 @lru_cache(maxsize=1)

@@ -12,8 +12,8 @@ from pydantic import BaseModel
 from imagetasks import composition
 from imagetasks.config import settings
 from imagetasks.domain.failures import failure_code, failure_message
-from imagetasks.lifecycle import Lifecycle
 from imagetasks.observability import logger, metrics, tracer
+from imagetasks.services.task_lifecycle import Lifecycle
 
 
 class StatusChange(BaseModel):

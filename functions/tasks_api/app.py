@@ -25,7 +25,7 @@ from imagetasks.domain.long_poll import parse_wait, wait_for_change
 from imagetasks.domain.task_view import render
 from imagetasks.domain.tasks import TASK_LIST_SPEC, Task, TaskStatus, TaskType
 from imagetasks.observability import logger, metrics, tracer
-from imagetasks.task_service import TaskService
+from imagetasks.services.tasks import TaskService
 
 app = APIGatewayRestResolver()
 glance.install_error_handlers(app)

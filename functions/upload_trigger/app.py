@@ -31,10 +31,7 @@ from imagetasks.domain.conversion import GiB
 from imagetasks.domain.errors import InvalidRequest
 from imagetasks.domain.import_errors import SourceUnavailable
 from imagetasks.domain.tasks import TaskType
-from imagetasks.observability import logger, tracer
-from imagetasks.steps import error_code_of
-from imagetasks.task_service import TaskService
-from imagetasks.uploads import (
+from imagetasks.domain.uploads import (
     NotAnUpload,
     parse_upload_key,
     plan_import,
@@ -42,6 +39,9 @@ from imagetasks.uploads import (
     unquoted_etag,
     upload_task_id,
 )
+from imagetasks.entrypoints.steps import error_code_of
+from imagetasks.observability import logger, tracer
+from imagetasks.services.tasks import TaskService
 
 # Longer than S3's and Lambda's redelivery window (asynchronous retries end after 6 hours).
 IDEMPOTENCY_SECONDS = 24 * 3600

@@ -9,7 +9,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from imagetasks.domain.import_errors import SourceUnavailable, TransientStorageError
-from imagetasks.uploads import UploadedObject, unquoted_etag
+from imagetasks.domain.uploads import UploadedObject, unquoted_etag
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

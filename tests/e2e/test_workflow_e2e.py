@@ -15,7 +15,7 @@ from imagetasks.adapters.images_table import ImagesTable
 from imagetasks.domain.errors import TaskNotProcessing
 from imagetasks.domain.images import Image, image_id_for_task
 from imagetasks.domain.import_errors import TransientStorageError
-from imagetasks.import_task import ImportTask
+from imagetasks.services.import_task import ImportTask
 from tests.e2e.helpers import create_task, import_body, wait_for_task
 from tests.image_corpus import make_raw
 

@@ -22,7 +22,7 @@ from imagetasks.domain.image_checks import ExpectedChecksums, ImageCheckSettings
 from imagetasks.domain.images import image_id_for_task
 from imagetasks.domain.import_errors import ChecksumMismatch, CompressedSourceInvalid, ImageTooLarge
 from imagetasks.domain.import_filter import ImportFilterSettings
-from imagetasks.imports import ImportSettings
+from imagetasks.services.fetch_and_stage import ImportSettings
 from tests.image_corpus import file_digests, make_qcow2, require_qemu_img
 from tests.integration import test_fetch_and_stage as fetch_tests
 from tests.integration.test_fetch_and_stage import STAGING, LocalServer, fetch, staged_keys

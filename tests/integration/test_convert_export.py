@@ -17,15 +17,15 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import pytest
 
-from imagetasks import conversion
 from imagetasks.adapters.images_table import ImagesTable
 from imagetasks.adapters.qemu import QemuImg
 from imagetasks.adapters.tasks_table import TasksTable
-from imagetasks.conversion import ConversionService
 from imagetasks.domain import clock
 from imagetasks.domain.failures import TaskFailure
 from imagetasks.domain.images import Image, image_id_for_task, new_image
 from imagetasks.domain.tasks import TaskStatus, TaskType, new_task
+from imagetasks.services import convert_export as conversion
+from imagetasks.services.convert_export import ConversionService
 from tests.image_corpus import (
     LoopbackListener,
     MiB,

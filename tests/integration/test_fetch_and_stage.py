@@ -31,7 +31,7 @@ from imagetasks.domain.import_errors import (
 from imagetasks.domain.import_filter import ImportFilterSettings
 from imagetasks.domain.progress import ProgressReporter
 from imagetasks.domain.runners import NeedsContainer, RunnerLimits
-from imagetasks.imports import FetchResult, ImportSettings, fetch_and_check
+from imagetasks.services.fetch_and_stage import FetchResult, ImportSettings, fetch_and_check
 from tests.image_corpus import (
     file_digests,
     make_empty,

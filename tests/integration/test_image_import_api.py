@@ -14,7 +14,7 @@ from imagetasks import composition
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.config import Settings
 from imagetasks.domain.failures import TaskFailure
-from imagetasks.steps import processing_step
+from imagetasks.entrypoints.steps import processing_step
 from tests.image_corpus import make_qcow2, require_qemu_img
 from tests.support import (
     IMPORT_INPUT,

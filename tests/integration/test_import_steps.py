@@ -12,14 +12,15 @@ from typing import Any
 import boto3
 import pytest
 
-from imagetasks import composition, conversion
-from imagetasks import import_task as import_task_module
+from imagetasks import composition
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.config import Settings
 from imagetasks.domain.failures import TaskFailure
 from imagetasks.domain.images import image_id_for_task
 from imagetasks.domain.tasks import TaskStatus, TaskType, new_task
-from imagetasks.steps import processing_step
+from imagetasks.entrypoints.steps import processing_step
+from imagetasks.services import convert_export as conversion
+from imagetasks.services import import_task as import_task_module
 from tests.image_corpus import (
     LoopbackListener,
     make_qcow2,

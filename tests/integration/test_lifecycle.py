@@ -11,7 +11,7 @@ import pytest
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.domain.errors import ConcurrentUpdate, TaskNotProcessing
 from imagetasks.domain.tasks import TaskStatus, TaskType, new_task
-from imagetasks.lifecycle import FINAL, STARTED, Lifecycle
+from imagetasks.services.task_lifecycle import FINAL, STARTED, Lifecycle
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 

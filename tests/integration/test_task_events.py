@@ -17,7 +17,7 @@ from imagetasks.config import settings
 from imagetasks.domain import clock
 from imagetasks.domain.task_view import EVENT_FIELDS, event_detail, render
 from imagetasks.domain.tasks import Task, TaskStatus, TaskType, new_task
-from imagetasks.lifecycle import OUTBOX_GRACE, Lifecycle
+from imagetasks.services.task_lifecycle import OUTBOX_GRACE, Lifecycle
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 

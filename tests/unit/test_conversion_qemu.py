@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from imagetasks.adapters.qemu import QemuImg
-from imagetasks.conversion import Workspaces
 from imagetasks.domain.conversion import SOURCE_FORMATS
 from imagetasks.domain.failures import TaskFailure
+from imagetasks.services.convert_export import Workspaces
 from tests.image_corpus import (
     HOST_SECRET,
     LoopbackListener,

@@ -17,7 +17,7 @@ from imagetasks.domain.import_errors import (
     SourceTooSlow,
     SourceUnavailable,
 )
-from imagetasks.steps import processing_step
+from imagetasks.entrypoints.steps import processing_step
 
 
 def step_error(raised: TaskFailure) -> dict[str, str]:

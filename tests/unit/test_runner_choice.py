@@ -10,7 +10,7 @@ from imagetasks.config import Settings, runner_limits
 from imagetasks.domain.conversion import check_working_space
 from imagetasks.domain.errors import InvalidRequest
 from imagetasks.domain.runners import CONTAINER, LAMBDA, NeedsContainer, RunnerLimits
-from imagetasks.worker import error_outcome
+from imagetasks.entrypoints.worker import error_outcome
 from tests.unit.test_conversion_input import image
 
 MiB = 1024**2

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from imagetasks.uploads import (
+from imagetasks.domain.uploads import (
     EXTENSION_FORMATS,
     NotAnUpload,
     UploadedObject,

@@ -18,14 +18,14 @@ from imagetasks.domain.import_errors import ImportRejected
 from imagetasks.domain.import_filter import ImportFilter, ImportFilterSettings
 from imagetasks.domain.task_input import ImportRules, validate_import_input
 from imagetasks.domain.tasks import TaskType
-from imagetasks.lifecycle import Lifecycle
-from imagetasks.task_service import TaskService
+from imagetasks.services.task_lifecycle import Lifecycle
+from imagetasks.services.tasks import TaskService
 
 if TYPE_CHECKING:
     # The import and conversion machinery (oslo.utils, s3transfer, qemu-img) is imported only by
     # the functions that run it, so the API functions start quickly.
-    from imagetasks.import_task import ImportTask
-    from imagetasks.imports import ImportSettings
+    from imagetasks.services.fetch_and_stage import ImportSettings
+    from imagetasks.services.import_task import ImportTask
 
 
 def import_filter(settings: Settings) -> ImportFilter:
@@ -124,7 +124,7 @@ def import_settings(settings: Settings) -> ImportSettings:
     from imagetasks.adapters.http_source import HttpSourceSettings
     from imagetasks.domain.compression import DecompressionSettings
     from imagetasks.domain.image_checks import ImageCheckSettings
-    from imagetasks.imports import ImportSettings
+    from imagetasks.services.fetch_and_stage import ImportSettings
 
     base = import_filter(settings).settings
     return ImportSettings(
@@ -151,8 +151,8 @@ def import_settings(settings: Settings) -> ImportSettings:
 
 def import_task(settings: Settings) -> ImportTask:
     from imagetasks.adapters.s3_objects import S3Objects
-    from imagetasks.conversion import conversion_service
-    from imagetasks.import_task import ImportTask
+    from imagetasks.services.convert_export import conversion_service
+    from imagetasks.services.import_task import ImportTask
 
     return ImportTask(
         settings,

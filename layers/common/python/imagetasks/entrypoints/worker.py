@@ -1,6 +1,6 @@
 """The container runner's entrypoint: one workflow step of one task, run outside Lambda.
 
-    python -m imagetasks.worker
+    python -m imagetasks.entrypoints.worker
 
 The workflow starts it (an ECS RunTask on Fargate; locally a subprocess or a container) when the
 step's Lambda function found the work too large for Lambda (`NeedsContainer`). It runs the same
@@ -33,8 +33,8 @@ from imagetasks.config import Settings, settings
 from imagetasks.domain.failures import TASK_FAILURE, failure
 from imagetasks.domain.import_errors import TransientImportError
 from imagetasks.domain.runners import CONTAINER
+from imagetasks.entrypoints.steps import processing_step
 from imagetasks.observability import logger
-from imagetasks.steps import processing_step
 
 #: Attempts at a step that keeps failing with temporary errors, and the first pause between them.
 ATTEMPTS = 3
@@ -53,13 +53,13 @@ def _register(config: Settings, task_id: str, step_input: dict[str, Any], second
 
 
 def _convert(config: Settings, task_id: str, step_input: dict[str, Any], seconds: float) -> dict[str, Any]:
-    from imagetasks.conversion import conversion_service
+    from imagetasks.services.convert_export import conversion_service
 
     return conversion_service(config).convert(task_id, seconds)
 
 
 def _export(config: Settings, task_id: str, step_input: dict[str, Any], seconds: float) -> dict[str, Any]:
-    from imagetasks.conversion import conversion_service
+    from imagetasks.services.convert_export import conversion_service
 
     return conversion_service(config).export(task_id, seconds)
 

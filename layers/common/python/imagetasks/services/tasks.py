@@ -13,7 +13,7 @@ from imagetasks.auth.identity import Caller
 from imagetasks.domain.errors import ConcurrentUpdate, TaskAlreadyFinal
 from imagetasks.domain.failures import CANCELLED_ERROR
 from imagetasks.domain.tasks import Task, TaskStatus, TaskType, new_task
-from imagetasks.lifecycle import Lifecycle
+from imagetasks.services.task_lifecycle import Lifecycle
 
 InputValidator = Callable[[TaskType, dict[str, Any], str], None]
 

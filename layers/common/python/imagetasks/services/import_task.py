@@ -9,11 +9,11 @@ from imagetasks.adapters.images_table import ImagesTable
 from imagetasks.adapters.s3_objects import S3Objects
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.config import Settings
-from imagetasks.conversion import ConversionService
 from imagetasks.domain import clock
 from imagetasks.domain.errors import InvalidRequest, TaskNotProcessing
 from imagetasks.domain.failures import failure
 from imagetasks.domain.image_checks import ExpectedChecksums
+from imagetasks.domain.image_import import TARGET_IMAGE, back_to_queued, imported, is_importing_for
 from imagetasks.domain.images import (
     Image,
     ImageStatus,
@@ -25,10 +25,10 @@ from imagetasks.domain.images import (
 )
 from imagetasks.domain.progress import ProgressReporter
 from imagetasks.domain.tasks import Task, TaskType
-from imagetasks.image_import import TARGET_IMAGE, back_to_queued, imported, is_importing_for
-from imagetasks.imports import FetchResult, ImportSettings, fetch_and_check
+from imagetasks.domain.uploads import UPLOAD_SOURCE, UploadedVersion
 from imagetasks.observability import logger
-from imagetasks.uploads import UPLOAD_SOURCE, UploadedVersion
+from imagetasks.services.convert_export import ConversionService
+from imagetasks.services.fetch_and_stage import FetchResult, ImportSettings, fetch_and_check
 
 # Writes of the imported data into a queued image that someone changes meanwhile (PATCH /v2/images).
 FILL_ATTEMPTS = 5
