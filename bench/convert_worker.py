@@ -38,10 +38,10 @@ def main(source: Path, target: str) -> dict[str, Any]:
             os.environ[key] = str(value)
         from imagetasks.adapters.images_table import ImagesTable
         from imagetasks.adapters.tasks_table import TasksTable
+        from imagetasks.composition import conversion_service
         from imagetasks.config import settings
         from imagetasks.domain.images import new_image
         from imagetasks.domain.tasks import TaskType, new_task
-        from imagetasks.services.convert_export import conversion_service
 
         config = settings()
         md5, sha512 = hashlib.md5(usedforsecurity=False), hashlib.sha512()

@@ -7,9 +7,10 @@ from typing import Any, Literal
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagetasks import composition
 from imagetasks.config import settings
 from imagetasks.entrypoints.steps import StepEvent, workflow_step
-from imagetasks.services.convert_export import ConversionService, conversion_service
+from imagetasks.services.convert_export import ConversionService
 
 
 class ConvertStep(StepEvent):
@@ -18,7 +19,7 @@ class ConvertStep(StepEvent):
 
 @lru_cache(maxsize=1)
 def service() -> ConversionService:
-    return conversion_service(settings())
+    return composition.conversion_service(settings())
 
 
 @workflow_step(ConvertStep)

@@ -43,24 +43,25 @@ DOWNLOAD_URL_SECONDS = 900
 NO_CONTENT_TYPE = "text/html; charset=UTF-8"
 
 
+# Built once per execution environment (composition builds them), reused by warm invocations.
 @lru_cache(maxsize=1)
 def images_table() -> ImagesTable:
-    return ImagesTable(settings().images_table)
+    return composition.images_table(settings())
 
 
 @lru_cache(maxsize=1)
 def tasks_table() -> TasksTable:
-    return TasksTable(settings().tasks_table, settings().slots_table)
+    return composition.tasks_table(settings())
 
 
 @lru_cache(maxsize=1)
 def objects() -> S3Objects:
-    return S3Objects()
+    return composition.objects()
 
 
 @lru_cache(maxsize=1)
 def image_import() -> ImageImport:
-    return ImageImport(images_table(), composition.task_service(settings()))
+    return composition.image_import(settings())
 
 
 def render(image: Image) -> dict[str, Any]:

@@ -43,7 +43,7 @@ ANSWER_MARGIN_SECONDS = 3.0
 
 @lru_cache(maxsize=1)
 def tasks_table() -> TasksTable:
-    return TasksTable(settings().tasks_table, settings().slots_table)
+    return composition.tasks_table(settings())
 
 
 @lru_cache(maxsize=1)

@@ -24,8 +24,25 @@ from imagetasks.services.tasks import TaskService
 if TYPE_CHECKING:
     # The import and conversion machinery (oslo.utils, s3transfer, qemu-img) is imported only by
     # the functions that run it, so the API functions start quickly.
+    from imagetasks.adapters.s3_objects import S3Objects
+    from imagetasks.services.convert_export import ConversionService, ConversionSettings
     from imagetasks.services.fetch_and_stage import ImportSettings
     from imagetasks.services.import_task import ImportTask
+    from imagetasks.services.interoperable_import import ImageImport
+
+
+def tasks_table(settings: Settings) -> TasksTable:
+    return TasksTable(settings.tasks_table, settings.slots_table)
+
+
+def images_table(settings: Settings) -> ImagesTable:
+    return ImagesTable(settings.images_table)
+
+
+def objects() -> S3Objects:
+    from imagetasks.adapters.s3_objects import S3Objects
+
+    return S3Objects()
 
 
 def import_filter(settings: Settings) -> ImportFilter:
@@ -65,7 +82,7 @@ def location_checker(settings: Settings) -> Callable[[str, str], None]:
 
 def lifecycle(settings: Settings) -> Lifecycle:
     return Lifecycle(
-        TasksTable(settings.tasks_table, settings.slots_table),
+        tasks_table(settings),
         timedelta(seconds=settings.task_ttl_seconds),
         settings.max_concurrent_tasks,
         gate=SlotGate(),
@@ -85,7 +102,7 @@ def validate_task_input(settings: Settings) -> Callable[[TaskType, dict[str, Any
 
     def find_image(image_id: str) -> Image | None:
         if not images:
-            images.append(ImagesTable(settings.images_table))
+            images.append(images_table(settings))
         return images[0].get(image_id)
 
     def validate(task_type: TaskType, task_input: dict[str, Any], owner: str) -> None:
@@ -110,11 +127,17 @@ def validate_task_input(settings: Settings) -> Callable[[TaskType, dict[str, Any
 
 def task_service(settings: Settings) -> TaskService:
     return TaskService(
-        TasksTable(settings.tasks_table, settings.slots_table),
+        tasks_table(settings),
         Workflow(settings.state_machine_arn),
         validate_task_input(settings),
         lifecycle(settings),
     )
+
+
+def image_import(settings: Settings) -> ImageImport:
+    from imagetasks.services.interoperable_import import ImageImport
+
+    return ImageImport(images_table(settings), task_service(settings))
 
 
 GIB = 1024**3
@@ -150,15 +173,50 @@ def import_settings(settings: Settings) -> ImportSettings:
 
 
 def import_task(settings: Settings) -> ImportTask:
-    from imagetasks.adapters.s3_objects import S3Objects
-    from imagetasks.services.convert_export import conversion_service
     from imagetasks.services.import_task import ImportTask
 
     return ImportTask(
         settings,
         import_settings(settings),
-        TasksTable(settings.tasks_table, settings.slots_table),
-        ImagesTable(settings.images_table),
-        S3Objects(),
+        tasks_table(settings),
+        images_table(settings),
+        objects(),
         conversion_service(settings) if settings.conversion_format else None,
+    )
+
+
+def conversion_settings(settings: Settings) -> ConversionSettings:
+    from imagetasks.domain.image_checks import ImageCheckSettings
+    from imagetasks.services.convert_export import ConversionSettings
+
+    return ConversionSettings(
+        images_bucket=settings.images_bucket,
+        exports_bucket=settings.exports_bucket,
+        allowed_disk_formats=settings.allowed_disk_formats,
+        allowed_container_formats=settings.allowed_container_formats,
+        limits=runner_limits(settings),
+        image_checks=ImageCheckSettings(
+            max_image_size_bytes=int(settings.max_image_size_gib * GIB),
+            max_virtual_size_bytes=int(settings.max_virtual_size_gib * GIB),
+            allowed_disk_formats=settings.allowed_disk_formats,
+            allowed_container_formats=settings.allowed_container_formats,
+        ),
+    )
+
+
+def conversion_service(settings: Settings) -> ConversionService:
+    import boto3
+    from botocore.config import Config
+
+    from imagetasks.adapters.s3_objects import S3Objects
+    from imagetasks.services.convert_export import ConversionService
+
+    # SigV4 for the export URL: boto3 still presigns with SigV2 in us-east-1, which S3 deprecated
+    # and newer regions refuse.
+    s3 = boto3.client("s3", config=Config(signature_version="s3v4"))
+    return ConversionService(
+        conversion_settings(settings),
+        tasks_table(settings),
+        images_table(settings),
+        S3Objects(s3),
     )

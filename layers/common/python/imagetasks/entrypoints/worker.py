@@ -28,7 +28,6 @@ from typing import Any
 
 from imagetasks import composition
 from imagetasks.adapters.dynamo import TransientError
-from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.config import Settings, settings
 from imagetasks.domain.failures import TASK_FAILURE, failure
 from imagetasks.domain.import_errors import TransientImportError
@@ -53,15 +52,11 @@ def _register(config: Settings, task_id: str, step_input: dict[str, Any], second
 
 
 def _convert(config: Settings, task_id: str, step_input: dict[str, Any], seconds: float) -> dict[str, Any]:
-    from imagetasks.services.convert_export import conversion_service
-
-    return conversion_service(config).convert(task_id, seconds)
+    return composition.conversion_service(config).convert(task_id, seconds)
 
 
 def _export(config: Settings, task_id: str, step_input: dict[str, Any], seconds: float) -> dict[str, Any]:
-    from imagetasks.services.convert_export import conversion_service
-
-    return conversion_service(config).export(task_id, seconds)
+    return composition.conversion_service(config).export(task_id, seconds)
 
 
 STEPS: dict[str, StepRunner] = {
@@ -126,7 +121,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     environ = os.environ if environ is None else environ
     outcome = run(environ)
     try:
-        tasks = TasksTable(settings().tasks_table, settings().slots_table)
+        tasks = composition.tasks_table(settings())
         tasks.record_runner_outcome(environ.get("TASK_ID", ""), outcome)
     except Exception:
         logger.exception("Could not record the step's outcome")

@@ -37,7 +37,6 @@ from imagetasks.adapters.qemu import QemuImg
 from imagetasks.adapters.s3_objects import S3Objects
 from imagetasks.adapters.staging import ChunkObserver, StagedObject, StreamDigests, stage_stream
 from imagetasks.adapters.tasks_table import TasksTable
-from imagetasks.config import Settings, runner_limits
 from imagetasks.domain import clock
 from imagetasks.domain.conversion import (
     SOURCE_FORMATS,
@@ -96,22 +95,6 @@ class ConversionSettings(BaseModel):
     part_size: int = 64 * MiB
     #: How often a running phase writes its progress (and so learns whether its task still runs).
     progress_interval_seconds: float = DEFAULT_INTERVAL_SECONDS
-
-
-def conversion_settings(settings: Settings) -> ConversionSettings:
-    return ConversionSettings(
-        images_bucket=settings.images_bucket,
-        exports_bucket=settings.exports_bucket,
-        allowed_disk_formats=settings.allowed_disk_formats,
-        allowed_container_formats=settings.allowed_container_formats,
-        limits=runner_limits(settings),
-        image_checks=ImageCheckSettings(
-            max_image_size_bytes=int(settings.max_image_size_gib * GiB),
-            max_virtual_size_bytes=int(settings.max_virtual_size_gib * GiB),
-            allowed_disk_formats=settings.allowed_disk_formats,
-            allowed_container_formats=settings.allowed_container_formats,
-        ),
-    )
 
 
 class Workspaces:
@@ -527,18 +510,3 @@ class ConversionService:
             )
         except ImageRejected as refused:
             raise TaskFailure(f"{what} failed this cloud's checks: {refused.message}") from None
-
-
-def conversion_service(settings: Settings) -> ConversionService:
-    import boto3
-    from botocore.config import Config
-
-    # SigV4 for the export URL: boto3 still presigns with SigV2 in us-east-1, which S3 deprecated
-    # and newer regions refuse.
-    s3 = boto3.client("s3", config=Config(signature_version="s3v4"))
-    return ConversionService(
-        conversion_settings(settings),
-        TasksTable(settings.tasks_table, settings.slots_table),
-        ImagesTable(settings.images_table),
-        S3Objects(s3),
-    )
