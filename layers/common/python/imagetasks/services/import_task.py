@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagetasks.adapters.dynamo import Guard
-from imagetasks.adapters.images_table import ImagesTable
-from imagetasks.adapters.s3_objects import S3Objects
-from imagetasks.adapters.tasks_table import TasksTable
-from imagetasks.config import Settings
+from pydantic import BaseModel, ConfigDict
+
 from imagetasks.domain import clock
 from imagetasks.domain.errors import InvalidRequest, TaskNotProcessing
 from imagetasks.domain.failures import failure
@@ -29,9 +26,22 @@ from imagetasks.domain.uploads import UPLOAD_SOURCE, UploadedVersion
 from imagetasks.observability import logger
 from imagetasks.services.convert_export import ConversionService
 from imagetasks.services.fetch_and_stage import FetchResult, ImportSettings, fetch_and_check
+from imagetasks.services.ports import Guard, ImageStore, ObjectStore, StepTasks
 
 # Writes of the imported data into a queued image that someone changes meanwhile (PATCH /v2/images).
 FILL_ATTEMPTS = 5
+
+
+class ImportTaskSettings(BaseModel):
+    """Where an import puts the data (staging, then the images bucket), where uploads arrive, and
+    the format every imported image is converted to ("" keeps the uploaded format)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    staging_bucket: str
+    images_bucket: str
+    uploads_bucket: str
+    conversion_format: str = ""
 
 
 def staging_key(task_id: str) -> str:
@@ -52,11 +62,11 @@ def image_fields(properties: dict[str, Any]) -> dict[str, Any]:
 class ImportTask:
     def __init__(
         self,
-        settings: Settings,
+        settings: ImportTaskSettings,
         import_settings: ImportSettings,
-        tasks: TasksTable,
-        images: ImagesTable,
-        objects: S3Objects,
+        tasks: StepTasks,
+        images: ImageStore,
+        objects: ObjectStore,
         conversion: ConversionService | None = None,
     ) -> None:
         self.settings = settings
