@@ -124,6 +124,10 @@ class ImportTask:
         logger.info("Image staged", extra={"size": result.size, "format": result.detected_format})
         return result.model_dump()
 
+    def revert_fetch(self, task_id: str) -> None:
+        """Undo fetch: remove what it staged for the task (everything under the task's prefix)."""
+        self.objects.delete_prefix(self.settings.staging_bucket, f"{task_id}/")
+
     def register(self, task_id: str, staged: dict[str, Any], seconds_left: float = 900) -> dict[str, Any]:
         """Create the active image from the staged data, converted first when the deployment sets
         ConversionFormat; an interoperable import (its input names the image) fills that image
@@ -185,6 +189,31 @@ class ImportTask:
         self.objects.delete(fetched.staged_bucket, fetched.staged_key)
         self._remove_upload(task, fetched)
         return {"image_id": image_id}
+
+    def revert_register(self, task_id: str) -> None:
+        """Undo register for a task that failed: image bits without an image record are removed;
+        the image an interoperable import was filling is queued again (Glance's failed-import marks).
+        The same bits-without-record rule undoes a convert task's upload (its image id comes from
+        the task the same way)."""
+        task = self.tasks.get(task_id)
+        target = self._target(task) if task is not None else None
+        if target is None:
+            image_id = image_id_for_task(task_id)
+            if self.images.get(image_id) is None:
+                self.objects.delete(self.settings.images_bucket, f"images/{image_id}")
+            return
+        assert task is not None
+        for _ in range(3):
+            image = self.images.get(target)
+            if not is_importing_for(image, task):
+                return  # not this task's image (or not any more): nothing of it to undo
+            assert image is not None
+            self.objects.delete(self.settings.images_bucket, f"images/{target}")
+            if self.images.replace(image, back_to_queued(image, clock.now())):
+                logger.info(
+                    "Import failed: image queued again", extra={"image_id": target, "task_id": task_id}
+                )
+                return
 
     def _fill(
         self, waiting: Image, data: Image, guard: Guard, fetched: FetchResult, key: str, task: Task
@@ -271,25 +300,7 @@ class ImportTask:
             )
 
     def clean_up(self, task_id: str) -> None:
-        """Remove what a failed task left: staged data, and image bits without an image record; the
-        image an interoperable import was filling is queued again (Glance's failed-import marks)."""
-        self.objects.delete_prefix(self.settings.staging_bucket, f"{task_id}/")
-        task = self.tasks.get(task_id)
-        target = self._target(task) if task is not None else None
-        if target is None:
-            image_id = image_id_for_task(task_id)
-            if self.images.get(image_id) is None:
-                self.objects.delete(self.settings.images_bucket, f"images/{image_id}")
-            return
-        assert task is not None
-        for _ in range(3):
-            image = self.images.get(target)
-            if not is_importing_for(image, task):
-                return  # not this task's image (or not any more): nothing of it to undo
-            assert image is not None
-            self.objects.delete(self.settings.images_bucket, f"images/{target}")
-            if self.images.replace(image, back_to_queued(image, clock.now())):
-                logger.info(
-                    "Import failed: image queued again", extra={"image_id": target, "task_id": task_id}
-                )
-                return
+        """What the workflow's clean-up state (and the reconciler, when that state did not run)
+        calls for a failed task: each step's undo, whichever steps ran."""
+        self.revert_fetch(task_id)
+        self.revert_register(task_id)
