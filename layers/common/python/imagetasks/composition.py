@@ -173,10 +173,15 @@ def import_settings(settings: Settings) -> ImportSettings:
 
 
 def import_task(settings: Settings) -> ImportTask:
-    from imagetasks.services.import_task import ImportTask
+    from imagetasks.services.import_task import ImportTask, ImportTaskSettings
 
     return ImportTask(
-        settings,
+        ImportTaskSettings(
+            staging_bucket=settings.staging_bucket,
+            images_bucket=settings.images_bucket,
+            uploads_bucket=settings.uploads_bucket,
+            conversion_format=settings.conversion_format,
+        ),
         import_settings(settings),
         tasks_table(settings),
         images_table(settings),

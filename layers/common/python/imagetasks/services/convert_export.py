@@ -32,11 +32,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagetasks.adapters.http_source import S3Source
-from imagetasks.adapters.images_table import ImagesTable
 from imagetasks.adapters.qemu import QemuImg
-from imagetasks.adapters.s3_objects import S3Objects
 from imagetasks.adapters.staging import ChunkObserver, StagedObject, StreamDigests, stage_stream
-from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.domain import clock
 from imagetasks.domain.conversion import (
     SOURCE_FORMATS,
@@ -60,6 +57,7 @@ from imagetasks.domain.progress import DEFAULT_INTERVAL_SECONDS, ProgressReporte
 from imagetasks.domain.runners import RunnerLimits
 from imagetasks.domain.tasks import Task
 from imagetasks.observability import logger
+from imagetasks.services.ports import ImageStore, ObjectStore, StepTasks
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -190,9 +188,9 @@ class ConversionService:
     def __init__(
         self,
         settings: ConversionSettings,
-        tasks: TasksTable,
-        images: ImagesTable,
-        objects: S3Objects,
+        tasks: StepTasks,
+        images: ImageStore,
+        objects: ObjectStore,
         qemu: QemuImg | None = None,
     ) -> None:
         self.settings = settings

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagetasks.adapters.dynamo import Guard
-from imagetasks.adapters.images_table import ImagesTable
-from imagetasks.adapters.s3_objects import S3Objects
-from imagetasks.adapters.tasks_table import TasksTable
-from imagetasks.config import Settings
+from pydantic import BaseModel, ConfigDict
+
 from imagetasks.domain import clock
 from imagetasks.domain.errors import InvalidRequest, TaskNotProcessing
 from imagetasks.domain.failures import failure
@@ -29,9 +26,22 @@ from imagetasks.domain.uploads import UPLOAD_SOURCE, UploadedVersion
 from imagetasks.observability import logger
 from imagetasks.services.convert_export import ConversionService
 from imagetasks.services.fetch_and_stage import FetchResult, ImportSettings, fetch_and_check
+from imagetasks.services.ports import Guard, ImageStore, ObjectStore, StepTasks
 
 # Writes of the imported data into a queued image that someone changes meanwhile (PATCH /v2/images).
 FILL_ATTEMPTS = 5
+
+
+class ImportTaskSettings(BaseModel):
+    """Where an import puts the data (staging, then the images bucket), where uploads arrive, and
+    the format every imported image is converted to ("" keeps the uploaded format)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    staging_bucket: str
+    images_bucket: str
+    uploads_bucket: str
+    conversion_format: str = ""
 
 
 def staging_key(task_id: str) -> str:
@@ -52,11 +62,11 @@ def image_fields(properties: dict[str, Any]) -> dict[str, Any]:
 class ImportTask:
     def __init__(
         self,
-        settings: Settings,
+        settings: ImportTaskSettings,
         import_settings: ImportSettings,
-        tasks: TasksTable,
-        images: ImagesTable,
-        objects: S3Objects,
+        tasks: StepTasks,
+        images: ImageStore,
+        objects: ObjectStore,
         conversion: ConversionService | None = None,
     ) -> None:
         self.settings = settings
@@ -113,6 +123,10 @@ class ImportTask:
             raise
         logger.info("Image staged", extra={"size": result.size, "format": result.detected_format})
         return result.model_dump()
+
+    def revert_fetch(self, task_id: str) -> None:
+        """Undo fetch: remove what it staged for the task (everything under the task's prefix)."""
+        self.objects.delete_prefix(self.settings.staging_bucket, f"{task_id}/")
 
     def register(self, task_id: str, staged: dict[str, Any], seconds_left: float = 900) -> dict[str, Any]:
         """Create the active image from the staged data, converted first when the deployment sets
@@ -175,6 +189,31 @@ class ImportTask:
         self.objects.delete(fetched.staged_bucket, fetched.staged_key)
         self._remove_upload(task, fetched)
         return {"image_id": image_id}
+
+    def revert_register(self, task_id: str) -> None:
+        """Undo register for a task that failed: image bits without an image record are removed;
+        the image an interoperable import was filling is queued again (Glance's failed-import marks).
+        The same bits-without-record rule undoes a convert task's upload (its image id comes from
+        the task the same way)."""
+        task = self.tasks.get(task_id)
+        target = self._target(task) if task is not None else None
+        if target is None:
+            image_id = image_id_for_task(task_id)
+            if self.images.get(image_id) is None:
+                self.objects.delete(self.settings.images_bucket, f"images/{image_id}")
+            return
+        assert task is not None
+        for _ in range(3):
+            image = self.images.get(target)
+            if not is_importing_for(image, task):
+                return  # not this task's image (or not any more): nothing of it to undo
+            assert image is not None
+            self.objects.delete(self.settings.images_bucket, f"images/{target}")
+            if self.images.replace(image, back_to_queued(image, clock.now())):
+                logger.info(
+                    "Import failed: image queued again", extra={"image_id": target, "task_id": task_id}
+                )
+                return
 
     def _fill(
         self, waiting: Image, data: Image, guard: Guard, fetched: FetchResult, key: str, task: Task
@@ -261,25 +300,7 @@ class ImportTask:
             )
 
     def clean_up(self, task_id: str) -> None:
-        """Remove what a failed task left: staged data, and image bits without an image record; the
-        image an interoperable import was filling is queued again (Glance's failed-import marks)."""
-        self.objects.delete_prefix(self.settings.staging_bucket, f"{task_id}/")
-        task = self.tasks.get(task_id)
-        target = self._target(task) if task is not None else None
-        if target is None:
-            image_id = image_id_for_task(task_id)
-            if self.images.get(image_id) is None:
-                self.objects.delete(self.settings.images_bucket, f"images/{image_id}")
-            return
-        assert task is not None
-        for _ in range(3):
-            image = self.images.get(target)
-            if not is_importing_for(image, task):
-                return  # not this task's image (or not any more): nothing of it to undo
-            assert image is not None
-            self.objects.delete(self.settings.images_bucket, f"images/{target}")
-            if self.images.replace(image, back_to_queued(image, clock.now())):
-                logger.info(
-                    "Import failed: image queued again", extra={"image_id": target, "task_id": task_id}
-                )
-                return
+        """What the workflow's clean-up state (and the reconciler, when that state did not run)
+        calls for a failed task: each step's undo, whichever steps ran."""
+        self.revert_fetch(task_id)
+        self.revert_register(task_id)

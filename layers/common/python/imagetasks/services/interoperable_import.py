@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from imagetasks.adapters.images_table import ImagesTable
 from imagetasks.domain.errors import ConcurrentUpdate
 from imagetasks.domain.image_import import (
     WEB_DOWNLOAD,
@@ -23,11 +22,12 @@ from imagetasks.domain.image_import import (
 )
 from imagetasks.domain.images import Image, ImageStatus
 from imagetasks.domain.tasks import Task, TaskType
+from imagetasks.services.ports import ImageStore
 from imagetasks.services.tasks import TaskService
 
 
 class ImageImport:
-    def __init__(self, images: ImagesTable, tasks: TaskService) -> None:
+    def __init__(self, images: ImageStore, tasks: TaskService) -> None:
         self.images = images
         self.tasks = tasks
 

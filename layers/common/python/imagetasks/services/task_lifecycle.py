@@ -17,15 +17,16 @@ effort: if it cannot be sent, that is logged and counted, and the status change 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from imagetasks.adapters.tasks_table import NoFreeSlot, ProjectFull, TasksTable
+from imagetasks.adapters.tasks_table import NoFreeSlot, ProjectFull
 from imagetasks.domain import clock
 from imagetasks.domain.errors import ConcurrentUpdate
 from imagetasks.domain.tasks import Task, TaskStatus
 from imagetasks.observability import logger, metrics
+from imagetasks.services.ports import Gate, LifecycleTasks, TaskEventPublisher
 
 ATTEMPTS = 5
 #: How many of the oldest pending tasks one dispatch round looks at.
@@ -37,20 +38,10 @@ FINAL = {"started": False, "final": True}
 OUTBOX_GRACE = timedelta(minutes=1)
 
 
-class Gate(Protocol):
-    def resume(self, token: str, output: dict[str, Any]) -> bool: ...
-
-
-class TaskEventPublisher(Protocol):
-    """Announces a task that reached success or failure (imagetasks.adapters.task_events)."""
-
-    def task_finished(self, task: Task) -> None: ...
-
-
 class Lifecycle:
     def __init__(
         self,
-        table: TasksTable,
+        table: LifecycleTasks,
         ttl: timedelta,
         max_running: int,
         gate: Gate | None = None,

@@ -7,12 +7,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from imagetasks.adapters.tasks_table import TasksTable
-from imagetasks.adapters.workflow import Workflow
 from imagetasks.auth.identity import Caller
 from imagetasks.domain.errors import ConcurrentUpdate, TaskAlreadyFinal
 from imagetasks.domain.failures import CANCELLED_ERROR
 from imagetasks.domain.tasks import Task, TaskStatus, TaskType, new_task
+from imagetasks.services.ports import TaskRecords, WorkflowRunner
 from imagetasks.services.task_lifecycle import Lifecycle
 
 InputValidator = Callable[[TaskType, dict[str, Any], str], None]
@@ -20,7 +19,7 @@ InputValidator = Callable[[TaskType, dict[str, Any], str], None]
 
 class TaskService:
     def __init__(
-        self, table: TasksTable, workflow: Workflow, validate: InputValidator, lifecycle: Lifecycle
+        self, table: TaskRecords, workflow: WorkflowRunner, validate: InputValidator, lifecycle: Lifecycle
     ) -> None:
         self.table = table
         self.workflow = workflow
