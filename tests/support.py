@@ -150,3 +150,15 @@ def fail_task(table: Any, task_id: str, message: str = "The task's processing st
     from imagetasks.services.task_lifecycle import Lifecycle
 
     assert Lifecycle(table, timedelta(hours=1), 10).fail(task_id, message) is not None
+
+
+def created_image_id(task_id: str, table: str | None = None, client: Any = None) -> str:
+    """The (random) id of the image the task creates, as its stored task holds it."""
+    import os
+
+    import boto3
+
+    item = (client or boto3.client("dynamodb")).get_item(
+        TableName=table or os.environ["TASKS_TABLE"], Key={"id": {"S": task_id}}
+    )["Item"]
+    return str(item["new_image_id"]["S"])

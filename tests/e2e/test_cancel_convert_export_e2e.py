@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import requests
 
-from imagetasks.domain.images import image_id_for_task
 from tests.e2e.helpers import create_task, import_body, wait_for_task
 from tests.e2e.test_cancel_e2e import cancel
 from tests.e2e.test_real_clients import glance, table_value
 from tests.image_corpus import make_raw, require_qemu_img
+from tests.support import created_image_id
 
 PROJECT = "cancel-convert-project"
 WORK_ROOT = Path(tempfile.gettempdir()) / "imagetasks-work"
@@ -127,7 +127,7 @@ def test_a_convert_cancelled_while_it_downloads_stops_and_makes_no_image(
         # Then it failed as cancelled, its step stopped, and no image or file of it exists
         assert_cancelled(finished)
         wait_until(lambda: not workspaces(task["id"]), "the step never stopped")
-    new_id = image_id_for_task(task["id"])
+    new_id = created_image_id(task["id"], local_stack.tables["TasksTable"], local_stack.client("dynamodb"))
     image = requests.get(
         f"{local_stack.api_url}/v2/images/{new_id}", headers=local_stack.headers(PROJECT), timeout=30
     )

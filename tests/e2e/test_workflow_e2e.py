@@ -13,11 +13,12 @@ import requests
 from imagetasks.adapters.dynamo import Guard
 from imagetasks.adapters.images_table import ImagesTable
 from imagetasks.domain.errors import TaskNotProcessing
-from imagetasks.domain.images import Image, image_id_for_task
+from imagetasks.domain.images import Image
 from imagetasks.domain.import_errors import TransientStorageError
 from imagetasks.services.import_task import ImportTask
 from tests.e2e.helpers import create_task, import_body, wait_for_task
 from tests.image_corpus import make_raw
+from tests.support import created_image_id
 
 MAX_CONCURRENT = 2  # tests/e2e/conftest.py TEST_PARAMETERS
 
@@ -282,7 +283,7 @@ def test_a_step_that_finishes_after_its_timeout_leaves_no_image_behind(
     # Then the step's write was refused, and there is no image: no record, no bits, nothing staged
     assert failed["status"] == "failure" and "took longer than allowed" in failed["message"]
     assert len(outcome) == 1 and isinstance(outcome[0], TaskNotProcessing), outcome
-    image_id = image_id_for_task(task["id"])
+    image_id = created_image_id(task["id"], local_stack.tables["TasksTable"], local_stack.client("dynamodb"))
     shown = requests.get(f"{local_stack.api_url}/v2/images/{image_id}", headers=headers, timeout=30)
     assert shown.status_code == 404
     listed = requests.get(f"{local_stack.api_url}/v2/images", headers=headers, timeout=30).json()

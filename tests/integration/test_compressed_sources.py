@@ -19,7 +19,6 @@ from imagetasks.adapters.http_source import HttpSourceSettings
 from imagetasks.config import Settings
 from imagetasks.domain.compression import DecompressionSettings
 from imagetasks.domain.image_checks import ExpectedChecksums, ImageCheckSettings
-from imagetasks.domain.images import image_id_for_task
 from imagetasks.domain.import_errors import ChecksumMismatch, CompressedSourceInvalid, ImageTooLarge
 from imagetasks.domain.import_filter import ImportFilterSettings
 from imagetasks.services.fetch_and_stage import ImportSettings
@@ -27,6 +26,7 @@ from tests.image_corpus import file_digests, make_qcow2, require_qemu_img
 from tests.integration import test_fetch_and_stage as fetch_tests
 from tests.integration.test_fetch_and_stage import STAGING, LocalServer, fetch, staged_keys
 from tests.integration.test_import_steps import objects, stored_import
+from tests.support import created_image_id
 
 MiB = 1024 * 1024
 # The fetch tests' fixtures: a local HTTP server on 127.0.0.1 and S3 on moto.
@@ -203,13 +203,13 @@ def test_an_uploaded_gzip_qcow2_becomes_an_image_of_the_decompressed_data(
     steps.register(task_id, fetched)
     # Then the image is the decompressed qcow2, with its checksums and size
     record = boto3.client("dynamodb").get_item(
-        TableName=aws["IMAGES_TABLE"], Key={"id": {"S": image_id_for_task(task_id)}}
+        TableName=aws["IMAGES_TABLE"], Key={"id": {"S": created_image_id(task_id)}}
     )["Item"]
     md5, sha512 = file_digests(image)
     assert record["checksum"]["S"] == md5 and record["os_hash_value"]["S"] == sha512
     assert int(record["size"]["N"]) == image.stat().st_size
     stored = boto3.client("s3").get_object(
-        Bucket=aws["IMAGES_BUCKET"], Key=f"images/{image_id_for_task(task_id)}"
+        Bucket=aws["IMAGES_BUCKET"], Key=f"images/{created_image_id(task_id)}"
     )
     assert stored["Body"].read() == image.read_bytes()
     assert objects(aws["STAGING_BUCKET"]) == []

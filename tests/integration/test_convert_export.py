@@ -22,7 +22,7 @@ from imagetasks.adapters.qemu import QemuImg
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.domain import clock
 from imagetasks.domain.failures import TaskFailure
-from imagetasks.domain.images import Image, image_id_for_task, new_image
+from imagetasks.domain.images import Image, new_image
 from imagetasks.domain.tasks import TaskStatus, TaskType, new_task
 from imagetasks.services import convert_export as conversion
 from imagetasks.services.convert_export import ConversionService
@@ -66,6 +66,11 @@ class Stack:
             service.settings = service.settings.model_copy(update={"work_root": work_root})
             self.handlers[kind] = module
         self.work_root = work_root
+
+    def created_image_id(self, task_id: str) -> str:
+        task = self.tasks.get(task_id)
+        assert task is not None
+        return task.created_image_id
 
     def service(self, kind: str) -> ConversionService:
         service: ConversionService = self.handlers[kind].service()
@@ -146,7 +151,7 @@ def assert_nothing_left(stack: Stack, task_id: str, source: Image) -> None:
     assert stack.keys("IMAGES_BUCKET") == [source.key]
     assert stack.keys("EXPORTS_BUCKET") == []
     assert stack.unfinished_uploads() == []
-    assert stack.images.get(image_id_for_task(task_id)) is None
+    assert stack.images.get(stack.created_image_id(task_id)) is None
     assert not stack.work_root.exists() or list(stack.work_root.iterdir()) == []
 
 
@@ -159,7 +164,7 @@ def test_convert_qcow2_to_raw_makes_a_new_image_with_its_own_hashes(stack: Stack
 
     result = stack.run("convert", task_id)
 
-    new_id = image_id_for_task(task_id)
+    new_id = stack.created_image_id(task_id)
     assert result == {"image_id": new_id}
     image = stack.images.get(new_id)
     assert image is not None
@@ -193,7 +198,7 @@ def test_convert_raw_to_vmdk_writes_a_stream_optimized_vmdk_of_the_same_disk(
 
     stack.run("convert", task_id)
 
-    image = stack.images.get(image_id_for_task(task_id))
+    image = stack.images.get(stack.created_image_id(task_id))
     assert image is not None and image.disk_format == "vmdk" and image.container_format == "ova"
     assert image.name == "for-vmware"
     vmdk = stack.download(image.bucket, image.key, tmp_path / "out.vmdk")
@@ -278,7 +283,7 @@ def test_two_exports_and_a_convert_of_one_image_at_once_all_succeed(stack: Stack
         results = list(pool.map(lambda job: stack.run(*job), jobs))
 
     assert results[0]["disk_format"] == "vmdk" and results[1]["disk_format"] == "qcow2"
-    assert results[2] == {"image_id": image_id_for_task(jobs[2][1])}
+    assert results[2] == {"image_id": stack.created_image_id(jobs[2][1])}
     assert len(stack.keys("EXPORTS_BUCKET")) == 2
     after = stack.images.get(source.id)
     assert after is not None and set(after.task_ids) == {"import-task", *(task_id for _, task_id in jobs)}
@@ -672,7 +677,7 @@ def test_a_task_that_fails_while_its_step_uploads_gets_nothing_recorded_and_no_f
         stack.run(kind, task_id)
 
     # Then no image and no export file exist for it, and the failure (without a result) stands
-    assert stack.image_count() == 1 and stack.images.get(image_id_for_task(task_id)) is None
+    assert stack.image_count() == 1 and stack.images.get(stack.created_image_id(task_id)) is None
     assert stack.keys("IMAGES_BUCKET") == [source.key] and stack.keys("EXPORTS_BUCKET") == []
     assert stack.unfinished_uploads() == []
     task = stack.tasks.get(task_id)

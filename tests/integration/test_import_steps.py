@@ -16,7 +16,6 @@ from imagetasks import composition
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.config import Settings
 from imagetasks.domain.failures import TaskFailure
-from imagetasks.domain.images import image_id_for_task
 from imagetasks.domain.tasks import TaskStatus, TaskType, new_task
 from imagetasks.entrypoints.steps import processing_step
 from imagetasks.services import convert_export as conversion
@@ -28,7 +27,7 @@ from tests.image_corpus import (
     make_vmdk_parent,
     require_qemu_img,
 )
-from tests.support import fail_task, start_processing
+from tests.support import created_image_id, fail_task, start_processing
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +73,7 @@ def test_fetch_then_register_makes_an_active_image_and_leaves_no_staging(
     staged = steps.fetch(task_id)
     result = steps.register(task_id, staged)
 
-    assert result == {"image_id": image_id_for_task(task_id)}
+    assert result == {"image_id": created_image_id(task_id)}
     registered = steps.images.get(result["image_id"])
     assert registered is not None and registered.disk_format == "qcow2" and registered.owner == "p1"
     assert registered.properties == {"os_distro": "cirros"} and registered.name == "disk"
@@ -150,7 +149,7 @@ def test_a_refused_image_becomes_a_task_failure_and_clean_up_leaves_nothing(
 
     assert objects(aws["STAGING_BUCKET"]) == []
     assert objects(aws["IMAGES_BUCKET"]) == []
-    assert steps.images.get(image_id_for_task(task_id)) is None
+    assert steps.images.get(created_image_id(task_id)) is None
 
 
 def test_clean_up_removes_image_bits_that_never_got_a_record(aws: dict[str, str], tmp_path: Path) -> None:
@@ -158,7 +157,7 @@ def test_clean_up_removes_image_bits_that_never_got_a_record(aws: dict[str, str]
     steps = composition.import_task(Settings.from_environ())
     staged = steps.fetch(task_id)
     boto3.client("s3").put_object(
-        Bucket=aws["IMAGES_BUCKET"], Key=f"images/{image_id_for_task(task_id)}", Body=b"half"
+        Bucket=aws["IMAGES_BUCKET"], Key=f"images/{created_image_id(task_id)}", Body=b"half"
     )
 
     steps.clean_up(task_id)
@@ -321,7 +320,7 @@ def test_a_task_that_fails_while_register_runs_gets_no_image_and_no_data_is_left
         processing_step(steps.register)(task_id, staged)
 
     # Then no image was registered, its data and the staged data are gone, the failure stands
-    assert steps.images.get(image_id_for_task(task_id)) is None and image_records(aws) == 0
+    assert steps.images.get(created_image_id(task_id)) is None and image_records(aws) == 0
     assert objects(aws["IMAGES_BUCKET"]) == []
     assert objects(aws["STAGING_BUCKET"]) == []
     task = table.get(task_id)

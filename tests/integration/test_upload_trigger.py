@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 from typing import Any
 from urllib.parse import quote_plus
@@ -240,6 +241,7 @@ def test_same_event_without_its_idempotency_record_still_creates_one_task(
     put(bucket, "uploads/project-a/cirros.qcow2")
     event = s3_event(s3_record(bucket, "uploads/project-a/cirros.qcow2"))
     first = invoke(trigger, event)
+    [before] = stored_tasks(aws)
     dynamodb = boto3.client("dynamodb")
     table = trigger.settings().idempotency_table
     for item in dynamodb.scan(TableName=table)["Items"]:
@@ -248,9 +250,12 @@ def test_same_event_without_its_idempotency_record_still_creates_one_task(
     # When the event is delivered again
     second = invoke(trigger, event)
 
-    # Then the task id derived from the event meets the existing task: still one task
+    # Then the task id derived from the event meets the existing task: still one task, and the
+    # image it will create keeps the random id chosen first (the event does not give it away)
     assert second["outcomes"][0]["task_id"] == first["outcomes"][0]["task_id"]
-    assert len(stored_tasks(aws)) == 1
+    [after] = stored_tasks(aws)
+    assert after.new_image_id == before.new_image_id and before.new_image_id is not None
+    assert before.new_image_id not in json.dumps(second)
     assert len(execution_names(aws)) == 1
 
 

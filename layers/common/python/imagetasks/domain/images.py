@@ -3,7 +3,6 @@ import that gives it data. No image is `active` until its bits passed the checks
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -25,7 +24,6 @@ CORE_FIELDS = frozenset(
 )  # fmt: skip
 # Glance's image schema: a name has at most 255 characters (the images index keys on it, too).
 MAX_NAME_LENGTH = 255
-IMAGE_NAMESPACE = uuid.UUID("6f1e6c1a-3f0e-4d8e-9a35-2c1b7d6f0a11")
 
 
 class ImageStatus(StrEnum):
@@ -68,11 +66,6 @@ class Image(BaseModel):
     bucket: str = ""  # where the bits are (never shown: the API hands out time-limited URLs); "" if none
     key: str = ""
     task_ids: tuple[str, ...] = ()  # tasks that produced or worked on the image
-
-
-def image_id_for_task(task_id: str) -> str:
-    """The id of the image a task creates: derived from the task so a retried step cannot make two."""
-    return str(uuid.uuid5(IMAGE_NAMESPACE, task_id))
 
 
 def extra_properties(image_properties: dict[str, Any]) -> dict[str, str]:

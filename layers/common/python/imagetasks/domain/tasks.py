@@ -19,6 +19,9 @@ from imagetasks.domain.errors import InvalidTransition, TaskAlreadyFinal
 from imagetasks.domain.failures import bounded_message
 from imagetasks.domain.listing import MISSING, ListSpec
 
+#: How image ids were derived from task ids before they were random (still read for such tasks).
+LEGACY_IMAGE_NAMESPACE = uuid.UUID("6f1e6c1a-3f0e-4d8e-9a35-2c1b7d6f0a11")
+
 
 class TaskStatus(StrEnum):
     PENDING = "pending"
@@ -58,12 +61,21 @@ class Task(BaseModel):
     user_id: str | None = None
     request_id: str | None = None
     image_id: str | None = None
+    # The id of the image an import or convert creates: random, chosen when the task is stored, and
+    # never shown before the image exists, so no project can predict it or create an image with it.
+    new_image_id: str | None = None
     error_code: str | None = None  # on a failed task: one of domain.failures.ERROR_CODES
     progress: dict[str, Any] | None = None  # the running step's figures (domain.progress), kept at the end
     created_at: datetime
     updated_at: datetime
     expires_at: int | None = None  # epoch seconds: DynamoDB TTL deletes the task after this
     version: int = 1  # bumped on every change; makes each write conditional on what was read
+
+    @property
+    def created_image_id(self) -> str:
+        """The id of the image this task creates (a task stored before ids were random: its old,
+        derived id; the register step then refuses an image that is not this task's)."""
+        return self.new_image_id or str(uuid.uuid5(LEGACY_IMAGE_NAMESPACE, self.id))
 
     def is_expired(self, moment: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= int(moment.timestamp())
@@ -118,6 +130,7 @@ def new_task(
         user_id=user_id,
         request_id=request_id,
         image_id=image_id,
+        new_image_id=str(uuid.uuid4()) if task_type in (TaskType.IMPORT, TaskType.CONVERT) else None,
         created_at=created,
         updated_at=created,
     )

@@ -46,7 +46,7 @@ from imagetasks.domain.conversion import (
 from imagetasks.domain.errors import ConcurrentUpdate, TaskNotProcessing
 from imagetasks.domain.failures import TaskFailure, failure
 from imagetasks.domain.image_checks import ImageChecker, ImageCheckSettings, ImageVerdict
-from imagetasks.domain.images import Image, image_id_for_task, new_image
+from imagetasks.domain.images import Image, new_image
 from imagetasks.domain.import_errors import (
     ImageRejected,
     SourceUnavailable,
@@ -203,12 +203,16 @@ class ConversionService:
     def convert(self, task_id: str, seconds_left: float) -> dict[str, Any]:
         """Create a new image, in the target format, from the task's image; {"image_id": new id}.
 
-        Safe to repeat: the new image's id comes from the task id, and an image that already exists
-        is the work of an earlier attempt whose answer was lost."""
+        Safe to repeat: the new image's id is the task's (random, stored with it), and an image of
+        this task with that id is the work of an earlier attempt whose answer was lost; an image
+        that is not this task's fails the task (never reported as its result)."""
         task = self._task(task_id)
-        new_id = image_id_for_task(task.id)
-        if self.images.get(new_id) is not None:
-            return {"image_id": new_id}
+        new_id = task.created_image_id
+        existing = self.images.get(new_id)
+        if existing is not None:
+            if self._made_by(existing, task):
+                return {"image_id": new_id}
+            raise self._taken(new_id)
         source = self._source(str((task.input or {}).get("image_id", "")))
         request = validate_convert_input(
             task.input or {},
@@ -242,7 +246,7 @@ class ConversionService:
             properties=dict(source.properties),
         ).model_copy(update={"min_disk": source.min_disk, "min_ram": source.min_ram})
         try:
-            self.images.create(image, guard=self.tasks.processing_guard(task.id))
+            created = self.images.create(image, guard=self.tasks.processing_guard(task.id))
         except TaskNotProcessing:
             logger.warning(
                 "Task no longer processing: converted image not registered, its data removed",
@@ -251,8 +255,25 @@ class ConversionService:
             if self.images.get(new_id) is None:
                 self.objects.delete(self.settings.images_bucket, key)
             raise
+        if not created:
+            current = self.images.get(new_id)
+            if current is None or not self._made_by(current, task):
+                self.objects.delete(self.settings.images_bucket, key)
+                raise self._taken(new_id)
         logger.info("Image converted", extra={"image_id": new_id, "source": source.id, "format": target})
         return {"image_id": new_id}
+
+    @staticmethod
+    def _made_by(image: Image, task: Task) -> bool:
+        return image.owner == task.owner and task.id in image.task_ids
+
+    @staticmethod
+    def _taken(image_id: str) -> Exception:
+        return failure(
+            "internal",
+            f"Image {image_id}, which this conversion was to create, already exists and was not created "
+            "by this task; nothing was converted. Create the task again.",
+        )
 
     def export(self, task_id: str, seconds_left: float) -> dict[str, Any]:
         """Write the image (converted if asked) to the exports bucket; where it is and a URL."""

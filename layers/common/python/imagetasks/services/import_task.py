@@ -17,7 +17,6 @@ from imagetasks.domain.images import (
     check_indexed_values,
     extra_properties,
     glance_fields,
-    image_id_for_task,
     new_image,
 )
 from imagetasks.domain.progress import ProgressReporter
@@ -136,11 +135,11 @@ class ImportTask:
         task = self._task(task_id)
         fetched = FetchResult.model_validate(staged)
         target = self._target(task)
-        image_id = target or image_id_for_task(task.id)
+        image_id = target or task.created_image_id
         existing = self.images.get(image_id)
-        done = existing is not None and (
-            target is None or (existing.status is ImageStatus.ACTIVE and task.id in existing.task_ids)
-        )
+        done = existing is not None and self._made_by(existing, task)
+        if existing is not None and target is None and not done:
+            self._refuse_foreign(image_id, fetched)
         if not done:
             task_input = task.input or {}
             properties = dict(task_input.get("image_properties") or {})
@@ -179,7 +178,8 @@ class ImportTask:
             guard = self.tasks.processing_guard(task.id)
             try:
                 if existing is None:
-                    self.images.create(image, guard=guard)
+                    if not self.images.create(image, guard=guard):
+                        self._lost_race(image_id, task, fetched, key)
                 else:
                     self._fill(existing, image, guard, fetched, key, task)
             except TaskNotProcessing:
@@ -198,7 +198,9 @@ class ImportTask:
         task = self.tasks.get(task_id)
         target = self._target(task) if task is not None else None
         if target is None:
-            image_id = image_id_for_task(task_id)
+            if task is None:
+                return
+            image_id = task.created_image_id
             if self.images.get(image_id) is None:
                 self.objects.delete(self.settings.images_bucket, f"images/{image_id}")
             return
@@ -214,6 +216,31 @@ class ImportTask:
                     "Import failed: image queued again", extra={"image_id": target, "task_id": task_id}
                 )
                 return
+
+    @staticmethod
+    def _made_by(image: Image, task: Task) -> bool:
+        """Whether `image` is what `task` produced (an earlier attempt of this step whose answer was
+        lost): its owner's, active, and naming the task."""
+        return image.owner == task.owner and image.status is ImageStatus.ACTIVE and task.id in image.task_ids
+
+    def _refuse_foreign(self, image_id: str, fetched: FetchResult) -> None:
+        """An image this task did not make holds the id of the one it was to create: the import fails
+        (its upload, if any, is kept) rather than report an image that is not its owner's."""
+        self.objects.delete(fetched.staged_bucket, fetched.staged_key)
+        raise failure(
+            "internal",
+            f"Image {image_id}, which this import was to create, already exists and was not created by "
+            "this task; nothing was imported (the source is kept). Create the task again.",
+        )
+
+    def _lost_race(self, image_id: str, task: Task, fetched: FetchResult, key: str) -> None:
+        """The image's create found its id taken meanwhile: fine if by this task (a repeated step),
+        else its bits go (they are not the other image's) and the import fails."""
+        current = self.images.get(image_id)
+        if current is not None and self._made_by(current, task):
+            return
+        self.objects.delete(self.settings.images_bucket, key)
+        self._refuse_foreign(image_id, fetched)
 
     def _fill(
         self, waiting: Image, data: Image, guard: Guard, fetched: FetchResult, key: str, task: Task
