@@ -28,7 +28,7 @@ from typing import Any
 import boto3
 from moto.core.config import DefaultConfig
 
-from local import ecs, iam
+from local import ecs, iam, loopback_guard
 from local.container_runner import ContainerRunner
 from local.events import matches
 from local.front import ApiFront, FrontServer
@@ -185,6 +185,8 @@ class LocalStack:
         # The ASL interpreter only runs machines created after this config is in place.
         self._mock = mock_aws(config=MOTO_CONFIG)
         self._mock.start()
+        # After moto's own handler: what it does not answer (once stopped) never leaves the machine.
+        loopback_guard.install()
         LocalStack._running = self
         try:
             # The container runner's tasks get a subnet and security group that exist in moto.
@@ -261,6 +263,7 @@ class LocalStack:
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
+            loopback_guard.install()  # on the default session moto put back
         if LocalStack._running is self:
             LocalStack._running = None
 
