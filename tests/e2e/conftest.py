@@ -127,6 +127,8 @@ def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageServ
 class QuietHandler(SimpleHTTPRequestHandler):
     #: file name → (set when it is requested, wait for this before answering): a step held mid-fetch
     gates: dict[str, tuple[threading.Event, threading.Event]] = {}
+    #: file name → where a request for it is redirected (302)
+    redirects: dict[str, str] = {}
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -136,6 +138,13 @@ class QuietHandler(SimpleHTTPRequestHandler):
         if gate is not None:
             gate[0].set()
             gate[1].wait(60)
+        location = self.redirects.get(self.path.lstrip("/"))
+        if location is not None:
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         super().do_GET()
 
 

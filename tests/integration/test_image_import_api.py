@@ -4,6 +4,7 @@ that fills that image (or puts it back to queued when it fails)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.config import Settings
 from imagetasks.domain.failures import TaskFailure
 from imagetasks.entrypoints.steps import processing_step
-from tests.image_corpus import make_qcow2, require_qemu_img
+from tests.image_corpus import make_qcow2, make_qcow2_backing_file, require_qemu_img
 from tests.support import (
     IMPORT_INPUT,
+    FakeLambdaContext,
     api_event,
     call,
     fail_task,
@@ -344,3 +346,96 @@ def test_only_admins_make_a_public_image(images: Any, route: str) -> None:
     assert refused["statusCode"] == 403
     assert refused["json"]["error"]["message"] == "You are not authorized to complete publicize_image action."
     assert allowed["statusCode"] == 201, allowed["body"]
+
+
+def _failing_source(kind: str, aws: dict[str, str], tmp_path: Path) -> str:
+    """An import source that fails the task in the way `kind` names."""
+    if kind == "qcow2-with-backing-file":
+        require_qemu_img()
+        return upload(aws, make_qcow2_backing_file(tmp_path).read_bytes(), "backed.qcow2")
+    if kind == "wrong-format":
+        return upload(aws, b"this is no qcow2" * 64, "text.qcow2")
+    return f"s3://{aws['UPLOADS_BUCKET']}/uploads/{PROJECT}/never-uploaded.qcow2"  # source fault
+
+
+@pytest.mark.parametrize("kind", ["qcow2-with-backing-file", "wrong-format", "source-missing"])
+@pytest.mark.parametrize("ended_by", ["workflow", "reconciler"])
+def test_a_failed_import_shows_its_failure_only_once_the_image_is_queued_again(
+    images: Any,
+    aws: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    ended_by: str,
+) -> None:
+    # Given an interoperable import whose fetch fails
+    created = create_image(images)
+    assert start_import(images, created["id"], _failing_source(kind, aws, tmp_path))["statusCode"] == 202
+    task_id = _the_import_task(images, aws, created["id"])
+    steps = composition.import_task(Settings.from_environ())
+    with pytest.raises(TaskFailure) as failed:
+        processing_step(steps.fetch)(task_id)
+    # (every final write is watched: what a reader of the task would see the image as, then)
+    seen: list[str] = []
+    save = TasksTable.save_transition
+
+    def watched(table: TasksTable, before: Any, after: Any, **kwargs: Any) -> None:
+        if after.status.is_final:
+            seen.append(show(images, created["id"])["status"])
+        save(table, before, after, **kwargs)
+
+    monkeypatch.setattr(TasksTable, "save_transition", watched)
+
+    # When the failure is recorded, as the workflow's RecordFailure (or the reconciler) does, and
+    # before any clean-up step runs
+    if ended_by == "workflow":
+        status = load_handler("task_status")
+        status.lifecycle.cache_clear()
+        error = {
+            "Error": type(failed.value).__name__,
+            "Cause": json.dumps({"errorMessage": failed.value.message}),
+        }
+        status.lambda_handler(
+            {"action": "fail", "task_id": task_id, "error": error, "step": "fetch"}, FakeLambdaContext()
+        )
+    else:
+        reconcile = load_handler("reconcile")
+        reconcile.lifecycle.cache_clear()
+        timed_out = {
+            "version": "0",
+            "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
+            "detail-type": "Step Functions Execution Status Change",
+            "source": "aws.states",
+            "account": "123456789012",
+            "time": "2026-12-07T00:00:00Z",
+            "region": "us-east-1",
+            "resources": [],
+            "detail": {"name": task_id, "status": "TIMED_OUT"},
+        }
+        for _ in range(2):  # EventBridge may deliver it twice: the repeat changes nothing
+            reconcile.lambda_handler(timed_out, FakeLambdaContext())
+
+    # Then the image was queued (with Glance's marks) before the failure was written...
+    assert seen == ["queued"]
+    image = show(images, created["id"])
+    assert image["os_glance_failed_import"] == "default" and "os_glance_import_task" not in image
+    assert boto3.client("s3").list_objects_v2(Bucket=aws["IMAGES_BUCKET"]).get("KeyCount", 0) == 0
+    # ...so an import retried at once is accepted
+    retry = start_import(images, created["id"], upload(aws, b"again", "again.qcow2"))
+    assert retry["statusCode"] == 202, retry["body"]
+
+
+def test_a_pending_import_cancelled_before_its_workflow_ran_gives_its_image_back(
+    images: Any, aws: dict[str, str]
+) -> None:
+    # Given an interoperable import still pending (its workflow never started)
+    created = create_image(images)
+    assert start_import(images, created["id"], upload(aws, b"data"))["statusCode"] == 202
+    [task] = image_tasks(images, created["id"])
+
+    # When it fails before it started (as a cancel without an execution records it)
+    composition.lifecycle(Settings.from_environ()).fail(task["id"], "cancelled", "cancelled")
+
+    # Then its image is queued again and can be imported at once
+    assert show(images, created["id"])["status"] == "queued"
+    assert start_import(images, created["id"], upload(aws, b"again", "again.qcow2"))["statusCode"] == 202

@@ -13,11 +13,13 @@ from imagetasks.adapters.workflow import SlotGate, Workflow
 from imagetasks.config import Settings, runner_limits
 from imagetasks.domain.conversion import validate_convert_input, validate_export_input
 from imagetasks.domain.errors import InvalidRequest
+from imagetasks.domain.image_import import target_of
 from imagetasks.domain.images import Image
 from imagetasks.domain.import_errors import ImportRejected
 from imagetasks.domain.import_filter import ImportFilter, ImportFilterSettings
 from imagetasks.domain.task_input import ImportRules, validate_import_input
-from imagetasks.domain.tasks import TaskType
+from imagetasks.domain.tasks import Task, TaskStatus, TaskType
+from imagetasks.services.interoperable_import import release_image
 from imagetasks.services.task_lifecycle import Lifecycle
 from imagetasks.services.tasks import TaskService
 
@@ -80,6 +82,31 @@ def location_checker(settings: Settings) -> Callable[[str, str], None]:
     return check
 
 
+def release_failed_import(settings: Settings) -> Callable[[Task], None]:
+    """Before a task's failure is written: the image an interoperable import was filling is queued
+    again (and the data a processing import may have written to it removed), so that an import
+    retried as soon as the failure shows is accepted. Other tasks cost no call."""
+    images: list[ImagesTable] = []
+
+    def release(task: Task) -> None:
+        if target_of(task) is None:
+            return
+        if not images:
+            images.append(ImagesTable(settings.images_table))
+        remove_data = None
+        if task.status is TaskStatus.PROCESSING:  # a pending task has not written anything yet
+            from imagetasks.adapters.s3_objects import S3Objects
+
+            objects = S3Objects()
+
+            def remove_data(image_id: str) -> None:
+                objects.delete(settings.images_bucket, f"images/{image_id}")
+
+        release_image(images[0], task, remove_data)
+
+    return release
+
+
 def lifecycle(settings: Settings) -> Lifecycle:
     return Lifecycle(
         tasks_table(settings),
@@ -88,6 +115,7 @@ def lifecycle(settings: Settings) -> Lifecycle:
         gate=SlotGate(),
         max_running_per_project=settings.max_concurrent_tasks_per_project,
         events=TaskEvents(settings.event_bus_name),
+        before_failure=release_failed_import(settings),
     )
 
 

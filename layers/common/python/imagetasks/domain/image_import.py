@@ -19,12 +19,16 @@ from imagetasks.domain.images import (
     Image,
     ImageStatus,
 )
-from imagetasks.domain.tasks import Task
+from imagetasks.domain.tasks import Task, TaskType
 
 WEB_DOWNLOAD = "web-download"
 IMPORT_METHODS = (WEB_DOWNLOAD,)
 # The task input key naming the image an interoperable import fills (Glance's own import task uses it too).
 TARGET_IMAGE = "image_id"
+
+
+# Writes of the queued-again image when someone changes it meanwhile (a PATCH).
+RELEASE_ATTEMPTS = 5
 
 
 class ImportConflict(DomainError):
@@ -113,3 +117,11 @@ def is_importing_for(image: Image | None, task: Task) -> bool:
         and image.owner == task.owner
         and image.properties.get(IMPORT_TASK_PROPERTY) == task.id
     )
+
+
+def target_of(task: Task) -> str | None:
+    """The image an interoperable import fills (POST /v2/images/{id}/import), if `task` is one."""
+    if task.type is not TaskType.IMPORT:
+        return None
+    target = (task.input or {}).get(TARGET_IMAGE)
+    return target if isinstance(target, str) and target else None

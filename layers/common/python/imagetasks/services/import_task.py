@@ -10,7 +10,7 @@ from imagetasks.domain import clock
 from imagetasks.domain.errors import InvalidRequest, TaskNotProcessing
 from imagetasks.domain.failures import failure
 from imagetasks.domain.image_checks import ExpectedChecksums
-from imagetasks.domain.image_import import TARGET_IMAGE, back_to_queued, imported, is_importing_for
+from imagetasks.domain.image_import import imported, is_importing_for, target_of
 from imagetasks.domain.images import (
     Image,
     ImageStatus,
@@ -20,11 +20,12 @@ from imagetasks.domain.images import (
     new_image,
 )
 from imagetasks.domain.progress import ProgressReporter
-from imagetasks.domain.tasks import Task, TaskType
+from imagetasks.domain.tasks import Task
 from imagetasks.domain.uploads import UPLOAD_SOURCE, UploadedVersion
 from imagetasks.observability import logger
 from imagetasks.services.convert_export import ConversionService
 from imagetasks.services.fetch_and_stage import FetchResult, ImportSettings, fetch_and_check
+from imagetasks.services.interoperable_import import release_image
 from imagetasks.services.ports import Guard, ImageStore, ObjectStore, StepTasks
 
 # Writes of the imported data into a queued image that someone changes meanwhile (PATCH /v2/images).
@@ -205,17 +206,8 @@ class ImportTask:
                 self.objects.delete(self.settings.images_bucket, f"images/{image_id}")
             return
         assert task is not None
-        for _ in range(3):
-            image = self.images.get(target)
-            if not is_importing_for(image, task):
-                return  # not this task's image (or not any more): nothing of it to undo
-            assert image is not None
-            self.objects.delete(self.settings.images_bucket, f"images/{target}")
-            if self.images.replace(image, back_to_queued(image, clock.now())):
-                logger.info(
-                    "Import failed: image queued again", extra={"image_id": target, "task_id": task_id}
-                )
-                return
+        if release_image(self.images, task, self.remove_image_data):
+            logger.info("Import failed: image queued again", extra={"image_id": target, "task_id": task_id})
 
     @staticmethod
     def _made_by(image: Image, task: Task) -> bool:
@@ -266,11 +258,7 @@ class ImportTask:
 
     @staticmethod
     def _target(task: Task) -> str | None:
-        """The image an interoperable import fills (POST /v2/images/{id}/import), if any."""
-        if task.type is not TaskType.IMPORT:
-            return None
-        target = (task.input or {}).get(TARGET_IMAGE)
-        return target if isinstance(target, str) and target else None
+        return target_of(task)
 
     def _discard(self, task_id: str, fetched: FetchResult, key: str) -> None:
         """The task ended while register ran (a step timeout, the reconciler): no image record was
@@ -331,3 +319,7 @@ class ImportTask:
         calls for a failed task: each step's undo, whichever steps ran."""
         self.revert_fetch(task_id)
         self.revert_register(task_id)
+
+    def remove_image_data(self, image_id: str) -> None:
+        """The bits an import of `image_id` may have written to the images bucket."""
+        self.objects.delete(self.settings.images_bucket, f"images/{image_id}")

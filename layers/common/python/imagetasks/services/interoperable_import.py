@@ -8,22 +8,48 @@ making a new one, and a failure puts it back to `queued` with Glance's bookkeepi
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from imagetasks.domain import clock
 from imagetasks.domain.errors import ConcurrentUpdate
 from imagetasks.domain.image_import import (
     WEB_DOWNLOAD,
     ImportConflict,
+    back_to_queued,
     import_input,
     import_method,
     importing,
+    is_importing_for,
+    target_of,
 )
 from imagetasks.domain.images import Image, ImageStatus
 from imagetasks.domain.tasks import Task, TaskType
 from imagetasks.services.ports import ImageStore
 from imagetasks.services.tasks import TaskService
+
+# Writes of the queued-again image when someone changes it meanwhile (a PATCH).
+RELEASE_ATTEMPTS = 5
+
+
+def release_image(images: ImageStore, task: Task, remove_data: Callable[[str], None] | None = None) -> bool:
+    """Put the image a failed (or cancelled) interoperable import was filling back to `queued`, with
+    Glance's failed-import marks, its data removed first (`remove_data(image_id)`). Run before the
+    task's failure is written, so that whoever sees the failure can import again at once. Nothing
+    to do (False) when the image is not waiting for this task; ConcurrentUpdate if it kept changing."""
+    target = target_of(task)
+    if target is None:
+        return False
+    for _ in range(RELEASE_ATTEMPTS):
+        image = images.get(target)
+        if image is None or not is_importing_for(image, task):
+            return False  # not this task's image (or not any more): nothing of it to undo
+        if remove_data is not None:
+            remove_data(image.id)
+        if images.replace(image, back_to_queued(image, clock.now())):
+            return True
+    raise ConcurrentUpdate(f"Image {target} kept changing while its failed import was undone")
 
 
 class ImageImport:

@@ -16,6 +16,7 @@ effort: if it cannot be sent, that is logged and counted, and the status change 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -47,6 +48,7 @@ class Lifecycle:
         gate: Gate | None = None,
         max_running_per_project: int = 0,
         events: TaskEventPublisher | None = None,
+        before_failure: Callable[[Task], None] | None = None,
     ) -> None:
         self.table = table
         self.ttl = ttl
@@ -54,6 +56,10 @@ class Lifecycle:
         self.max_running_per_project = max_running_per_project  # 0: no limit per project
         self.gate = gate
         self.events = events
+        # What must be undone before anyone can see a task's failure (the image an interoperable
+        # import was filling goes back to queued): run before the failure is written, and again
+        # on a retry, so it must be idempotent; if it raises, the failure is not written.
+        self.before_failure = before_failure
 
     # ------------------------------------------------------------ slots
 
@@ -185,6 +191,8 @@ class Lifecycle:
                 status, clock.now(), self.ttl, result=result, message=message, error_code=code
             )
             held_slot = task.status is TaskStatus.PROCESSING
+            if status is TaskStatus.FAILURE and self.before_failure is not None:
+                self.before_failure(task)
             try:
                 self.table.save_transition(
                     task, after, slot_change=-1 if held_slot else 0, event_pending=self.events is not None
