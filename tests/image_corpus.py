@@ -129,6 +129,42 @@ def make_qcow2_backing_file(directory: Path) -> Path:
     return out
 
 
+def make_qcow2_short_backing_file(directory: Path) -> Path:
+    """511 bytes: a qcow2 (v2) header whose backing file qemu-img opens, too short for the format
+    inspectors (to them it is raw)."""
+    name = b"/etc/hostname"
+    header = struct.pack(
+        ">4sIQIIQIIQQII", b"QFI\xfb", 2, 0x100, len(name), 16, MiB, 0, 1, 0x10000, 0x20000, 1, 0
+    )
+    data = bytearray(511)
+    data[: len(header)] = header
+    data[0x100 : 0x100 + len(name)] = name
+    out = directory / "short-backing-file.qcow2"
+    out.write_bytes(bytes(data))
+    return out
+
+
+def make_short_qcow2_header(directory: Path, size: int = 120) -> Path:
+    """Just a qcow2 header: what qemu-img probes as qcow2, and nothing more."""
+    out = directory / "short-header.img"
+    out.write_bytes(struct.pack(">4sI", b"QFI\xfb", 3).ljust(size, b"\0"))
+    return out
+
+
+def make_short_vmdk_text(directory: Path) -> Path:
+    """A bare VMDK text descriptor of a few lines, which qemu-img's probe reads as vmdk."""
+    out = directory / "short-descriptor.img"
+    out.write_bytes(b"# a note\nversion=1\n")
+    return out
+
+
+def make_short_raw(directory: Path) -> Path:
+    """511 bytes of nothing in particular: a plain (tiny) raw disk."""
+    out = directory / "short.raw"
+    out.write_bytes(bytes(range(256)) + bytes(255))
+    return out
+
+
 def make_qcow2_data_file(directory: Path) -> Path:
     out = directory / "data-file.qcow2"
     _qemu_img("create", "-f", "qcow2", "-o", f"data_file={directory / 'external-data.raw'}", str(out), "1M")
@@ -369,6 +405,26 @@ class CorpusCase:
 BAD_IMAGES: tuple[CorpusCase, ...] = (
     CorpusCase("qcow2_backing_file", make_qcow2_backing_file, "qcow2", "it has a backing file"),
     CorpusCase("qcow2_data_file", make_qcow2_data_file, "qcow2", "it has an external data file"),
+    CorpusCase(
+        "qcow2_511_bytes_backing_file_as_raw",
+        make_qcow2_short_backing_file,
+        "raw",
+        "Image data is qcow2 to qemu-img (511 bytes, too short or malformed",
+    ),
+    CorpusCase(
+        "qcow2_511_bytes_backing_file_as_ami",
+        make_qcow2_short_backing_file,
+        "ami",
+        "Image data is qcow2 to qemu-img",
+    ),
+    CorpusCase(
+        "qcow2_511_bytes_backing_file_as_qcow2",
+        make_qcow2_short_backing_file,
+        "qcow2",
+        "before the end of its qcow2 header",
+    ),
+    CorpusCase("qcow2_header_only_as_raw", make_short_qcow2_header, "raw", "Image data is qcow2 to qemu-img"),
+    CorpusCase("vmdk_text_probe_as_raw", make_short_vmdk_text, "raw", "Image data is vmdk to qemu-img"),
     CorpusCase("vmdk_flat", make_vmdk_flat, "vmdk", "create type 'monolithicflat' is not allowed"),
     CorpusCase("vmdk_host_file", make_vmdk_host_file, "vmdk", "its descriptor points at another file"),
     CorpusCase(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from imagetasks.domain.disk_headers import qemu_probe
 from imagetasks.domain.image_checks import (
     ExpectedChecksums,
     ImageChecker,
@@ -199,3 +201,50 @@ def test_good_image_passes_when_fed_in_the_fetch_steps_8_mib_chunks(case: Corpus
     verdict = checker.finish(checksum=md5, os_hash_value=sha512)
 
     assert verdict.detected_format == case.expect
+
+
+@pytest.mark.parametrize(
+    ("head", "probed"),
+    [
+        (struct.pack(">4sI", b"QFI\xfb", 3).ljust(104, b"\0"), "qcow2"),
+        (struct.pack(">4sI", b"QFI\xfb", 2).ljust(72, b"\0"), "qcow2"),
+        (struct.pack(">4sI", b"QFI\xfb", 1).ljust(72, b"\0"), "qcow"),
+        (struct.pack(">4sI", b"QFI\xfb", 0).ljust(72, b"\0"), None),
+        (b"QFI\xfb", None),  # shorter than any qcow header: qemu does not take it for one
+        (b"QED\0".ljust(64, b"\0"), "qed"),
+        (b"KDMV", "vmdk"),
+        (b"conectix", "vpc"),
+        (b"vhdxfile", "vhdx"),
+        (bytes(0x40) + struct.pack("<I", 0xBEDA107F), "vdi"),
+        (b"WithoutFreeSpace".ljust(64, b"\0"), "parallels"),
+        (b"LUKS\xba\xbe\0\x01", "luks"),
+        (b"# Disk DescriptorFile\nversion=1\n", "vmdk"),
+        (b"version=4\n", None),
+        (b"x" * 600 + b"\nversion=1\n", None),  # past the 512 bytes qemu probes
+        (bytes(range(256)) * 2, None),
+        (b"", None),
+    ],
+)
+def test_qemu_probe_reads_the_first_bytes_as_qemu_img_does(head: bytes, probed: str | None) -> None:
+    assert qemu_probe(head) == probed
+
+
+@pytest.mark.parametrize("size", [1, 100, 511, 512, 4096])
+def test_a_short_plain_file_is_still_accepted_as_raw(size: int) -> None:
+    # Given a raw image of a few bytes that no prober takes for anything else
+    data = (bytes(range(1, 256)) * 20)[:size]
+    checker = ImageChecker(ImageCheckSettings(), "raw")
+    # When it is checked
+    checker.feed(data)
+    verdict = checker.finish(checksum="0", os_hash_value="0")
+    # Then it is a raw disk of that size
+    assert (verdict.detected_format, verdict.size) == ("raw", size)
+
+
+@pytest.mark.parametrize("size", [104, 511, 512, 1024, 70 * 1024])
+def test_a_qcow2_header_declared_raw_is_refused_at_any_length(size: int) -> None:
+    data = struct.pack(">4sIQI", b"QFI\xfb", 3, 0x100, 13).ljust(size, b"\0")
+    checker = ImageChecker(ImageCheckSettings(), "raw")
+    with pytest.raises(ImageRejected, match="qcow2"):
+        checker.feed(data)
+        checker.finish(checksum="0", os_hash_value="0")

@@ -262,3 +262,39 @@ def _descriptor_problems(text: str) -> list[str]:
         elif name is None or not name or re.search(r"[/\\:]", name):
             problems.append("its descriptor points at another file")
     return problems
+
+
+#: How much of a file qemu-img reads to probe its format (BLOCK_PROBE_BUF_SIZE).
+QEMU_PROBE_BYTES = 512
+#: qemu's format probes by their first bytes: (format, offset, magic, the fewest bytes qemu needs).
+_QEMU_MAGICS: tuple[tuple[str, int, bytes, int], ...] = (
+    ("qcow2", 0, b"QFI\xfb", QCOW2_V2_HEADER),  # qcow (version 1) and qcow2: the version decides
+    ("qed", 0, b"QED\x00", 64),
+    ("vmdk", 0, b"KDMV", 4),
+    ("vmdk", 0, b"COWD", 4),
+    ("vpc", 0, b"conectix", 8),
+    ("vhdx", 0, b"vhdxfile", 8),
+    ("vdi", 0x40, struct.pack("<I", 0xBEDA107F), 0x44),
+    ("parallels", 0, b"WithoutFreeSpace", 64),
+    ("parallels", 0, b"WithouFreSpacExt", 64),
+    ("bochs", 0, b"Bochs Virtual HD Image", 512),
+    ("cloop", 0, b"#!/bin/sh\n#V2.0 Format\n", 24),
+    ("luks", 0, b"LUKS\xba\xbe", 6),
+)
+_VMDK_TEXT_VERSION = re.compile(rb"^version=[123]\r?$", re.MULTILINE)
+
+
+def qemu_probe(head: bytes) -> str | None:
+    """The format qemu-img would take `head` (the file's first bytes) for when probing it, if not
+    raw: whatever the format inspectors make of it (a file too short for their checks is "raw" to
+    them), a consumer that lets qemu probe opens it as this format, with its backing file."""
+    buf = head[:QEMU_PROBE_BYTES]
+    for name, offset, magic, needed in _QEMU_MAGICS:
+        if len(buf) >= needed and buf[offset : offset + len(magic)] == magic:
+            if name == "qcow2":
+                version = struct.unpack(">I", buf[4:8])[0]
+                return "qcow" if version == 1 else "qcow2" if version >= 2 else None
+            return name
+    if _VMDK_TEXT_VERSION.search(buf):  # qemu's vmdk probe also takes a bare text descriptor
+        return "vmdk"
+    return None

@@ -21,7 +21,7 @@ from typing import Any
 from oslo_utils.imageutils import format_inspector as fi
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from imagetasks.domain.disk_headers import HEAD_BYTES, header_problems
+from imagetasks.domain.disk_headers import HEAD_BYTES, header_problems, qemu_probe
 from imagetasks.domain.import_errors import (
     ChecksumMismatch,
     DiskFormatNotAllowed,
@@ -243,6 +243,7 @@ class ImageChecker:
                 raise ImageRejected("The image data's format could not be determined")
             self._detected = detected
             self._check_detected(detected, at_end=True)
+            self._check_qemu_agrees(detected)
             if self._settings.safety_checks:
                 self._safety_check(detected)
             detected_format = detected.NAME
@@ -289,6 +290,21 @@ class ImageChecker:
             raise ImageTooLarge(
                 f"The image's virtual disk size ({virtual_size} bytes) is over this cloud's limit "
                 f"of {_human(limit)}"
+            )
+
+    def _check_qemu_agrees(self, detected: fi.FileInspector) -> None:
+        """Data the inspectors take for a plain disk (raw, or too short for their checks) that
+        qemu-img would probe as another format is refused: a consumer that lets qemu probe would
+        open it as that format, backing file included."""
+        if detected.NAME not in RAW_CONTENT:
+            return
+        if not (self._settings.require_format_match or self._settings.safety_checks):
+            return
+        probed = qemu_probe(bytes(self._head))
+        if probed is not None:
+            raise ImageRejected(
+                f"Image data is {probed} to qemu-img ({self._size} bytes, too short or malformed for "
+                f"this cloud's {probed} checks) but disk_format says {self._disk_format}"
             )
 
     def _mismatch_message(self, detected: str, *, at_end: bool) -> str:
