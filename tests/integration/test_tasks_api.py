@@ -610,15 +610,30 @@ def assert_refused(response: dict[str, Any], status: int, message: str) -> None:
     [
         ("http://" + "a" * 64 + ".invalid/x", "is not a valid DNS name"),
         ("http://a..b/x", "The host name in http://a..b/x is not a valid DNS name"),
-        ("http://\udcff\u2028junk.invalid/x", "is not a valid DNS name"),
-        ("http://x\u0000y.invalid/x", "is not a valid DNS name"),
+        ("http://\udcff\u2028junk.invalid/x", "(a lone surrogate at position 7)"),
+        ("http://x\u0000y.invalid/x", "(a control character at position 8)"),
         ("http://[::1/x", "The given uri is not a valid URL"),
         ("http://127.0.0.1:0/x", "The port in http://127.0.0.1:0/x is not valid"),
         ("http://127.0.0.1:00/x", "The port in http://127.0.0.1:00/x is not valid"),
         ("http://127.0.0.1:080/x", "is not valid: give a number from 1 to 65535"),
+        ("http://127.0.0.1:80:80/x", "The host and port in http://127.0.0.1:80:80/x are not valid"),
+        ("http://127.0.0.1/x\r\nHost: a.invalid", "(a control character at position 18)"),
+        ("http://127.0.0.1/\udc80", "(a lone surrogate at position 17)"),
     ],
     # ASCII ids: a lone surrogate in a test id cannot cross to a pytest-xdist worker.
-    ids=["long-label", "empty-label", "surrogate", "nul", "bracket", "port-0", "port-00", "port-080"],
+    ids=[
+        "long-label",
+        "empty-label",
+        "surrogate",
+        "nul",
+        "bracket",
+        "port-0",
+        "port-00",
+        "port-080",
+        "two-ports",
+        "crlf",
+        "surrogate-in-path",
+    ],
 )
 def test_locations_the_resolver_or_socket_cannot_take_are_400(
     loopback_api: Any, aws: dict[str, str], location: str, message: str

@@ -248,7 +248,13 @@ def test_host_names_that_are_not_dns_names_are_refused_before_any_lookup(host: s
     url = f"http://{host}/x"
     with pytest.raises(InvalidImportLocation) as refused:
         import_filter.check(url)
-    assert refused.value.message.startswith(f"The host name in {url} is not a valid DNS name")
+    message = refused.value.message
+    # (a character no URL may hold is refused as such, before the host is even looked at)
+    assert (
+        message.startswith(f"The host name in {url} is not a valid DNS name")
+        or ("percent-encode it" in message and not host.isprintable())
+        or ("(a space at position" in message and " " in host)
+    )
     assert resolver.asked == []
 
 
@@ -292,9 +298,78 @@ def test_ports_not_written_as_1_to_65535_are_refused_even_if_listed(url: str) ->
     assert resolver.asked == []
 
 
-@pytest.mark.parametrize("url", ["http://[::1/x", "http://[not-an-address]/x"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1/x",
+        "http://[not-an-address]/x",
+        "http://images.example.invalid]:80/x",
+        "http://images[.example.invalid/x",
+    ],
+)
 def test_urls_python_cannot_split_are_refused(url: str) -> None:
     import_filter, _ = make_filter()
     with pytest.raises(InvalidImportLocation) as refused:
         import_filter.check_location(url)
     assert refused.value.message == f"The given uri is not a valid URL: {url}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://images.example.invalid:80:80/x",
+        "http://images.example.invalid:80:/x",
+        "http://images.example.invalid::80/x",
+        "http://user@images.example.invalid:80:443/x",
+        "http://[2001:db8::1]:80:80/x",
+    ],
+)
+def test_an_authority_with_more_than_one_port_is_refused_before_any_lookup(url: str) -> None:
+    import_filter, resolver = make_filter()
+    with pytest.raises(InvalidImportLocation) as refused:
+        import_filter.check(url)
+    assert refused.value.message == (
+        f"The host and port in {url} are not valid: give host or host:port, with one port"
+    )
+    assert resolver.asked == []
+
+
+@pytest.mark.parametrize(
+    ("url", "what", "position"),
+    [
+        ("http://images.example.invalid/a\r\nHost: evil.invalid", "a control character", 31),
+        ("http://images.example.invalid/a\nb", "a control character", 31),
+        ("http://images.example.invalid/a\tb", "a control character", 31),
+        ("http://images.example.invalid/a\x00b", "a control character", 31),
+        ("http://images.example.invalid/a\x7fb", "a control character", 31),
+        ("http://images.\ud800example.invalid/", "a lone surrogate", 14),
+        ("http://images.example.invalid/a b", "a space", 31),
+        ("http://images.example.invalid/a\u2028b", "a line separator", 31),
+        ("http://images.example.invalid/a\u200bb", "an invisible format character", 31),
+        ("http://images.example.invalid:80\r\n/x", "a control character", 32),
+    ],
+)
+def test_characters_no_url_may_hold_are_refused_naming_them(url: str, what: str, position: int) -> None:
+    import_filter, resolver = make_filter()
+    with pytest.raises(InvalidImportLocation) as refused:
+        import_filter.check_location(url)
+    assert f"({what} at position {position}); percent-encode it" in refused.value.message
+    assert resolver.asked == []
+    refused.value.message.encode("utf-8")  # the message itself is valid text (no lone surrogate)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://images.example.invalid:80/x",
+        "http://images.example.invalid/a%0D%0Ab",
+        "http://[2001:db8::1]:80/x",
+        "http://user:secret@images.example.invalid:80/x",
+    ],
+)
+def test_well_formed_neighbours_still_pass_the_parsing(url: str) -> None:
+    import_filter, _ = make_filter(allow_private=True)
+    try:
+        import_filter.check(url)
+    except InvalidImportLocation as refused:  # refused for its address, never for its form
+        assert refused.message == refused_message(url)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Literal
 from urllib.parse import SplitResult, urlsplit
@@ -47,6 +48,11 @@ INVALID_HOST = (
 )
 INVALID_PORT = "The port in {uri} is not valid: give a number from 1 to 65535, or no port"
 INVALID_URI = "The given uri is not a valid URL: {uri}"
+INVALID_CHARACTER = (
+    "The given uri holds a character a URL cannot have ({what} at position {position}); "
+    "percent-encode it: {uri!r}"
+)
+INVALID_AUTHORITY = "The host and port in {uri} are not valid: give host or host:port, with one port"
 
 # A host name label once IDNA-encoded: letters, digits, hyphens (and the underscore some real
 # names carry), 1 to 63 of them. Anything else never reaches the resolver.
@@ -212,6 +218,8 @@ class ImportFilter:
         if scheme not in ("http", "https") or scheme not in self.supported_schemes():
             raise InvalidImportLocation(INVALID_SCHEME.format(supported=self.supported_schemes()))
         refused = InvalidImportLocation(FILTER_FAILED.format(uri=url))
+        if not _authority_well_formed(parts):
+            raise InvalidImportLocation(INVALID_AUTHORITY.format(uri=url))
         port = _port(parts, scheme)
         if port is None:
             raise InvalidImportLocation(INVALID_PORT.format(uri=url))
@@ -263,6 +271,8 @@ class ImportFilter:
         if url is None or not url.strip():
             raise InvalidImportLocation("Invalid location: None")
         url = url.strip()
+        # Before urlsplit, which silently drops tabs and line breaks (a CR LF would otherwise pass).
+        _check_characters(url)
         try:
             parts = urlsplit(url)
         except ValueError:  # e.g. an unclosed IPv6 bracket
@@ -303,6 +313,36 @@ class ImportFilter:
         if kind == "private":
             return self._settings.allow_private
         return False
+
+
+_CHARACTER_NAMES = {
+    "Cc": "a control character",
+    "Cs": "a lone surrogate",
+    "Zs": "a space",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+    "Cf": "an invisible format character",
+}
+
+
+def _check_characters(url: str) -> None:
+    """Refuse what no URL may hold unencoded: control characters (CR, LF, NUL...), lone
+    surrogates, spaces and invisible format characters."""
+    for position, char in enumerate(url):
+        what = _CHARACTER_NAMES.get(unicodedata.category(char))
+        if what is not None:
+            shown = url.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+            raise InvalidImportLocation(INVALID_CHARACTER.format(what=what, position=position, uri=shown))
+
+
+def _authority_well_formed(parts: SplitResult) -> bool:
+    """One host and at most one port: ``host``, ``host:port``, ``[v6]`` or ``[v6]:port``
+    (``host:80:80`` is not a URL a client could agree on)."""
+    netloc = parts.netloc.rpartition("@")[2]
+    if netloc.startswith("["):
+        tail = netloc.partition("]")[2]
+        return tail.count(":") <= 1  # what follows the port's colon is _port's to judge
+    return netloc.count(":") <= 1 and "[" not in netloc and "]" not in netloc
 
 
 def _port(parts: SplitResult, scheme: str) -> int | None:
