@@ -17,7 +17,7 @@ from imagetasks.domain.image_import import target_of
 from imagetasks.domain.images import Image
 from imagetasks.domain.import_errors import ImportRejected
 from imagetasks.domain.import_filter import ImportFilter, ImportFilterSettings
-from imagetasks.domain.task_input import ImportRules, validate_import_input
+from imagetasks.domain.task_input import ImportRules, check_stored_input_size, validate_import_input
 from imagetasks.domain.tasks import Task, TaskStatus, TaskType
 from imagetasks.services.interoperable_import import release_image
 from imagetasks.services.task_lifecycle import Lifecycle
@@ -134,6 +134,7 @@ def validate_task_input(settings: Settings) -> Callable[[TaskType, dict[str, Any
         return images[0].get(image_id)
 
     def validate(task_type: TaskType, task_input: dict[str, Any], owner: str) -> None:
+        check_stored_input_size(task_input)
         if task_type is TaskType.IMPORT:
             validate_import_input(task_input, owner, rules, check_location)
         elif task_type is TaskType.CONVERT:

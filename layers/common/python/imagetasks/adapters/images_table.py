@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import builtins
 import json
+import random
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -13,12 +15,17 @@ from imagetasks.adapters.indexed_table import INDEX_ROW, Filter, IndexedTable, P
 from imagetasks.auth.identity import Caller
 from imagetasks.domain import clock
 from imagetasks.domain.errors import ConcurrentUpdate, InvalidRequest, NotFound
-from imagetasks.domain.image_listing import Condition, ImageListRequest
+from imagetasks.domain.image_listing import Condition, ImageListRequest, indexed_value
 from imagetasks.domain.images import IMAGE_LIST_SPEC, Image, image_sort_values, partitions_of
 from imagetasks.domain.listing import SortDir
 
 IMAGE_RECORD = "image"
 ATTEMPTS = 5
+# A change of an image (PATCH, tags) that meets other writers: tries, the first pause (doubling,
+# with full jitter) and the time it may take in all before the request is answered 409.
+UPDATE_ATTEMPTS = 8
+UPDATE_BACKOFF_SECONDS = 0.02
+UPDATE_SECONDS = 3.0
 STUB_FIELDS = (
     "name",
     "status",
@@ -82,7 +89,7 @@ def row_of(image: Image) -> dict[str, Any]:
     if image.tags:
         row["tags_set"] = set(image.tags)
     if image.properties:
-        row["props"] = dict(image.properties)
+        row["props"] = {key: indexed_value(value) for key, value in image.properties.items()}
     return row
 
 
@@ -212,14 +219,24 @@ class ImagesTable:
     def update(self, image_id: str, change: Callable[[Image], Image]) -> Image:
         """Read the image, `change` it and write the result conditionally (index rows moved with it),
         reading and changing it again when someone else wrote it meanwhile: no update is lost.
-        NotFound when there is no such image; ConcurrentUpdate when it kept changing."""
-        for _ in range(ATTEMPTS):
+        NotFound when there is no such image; ConcurrentUpdate (409, try again) when it kept
+        changing for UPDATE_ATTEMPTS tries or UPDATE_SECONDS: writers that clash wait a random,
+        growing moment before trying again, so a burst of them spreads out instead of clashing again."""
+        deadline = time.monotonic() + UPDATE_SECONDS
+        for attempt in range(UPDATE_ATTEMPTS):
             before = self.get(image_id)
             if before is None:
                 raise NotFound(f"No image found with ID {image_id}")
             after = change(before)
-            if self.replace(before, after):
-                return after
+            try:
+                if self.replace(before, after):
+                    return after
+            except ConcurrentUpdate:  # DynamoDB's TransactionConflict: another write at the same time
+                pass
+            pause = random.uniform(0, UPDATE_BACKOFF_SECONDS * 2**attempt)  # noqa: S311 (jitter, not a secret)
+            if attempt == UPDATE_ATTEMPTS - 1 or time.monotonic() + pause > deadline:
+                break
+            time.sleep(pause)
         raise ConcurrentUpdate(f"Image {image_id} kept changing during the request; try again")
 
     def get(self, image_id: str) -> Image | None:

@@ -21,6 +21,7 @@ from imagetasks.domain.images import (
     check_publicize,
 )
 from imagetasks.domain.task_input import ImportRules, check_image_properties
+from imagetasks.domain.user_text import MAX_INT32, check_text
 
 # What a client may not set (Glance's answers: 403 "Attribute 'x' is read-only." / "... is reserved.").
 READ_ONLY = frozenset(
@@ -53,15 +54,24 @@ def _flag(name: str, value: Any) -> bool:
 
 
 def _count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidRequest(f"Invalid value for {name}: {value!r} is not an integer of 0 or more")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT32:
+        raise InvalidRequest(
+            f"Invalid value for {name}: {str(value)[:40]} is not an integer from 0 to {MAX_INT32}"
+        )
     return value
 
 
-def _tags(value: Any) -> tuple[str, ...]:
+def check_tags(value: Any) -> tuple[str, ...]:
+    """Glance's tags: strings of 1 to 255 characters; also text (no control character, no lone
+    surrogate)."""
     if not isinstance(value, list) or not all(isinstance(t, str) and 0 < len(t) <= 255 for t in value):
         raise InvalidRequest("Invalid value for tags: expected a list of strings of 1 to 255 characters")
+    for tag in value:
+        check_text("tags", tag)
     return tuple(dict.fromkeys(value))
+
+
+_tags = check_tags
 
 
 def _format(name: str, value: Any, allowed: tuple[str, ...]) -> str:

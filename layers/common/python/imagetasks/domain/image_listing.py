@@ -17,8 +17,9 @@ which reads rows it then drops (counted in tests/integration/test_image_list_fil
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -28,6 +29,7 @@ from imagetasks.auth.identity import Caller
 from imagetasks.domain import clock
 from imagetasks.domain.errors import InvalidRequest
 from imagetasks.domain.listing import DEFAULT_LIMIT, MAX_LIMIT, UUID_LIKE, SortDir
+from imagetasks.domain.user_text import MAX_INT64
 
 SORT_KEYS = ("created_at", "updated_at", "name", "size", "id")
 DEFAULT_SORT_KEY = "created_at"
@@ -61,12 +63,45 @@ def scope_key(scope: str, hidden: bool) -> str:
     return scope + (HIDDEN if hidden else "")
 
 
+#: DynamoDB keys are at most 2048 bytes (a partition key, the table's and the index's); an index row's
+#: id is `<image id>#<partition>`, so a partition may take 2048 - 37 bytes. One that would be
+#: longer (a long property value, a name or tag of many-byte characters once percent-encoded) is
+#: stored under its digest instead: it still names exactly one value, and keys that fit are unchanged.
+MAX_PARTITION_BYTES = 2048 - 37
+#: A property value longer than this is carried by index rows as its digest (rows are written in one
+#: transaction: at most 4 MB, 400 KB each), and compared so by list filters.
+MAX_INDEXED_VALUE_BYTES = 1024
+#: DynamoDB sort keys are at most 1024 bytes: a name sorts by its first NAME_SORT_BYTES bytes.
+NAME_SORT_BYTES = 900
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def partition_key(scope: str, hidden: bool, dimension: tuple[str, str] | None) -> str:
-    """`scope[#dimension#value][#hidden]`; a property dimension is `prop:<key>`."""
+    """`scope[#dimension#value][#hidden]`; a property dimension is `prop:<key>`. A key over
+    MAX_PARTITION_BYTES is `h#<sha256 of it>`."""
     key = scope
     if dimension is not None:
         key += f"#{_part(dimension[0])}#{_part(dimension[1])}"
-    return key + (HIDDEN if hidden else "")
+    key += HIDDEN if hidden else ""
+    if len(key.encode("utf-8")) > MAX_PARTITION_BYTES:
+        return f"h#{_digest(key)}"
+    return key
+
+
+def indexed_value(value: str) -> str:
+    """A property value as index rows carry it (and filters compare it): itself, or its digest
+    when longer than MAX_INDEXED_VALUE_BYTES."""
+    if len(value.encode("utf-8", "surrogatepass")) <= MAX_INDEXED_VALUE_BYTES:
+        return value
+    return f"#sha256:{_digest(value)}"
+
+
+def name_sort_value(name: str) -> str:
+    """A name as the name sort key holds it: its first NAME_SORT_BYTES bytes (whole characters)."""
+    return name.encode("utf-8")[:NAME_SORT_BYTES].decode("utf-8", "ignore")
 
 
 class Condition(BaseModel):
@@ -147,12 +182,16 @@ def _bool(name: str, value: str) -> bool:
 
 
 def _int(name: str, value: str) -> int:
+    if len(value) > 40:
+        raise InvalidRequest(f"Invalid value for {name}: {value[:40]!r}...; expected an integer")
     try:
         number = int(value)
     except ValueError:
         raise InvalidRequest(f"Invalid value for {name}: {value!r}; expected an integer") from None
     if number < 0:
         raise InvalidRequest(f"Invalid value for {name}: {value!r}; expected a non-negative integer")
+    if number > MAX_INT64:
+        raise InvalidRequest(f"Invalid value for {name}: {value}; at most {MAX_INT64} (bytes)")
     return number
 
 
@@ -168,7 +207,20 @@ def _time_filter(name: str, value: str) -> tuple[str, datetime]:
         raise InvalidRequest(f"Invalid time {moment!r} in the {name} filter") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=clock.now().tzinfo)
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: before the first UTC second
+        raise InvalidRequest(f"Invalid time {moment!r} in the {name} filter: out of range") from None
     return operator, parsed.replace(microsecond=0)
+
+
+def _second_after(moment: datetime) -> str:
+    """The stored form of the second after `moment`; past the last one there is, a bound above
+    every stored time of that second."""
+    try:
+        return clock.to_stored(moment + timedelta(seconds=1))
+    except OverflowError:
+        return clock.to_stored(moment) + "~"
 
 
 def _values(name: str, raw: str) -> tuple[str, ...]:
@@ -271,6 +323,8 @@ def parse_image_list(params: Mapping[str, str], caller: Caller) -> ImageListRequ
         if field == "tag":
             conditions.append(Condition(field="tag", op="contains", values=values))
         else:
+            if field.startswith("prop:"):
+                values = tuple(indexed_value(value) for value in values)
             conditions.append(Condition(field=field, op="in" if len(values) > 1 else "eq", values=values))
 
     # Ranges: a key condition on the sort attribute when they bound it, residual otherwise.
@@ -292,7 +346,7 @@ def parse_image_list(params: Mapping[str, str], caller: Caller) -> ImageListRequ
         if name not in params:
             continue
         operator, moment = _time_filter(name, params[name])
-        start, end = clock.to_stored(moment), clock.to_stored(moment + timedelta(seconds=1))
+        start, end = clock.to_stored(moment), _second_after(moment)
         # Glance compares to the second: [start, end) is that second.
         bounds = {
             "gt": (end, None),
@@ -339,6 +393,8 @@ def parse_image_list(params: Mapping[str, str], caller: Caller) -> ImageListRequ
         if dimension is not None:  # read by id: every equality is a condition
             field, values = dimension
             op = "contains" if field == "tag" else ("in" if len(values) > 1 else "eq")
+            if field.startswith("prop:"):
+                values = tuple(indexed_value(value) for value in values)
             conditions.insert(0, Condition(field=field, op=op, values=values))
             dimension = None
 

@@ -3,6 +3,7 @@ import that gives it data. No image is `active` until its bits passed the checks
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -11,8 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from imagetasks.domain import clock
 from imagetasks.domain.errors import InvalidRequest, NotPermitted
-from imagetasks.domain.image_listing import MAX_INDEXED_VALUES, VISIBILITIES, image_partitions
+from imagetasks.domain.image_listing import (
+    MAX_INDEXED_VALUES,
+    VISIBILITIES,
+    image_partitions,
+    name_sort_value,
+)
 from imagetasks.domain.listing import MISSING, ListSpec
+from imagetasks.domain.user_text import MAX_INT32, check_text
 
 # Names Glance reserves for its own fields: a user's image_properties cannot set them.
 CORE_FIELDS = frozenset(
@@ -86,14 +93,20 @@ def _flag(name: str, value: Any) -> bool:
 
 
 def _size(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise InvalidRequest(f"Invalid {name} {value!r} in image_properties: expected an integer")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | str)
+        or (isinstance(value, str) and len(value) > 40)
+    ):
+        raise InvalidRequest(f"Invalid {name} {str(value)[:40]!r} in image_properties: expected an integer")
     try:
         number = int(value)
     except ValueError:
         raise InvalidRequest(f"Invalid {name} {value!r} in image_properties: expected an integer") from None
-    if number < 0:
-        raise InvalidRequest(f"Invalid {name} {value!r} in image_properties: it must be 0 or more")
+    if not 0 <= number <= MAX_INT32:
+        raise InvalidRequest(
+            f"Invalid {name} {str(value)[:40]} in image_properties: it must be from 0 to {MAX_INT32}"
+        )
     return number
 
 
@@ -120,18 +133,32 @@ def glance_fields(image_properties: dict[str, Any]) -> dict[str, Any]:
             raise InvalidRequest(
                 "Invalid tags in image_properties: expected a list of strings of 1 to 255 characters"
             )
+        for tag in tags:
+            check_text("tags in image_properties", tag)
         fields["tags"] = tuple(dict.fromkeys(tags))
     return fields
 
 
+#: An image record is one DynamoDB item (at most 400 KB): its extra properties and tags, as stored
+#: (JSON, non-ASCII characters escaped), may take this many bytes together.
+MAX_STORED_PROPERTY_BYTES = 256 * 1024
+
+
 def check_indexed_values(tags: tuple[str, ...], properties: dict[str, str]) -> None:
     """Each tag and extra property is a list partition of its own: an image holds a bounded number
-    (they are written in one transaction with the image)."""
+    (they are written in one transaction with the image), and they fit in the image's record."""
     count = len(tags) + len(properties)
     if count > MAX_INDEXED_VALUES:
         raise InvalidRequest(
             f"The image has {count} tags and extra properties; this cloud allows at most "
             f"{MAX_INDEXED_VALUES} together"
+        )
+    stored = len(json.dumps(properties)) + len(json.dumps(list(tags)))
+    if stored > MAX_STORED_PROPERTY_BYTES:
+        raise InvalidRequest(
+            f"The image's extra properties and tags take {stored} bytes as stored (non-ASCII "
+            f"characters take 6 each); this cloud stores at most {MAX_STORED_PROPERTY_BYTES} bytes "
+            "of them per image"
         )
 
 
@@ -199,7 +226,7 @@ def image_sort_values(image: Image) -> dict[str, str]:
     return {
         "created_at": tail,
         "updated_at": f"{clock.to_stored(image.updated_at)}#{tail}",
-        "name": f"{image.name if image.name is not None else MISSING}#{tail}",
+        "name": f"{name_sort_value(image.name) if image.name is not None else MISSING}#{tail}",
         "size": f"{image.size or 0:020d}#{tail}",
         "id": image.id,
     }

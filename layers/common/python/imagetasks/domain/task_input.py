@@ -6,6 +6,7 @@ to fix; what can only be known by reading the data is checked by the workflow.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -13,8 +14,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from imagetasks.domain.errors import InvalidRequest, LimitExceeded, ReservedProperty
-from imagetasks.domain.images import CORE_FIELDS, MAX_NAME_LENGTH
+from imagetasks.domain.images import CORE_FIELDS, MAX_NAME_LENGTH, glance_fields
 from imagetasks.domain.import_filter import is_local_location
+from imagetasks.domain.user_text import check_text, shown
 
 HEX_SHA512 = re.compile(r"^[0-9a-f]{128}$")
 HEX_MD5 = re.compile(r"^[0-9a-f]{32}$")
@@ -45,6 +47,7 @@ def check_image_properties(properties: Mapping[str, Any]) -> None:
     for key in properties:
         if not key:
             raise InvalidRequest("Image property names in image_properties must not be empty")
+        check_text(f"the name of image property '{shown(key)}'", key)
         if len(key) > MAX_PROPERTY_KEY_LENGTH:
             raise InvalidRequest(
                 f"Custom property should not be greater than {MAX_PROPERTY_KEY_LENGTH} characters."
@@ -54,6 +57,8 @@ def check_image_properties(properties: Mapping[str, Any]) -> None:
     name = properties.get("name")
     if name is not None and not isinstance(name, str):
         raise InvalidRequest(f"Image name in image_properties must be a string, not {_json_type(name)}")
+    if isinstance(name, str):
+        check_text("name", name)
     if isinstance(name, str) and len(name) > MAX_NAME_LENGTH:
         raise InvalidRequest(
             f"Image name in image_properties is {len(name)} characters long; "
@@ -81,6 +86,22 @@ def check_image_properties(properties: Mapping[str, Any]) -> None:
                 f"Image property '{key}' in image_properties is {len(value)} characters long; "
                 f"at most {MAX_PROPERTY_VALUE_LENGTH} are allowed"
             )
+        check_text(f"image property '{key}'", value, free_text=True)
+
+
+#: A task is one DynamoDB item (at most 400 KB): its input, as stored (JSON, non-ASCII characters
+#: escaped), may take this many bytes; the rest is the task's own fields and result.
+MAX_STORED_INPUT_BYTES = 320 * 1024
+
+
+def check_stored_input_size(task_input: Mapping[str, Any]) -> None:
+    """A 400 naming the limit for an input too large to be stored with its task."""
+    stored = len(json.dumps(task_input))
+    if stored > MAX_STORED_INPUT_BYTES:
+        raise InvalidRequest(
+            f"The task's input takes {stored} bytes as stored (non-ASCII characters take 6 each); "
+            f"this cloud stores at most {MAX_STORED_INPUT_BYTES} bytes of input per task"
+        )
 
 
 def _json_type(value: Any) -> str:
@@ -133,6 +154,7 @@ def validate_import_input(
     if not isinstance(properties, dict):
         raise InvalidRequest("image_properties must be an object of image properties")
     check_image_properties(properties)
+    glance_fields(properties)  # min_disk, min_ram, tags...: refused now, not when the task runs
     check_formats(properties, rules)
     source_format = task_input["import_from_format"]
     if not isinstance(source_format, str) or source_format not in rules.allowed_disk_formats:

@@ -1,0 +1,240 @@
+"""Hostile values at the edge (issue #23): text that is not valid Unicode or holds control
+characters, numbers past what Glance stores, filters past any date or size, values Glance accepts
+that the store's key and item limits used to refuse, and a burst of concurrent PATCHes. Each is
+a 2xx that works or a 400 naming what to fix; never a 409 from the store, a 500, or a failed task."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from tests.integration.test_image_import_api import CREATE, create_image, images, show
+from tests.integration.test_image_patch_api import listed, patch
+from tests.support import IMPORT_INPUT, api_event, call, tasks_api_handler
+
+__all__ = ["images"]  # the fixture
+
+INT32 = 2**31 - 1
+
+
+def post_image(images: Any, body: dict[str, Any]) -> dict[str, Any]:
+    # json.dumps escapes a lone surrogate as a client sending one must (\udc80)
+    event = api_event("POST", "/v2/images")
+    event["body"] = json.dumps(body)
+    return call(images, event)
+
+
+def assert_400(response: dict[str, Any], *phrases: str) -> None:
+    assert response["statusCode"] == 400, response["body"]
+    message = response["json"]["error"]["message"]
+    for phrase in phrases:
+        assert phrase in message, message
+    assert "Traceback" not in response["body"]
+
+
+BAD_TEXT = [
+    ("\udc80", "lone surrogate"),
+    ("a\ud800b", "lone surrogate"),
+    ("a\x00b", "control character (U+0000"),
+    ("a\x1bb", "control character (U+001B"),
+    ("a\x7fb", "control character (U+007F"),
+    ("a\x85b", "control character (U+0085"),
+]
+BAD_IDS = ["lone-low", "lone-high", "nul", "esc", "del", "nel"]
+
+
+@pytest.mark.parametrize(("text", "what"), BAD_TEXT, ids=BAD_IDS)
+@pytest.mark.parametrize("field", ["name", "tags", "property-value", "property-name"])
+def test_text_that_is_not_text_is_400_naming_the_field_on_create(
+    images: Any, field: str, text: str, what: str
+) -> None:
+    body = dict(CREATE)
+    named = {
+        "name": ("name", lambda: body.update(name=text)),
+        "tags": ("tags", lambda: body.update(tags=[text])),
+        "property-value": ("os_distro", lambda: body.update(os_distro=text)),
+        "property-name": ("the name of image property", lambda: body.update({f"k{text}": "v"})),
+    }
+    label, apply = named[field]
+    apply()
+    assert_400(post_image(images, body), label, what)
+
+
+@pytest.mark.parametrize(("text", "what"), BAD_TEXT, ids=BAD_IDS)
+@pytest.mark.parametrize(
+    ("path", "value_of"),
+    [("/name", lambda t: t), ("/tags", lambda t: [t]), ("/os_distro", lambda t: t)],
+    ids=["name", "tags", "property"],
+)
+def test_text_that_is_not_text_is_400_on_patch_and_nothing_changes(
+    images: Any, path: str, value_of: Any, text: str, what: str
+) -> None:
+    created = create_image(images)
+    event = api_event(
+        "PATCH",
+        f"/v2/images/{created['id']}",
+        headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
+    )
+    event["body"] = json.dumps([{"op": "replace", "path": path, "value": value_of(text)}])
+    assert_400(call(images, event), what)
+    assert show(images, created["id"]) == created
+
+
+@pytest.mark.parametrize(("text", "what"), BAD_TEXT, ids=BAD_IDS)
+def test_text_that_is_not_text_in_an_import_is_400_at_create(text: str, what: str, aws: Any) -> None:
+    tasks_api = tasks_api_handler()
+    properties = {**IMPORT_INPUT["image_properties"], "name": text}
+    event = api_event("POST", "/v2/tasks")
+    event["body"] = json.dumps({"type": "import", "input": {**IMPORT_INPUT, "image_properties": properties}})
+    assert_400(call(tasks_api, event), "name", what)
+
+
+def test_free_text_neighbours_are_kept(images: Any) -> None:
+    # Tabs and line breaks in a property value, and any printable Unicode, are text
+    body = {**CREATE, "name": "n\u00e9 \U0001f600 \u20ac", "description": "line 1\nline 2\r\n\tindented"}
+    response = post_image(images, body)
+    assert response["statusCode"] == 201, response["body"]
+    assert response["json"]["description"] == body["description"]
+    assert response["json"]["name"] == body["name"]
+
+
+@pytest.mark.parametrize("field", ["min_ram", "min_disk"])
+@pytest.mark.parametrize("value", [INT32 + 1, 10**11, 10**40, -1])
+def test_numbers_past_what_glance_stores_are_400_on_create_and_patch(
+    images: Any, field: str, value: int
+) -> None:
+    assert_400(post_image(images, {**CREATE, field: value}), field, str(INT32))
+    created = create_image(images)
+    assert_400(patch(images, created["id"], [{"op": "replace", "path": f"/{field}", "value": value}]), field)
+
+
+@pytest.mark.parametrize("field", ["min_ram", "min_disk"])
+def test_the_largest_number_glance_stores_is_kept(images: Any, field: str) -> None:
+    response = post_image(images, {**CREATE, field: INT32})
+    assert response["statusCode"] == 201 and response["json"][field] == INT32
+
+
+@pytest.mark.parametrize("value", [10**40, "1" + "0" * 40, INT32 + 1])
+def test_numbers_past_what_glance_stores_in_an_import_are_400_at_create(value: Any, aws: Any) -> None:
+    tasks_api = tasks_api_handler()
+    properties = {**IMPORT_INPUT["image_properties"], "min_ram": value}
+    body = {"type": "import", "input": {**IMPORT_INPUT, "image_properties": properties}}
+    assert_400(call(tasks_api, api_event("POST", "/v2/tasks", body=body)), "min_ram")
+
+
+@pytest.mark.parametrize(
+    ("query", "phrase"),
+    [
+        ({"size_min": str(10**30)}, "size_min"),
+        ({"size_max": str(2**63)}, "size_max"),
+        ({"size_min": "9" * 5000}, "size_min"),
+        ({"created_at": "eq:0001-01-01T00:00:00+01:00"}, "out of range"),
+    ],
+)
+def test_filters_past_any_size_or_time_are_400(images: Any, query: dict[str, str], phrase: str) -> None:
+    assert_400(call(images, api_event("GET", "/v2/images", query=query)), phrase)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"size_max": str(2**63 - 1)},
+        {"created_at": "gt:9999-12-31T23:59:59Z"},
+        {"updated_at": "gte:9999-12-31T23:59:59Z"},
+        {"created_at": "lte:9999-12-31T23:59:59Z"},
+        {"created_at": "lte:9999-12-31T23:59:59Z", "sort_key": "created_at"},
+        {"created_at": "gt:9999-12-31T23:59:59Z", "sort_key": "created_at"},
+        {"created_at": "eq:9999-12-31T23:59:59Z"},
+        {"created_at": "neq:9999-12-31T23:59:59Z"},
+    ],
+)
+def test_filters_at_the_edge_of_sizes_and_times_answer(images: Any, query: dict[str, str]) -> None:
+    created = create_image(images)
+    found = listed(images, **query)
+    if "size_max" in query:
+        return  # answered (a queued image has no size: no size filter finds it, as in Glance)
+    last_second = "gt:" in query.get("created_at", "") or "gte:" in query.get("updated_at", "")
+    assert (created["id"] in found) is not (last_second or query.get("created_at", "").startswith("eq:"))
+
+
+EURO = "\u20ac"  # three bytes in UTF-8, nine percent-encoded
+GRIN = "\U0001f600"  # four bytes
+
+
+@pytest.mark.parametrize(
+    ("body", "query"),
+    [
+        ({"os_distro": "x" * 3000}, {"os_distro": "x" * 3000}),
+        ({"os_distro": "y" * 65535}, {"os_distro": "y" * 65535}),
+        ({"os_distro": EURO * 2000}, {"os_distro": EURO * 2000}),
+        ({"name": EURO * 255}, {"name": EURO * 255}),
+        ({"name": GRIN * 255}, {"name": GRIN * 255}),
+        ({"tags": [EURO * 255, GRIN * 255]}, {"tag": GRIN * 255}),
+    ],
+    ids=["value-3000", "value-65535", "value-euro-2000", "name-euro-255", "name-emoji-255", "tag-255"],
+)
+def test_values_glance_accepts_are_stored_and_found(
+    images: Any, body: dict[str, Any], query: dict[str, str]
+) -> None:
+    # Given an image with a value Glance accepts, long or of many-byte characters
+    response = post_image(images, {**CREATE, **body})
+    assert response["statusCode"] == 201, response["body"]
+    image_id = response["json"]["id"]
+    # Then it shows, lists by it (also as a second filter), sorts by name, and changes
+    shown = show(images, image_id)
+    assert all(shown[key] == value for key, value in body.items())
+    assert listed(images, **query) == [image_id]
+    assert listed(images, **query, disk_format="qcow2") == [image_id]
+    assert listed(images, disk_format="qcow2", **query) == [image_id]
+    assert image_id in listed(images, sort_key="name", sort_dir="asc")
+    renamed = patch(images, image_id, [{"op": "replace", "path": "/name", "value": "short"}])
+    assert renamed["statusCode"] == 200, renamed["body"]
+    assert call(images, api_event("DELETE", f"/v2/images/{image_id}"))["statusCode"] == 204
+
+
+def test_properties_too_large_for_one_record_are_400_naming_the_limit(images: Any, aws: Any) -> None:
+    # Given an image holding three of the longest values Glance takes
+    created = create_image(images)
+    three = [{"op": "add", "path": f"/p{n}", "value": "z" * 65535} for n in range(3)]
+    assert patch(images, created["id"], three)["statusCode"] == 200
+    # When two more are added, the record would pass the store's item size: 400 naming the limit
+    two = [{"op": "add", "path": f"/q{n}", "value": "z" * 65535} for n in range(2)]
+    assert_400(patch(images, created["id"], two), "at most 262144 bytes of them per image")
+    assert sorted(k for k in show(images, created["id"]) if k[0] in "pq" and k[1:].isdigit()) == [
+        "p0",
+        "p1",
+        "p2",
+    ]
+
+
+def test_an_input_too_large_to_be_stored_with_its_task_is_400_naming_the_limit() -> None:
+    from imagetasks.domain.errors import InvalidRequest
+    from imagetasks.domain.task_input import MAX_STORED_INPUT_BYTES, check_stored_input_size
+
+    check_stored_input_size({"v": "a" * (MAX_STORED_INPUT_BYTES - 20)})
+    with pytest.raises(InvalidRequest, match="bytes of input per task"):
+        check_stored_input_size({"v": EURO * (MAX_STORED_INPUT_BYTES // 6)})
+
+
+def test_twelve_concurrent_patches_of_one_image_answer_within_seconds(images: Any) -> None:
+    # Given an image, and twelve clients changing it at once
+    created = create_image(images)
+
+    def change(n: int) -> tuple[int, float]:
+        started = time.monotonic()
+        response = patch(images, created["id"], [{"op": "add", "path": f"/p{n}", "value": str(n)}])
+        return response["statusCode"], time.monotonic() - started
+
+    # When they all send their PATCH
+    with ThreadPoolExecutor(12) as pool:
+        outcomes = list(pool.map(change, range(12)))
+
+    # Then each is answered within seconds, applied (200) or asked to try again (409), none lost
+    assert all(status in (200, 409) for status, _ in outcomes), outcomes
+    assert max(seconds for _, seconds in outcomes) < 10, outcomes
+    applied = {f"p{n}" for n, (status, _) in enumerate(outcomes) if status == 200}
+    assert applied and applied <= set(show(images, created["id"]))
