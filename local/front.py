@@ -84,6 +84,9 @@ class ApiFront:
             (_compile(route) for route in template.routes),
             key=lambda compiled: (-compiled.literal_segments, compiled.greedy, len(compiled.parameter_names)),
         )
+        # API Gateway's own name for itself (requestContext.domainName); FrontServer sets it to the
+        # address it listens on, which is what links back to this server need.
+        self.domain_name = "localhost"
         api_ids = {route.api_logical_id for route in template.routes}
         self.api_id = rest_api_id(next(iter(api_ids))) if api_ids else "local"
         self.stage = template.stage
@@ -117,7 +120,9 @@ class ApiFront:
     ) -> HttpResponse:
         request_id = str(uuid.uuid4())
         split = urlsplit(target)
-        path = unquote(split.path) or "/"
+        # As API Gateway (REST) passes it: `path` as the client sent it (percent-encoded), each
+        # path parameter decoded once (`pathParameters`).
+        path = split.path or "/"
         route, path_parameters, methods = self._match(path, method)
         if route is None:
             if methods:
@@ -198,7 +203,7 @@ class ApiFront:
                 "requestTimeEpoch": int(now * 1000),
                 "requestId": request_id,
                 "identity": {"sourceIp": source_ip, "userAgent": user_agent},
-                "domainName": "localhost",
+                "domainName": self.domain_name,
                 "apiId": self.api_id,
             },
             "body": text_body,
@@ -374,7 +379,7 @@ def _as_context_string(value: Any) -> str:
 
 def _arn_matches(pattern: str, arn: str) -> bool:
     regex = "".join(".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern)
-    return re.fullmatch(regex, arn) is not None
+    return re.fullmatch(regex, arn, re.DOTALL) is not None  # IAM's * matches any character
 
 
 def _policy_allows(policy: Mapping[str, Any], method_arn: str) -> bool:
@@ -401,12 +406,38 @@ def _policy_allows(policy: Mapping[str, Any], method_arn: str) -> bool:
 # ------------------------------------------------------------------ the HTTP server
 
 
+def _content_length(values: list[str]) -> int | None:
+    """The body's length from the Content-Length headers: 0 without one; None when it is not one
+    non-negative decimal number (repeated headers must agree)."""
+    lengths = {value.strip() for value in values}
+    if not lengths:
+        return 0
+    if len(lengths) != 1:
+        return None
+    text = lengths.pop()
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clients such as requests reuse connections
     front: ApiFront  # set on the subclass made by `serve`
 
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        length = _content_length(self.headers.get_all("Content-Length") or [])
+        if length is None:
+            # Malformed HTTP, as API Gateway's edge answers it; the body cannot be delimited, so
+            # the connection ends here.
+            self.close_connection = True
+            self._answer(
+                HttpResponse(
+                    400,
+                    [("Content-Type", "application/json"), ("Connection", "close")],
+                    b'{"message": "Bad request: Content-Length must be one non-negative number"}',
+                )
+            )
+            return
         body = self.rfile.read(length) if length else b""
         try:
             response = self.front.handle(
@@ -417,6 +448,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             response = HttpResponse(
                 500, [("Content-Type", "application/json")], b'{"message": "Internal server error"}'
             )
+        self._answer(response)
+
+    def _answer(self, response: HttpResponse) -> None:
         self.send_response(response.status)
         for name, value in response.headers:
             if name.lower() not in ("content-length", "connection", "transfer-encoding"):
@@ -454,6 +488,7 @@ class FrontServer:
         handler = type("RequestHandler", (_RequestHandler,), {"front": front})
         self._server = self.server_class((host, port), handler)
         self._server.daemon_threads = True
+        front.domain_name = self.url.removeprefix("http://")
         self._thread: threading.Thread | None = None
 
     @property

@@ -125,7 +125,7 @@ def create_image() -> Response[dict[str, Any]]:
         raise glance.HttpError(409, f"Image with identifier {image.id} already exists!")
     logger.info("Image created (queued)", extra={"image_id": image.id, "owner": image.owner})
     headers = {
-        "Location": f"{glance.base_url(app)}{IMAGES_PATH}/{image.id}",
+        "Location": f"{glance.base_url(app, settings().public_base_url)}{IMAGES_PATH}/{image.id}",
         # Glance's announcement of how the new image can get data (openstacksdk imports only if
         # the method is listed here).
         "OpenStack-image-import-methods": ",".join(IMPORT_METHODS),
@@ -286,15 +286,23 @@ def _changed(image_id: str, changes_of: Callable[[Image], Sequence[Change]]) -> 
     return images_table().update(image_id, change)
 
 
+def _tag_of(matched: str) -> str:
+    """The tag a tag route names, decoded once: API Gateway hands it decoded in `pathParameters`,
+    while the route matched the path as the client sent it (percent-encoded)."""
+    return glance.path_parameter(app.current_event.path_parameters, "tag", matched)
+
+
 @app.put(f"{IMAGES_PATH}/<image_id>/tags/<tag>", summary="Add a tag to an image")
 def add_image_tag(image_id: str, tag: str) -> Response[str]:
-    _changed(image_id, lambda current: [tags_change(current, added=tag)])
+    added = _tag_of(tag)
+    _changed(image_id, lambda current: [tags_change(current, added=added)])
     return Response(204, NO_CONTENT_TYPE, "", {})
 
 
 @app.delete(f"{IMAGES_PATH}/<image_id>/tags/<tag>", summary="Remove a tag from an image")
 def delete_image_tag(image_id: str, tag: str) -> Response[str]:
-    _changed(image_id, lambda current: [tags_change(current, removed=tag)])
+    removed = _tag_of(tag)
+    _changed(image_id, lambda current: [tags_change(current, removed=removed)])
     return Response(204, NO_CONTENT_TYPE, "", {})
 
 

@@ -72,7 +72,7 @@ def render_stub(row: dict[str, Any]) -> dict[str, Any]:
 @app.get("/versions", summary="Version discovery")
 @app.get("/v2", summary="Version discovery")
 def versions() -> Response[dict[str, Any]]:
-    return glance.json_response(200, glance.versions_document(app))
+    return glance.json_response(200, glance.versions_document(app, settings().public_base_url))
 
 
 @app.get("/openapi.json", summary="This API's OpenAPI 3 description")
@@ -145,7 +145,7 @@ def create_task() -> Response[dict[str, Any]]:
     else:
         metrics.add_metric(name="TasksCreated", unit=MetricUnit.Count, value=1)
         logger.info("Task created", extra={"task_id": task.id, "type": task.type.value, "owner": task.owner})
-    location = f"{glance.base_url(app)}{TASK_PATH}/{task.id}"
+    location = f"{glance.base_url(app, settings().public_base_url)}{TASK_PATH}/{task.id}"
     return glance.json_response(201, render(task), {"Location": location})
 
 

@@ -73,6 +73,10 @@ class Settings(BaseModel):
     # Only the local stack sets it (moto's server): the endpoint presigned download URLs point at.
     # Deployed, it is unset and URLs name S3's own endpoint.
     presign_endpoint_url: str = ""
+    # The API's public base URL when clients reach it through a custom domain or a proxy
+    # (`https://images.example.com`): links and Location headers start with it. Unset: API
+    # Gateway's own domain and stage. Never the request's Host or X-Forwarded-* headers.
+    public_base_url: str = ""
     # The EventBridge bus that hears of every task's end (name or ARN; template parameter EventBusName).
     event_bus_name: str = "default"
 

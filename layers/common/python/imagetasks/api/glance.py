@@ -11,10 +11,11 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from pydantic import ValidationError
@@ -89,15 +90,37 @@ def current_caller(app: APIGatewayRestResolver) -> Caller:
         raise HttpError(401, "The request you have made requires authentication.") from None
 
 
-def base_url(app: APIGatewayRestResolver) -> str:
-    """The absolute URL the client used to reach the API, stage prefix included."""
+#: Domain names of a local API Gateway (this project's local stack): served over plain HTTP.
+_LOCAL_DOMAINS = ("localhost", "127.0.0.1", "[::1]")
+_DOMAIN_NAME = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+_STAGE_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)?")
+
+
+def base_url(app: APIGatewayRestResolver, configured: str = "") -> str:
+    """The API's absolute base URL (stage prefix included): the deployment's `configured` one, else
+    API Gateway's own domain name and stage prefix from the request context. Never a request
+    header: Host and X-Forwarded-* are the client's to write, and links must not be."""
+    if configured:
+        return configured.rstrip("/")
     event = app.current_event
-    headers = {k.lower(): v for k, v in (event.headers or {}).items()}
-    scheme = headers.get("x-forwarded-proto", "https")
-    host = headers.get("host", "localhost")
-    full_path = event.request_context.path or event.path
+    context = event.request_context
+    domain = str(context.domain_name or "")
+    if not _DOMAIN_NAME.fullmatch(domain):
+        domain = "localhost"
+    full_path = context.path or event.path
     prefix = full_path[: len(full_path) - len(event.path)] if full_path.endswith(event.path) else ""
-    return f"{scheme}://{host}{prefix}"
+    if not _STAGE_PREFIX.fullmatch(prefix):
+        prefix = ""
+    scheme = "http" if domain.rsplit(":", 1)[0] in _LOCAL_DOMAINS else "https"
+    return f"{scheme}://{domain}{prefix}"
+
+
+def path_parameter(decoded: Mapping[str, str] | None, name: str, matched: str) -> str:
+    """A path parameter decoded once: as API Gateway gives it in `pathParameters`, else the value
+    the route matched in the (percent-encoded) path, decoded here."""
+    if decoded and isinstance(decoded.get(name), str):
+        return decoded[name]
+    return unquote(matched)
 
 
 def page_links(path: str, params: Mapping[str, str], next_marker: str | None) -> dict[str, str]:
@@ -110,8 +133,8 @@ def page_links(path: str, params: Mapping[str, str], next_marker: str | None) ->
     return links
 
 
-def versions_document(app: APIGatewayRestResolver) -> dict[str, Any]:
-    href = f"{base_url(app)}/v2/"
+def versions_document(app: APIGatewayRestResolver, configured_base_url: str = "") -> dict[str, Any]:
+    href = f"{base_url(app, configured_base_url)}/v2/"
     return {
         "versions": [
             {
