@@ -71,8 +71,8 @@ def tasks_client(cmd: command.Command) -> TasksClient:
     return client
 
 
-def _not_found(task_id: str, error: TaskNotFound) -> exceptions.CommandError:
-    return exceptions.CommandError(f"No task {task_id} in this project (or it has expired): {error}")
+def _not_found(task_id: str) -> exceptions.CommandError:
+    return exceptions.CommandError(f"No task {task_id} in this project (or it has expired)")
 
 
 class ShowTask(command.ShowOne):
@@ -87,7 +87,7 @@ class ShowTask(command.ShowOne):
         try:
             task = tasks_client(self).get(parsed_args.task)
         except TaskNotFound as error:
-            raise _not_found(parsed_args.task, error) from error
+            raise _not_found(parsed_args.task) from error
         return task_columns(task)
 
 
@@ -130,6 +130,7 @@ class ListTask(command.Lister):
             if getattr(parsed_args, name) is not None
         }
         headers = ("ID", "Type", "Status", "Owner", "Progress", "Error Code")
+        client = tasks_client(self)
         rows = [
             (
                 task.id,
@@ -139,7 +140,7 @@ class ListTask(command.Lister):
                 ProgressColumn(task.raw.get("progress")),
                 task.error_code,
             )
-            for task in tasks_client(self).list(filters, max_items=parsed_args.max_items)
+            for task in client.with_details(client.list_tasks(filters, max_items=parsed_args.max_items))
         ]
         return headers, rows
 
@@ -158,7 +159,7 @@ def watch_until_final(tasks: TasksClient, task_id: str, stream: Any) -> Task:
         raise
     except TaskNotFound as error:
         renderer.close()
-        raise _not_found(task_id, error) from error
+        raise _not_found(task_id) from error
     except TasksError as error:
         renderer.close()
         raise exceptions.CommandError(f"Could not follow task {task_id}: {error}") from error
@@ -206,9 +207,10 @@ class CancelTask(command.Command):
             try:
                 tasks_client(self).cancel(task_id)
             except TaskConflict as error:
-                problems.append(f"Task {task_id} has already ended, so it cannot be cancelled ({error})")
-            except TaskNotFound as error:
-                problems.append(str(_not_found(task_id, error)))
+                # The service's words name the status it ended in ("... is already success ...").
+                problems.append(str(error) or f"Task {task_id} has already ended: it cannot be cancelled")
+            except TaskNotFound:
+                problems.append(str(_not_found(task_id)))
             except TasksError as error:
                 problems.append(f"Could not cancel task {task_id}: {error}")
         if problems:

@@ -44,8 +44,8 @@ def bar(percent: int | None, width: int = BAR_WIDTH) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
-def _rate_and_eta(progress: Progress, rate: float | None) -> str:
-    if rate is None:
+def _rate_and_eta(task: Task, progress: Progress, rate: float | None) -> str:
+    if rate is None or task.is_final:  # a finished task's rate is no longer news
         return ""
     text = f"{human_bytes(rate)}/s"
     if rate > 0 and progress.bytes_total is not None and progress.bytes_total > progress.bytes_done:
@@ -59,7 +59,7 @@ def status_line(observation: Observation) -> str:
     text = f"[{human_duration(observation.elapsed)}] {task.status}"
     if task.progress is not None:
         text += f": {progress_summary(task.progress)}"
-        rate = _rate_and_eta(task.progress, observation.rate)
+        rate = _rate_and_eta(task, task.progress, observation.rate)
         if rate:
             text += f", {rate}"
     return text
@@ -80,7 +80,7 @@ def bar_line(observation: Observation) -> str:
         bar(progress.percent),
         percent,
         amount,
-        _rate_and_eta(progress, observation.rate),
+        _rate_and_eta(task, progress, observation.rate),
     ]
     return "  ".join(part for part in parts if part)
 

@@ -8,7 +8,8 @@ below in `raise_for_status`, the one place that reads statuses.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
@@ -16,6 +17,9 @@ from urllib.parse import parse_qsl, urlsplit
 FINAL_STATUSES = frozenset({"success", "failure"})
 TASK_TYPES = ("import", "convert", "export")
 TASK_STATUSES = ("pending", "processing", "success", "failure")
+#: Statuses whose list rows are worth a GET each: Glance's list answer (and so this service's) leaves
+#: out `progress` and `error_code`, which matter while a task runs and once it failed.
+DETAILED_STATUSES = frozenset({"processing", "failure"})
 #: The longest long poll the service accepts (`GET /v2/tasks/{id}?wait=N`, N from 1 to 20).
 MAX_WAIT_SECONDS = 20
 
@@ -158,7 +162,9 @@ class TasksClient:
     def cancel(self, task_id: str) -> None:
         raise_for_status(self.transport.request("POST", f"/tasks/{task_id}/actions/cancel"))
 
-    def list(self, filters: Mapping[str, str] | None = None, max_items: int | None = None) -> Iterator[Task]:
+    def list_tasks(
+        self, filters: Mapping[str, str] | None = None, max_items: int | None = None
+    ) -> Iterator[Task]:
         """Every task the filters select (`limit` is the page size), page after page as Glance's
         `next` link leads, at most `max_items` of them."""
         params = dict(filters or {})
@@ -175,3 +181,19 @@ class TasksClient:
                 return
             # `next` is a path from the API's root (/v2/tasks?...): its query is what the next page needs.
             params = dict(parse_qsl(urlsplit(next_link).query))
+
+    def with_details(self, tasks: Iterable[Task], workers: int = 4) -> list[Task]:
+        """The listed tasks, those in DETAILED_STATUSES as `get` shows them (a few at a time);
+        one that expired meanwhile stays as listed."""
+        listed = list(tasks)
+
+        def detailed(task: Task) -> Task:
+            if task.status not in DETAILED_STATUSES:
+                return task
+            try:
+                return self.get(task.id)
+            except TaskNotFound:
+                return task
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(detailed, listed))
