@@ -62,16 +62,20 @@ _REQUIRED = {
 }
 
 
+def _article(word: str) -> str:
+    return "An" if word[0] in "aeiou" else "A"
+
+
 def build_input(task_type: str, options: CreateOptions) -> dict[str, Any]:
     if task_type not in _ACCEPTED:
         raise InputError(f"Unknown task type {task_type!r}: use import, convert or export")
     given = {name for name in _FLAGS if getattr(options, name)}
     refused = sorted(_FLAGS[name] for name in given - _ACCEPTED[task_type])
     if refused:
-        raise InputError(f"A {task_type} task does not take {', '.join(refused)}")
+        raise InputError(f"{_article(task_type)} {task_type} task does not take {', '.join(refused)}")
     missing = [_FLAGS[name] for name in _REQUIRED[task_type] if not getattr(options, name)]
     if missing:
-        raise InputError(f"A {task_type} task needs {' and '.join(missing)}")
+        raise InputError(f"{_article(task_type)} {task_type} task needs {' and '.join(missing)}")
 
     if task_type == "import":
         assert options.import_from_format is not None  # checked above; for the type checker
