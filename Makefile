@@ -14,7 +14,7 @@ export SAM_CLI_TELEMETRY := 0
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt layers/dependencies/requirements.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt layers/dependencies/requirements.txt client/pyproject.toml
 	@test -n "$(PYTHON)" || { echo "make: no Python 3.11 or newer found (python3.11 ... python3); set PYTHON=/path/to/python3.x" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
@@ -58,6 +58,7 @@ lint: $(VENV)/.installed $(SAM_VENV)/.installed $(LINT_VENV)/.installed  ## ruff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy layers/common/python/imagetasks local $(wildcard functions/*/app.py)
+	$(VENV)/bin/mypy client
 	$(SAM_VENV)/bin/sam validate --lint --region us-east-1
 	$(LINT_VENV)/bin/cfn-lint template.yaml
 	CKV_SKIP_PACKAGE_UPDATE_CHECK=true $(LINT_VENV)/bin/checkov -f template.yaml --framework cloudformation \

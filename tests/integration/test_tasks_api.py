@@ -10,7 +10,10 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.support import IMPORT_INPUT, api_event, call, load_handler, query_of, tasks_api_handler
+from tests.support import IMPORT_INPUT, ROOT, api_event, call, load_handler, query_of, tasks_api_handler
+
+#: The release the repository says it is (VERSION); GET /versions must show the same.
+SERVICE_VERSION = (ROOT / "VERSION").read_text(encoding="utf-8").strip()
 
 TASK_ID = "3f0c3c7e-9a47-4d55-8f55-5d2f0a2b6d11"
 
@@ -506,6 +509,7 @@ def test_version_discovery_needs_no_identity(api: Any, path: str) -> None:
     current = response["json"]["versions"][0]
     assert current["id"] == "v2.17" and current["status"] == "CURRENT"
     assert current["links"][0]["href"].endswith("/v1/v2/")
+    assert response["json"]["service"] == {"name": "imagetasks", "version": SERVICE_VERSION}
 
 
 def test_openapi_document_and_routes_agree(api: Any, local_template: Any) -> None:

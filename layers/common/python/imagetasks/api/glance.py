@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlencode
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from pydantic import ValidationError
 
+from imagetasks import __version__
 from imagetasks.auth.identity import Caller
 from imagetasks.domain.errors import (
     DomainError,
@@ -136,6 +137,8 @@ def page_links(path: str, params: Mapping[str, str], next_marker: str | None) ->
 def versions_document(app: APIGatewayRestResolver, configured_base_url: str = "") -> dict[str, Any]:
     href = f"{base_url(app, configured_base_url)}/v2/"
     return {
+        # Beside Glance's list, which clients read: the service's own release (CHANGELOG.md).
+        "service": {"name": "imagetasks", "version": __version__},
         "versions": [
             {
                 "id": f"v{version}",
