@@ -162,7 +162,7 @@ def test_cancel_cancels_each_and_says_which_had_already_ended(api: FakeTasksApi)
 def test_create_sends_the_input_built_from_options(api: FakeTasksApi) -> None:
     status, app = run(
         commands.CreateTask, api,
-        "--type", "import", "--import-from", "https://example.org/d.qcow2", "--import-from-format", "qcow2",
+        "--type", "import", "--import-from", "https://images.source.invalid/d.qcow2", "--import-from-format", "qcow2",
         "--name", "d", "--property", "os_distro=debian", "-f", "json",
     )  # fmt: skip
 
@@ -171,7 +171,7 @@ def test_create_sends_the_input_built_from_options(api: FakeTasksApi) -> None:
         {
             "type": "import",
             "input": {
-                "import_from": "https://example.org/d.qcow2",
+                "import_from": "https://images.source.invalid/d.qcow2",
                 "import_from_format": "qcow2",
                 "image_properties": {
                     "os_distro": "debian", "disk_format": "qcow2", "container_format": "bare", "name": "d"

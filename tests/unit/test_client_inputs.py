@@ -10,7 +10,7 @@ IMAGE = "1cc9fa82-2b2c-54cc-b3a9-861e0ff2b525"
 
 def test_an_import_fills_the_image_properties_with_formats_name_and_properties() -> None:
     options = CreateOptions(
-        import_from="https://example.org/disk.qcow2",
+        import_from="https://images.source.invalid/disk.qcow2",
         import_from_format="qcow2",
         name="ubuntu",
         properties={"os_distro": "ubuntu", "visibility": "private"},
@@ -18,7 +18,7 @@ def test_an_import_fills_the_image_properties_with_formats_name_and_properties()
     )
 
     assert build_input("import", options) == {
-        "import_from": "https://example.org/disk.qcow2",
+        "import_from": "https://images.source.invalid/disk.qcow2",
         "import_from_format": "qcow2",
         "image_properties": {
             "name": "ubuntu",
