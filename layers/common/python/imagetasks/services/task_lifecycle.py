@@ -164,8 +164,9 @@ class Lifecycle:
     def fail(
         self, task_id: str, message: str, code: str = "internal", *, had_workflow: bool = True
     ) -> Task | None:
-        """`had_workflow=False`: a task that never had an execution (refused before it started), so
-        nothing can be parked for it."""
+        """`had_workflow=False`: no execution of the task runs (refused before it started, or its
+        execution already ended), so none waits to be resumed: a parked row an ended execution left
+        is the sweeper's (it can resume and remove parked rows; the API's role cannot)."""
         return self._finish(
             task_id, TaskStatus.FAILURE, message=message, code=code, release_waiter=had_workflow
         )

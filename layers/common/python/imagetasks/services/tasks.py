@@ -104,9 +104,11 @@ class TaskService:
             return task
         # No running execution: it just ended (the task is final or about to be), or it never
         # started (its start failed after the task was stored): such a pending task ends here.
+        # Nothing waits on its parked token any more, so none is resumed (the sweeper removes
+        # the parked row), and the execution's end event brings the reconciler's clean-up.
         current = self.table.get(task_id)
         if current is None or current.status is not TaskStatus.PENDING:
             state = current.status.value if current else "gone"
             raise TaskAlreadyFinal(f"Task {task_id} is {state} and can no longer be cancelled")
-        self.lifecycle.fail(task_id, message, "cancelled")
+        self.lifecycle.fail(task_id, message, "cancelled", had_workflow=False)
         return self.table.get(task_id) or current
