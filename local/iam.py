@@ -5,15 +5,20 @@
   local stack's own intrinsic resolver, so ARNs name the local tables, buckets and state machines.
 - Each function's role is created in moto's IAM and assumed through moto's STS: a function runs with
   the temporary credentials of its own role, as on Lambda.
-- moto checks a request's signature and the caller's policies once IAM authentication is on. It only
-  knows the resource of S3 requests, though (every other service is checked against `*`, which no
-  resource-scoped policy matches), and it checks `TransactWriteItems` as one action where AWS checks
-  each item's own action on each item's table. `enforce()` adds the resource (and per-item actions)
-  for the services the functions call: DynamoDB, Step Functions, Secrets Manager, EventBridge
-  (PutEvents on each entry's bus).
+- moto checks a request's signature once IAM authentication is on; the caller's policies are
+  evaluated by `local/iam_policy.py` (AWS's documented logic: Condition, NotAction, NotResource,
+  case-insensitive actions), not by moto's evaluator. moto only knows the resource of S3 requests
+  (every other service is checked against `*`, which no resource-scoped policy matches), and it
+  checks `TransactWriteItems` as one action where AWS checks each item's own action on each item's
+  table. `enforce()` adds the resource (and per-item actions) for the services the functions call:
+  DynamoDB, Step Functions, Secrets Manager, EventBridge (PutEvents entry by entry, on its bus, with
+  `events:source`), and the second permission of the S3 requests that need two (a copy's source,
+  a delete conditional on an ETag, each key of DeleteObjects).
 - Requests signed with the operator's key (the local stack itself, the tests, `aws --endpoint-url`
   from a shell, using the access key `testing`) are not checked: only the functions are confined.
   Unsigned requests (a presigned URL carries its signature in the query) are not checked either.
+- Every call a role is allowed is written down (`local/iam_ledger.py`): the least-privilege ledger
+  `docs/iam.md` is made from what the tests did under each role.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from local import template
+from local import iam_ledger as ledger
+from local import iam_policy, template
 from local.template import ACCOUNT_ID, REGION, _Resolver
 
 log = logging.getLogger("local.iam")
@@ -141,6 +147,19 @@ def template_roles(
     return roles
 
 
+#: moto role name → the logical id of what runs with it (the ledger's principal).
+_ROLE_OWNERS: dict[str, str] = {}
+
+
+def principal_of(caller_arn: str) -> str:
+    """The logical id of the function, state machine or task definition whose role made a call
+    (`arn:aws:sts::…:assumed-role/<role name>/<session>`); the caller's ARN for anyone else."""
+    if ":assumed-role/" not in caller_arn:
+        return caller_arn
+    role_name = caller_arn.split(":assumed-role/", 1)[1].split("/", 1)[0]
+    return _ROLE_OWNERS.get(role_name, role_name)
+
+
 def create_roles(
     roles: Mapping[str, Role], session_names: Mapping[str, str], iam: Any, sts: Any
 ) -> dict[str, Credentials]:
@@ -153,6 +172,7 @@ def create_roles(
     credentials: dict[str, Credentials] = {}
     for logical_id, role in roles.items():
         role_name = f"imagetasks-local-{logical_id}"[:64]
+        _ROLE_OWNERS[role_name] = logical_id
         role_arn = iam.create_role(
             RoleName=role_name, AssumeRolePolicyDocument=json.dumps(role.trust_policy)
         )["Role"]["Arn"]
@@ -246,15 +266,22 @@ def secretsmanager_checks(action: str, body: Mapping[str, Any], path: str) -> It
         yield action, _arn("secretsmanager", f"secret:{secret_id}")
 
 
-def events_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
-    """PutEvents is authorised on the bus of each entry (a name or an ARN; `default` when unset)."""
+def events_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tuple[str, ...] | Any]:
+    """PutEvents is authorised entry by entry: on the entry's bus (a name or an ARN; `default` when
+    unset), with its `events:source` and `events:detail-type` as condition keys."""
     if action != "PutEvents":
         name = str(body.get("EventBusName") or body.get("Name") or "")
         yield action, _bus_arn(name) if name else "*"
         return
-    buses = {_bus_arn(str(entry.get("EventBusName") or "default")) for entry in body.get("Entries", [])}
-    for bus in sorted(buses) or ["*"]:
-        yield action, bus
+    entries = body.get("Entries") or []
+    for entry in entries:  # each entry on its own bus, with its own source and detail type
+        context = {
+            "events:source": str(entry.get("Source", "")),
+            "events:detail-type": str(entry.get("DetailType", "")),
+        }
+        yield action, _bus_arn(str(entry.get("EventBusName") or "default")), context
+    if not entries:
+        yield action, "*"
 
 
 def ecs_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
@@ -271,6 +298,51 @@ def ecs_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tupl
         yield action, str(task)
     if not tasks:
         yield action, "*"
+
+
+def s3_checks(
+    action: str, resource: str, headers: Mapping[str, Any], body: bytes, query: str
+) -> Iterator[tuple[str, str]]:
+    """(action, resource ARN) pairs AWS authorises for one S3 request, where moto checks only the
+    first: a copy (CopyObject, UploadPartCopy) also needs s3:GetObject on its source; a delete with
+    `If-Match: <ETag>` also needs s3:GetObject on the object (S3's conditional deletes: `If-Match: *`
+    needs only the delete); DeleteObjects is s3:DeleteObject on each key it names, not on the bucket."""
+    header = {
+        str(k).lower(): (v.decode("latin-1") if isinstance(v, bytes) else str(v)) for k, v in headers.items()
+    }
+    parameters = {part.split("=", 1)[0] for part in query.split("&") if part}
+    if "delete" in parameters and ":::" in resource and "/" not in resource.split(":::", 1)[1]:
+        bucket_arn = resource
+        for obj in _delete_objects(body):
+            yield "DeleteObject", f"{bucket_arn}/{obj['Key']}"
+            if obj.get("ETag"):
+                yield "GetObject", f"{bucket_arn}/{obj['Key']}"
+        return
+    yield action, resource
+    source = header.get("x-amz-copy-source")
+    if source:
+        source_path = unquote(source.split("?", 1)[0]).lstrip("/")
+        yield "GetObject", f"arn:aws:s3:::{source_path}"
+    if action == "DeleteObject" and header.get("if-match", "*").strip() != "*":
+        yield "GetObject", resource
+
+
+def _delete_objects(body: bytes) -> list[dict[str, str]]:
+    """The objects of a DeleteObjects request body (`<Delete><Object><Key>…`)."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.fromstring(body or b"<Delete/>")  # noqa: S314 - moto parses the same body next
+    except ElementTree.ParseError:
+        return []
+    objects = []
+    for element in root.iter():
+        if element.tag.rsplit("}", 1)[-1] != "Object":
+            continue
+        fields = {child.tag.rsplit("}", 1)[-1]: child.text or "" for child in element}
+        if "Key" in fields:
+            objects.append(fields)
+    return objects
 
 
 def _bus_arn(name: str) -> str:
@@ -312,7 +384,7 @@ def enforce() -> None:
     """Turn on moto's IAM checks for every request not signed by the operator (idempotent)."""
     from moto import settings
     from moto.core.authorization import ActionAuthenticatorMixin
-    from moto.iam.access_control import IAMPolicyStatement
+    from moto.iam.access_control import IAMPolicy, IAMPolicyStatement
 
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
     original = ActionAuthenticatorMixin._authenticate_and_authorize_action
@@ -329,8 +401,12 @@ def enforce() -> None:
         service = _service(headers)
         checks = _CHECKS.get(service)
         action = self._get_action()
-        if checks is None:
-            pairs: list[tuple[str, str]] = [(action, resource)]
+        if service == "s3":
+            pairs: list[tuple[Any, ...]] = list(
+                s3_checks(action, resource, headers, self.raw_body or b"", urlparse(self.uri).query)
+            )
+        elif checks is None:
+            pairs = [(action, resource)]
         else:
             try:
                 body = json.loads(self.raw_body or b"{}")
@@ -341,7 +417,8 @@ def enforce() -> None:
         query = urlparse(self.uri).query
         if query:
             path += "?" + query
-        for item_action, item_resource in pairs:
+        common = {"aws:SecureTransport": "true" if self.uri.startswith("https") else "false"}
+        for item_action, item_resource, *item_context in pairs:
             request = iam_request_cls(
                 account_id=self.current_account,
                 method=self.method,
@@ -352,7 +429,16 @@ def enforce() -> None:
                 action=item_action,
             )
             request.check_signature()
-            request.check_action_permitted(item_resource)
+            principal = request._access_key.arn
+            context = {**common, **(item_context[0] if item_context else {})}
+            documents = [IAMPolicy(policy)._policy_json for policy in request._access_key.collect_policies()]
+            if (
+                iam_policy.evaluate(documents, request._action, item_resource, context)
+                is not iam_policy.Decision.ALLOW
+            ):
+                log.info("IAM: %s refused %s on %s", principal_of(principal), request._action, item_resource)
+                request._raise_access_denied()
+            ledger.record(principal_of(principal), request._action, item_resource)
 
     setattr(authorise, _PATCHED, True)
     ActionAuthenticatorMixin._authenticate_and_authorize_action = authorise  # type: ignore[method-assign]

@@ -52,3 +52,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).parts[-2] == "e2e":
             item.add_marker(pytest.mark.e2e)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Each process writes the calls its roles made (IMAGETASKS_IAM_LEDGER; docs/iam.md)."""
+    from local import iam_ledger
+
+    iam_ledger.flush()

@@ -1,0 +1,174 @@
+"""IAM's evaluation of identity-based policies, for the local stack's enforcement (`local/iam.py`).
+
+moto's evaluator (`moto.iam.access_control`) matches actions case-sensitively, ignores
+`NotResource`, and turns an Allow statement whose Condition does not hold into an explicit deny
+(a statement that does not apply must leave the decision to the others). This one follows AWS's
+documented logic for a single account's identity policies, without permissions boundaries, SCPs,
+session policies or resource policies (the template has none the local stack evaluates):
+
+- an explicit Deny in any statement that applies wins; otherwise any Allow that applies allows;
+  otherwise the request is implicitly denied;
+- a statement applies when its `Action` (or anything outside its `NotAction`) matches the action,
+  its `Resource` (or anything outside its `NotResource`) matches the resource, and every condition
+  of its `Condition` block holds;
+- actions match case-insensitively, resources case-sensitively, both with `*` and `?` wildcards;
+- in a `Condition` block, operators are ANDed, keys within an operator are ANDed, the values of a
+  key are ORed; a key absent from the request fails the condition (but `...IfExists` holds,
+  `Null` tests presence, and negated operators hold when the key is absent);
+- multivalued keys take `ForAnyValue:` / `ForAllValues:` (the latter holds on an absent key).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from enum import Enum
+from typing import Any
+
+Context = Mapping[str, str | Sequence[str]]
+
+
+class Decision(Enum):
+    ALLOW = "allow"
+    EXPLICIT_DENY = "explicit deny"
+    IMPLICIT_DENY = "implicit deny"
+
+
+def _glob(pattern: str, value: str, *, ignore_case: bool) -> bool:
+    expression = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return (
+        re.fullmatch(expression, value, flags=re.DOTALL | (re.IGNORECASE if ignore_case else 0)) is not None
+    )
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _matches_any(patterns: Any, value: str, *, ignore_case: bool) -> bool:
+    return any(_glob(str(pattern), value, ignore_case=ignore_case) for pattern in _as_list(patterns))
+
+
+def _string(operator: str, actual: str, expected: str) -> bool:
+    if operator == "StringEquals":
+        return actual == expected
+    if operator == "StringEqualsIgnoreCase":
+        return actual.lower() == expected.lower()
+    if operator in ("StringLike", "ArnLike", "ArnEquals"):
+        if operator.startswith("Arn"):
+            return _arn_like(actual, expected)
+        return _glob(expected, actual, ignore_case=False)
+    raise ValueError(operator)
+
+
+def _arn_like(actual: str, expected: str) -> bool:
+    """ArnLike/ArnEquals: each of the six colon-separated parts matched on its own, with wildcards."""
+    actual_parts, expected_parts = actual.split(":", 5), expected.split(":", 5)
+    if len(actual_parts) != 6 or len(expected_parts) != 6:
+        return False
+    return all(_glob(e, a, ignore_case=False) for a, e in zip(actual_parts, expected_parts, strict=True))
+
+
+def _numeric(operator: str, actual: str, expected: str) -> bool:
+    try:
+        a, e = float(actual), float(expected)
+    except ValueError:
+        return False
+    return {
+        "NumericEquals": a == e,
+        "NumericLessThan": a < e,
+        "NumericLessThanEquals": a <= e,
+        "NumericGreaterThan": a > e,
+        "NumericGreaterThanEquals": a >= e,
+    }[operator]
+
+
+_NEGATED = {
+    "StringNotEquals": "StringEquals",
+    "StringNotEqualsIgnoreCase": "StringEqualsIgnoreCase",
+    "StringNotLike": "StringLike",
+    "ArnNotEquals": "ArnEquals",
+    "ArnNotLike": "ArnLike",
+    "NumericNotEquals": "NumericEquals",
+}
+
+
+def _value_matches(operator: str, actual: str, expected: Any) -> bool:
+    if operator == "Bool":
+        return actual.lower() == str(expected).lower()
+    if operator.startswith("Numeric"):
+        return _numeric(operator, actual, str(expected))
+    return _string(operator, actual, str(expected))
+
+
+def _condition_holds(operator: str, key: str, expected: Any, context: Mapping[str, Any]) -> bool:
+    """One key of one operator (`expected`: one value or a list, ORed)."""
+    qualifier = ""
+    if ":" in operator and operator.split(":", 1)[0] in ("ForAnyValue", "ForAllValues"):
+        qualifier, operator = operator.split(":", 1)
+    if_exists = operator.endswith("IfExists")
+    operator = operator.removesuffix("IfExists")
+    present = key.lower() in context
+    actual_values = [str(v) for v in _as_list(context.get(key.lower(), []))] if present else []
+    expected_values = _as_list(expected)
+    if operator == "Null":
+        # Null: true → the key must be absent; false → present
+        wants_absent = str(expected_values[0]).lower() == "true"
+        return (not present) if wants_absent else present
+    if not present:
+        if if_exists or qualifier == "ForAllValues":
+            return True
+        return operator in _NEGATED  # a negated operator on a missing key holds
+    negated = operator in _NEGATED
+    base = _NEGATED.get(operator, operator)
+
+    def one(actual: str) -> bool:
+        matched = any(_value_matches(base, actual, value) for value in expected_values)
+        return not matched if negated else matched
+
+    if qualifier == "ForAllValues":
+        return all(one(actual) for actual in actual_values)
+    return any(one(actual) for actual in actual_values)
+
+
+def conditions_hold(block: Mapping[str, Mapping[str, Any]] | None, context: Context) -> bool:
+    if not block:
+        return True
+    lowered = {str(k).lower(): v for k, v in context.items()}
+    return all(
+        _condition_holds(operator, key, expected, lowered)
+        for operator, keys in block.items()
+        for key, expected in keys.items()
+    )
+
+
+def statement_applies(statement: Mapping[str, Any], action: str, resource: str, context: Context) -> bool:
+    if "NotAction" in statement:
+        if _matches_any(statement["NotAction"], action, ignore_case=True):
+            return False
+    elif not _matches_any(statement.get("Action", []), action, ignore_case=True):
+        return False
+    if "NotResource" in statement:
+        if _matches_any(statement["NotResource"], resource, ignore_case=False):
+            return False
+    elif not _matches_any(statement.get("Resource", []), resource, ignore_case=False):
+        return False
+    return conditions_hold(statement.get("Condition"), context)
+
+
+def evaluate(
+    policies: Iterable[Mapping[str, Any] | str], action: str, resource: str, context: Context | None = None
+) -> Decision:
+    """The decision of a principal's identity policies (documents or their JSON) on one request."""
+    allowed = False
+    for policy in policies:
+        document = json.loads(policy) if isinstance(policy, str) else policy
+        for statement in _as_list(document.get("Statement", [])):
+            if not statement_applies(statement, action, resource, context or {}):
+                continue
+            if statement.get("Effect") == "Deny":
+                return Decision.EXPLICIT_DENY
+            if statement.get("Effect") == "Allow":
+                allowed = True
+    return Decision.ALLOW if allowed else Decision.IMPLICIT_DENY
