@@ -96,12 +96,18 @@ e2e: $(VENV)/.installed $(SAM_VENV)/.installed
 # The in-process tiers run on TEST_WORKERS processes (pytest-xdist): unit and integration tests
 # spread freely; end-to-end tests go file by file, each worker with its own local stack. The
 # container tiers share one podman service, so they run alone.
+# Every tier records the AWS calls each role makes (IMAGETASKS_IAM_LEDGER, one file per process);
+# the last step writes docs/iam.md from them and fails on a grant no test uses and no reason explains.
 TEST_WORKERS ?= 2
-test: prerequisites lint build  ## lint, sam build, every test tier, then the artifact e2e tests on the built functions in containers
+IAM_LEDGER := $(CURDIR)/.iam-ledger
+test: export IMAGETASKS_IAM_LEDGER := $(IAM_LEDGER)
+test: prerequisites lint build  ## lint, sam build, every test tier, the artifact e2e tests on the built functions in containers, then the IAM ledger check
+	rm -rf $(IAM_LEDGER)
 	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) tests/unit tests/integration
 	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile tests/e2e
 	$(VENV)/bin/pytest -q tests/build tests/containers
 	IMAGETASKS_CONTAINERS=1 $(VENV)/bin/pytest -q -m artifact tests/e2e
+	$(PY) -m tests.iam_ledger --calls $(IAM_LEDGER) --check
 
 e2e-containers: $(VENV)/.installed build  ## the artifact e2e tests with every function in a container
 	IMAGETASKS_CONTAINERS=1 $(VENV)/bin/pytest -q -m artifact tests/e2e
@@ -110,4 +116,4 @@ bench: $(VENV)/.installed  ## benchmarks; figures go to bench/results.json and b
 	$(PY) -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(LINT_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam local/.state
+	rm -rf $(VENV) $(SAM_VENV) $(LINT_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam local/.state .iam-ledger
