@@ -16,7 +16,8 @@
   a delete conditional on an ETag, each key of DeleteObjects).
 - Requests signed with the operator's key (the local stack itself, the tests, `aws --endpoint-url`
   from a shell, using the access key `testing`) are not checked: only the functions are confined.
-  Unsigned requests (a presigned URL carries its signature in the query) are not checked either.
+  Unsigned requests are not checked either; a presigned URL is checked against the permissions of
+  the role that signed it (a download URL an API function handed out needs its s3:GetObject).
 - Every call a role is allowed is written down (`local/iam_ledger.py`): the least-privilege ledger
   `docs/iam.md` is made from what the tests did under each role.
 """
@@ -285,13 +286,17 @@ def events_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[t
 
 
 def ecs_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
-    """RunTask is authorised on the task definition; the task actions on each task's ARN."""
+    """RunTask is authorised on the task definition, and iam:PassRole on each of its roles; the
+    task actions on each task's ARN."""
     if action == "RunTask":
         definition = str(body.get("taskDefinition", "*"))
         if not definition.startswith("arn:"):
             family, _, revision = definition.partition(":")
             definition = _arn("ecs", f"task-definition/{family}:{revision or '*'}")
         yield action, definition
+        # ECS hands the task its roles only if the caller may pass them (iam:PassRole)
+        for role_arn in _task_definition_roles(str(body.get("taskDefinition", ""))):
+            yield "iam:PassRole", role_arn
         return
     tasks = body.get("tasks") or ([body["task"]] if "task" in body else [])
     for task in tasks:
@@ -345,6 +350,17 @@ def _delete_objects(body: bytes) -> list[dict[str, str]]:
     return objects
 
 
+def _task_definition_roles(definition: str) -> list[str]:
+    """The task and execution roles of a registered task definition (none if it is unknown)."""
+    try:
+        from moto.ecs.models import ecs_backends
+
+        registered = ecs_backends[ACCOUNT_ID][REGION].describe_task_definition(definition)
+    except Exception:  # an unknown definition: ECS refuses the RunTask itself
+        return []
+    return [arn for arn in (registered.task_role_arn, registered.execution_role_arn) if arn]
+
+
 def _bus_arn(name: str) -> str:
     return name if name.startswith("arn:") else _arn("events", f"event-bus/{name}")
 
@@ -396,7 +412,10 @@ def enforce() -> None:
             return
         headers = self.headers
         key = _access_key(headers)
-        if key is None or key in OPERATOR_ACCESS_KEYS:
+        if key is None:
+            _authorise_presigned(self, resource)
+            return
+        if key in OPERATOR_ACCESS_KEYS:
             return
         service = _service(headers)
         checks = _CHECKS.get(service)
@@ -428,9 +447,13 @@ def enforce() -> None:
                 headers=headers,
                 action=item_action,
             )
+            if ":" in item_action:  # another service's action the request needs (iam:PassRole)
+                request._action = item_action
             request.check_signature()
             principal = request._access_key.arn
             context = {**common, **(item_context[0] if item_context else {})}
+            if request._action == "sts:GetCallerIdentity":  # needs no permission, on AWS too
+                continue
             documents = [IAMPolicy(policy)._policy_json for policy in request._access_key.collect_policies()]
             if (
                 iam_policy.evaluate(documents, request._action, item_resource, context)
@@ -443,6 +466,31 @@ def enforce() -> None:
     setattr(authorise, _PATCHED, True)
     ActionAuthenticatorMixin._authenticate_and_authorize_action = authorise  # type: ignore[method-assign]
     IAMPolicyStatement._match = staticmethod(iam_glob_match)  # type: ignore[method-assign,assignment]
+
+
+def _authorise_presigned(response: Any, resource: str) -> None:
+    """A presigned S3 URL (a download URL an API function handed out) is used with the permissions
+    of whoever signed it, at the time of use: GetObject of the signing role. Its signature is not
+    checked here (moto checks none for presigned requests); the role's permission is."""
+    from moto.iam.access_control import IAMPolicy, create_access_key
+    from moto.s3.exceptions import S3AccessDeniedError
+
+    query = dict(part.split("=", 1) for part in urlparse(response.uri).query.split("&") if "=" in part)
+    credential = unquote(query.get("X-Amz-Credential", ""))
+    token = unquote(query.get("X-Amz-Security-Token", ""))
+    key = credential.split("/", 1)[0]
+    if not key or key in OPERATOR_ACCESS_KEYS or not token or "/s3/" not in credential:
+        return
+    try:
+        signer = create_access_key(ACCOUNT_ID, "aws", key, {"X-Amz-Security-Token": token})
+    except Exception:  # not one of the roles' sessions: nothing the local stack confines
+        return
+    action = f"s3:{response._get_action()}"
+    documents = [IAMPolicy(policy)._policy_json for policy in signer.collect_policies()]
+    if iam_policy.evaluate(documents, action, resource, {}) is not iam_policy.Decision.ALLOW:
+        log.info("IAM: %s refused %s on %s (presigned)", principal_of(signer.arn), action, resource)
+        raise S3AccessDeniedError()
+    ledger.record(principal_of(signer.arn), action, resource)
 
 
 def iam_glob_match(pattern: str, value: str) -> re.Match[str] | None:
