@@ -210,8 +210,9 @@ def test_the_workflow_may_invoke_its_functions_and_no_other(roles):
         )
     }
     names = {resource.rsplit(":function:", 1)[1] for resource in resources}
+    # Unqualified ARNs, as the definition names them: no version or alias (`:*`) of them either
     assert names == {
-        f"imagetasks-local-{name.lower()}*"
+        f"imagetasks-local-{name.lower()}"
         for name in ("TaskStatusFunction", "ImportTaskFunction", "ConvertTaskFunction", "ExportTaskFunction")
     }
 
@@ -262,6 +263,14 @@ def test_the_functions_that_end_tasks_may_announce_it_on_the_bus_and_no_other(en
     answer = events.put_events(Entries=[{**TASK_EVENT, "EventBusName": "default"}])
     assert answer["FailedEntryCount"] == 0
     assert_denied(events.put_events, Entries=[{**TASK_EVENT, "EventBusName": "someone-elses-bus"}])
+
+
+@pytest.mark.parametrize("function", TASK_ENDERS)
+def test_a_task_ender_may_put_only_events_of_the_services_own_source(enforced, function):
+    events = client_of(enforced[function], "events")
+    assert_denied(events.put_events, Entries=[{**TASK_EVENT, "Source": "aws.states"}])
+    # One entry of another source refuses the whole request, as AWS authorises entry by entry
+    assert_denied(events.put_events, Entries=[TASK_EVENT, {**TASK_EVENT, "Source": "someone.else"}])
 
 
 def test_no_other_function_may_put_events(enforced):
