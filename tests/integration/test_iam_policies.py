@@ -157,11 +157,11 @@ def test_a_function_cannot_touch_what_its_role_does_not_name(enforced, aws):
 
 
 def test_a_transaction_is_authorised_item_by_item(enforced, aws):
-    # The API may write tasks but only read images: a transaction touching both is refused as a whole
+    # The API may write tasks but not the slots: a transaction touching both is refused as a whole
     dynamodb = client_of(enforced["TasksApiFunction"], "dynamodb")
     items = [
         {"Put": {"TableName": aws["TASKS_TABLE"], "Item": {"id": {"S": "t1"}}}},
-        {"Put": {"TableName": aws["IMAGES_TABLE"], "Item": {"id": {"S": "i1"}}}},
+        {"Put": {"TableName": aws["SLOTS_TABLE"], "Item": {"id": {"S": "task-slots"}}}},
     ]
     assert_denied(dynamodb.transact_write_items, TransactItems=items)
     dynamodb.transact_write_items(TransactItems=items[:1])
