@@ -20,10 +20,10 @@ TINY_IMAGE = 1024 * 1024
 def local_stack(
     max_tasks: int = 64, aws_port: int | None = None, parameters: dict[str, str] | None = None
 ) -> Iterator[tuple[Any, ImageServer]]:
-    from local.stack import LocalStack
+    from local.stack import DevStack
 
     with ImageServer() as server:
-        stack = LocalStack(
+        stack = DevStack(
             api_port=0,
             aws_port=aws_port,  # 0: moto's server too, on a free port, as `make run` has it
             parameters={

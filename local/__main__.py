@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
-from local.stack import DEFAULT_TEMPLATE, LocalStack
+from local.stack import DEFAULT_TEMPLATE, DevStack
 from local.template import REGION
 
 DEMO_MEMBER_PROJECT = "demo-project"
@@ -27,7 +27,7 @@ def _parameter(text: str) -> tuple[str, str]:
     return name, value
 
 
-def _banner(stack: LocalStack) -> str:
+def _banner(stack: DevStack) -> str:
     buckets = stack.bucket_names()
     uploads = buckets.get("UploadsBucket") or next(iter(buckets.values()), "<bucket>")
     member = stack.token(DEMO_MEMBER_PROJECT, ["member"])
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if reason:
             print(f"cannot start in containers: {reason}", file=sys.stderr)
             return 1
-    stack = LocalStack(
+    stack = DevStack(
         args.template,
         host=args.host,
         api_port=args.api_port,

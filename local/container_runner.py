@@ -1,6 +1,6 @@
 """Run every Lambda invocation of the local stack on the built artifact, in Lambda-like containers.
 
-`LocalStack(containers=True)` (`make run ARGS=--containers`) swaps the in-process `HandlerRunner` for
+`DevStack(containers=True)` (`make run ARGS=--containers`) swaps the in-process `HandlerRunner` for
 a `ContainerRunner`: the API front, moto's Lambda hook (Step Functions tasks, S3 notifications) and the
 emulated EventBridge rules then invoke `.aws-sam/build` through `sam local start-lambda` (local/
 sam_local.py) instead of importing handlers from the source tree.

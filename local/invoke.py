@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from local.lambda_runtime import Invocation
-from local.stack import DEFAULT_TEMPLATE, LocalStack
+from local.stack import DEFAULT_TEMPLATE, DevStack
 from local.template import ACCOUNT_ID, LocalTemplate, Route
 
 log = logging.getLogger("local.invoke")
@@ -100,7 +100,7 @@ def function_for_event(template: LocalTemplate, event: Any) -> str:
 # ------------------------------------------------------------------ the event, made to fit
 
 
-def prepare_event(stack: LocalStack, logical_id: str, event: Any, project: str = DEFAULT_PROJECT) -> Any:
+def prepare_event(stack: DevStack, logical_id: str, event: Any, project: str = DEFAULT_PROJECT) -> Any:
     """The event with what the local stack needs changed (a copy; the module docstring says what)."""
     event = copy.deepcopy(event)
     if _is_s3_event(event):
@@ -117,7 +117,7 @@ def prepare_event(stack: LocalStack, logical_id: str, event: Any, project: str =
     return event
 
 
-def _fit_s3_record(stack: LocalStack, logical_id: str, record: dict[str, Any]) -> None:
+def _fit_s3_record(stack: DevStack, logical_id: str, record: dict[str, Any]) -> None:
     assert stack.template is not None, "start() first"
     s3 = record.setdefault("s3", {})
     bucket = s3.setdefault("bucket", {})
@@ -171,7 +171,7 @@ def _object_at(bucket: str, key: str) -> tuple[Any, bool]:
 
 
 def invoke_event(
-    stack: LocalStack, function: str | None, event: Any, project: str = DEFAULT_PROJECT
+    stack: DevStack, function: str | None, event: Any, project: str = DEFAULT_PROJECT
 ) -> tuple[str, Invocation]:
     """Run one function of the running stack with `event` (made to fit): its logical id and result."""
     assert stack.template is not None, "start() first"
@@ -220,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         event = read_event(args.event)
         # A state dir of its own: the default one holds the token key of a `make run` going on.
         with tempfile.TemporaryDirectory(prefix="imagetasks-invoke-") as state_dir:
-            stack = LocalStack(
+            stack = DevStack(
                 args.template, api_port=0, aws_port=None, parameters={}, state_dir=Path(state_dir)
             ).start()
             logical_id, invocation = invoke_event(stack, args.function, event, args.project)

@@ -73,10 +73,10 @@ LOCAL_AWS_ENVIRONMENT = {
 }
 
 
-class LocalStack:
+class DevStack:
     """Start with `start()`, stop with `stop()`; one per process at a time."""
 
-    _running: LocalStack | None = None
+    _running: DevStack | None = None
 
     def __init__(
         self,
@@ -173,8 +173,8 @@ class LocalStack:
         return self.template
 
     # ---------------------------------------------------------------- start / stop
-    def start(self) -> LocalStack:
-        if LocalStack._running is not None:
+    def start(self) -> DevStack:
+        if DevStack._running is not None:
             raise RuntimeError("a local stack is already running in this process")
         for key, value in LOCAL_AWS_ENVIRONMENT.items():
             os.environ[key] = value
@@ -187,7 +187,7 @@ class LocalStack:
         self._mock.start()
         # After moto's own handler: what it does not answer (once stopped) never leaves the machine.
         loopback_guard.install()
-        LocalStack._running = self
+        DevStack._running = self
         try:
             # The container runner's tasks get a subnet and security group that exist in moto.
             subnet, group = ecs.create_network(boto3.client("ec2", region_name=REGION))
@@ -264,10 +264,10 @@ class LocalStack:
             self._mock.stop()
             self._mock = None
             loopback_guard.install()  # on the default session moto put back
-        if LocalStack._running is self:
-            LocalStack._running = None
+        if DevStack._running is self:
+            DevStack._running = None
 
-    def __enter__(self) -> LocalStack:
+    def __enter__(self) -> DevStack:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

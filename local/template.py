@@ -597,6 +597,36 @@ def load_template(
     return _read(path, source, translated, parameters, environment_overrides or {})
 
 
+def _gateway_response(response: Mapping[str, Any]) -> GatewayResponse:
+    templates = response.get("ResponseTemplates") or {}
+    return GatewayResponse(
+        status=int(response["StatusCode"]) if response.get("StatusCode") else None,
+        template=templates.get("application/json"),
+        headers={
+            key.removeprefix("gatewayresponse.header."): str(value)
+            for key, value in (response.get("ResponseParameters") or {}).items()
+            if key.startswith("gatewayresponse.header.")
+        },
+    )
+
+
+def _layer_dirs(
+    layers: Mapping[str, dict[str, Any]],
+    resolver: _Resolver,
+    base_dir: Path,
+    source_resources: dict[str, dict[str, Any]],
+) -> dict[str, Path]:
+    """Each layer's ARN (as the functions name it) → the folder its Python code is in."""
+    layer_dirs: dict[str, Path] = {}
+    for logical_id, props in layers.items():
+        content = _local_artifact(base_dir, props.get("Content"), "S3Bucket", "S3Key")
+        if content is not None:
+            layer_dirs[resolver.ref(logical_id)] = _layer_python_dir(
+                content, _source_layer(source_resources, logical_id)
+            )
+    return layer_dirs
+
+
 def _read(
     path: Path,
     source: dict[str, Any],
@@ -634,13 +664,7 @@ def _read(
         skipped={},
         translated=translated,
     )
-    layer_dirs: dict[str, Path] = {}
-    for logical_id, props in of_type(LAMBDA_LAYER_TYPE).items():
-        content = _local_artifact(base_dir, props.get("Content"), "S3Bucket", "S3Key")
-        if content is not None:
-            layer_dirs[resolver.ref(logical_id)] = _layer_python_dir(
-                content, _source_layer(source_resources, logical_id)
-            )
+    layer_dirs = _layer_dirs(of_type(LAMBDA_LAYER_TYPE), resolver, base_dir, source_resources)
     for logical_id, props in of_type(LAMBDA_FUNCTION_TYPE).items():
         events = ((source_resources.get(logical_id) or {}).get("Properties") or {}).get("Events") or {}
         result.functions[logical_id] = _function_spec(
@@ -657,16 +681,7 @@ def _read(
         result.routes.extend(_routes(logical_id, resolver, props, function_id))
     for props in of_type(GATEWAY_RESPONSE_TYPE).values():
         response = resolver.resolve(props)
-        templates = response.get("ResponseTemplates") or {}
-        result.gateway_responses[str(response["ResponseType"])] = GatewayResponse(
-            status=int(response["StatusCode"]) if response.get("StatusCode") else None,
-            template=templates.get("application/json"),
-            headers={
-                key.removeprefix("gatewayresponse.header."): str(value)
-                for key, value in (response.get("ResponseParameters") or {}).items()
-                if key.startswith("gatewayresponse.header.")
-            },
-        )
+        result.gateway_responses[str(response["ResponseType"])] = _gateway_response(response)
     for logical_id, props in of_type(EVENTS_RULE_TYPE).items():
         result.event_rules.extend(_event_rules(logical_id, resolver.resolve(props), function_id))
     for logical_id in of_type(ECS_CLUSTER_TYPE):
@@ -681,13 +696,20 @@ def _read(
             log.debug("resource %s of type %s is not emulated locally", logical_id, resource.get("Type"))
             result.skipped[logical_id] = str(resource.get("Type"))
 
-    apis = {route.api_logical_id for route in result.routes}
+    result.stage = _stage_name(result.routes, of_type(STAGE_TYPE), resolver) or result.stage
+    return result
+
+
+def _stage_name(routes: list[Any], stages: Mapping[str, dict[str, Any]], resolver: _Resolver) -> str | None:
+    """The stage of the one API the local front serves (the last the template gives it), if any."""
+    apis = {route.api_logical_id for route in routes}
     if len(apis) > 1:
         raise TemplateError("several APIs in the template; the local front serves only one")
-    for props in of_type(STAGE_TYPE).values():
+    name: str | None = None
+    for props in stages.values():
         if apis and resolver.resolve(props.get("RestApiId")) == rest_api_id(next(iter(apis))):
-            result.stage = str(resolver.resolve(props["StageName"]))
-    return result
+            name = str(resolver.resolve(props["StageName"]))
+    return name
 
 
 def recase_keys(value: Any, first: Callable[[str], str]) -> Any:

@@ -38,8 +38,15 @@ def fresh_handler(function: str) -> ModuleType:
     """`load_handler`, with the handler's own cached clients and services built again (from this
     test's environment and moto) on their next use."""
     module = load_handler(function)
+    folder = ROOT / "functions" / function
+    # The handler's own modules: app.py and the files beside it (an API's routers, their shared views).
+    own = {module.__name__} | {
+        name
+        for name, loaded in list(sys.modules.items())
+        if getattr(loaded, "__file__", None) and Path(loaded.__file__).parent == folder
+    }
     for value in vars(module).values():
-        if getattr(value, "__module__", None) == module.__name__ and hasattr(value, "cache_clear"):
+        if getattr(value, "__module__", None) in own and hasattr(value, "cache_clear"):
             value.cache_clear()
     return module
 

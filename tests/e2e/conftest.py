@@ -24,15 +24,15 @@ from typing import Any
 import boto3
 import pytest
 
-from local.stack import DEFAULT_TEMPLATE, LocalStack
+from local.stack import DEFAULT_TEMPLATE, DevStack
 from local.template import REGION
 
 
 @dataclass
-class LocalStackHandle:
+class DevStackHandle:
     """What an end-to-end test needs from the running stack."""
 
-    stack: LocalStack
+    stack: DevStack
     api_url: str  # e.g. http://127.0.0.1:41234 — paths at the root: /versions, /v2/tasks, ...
     aws_url: str  # moto's server, same state as the handlers: boto3/aws CLI endpoint_url
     buckets: dict[str, str] = field(default_factory=dict)  # logical id → bucket name
@@ -158,7 +158,7 @@ TEST_PARAMETERS = {"MaxConcurrentTasks": "2", "StepTimeoutSeconds": "15", "Ephem
 @pytest.fixture(scope="session")
 def local_stack(
     tmp_path_factory: pytest.TempPathFactory, image_server: ImageServer
-) -> Iterator[LocalStackHandle]:
+) -> Iterator[DevStackHandle]:
     if CONTAINERS:
         from local.sam_local import missing_prerequisites
         from tests.build.conftest import require
@@ -167,7 +167,7 @@ def local_stack(
         require(reason is None, f"container tier not set up: {reason}")
     # IMAGETASKS_TEMPLATE lets a developer try the suite on a variant of the template.
     template = Path(os.environ.get("IMAGETASKS_TEMPLATE", DEFAULT_TEMPLATE))
-    stack = LocalStack(
+    stack = DevStack(
         template,
         api_port=0,
         aws_port=0,
@@ -180,7 +180,7 @@ def local_stack(
     stack.start()
     try:
         assert stack.template is not None and stack.aws_url is not None
-        yield LocalStackHandle(
+        yield DevStackHandle(
             stack=stack,
             api_url=stack.api_url,
             aws_url=stack.aws_url,

@@ -18,7 +18,7 @@ from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.config import Settings
 from imagetasks.domain.failures import TaskFailure
 from imagetasks.domain.tasks import LEGACY_IMAGE_NAMESPACE, TaskType, new_task
-from imagetasks.steps import processing_step
+from imagetasks.entrypoints.steps import processing_step
 from tests.image_corpus import make_qcow2, require_qemu_img
 from tests.support import api_event, call, load_handler, start_processing, tasks_api_handler
 

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote, urlencode
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import ValidationError
 
 from imagetasks import __version__
@@ -44,6 +45,9 @@ MAX_JSON_DEPTH = 32
 # minor version from 2.17 down to 2.0. python-glanceclient refuses `image-tasks` without v2.12.
 API_VERSIONS = tuple(f"2.{minor}" for minor in range(17, -1, -1))
 
+#: Where a route reads its request: the API's resolver, or one of its routers.
+Routes = APIGatewayRestResolver | APIGatewayRouter
+
 
 class HttpError(Exception):
     """An error that already knows its HTTP status (405, 413, 401...)."""
@@ -68,7 +72,7 @@ def method_not_allowed(allowed: str, message: str | None = None) -> HttpError:
     return HttpError(405, message or "The method is not allowed for the requested URL.", {"Allow": allowed})
 
 
-def request_id(app: APIGatewayRestResolver) -> str:
+def request_id(app: Routes) -> str:
     return f"req-{app.current_event.request_context.request_id}"
 
 
@@ -84,7 +88,7 @@ def resolve(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) ->
     return result
 
 
-def current_caller(app: APIGatewayRestResolver) -> Caller:
+def current_caller(app: Routes) -> Caller:
     try:
         return Caller.from_authorizer_context(dict(app.current_event.request_context.authorizer or {}))
     except ValidationError:
@@ -97,7 +101,7 @@ _DOMAIN_NAME = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-
 _STAGE_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)?")
 
 
-def base_url(app: APIGatewayRestResolver, configured: str = "") -> str:
+def base_url(app: Routes, configured: str = "") -> str:
     """The API's absolute base URL (stage prefix included): the deployment's `configured` one, else
     API Gateway's own domain name and stage prefix from the request context. Never a request
     header: Host and X-Forwarded-* are the client's to write, and links must not be."""
@@ -146,11 +150,11 @@ def versions_document(app: APIGatewayRestResolver, configured_base_url: str = ""
                 "links": [{"rel": "self", "href": href}],
             }
             for index, version in enumerate(API_VERSIONS)
-        ]
+        ],
     }
 
 
-def json_body(app: APIGatewayRestResolver) -> dict[str, Any]:
+def json_body(app: Routes) -> dict[str, Any]:
     """The request's JSON object (see `json_document` for the checks)."""
     body = json_document(app)
     if not isinstance(body, dict):
@@ -158,7 +162,7 @@ def json_body(app: APIGatewayRestResolver) -> dict[str, Any]:
     return body
 
 
-def json_document(app: APIGatewayRestResolver) -> Any:
+def json_document(app: Routes) -> Any:
     """The request's JSON document, with Glance's messages for each way it can be wrong, and a clear
     400 or 413 for what Python's JSON module would accept but the service cannot keep: bodies that
     are not UTF-8, NaN and Infinity, nesting deeper than MAX_JSON_DEPTH, more than MAX_BODY_BYTES."""
@@ -180,7 +184,7 @@ def json_document(app: APIGatewayRestResolver) -> Any:
     return body
 
 
-def _sent_as(app: APIGatewayRestResolver) -> str:
+def _sent_as(app: Routes) -> str:
     """What to add to "Malformed JSON" when the request said its body was something else (`curl -d`
     says application/x-www-form-urlencoded). The type itself is not refused: Glance reads a JSON body
     whatever its Content-Type says, and so do we (docs/decisions.md, "Request bodies")."""

@@ -281,15 +281,7 @@ def _scopes(caller: Caller, owner: str | None, visibility: str | None) -> tuple[
 def parse_image_list(params: Mapping[str, str], caller: Caller) -> ImageListRequest:
     """Glance's image list parameters → what to read; each problem is a 400 with Glance's wording
     where Glance has one."""
-    limit = DEFAULT_LIMIT
-    if "limit" in params:
-        try:
-            limit = int(params["limit"])
-        except ValueError:
-            raise InvalidRequest("limit param must be an integer") from None
-        if limit < 0:
-            raise InvalidRequest("limit param must be positive")
-        limit = min(limit, MAX_LIMIT)
+    limit = _limit(params)
     marker = params.get("marker")
     if marker is not None and not UUID_LIKE.match(marker):
         raise InvalidRequest("Invalid marker format")
@@ -302,7 +294,56 @@ def parse_image_list(params: Mapping[str, str], caller: Caller) -> ImageListRequ
     owner = params.get("owner") or None
     scopes, conditions = _scopes(caller, owner, visibility)
 
-    # Equality filters: (dimension name, values); the first becomes the partition.
+    equalities = _equalities(params, caller, visibility)
+    dimension: tuple[str, tuple[str, ...]] | None = equalities[0] if equalities else None
+    conditions += [_equality_condition(field, values) for field, values in equalities[1:]]
+
+    # Ranges: a key condition on the sort attribute when they bound it, residual otherwise.
+    low, high = _size_range(params, sort_key, conditions)
+    low, high = _time_ranges(params, sort_key, (low, high), conditions)
+
+    if "protected" in params:
+        conditions.append(
+            Condition(field="protected", op="eq", values=(_bool("protected", params["protected"]),))
+        )
+    if params.get("member_status", "accepted") not in ("accepted", "pending", "rejected", "all"):
+        raise InvalidRequest(f"Invalid status value: {params['member_status']}")
+
+    ids = _ids(params)
+    if ids is not None and dimension is not None:  # read by id: every equality is a condition
+        conditions.insert(0, _equality_condition(*dimension))
+        dimension = None
+
+    return ImageListRequest(
+        limit=limit,
+        marker=marker,
+        sort_key=sort_key,
+        sort_dir=sort_dir,
+        partitions=tuple(_partitions(scopes, hidden, dimension)),
+        key_range=(low, high),
+        conditions=tuple(conditions),
+        ids=ids,
+        hidden=hidden,
+    )
+
+
+def _limit(params: Mapping[str, str]) -> int:
+    if "limit" not in params:
+        return DEFAULT_LIMIT
+    try:
+        limit = int(params["limit"])
+    except ValueError:
+        raise InvalidRequest("limit param must be an integer") from None
+    if limit < 0:
+        raise InvalidRequest("limit param must be positive")
+    return min(limit, MAX_LIMIT)
+
+
+def _equalities(
+    params: Mapping[str, str], caller: Caller, visibility: str | None
+) -> list[tuple[str, tuple[str, ...]]]:
+    """The equality filters, as (dimension name, values), in the order that makes the first one the
+    partition."""
     equalities: list[tuple[str, tuple[str, ...]]] = []
     for name in ("name", "prop", "tag", "disk_format", "container_format", "status", "visibility"):
         if name == "prop":
@@ -318,18 +359,21 @@ def parse_image_list(params: Mapping[str, str], caller: Caller) -> ImageListRequ
                 equalities.append(("visibility", (visibility,)))
         elif name in params:
             equalities.append((name, _values(name, params[name])))
-    dimension: tuple[str, tuple[str, ...]] | None = equalities[0] if equalities else None
-    for field, values in equalities[1:]:
-        if field == "tag":
-            conditions.append(Condition(field="tag", op="contains", values=values))
-        else:
-            if field.startswith("prop:"):
-                values = tuple(indexed_value(value) for value in values)
-            conditions.append(Condition(field=field, op="in" if len(values) > 1 else "eq", values=values))
+    return equalities
 
-    # Ranges: a key condition on the sort attribute when they bound it, residual otherwise.
-    low: str | None = None
-    high: str | None = None
+
+def _equality_condition(field: str, values: tuple[str, ...]) -> Condition:
+    if field == "tag":
+        return Condition(field="tag", op="contains", values=values)
+    if field.startswith("prop:"):
+        values = tuple(indexed_value(value) for value in values)
+    return Condition(field=field, op="in" if len(values) > 1 else "eq", values=values)
+
+
+def _size_range(
+    params: Mapping[str, str], sort_key: str, conditions: list[Condition]
+) -> tuple[str | None, str | None]:
+    """Key bounds when the list is sorted by size; otherwise conditions (added to `conditions`)."""
     size_min = _int("size_min", params["size_min"]) if "size_min" in params else None
     size_max = _int("size_max", params["size_max"]) if "size_max" in params else None
     if size_min is not None and size_max is not None and size_min > size_max:
@@ -337,11 +381,23 @@ def parse_image_list(params: Mapping[str, str], caller: Caller) -> ImageListRequ
     if sort_key == "size":
         low = f"{size_min:020d}" if size_min is not None else None
         high = f"{size_max + 1:020d}" if size_max is not None else None  # no value equals it
-    else:
-        if size_min is not None:
-            conditions.append(Condition(field="size", op="ge", values=(size_min,)))
-        if size_max is not None:
-            conditions.append(Condition(field="size", op="le", values=(size_max,)))
+        return low, high
+    if size_min is not None:
+        conditions.append(Condition(field="size", op="ge", values=(size_min,)))
+    if size_max is not None:
+        conditions.append(Condition(field="size", op="le", values=(size_max,)))
+    return None, None
+
+
+def _time_ranges(
+    params: Mapping[str, str],
+    sort_key: str,
+    key_range: tuple[str | None, str | None],
+    conditions: list[Condition],
+) -> tuple[str | None, str | None]:
+    """`key_range` narrowed by the time filters on the sort attribute; the other time filters
+    become conditions (added to `conditions`)."""
+    low, high = key_range
     for name in TIME_FILTERS:
         if name not in params:
             continue
@@ -372,48 +428,23 @@ def parse_image_list(params: Mapping[str, str], caller: Caller) -> ImageListRequ
         }
         op, values = residual[operator]
         conditions.append(Condition(field=name, op=op, values=values))
+    return low, high
 
-    if "protected" in params:
-        conditions.append(
-            Condition(field="protected", op="eq", values=(_bool("protected", params["protected"]),))
-        )
-    if params.get("member_status", "accepted") not in ("accepted", "pending", "rejected", "all"):
-        raise InvalidRequest(f"Invalid status value: {params['member_status']}")
 
-    ids: tuple[str, ...] | None = None
-    if "id" in params:
-        raw = params["id"]
-        ids = tuple(
-            dict.fromkeys(
-                v.strip() for v in (raw[3:] if raw.startswith("in:") else raw).split(",") if v.strip()
-            )
-        )
-        if not ids or len(ids) > MAX_IDS:
-            raise InvalidRequest(f"The id filter takes 1 to {MAX_IDS} ids")
-        if dimension is not None:  # read by id: every equality is a condition
-            field, values = dimension
-            op = "contains" if field == "tag" else ("in" if len(values) > 1 else "eq")
-            if field.startswith("prop:"):
-                values = tuple(indexed_value(value) for value in values)
-            conditions.insert(0, Condition(field=field, op=op, values=values))
-            dimension = None
-
-    partitions: list[str] = []
-    for scope in scopes:
-        if dimension is None:
-            partitions.append(partition_key(scope, hidden, None))
-        else:
-            field, values = dimension
-            partitions += [partition_key(scope, hidden, (field, value)) for value in values]
-
-    return ImageListRequest(
-        limit=limit,
-        marker=marker,
-        sort_key=sort_key,
-        sort_dir=sort_dir,
-        partitions=tuple(partitions),
-        key_range=(low, high),
-        conditions=tuple(conditions),
-        ids=ids,
-        hidden=hidden,
+def _ids(params: Mapping[str, str]) -> tuple[str, ...] | None:
+    if "id" not in params:
+        return None
+    raw = params["id"]
+    ids = tuple(
+        dict.fromkeys(v.strip() for v in (raw[3:] if raw.startswith("in:") else raw).split(",") if v.strip())
     )
+    if not ids or len(ids) > MAX_IDS:
+        raise InvalidRequest(f"The id filter takes 1 to {MAX_IDS} ids")
+    return ids
+
+
+def _partitions(scopes: list[str], hidden: bool, dimension: tuple[str, tuple[str, ...]] | None) -> list[str]:
+    if dimension is None:
+        return [partition_key(scope, hidden, None) for scope in scopes]
+    field, values = dimension
+    return [partition_key(scope, hidden, (field, value)) for scope in scopes for value in values]

@@ -1,0 +1,154 @@
+"""The images: list, create (queued), show, delete, the data's download, the tasks that worked on
+one, and Glance's answers to the methods these paths do not take."""
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+from image_views import IMAGES_PATH, NO_CONTENT_TYPE, images_table, objects, own_image, render, tasks_table
+
+from imagetasks import composition
+from imagetasks.api import glance
+from imagetasks.config import settings
+from imagetasks.domain import clock
+from imagetasks.domain.errors import NotFound
+from imagetasks.domain.image_create import queued_image
+from imagetasks.domain.image_import import IMPORT_METHODS
+from imagetasks.domain.image_listing import parse_image_list
+from imagetasks.domain.images import DEFAULT_STORE
+from imagetasks.observability import logger, tracer
+
+router = APIGatewayRouter()  # type: ignore[no-untyped-call]
+
+DOWNLOAD_URL_SECONDS = 900
+
+
+@router.get(IMAGES_PATH, summary="List images")
+@tracer.capture_method
+def list_images() -> Response[dict[str, Any]]:
+    caller = glance.current_caller(router)
+    params = dict(router.current_event.query_string_parameters or {})
+    request = parse_image_list(params, caller)
+    rows = images_table().list(caller, request, clock.now())
+    images = [render(image) for image in images_table().images_of_rows(rows)]
+    next_marker = rows[-1]["image_id"] if rows and len(rows) == request.limit else None
+    links = glance.page_links(IMAGES_PATH, params, next_marker)
+    body = {"images": images, **links, "schema": "/v2/schemas/images"}
+    return glance.json_response(200, body)
+
+
+@router.post(
+    IMAGES_PATH,
+    summary="Create a queued image (no data: fill it with POST /v2/images/{image_id}/import)",
+    responses={201: {"description": "The new image, queued"}},
+)
+@tracer.capture_method
+def create_image() -> Response[dict[str, Any]]:
+    caller = glance.current_caller(router)
+    body = glance.json_body(router)
+    image = queued_image(
+        body, caller.project_id, caller.is_admin, composition.import_rules(settings()), clock.now()
+    )
+    if not images_table().create(image):
+        raise glance.HttpError(409, f"Image with identifier {image.id} already exists!")
+    logger.info("Image created (queued)", extra={"image_id": image.id, "owner": image.owner})
+    headers = {
+        "Location": f"{glance.base_url(router, settings().public_base_url)}{IMAGES_PATH}/{image.id}",
+        # Glance's announcement of how the new image can get data (openstacksdk imports only if
+        # the method is listed here).
+        "OpenStack-image-import-methods": ",".join(IMPORT_METHODS),
+        "OpenStack-image-store-ids": DEFAULT_STORE,
+    }
+    return glance.json_response(201, render(image), headers)
+
+
+@router.get(f"{IMAGES_PATH}/<image_id>", summary="Show an image")
+def show_image(image_id: str) -> Response[dict[str, Any]]:
+    caller = glance.current_caller(router)
+    return glance.json_response(200, render(images_table().get_visible(image_id, caller)))
+
+
+@router.delete(f"{IMAGES_PATH}/<image_id>", summary="Delete an image and its data")
+@tracer.capture_method
+def delete_image(image_id: str) -> Response[str]:
+    caller = glance.current_caller(router)
+    image = own_image(image_id, caller, "You are not permitted to delete this image.")
+    if image.protected:
+        raise glance.HttpError(403, f"Image {image_id} is protected and cannot be deleted.")
+    images_table().delete(image)
+    if image.key:  # a queued image has no data
+        objects().delete(image.bucket, image.key)
+    logger.info("Image deleted", extra={"image_id": image_id, "owner": image.owner})
+    # Glance's 204 says text/html with no body. Without a type of its own, API Gateway (and the local
+    # front) would add application/json, and python-glanceclient fails parsing the empty body as JSON.
+    return Response(204, NO_CONTENT_TYPE, "", {})
+
+
+@router.get(f"{IMAGES_PATH}/<image_id>/file", summary="Download the image data (302 to a time-limited URL)")
+def download_image(image_id: str) -> Response[str]:
+    caller = glance.current_caller(router)
+    image = images_table().get_visible(image_id, caller)
+    if not image.key:
+        # Glance's answer for an image without data (queued or importing): 204, no body.
+        return Response(204, NO_CONTENT_TYPE, "", {})
+    url = objects().presigned_get(image.bucket, image.key, DOWNLOAD_URL_SECONDS)
+    return Response(302, glance.JSON, "", {"Location": url})
+
+
+@router.get(f"{IMAGES_PATH}/<image_id>/tasks", summary="The tasks that worked on an image")
+def image_tasks(image_id: str) -> Response[dict[str, Any]]:
+    caller = glance.current_caller(router)
+    image = images_table().get_visible(image_id, caller)
+    now = clock.now()
+    tasks = []
+    for task_id in image.task_ids:
+        try:
+            task = tasks_table().get_visible(task_id, caller, now)
+        except NotFound:
+            continue  # expired, or another project's task on an admin-visible image
+        tasks.append(
+            {
+                "id": task.id,
+                "type": task.type.value,
+                "status": task.status.value,
+                "owner": task.owner,
+                "input": task.input,
+                "result": task.result,
+                "message": task.message,
+                "created_at": clock.to_api(task.created_at),
+                "updated_at": clock.to_api(task.updated_at),
+                "expires_at": clock.epoch_to_api(task.expires_at) if task.expires_at else None,
+                "image_id": image.id,
+                "request_id": task.request_id,
+                "user_id": task.user_id,
+            }
+        )
+    return glance.json_response(200, {"tasks": tasks})
+
+
+@router.route(f"{IMAGES_PATH}/<image_id>/file", method=["PUT"], include_in_schema=False)
+def upload_image_data(image_id: str) -> Response[dict[str, Any]]:
+    glance.current_caller(router)
+    raise glance.HttpError(
+        405,
+        "Image data cannot be uploaded through this API (API Gateway limits a request to 10 MB). "
+        f"Upload the file to s3://{settings().uploads_bucket}/uploads/<project_id>/<file name> (an "
+        "import task is created for it), or create the image and import it from a URL: "
+        "POST /v2/images/{image_id}/import with the web-download method.",
+        {"Allow": "GET"},
+    )
+
+
+@router.route(f"{IMAGES_PATH}/<image_id>/stage", method=["PUT"], include_in_schema=False)
+def stage_image_data(image_id: str) -> Response[dict[str, Any]]:
+    return upload_image_data(image_id)
+
+
+@router.route(f"{IMAGES_PATH}/<image_id>", method=["PUT", "POST"], include_in_schema=False)
+def image_other_methods(image_id: str) -> Response[dict[str, Any]]:
+    raise glance.method_not_allowed("GET, PATCH, DELETE")
+
+
+@router.route(IMAGES_PATH, method=["PUT", "PATCH", "DELETE"], include_in_schema=False)
+def images_other_methods() -> Response[dict[str, Any]]:
+    raise glance.method_not_allowed("GET, POST")
