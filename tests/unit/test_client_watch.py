@@ -161,7 +161,10 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_a_terminal_gets_a_bar_redrawn_in_place_and_a_new_line_per_step() -> None:
+def test_a_terminal_gets_a_bar_redrawn_in_place_and_a_new_line_per_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "120")  # the bar is cut to the terminal's width: wide enough for all of it
     stream = Terminal()
     bar = render.renderer_for(stream)
 
