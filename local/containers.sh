@@ -17,7 +17,12 @@
 #   local/containers.sh gateway               prints that address
 #   local/containers.sh worker-image          builds the container runner's image (worker/Dockerfile)
 #                                             from the base, offline; needs `make build` first
-#   local/containers.sh worker ENV_FILE       runs one container runner task with those variables
+#   local/containers.sh worker ENV_FILE [OPTION...] [-- ARG...]
+#                                             runs one container runner task with those variables and
+#                                             podman run options (local/ecs.py: the task definition's
+#                                             volumes, read-only root, user), and arguments if any
+#   local/containers.sh worker-volumes        prints the worker image's VOLUME paths, each with the
+#                                             uid, gid and octal mode of its directory in the image
 #
 # Environment: IMAGETASKS_CONTAINERS_STATE (config and image build context, default
 # /var/lib/imagetasks-containers), IMAGETASKS_PODMAN_SOCK (default /run/imagetasks/podman.sock),
@@ -270,13 +275,27 @@ worker_image() {  # the container runner's image, built offline from the base (a
 }
 
 worker() {  # one container runner task: the worker image with the variables of ENV_FILE
-  local env_file=${1:?usage: worker ENV_FILE}
+  local env_file=${1:?usage: worker ENV_FILE [OPTION...] [-- ARG...]} options=() arguments=()
+  shift
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do options+=("$1"); shift; done
+  [ $# -gt 0 ] && { shift; arguments=("$@"); }
   podman image exists "$WORKER_IMAGE" || die "no $WORKER_IMAGE: run local/containers.sh worker-image"
-  exec podman run --rm --network "$NETWORK" --env-file "$env_file" "$WORKER_IMAGE"
+  exec podman run --rm --network "$NETWORK" --env-file "$env_file" "${options[@]}" "$WORKER_IMAGE" "${arguments[@]}"
+}
+
+worker_volumes() {  # "PATH UID GID MODE" for each VOLUME the worker image declares
+  podman image exists "$WORKER_IMAGE" || die "no $WORKER_IMAGE: run local/containers.sh worker-image"
+  local paths=()
+  read -r -a paths < <(podman image inspect --format '{{range $path, $_ := .Config.Volumes}}{{$path}} {{end}}' "$WORKER_IMAGE")
+  [ ${#paths[@]} -eq 0 ] && return 0
+  # The directories as the image has them (--image-volume ignore: no volume made over them), as root.
+  podman run --rm --network none --user 0 --image-volume ignore --entrypoint stat "$WORKER_IMAGE" \
+    -c '%n %u %g %a' "${paths[@]}"
 }
 
 case "${1:-}" in
   setup | start | stop | up | down | gateway | worker) "$1" "${@:2}" ;;
   worker-image) worker_image ;;
+  worker-volumes) worker_volumes ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2; exit 2 ;;
 esac

@@ -10,6 +10,11 @@ With the container tier on, the worker runs in a container of the image worker/D
 (`local/containers.sh worker-image`: the code and qemu-img `sam build` made) on the containers'
 egress-less network, as a Fargate task would; otherwise as a process of this machine's Python with
 the repository's code: the same entrypoint either way.
+
+In a container, the task definition's filesystem is Fargate's (`fargate_bind_mounts`): a read-only
+root filesystem when `readonlyRootFilesystem` says so, the definition's `user` (else the image's
+USER), and each task volume a fresh, empty directory that is root-owned with mode 0755, unless the
+image declares its container path as a VOLUME: then it gets the image directory's owner and mode.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ FAKE_CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
 }
+#: What Fargate makes of a task volume whose path the image does not declare (platform 1.4: a bind
+#: mount on the task's ephemeral storage; root-owned, mode 0755 — not writable by a non-root user).
+UNDECLARED_VOLUME_MODE = 0o755
 #: The private network the runner's tasks are given (moto checks that the subnet exists).
 VPC_CIDR = "10.77.0.0/16"
 
@@ -70,6 +78,97 @@ def build_worker_image() -> None:
     )
     if completed.returncode != 0:
         raise RuntimeError(f"the container runner's image did not build:\n{completed.stderr[-2000:]}")
+
+
+@dataclass(frozen=True)
+class DirectoryOwner:
+    """Who owns a directory, and its permission bits."""
+
+    uid: int
+    gid: int
+    mode: int
+
+
+UNDECLARED_VOLUME = DirectoryOwner(0, 0, UNDECLARED_VOLUME_MODE)
+
+
+@dataclass(frozen=True)
+class BindMount:
+    """A task volume as Fargate mounts it in the container: an empty directory with this owner."""
+
+    volume: str
+    container_path: str
+    owner: DirectoryOwner
+    read_only: bool = False
+
+
+def fargate_bind_mounts(
+    registration: Mapping[str, Any], container_name: str, declared: Mapping[str, DirectoryOwner]
+) -> list[BindMount]:
+    """The bind mounts Fargate gives the container: for each of its mount points on a task volume
+    without host, EFS or Docker configuration, an empty directory on the task's ephemeral storage,
+    root-owned 0755 unless the image declares that path as a VOLUME (`declared`: the image
+    directory's owner and mode, which Fargate copies along with the directory's contents)."""
+    bind_volumes = {
+        str(volume["name"])
+        for volume in registration.get("volumes") or []
+        if not any(key in volume for key in ("host", "efsVolumeConfiguration", "dockerVolumeConfiguration"))
+    }
+    container = next(
+        c for c in registration.get("containerDefinitions") or [] if c.get("name") == container_name
+    )
+    mounts = []
+    for point in container.get("mountPoints") or []:
+        if point.get("sourceVolume") not in bind_volumes:
+            continue
+        path = str(point["containerPath"])
+        mounts.append(
+            BindMount(
+                volume=str(point["sourceVolume"]),
+                container_path=path,
+                owner=declared.get(path, UNDECLARED_VOLUME),
+                read_only=bool(point.get("readOnly")),
+            )
+        )
+    return mounts
+
+
+def image_volumes() -> dict[str, DirectoryOwner]:
+    """The worker image's VOLUME paths, each with the owner and mode of its directory in the image."""
+    completed = subprocess.run(
+        [str(CONTAINERS_SCRIPT), "worker-volumes"], capture_output=True, text=True, check=False
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"the worker image's volumes could not be read:\n{completed.stderr[-2000:]}")
+    declared = {}
+    for line in completed.stdout.splitlines():
+        path, uid, gid, mode = line.rsplit(" ", 3)
+        declared[path] = DirectoryOwner(int(uid), int(gid), int(mode, 8))
+    return declared
+
+
+def container_options(
+    registration: Mapping[str, Any], container_name: str, mounts: list[BindMount], volumes_dir: Path
+) -> list[str]:
+    """`podman run` options for the task definition's container: its volumes as Fargate makes them
+    (directories under `volumes_dir`, created here), its read-only root filesystem and its user."""
+    container = next(
+        c for c in registration.get("containerDefinitions") or [] if c.get("name") == container_name
+    )
+    options = []
+    if container.get("readonlyRootFilesystem"):
+        # podman would otherwise put tmpfs on /tmp, /var/tmp and /run: Fargate gives nothing writable.
+        options += ["--read-only", "--read-only-tmpfs=false"]
+    if container.get("user"):
+        options += ["--user", str(container["user"])]
+    for mount in mounts:
+        source = volumes_dir / mount.volume
+        source.mkdir(parents=True, exist_ok=True)
+        os.chown(source, mount.owner.uid, mount.owner.gid)
+        source.chmod(mount.owner.mode)
+        spec = f"type=bind,source={source},destination={mount.container_path}"
+        options += ["--mount", spec + (",ro" if mount.read_only else "")]
+    return options
 
 
 @dataclass
@@ -103,6 +202,7 @@ class EcsRunHook:
         self._runs: dict[str, WorkerRun] = {}
         self._lock = threading.Lock()
         self._originals: dict[str, Any] = {}
+        self._image_volumes: dict[str, DirectoryOwner] | None = None  # read once, on the first task
         self.started = 0  # RunTask calls this hook ran (a test asserts moto still calls it)
 
     # ---------------------------------------------------------------- install / uninstall
@@ -160,14 +260,21 @@ class EcsRunHook:
         env.update({"AWS_ENDPOINT_URL": self._aws_url, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION})
         return env
 
-    def command(self, env: dict[str, str], work: Path) -> tuple[list[str], dict[str, str]]:
+    def command(
+        self, spec: TaskDefinitionSpec, env: dict[str, str], work: Path
+    ) -> tuple[list[str], dict[str, str]]:
         """The worker's command line and process environment: in a container of the worker image
-        (the container tier), else a process of this machine's Python with the repository's code."""
+        (the container tier) with the task definition's filesystem as Fargate makes it, else a
+        process of this machine's Python with the repository's code."""
         if self._containers:
             env_file = work / "task.env"
             env_file.touch(mode=0o600)  # it holds the task role's credentials
             env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()), encoding="utf-8")
-            return [str(CONTAINERS_SCRIPT), "worker", str(env_file)], dict(os.environ)
+            if self._image_volumes is None:
+                self._image_volumes = image_volumes()
+            mounts = fargate_bind_mounts(spec.registration, spec.container_name, self._image_volumes)
+            options = container_options(spec.registration, spec.container_name, mounts, work / "volumes")
+            return [str(CONTAINERS_SCRIPT), "worker", str(env_file), *options], dict(os.environ)
         host = {
             key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "IMAGETASKS_"))
         }
@@ -185,14 +292,16 @@ class EcsRunHook:
         with self._lock:
             self._runs[task.task_arn] = run
         env = self.task_environment(spec, task.overrides or {})
-        thread = threading.Thread(target=self._run, args=(task, run, env), name="local-ecs-task", daemon=True)
+        thread = threading.Thread(
+            target=self._run, args=(task, run, spec, env), name="local-ecs-task", daemon=True
+        )
         thread.start()
 
-    def _run(self, task: Any, run: WorkerRun, env: dict[str, str]) -> None:
+    def _run(self, task: Any, run: WorkerRun, spec: TaskDefinitionSpec, env: dict[str, str]) -> None:
         exit_code = 1
         work = Path(tempfile.mkdtemp(prefix="imagetasks-ecs-"))
         try:
-            command, process_env = self.command(env, work)
+            command, process_env = self.command(spec, env, work)
             run.process = subprocess.Popen(
                 command, env=process_env, cwd=REPOSITORY, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             )
@@ -202,7 +311,7 @@ class EcsRunHook:
                 run.output.append(text)
                 log.debug("worker %s: %s", task.id, text)
             exit_code = run.process.wait()
-        except OSError as error:
+        except (OSError, RuntimeError) as error:
             log.error("the worker of task %s could not start: %s", task.id, error)
         finally:
             shutil.rmtree(work, ignore_errors=True)
