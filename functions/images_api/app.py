@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from image_views import image_import, images_table, objects, tasks_table
 
 from imagetasks.api import glance
-from imagetasks.observability import logger, metrics, tracer
+from imagetasks.observability import logger, tracer
 
 # The cached collaborators, named here too: tests build them again for each moto.
 __all__ = ["app", "image_import", "images_table", "lambda_handler", "objects", "tasks_table"]
@@ -29,6 +29,5 @@ app.include_router(import_routes.router)
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
-@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return glance.resolve(app, event, context)

@@ -18,7 +18,7 @@ from imagetasks import composition
 from imagetasks.config import settings
 from imagetasks.domain.failures import CANCELLED_ERROR, EXECUTION_END_CODES, EXECUTION_END_MESSAGES
 from imagetasks.domain.tasks import TaskStatus
-from imagetasks.observability import logger, metrics, tracer
+from imagetasks.observability import logger, tracer
 from imagetasks.services.task_lifecycle import Lifecycle
 
 
@@ -29,7 +29,6 @@ def lifecycle() -> Lifecycle:
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
-@metrics.log_metrics  # TaskEventsNotPublished, when a task's end could not be announced
 @event_source(data_class=EventBridgeEvent)
 def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
     if event.detail_type == "Scheduled Event":

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from imagetasks import composition
 from imagetasks.config import settings
 from imagetasks.domain.failures import failure_code, failure_message
-from imagetasks.observability import logger, metrics, tracer
+from imagetasks.observability import logger, tracer
 from imagetasks.services.task_lifecycle import Lifecycle
 
 
@@ -32,7 +32,6 @@ def lifecycle() -> Lifecycle:
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
-@metrics.log_metrics  # TaskEventsNotPublished, when a task's end could not be announced
 @event_parser(model=StatusChange)
 def lambda_handler(event: StatusChange, context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(task_id=event.task_id)

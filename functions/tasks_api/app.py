@@ -8,12 +8,11 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from idempotent_create import create_once, idempotency_config, idempotency_key
 from schemas import STUB_FIELDS, task_schema, tasks_schema, validate_create_body
 
-from imagetasks import composition
+from imagetasks import composition, task_metrics
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.api import glance
 from imagetasks.api import openapi as openapi_description
@@ -24,7 +23,7 @@ from imagetasks.domain.listing import parse_list_request
 from imagetasks.domain.long_poll import parse_wait, wait_for_change
 from imagetasks.domain.task_view import render
 from imagetasks.domain.tasks import TASK_LIST_SPEC, Task, TaskStatus, TaskType
-from imagetasks.observability import logger, metrics, tracer
+from imagetasks.observability import logger, tracer
 from imagetasks.services.tasks import TaskService
 
 app = APIGatewayRestResolver()
@@ -143,7 +142,7 @@ def create_task() -> Response[dict[str, Any]]:
         # The same key and body again: the first request's task, answered as the first was (201).
         logger.info("Task create replayed", extra={"task_id": task.id, "owner": task.owner})
     else:
-        metrics.add_metric(name="TasksCreated", unit=MetricUnit.Count, value=1)
+        task_metrics.task_created(task.type.value)
         logger.info("Task created", extra={"task_id": task.id, "type": task.type.value, "owner": task.owner})
     location = f"{glance.base_url(app, settings().public_base_url)}{TASK_PATH}/{task.id}"
     return glance.json_response(201, render(task), {"Location": location})
@@ -259,7 +258,6 @@ def schema_other_methods(name: str) -> Response[dict[str, Any]]:
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
-@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # An idempotency record left "in progress" by an invocation that timed out frees its key when
     # that invocation's time is up, not after the record's 24 hours.

@@ -1,10 +1,10 @@
-"""Logger, tracer and metrics shared by every function (a neutral module: the domain may import it)."""
+"""Logger and tracer shared by every function (a neutral module: the domain may import it)."""
 
 import json
 import logging
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Tracer
 
 
 def _ascii_json(record: Any) -> str:
@@ -17,7 +17,7 @@ def _ascii_json(record: Any) -> str:
 
 logger = Logger(json_serializer=_ascii_json)
 tracer = Tracer()
-metrics = Metrics()
+# Metrics: imagetasks.task_metrics (each written at once, with its own dimensions).
 
 # The tracer logs every exception that leaves a traced method as an ERROR with its traceback: a
 # refused request (a 400 the API answers on purpose) would read as a fault, and the traceback

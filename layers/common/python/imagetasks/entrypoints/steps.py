@@ -4,6 +4,7 @@ ones keep their name (the workflow's Retry matches it), anything else is a fault
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -11,6 +12,7 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
+from imagetasks import task_metrics
 from imagetasks.adapters.dynamo import TransientError
 from imagetasks.domain.errors import DomainError, InvalidRequest, LimitExceeded, NotFound, TaskNotProcessing
 from imagetasks.domain.failures import DEFAULT_FAILURE_CODE, TaskFailure, failure
@@ -97,7 +99,11 @@ def workflow_step(model: type[E]) -> Callable[[StepBody[E]], Callable[..., dict[
         @functools.wraps(body)
         def lambda_handler(event: E, context: LambdaContext) -> dict[str, Any]:
             logger.append_keys(task_id=event.task_id, step=event.step)
-            return body(event, context)
+            started = time.monotonic()
+            try:
+                return body(event, context)
+            finally:  # a refused or failed run too: its time was spent all the same
+                task_metrics.step_duration(event.step, time.monotonic() - started)
 
         return lambda_handler
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from imagetasks import task_metrics
 from imagetasks.domain import clock
 from imagetasks.domain.errors import InvalidRequest, TaskNotProcessing
 from imagetasks.domain.failures import failure
@@ -187,6 +188,7 @@ class ImportTask:
                 self._discard(task.id, fetched, key)
                 raise
             logger.info("Image registered", extra={"image_id": image_id})
+            task_metrics.bytes_imported(fetched.size)
         self.objects.delete(fetched.staged_bucket, fetched.staged_key)
         self._remove_upload(task, fetched)
         return {"image_id": image_id}

@@ -20,13 +20,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
-
+from imagetasks import task_metrics
 from imagetasks.adapters.tasks_table import NoFreeSlot, ProjectFull
 from imagetasks.domain import clock
 from imagetasks.domain.errors import ConcurrentUpdate
 from imagetasks.domain.tasks import Task, TaskStatus
-from imagetasks.observability import logger, metrics
+from imagetasks.observability import logger
 from imagetasks.services.ports import Gate, LifecycleTasks, TaskEventPublisher
 
 ATTEMPTS = 5
@@ -116,6 +115,7 @@ class Lifecycle:
             except ConcurrentUpdate:
                 continue  # another dispatcher took it, or it ended meanwhile
             logger.info("Task processing", extra={"task_id": task_id})
+            task_metrics.slot_waited((now - task.created_at).total_seconds())
             started.append(task_id)
             granted += 1
             self._resume(task_id, STARTED)
@@ -142,7 +142,18 @@ class Lifecycle:
             elif task.status is TaskStatus.PROCESSING:
                 self._resume(task_id, STARTED)
                 resumed += 1
-        return {"resumed": resumed, "started": len(self.dispatch()), "announced": self.announce_missed()}
+        started = len(self.dispatch())
+        self.report_slots()
+        return {"resumed": resumed, "started": started, "announced": self.announce_missed()}
+
+    def report_slots(self) -> None:
+        """Slot occupancy and how long the oldest waiting task has waited (0 when none waits): the
+        sweeper's minute makes them a steady series for the dashboard and the slot-wait alarm."""
+        now = clock.now()
+        oldest = self.table.oldest_pending(1, now)
+        task = self.table.get(oldest[0]) if oldest else None
+        waited = (now - task.created_at).total_seconds() if task is not None else 0.0
+        task_metrics.slots(self.table.running_count(), waited)
 
     def announce_missed(self) -> int:
         """Announce the ends nobody announced (the outbox): tasks final for OUTBOX_GRACE already,
@@ -201,6 +212,7 @@ class Lifecycle:
             except ConcurrentUpdate:
                 continue
             logger.info("Task finished", extra={"task_id": task_id, "status": status.value})
+            task_metrics.task_finished(after.type.value, status is TaskStatus.SUCCESS, after.error_code)
             # Before the slot is handed on: that may raise (and be retried), and a retry finds the
             # task final and announces nothing, so announcing after it could lose the event.
             self._announce(after)
@@ -221,7 +233,7 @@ class Lifecycle:
             logger.exception(
                 "Task event not published", extra={"task_id": task.id, "status": task.status.value}
             )
-            metrics.add_metric(name="TaskEventsNotPublished", unit=MetricUnit.Count, value=1)
+            task_metrics.event_not_published()
             return  # still in the outbox: the sweeper announces it later
         try:
             self.table.announced(task.id)
