@@ -17,7 +17,7 @@ ENGINE=${CONTAINER_ENGINE:-$(command -v podman || command -v docker || true)}
 TAG=${WORKER_IMAGE_TAG:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo latest)}
 NAME=${WORKER_IMAGE:-localhost/imagetasks-worker}
 
-# boto3 comes with Lambda's runtime, not with the layers: installed here, on the host, for python3.13.
+# The AWS SDK at the dependencies layer's pins (worker/runtime-requirements.txt), for python3.13.
 RUNTIME=$ROOT/.aws-sam/worker-runtime
 PIP=${PIP:-$( [ -x "$ROOT/.venv/bin/pip" ] && echo "$ROOT/.venv/bin/pip" || echo "python3 -m pip")}
 rm -rf "$RUNTIME"

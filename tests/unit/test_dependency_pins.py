@@ -1,0 +1,40 @@
+"""One AWS SDK in the functions and the worker: boto3, botocore and s3transfer pinned together in the
+dependencies layer (which comes before Lambda's runtime on sys.path), and the same everywhere else."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT
+
+SDK = ("boto3", "botocore", "s3transfer")
+
+
+def pins(path: Path) -> dict[str, str]:
+    found = re.findall(
+        r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==(\S+)", path.read_text(encoding="utf-8"), re.MULTILINE
+    )
+    return {name.lower(): version for name, version in found}
+
+
+def test_the_layer_pins_the_whole_sdk_and_the_worker_and_the_tests_use_the_same() -> None:
+    layer = pins(ROOT / "layers" / "dependencies" / "requirements.txt")
+    worker = pins(ROOT / "worker" / "runtime-requirements.txt")
+    dev = pins(ROOT / "requirements-dev.txt")
+
+    assert all(name in layer for name in SDK), layer
+    assert {name: worker[name] for name in SDK} == {name: layer[name] for name in SDK}
+    assert dev.get("boto3", layer["boto3"]) == layer["boto3"]
+
+
+def test_the_built_layer_holds_one_copy_of_each_at_the_pinned_version() -> None:
+    built = ROOT / ".aws-sam" / "build" / "DependenciesLayer" / "python"
+    if not built.is_dir():
+        pytest.skip("no .aws-sam/build: run make build")
+    layer = pins(ROOT / "layers" / "dependencies" / "requirements.txt")
+    for name in SDK:
+        copies = sorted(p.name for p in built.glob(f"{name}-*.dist-info"))
+        assert copies == [f"{name}-{layer[name]}.dist-info"], f"{name}: {copies} (make build again?)"
