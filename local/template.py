@@ -80,6 +80,10 @@ _IGNORED_TYPES = frozenset(
         "AWS::SQS::Queue",
         "AWS::SNS::Topic",
         "AWS::SNS::Subscription",
+        "AWS::SNS::TopicPolicy",
+        # What operators look at and what guards the stage: nothing to emulate (see docs/local.md).
+        "AWS::CloudWatch::Dashboard",
+        "AWS::WAFv2::WebACLAssociation",
     }
 )
 
