@@ -269,6 +269,8 @@ class DecompressedSource:
                 # A stream ended: the data ends here, or another stream follows (pigz, pbzip2 and
                 # zstd -T write several; `cat a.gz b.gz` is one valid gzip file).
                 data: bytes | memoryview = decoder.unused_data or next(source, b"")
+                if compression == XZ:
+                    data = self._after_xz_padding(data, source, streams)
                 if not len(data):
                     return
                 decoder = new_decoder()
@@ -290,6 +292,31 @@ class DecompressedSource:
             if out:
                 self._count(len(out))
                 yield out
+
+    def _after_xz_padding(
+        self, data: bytes | memoryview, source: Iterator[memoryview], streams: int
+    ) -> bytes | memoryview:
+        """The data after an xz stream's padding (null bytes, a multiple of four, that the xz format
+        allows after a stream: before the next one or at the end); CompressedSourceInvalid when the
+        padding is not a multiple of four, as `xz -t` says."""
+        padding = 0
+        while True:
+            raw = bytes(data)
+            stripped = raw.lstrip(b"\0")
+            padding += len(raw) - len(stripped)
+            if stripped:
+                data = stripped
+                break
+            data = next(source, b"")
+            if not len(data):
+                break
+        if padding % 4:
+            raise CompressedSourceInvalid(
+                f"The xz-compressed image source has {padding} bytes of stream padding after stream "
+                f"{streams}; the xz format allows a multiple of four. Check it with 'xz -t' and import "
+                "it again."
+            )
+        return data
 
     def _count(self, size: int) -> None:
         self.output_bytes += size
