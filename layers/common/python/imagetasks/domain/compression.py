@@ -22,6 +22,7 @@ from __future__ import annotations
 import bz2
 import lzma
 import re
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
@@ -49,6 +50,8 @@ MAGIC_LENGTH = 10
 
 #: Input handed to a stdlib decoder per call (its unconsumed input is copied on every call).
 _INPUT_PIECE = 256 * KiB
+#: Decompressed data is handed on at least this often (seconds), even short of a whole chunk.
+FLUSH_SECONDS = 1.0
 #: zstd's decoder returns all the output of its input at once. A zstd block expands at most
 #: 128 KiB from 4 bytes (an RLE block), so 4 KiB of input makes at most 128 MiB of output.
 _ZSTD_INPUT_PIECE = 4 * KiB
@@ -211,7 +214,9 @@ class DecompressedSource:
         *,
         max_output_bytes: int | None = None,
         keep_compressed: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock
         self._source = iter(chunks)
         self._settings = settings or DecompressionSettings()
         self._max_output = max_output_bytes
@@ -383,11 +388,19 @@ class DecompressedSource:
         chunk_size = self._settings.chunk_size
         pending: list[bytes] = []
         pending_size = 0
+        handed_on = self._clock()
         for piece in pieces:
             pending.append(piece)
             pending_size += len(piece)
+            now = self._clock()
             if pending_size < chunk_size:
+                if now - handed_on >= FLUSH_SECONDS and pending_size:
+                    # A slow source: what is decompressed is handed on anyway, so the task's
+                    # progress moves (and its step learns of a cancel) every few seconds.
+                    yield b"".join(pending)
+                    pending, pending_size, handed_on = [], 0, now
                 continue
+            handed_on = now
             data = pending[0] if len(pending) == 1 else b"".join(pending)
             full = len(data) - len(data) % chunk_size
             if full == len(data) and full == chunk_size:
