@@ -238,3 +238,44 @@ def test_twelve_concurrent_patches_of_one_image_answer_within_seconds(images: An
     assert max(seconds for _, seconds in outcomes) < 10, outcomes
     applied = {f"p{n}" for n, (status, _) in enumerate(outcomes) if status == 200}
     assert applied and applied <= set(show(images, created["id"]))
+
+
+def test_glances_compressed_container_format_is_offered_and_its_data_kept_as_it_is(
+    images: Any, aws: dict[str, str]
+) -> None:
+    import gzip
+
+    import boto3
+
+    from imagetasks import composition
+    from imagetasks.adapters.tasks_table import TasksTable
+    from imagetasks.config import Settings
+    from tests.support import start_processing
+
+    # Given a gzip file uploaded, and an import of it declared as a compressed container of raw data
+    data = gzip.compress(bytes(range(256)) * 4096)
+    key = "uploads/project-a/disk.raw.gz"
+    boto3.client("s3").put_object(Bucket=aws["UPLOADS_BUCKET"], Key=key, Body=data)
+    properties = {"name": "packed", "disk_format": "raw", "container_format": "compressed"}
+    task_input = {
+        "import_from": f"s3://{aws['UPLOADS_BUCKET']}/{key}",
+        "import_from_format": "raw",
+        "image_properties": properties,
+    }
+    # When it is created (as Glance's default container formats allow), and run
+    created = call(
+        tasks_api_handler(), api_event("POST", "/v2/tasks", body={"type": "import", "input": task_input})
+    )
+    assert created["statusCode"] == 201, created["body"]
+    table = TasksTable(aws["TASKS_TABLE"], aws["SLOTS_TABLE"])
+    stored = table.get(created["json"]["id"])
+    assert stored is not None
+    start_processing(table, stored)
+    steps = composition.import_task(Settings.from_environ())
+    result = steps.register(stored.id, steps.fetch(stored.id))
+    # Then the image holds the compressed file itself, as Glance keeps a compressed container
+    image = steps.images.get(result["image_id"])
+    assert image is not None and image.container_format == "compressed" and image.size == len(data)
+    assert boto3.client("s3").get_object(Bucket=image.bucket, Key=image.key)["Body"].read() == data
+    # and a queued image may say so too
+    assert post_image(images, {**CREATE, "container_format": "compressed"})["statusCode"] == 201

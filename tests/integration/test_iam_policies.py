@@ -167,6 +167,14 @@ def test_a_transaction_is_authorised_item_by_item(enforced, aws):
     dynamodb.transact_write_items(TransactItems=items[:1])
 
 
+@pytest.mark.parametrize("function", ["TasksApiFunction", "ReconcileFunction", "TaskStatusFunction"])
+def test_the_functions_that_fail_tasks_may_queue_a_failed_imports_image_again(enforced, aws, function):
+    # Lifecycle.before_failure: the image goes back to queued before the failure is written
+    dynamodb = client_of(enforced[function], "dynamodb")
+    item = {"id": {"S": "i1"}, "record": {"S": "image"}}
+    dynamodb.transact_write_items(TransactItems=[{"Put": {"TableName": aws["IMAGES_TABLE"], "Item": item}}])
+
+
 def test_the_images_api_may_update_an_image_and_its_list_rows_conditionally(enforced, aws):
     # Given a stored image (written by the operator), and the images API's role
     from datetime import timedelta

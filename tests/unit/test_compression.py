@@ -12,6 +12,8 @@ import pytest
 import zstandard
 
 from imagetasks.domain.compression import (
+    BZIP2,
+    GZIP,
     DecompressedSource,
     DecompressionSettings,
     detect_compression,
@@ -235,3 +237,40 @@ def test_errors_of_the_source_pass_through_unchanged(compression: str) -> None:
 
     with pytest.raises(TransientSourceError):
         b"".join(DecompressedSource(breaking()))
+
+
+@pytest.mark.parametrize(
+    ("layout", "padding"),
+    [
+        ("end", 4),
+        ("end", 4096),
+        ("between", 8),
+        ("between-and-end", 12),
+        ("end-across-chunks", 1000 * 1000 + 4),  # the padding spans input chunks
+    ],
+)
+def test_xz_stream_padding_is_part_of_a_valid_file(layout: str, padding: int) -> None:
+    # The xz format lets null bytes (a multiple of four) follow a stream; `xz -t` accepts them
+    first, second = image_data(MiB), image_data(MiB)
+    pad = b"\0" * padding
+    if layout.startswith("end"):
+        data, expected = lzma.compress(first) + pad, first
+    elif layout == "between":
+        data, expected = lzma.compress(first) + pad + lzma.compress(second), first + second
+    else:
+        data, expected = lzma.compress(first) + pad + lzma.compress(second) + pad, first + second
+    assert decompress_all(data) == expected
+
+
+@pytest.mark.parametrize("padding", [1, 3, 5, 4097])
+def test_xz_stream_padding_that_is_not_a_multiple_of_four_is_refused(padding: int) -> None:
+    data = lzma.compress(image_data(MiB)) + b"\0" * padding
+    with pytest.raises(CompressedSourceInvalid, match=f"{padding} bytes of stream padding"):
+        decompress_all(data)
+
+
+@pytest.mark.parametrize("compression", [GZIP, BZIP2])
+def test_null_bytes_after_a_stream_of_another_format_are_still_refused(compression: str) -> None:
+    data = COMPRESSORS[compression](image_data(MiB)) + b"\0" * 4
+    with pytest.raises(CompressedSourceInvalid):
+        decompress_all(data)

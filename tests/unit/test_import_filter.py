@@ -373,3 +373,25 @@ def test_well_formed_neighbours_still_pass_the_parsing(url: str) -> None:
         import_filter.check(url)
     except InvalidImportLocation as refused:  # refused for its address, never for its form
         assert refused.message == refused_message(url)
+
+
+@pytest.mark.parametrize(
+    ("key", "refused"),
+    [
+        ("uploads/p/my disk.qcow2", False),
+        ("uploads/p/disk\u200b.qcow2", False),
+        ("uploads/p/disk\r\n.qcow2", True),
+        ("uploads/p/disk\x00.qcow2", True),
+        ("uploads/p/\udc80.qcow2", True),
+    ],
+)
+def test_an_s3_key_may_hold_spaces_but_no_control_character_or_lone_surrogate(
+    key: str, refused: bool
+) -> None:
+    import_filter, _ = make_filter(allowed_s3_buckets=("uploads-bucket",))
+    url = f"s3://uploads-bucket/{key}"
+    if refused:
+        with pytest.raises(InvalidImportLocation, match="percent-encode it"):
+            import_filter.check_location(url, "p")
+    else:
+        assert import_filter.check_location(url, "p").key == key

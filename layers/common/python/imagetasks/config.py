@@ -62,7 +62,16 @@ class Settings(BaseModel):
         "ari",
         "aki",
     )
-    allowed_container_formats: tuple[str, ...] = ("bare", "ovf", "ova", "aki", "ari", "ami", "docker")
+    allowed_container_formats: tuple[str, ...] = (
+        "bare",
+        "ovf",
+        "ova",
+        "aki",
+        "ari",
+        "ami",
+        "docker",
+        "compressed",
+    )
     conversion_format: str = ""
     ephemeral_storage_mib: int = 10240
     # The container runner (template parameter WorkerImageUri set): its working space in GiB, 0 when

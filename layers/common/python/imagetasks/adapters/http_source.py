@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import http
 import ssl
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
@@ -60,6 +61,10 @@ class HttpSourceSettings(BaseModel):
     #: Size of the chunks handed on; large chunks keep per-chunk overhead (inspection, thread
     #: hand-offs) negligible next to hashing.
     chunk_size: int = 8 * MiB
+    #: What arrived is handed on at least this often, even short of ``chunk_size``: a slow source
+    #: (or one without a known length) still moves the task's progress, which is also how its step
+    #: learns, every few seconds, that its task was cancelled.
+    flush_seconds: float = Field(default=1.0, gt=0)
     user_agent: str = "imagetasks-import/1"
 
 
@@ -104,10 +109,12 @@ class HttpSource:
         import_filter: ImportFilter,
         settings: HttpSourceSettings | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._filter = import_filter
         self._settings = settings or HttpSourceSettings()
         self._ssl_context = ssl_context
+        self._clock = clock
 
     def open(self, url: str | ResolvedTarget) -> SourceStream:
         """Connect, follow vetted redirects, and return the body as a stream of chunks.
@@ -218,6 +225,7 @@ class HttpSource:
         guard = rate_guard(self._settings, HTTP_TOO_SLOW_ADVICE)
         pending: list[bytes] = []
         pending_size = 0
+        handed_on = self._clock()
         try:
             while True:
                 try:
@@ -237,9 +245,11 @@ class HttpSource:
                 guard.received(len(piece))
                 pending.append(piece)
                 pending_size += len(piece)
-                if pending_size >= chunk_size:
+                now = self._clock()
+                if pending_size >= chunk_size or now - handed_on >= self._settings.flush_seconds:
                     yield pending[0] if len(pending) == 1 else b"".join(pending)
                     pending, pending_size = [], 0
+                    handed_on = now
             if pending:
                 yield b"".join(pending)
             if length is not None and received != length:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import bz2
 import lzma
 import re
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
@@ -49,6 +50,8 @@ MAGIC_LENGTH = 10
 
 #: Input handed to a stdlib decoder per call (its unconsumed input is copied on every call).
 _INPUT_PIECE = 256 * KiB
+#: Decompressed data is handed on at least this often (seconds), even short of a whole chunk.
+FLUSH_SECONDS = 1.0
 #: zstd's decoder returns all the output of its input at once. A zstd block expands at most
 #: 128 KiB from 4 bytes (an RLE block), so 4 KiB of input makes at most 128 MiB of output.
 _ZSTD_INPUT_PIECE = 4 * KiB
@@ -211,7 +214,9 @@ class DecompressedSource:
         *,
         max_output_bytes: int | None = None,
         keep_compressed: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock
         self._source = iter(chunks)
         self._settings = settings or DecompressionSettings()
         self._max_output = max_output_bytes
@@ -269,6 +274,8 @@ class DecompressedSource:
                 # A stream ended: the data ends here, or another stream follows (pigz, pbzip2 and
                 # zstd -T write several; `cat a.gz b.gz` is one valid gzip file).
                 data: bytes | memoryview = decoder.unused_data or next(source, b"")
+                if compression == XZ:
+                    data = self._after_xz_padding(data, source, streams)
                 if not len(data):
                     return
                 decoder = new_decoder()
@@ -290,6 +297,31 @@ class DecompressedSource:
             if out:
                 self._count(len(out))
                 yield out
+
+    def _after_xz_padding(
+        self, data: bytes | memoryview, source: Iterator[memoryview], streams: int
+    ) -> bytes | memoryview:
+        """The data after an xz stream's padding (null bytes, a multiple of four, that the xz format
+        allows after a stream: before the next one or at the end); CompressedSourceInvalid when the
+        padding is not a multiple of four, as `xz -t` says."""
+        padding = 0
+        while True:
+            raw = bytes(data)
+            stripped = raw.lstrip(b"\0")
+            padding += len(raw) - len(stripped)
+            if stripped:
+                data = stripped
+                break
+            data = next(source, b"")
+            if not len(data):
+                break
+        if padding % 4:
+            raise CompressedSourceInvalid(
+                f"The xz-compressed image source has {padding} bytes of stream padding after stream "
+                f"{streams}; the xz format allows a multiple of four. Check it with 'xz -t' and import "
+                "it again."
+            )
+        return data
 
     def _count(self, size: int) -> None:
         self.output_bytes += size
@@ -356,11 +388,19 @@ class DecompressedSource:
         chunk_size = self._settings.chunk_size
         pending: list[bytes] = []
         pending_size = 0
+        handed_on = self._clock()
         for piece in pieces:
             pending.append(piece)
             pending_size += len(piece)
+            now = self._clock()
             if pending_size < chunk_size:
+                if now - handed_on >= FLUSH_SECONDS and pending_size:
+                    # A slow source: what is decompressed is handed on anyway, so the task's
+                    # progress moves (and its step learns of a cancel) every few seconds.
+                    yield b"".join(pending)
+                    pending, pending_size, handed_on = [], 0, now
                 continue
+            handed_on = now
             data = pending[0] if len(pending) == 1 else b"".join(pending)
             full = len(data) - len(data) % chunk_size
             if full == len(data) and full == chunk_size:

@@ -272,7 +272,8 @@ class ImportFilter:
             raise InvalidImportLocation("Invalid location: None")
         url = url.strip()
         # Before urlsplit, which silently drops tabs and line breaks (a CR LF would otherwise pass).
-        _check_characters(url)
+        # An s3:// location names an object key, which may hold spaces and any printable character.
+        _check_characters(url, key_like=url.lower().startswith("s3://"))
         try:
             parts = urlsplit(url)
         except ValueError:  # e.g. an unclosed IPv6 bracket
@@ -325,11 +326,14 @@ _CHARACTER_NAMES = {
 }
 
 
-def _check_characters(url: str) -> None:
+def _check_characters(url: str, *, key_like: bool = False) -> None:
     """Refuse what no URL may hold unencoded: control characters (CR, LF, NUL...), lone
-    surrogates, spaces and invisible format characters."""
+    surrogates, spaces and invisible format characters (`key_like`, an S3 key: the first two only)."""
     for position, char in enumerate(url):
-        what = _CHARACTER_NAMES.get(unicodedata.category(char))
+        category = unicodedata.category(char)
+        if key_like and category not in ("Cc", "Cs"):
+            continue
+        what = _CHARACTER_NAMES.get(category)
         if what is not None:
             shown = url.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
             raise InvalidImportLocation(INVALID_CHARACTER.format(what=what, position=position, uri=shown))
