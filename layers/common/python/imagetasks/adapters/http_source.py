@@ -8,7 +8,9 @@ header, TLS SNI and certificate check still use the host name.
 
 from __future__ import annotations
 
+import contextlib
 import http
+import socket
 import ssl
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -83,6 +85,22 @@ class SourceStream:
 
     def __iter__(self) -> Iterator[bytes]:
         return self._chunks
+
+    def abort(self) -> None:
+        """Cut the source's connection now, from any thread: a read blocked on it (a source that
+        sends nothing, or trickles) returns at once instead of at the read timeout."""
+        response = getattr(self._closer, "_raw_stream", self._closer)  # botocore wraps urllib3's
+        # urllib3 2 hands the socket to http.client's response once the headers are read: it is
+        # the one under that response's buffered reader (the connection's own is None by then).
+        reader = getattr(getattr(response, "_fp", None), "fp", None)
+        candidates = (
+            getattr(getattr(reader, "raw", None), "_sock", None),
+            getattr(getattr(response, "connection", None), "sock", None),
+        )
+        for sock in candidates:
+            if isinstance(sock, socket.socket):
+                with contextlib.suppress(OSError):  # already closed
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         close = getattr(self._closer, "close", None)

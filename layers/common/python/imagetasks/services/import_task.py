@@ -24,7 +24,7 @@ from imagetasks.domain.tasks import Task, TaskStatus
 from imagetasks.domain.uploads import UPLOAD_SOURCE, UploadedVersion
 from imagetasks.observability import logger
 from imagetasks.services.convert_export import ConversionService
-from imagetasks.services.fetch_and_stage import FetchResult, ImportSettings, fetch_and_check
+from imagetasks.services.fetch_and_stage import FetchResult, ImportSettings, SourceWatch, fetch_and_check
 from imagetasks.services.interoperable_import import release_image
 from imagetasks.services.ports import Guard, ImageStore, ObjectStore, StepTasks
 
@@ -117,6 +117,9 @@ class ImportTask:
             source_etag=upload.etag,
             source_version_id=upload.version_id,
             progress=progress,
+            # A source that stalls or trickles gives no progress write to notice a cancel: the
+            # watch asks every few seconds and cuts the source.
+            watch=SourceWatch(lambda: self.tasks.still_wanted(task.id)),
         )
         try:
             self.tasks.require_processing(task.id)
