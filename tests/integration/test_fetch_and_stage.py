@@ -500,16 +500,25 @@ def test_a_source_announcing_more_than_lambda_moves_is_handed_to_the_container_r
     assert fetch(url, server, s3, settings=container).size == 2 * 1024 * 1024
 
 
-@pytest.mark.parametrize("sends", ["trickle", "nothing"])
+@pytest.mark.parametrize("sends", ["trickle", "nothing", "no_answer"])
 def test_a_fetch_whose_task_was_cancelled_closes_its_source_and_stages_nothing(
     server: LocalServer, s3: object, sends: str
 ) -> None:
     # Given a source that trickles 1 KiB every 0.2 s (never silent long enough for the read
-    # timeout), or sends nothing after its headers, and a task cancelled once the fetch has begun
+    # timeout), sends nothing after its headers, or does not even answer, and a task cancelled
+    # once the fetch has begun
     served = threading.Event()
     closed = threading.Event()
 
     def held(handler: BaseHTTPRequestHandler) -> None:
+        if sends == "no_answer":
+            served.set()
+            for _ in range(600):
+                if peer_closed(handler.connection):
+                    break
+                time.sleep(0.2)
+            closed.set()
+            return
         handler.send_response(200)
         handler.send_header("Content-Length", str(64 * 1024 * 1024))
         handler.end_headers()

@@ -49,7 +49,8 @@ WATCH_INTERVAL_SECONDS = 2.0
 
 class SourceWatch:
     """Asks `still_wanted` every `interval` seconds, on its own thread, while a source is read; the
-    first "no" cuts the source (`SourceStream.abort`), so a blocked read returns at once. A failing
+    first "no" cuts the source (`HttpSource.abort`), so a blocked read returns at once, even one
+    still waiting for the source's answer. A failing
     question (DynamoDB busy) counts as "yes": the step's own conditional writes still decide."""
 
     def __init__(self, still_wanted: Callable[[], bool], interval: float = WATCH_INTERVAL_SECONDS) -> None:
@@ -59,8 +60,8 @@ class SourceWatch:
         self.stopped = False
 
     @contextmanager
-    def watching(self, source: SourceStream) -> Iterator[SourceWatch]:
-        thread = threading.Thread(target=self._run, args=(source,), name="source-watch", daemon=True)
+    def watching(self, cut: Callable[[], None]) -> Iterator[SourceWatch]:
+        thread = threading.Thread(target=self._run, args=(cut,), name="source-watch", daemon=True)
         thread.start()
         try:
             yield self
@@ -77,7 +78,7 @@ class SourceWatch:
         if self.stopped:
             raise TaskNotProcessing("The task ended while its source was read")
 
-    def _run(self, source: SourceStream) -> None:
+    def _run(self, cut: Callable[[], None]) -> None:
         while not self._done.wait(self._interval):
             try:
                 wanted = self._still_wanted()
@@ -86,7 +87,7 @@ class SourceWatch:
                 continue
             if not wanted:
                 self.stopped = True
-                source.abort()
+                cut()
                 return
 
 
@@ -179,9 +180,10 @@ def fetch_and_check(
                 "compared with the decompressed image)"
             ) from mismatch
 
+    opener = _opener(location, import_filter, settings, s3_client)
     with (
-        _open(location, import_filter, settings, s3_client, source_etag, source_version_id) as source,
-        (watch or SourceWatch(lambda: True, interval=3600)).watching(source),
+        (watch or SourceWatch(lambda: True, interval=3600)).watching(getattr(opener, "abort", _nothing)),
+        _open(opener, location, source_etag, source_version_id) as source,
     ):
         checker.check_announced_size(source.content_length)
         if settings.runner is not None:
@@ -224,17 +226,30 @@ def fetch_and_check(
     )
 
 
-def _open(
+def _nothing() -> None:
+    """An S3 source needs no cut: S3 does not stall (a crawl is refused by the rate guard)."""
+
+
+def _opener(
     location: ResolvedTarget | S3Location,
     import_filter: ImportFilter,
     settings: ImportSettings,
     s3_client: S3Client | None,
+) -> HttpSource | S3Source:
+    if isinstance(location, S3Location):
+        return S3Source(s3_client, chunk_size=settings.http.chunk_size, settings=settings.http)
+    return HttpSource(import_filter, settings.http)
+
+
+def _open(
+    opener: HttpSource | S3Source,
+    location: ResolvedTarget | S3Location,
     etag: str | None = None,
     version_id: str | None = None,
 ) -> SourceStream:
     if isinstance(location, S3Location):
-        return S3Source(s3_client, chunk_size=settings.http.chunk_size, settings=settings.http).open(
-            location.bucket, location.key, etag=etag, version_id=version_id
-        )
+        assert isinstance(opener, S3Source)
+        return opener.open(location.bucket, location.key, etag=etag, version_id=version_id)
+    assert isinstance(opener, HttpSource)
     # The vetted target goes in as is (one DNS answer per hop); HttpSource vets every redirect.
-    return HttpSource(import_filter, settings.http).open(location)
+    return opener.open(location)
