@@ -20,7 +20,7 @@ from imagetasks.domain.images import (
     new_image,
 )
 from imagetasks.domain.progress import ProgressReporter
-from imagetasks.domain.tasks import Task, TaskStatus
+from imagetasks.domain.tasks import Task, TaskStatus, TaskType
 from imagetasks.domain.uploads import UPLOAD_SOURCE, UploadedVersion
 from imagetasks.observability import logger
 from imagetasks.services.convert_export import ConversionService
@@ -232,7 +232,7 @@ class ImportTask:
     def revert_export(self, task_id: str) -> None:
         """Undo an export: what it wrote to the exports bucket (under the task's own prefix)."""
         task = self.tasks.get(task_id)
-        if task is None or not self.settings.exports_bucket:
+        if task is None or task.type is not TaskType.EXPORT or not self.settings.exports_bucket:
             return
         self.objects.delete_prefix(self.settings.exports_bucket, f"{task.owner}/{task.id}/")
 
