@@ -330,6 +330,11 @@ class EcsRunHook:
             with self._lock:
                 self._runs.pop(run.task_arn, None)
 
+    def running(self) -> list[str]:
+        """The ARNs of the tasks whose worker has not ended yet."""
+        with self._lock:
+            return list(self._runs)
+
     def stop(self, task_str: str) -> None:
         with self._lock:
             run = next(

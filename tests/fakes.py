@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from imagetasks.auth.identity import Caller
-from imagetasks.domain.errors import ConcurrentUpdate, NotFound
+from imagetasks.domain.errors import ConcurrentUpdate, NotFound, TaskAlreadyFinal
 from imagetasks.domain.images import Image
 from imagetasks.domain.tasks import Task
 
@@ -35,6 +35,14 @@ class InMemoryTasks:
         if task.id in self.tasks:
             raise ConcurrentUpdate(f"Task {task.id} already exists")
         self.tasks[task.id] = task
+
+    def request_cancel(self, task_id: str, message: str) -> None:
+        task = self.tasks.get(task_id)
+        if task is None or task.status.is_final:
+            raise TaskAlreadyFinal(f"Task {task_id} already ended and can no longer be cancelled")
+        self.tasks[task_id] = task.model_copy(
+            update={"cancel_requested": task.cancel_requested or message, "version": task.version + 1}
+        )
 
     def save_transition(self, before: Task, after: Task, **slots: Any) -> None:
         stored = self.tasks.get(before.id)
@@ -76,6 +84,9 @@ class InMemoryImages:
     def add_task(self, image_id: str, task_id: str, guard: Any = None) -> None:
         image = self.images[image_id]
         self.images[image_id] = image.model_copy(update={"task_ids": (*image.task_ids, task_id)})
+
+    def delete(self, image: Image) -> None:
+        self.images.pop(image.id, None)
 
 
 class RecordingWorkflow:

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from imagetasks import composition
 from imagetasks.config import settings
 from imagetasks.domain.failures import failure_code, failure_message
+from imagetasks.domain.tasks import TaskStatus
 from imagetasks.observability import logger, tracer
 from imagetasks.services.task_lifecycle import Lifecycle
 
@@ -43,7 +44,12 @@ def lambda_handler(event: StatusChange, context: LambdaContext) -> dict[str, Any
         composition.import_task(settings()).clean_up(event.task_id)
         return {"cleaned": True}
     if event.action == "succeed":
-        lifecycle().succeed(event.task_id, event.result or {})
+        ended = lifecycle().succeed(event.task_id, event.result or {})
+        if ended is not None and ended.status is TaskStatus.FAILURE:
+            # Its cancel was recorded before the success: the task ended cancelled, and what its
+            # steps made (the image, the exported file) goes, as the CleanUp state would remove it.
+            composition.import_task(settings()).clean_up(event.task_id)
+            return {"status": "failure"}
         return {"status": "success"}
     if event.error:
         logger.warning("Task failed", extra={"error": event.error.get("Error")})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -108,6 +109,14 @@ class ImageServer:
         QuietHandler.gates[name] = gate
         return gate
 
+    def trickle(self, name: str) -> tuple[threading.Event, threading.Event]:
+        """`name` answers 200 (1 GiB announced) and then trickles 1 KiB every 0.2 s, for two
+        minutes at most; the first event is set when a request arrives, the second once its client
+        closed the connection."""
+        events = (threading.Event(), threading.Event())
+        QuietHandler.trickles[name] = events
+        return events
+
 
 @pytest.fixture(scope="session")
 def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageServer]:
@@ -129,11 +138,17 @@ class QuietHandler(SimpleHTTPRequestHandler):
     gates: dict[str, tuple[threading.Event, threading.Event]] = {}
     #: file name → where a request for it is redirected (302)
     redirects: dict[str, str] = {}
+    #: file name → (set when it is requested, set when its client went away): a trickling source
+    trickles: dict[str, tuple[threading.Event, threading.Event]] = {}
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def do_GET(self) -> None:
+        trickle = self.trickles.get(self.path.lstrip("/"))
+        if trickle is not None:
+            self._trickle(*trickle)
+            return
         gate = self.gates.get(self.path.lstrip("/"))
         if gate is not None:
             gate[0].set()
@@ -146,6 +161,20 @@ class QuietHandler(SimpleHTTPRequestHandler):
             self.end_headers()
             return
         super().do_GET()
+
+    def _trickle(self, requested: threading.Event, gone: threading.Event) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(1024**3))
+        self.end_headers()
+        requested.set()
+        try:
+            for _ in range(600):
+                self.wfile.write(b"\0" * 1024)  # raises once the client cut the connection
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            gone.set()
+        self.close_connection = True
 
 
 # The stack for the tests: two processing slots (so the concurrency test can fill them), a short

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +32,7 @@ from imagetasks.domain.import_errors import (
 from imagetasks.domain.import_filter import ImportFilterSettings
 from imagetasks.domain.progress import ProgressReporter
 from imagetasks.domain.runners import NeedsContainer, RunnerLimits
-from imagetasks.services.fetch_and_stage import FetchResult, ImportSettings, fetch_and_check
+from imagetasks.services.fetch_and_stage import FetchResult, ImportSettings, SourceWatch, fetch_and_check
 from tests.image_corpus import (
     file_digests,
     make_empty,
@@ -499,3 +500,94 @@ def test_a_source_announcing_more_than_lambda_moves_is_handed_to_the_container_r
         update={"runner": RunnerLimits(runner="container", working_space_bytes=1)}
     )
     assert fetch(url, server, s3, settings=container).size == 2 * 1024 * 1024
+
+
+@pytest.mark.parametrize("sends", ["trickle", "nothing", "no_answer"])
+def test_a_fetch_whose_task_was_cancelled_closes_its_source_and_stages_nothing(
+    server: LocalServer, s3: object, sends: str
+) -> None:
+    # Given a source that trickles 1 KiB every 0.2 s (never silent long enough for the read
+    # timeout), sends nothing after its headers, or does not even answer, and a task cancelled
+    # once the fetch has begun
+    served = threading.Event()
+    closed = threading.Event()
+
+    def held(handler: BaseHTTPRequestHandler) -> None:
+        if sends == "no_answer":
+            served.set()
+            for _ in range(600):
+                if peer_closed(handler.connection):
+                    break
+                time.sleep(0.2)
+            closed.set()
+            return
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(64 * 1024 * 1024))
+        handler.end_headers()
+        handler.wfile.flush()
+        served.set()
+        try:
+            for _ in range(600):  # two minutes at most
+                if sends == "trickle":
+                    handler.wfile.write(b"\0" * 1024)  # raises once the client cut the connection
+                    handler.wfile.flush()
+                elif peer_closed(handler.connection):
+                    break
+                time.sleep(0.2)
+        except OSError:
+            pass
+        finally:
+            closed.set()
+
+    server.routes["/held"] = held
+    wanted = threading.Event()
+    wanted.set()
+    settings = settings_for(server).model_copy(
+        update={"http": HttpSourceSettings(connect_timeout_seconds=2, read_timeout_seconds=120)}
+    )
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fetch(server.url("/held"), server, s3, settings=settings, watch=SourceWatch(wanted.is_set, 0.5))
+        except BaseException as error:
+            failures.append(error)
+
+    fetching = threading.Thread(target=run)
+    fetching.start()
+    assert served.wait(30), "the fetch never reached its source"
+
+    # When the task is cancelled (its "still wanted" answer turns to no)
+    wanted.clear()
+
+    # Then the fetch stops well before the read timeout, closing the source, staging nothing
+    fetching.join(15)
+    assert not fetching.is_alive(), "the fetch kept reading its source"
+    assert closed.wait(15), "the source connection stayed open"
+    assert [type(error) for error in failures] == [TaskNotProcessing]
+    assert staged_keys(s3) == []
+
+
+def peer_closed(connection: socket.socket) -> bool:
+    """Whether the other end closed the connection (a read would find its end), without reading."""
+    try:
+        return connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False  # open, nothing to read
+    except OSError:
+        return True
+
+
+def test_a_watched_fetch_of_a_task_still_wanted_completes(
+    server: LocalServer, s3: object, tmp_path: Path
+) -> None:
+    asked: list[bool] = []
+
+    def still_wanted() -> bool:
+        asked.append(True)
+        return True
+
+    url = server.serve_file("/disk.raw", make_raw(tmp_path))
+    result = fetch(url, server, s3, watch=SourceWatch(still_wanted, 0.01))
+
+    assert result.size > 0 and staged_keys(s3) == ["staging/task-1"]

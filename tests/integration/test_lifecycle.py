@@ -207,3 +207,86 @@ def test_progress_is_stored_while_processing_and_refused_after(table: TasksTable
     assert ended.error_code == "cancelled"
     with pytest.raises(TaskNotProcessing):  # the running step learns it must stop
         table.record_progress(task_id, {"step": "fetch", "bytes_done": 6, "bytes_total": 10, "percent": 60})
+
+
+CANCEL = "The task was cancelled by user u of project p1."
+
+
+def test_a_recorded_cancel_refuses_progress_and_guarded_writes_before_the_task_ends(
+    table: TasksTable,
+) -> None:
+    # Given a processing task
+    lifecycle, _ = lifecycle_of(table, max_running=1)
+    (task_id,) = pending_tasks(table, 1)
+    park_all(lifecycle, [task_id])
+
+    # When its cancel is recorded (the execution not stopped yet)
+    table.request_cancel(task_id, CANCEL)
+
+    # Then it is still processing, but its step may write nothing more
+    assert table.get(task_id).status is TaskStatus.PROCESSING
+    assert not table.still_wanted(task_id)
+    with pytest.raises(TaskNotProcessing):
+        table.record_progress(task_id, {"step": "fetch", "bytes_done": 6, "bytes_total": 10, "percent": 60})
+    with pytest.raises(TaskNotProcessing):
+        table.require_processing(task_id)
+    guard = table.processing_guard(task_id)
+    with pytest.raises(TaskNotProcessing):
+        table.table.transact([], guard)
+
+
+def test_a_success_after_a_recorded_cancel_ends_the_task_cancelled_and_frees_its_slot(
+    table: TasksTable,
+) -> None:
+    lifecycle, _ = lifecycle_of(table, max_running=1)
+    (task_id,) = pending_tasks(table, 1)
+    park_all(lifecycle, [task_id])
+    table.request_cancel(task_id, CANCEL)
+
+    ended = lifecycle.succeed(task_id, {"image_id": "i1"})
+
+    assert ended is not None and ended.status is TaskStatus.FAILURE and ended.error_code == "cancelled"
+    assert ended.message == CANCEL and ended.result is None
+    assert table.running_count() == 0
+
+
+def test_an_execution_failed_event_after_a_recorded_cancel_ends_it_cancelled_not_internal(
+    table: TasksTable,
+) -> None:
+    # Given a pending task whose cancel was recorded, and whose execution's last event is FAILED
+    lifecycle, _ = lifecycle_of(table, max_running=1)
+    (task_id,) = pending_tasks(table, 1)
+    table.request_cancel(task_id, CANCEL)
+
+    # When the reconciler records that failure
+    ended = lifecycle.fail(task_id, "The task's workflow failed before the task finished.", "internal")
+
+    # Then the task ends cancelled, with the canceller's message
+    assert ended is not None and ended.error_code == "cancelled" and ended.message == CANCEL
+
+
+def test_a_dispatcher_ends_a_cancelled_pending_task_instead_of_starting_it(table: TasksTable) -> None:
+    # Given two parked pending tasks, the older one cancelled (its execution not stopped yet), one slot
+    lifecycle, gate = lifecycle_of(table, max_running=1)
+    older, newer = pending_tasks(table, 2)
+    table.request_cancel(older, CANCEL)
+
+    # When both park
+    park_all(lifecycle, [older, newer])
+
+    # Then the cancelled one ended (its execution resumed as final) and the slot went to the other
+    assert table.get(older).error_code == "cancelled"
+    assert table.get(newer).status is TaskStatus.PROCESSING
+    assert (f"token-{older}", FINAL) in gate.resumed and (f"token-{newer}", STARTED) in gate.resumed
+
+
+def test_a_cancel_of_a_final_task_is_refused_by_the_table(table: TasksTable) -> None:
+    from imagetasks.domain.errors import TaskAlreadyFinal
+
+    lifecycle, _ = lifecycle_of(table, max_running=1)
+    (task_id,) = pending_tasks(table, 1)
+    lifecycle.fail(task_id, "refused", "invalid_input")
+
+    with pytest.raises(TaskAlreadyFinal):
+        table.request_cancel(task_id, CANCEL)
+    assert table.get(task_id).cancel_requested is None

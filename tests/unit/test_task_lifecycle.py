@@ -113,3 +113,29 @@ def test_expiry_is_exclusive_of_the_moment_before_and_inclusive_of_the_moment_it
 
     assert not task.is_expired(expiry - timedelta(seconds=1))
     assert task.is_expired(expiry)
+
+
+@pytest.mark.parametrize(
+    ("to", "code"),
+    [(TaskStatus.SUCCESS, None), (TaskStatus.FAILURE, "internal"), (TaskStatus.FAILURE, "timeout")],
+)
+def test_a_task_whose_cancel_was_recorded_can_only_end_cancelled(to: TaskStatus, code: str | None) -> None:
+    # Given a processing task whose cancel was recorded
+    task = pending().transition(TaskStatus.PROCESSING, T0, TTL)
+    task = task.model_copy(update={"cancel_requested": "The task was cancelled by project p1."})
+
+    # When its step's success, or a failure of any kind, is recorded
+    ended = task.transition(to, T0, TTL, result={"image_id": "i1"}, message="boom", error_code=code)
+
+    # Then it ends cancelled, with the canceller's message, and no result
+    assert ended.status is TaskStatus.FAILURE and ended.error_code == "cancelled"
+    assert ended.message == "The task was cancelled by project p1." and ended.result is None
+    assert ended.image_id is None
+
+
+def test_a_pending_task_whose_cancel_was_recorded_may_still_take_its_slot_in_the_domain() -> None:
+    # (the dispatcher ends such a task instead; the domain only refuses a success or failure other
+    # than the cancellation)
+    task = pending().model_copy(update={"cancel_requested": "cancelled"})
+
+    assert task.transition(TaskStatus.PROCESSING, T0, TTL).cancel_requested == "cancelled"

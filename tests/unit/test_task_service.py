@@ -116,3 +116,47 @@ def test_cancel_of_a_final_task_is_refused() -> None:
 
     with pytest.raises(TaskAlreadyFinal):
         service(tasks, workflow).cancel(task.id, MEMBER, clock.now())
+
+
+def test_cancel_is_recorded_on_the_task_before_the_execution_is_stopped() -> None:
+    tasks = InMemoryTasks()
+    seen: list[str | None] = []
+
+    class Watching(RecordingWorkflow):
+        def stop(self, task_id: str, error: str, cause: str) -> bool:
+            seen.append(tasks.tasks[task_id].cancel_requested)
+            return super().stop(task_id, error, cause)
+
+    workflow = Watching()
+    task = service(tasks, workflow).create(TaskType.IMPORT, INPUT, "p1")
+
+    service(tasks, workflow).cancel(task.id, MEMBER, clock.now())
+
+    assert seen == ["The task was cancelled by user u1 of project p1."]
+
+
+def test_a_second_cancel_keeps_the_first_cancellers_message() -> None:
+    tasks, workflow = InMemoryTasks(), RecordingWorkflow()
+    task = service(tasks, workflow).create(TaskType.IMPORT, INPUT, "p1")
+    service(tasks, workflow).cancel(task.id, MEMBER, clock.now())
+
+    service(tasks, workflow).cancel(
+        task.id, Caller(project_id="ops", user_id="a1", roles=("admin",)), clock.now()
+    )
+
+    assert tasks.tasks[task.id].cancel_requested == "The task was cancelled by user u1 of project p1."
+
+
+def test_cancel_of_a_processing_task_whose_execution_ended_leaves_its_end_to_the_execution() -> None:
+    # Given a processing task whose execution just ended (its reconciler is on its way)
+    tasks, workflow = InMemoryTasks(), RecordingWorkflow()
+    task = service(tasks, workflow).create(TaskType.IMPORT, INPUT, "p1")
+    processing = task.transition(TaskStatus.PROCESSING, clock.now(), timedelta(hours=1))
+    tasks.save_transition(task, processing)
+    workflow.running.clear()
+
+    # When it is cancelled
+    answer = service(tasks, workflow).cancel(task.id, MEMBER, clock.now())
+
+    # Then the cancel is recorded (whoever ends it ends it cancelled) and nothing is ended here
+    assert answer.status is TaskStatus.PROCESSING and answer.cancel_requested is not None

@@ -210,6 +210,7 @@ def import_task(settings: Settings) -> ImportTask:
             images_bucket=settings.images_bucket,
             uploads_bucket=settings.uploads_bucket,
             conversion_format=settings.conversion_format,
+            exports_bucket=settings.exports_bucket,
         ),
         import_settings(settings),
         tasks_table(settings),

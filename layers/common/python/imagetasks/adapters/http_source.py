@@ -8,7 +8,9 @@ header, TLS SNI and certificate check still use the host name.
 
 from __future__ import annotations
 
+import contextlib
 import http
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -89,6 +91,16 @@ class SourceStream:
     def __iter__(self) -> Iterator[bytes]:
         return self._chunks
 
+    def abort(self) -> None:
+        """Cut the source's connection now, from any thread: a read blocked on it (a source that
+        sends nothing, or trickles) returns at once instead of at the read timeout."""
+        response = getattr(self._closer, "_raw_stream", self._closer)  # botocore wraps urllib3's
+        # urllib3 2 hands the socket to http.client's response once the headers are read: it is
+        # the one under that response's buffered reader (the connection's own is None by then).
+        reader = getattr(getattr(response, "_fp", None), "fp", None)
+        _shut(getattr(getattr(reader, "raw", None), "_sock", None))
+        _shut(getattr(getattr(response, "connection", None), "sock", None))
+
     def close(self) -> None:
         close = getattr(self._closer, "close", None)
         if close is not None:
@@ -101,8 +113,16 @@ class SourceStream:
         self.close()
 
 
+def _shut(sock: object) -> None:
+    """Shut a socket down for both directions (what wakes a thread blocked reading it)."""
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):  # already closed
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 class HttpSource:
-    """Opens ``http(s)://`` image sources through the import filter."""
+    """Opens ``http(s)://`` image sources through the import filter. ``abort`` (from any thread)
+    cuts whatever it has open: a connection still waiting for the answer's headers, or the body."""
 
     def __init__(
         self,
@@ -115,6 +135,16 @@ class HttpSource:
         self._settings = settings or HttpSourceSettings()
         self._ssl_context = ssl_context
         self._clock = clock
+        self._open_connections: list[Any] = []
+        self._streams: list[SourceStream] = []
+        self._aborted = False
+
+    def abort(self) -> None:
+        self._aborted = True
+        for connection in list(self._open_connections):
+            _shut(getattr(connection, "sock", None))
+        for stream in list(self._streams):
+            stream.abort()
 
     def open(self, url: str | ResolvedTarget) -> SourceStream:
         """Connect, follow vetted redirects, and return the body as a stream of chunks.
@@ -153,7 +183,11 @@ class HttpSource:
                     raise TransientSourceError(message)
                 raise SourceUnavailable(message)
             length = _content_length(response)
-            return SourceStream(current, length, self._chunks(response, current, length), response)
+            stream = SourceStream(current, length, self._chunks(response, current, length), response)
+            self._streams.append(stream)
+            if self._aborted:  # cut while the answer arrived: the stream's socket was not known yet
+                stream.abort()
+            return stream
         raise SourceUnavailable(
             f"The image source redirected more than {self._settings.max_redirects} times: {first}"
         )
@@ -204,19 +238,36 @@ class HttpSource:
         self, target: ResolvedTarget, address: str, timeout: urllib3.Timeout
     ) -> urllib3.HTTPConnectionPool:
         if target.scheme == "https":
-            return urllib3.HTTPSConnectionPool(
-                address,
-                target.port,
-                timeout=timeout,
-                maxsize=1,
-                retries=False,
-                # Connect to the vetted address, but speak TLS to (and verify) the host name.
-                server_hostname=target.host,
-                assert_hostname=target.host,
-                cert_reqs="CERT_REQUIRED",
-                ssl_context=self._ssl_context,
+            return self._tracked(
+                urllib3.HTTPSConnectionPool(
+                    address,
+                    target.port,
+                    timeout=timeout,
+                    maxsize=1,
+                    retries=False,
+                    # Connect to the vetted address, but speak TLS to (and verify) the host name.
+                    server_hostname=target.host,
+                    assert_hostname=target.host,
+                    cert_reqs="CERT_REQUIRED",
+                    ssl_context=self._ssl_context,
+                )
             )
-        return urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, maxsize=1, retries=False)
+        return self._tracked(
+            urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, maxsize=1, retries=False)
+        )
+
+    def _tracked(self, pool: urllib3.HTTPConnectionPool) -> urllib3.HTTPConnectionPool:
+        """The pool, its new connections kept for `abort` (their sockets, while they wait for the
+        answer's headers)."""
+        new_conn = pool._new_conn
+
+        def tracked() -> Any:
+            connection = new_conn()
+            self._open_connections.append(connection)
+            return connection
+
+        pool._new_conn = tracked  # type: ignore[method-assign]
+        return pool
 
     def _chunks(self, response: urllib3.BaseHTTPResponse, url: str, length: int | None) -> Iterator[bytes]:
         received = 0

@@ -10,7 +10,7 @@ from imagetasks.adapters.dynamo import ConditionFailed, DynamoDBClient, Guard, t
 from imagetasks.adapters.indexed_table import IndexedTable, Page
 from imagetasks.auth.identity import Caller
 from imagetasks.domain import clock
-from imagetasks.domain.errors import ConcurrentUpdate, NotFound, TaskNotProcessing
+from imagetasks.domain.errors import ConcurrentUpdate, NotFound, TaskAlreadyFinal, TaskNotProcessing
 from imagetasks.domain.listing import ListRequest, SortDir
 from imagetasks.domain.tasks import (
     TASK_LIST_SPEC,
@@ -30,6 +30,10 @@ EVENT_PENDING_VALUE = "1"
 UNANNOUNCED_INDEX = "unannounced"
 #: The attribute a container-run step's outcome is written to (the state machine reads it by name).
 RUNNER_OUTCOME = "runner_outcome"
+#: Set on a task by a cancel request (the failure message it will end with); see `request_cancel`.
+CANCEL_REQUESTED = "cancel_requested"
+#: A step may still work and write for the task: it is processing and nobody asked to cancel it.
+STILL_WANTED = "#s = :processing AND attribute_not_exists(#c)"
 WAITER_PREFIX = "waiter#"  # the task token of an execution parked until its task gets a slot
 # Fields an index row repeats so that a list page needs no read of the main items.
 STUB_FIELDS = ("type", "status", "owner", "created_at", "updated_at", "expires_at")
@@ -64,6 +68,7 @@ def task_to_item(task: Task) -> dict[str, Any]:
         "updated_at": clock.to_stored(task.updated_at),
         "expires_at": task.expires_at,
         "version": task.version,
+        "cancel_requested": task.cancel_requested,
     }
 
 
@@ -86,6 +91,7 @@ def task_from_item(item: dict[str, Any]) -> Task:
         updated_at=clock.from_stored(item["updated_at"]),
         expires_at=item.get("expires_at"),
         version=item.get("version", 1),
+        cancel_requested=item.get("cancel_requested"),
     )
 
 
@@ -124,7 +130,8 @@ class TasksTable:
         return task_from_item(item)
 
     def processing_guard(self, task_id: str) -> Guard:
-        """The condition a processing step's writes depend on: the task is still `processing`.
+        """The condition a processing step's writes depend on: the task is still `processing` and
+        nobody asked to cancel it.
 
         Put first in the step's transaction (the image it creates, the task it records on an image),
         so that a task that failed, timed out or was reconciled meanwhile gets nothing written for it
@@ -133,24 +140,25 @@ class TasksTable:
             check={
                 "TableName": self.table.table_name,
                 "Key": {"id": {"S": task_id}},
-                "ConditionExpression": "#s = :processing",
-                "ExpressionAttributeNames": {"#s": "status"},
+                "ConditionExpression": STILL_WANTED,
+                "ExpressionAttributeNames": {"#s": "status", "#c": CANCEL_REQUESTED},
                 "ExpressionAttributeValues": {":processing": {"S": TaskStatus.PROCESSING.value}},
             },
-            refused=TaskNotProcessing(f"Task {task_id} is no longer processing"),
+            refused=TaskNotProcessing(f"Task {task_id} is no longer processing (or was cancelled)"),
         )
 
     def record_progress(self, task_id: str, progress: dict[str, Any]) -> None:
         """Store a running task's progress; TaskNotProcessing once the task is no longer processing
-        (cancelled, timed out, reconciled): the step then stops. The version is not bumped: progress
-        is not a status change, and a transition written meanwhile may keep an older figure."""
+        or its cancel was requested (cancelled, timed out, reconciled): the step then stops. The
+        version is not bumped: progress is not a status change, and a transition written meanwhile
+        may keep an older figure."""
         try:
             self.table.client.update_item(
                 TableName=self.table.table_name,
                 Key={"id": {"S": task_id}},
                 UpdateExpression="SET progress = :p",
-                ConditionExpression="#s = :processing",
-                ExpressionAttributeNames={"#s": "status"},
+                ConditionExpression=STILL_WANTED,
+                ExpressionAttributeNames={"#s": "status", "#c": CANCEL_REQUESTED},
                 ExpressionAttributeValues={
                     ":p": {"S": json.dumps(progress)},
                     ":processing": {"S": TaskStatus.PROCESSING.value},
@@ -179,8 +187,44 @@ class TasksTable:
         """TaskNotProcessing unless the task is `processing` now (a consistent read), for a step
         whose outcome is not a write of its own (an export: the workflow records its result)."""
         task = self.get(task_id)
-        if task is None or task.status is not TaskStatus.PROCESSING:
-            raise TaskNotProcessing(f"Task {task_id} is no longer processing")
+        if task is None or task.status is not TaskStatus.PROCESSING or task.cancel_requested is not None:
+            raise TaskNotProcessing(f"Task {task_id} is no longer processing (or was cancelled)")
+
+    def still_wanted(self, task_id: str) -> bool:
+        """Whether a step should go on working for the task: it is processing and not cancelled."""
+        try:
+            self.require_processing(task_id)
+        except TaskNotProcessing:
+            return False
+        return True
+
+    def request_cancel(self, task_id: str, message: str) -> None:
+        """Record that the task is to end cancelled (with `message`), unless it is already final
+        (TaskAlreadyFinal). The version moves, so a transition computed before (a success about to
+        be written, a slot about to be given) is refused and computed again, cancel included; the
+        first canceller's message stays."""
+        try:
+            self.table.client.update_item(
+                TableName=self.table.table_name,
+                Key={"id": {"S": task_id}},
+                UpdateExpression="SET #c = if_not_exists(#c, :m), #v = #v + :one",
+                ConditionExpression="#r = :record AND #s IN (:pending, :processing)",
+                ExpressionAttributeNames={
+                    "#c": CANCEL_REQUESTED,
+                    "#v": "version",
+                    "#s": "status",
+                    "#r": "record",
+                },
+                ExpressionAttributeValues={
+                    ":m": {"S": message},
+                    ":one": {"N": "1"},
+                    ":record": {"S": TASK_RECORD},
+                    ":pending": {"S": TaskStatus.PENDING.value},
+                    ":processing": {"S": TaskStatus.PROCESSING.value},
+                },
+            )
+        except self.table.client.exceptions.ConditionalCheckFailedException:
+            raise TaskAlreadyFinal(f"Task {task_id} already ended and can no longer be cancelled") from None
 
     def get_visible(self, task_id: str, caller: Caller, moment: datetime) -> Task:
         """The task if the caller may see it and it has not expired; NotFound otherwise (never 403)."""

@@ -70,6 +70,9 @@ class Task(BaseModel):
     updated_at: datetime
     expires_at: int | None = None  # epoch seconds: DynamoDB TTL deletes the task after this
     version: int = 1  # bumped on every change; makes each write conditional on what was read
+    # Set (to the failure message) by a cancel request while the task was not final: from then on
+    # the task can only end `cancelled`, and no step may create or record anything for it.
+    cancel_requested: str | None = None
 
     @property
     def created_image_id(self) -> str:
@@ -93,6 +96,10 @@ class Task(BaseModel):
         """The task after moving to `to`, or InvalidTransition if the lifecycle forbids it."""
         if self.status.is_final:
             raise TaskAlreadyFinal(f"Task {self.id} is already {self.status} and cannot change")
+        if self.cancel_requested is not None and to.is_final:
+            # Whatever ends a task whose cancel was recorded (its success, a step's failure, the
+            # reconciler) ends it cancelled, with the canceller's message.
+            to, result, message, error_code = TaskStatus.FAILURE, None, self.cancel_requested, "cancelled"
         if to not in ALLOWED_TRANSITIONS[self.status]:
             raise InvalidTransition(f"Task {self.id} cannot go from {self.status} to {to}")
         changes: dict[str, Any] = {"status": to, "updated_at": moment, "version": self.version + 1}

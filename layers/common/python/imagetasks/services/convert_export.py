@@ -344,6 +344,8 @@ class ConversionService:
         task = self.tasks.get(task_id)
         if task is None:
             raise failure("internal", f"Task {task_id} no longer exists")
+        if task.cancel_requested is not None:
+            raise TaskNotProcessing(f"Task {task_id} was cancelled")
         return task
 
     def _source(self, image_id: str) -> Image:

@@ -8,6 +8,9 @@ no staged object exists: a refused image is aborted as a multipart upload, never
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from imagetasks.adapters.http_source import HttpSource, HttpSourceSettings, S3Source, SourceStream
 from imagetasks.adapters.staging import DEFAULT_PART_SIZE, ChunkObserver, StreamDigests, stage_stream
 from imagetasks.domain.compression import DecompressedSource, DecompressionSettings
+from imagetasks.domain.errors import TaskNotProcessing
 from imagetasks.domain.image_checks import (
     ExpectedChecksums,
     ImageChecker,
@@ -32,9 +36,59 @@ from imagetasks.domain.import_filter import (
 )
 from imagetasks.domain.progress import ProgressReporter
 from imagetasks.domain.runners import RunnerLimits
+from imagetasks.observability import logger
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+
+#: How often a running fetch asks whether its task is still wanted (cancelled, ended otherwise):
+#: independent of the data, so a source that stalls or trickles is cut within this time.
+WATCH_INTERVAL_SECONDS = 2.0
+
+
+class SourceWatch:
+    """Asks `still_wanted` every `interval` seconds, on its own thread, while a source is read; the
+    first "no" cuts the source (`HttpSource.abort`), so a blocked read returns at once, even one
+    still waiting for the source's answer. A failing
+    question (DynamoDB busy) counts as "yes": the step's own conditional writes still decide."""
+
+    def __init__(self, still_wanted: Callable[[], bool], interval: float = WATCH_INTERVAL_SECONDS) -> None:
+        self._still_wanted = still_wanted
+        self._interval = interval
+        self._done = threading.Event()
+        self.stopped = False
+
+    @contextmanager
+    def watching(self, cut: Callable[[], None]) -> Iterator[SourceWatch]:
+        thread = threading.Thread(target=self._run, args=(cut,), name="source-watch", daemon=True)
+        thread.start()
+        try:
+            yield self
+        except Exception as error:
+            if self.stopped:  # what the cut made the read raise: the real reason is the task's end
+                raise TaskNotProcessing("The task ended while its source was read") from error
+            raise
+        finally:
+            self._done.set()
+            thread.join()
+        self.require_wanted()
+
+    def require_wanted(self) -> None:
+        if self.stopped:
+            raise TaskNotProcessing("The task ended while its source was read")
+
+    def _run(self, cut: Callable[[], None]) -> None:
+        while not self._done.wait(self._interval):
+            try:
+                wanted = self._still_wanted()
+            except Exception:
+                logger.warning("Could not ask whether the task still runs", exc_info=True)
+                continue
+            if not wanted:
+                self.stopped = True
+                cut()
+                return
 
 
 class ImportSettings(BaseModel):
@@ -90,11 +144,13 @@ def fetch_and_check(
     source_etag: str | None = None,
     source_version_id: str | None = None,
     progress: ProgressReporter | None = None,
+    watch: SourceWatch | None = None,
 ) -> FetchResult:
     """Fetch ``source_url`` into ``s3://staging_bucket/staging_key`` if it passes every check.
 
     ``project_id`` restricts ``s3://`` sources to the caller's own prefix; ``source_etag`` and
     ``source_version_id`` restrict them to that very object (``SourceChanged`` if it was replaced).
+    ``watch`` cuts the source once the task is no longer wanted (TaskNotProcessing, nothing staged).
     """
     settings = settings or ImportSettings()
     check_declared_formats(declared_disk_format, declared_container_format, settings.checks)
@@ -110,6 +166,8 @@ def fetch_and_check(
     def verify(digests: StreamDigests) -> None:
         # Runs after the last part is stored and before the upload is completed, so a refusal
         # aborts the upload and leaves nothing behind.
+        if watch is not None:
+            watch.require_wanted()  # a cut source may look complete (no length announced)
         if progress is not None:
             progress.finish()  # the last figures; refused (and the upload aborted) if the task ended
         try:
@@ -122,7 +180,11 @@ def fetch_and_check(
                 "compared with the decompressed image)"
             ) from mismatch
 
-    with _open(location, import_filter, settings, s3_client, source_etag, source_version_id) as source:
+    opener = _opener(location, import_filter, settings, s3_client)
+    with (
+        (watch or SourceWatch(lambda: True, interval=3600)).watching(getattr(opener, "abort", _nothing)),
+        _open(opener, location, source_etag, source_version_id) as source,
+    ):
         checker.check_announced_size(source.content_length)
         if settings.runner is not None:
             settings.runner.transfer(source.content_length)  # NeedsContainer: nothing read yet
@@ -164,17 +226,30 @@ def fetch_and_check(
     )
 
 
-def _open(
+def _nothing() -> None:
+    """An S3 source needs no cut: S3 does not stall (a crawl is refused by the rate guard)."""
+
+
+def _opener(
     location: ResolvedTarget | S3Location,
     import_filter: ImportFilter,
     settings: ImportSettings,
     s3_client: S3Client | None,
+) -> HttpSource | S3Source:
+    if isinstance(location, S3Location):
+        return S3Source(s3_client, chunk_size=settings.http.chunk_size, settings=settings.http)
+    return HttpSource(import_filter, settings.http)
+
+
+def _open(
+    opener: HttpSource | S3Source,
+    location: ResolvedTarget | S3Location,
     etag: str | None = None,
     version_id: str | None = None,
 ) -> SourceStream:
     if isinstance(location, S3Location):
-        return S3Source(s3_client, chunk_size=settings.http.chunk_size, settings=settings.http).open(
-            location.bucket, location.key, etag=etag, version_id=version_id
-        )
+        assert isinstance(opener, S3Source)
+        return opener.open(location.bucket, location.key, etag=etag, version_id=version_id)
+    assert isinstance(opener, HttpSource)
     # The vetted target goes in as is (one DNS answer per hop); HttpSource vets every redirect.
-    return HttpSource(import_filter, settings.http).open(location)
+    return opener.open(location)

@@ -21,11 +21,11 @@ from imagetasks.domain.images import (
     new_image,
 )
 from imagetasks.domain.progress import ProgressReporter
-from imagetasks.domain.tasks import Task
+from imagetasks.domain.tasks import Task, TaskStatus, TaskType
 from imagetasks.domain.uploads import UPLOAD_SOURCE, UploadedVersion
 from imagetasks.observability import logger
 from imagetasks.services.convert_export import ConversionService
-from imagetasks.services.fetch_and_stage import FetchResult, ImportSettings, fetch_and_check
+from imagetasks.services.fetch_and_stage import FetchResult, ImportSettings, SourceWatch, fetch_and_check
 from imagetasks.services.interoperable_import import release_image
 from imagetasks.services.ports import Guard, ImageStore, ObjectStore, StepTasks
 
@@ -43,6 +43,8 @@ class ImportTaskSettings(BaseModel):
     images_bucket: str
     uploads_bucket: str
     conversion_format: str = ""
+    #: Where exports are written: a failed export's file is removed from there.
+    exports_bucket: str = ""
 
 
 def staging_key(task_id: str) -> str:
@@ -81,6 +83,8 @@ class ImportTask:
         task = self.tasks.get(task_id)
         if task is None or task.input is None:
             raise failure("internal", f"Task {task_id} no longer exists")
+        if task.cancel_requested is not None:  # its clean-up may already have removed the input
+            raise TaskNotProcessing(f"Task {task_id} was cancelled")
         return task
 
     def fetch(self, task_id: str) -> dict[str, Any]:
@@ -114,6 +118,9 @@ class ImportTask:
             source_etag=upload.etag,
             source_version_id=upload.version_id,
             progress=progress,
+            # A source that stalls or trickles gives no progress write to notice a cancel: the
+            # watch asks every few seconds and cuts the source.
+            watch=SourceWatch(lambda: self.tasks.still_wanted(task.id)),
         )
         try:
             self.tasks.require_processing(task.id)
@@ -204,12 +211,32 @@ class ImportTask:
             if task is None:
                 return
             image_id = task.created_image_id
-            if self.images.get(image_id) is None:
+            image = self.images.get(image_id)
+            if image is not None and task.status is TaskStatus.FAILURE and self._created_by(image, task):
+                # Made just before the task ended otherwise (a cancel that landed after the image
+                # was written, before the success was): a failed task leaves no image. Its writes
+                # were conditional on the task still running, so nothing can make it again.
+                self.images.delete(image)
+                logger.info("Task failed: the image it made removed", extra={"image_id": image_id})
+                image = None
+            if image is None:
                 self.objects.delete(self.settings.images_bucket, f"images/{image_id}")
             return
         assert task is not None
         if release_image(self.images, task, self.remove_image_data):
             logger.info("Import failed: image queued again", extra={"image_id": target, "task_id": task_id})
+
+    @staticmethod
+    def _created_by(image: Image, task: Task) -> bool:
+        """Whether `image` is the one `task` created (an import's or a convert's new image)."""
+        return image.id == task.created_image_id and image.owner == task.owner and task.id in image.task_ids
+
+    def revert_export(self, task_id: str) -> None:
+        """Undo an export: what it wrote to the exports bucket (under the task's own prefix)."""
+        task = self.tasks.get(task_id)
+        if task is None or task.type is not TaskType.EXPORT or not self.settings.exports_bucket:
+            return
+        self.objects.delete_prefix(self.settings.exports_bucket, f"{task.owner}/{task.id}/")
 
     @staticmethod
     def _made_by(image: Image, task: Task) -> bool:
@@ -321,6 +348,7 @@ class ImportTask:
         calls for a failed task: each step's undo, whichever steps ran."""
         self.revert_fetch(task_id)
         self.revert_register(task_id)
+        self.revert_export(task_id)
 
     def remove_image_data(self, image_id: str) -> None:
         """The bits an import of `image_id` may have written to the images bucket."""

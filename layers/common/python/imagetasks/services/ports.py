@@ -27,6 +27,8 @@ class TaskRecords(Protocol):
 
     def create(self, task: Task) -> None: ...
 
+    def request_cancel(self, task_id: str, message: str) -> None: ...
+
 
 class StepTasks(Protocol):
     """Tasks as a processing step sees its own: read it, report progress, hold it while writing."""
@@ -38,6 +40,8 @@ class StepTasks(Protocol):
     def record_progress(self, task_id: str, progress: dict[str, Any]) -> None: ...
 
     def require_processing(self, task_id: str) -> None: ...
+
+    def still_wanted(self, task_id: str) -> bool: ...
 
 
 class LifecycleTasks(Protocol):
@@ -83,6 +87,8 @@ class ImageStore(Protocol):
     def replace(self, before: Image, after: Image, guard: Guard | None = None) -> bool: ...
 
     def add_task(self, image_id: str, task_id: str, guard: Guard | None = None) -> None: ...
+
+    def delete(self, image: Image) -> None: ...
 
 
 class ObjectStore(Protocol):

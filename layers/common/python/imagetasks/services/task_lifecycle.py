@@ -67,6 +67,8 @@ class Lifecycle:
         is already processing (a retried call) or final, else when `dispatch` gives it a slot."""
         self.table.park(task_id, token)
         task = self.table.get(task_id)  # read after parking: a dispatch that ran meanwhile saw us
+        if task is not None and task.status is TaskStatus.PENDING and task.cancel_requested is not None:
+            task = self.fail(task_id, task.cancel_requested, "cancelled") or self.table.get(task_id)
         if task is None or task.status.is_final:
             self._resume(task_id, FINAL)
             return FINAL
@@ -98,6 +100,9 @@ class Lifecycle:
                 continue  # its execution has not parked yet: it runs dispatch itself when it does
             task = self.table.get(task_id)
             if task is None or task.status is not TaskStatus.PENDING or task.owner in full_projects:
+                continue
+            if task.cancel_requested is not None:
+                self.fail(task_id, task.cancel_requested, "cancelled")  # never started, so ends here
                 continue
             try:
                 self.table.save_transition(
@@ -203,7 +208,8 @@ class Lifecycle:
                 status, clock.now(), self.ttl, result=result, message=message, error_code=code
             )
             held_slot = task.status is TaskStatus.PROCESSING
-            if status is TaskStatus.FAILURE and self.before_failure is not None:
+            # A success asked for a task whose cancel was recorded becomes its cancellation.
+            if after.status is TaskStatus.FAILURE and self.before_failure is not None:
                 self.before_failure(task)
             try:
                 self.table.save_transition(
@@ -211,8 +217,11 @@ class Lifecycle:
                 )
             except ConcurrentUpdate:
                 continue
-            logger.info("Task finished", extra={"task_id": task_id, "status": status.value})
-            task_metrics.task_finished(after.type.value, status is TaskStatus.SUCCESS, after.error_code)
+            logger.info(
+                "Task finished",
+                extra={"task_id": task_id, "status": after.status.value, "code": after.error_code},
+            )
+            task_metrics.task_finished(after.type.value, after.status is TaskStatus.SUCCESS, after.error_code)
             # Before the slot is handed on: that may raise (and be retried), and a retry finds the
             # task final and announces nothing, so announcing after it could lose the event.
             self._announce(after)

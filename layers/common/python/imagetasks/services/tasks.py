@@ -88,9 +88,15 @@ class TaskService:
         return task
 
     def cancel(self, task_id: str, caller: Caller, moment: datetime) -> Task:
-        """Stop a pending or processing task the caller may see (NotFound otherwise): its execution
-        is stopped, and the reconciler records the failure (`cancelled`, naming who) and removes
-        what the task left. TaskAlreadyFinal for a task that already ended."""
+        """Cancel a pending or processing task the caller may see (NotFound otherwise);
+        TaskAlreadyFinal for a task that already ended.
+
+        The cancel is first recorded on the task (a write conditional on the task not being final):
+        from then on the task can only end `cancelled` (a success written later becomes the
+        cancellation) and no step can create or record anything for it. Then its execution is
+        stopped; the reconciler records the failure (`cancelled`, naming who) and removes what the
+        task left. Without a running execution (it never started, or just ended), the failure is
+        written here; what a step made is removed by whoever ended the task."""
         task = self.table.get_visible(task_id, caller, moment)
         if task.status.is_final:
             raise TaskAlreadyFinal(f"Task {task_id} is already {task.status.value} and cannot be cancelled")
@@ -100,15 +106,14 @@ class TaskService:
             else (f"project {caller.project_id}")
         )
         message = f"The task was cancelled by {who}."
+        self.table.request_cancel(task_id, message)
         if self.workflow.stop(task_id, CANCELLED_ERROR, message):
-            return task
-        # No running execution: it just ended (the task is final or about to be), or it never
-        # started (its start failed after the task was stored): such a pending task ends here.
-        # Nothing waits on its parked token any more, so none is resumed (the sweeper removes
-        # the parked row), and the execution's end event brings the reconciler's clean-up.
+            return self.table.get(task_id) or task
+        # No running execution: it never started (its start failed after the task was stored), or
+        # it just ended. A pending task ends here; nothing waits on its parked token any more, so
+        # none is resumed (the sweeper removes the parked row). A processing one is ended by its
+        # execution's end (the reconciler, or a success that finds the cancel recorded).
         current = self.table.get(task_id)
-        if current is None or current.status is not TaskStatus.PENDING:
-            state = current.status.value if current else "gone"
-            raise TaskAlreadyFinal(f"Task {task_id} is {state} and can no longer be cancelled")
-        self.lifecycle.fail(task_id, message, "cancelled", had_workflow=False)
-        return self.table.get(task_id) or current
+        if current is not None and current.status is TaskStatus.PENDING:
+            self.lifecycle.fail(task_id, message, "cancelled", had_workflow=False)
+        return self.table.get(task_id) or task
