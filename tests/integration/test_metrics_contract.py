@@ -172,11 +172,12 @@ def code_written(aws: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixt
     """What the code writes along the paths that produce each of the service's metrics."""
     assert aws["POWERTOOLS_METRICS_NAMESPACE"] == NAMESPACE  # the functions' environment, from the template
     capsys.readouterr()
-    # A task created through the API
-    response = call(
-        tasks_api_handler(), api_event("POST", "/v2/tasks", body={"type": "import", "input": IMPORT_INPUT})
-    )
+    # A task created through the API, then cancelled there (its running execution is stopped)
+    api = tasks_api_handler()
+    response = call(api, api_event("POST", "/v2/tasks", body={"type": "import", "input": IMPORT_INPUT}))
     assert response["statusCode"] == 201, response["body"]
+    cancel = call(api, api_event("POST", f"/v2/tasks/{response['json']['id']}/actions/cancel"))
+    assert cancel["statusCode"] < 300, cancel["body"]
     # Slots: each type waits, gets its slot and ends (succeeded, failed by a fault, cancelled); one waits on
     table = TasksTable(aws["TASKS_TABLE"], aws["SLOTS_TABLE"])
     lifecycle = Lifecycle(table, timedelta(hours=1), max_running=1, events=RefusingEvents())
@@ -263,6 +264,7 @@ def test_the_code_paths_write_every_metric_the_service_has(code_written: list[Wr
         ("SlotsInUse", service),
         ("OldestWaitingTaskAgeSeconds", service),
         ("TaskEventsNotPublished", service),
+        ("ExecutionsStoppedByCancel", service),
     }
     failed = {dict(m.dimensions)["error_code"] for m in code_written if m.name == "TasksFailed"}
     assert failed == {"internal", "cancelled"}

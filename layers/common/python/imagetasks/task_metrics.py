@@ -23,6 +23,8 @@ SLOT_WAIT = "SlotWaitSeconds"  # from a task's creation to its slot
 SLOTS_IN_USE = "SlotsInUse"  # every minute (the sweeper): tasks holding a slot
 OLDEST_WAITING_TASK_AGE = "OldestWaitingTaskAgeSeconds"  # every minute: the oldest pending task's age
 EVENTS_NOT_PUBLISHED = "TaskEventsNotPublished"  # a task's end EventBridge refused (the outbox retries)
+#: A cancel request stopped the task's running execution: the aborted executions that are expected.
+EXECUTIONS_STOPPED_BY_CANCEL = "ExecutionsStoppedByCancel"
 
 
 def emit(name: str, unit: MetricUnit, value: float, **dimensions: str) -> None:
@@ -66,3 +68,7 @@ def slots(in_use: int, oldest_waiting_seconds: float) -> None:
 
 def event_not_published() -> None:
     emit(EVENTS_NOT_PUBLISHED, MetricUnit.Count, 1)
+
+
+def execution_stopped_by_cancel() -> None:
+    emit(EXECUTIONS_STOPPED_BY_CANCEL, MetricUnit.Count, 1)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from imagetasks import task_metrics
 from imagetasks.auth.identity import Caller
 from imagetasks.domain.errors import ConcurrentUpdate, TaskAlreadyFinal
 from imagetasks.domain.failures import CANCELLED_ERROR
@@ -108,6 +109,7 @@ class TaskService:
         message = f"The task was cancelled by {who}."
         self.table.request_cancel(task_id, message)
         if self.workflow.stop(task_id, CANCELLED_ERROR, message):
+            task_metrics.execution_stopped_by_cancel()
             return self.table.get(task_id) or task
         # No running execution: it never started (its start failed after the task was stored), or
         # it just ended. A pending task ends here; nothing waits on its parked token any more, so
