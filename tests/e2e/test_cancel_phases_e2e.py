@@ -115,23 +115,24 @@ def assert_queued_after_failed_import(image: dict[str, Any]) -> None:
 
 
 @contextmanager
-def slots_taken(stack: Any, image_server: Any) -> Iterator[list[str]]:
-    """Both processing slots held by imports whose sources answer only when the block ends; the
-    holders' task ids. Tasks created inside wait (pending) for a slot."""
-    releases, holders = [], []
+def slots_taken(stack: Any) -> Iterator[None]:
+    """Every processing slot counted as taken (the counter the dispatcher reads), so that tasks
+    created inside wait, parked, for a slot; given back when the block ends. No task holds them, so
+    no step timeout can free one while a test looks at its waiting task."""
+
+    def add(count: int) -> None:
+        stack.client("dynamodb").update_item(
+            TableName=stack.tables["TaskSlotsTable"],
+            Key={"id": {"S": "task-slots"}},
+            UpdateExpression="ADD running :n",
+            ExpressionAttributeValues={":n": {"N": str(count)}},
+        )
+
+    add(MAX_CONCURRENT)
     try:
-        for _ in range(MAX_CONCURRENT):
-            held = make_raw(image_server.root).rename(image_server.root / f"holder-{uuid.uuid4().hex}.raw")
-            requested, release = image_server.hold(held.name)
-            releases.append(release)
-            holders.append(create_task(stack, import_body(image_server.url(held.name), "raw"), PROJECT)["id"])
-            assert requested.wait(60), "a slot holder never fetched its source"
-        yield holders
+        yield
     finally:
-        for release in releases:
-            release.set()
-    for holder in holders:
-        wait_for_task(stack, holder, project=PROJECT, timeout=60)
+        add(-MAX_CONCURRENT)
 
 
 def imported_image(stack: Any, image_server: Any) -> str:
@@ -206,7 +207,7 @@ def test_a_task_cancelled_while_it_waits_for_a_slot_ends_and_leaves_nothing(
     source = make_raw(image_server.root).rename(image_server.root / f"pending-{uuid.uuid4().hex}.raw")
     image_id = imported_image(local_stack, image_server) if task_type in ("convert", "export") else ""
     target = queued_image(local_stack) if task_type == "web-download" else ""
-    with slots_taken(local_stack, image_server):
+    with slots_taken(local_stack):
         if task_type == "import":
             task_id = create_task(local_stack, import_body(image_server.url(source.name), "raw"), PROJECT)[
                 "id"
@@ -224,11 +225,11 @@ def test_a_task_cancelled_while_it_waits_for_a_slot_ends_and_leaves_nothing(
         assert answer.status_code == 202, answer.text
         finished, _ = wait_for_task(local_stack, task_id, project=PROJECT, timeout=30)
 
-        # Then it failed as cancelled, and its parked execution is let go
+        # Then it failed as cancelled without taking a slot, and its parked execution is let go
         assert_cancelled(finished)
+        assert running_slots(local_stack) == MAX_CONCURRENT
         wait_until(lambda: not parked(local_stack, task_id), "the parked execution was never let go")
-    # Every slot given back once the holders end: the cancelled task leaked none
-    wait_until(lambda: running_slots(local_stack) == 0, "the slots were not given back")
+    assert running_slots(local_stack) == 0
     # Nothing of it anywhere, and its execution ended
     created = created_image_ids(local_stack, task_id)
     assert_nothing_left(local_stack, task_id, (*created, *([target] if target else [])))
@@ -244,14 +245,21 @@ def test_a_task_cancelled_while_it_waits_for_a_slot_ends_and_leaves_nothing(
     assert status["status"] == "ABORTED"
 
 
+@pytest.mark.parametrize("task_type", ["import", "web-download"])
 def test_a_pending_task_whose_parked_execution_already_ended_is_cancelled(
-    local_stack: Any, image_server: Any, monkeypatch: pytest.MonkeyPatch
+    local_stack: Any, image_server: Any, monkeypatch: pytest.MonkeyPatch, task_type: str
 ) -> None:
     # Given a task parked for a slot whose execution then ended without the reconciler hearing of it
     # (its event not delivered yet): the task is still pending, its parked row still there
     source = make_raw(image_server.root).rename(image_server.root / f"ended-{uuid.uuid4().hex}.raw")
-    with slots_taken(local_stack, image_server):
-        task_id = create_task(local_stack, import_body(image_server.url(source.name), "raw"), PROJECT)["id"]
+    target = queued_image(local_stack) if task_type == "web-download" else ""
+    with slots_taken(local_stack):
+        if target:
+            task_id = web_download(local_stack, target, image_server.url(source.name))
+        else:
+            task_id = create_task(local_stack, import_body(image_server.url(source.name), "raw"), PROJECT)[
+                "id"
+            ]
         wait_until(lambda: parked(local_stack, task_id), "the task's execution never parked for a slot")
         monkeypatch.setattr(local_stack.stack, "publish_execution_events", lambda: 0)
         execution = local_stack.state_machines["TaskWorkflow"].replace(":stateMachine:", ":execution:")
@@ -263,10 +271,14 @@ def test_a_pending_task_whose_parked_execution_already_ended_is_cancelled(
         # When its owner cancels it
         answer = cancel(local_stack, task_id, project=PROJECT)
 
-        # Then the API ends the task itself: 202, cancelled
+        # Then the API ends the task itself: 202, cancelled (and a web-download's image queued
+        # again before that, under the API's own role)
         assert answer.status_code == 202, answer.text
         finished = api(local_stack, "GET", f"/v2/tasks/{task_id}").json()
         assert_cancelled(finished)
+        assert running_slots(local_stack) == MAX_CONCURRENT
+        if target:
+            assert_queued_after_failed_import(image_of(local_stack, target))
         monkeypatch.undo()
         # The parked row of the ended execution goes with the next sweep
         rule = next(rule for rule in local_stack.stack.template.event_rules if rule.schedule_seconds)
