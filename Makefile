@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := layers/common/python:.
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: prerequisites help install run invoke test lint unit integration e2e bench token clean build containers containers-test e2e-containers worker-image
+.PHONY: prerequisites help install run invoke test lint unit integration local-test e2e bench token clean build containers containers-test e2e-containers worker-image
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -88,6 +88,10 @@ unit: $(VENV)/.installed $(SAM_VENV)/.installed
 integration: $(VENV)/.installed $(SAM_VENV)/.installed
 	$(VENV)/bin/pytest tests/integration -q
 
+# The local stack's own tests (local/: moto fixes and hooks, the template reader, the front, tokens).
+local-test: $(VENV)/.installed $(SAM_VENV)/.installed
+	$(VENV)/bin/pytest tests/local -q
+
 e2e: $(VENV)/.installed $(SAM_VENV)/.installed
 	$(VENV)/bin/pytest tests/e2e -q
 
@@ -103,7 +107,7 @@ IAM_LEDGER := $(CURDIR)/.iam-ledger
 test: export IMAGETASKS_IAM_LEDGER := $(IAM_LEDGER)
 test: prerequisites lint build  ## lint, sam build, every test tier, the artifact e2e tests on the built functions in containers, then the IAM ledger check
 	rm -rf $(IAM_LEDGER)
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) tests/unit tests/integration
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) tests/local tests/unit tests/integration
 	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile tests/e2e
 	$(VENV)/bin/pytest -q tests/build tests/containers
 	IMAGETASKS_CONTAINERS=1 $(VENV)/bin/pytest -q -m artifact tests/e2e

@@ -1,5 +1,11 @@
 """Work-arounds for moto behaviour that real AWS does not have.
 
+Each patch is registered with `@moto_patch`: the moto release it was written for (it replaces that
+release's private methods) and, in one line, the upstream behaviour it corrects (the reports for
+moto are drafted in docs/moto-upstream.md). Importing this module with another moto installed
+raises: the patches must be compared with the new release before the pin in requirements-dev.txt
+moves.
+
 moto's DynamoDB `transact_write_items` deep-copies every table it touches to be able to roll back;
 another thread writing to the same table during that copy makes it fail with "dictionary changed
 size during iteration". Real DynamoDB serialises conflicting writes itself (a conflict is a
@@ -16,15 +22,63 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any, TypeVar
 
 from local.template import recase_keys
+
+#: The moto every patch below was written for (requirements-dev.txt pins it).
+MOTO_VERSION = "5.2.5"
+
+Patch = TypeVar("Patch", bound=Callable[..., None])
+
+
+@dataclass(frozen=True)
+class MotoPatch:
+    name: str
+    written_for: str
+    corrects: str  # the upstream behaviour it corrects, in one line
+
+
+#: Every patch of this module, by name.
+PATCHES: dict[str, MotoPatch] = {}
+
+
+def refuse_other_moto(written_for: str, installed: str | None = None) -> None:
+    """RuntimeError unless the installed moto is the release a patch was written for."""
+    installed = installed or version("moto")
+    if installed != written_for:
+        raise RuntimeError(
+            f"local/moto_fixes.py patches private methods of moto {written_for}, but moto {installed} "
+            "is installed: compare each patch with the new release (docs/moto-upstream.md says what "
+            "each corrects) before changing the pin in requirements-dev.txt"
+        )
+
+
+def moto_patch(*, written_for: str, corrects: str) -> Callable[[Patch], Patch]:
+    """Register a patch of moto `written_for`; refuses another moto when this module is imported."""
+    refuse_other_moto(written_for)
+    if "\n" in corrects:
+        raise ValueError("say what a patch corrects in one line")
+
+    def register(patch: Patch) -> Patch:
+        PATCHES[patch.__name__] = MotoPatch(patch.__name__, written_for, corrects)
+        return patch
+
+    return register
+
 
 _LOCK = threading.RLock()
 _WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
 _PATCHED = "_imagetasks_serialised"
 
 
+@moto_patch(
+    written_for=MOTO_VERSION,
+    corrects="DynamoDB: a write during transact_write_items' rollback copy fails it with "
+    "'dictionary changed size during iteration' instead of being serialised",
+)
 def serialise_dynamodb_writes() -> None:
     """Idempotent: patch moto's DynamoDB backend write methods to run one at a time."""
     from moto.dynamodb.models import DynamoDBBackend
@@ -61,7 +115,6 @@ def _serialised(method: Callable[..., Any]) -> Callable[..., Any]:
 _PIECE = 8 * 1024 * 1024
 _PATCHED_S3 = "_imagetasks_streams"
 _STREAMING = threading.local()  # depth > 0: `FakeKey.value` hands out a KeyReader, not the bytes
-MOTO_VERSION = "5.2.5"  # the methods replaced below are moto 5.2.5's, changed only where they copy
 
 
 class KeyReader:
@@ -453,6 +506,11 @@ def _releasing_bodies(process_request: Callable[..., Any]) -> Callable[..., Any]
     return run
 
 
+@moto_patch(
+    written_for=MOTO_VERSION,
+    corrects="S3: objects are read whole into memory on GET, copy, part copy, multipart completion "
+    "and aws-chunked decoding, so multi-GiB images exhaust memory and time",
+)
 def stream_s3_objects() -> None:
     """Idempotent: patch moto's S3 so objects move file to file and GET bodies stream (see above)."""
     import moto
@@ -464,11 +522,7 @@ def stream_s3_objects() -> None:
 
     if getattr(FakeMultipart.complete, _PATCHED_S3, False):
         return
-    if moto.__version__ != MOTO_VERSION:
-        raise RuntimeError(
-            f"local/moto_fixes.py replaces methods of moto {MOTO_VERSION}, not {moto.__version__}: "
-            "compare them with the new version before changing the pin"
-        )
+    refuse_other_moto(MOTO_VERSION, moto.__version__)
     value: Any = FakeKey.__dict__["value"]
     FakeKey.value = property(_value_getter(value.fget), _value_setter(value.fset))  # type: ignore[method-assign,assignment]
     FakeMultipart.complete = _complete  # type: ignore[method-assign]
@@ -557,6 +611,11 @@ class WeakInstances:
         return len(self._refs)
 
 
+@moto_patch(
+    written_for=MOTO_VERSION,
+    corrects="core: every model stays in its class's instances_tracked list forever, so memory "
+    "grows with each DynamoDB transaction and dropped S3 objects keep their files",
+)
 def release_dropped_models() -> None:
     """Idempotent: moto's model registries stop keeping models alive (see above)."""
     from moto.core.common_models import BaseModel
@@ -630,6 +689,11 @@ def local_moto_fixes() -> None:
 _STOP_PATCHED = "_imagetasks_stop_with_cause"
 
 
+@moto_patch(
+    written_for=MOTO_VERSION,
+    corrects="Step Functions: StopExecution drops its error and cause, and shows the stop only "
+    "when the running state returns",
+)
 def stop_execution_with_cause() -> None:
     """moto's StopExecution drops the request's `error` and `cause` (it stops with empty ones);
     Step Functions keeps them, and shows them in DescribeExecution and in the execution's status
@@ -681,6 +745,11 @@ def stop_execution_with_cause() -> None:
     StepFunctionResponse.stop_execution = response_stop  # type: ignore[method-assign]
 
 
+@moto_patch(
+    written_for=MOTO_VERSION,
+    corrects="Step Functions: the ecs:runTask.sync integration passes PascalCase parameters to ECS "
+    "and reads its camelCase answer as is (KeyError)",
+)
 def ecs_integration_case() -> None:
     """moto's copy of the ASL interpreter calls ECS with the state's PascalCase parameters and reads
     the answer in PascalCase, but its normalising hooks are empty: `ecs:runTask.sync` then fails with

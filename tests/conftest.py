@@ -48,6 +48,13 @@ def aws(monkeypatch: pytest.MonkeyPatch, local_template: Any) -> Iterator[dict[s
         yield environment
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("qemu_img") is not None:
+        from tests.image_corpus import require_qemu_img
+
+        require_qemu_img()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).parts[-2] == "e2e":

@@ -23,16 +23,14 @@ import requests
 from tests.e2e.helpers import create_task, import_body, wait_for_task
 from tests.e2e.test_cancel_e2e import cancel
 from tests.e2e.test_real_clients import glance, table_value
-from tests.image_corpus import make_raw, require_qemu_img
+from tests.image_corpus import make_raw
 from tests.support import created_image_id
 
 PROJECT = "cancel-convert-project"
 WORK_ROOT = Path(tempfile.gettempdir()) / "imagetasks-work"
 
 
-@pytest.fixture(autouse=True)
-def _qemu() -> None:
-    require_qemu_img()
+pytestmark = pytest.mark.qemu_img  # skipped where qemu-img is not installed
 
 
 @contextmanager

@@ -11,7 +11,7 @@ import pytest
 
 from imagetasks.adapters.qemu import QemuImg
 from tests.e2e.helpers import create_task, import_body, wait_for_task
-from tests.image_corpus import file_digests, require_qemu_img
+from tests.image_corpus import file_digests
 
 MiB = 1024 * 1024
 #: With the tests' 512 MiB of Lambda working space, a raw copy of this disk (plus the source and
@@ -19,9 +19,7 @@ MiB = 1024 * 1024
 VIRTUAL_SIZE = 384 * MiB
 
 
-@pytest.fixture(autouse=True)
-def _qemu() -> None:
-    require_qemu_img()
+pytestmark = pytest.mark.qemu_img  # skipped where qemu-img is not installed
 
 
 def sparse_disk(path: Path) -> Path:

@@ -12,12 +12,9 @@ import requests
 from imagetasks.adapters.qemu import QemuImg
 from tests.e2e.helpers import create_task, import_body, wait_for_task
 from tests.e2e.test_real_clients import glance, table_value
-from tests.image_corpus import file_digests, make_qcow2, require_qemu_img
+from tests.image_corpus import file_digests, make_qcow2
 
-
-@pytest.fixture(autouse=True)
-def _qemu() -> None:
-    require_qemu_img()
+pytestmark = pytest.mark.qemu_img  # skipped where qemu-img is not installed
 
 
 def succeeded(stack: Any, body: dict[str, Any], project: str = "demo-project") -> dict[str, Any]:

@@ -9,12 +9,9 @@ import pytest
 import requests
 
 from tests.e2e.helpers import create_task, import_body, wait_for_task
-from tests.image_corpus import BAD_IMAGES, file_digests, make_qcow2, make_raw, require_qemu_img
+from tests.image_corpus import BAD_IMAGES, file_digests, make_qcow2, make_raw
 
-
-@pytest.fixture(autouse=True)
-def _qemu() -> None:
-    require_qemu_img()
+pytestmark = pytest.mark.qemu_img  # skipped where qemu-img is not installed
 
 
 @pytest.mark.parametrize(("make", "disk_format"), [(make_qcow2, "qcow2"), (make_raw, "raw")])

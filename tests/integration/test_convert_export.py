@@ -37,16 +37,13 @@ from tests.image_corpus import (
     make_vmdk_capacity_zero,
     make_vmdk_parent,
     make_vmdk_stream_optimized,
-    require_qemu_img,
 )
 from tests.support import FakeLambdaContext, api_event, call, fail_task, load_handler, start_processing
 
 OWNER = "project-a"
 
 
-@pytest.fixture(autouse=True)
-def _qemu() -> None:
-    require_qemu_img()
+pytestmark = pytest.mark.qemu_img  # skipped where qemu-img is not installed
 
 
 class Stack:

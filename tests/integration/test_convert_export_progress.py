@@ -12,16 +12,14 @@ from jsonschema import Draft4Validator
 from imagetasks.adapters.qemu import QemuImg
 from imagetasks.domain.failures import TaskFailure
 from imagetasks.domain.tasks import TaskStatus, TaskType
-from tests.image_corpus import make_qcow2, require_qemu_img
+from tests.image_corpus import make_qcow2
 from tests.integration.test_convert_export import Stack, assert_nothing_left
 from tests.support import api_event, call, fail_task, load_handler
 
 CANCELLED = "The task was cancelled by user u1 of project project-a."
 
 
-@pytest.fixture(autouse=True)
-def _qemu() -> None:
-    require_qemu_img()
+pytestmark = pytest.mark.qemu_img  # skipped where qemu-img is not installed
 
 
 @pytest.fixture

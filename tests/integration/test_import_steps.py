@@ -25,14 +25,10 @@ from tests.image_corpus import (
     make_qcow2,
     make_qcow2_backing_file,
     make_vmdk_parent,
-    require_qemu_img,
 )
 from tests.support import created_image_id, fail_task, start_processing
 
-
-@pytest.fixture(autouse=True)
-def _qemu() -> None:
-    require_qemu_img()
+pytestmark = pytest.mark.qemu_img  # skipped where qemu-img is not installed
 
 
 def stored_import(aws: dict[str, str], image: Path, owner: str = "p1", disk_format: str = "qcow2") -> str:

@@ -34,14 +34,10 @@ from tests.image_corpus import (
     make_vmdk_parent,
     make_vmdk_parent_host_file,
     make_vmdk_stream_optimized,
-    require_qemu_img,
     wait_for,
 )
 
-
-@pytest.fixture(autouse=True)
-def _qemu() -> None:
-    require_qemu_img()
+pytestmark = pytest.mark.qemu_img  # skipped where qemu-img is not installed
 
 
 def fake_qemu_img(directory: Path, stderr: str, exit_code: int = 1, sleep: float = 0) -> QemuImg:

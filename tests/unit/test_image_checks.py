@@ -32,15 +32,12 @@ from tests.image_corpus import (
     file_digests,
     make_qcow2,
     make_qcow2_backing_file,
-    require_qemu_img,
 )
 
 CHUNK = 64 * 1024
 
 
-@pytest.fixture(autouse=True)
-def _qemu_img() -> None:
-    require_qemu_img()
+pytestmark = pytest.mark.qemu_img  # skipped where qemu-img is not installed
 
 
 def chunks_of(path: Path, size: int = CHUNK) -> Iterator[bytes]:

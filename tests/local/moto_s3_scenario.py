@@ -1,6 +1,6 @@
 """S3 operations on moto whose answers must not change with local/moto_fixes.py.
 
-``python -m tests.integration.moto_s3_scenario plain|patched`` runs them in-process (botocore's
+``python -m tests.local.moto_s3_scenario plain|patched`` runs them in-process (botocore's
 stubber) and through moto's server over HTTP, and prints what the clients saw as JSON: ETags,
 checksums, content types, metadata, ranges, and whether each body held the expected bytes.
 test_moto_fixes.py runs it once with and once without the fixes and compares the two.

@@ -33,7 +33,7 @@ MiB = 1024 * 1024
 def _scenario(mode: str) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "layers/common/python"), str(ROOT)]))
     completed = subprocess.run(
-        [sys.executable, "-m", "tests.integration.moto_s3_scenario", mode],
+        [sys.executable, "-m", "tests.local.moto_s3_scenario", mode],
         capture_output=True,
         text=True,
         env=env,
