@@ -65,6 +65,7 @@ def tasks_api_handler() -> ModuleType:
     module = load_handler("tasks_api")
     module.tasks_table.cache_clear()
     module.task_service.cache_clear()
+    module.long_poll_leases.cache_clear()
     return module
 
 

@@ -13,11 +13,13 @@ from idempotent_create import create_once, idempotency_config, idempotency_key
 from schemas import STUB_FIELDS, task_schema, tasks_schema, validate_create_body
 
 from imagetasks import composition, task_metrics
+from imagetasks.adapters.long_polls import LongPollLeases
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.api import glance
 from imagetasks.api import openapi as openapi_description
 from imagetasks.config import settings
 from imagetasks.domain import clock
+from imagetasks.domain.errors import TooManyLongPolls
 from imagetasks.domain.images import check_publicize
 from imagetasks.domain.listing import parse_list_request
 from imagetasks.domain.long_poll import parse_wait, wait_for_change
@@ -43,6 +45,11 @@ ANSWER_MARGIN_SECONDS = 3.0
 @lru_cache(maxsize=1)
 def tasks_table() -> TasksTable:
     return composition.tasks_table(settings())
+
+
+@lru_cache(maxsize=1)
+def long_poll_leases() -> LongPollLeases:
+    return composition.long_poll_leases(settings())
 
 
 @lru_cache(maxsize=1)
@@ -179,8 +186,18 @@ def show_task(task_id: str) -> Response[dict[str, Any]]:
 
     if wait is None:
         return glance.json_response(200, render(read()))
-    budget = app.lambda_context.get_remaining_time_in_millis() / 1000 - ANSWER_MARGIN_SECONDS
-    return glance.json_response(200, render(wait_for_change(read, min(wait, budget), sleep=pause)))
+    budget = min(wait, app.lambda_context.get_remaining_time_in_millis() / 1000 - ANSWER_MARGIN_SECONDS)
+    # Each poll holds a function for its wait: a project may hold only so many at once.
+    lease = long_poll_leases().acquire(caller.project_id, time.time(), budget)
+    if lease is None:
+        raise TooManyLongPolls(
+            f"Project {caller.project_id} already has {long_poll_leases().limit} long polls open; "
+            "poll again shortly, or without wait."
+        )
+    try:
+        return glance.json_response(200, render(wait_for_change(read, budget, sleep=pause)))
+    finally:
+        long_poll_leases().release(lease)
 
 
 def pause(seconds: float) -> None:

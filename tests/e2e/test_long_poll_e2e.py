@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
@@ -48,3 +49,25 @@ def test_a_client_follows_a_task_to_its_end_with_long_polls(local_stack: Any, im
     assert refused.status_code == 400
     assert "wait must be a whole number of seconds from 1 to 20" in refused.json()["error"]["message"]
     assert show(local_stack, "00000000-0000-4000-8000-000000000000", "20").status_code == 404
+
+
+def test_a_project_holds_at_most_ten_long_polls_at_once(local_stack: Any, image_server: Any) -> None:
+    # Given a task whose source is held (it does not change while the polls wait)
+    held = make_raw(image_server.root).rename(image_server.root / "long-poll-limit.raw")
+    requested, release = image_server.hold(held.name)
+    try:
+        task = create_task(local_stack, import_body(image_server.url(held.name), "raw"), project=PROJECT)
+        assert requested.wait(60)
+
+        # When twelve polls of the project arrive together (the limit is 10)
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            answers = list(pool.map(lambda _: show(local_stack, task["id"], "4"), range(12)))
+    finally:
+        release.set()
+
+    # Then ten were served after their wait, and the others refused at once, saying when to retry
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses.count(200) >= 10 and set(statuses) <= {200, 429}, statuses
+    assert statuses.count(429) >= 1, statuses
+    refused = next(answer for answer in answers if answer.status_code == 429)
+    assert refused.headers["Retry-After"] == "2" and "long polls open" in refused.json()["error"]["message"]

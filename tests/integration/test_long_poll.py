@@ -5,11 +5,13 @@ The handler's pause between two reads is driven by the tests (no test waits on a
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
 
 from imagetasks.domain.long_poll import MAX_WAIT_SECONDS
+from tests.integration.test_idempotent_create import header
 from tests.support import (
     IMPORT_INPUT,
     api_event,
@@ -143,3 +145,52 @@ def test_another_projects_task_is_404_without_waiting(api: Any, pauses: list[flo
     response = show(api, task["id"], "20")
     assert response["statusCode"] == 404
     assert pauses == []
+
+
+def leases(api: Any) -> Any:
+    return api.long_poll_leases()
+
+
+def test_a_project_at_its_long_poll_limit_gets_a_429_with_retry_after_and_others_do_not(
+    api: Any, pauses: list[float]
+) -> None:
+    # Given a task, and its project holding as many long polls as the deployment allows (10)
+    task = create(api)
+    held = [leases(api).acquire("project-a", time.time(), 20) for _ in range(leases(api).limit)]
+    assert None not in held and leases(api).acquire("project-a", time.time(), 20) is None
+
+    # When one more poll of that project arrives, and one of another project
+    refused = show(api, task["id"], "5")
+    admin = call(
+        api, api_event("GET", f"/v2/tasks/{task['id']}", query={"wait": "1"}, project="ops", roles="admin")
+    )
+
+    # Then the first is refused at once, saying when to try again; the other waits as usual
+    assert refused["statusCode"] == 429, refused["body"]
+    assert header(refused, "Retry-After") == "2"
+    assert "10 long polls open" in refused["json"]["error"]["message"]
+    assert admin["statusCode"] == 200 and pauses  # (its own project's leases)
+
+    # And once one poll of the project ends, the next is served
+    leases(api).release(held[0])
+    assert show(api, task["id"], "1")["statusCode"] == 200
+
+
+def test_a_poll_gives_its_lease_back_when_it_answers(api: Any, pauses: list[float]) -> None:
+    task = create(api)
+
+    assert show(api, task["id"], "2")["statusCode"] == 200
+    assert show(api, UNKNOWN, "2")["statusCode"] == 404  # an error answer gives it back too
+
+    assert leases(api).held("project-a", time.time()) == 0
+
+
+def test_the_lease_of_a_poll_whose_function_died_expires_after_its_wait(api: Any) -> None:
+    # Given a project whose 10 leases were taken by polls that never gave them back
+    start = time.time()
+    for _ in range(leases(api).limit):
+        assert leases(api).acquire("project-a", start, 20) is not None
+
+    # Then a poll is refused while they run, and served once their wait is over
+    assert leases(api).acquire("project-a", start + 5, 20) is None
+    assert leases(api).acquire("project-a", start + 25, 20) is not None

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from imagetasks.adapters.images_table import ImagesTable
+from imagetasks.adapters.long_polls import LongPollLeases
 from imagetasks.adapters.task_events import TaskEvents
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.adapters.workflow import SlotGate, Workflow
@@ -35,6 +36,10 @@ if TYPE_CHECKING:
 
 def tasks_table(settings: Settings) -> TasksTable:
     return TasksTable(settings.tasks_table, settings.slots_table)
+
+
+def long_poll_leases(settings: Settings) -> LongPollLeases:
+    return LongPollLeases(settings.slots_table, settings.max_long_polls_per_project)
 
 
 def images_table(settings: Settings) -> ImagesTable:

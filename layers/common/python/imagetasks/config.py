@@ -28,6 +28,8 @@ class Settings(BaseModel):
     task_ttl_hours: int = Field(default=48, ge=1)
     max_concurrent_tasks: int = Field(default=4, ge=1)
     max_concurrent_tasks_per_project: int = Field(default=0, ge=0)  # 0: no limit per project
+    #: Long polls (`GET /v2/tasks/{id}?wait=N`) one project may have open at once; more answer 429.
+    max_long_polls_per_project: int = Field(default=10, ge=1)
     images_bucket: str = "images"
     staging_bucket: str = "staging"
     uploads_bucket: str = "uploads"

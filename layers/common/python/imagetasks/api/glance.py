@@ -32,6 +32,7 @@ from imagetasks.domain.errors import (
     NotPermitted,
     RequestInProgress,
     ReservedProperty,
+    TooManyLongPolls,
 )
 from imagetasks.observability import logger
 
@@ -44,6 +45,9 @@ MAX_JSON_DEPTH = 32
 # What Glance 2.17 lists with its cache and multiple stores enabled (glance/api/versions.py): every
 # minor version from 2.17 down to 2.0. python-glanceclient refuses `image-tasks` without v2.12.
 API_VERSIONS = tuple(f"2.{minor}" for minor in range(17, -1, -1))
+
+#: What a long poll refused for its project's limit is told to wait before trying again.
+LONG_POLL_RETRY_AFTER_SECONDS = 2
 
 #: Where a route reads its request: the API's resolver, or one of its routers.
 Routes = APIGatewayRestResolver | APIGatewayRouter
@@ -290,6 +294,10 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
     @app.exception_handler(IdempotencyKeyReused)  # type: ignore[untyped-decorator]
     def _key_reused(error: IdempotencyKeyReused) -> Response[Any]:
         return error_response(422, error.message)
+
+    @app.exception_handler(TooManyLongPolls)  # type: ignore[untyped-decorator]
+    def _too_many_polls(error: TooManyLongPolls) -> Response[Any]:
+        return error_response(429, error.message, {"Retry-After": str(LONG_POLL_RETRY_AFTER_SECONDS)})
 
     @app.exception_handler(RequestInProgress)  # type: ignore[untyped-decorator]
     def _in_progress(error: RequestInProgress) -> Response[Any]:

@@ -52,3 +52,8 @@ class IdempotencyKeyReused(DomainError):
 
 class RequestInProgress(DomainError):
     """The same request (same Idempotency-Key) is being handled right now (HTTP 409): retry shortly."""
+
+
+class TooManyLongPolls(DomainError):
+    """The caller's project already has as many long polls open as the deployment allows (HTTP 429,
+    with Retry-After): poll again shortly, or without `wait`."""
