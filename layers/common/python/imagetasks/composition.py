@@ -39,7 +39,7 @@ def tasks_table(settings: Settings) -> TasksTable:
 
 
 def long_poll_leases(settings: Settings) -> LongPollLeases:
-    return LongPollLeases(settings.slots_table, settings.max_long_polls_per_project)
+    return LongPollLeases(settings.tasks_table, settings.max_long_polls_per_project)
 
 
 def images_table(settings: Settings) -> ImagesTable:

@@ -1,8 +1,10 @@
 """How many long polls (`GET /v2/tasks/{id}?wait=N`) each project has open: at most `limit` leases
-per project, rows of the slots table that expire on their own.
+per project, rows of the tasks table (beside the tasks, never listed: no index row, no `record`)
+that expire on their own.
 
-Each poll holds one lease for its wait: a conditional PutItem on one of the project's `limit` lease
-rows (taken only when free or expired), deleted when the poll answers. A function that dies
+Each poll holds one lease for its wait: a conditional UpdateItem on one of the project's `limit`
+lease rows (taken only when free or expired), expired again when the poll answers. Only UpdateItem:
+the API's role writes the tasks table already, and may not write the slots table. A function that dies
 mid-poll leaves a lease that expires after the longest wait, so nothing leaks for long; on AWS this
 bounds every Lambda instance together (an in-process counter would bound one instance only).
 """
@@ -17,11 +19,12 @@ from typing import Any
 from imagetasks.adapters.dynamo import DynamoDBClient, dynamodb_client
 
 LEASE_PREFIX = "long-poll#"
+LEASE_ROW_TTL_SECONDS = 24 * 3600
 
 
 class LongPollLeases:
-    def __init__(self, slots_table: str, limit: int, client: DynamoDBClient | None = None) -> None:
-        self.slots_table = slots_table
+    def __init__(self, table_name: str, limit: int, client: DynamoDBClient | None = None) -> None:
+        self.table_name = table_name
         self.limit = limit
         self._client = client
 
@@ -40,15 +43,18 @@ class LongPollLeases:
         for offset in range(self.limit):
             key = f"{LEASE_PREFIX}{project_id}#{(first + offset) % self.limit}"
             try:
-                self.client.put_item(
-                    TableName=self.slots_table,
-                    Item={
-                        "id": {"S": key},
-                        "holder": {"S": holder},
-                        "lease_expires": {"N": str(int(now + seconds) + 1)},
-                    },
+                self.client.update_item(
+                    TableName=self.table_name,
+                    Key={"id": {"S": key}},
+                    UpdateExpression="SET holder = :holder, lease_expires = :until, expires_at = :gone",
                     ConditionExpression="attribute_not_exists(id) OR lease_expires < :now",
-                    ExpressionAttributeValues={":now": {"N": str(int(now))}},
+                    ExpressionAttributeValues={
+                        ":holder": {"S": holder},
+                        ":until": {"N": str(int(now + seconds) + 1)},
+                        ":now": {"N": str(int(now))},
+                        # The table's TTL removes a project's lease rows a day after their last use.
+                        ":gone": {"N": str(int(now) + LEASE_ROW_TTL_SECONDS)},
+                    },
                 )
             except self.client.exceptions.ConditionalCheckFailedException:
                 continue
@@ -59,11 +65,12 @@ class LongPollLeases:
         """Give the lease back (only if it is still this poll's: an expired one may be another's)."""
         key, holder = lease.split("|", 1)
         with contextlib.suppress(self.client.exceptions.ConditionalCheckFailedException):
-            self.client.delete_item(
-                TableName=self.slots_table,
+            self.client.update_item(
+                TableName=self.table_name,
                 Key={"id": {"S": key}},
+                UpdateExpression="SET lease_expires = :free",
                 ConditionExpression="holder = :holder",
-                ExpressionAttributeValues={":holder": {"S": holder}},
+                ExpressionAttributeValues={":holder": {"S": holder}, ":free": {"N": "0"}},
             )
 
     def held(self, project_id: str, now: float) -> int:
@@ -71,7 +78,7 @@ class LongPollLeases:
         count = 0
         for number in range(self.limit):
             item: dict[str, Any] | None = self.client.get_item(
-                TableName=self.slots_table,
+                TableName=self.table_name,
                 Key={"id": {"S": f"{LEASE_PREFIX}{project_id}#{number}"}},
                 ConsistentRead=True,
             ).get("Item")
