@@ -59,9 +59,9 @@ def test_an_unusable_domain_name_in_the_context_never_makes_a_link(tasks_api: An
 def test_a_configured_base_url_is_what_links_start_with(
     tasks_api: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PUBLIC_BASE_URL", "https://images.example.com/")
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://images.cloud.invalid/")
     response = call(tasks_api, api_event("GET", "/versions", authorized=False, headers=EVIL))
-    assert response["json"]["versions"][0]["links"][0]["href"] == "https://images.example.com/v2/"
+    assert response["json"]["versions"][0]["links"][0]["href"] == "https://images.cloud.invalid/v2/"
 
 
 def tag_event(method: str, image_id: str, tag: str, *, gateway_decodes: bool) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from local import loopback_guard
         ("http://172.17.0.1:5000/", True),  # the host seen from the containers' network
         ("https://dynamodb.us-east-1.amazonaws.com/", False),
         ("https://localhost.evil.example/", False),
-        ("https://127.0.0.1.nip.io/", False),
+        ("https://127.0.0.1.wildcard-dns.test/", False),  # a name that would resolve to loopback
         ("https://8.8.8.8/", False),
         ("", False),
     ],
