@@ -109,6 +109,23 @@ def api_event(
     return event
 
 
+def images_api_handler() -> ModuleType:
+    """The images API handler, its tables, object store and import service built again for this
+    test's moto."""
+    return fresh_handler("images_api")
+
+
+class CallCounter:
+    """Counts the DynamoDB calls a client makes, through botocore's event hooks."""
+
+    def __init__(self, client: Any) -> None:
+        self.calls: list[str] = []
+        client.meta.events.register("before-call.dynamodb.*", self._count)
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.calls.append(model.name)
+
+
 def query_of(link: str) -> dict[str, str]:
     from urllib.parse import parse_qsl, urlsplit
 

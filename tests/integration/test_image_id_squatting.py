@@ -20,17 +20,20 @@ from imagetasks.domain.failures import TaskFailure
 from imagetasks.domain.tasks import LEGACY_IMAGE_NAMESPACE, TaskType, new_task
 from imagetasks.entrypoints.steps import processing_step
 from tests.image_corpus import make_qcow2, require_qemu_img
-from tests.support import api_event, call, load_handler, start_processing, tasks_api_handler
+from tests.support import (
+    api_event,
+    call,
+    images_api_handler,
+    start_processing,
+    tasks_api_handler,
+)
 
 VICTIM = "project-a"
 
 
 @pytest.fixture
 def images(aws: dict[str, str]) -> Any:
-    module = load_handler("images_api")
-    for cached in (module.images_table, module.tasks_table, module.objects, module.image_import):
-        cached.cache_clear()
-    return module
+    return images_api_handler()
 
 
 @pytest.fixture

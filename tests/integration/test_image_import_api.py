@@ -23,6 +23,7 @@ from tests.support import (
     api_event,
     call,
     fail_task,
+    images_api_handler,
     load_handler,
     start_processing,
     tasks_api_handler,
@@ -44,10 +45,7 @@ CREATE = {
 
 @pytest.fixture
 def images(aws: dict[str, str]) -> Any:
-    module = load_handler("images_api")
-    for cached in (module.images_table, module.tasks_table, module.objects, module.image_import):
-        cached.cache_clear()
-    return module
+    return images_api_handler()
 
 
 def create_image(

@@ -20,6 +20,7 @@ from imagetasks.domain.errors import InvalidRequest
 from imagetasks.domain.image_listing import parse_image_list
 from imagetasks.domain.images import Image, new_image
 from local.provision import create_tables
+from tests.support import CallCounter
 
 IMAGES = 240
 OWNERS = ("p1", "p2", "p3")
@@ -32,15 +33,6 @@ NOW = datetime(2026, 12, 1, tzinfo=UTC)
 MEMBER = Caller(project_id="p1", user_id="u1")
 OTHER = Caller(project_id="p2", user_id="u2")
 ADMIN = Caller(project_id="admin", user_id="a", roles=("admin",))
-
-
-class CallCounter:
-    def __init__(self, client: Any) -> None:
-        self.calls: list[str] = []
-        client.meta.events.register("before-call.dynamodb.*", self._count)
-
-    def _count(self, model: Any, **_: Any) -> None:
-        self.calls.append(model.name)
 
 
 def make_image(number: int, rng: random.Random) -> Image:

@@ -14,21 +14,11 @@ from imagetasks.auth.identity import Caller
 from imagetasks.domain.listing import ListRequest, SortDir
 from imagetasks.domain.tasks import TASK_LIST_SPEC, Task, TaskStatus, TaskType, new_task
 from local.provision import create_tables
+from tests.support import CallCounter
 
 TASKS = 2000
 OWNERS = ("p1", "p2", "p3", "p4")
 LIMIT = 20
-
-
-class CallCounter:
-    """Counts the DynamoDB calls a client makes, through botocore's event hooks."""
-
-    def __init__(self, client: Any) -> None:
-        self.calls: list[str] = []
-        client.meta.events.register("before-call.dynamodb.*", self._count)
-
-    def _count(self, model: Any, **_: Any) -> None:
-        self.calls.append(model.name)
 
 
 def finished(task: Task, moment: datetime, status: TaskStatus) -> Task:

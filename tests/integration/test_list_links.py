@@ -6,21 +6,12 @@ from typing import Any
 
 import pytest
 
-from tests.support import api_event, call, load_handler
-
-IMPORT_INPUT = {
-    "import_from": "https://93.184.216.34/images/cirros.qcow2",
-    "import_from_format": "qcow2",
-    "image_properties": {"name": "cirros", "disk_format": "qcow2", "container_format": "bare"},
-}
+from tests.support import IMPORT_INPUT, api_event, call, load_handler, tasks_api_handler
 
 
 @pytest.fixture
 def tasks_api(aws: dict[str, str]) -> Any:
-    module = load_handler("tasks_api")
-    module.tasks_table.cache_clear()
-    module.task_service.cache_clear()
-    return module
+    return tasks_api_handler()
 
 
 @pytest.fixture
