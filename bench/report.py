@@ -16,6 +16,8 @@ TITLES = {
     "large": "7. Local stack at real sizes",
     "runners": "8. Largest image per task type and runner",
     "slots": "9. Slot waiting cost",
+    "sustained": "10. Sustained load",
+    "longpoll": "11. Long polls and other requests",
 }
 
 
