@@ -63,6 +63,20 @@ def dynamodb_client(client: DynamoDBClient | None = None) -> DynamoDBClient:
     return client if client is not None else boto3.client("dynamodb")
 
 
+class TableAdapter:
+    """One DynamoDB table, with a client given (tests) or built at first use (never at import)."""
+
+    def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
+        self.table_name = table_name
+        self._client = client
+
+    @property
+    def client(self) -> DynamoDBClient:
+        if self._client is None:
+            self._client = dynamodb_client()
+        return self._client
+
+
 def to_item(values: Mapping[str, Any]) -> dict[str, Any]:
     """Plain values → DynamoDB attribute values, leaving out Nones (absent, not NULL)."""
     return {k: _serializer.serialize(v) for k, v in values.items() if v is not None}

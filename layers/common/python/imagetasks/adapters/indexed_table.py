@@ -14,7 +14,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from imagetasks.adapters.dynamo import DynamoDBClient, Guard, dynamodb_client, from_item, to_item, translate
+from imagetasks.adapters.dynamo import DynamoDBClient, Guard, TableAdapter, from_item, to_item, translate
 from imagetasks.auth.identity import Caller
 from imagetasks.domain.errors import InvalidRequest
 from imagetasks.domain.listing import UUID_LIKE, ListRequest, ListSpec, SortDir
@@ -57,17 +57,10 @@ def list_scope(caller: Caller, requested_owner: str | None) -> tuple[bool, str |
     return True, caller.project_id
 
 
-class IndexedTable:
+class IndexedTable(TableAdapter):
     def __init__(self, table_name: str, spec: ListSpec, client: DynamoDBClient | None = None) -> None:
-        self.table_name = table_name
+        super().__init__(table_name, client)
         self.spec = spec
-        self._client = client
-
-    @property
-    def client(self) -> DynamoDBClient:
-        if self._client is None:
-            self._client = dynamodb_client()
-        return self._client
 
     def index_rows(
         self,

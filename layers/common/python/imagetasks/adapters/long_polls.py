@@ -16,23 +16,16 @@ import random
 import uuid
 from typing import Any
 
-from imagetasks.adapters.dynamo import DynamoDBClient, dynamodb_client
+from imagetasks.adapters.dynamo import DynamoDBClient, TableAdapter
 
 LEASE_PREFIX = "long-poll#"
 LEASE_ROW_TTL_SECONDS = 24 * 3600
 
 
-class LongPollLeases:
+class LongPollLeases(TableAdapter):
     def __init__(self, table_name: str, limit: int, client: DynamoDBClient | None = None) -> None:
-        self.table_name = table_name
+        super().__init__(table_name, client)
         self.limit = limit
-        self._client = client
-
-    @property
-    def client(self) -> DynamoDBClient:
-        if self._client is None:
-            self._client = dynamodb_client()
-        return self._client
 
     def acquire(self, project_id: str, now: float, seconds: float) -> str | None:
         """A lease for one poll of `project_id` lasting `seconds` (its row's key), or None when the
