@@ -104,7 +104,7 @@ def _fill(
         created = base + timedelta(seconds=n * 7 + rng.randrange(5))
         task = new_task(
             TaskType(rng.choice(TYPES)),
-            {"import_from": f"https://images.example.com/{n}.qcow2"},
+            {"import_from": f"https://images.source.invalid/{n}.qcow2"},
             rng.choice(OWNERS),
             created,
         )
