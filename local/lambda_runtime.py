@@ -406,6 +406,11 @@ def _import_handler(spec: FunctionSpec, instance: int = 0) -> Handler:
     sys.modules[unique_name] = module
     # The code folder is importable while the module runs, as in Lambda, for sibling modules;
     # those siblings are then renamed out of the way so another function's same-named ones load too.
+    # Siblings someone else already loaded under their plain names (a test importing the handler
+    # directly) step aside meanwhile: an instance shares no module state with anything, as in Lambda.
+    earlier = _loaded_from(spec.code_dir)
+    for name in earlier:
+        del sys.modules[name]
     before = set(sys.modules)
     sys.path.insert(0, str(spec.code_dir))
     try:
@@ -416,10 +421,23 @@ def _import_handler(spec: FunctionSpec, instance: int = 0) -> Handler:
     finally:
         sys.path.remove(str(spec.code_dir))
         _set_aside_siblings(spec.code_dir, set(sys.modules) - before - {unique_name}, owner)
+        sys.modules.update(earlier)
     handler = getattr(module, attribute, None)
     if not callable(handler):
         raise ImportError(f"{spec.logical_id}: {source} has no function {attribute}")
     return cast(Callable[[Any, Any], Any], handler)
+
+
+def _loaded_from(code_dir: Path) -> dict[str, ModuleType]:
+    """Modules loaded under their plain names from files in `code_dir`."""
+    return {
+        name: module
+        for name, module in list(sys.modules.items())
+        if "." not in name
+        and not name.startswith("_local_lambda_")
+        and (file := getattr(module, "__file__", None))
+        and Path(file).resolve().parent == code_dir.resolve()
+    }
 
 
 def _set_aside_siblings(code_dir: Path, names: set[str], logical_id: str) -> None:

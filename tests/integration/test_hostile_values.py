@@ -6,8 +6,8 @@ a 2xx that works or a 400 naming what to fix; never a 409 from the store, a 500,
 from __future__ import annotations
 
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -220,24 +220,34 @@ def test_an_input_too_large_to_be_stored_with_its_task_is_400_naming_the_limit()
         check_stored_input_size({"v": EURO * (MAX_STORED_INPUT_BYTES // 6)})
 
 
-def test_twelve_concurrent_patches_of_one_image_answer_within_seconds(images: Any) -> None:
-    # Given an image, and twelve clients changing it at once
+def test_twelve_concurrent_patches_of_one_image_are_each_applied_or_refused_none_lost(
+    images: Any, local_template: Any
+) -> None:
+    # Given an image, and twelve clients changing it at once, each request in its own instance of
+    # the function as Lambda runs them (one handler module shared by threads would share
+    # Powertools' current request: a test artefact, not a lost update)
+    from local.lambda_runtime import HandlerRunner
+
+    spec = local_template.functions["ImagesApiFunction"]
+    runner = HandlerRunner([spec])
+    instance = SimpleNamespace(lambda_handler=lambda event, _context: runner.invoke(spec, event).result())
     created = create_image(images)
 
-    def change(n: int) -> tuple[int, float]:
-        started = time.monotonic()
-        response = patch(images, created["id"], [{"op": "add", "path": f"/p{n}", "value": str(n)}])
-        return response["statusCode"], time.monotonic() - started
+    def change(n: int) -> int:
+        response = patch(instance, created["id"], [{"op": "add", "path": f"/p{n}", "value": str(n)}])
+        return int(response["statusCode"])
 
     # When they all send their PATCH
     with ThreadPoolExecutor(12) as pool:
         outcomes = list(pool.map(change, range(12)))
 
-    # Then each is answered within seconds, applied (200) or asked to try again (409), none lost
-    assert all(status in (200, 409) for status, _ in outcomes), outcomes
-    assert max(seconds for _, seconds in outcomes) < 10, outcomes
-    applied = {f"p{n}" for n, (status, _) in enumerate(outcomes) if status == 200}
-    assert applied and applied <= set(show(images, created["id"]))
+    # Then each is applied (200) or asked to try again (409); what was applied is exactly what is
+    # stored (no 200 lost, no 409 written), and the requests really ran side by side
+    assert all(status in (200, 409) for status in outcomes), outcomes
+    applied = {f"p{n}" for n, status in enumerate(outcomes) if status == 200}
+    stored = {key for key in show(images, created["id"]) if key[0] == "p" and key[1:].isdigit()}
+    assert applied and stored == applied
+    assert runner.instances("ImagesApiFunction") > 1
 
 
 def test_glances_compressed_container_format_is_offered_and_its_data_kept_as_it_is(

@@ -262,3 +262,36 @@ def test_concurrent_invocations_of_one_function_run_in_separate_instances(tmp_pa
     assert runner.instances("Stateful") == 2
     assert runner.invoke(spec, {"n": 3}).result() == {"n": 3}
     assert runner.instances("Stateful") == 2  # an idle instance is reused, none is started
+
+
+SIBLING_USER = """
+import state  # a sibling module, as an API's routers are
+
+def lambda_handler(event, context):
+    state.seen.append(event["n"])
+    return {"seen": state.seen}
+"""
+
+
+def test_an_instance_never_shares_a_sibling_module_someone_imported_by_its_plain_name(tmp_path):
+    import importlib
+    import sys
+
+    spec = _spec(tmp_path, "Sibling", SIBLING_USER, {})
+    (spec.code_dir / "state.py").write_text("seen = []\n")
+    # Given the folder's sibling already imported under its plain name (as a test importing a
+    # handler directly leaves it)
+    sys.path.insert(0, str(spec.code_dir))
+    try:
+        direct = importlib.import_module("state")
+    finally:
+        sys.path.remove(str(spec.code_dir))
+    try:
+        # When the runner starts an instance and calls it
+        result = HandlerRunner([spec]).invoke(spec, {"n": 1}).result()
+        # Then the instance used its own copy; the plain-named module is untouched and still there
+        assert result == {"seen": [1]}
+        assert direct.seen == []
+        assert sys.modules["state"] is direct
+    finally:
+        sys.modules.pop("state", None)
