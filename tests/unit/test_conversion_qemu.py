@@ -99,13 +99,19 @@ def test_a_failing_qemu_img_says_what_it_said(tmp_path: Path) -> None:
 
 
 def test_a_stuck_qemu_img_is_killed_at_the_timeout(tmp_path: Path) -> None:
-    qemu = fake_qemu_img(tmp_path, "never", exit_code=0, sleep=30)
-    started = time.monotonic()
+    # A qemu-img that never ends on its own, and says which process it is
+    pid_file = tmp_path / "pid"
+    script = tmp_path / "qemu-img"
+    script.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 300\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    qemu = QemuImg(str(script), env=dict(os.environ))
 
     with pytest.raises(TaskFailure, match="within 1 seconds"):
         qemu.convert(make_raw(tmp_path), "raw", tmp_path / "b", "qcow2", timeout=1)
 
-    assert time.monotonic() - started < 10
+    # The call returned, and the process is gone (killed and reaped), not left running
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
 
 
 def test_a_workspace_is_removed_after_use_and_leftovers_of_a_dead_process_go(tmp_path: Path) -> None:
