@@ -18,10 +18,17 @@ another handler must do. So:
   may therefore give the same variable different values. Threads a handler starts itself, and child
   processes, see only the process-wide values (for a variable with conflicting values: the first
   function's, which is logged at start).
+
+Requests: Powertools' API resolvers keep the request being answered on their common base class
+(`BaseRouter.current_event`), one per process, which is all Lambda needs (one invocation per
+instance at a time). Here invocations of every function share a process, so each resolver keeps its
+own request on itself (`own_request_per_resolver`); without that, a long poll read another request's
+caller and answered 404, and a POST read a GET's empty body.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
@@ -247,6 +254,31 @@ class FunctionDirectory:
         raise NotImplementedError
 
 
+_OWN_REQUEST = "_imagetasks_own_request"
+
+
+def own_request_per_resolver() -> None:
+    """Idempotent: Powertools' API resolvers keep the current request (and Lambda context) on the
+    resolver itself, shadowing the class-wide value its `resolve` sets, so that concurrent
+    invocations of handler instances in one process never read each other's request."""
+    from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
+    from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
+
+    resolve = ApiGatewayResolver.resolve
+    if getattr(resolve, _OWN_REQUEST, False):
+        return
+
+    @functools.wraps(resolve)
+    def resolve_own(self: Any, event: Any, context: Any) -> Any:
+        raw = event.raw_event if isinstance(event, BaseProxyEvent) else event
+        self.current_event = self._to_proxy_event(raw)  # an instance attribute: shadows the class's
+        self.lambda_context = context
+        return resolve(self, event, context)
+
+    setattr(resolve_own, _OWN_REQUEST, True)
+    ApiGatewayResolver.resolve = resolve_own  # type: ignore[method-assign]
+
+
 class HandlerRunner(FunctionDirectory):
     """Imports each function's handler from its code folder (under a unique module name) and calls it."""
 
@@ -256,6 +288,7 @@ class HandlerRunner(FunctionDirectory):
         credentials: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         super().__init__(functions)
+        own_request_per_resolver()
         # logical id → AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN of the function's role
         self.credentials: dict[str, Mapping[str, str]] = dict(credentials or {})
         # Idle instances of each function: like Lambda, one invocation per instance at a time, and a

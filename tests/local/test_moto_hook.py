@@ -295,3 +295,46 @@ def test_an_instance_never_shares_a_sibling_module_someone_imported_by_its_plain
         assert sys.modules["state"] is direct
     finally:
         sys.modules.pop("state", None)
+
+
+ROUTED = """
+import sys
+import threading
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+
+app = APIGatewayRestResolver()
+both_resolving = sys.__dict__.setdefault("_hooktest_both_resolving", threading.Barrier(2, timeout=10))
+
+
+@app.get("/<name>")
+def show(name):
+    both_resolving.wait()  # the other request is being answered too: both resolves have begun
+    return {"name": name, "path": app.current_event.path}
+
+
+def lambda_handler(event, context):
+    return app.resolve(event, context)
+"""
+
+
+def test_concurrent_requests_each_read_their_own_request_in_a_powertools_resolver(tmp_path):
+    import threading
+
+    from tests.support import api_event
+
+    spec = _spec(tmp_path, "Routed", ROUTED, {})
+    runner = HandlerRunner([spec])
+    results: dict[str, Any] = {}
+
+    def call(name: str) -> None:
+        results[name] = json.loads(runner.invoke(spec, api_event("GET", f"/{name}")).result()["body"])
+
+    threads = [threading.Thread(target=call, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    # Each request, answered in its own instance, saw its own path (Powertools keeps it class-wide)
+    assert results == {"a": {"name": "a", "path": "/a"}, "b": {"name": "b", "path": "/b"}}
