@@ -365,6 +365,11 @@ class HandlerRunner(FunctionDirectory):
         """How many instances of the function were started (grows with concurrent invocations)."""
         return self._instances.get(logical_id, 0)
 
+    def running(self, logical_id: str) -> int:
+        """How many invocations of the function are running now (tests wait for a step to end)."""
+        with self._import_lock:
+            return self._instances.get(logical_id, 0) - len(self._idle.get(logical_id, []))
+
     def invoke(self, spec: FunctionSpec, event: Any) -> Invocation:
         """Call the handler as Lambda would; an unhandled exception becomes Lambda's error payload."""
         context = LocalLambdaContext(

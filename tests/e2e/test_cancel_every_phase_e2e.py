@@ -87,6 +87,10 @@ def test_an_import_cancelled_in_its_register_step_makes_no_image(local_stack: An
     # after the step had time to finish what it was doing
     assert finished["error_code"] == "cancelled", finished
     wait_until(lambda: not workspaces(task["id"]), "the step never stopped")
+    # (the register step works without a workspace: wait until no import step runs any more)
+    wait_until(
+        lambda: local_stack.stack.runner.running("ImportTaskFunction") == 0, "the step never ended", 60
+    )
     assert_no_image_nor_data(local_stack, task["id"])
 
 

@@ -4,7 +4,6 @@ tags in the path, encoded CR LF, a forged Host, a web-download URI with CR LF, c
 from __future__ import annotations
 
 import http.client
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -85,21 +84,24 @@ def test_a_forged_host_never_reaches_location_or_links(local_stack: Any) -> None
     assert created.headers["Location"] == f"{local_stack.api_url}/v2/images/{created.json()['id']}"
 
 
-def test_twelve_concurrent_patches_are_answered_within_seconds(local_stack: Any) -> None:
+def test_twelve_concurrent_patches_are_each_applied_or_refused_and_none_is_lost(local_stack: Any) -> None:
+    # Given an image, and twelve clients changing it at once
     image = new_image(local_stack)
     headers = {**local_stack.headers(PROJECT), "Content-Type": PATCH}
+    url = f"{local_stack.api_url}/v2/images/{image['id']}"
 
-    def change(n: int) -> tuple[int, float]:
-        started = time.monotonic()
+    def change(n: int) -> int:
         response = requests.patch(
-            f"{local_stack.api_url}/v2/images/{image['id']}",
-            json=[{"op": "add", "path": f"/p{n}", "value": str(n)}],
-            headers=headers,
-            timeout=60,
+            url, json=[{"op": "add", "path": f"/p{n}", "value": str(n)}], headers=headers, timeout=60
         )
-        return response.status_code, time.monotonic() - started
+        return response.status_code
 
     with ThreadPoolExecutor(12) as pool:
         outcomes = list(pool.map(change, range(12)))
-    assert all(status in (200, 409) for status, _ in outcomes), outcomes
-    assert max(seconds for _, seconds in outcomes) < 15, outcomes
+
+    # Then each is applied (200) or asked to try again (409), and what was applied is exactly what is
+    # stored (how long they take is measured by the bench, not asserted here)
+    assert all(status in (200, 409) for status in outcomes), outcomes
+    applied = {f"p{n}" for n, status in enumerate(outcomes) if status == 200}
+    shown = requests.get(url, headers=local_stack.headers(PROJECT), timeout=30).json()
+    assert applied and {key for key in shown if key[0] == "p" and key[1:].isdigit()} == applied

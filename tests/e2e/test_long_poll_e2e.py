@@ -59,9 +59,10 @@ def test_a_project_holds_at_most_ten_long_polls_at_once(local_stack: Any, image_
         task = create_task(local_stack, import_body(image_server.url(held.name), "raw"), project=PROJECT)
         assert requested.wait(60)
 
-        # When twelve polls of the project arrive together (the limit is 10)
+        # When twelve polls of the project arrive together (the limit is 10); each waits 15 s, long
+        # enough that all twelve are open at once even when a loaded machine starts them slowly
         with ThreadPoolExecutor(max_workers=12) as pool:
-            answers = list(pool.map(lambda _: show(local_stack, task["id"], "4"), range(12)))
+            answers = list(pool.map(lambda _: show(local_stack, task["id"], "15"), range(12)))
     finally:
         release.set()
 

@@ -23,7 +23,7 @@ def a_raw_image(image_server: Any, name: str, size: int = 6 * MiB) -> str:
 
 
 def release_after_request(requested: threading.Event, release: threading.Event, seconds: float) -> None:
-    """Lets a held source answer `seconds` after its request arrived (well within the stack's 15 s
+    """Lets a held source answer `seconds` after its request arrived (well within the stack's 40 s
     step timeout): meanwhile the task is running and its watcher long-polls."""
     if requested.wait(60):
         time.sleep(seconds)

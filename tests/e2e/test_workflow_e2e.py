@@ -223,9 +223,11 @@ def test_a_throttled_step_is_retried_and_the_task_succeeds(
 def test_a_step_that_runs_past_its_timeout_ends_the_task_in_failure(
     local_stack: Any, image_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The stack's StepTimeoutSeconds is 15 (tests/e2e/conftest.py); this step would take 25 s.
+    # The stack's StepTimeoutSeconds is 40 (tests/e2e/conftest.py); this step runs until the test ends.
+    test_over = threading.Event()
+
     def too_slow(self: ImportTask, task_id: str) -> dict[str, Any]:
-        time.sleep(25)
+        test_over.wait(120)
         raise RuntimeError("finished too late to matter")
 
     monkeypatch.setattr(ImportTask, "fetch", too_slow)
@@ -234,7 +236,10 @@ def test_a_step_that_runs_past_its_timeout_ends_the_task_in_failure(
     task = create_task(
         local_stack, import_body(image_server.url(image.name), "raw"), project="timeout-project"
     )
-    finished, _ = wait_for_task(local_stack, task["id"], project="timeout-project", timeout=60)
+    try:
+        finished, _ = wait_for_task(local_stack, task["id"], project="timeout-project", timeout=120)
+    finally:
+        test_over.set()
 
     assert finished["status"] == "failure"
     assert "took longer than allowed" in finished["message"]
