@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--sections import,...,sustained,longpoll]`` (default: every section).
+"""``python -m bench [--quick] [--sections import,...,sustained,longpoll,patches]`` (default: every section).
 
 Each section runs in its own interpreter (the moto-based ones own the process's ``mock_aws``), prints
 its verdict lines as it goes, and the figures land in bench/results.json and bench/RESULTS.md.
@@ -32,6 +32,7 @@ SECTIONS = {
     "slots": "bench.slots",
     "sustained": "bench.sustained",
     "longpoll": "bench.longpoll",
+    "patches": "bench.patches",
 }
 RESULTS_JSON = REPOSITORY / "bench" / "results.json"
 RESULTS_MD = REPOSITORY / "bench" / "RESULTS.md"
