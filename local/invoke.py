@@ -10,7 +10,8 @@ out (below).
 The event is the file's, except where the local stack cannot match it (see `prepare_event`):
 - S3 events name a bucket of the deployed stack: a bucket the stack does not have becomes the
   bucket whose notification invokes the function, and an object is put at the event's key when
-  none is there (a small placeholder, without notification: the event is that notification). The
+  none is there (the 1 MiB raw sample image, so the import it starts works; without notification:
+  the event is that notification). The
   record's ETag, size and version then describe the object at the key, as S3 would (an event that
   names a local bucket and an existing object is left as it is, to try a stale ETag, say);
 - an authorizer event whose token header holds the placeholder `replace-with-a-token` gets a local
