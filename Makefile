@@ -48,7 +48,7 @@ run: $(VENV)/.installed $(SAM_VENV)/.installed  ## the whole service locally: AP
 	$(PY) -m local $(ARGS)
 
 # `@`: make's echo of the command would land on stdout, before the payload.
-invoke: $(VENV)/.installed $(SAM_VENV)/.installed  ## one function with an event file, in-process like sam local invoke: make invoke FUNCTION=TasksApiFunction EVENT=events/tasks_api_list.json
+invoke: $(VENV)/.installed $(SAM_VENV)/.installed  ## one function with an event file, in-process like sam local invoke: make invoke EVENT=events/tasks_api_list.json (FUNCTION=TasksApiFunction optional; docs/local.md lists the events)
 	@$(PY) -m local.invoke $(FUNCTION) $(EVENT) $(ARGS)
 
 token: $(VENV)/.installed  ## mint a local token: export TOKEN=$(make -s token PROJECT=p1 ROLES=member,admin) (needs `make run` running)

@@ -5,45 +5,69 @@ stack started in this process (every resource of the template, in memory, gone w
 The payload goes to stdout as JSON, everything else (the function's logs, the stack's) to stderr;
 the exit status is 1 when the function errored (an unhandled exception: Lambda's error payload),
 0 otherwise, also for an API answer that is a 4xx. FUNCTION (logical id, name or ARN) may be left
-out when the event says which function it is for: an API proxy event by its route, an authorizer
-event by the authorizer of its route, an S3 event by the bucket notification of the template.
+out (below).
 
 The event is the file's, except where the local stack cannot match it (see `prepare_event`):
 - S3 events name a bucket of the deployed stack: a bucket the stack does not have becomes the
   bucket whose notification invokes the function, and an object is put at the event's key when
-  none is there (a small placeholder, without notification: the event is that notification). The
+  none is there (the 1 MiB raw sample image, so the import it starts works; without notification:
+  the event is that notification). The
   record's ETag, size and version then describe the object at the key, as S3 would (an event that
   names a local bucket and an existing object is left as it is, to try a stale ETag, say);
 - an authorizer event whose token header holds the placeholder `replace-with-a-token` gets a local
   token of `--project` instead (any other value is sent as it is, to try a bad token);
 - API proxy events are sent as they are: they carry what API Gateway adds
-  (`requestContext.authorizer`), as `events/tasks_api_*.json` do.
+  (`requestContext.authorizer`), as `events/tasks_api_*.json` do;
+- what an event needs to exist first is made first, by the stack's own functions, wherever one of
+  these placeholders stands in a string of the event (owned by the event's project,
+  `requestContext.authorizer.project_id`, or `--project`):
+  `replace-with-a-task-id` a processing task with no execution behind it (a convert or export task
+  for those steps, else an import task of a small raw image uploaded for it),
+  `replace-with-a-pending-task-id` a pending import task, `replace-with-an-image-id` an active image
+  (that import's fetch, register and success), `replace-with-a-queued-image-id` a queued image
+  (`POST /v2/images`), `replace-with-the-staged-import` the fetch step's output for the task (the
+  whole value), `replace-with-an-image-url` a loopback URL serving that small image.
+
+Without FUNCTION the event says which function it is for: an API proxy event by its route, an
+authorizer event by the authorizer of its route, an S3 event by the bucket notification of the
+template, an EventBridge event by the rule it matches, a workflow step's payload by the state of
+the state machine whose Lambda payload it is.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
+import threading
+import urllib.request
 from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
+from local.events import matches
 from local.lambda_runtime import Invocation
 from local.stack import DEFAULT_TEMPLATE, DevStack
-from local.template import ACCOUNT_ID, LocalTemplate, Route
+from local.template import ACCOUNT_ID, LOCAL_PARAMETER_OVERRIDES, LocalTemplate, Route
 
 log = logging.getLogger("local.invoke")
 
 #: The token header value of events/authorizer_request.json, replaced by a local token.
 PLACEHOLDER_TOKEN = "replace-with-a-token"  # noqa: S105 - a placeholder, not a secret
 DEFAULT_PROJECT = "demo-project"
-PLACEHOLDER_OBJECT = b"imagetasks: placeholder object put by `make invoke` for an S3 event\n"
+#: What the state placeholders stand for (the module docstring), and the image they import.
+PLACEHOLDER = re.compile(r"replace-with-[a-z-]+")
+PLACEHOLDER_STAGED = "replace-with-the-staged-import"
+SAMPLE_IMAGE = bytes(1024 * 1024)  # a 1 MiB raw disk: every check and qemu-img take it
+SAMPLE_NAME = "invoke-sample.raw"
+#: What an S3 event's key gets when it holds nothing: the sample image, so the import it starts works.
+PLACEHOLDER_OBJECT = SAMPLE_IMAGE
 
 
 class InvokeError(Exception):
@@ -94,15 +118,65 @@ def function_for_event(template: LocalTemplate, event: Any) -> str:
                 raise InvokeError(f"{event['httpMethod']} {event['resource']} has no authorizer")
             return str(route.authorizer_logical_id)
         return str(route.function_logical_id)
+    if isinstance(event, dict) and "detail-type" in event and "source" in event:
+        scheduled = event["detail-type"] == "Scheduled Event"
+        targets = {
+            rule.function_logical_id
+            for rule in template.event_rules
+            if (
+                rule.schedule_seconds is not None
+                if scheduled
+                else rule.pattern and matches(rule.pattern, event)
+            )
+        }
+        if len(targets) == 1:
+            return targets.pop()
+        raise InvokeError(f"EventBridge rules of {sorted(targets) or 'no function'} match: name the function")
+    if isinstance(event, dict) and "task_id" in event:
+        targets = {
+            logical_id for logical_id, payload in workflow_payloads(template) if payload_fits(payload, event)
+        }
+        if len(targets) == 1:
+            return targets.pop()
     raise InvokeError("cannot tell which function this event is for: name the function")
+
+
+def workflow_payloads(template: LocalTemplate) -> list[tuple[str, dict[str, Any]]]:
+    """(function logical id, Payload) of every Lambda task state of the template's state machines."""
+    by_arn = {spec.arn: logical_id for logical_id, spec in template.functions.items()}
+    found: list[tuple[str, dict[str, Any]]] = []
+    for machine in template.state_machines.values():
+        for state in json.loads(machine.definition).get("States", {}).values():
+            parameters = state.get("Parameters") or {}
+            if str(state.get("Resource", "")).startswith("arn:aws:states:::lambda:invoke"):
+                logical_id = by_arn.get(str(parameters.get("FunctionName")))
+                if logical_id is not None and isinstance(parameters.get("Payload"), dict):
+                    found.append((logical_id, parameters["Payload"]))
+    return found
+
+
+def payload_fits(payload: dict[str, Any], event: dict[str, Any]) -> bool:
+    """The event has the payload's fields: its constants with their values, its paths (`key.$`) at all."""
+    return all(
+        key.removesuffix(".$") in event if key.endswith(".$") else event.get(key) == value
+        for key, value in payload.items()
+    )
 
 
 # ------------------------------------------------------------------ the event, made to fit
 
 
-def prepare_event(stack: DevStack, logical_id: str, event: Any, project: str = DEFAULT_PROJECT) -> Any:
+def prepare_event(
+    stack: DevStack,
+    logical_id: str,
+    event: Any,
+    project: str = DEFAULT_PROJECT,
+    image_url: str | None = None,
+) -> Any:
     """The event with what the local stack needs changed (a copy; the module docstring says what)."""
-    event = copy.deepcopy(event)
+    context = (event.get("requestContext") or {}).get("authorizer") if isinstance(event, dict) else None
+    owner = str(context.get("project_id") or project) if isinstance(context, dict) else project
+    event = _fill(event, _Seeds(stack, logical_id, owner, image_url))
     if _is_s3_event(event):
         for record in event["Records"]:
             _fit_s3_record(stack, logical_id, record)
@@ -153,8 +227,8 @@ def _fit_s3_record(stack: DevStack, logical_id: str, record: dict[str, Any]) -> 
             obj["versionId"] = stored.version_id
 
 
-def _object_at(bucket: str, key: str) -> tuple[Any, bool]:
-    """moto's object at the key, put there (a placeholder) if there was none; and whether it was put."""
+def _object_at(bucket: str, key: str, body: bytes = PLACEHOLDER_OBJECT) -> tuple[Any, bool]:
+    """moto's object at the key, put there (`body`) if there was none; and whether it was put."""
     # Through moto's backend, not the S3 API: a PUT would notify the function, which would then run
     # twice (once for that notification, once for the event file that stands for it).
     from moto.s3.models import s3_backends
@@ -164,23 +238,144 @@ def _object_at(bucket: str, key: str) -> tuple[Any, bool]:
     if existing is not None:
         return existing, False
     log.info("put a placeholder object at s3://%s/%s", bucket, key)
-    return backend.put_object(bucket, key, PLACEHOLDER_OBJECT, disable_notification=True), True
+    return backend.put_object(bucket, key, body, disable_notification=True), True
+
+
+def _fill(value: Any, seeds: _Seeds) -> Any:
+    """A copy of `value` with every state placeholder replaced by what it stands for."""
+    if isinstance(value, dict):
+        return {key: _fill(item, seeds) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fill(item, seeds) for item in value]
+    if value == PLACEHOLDER_STAGED:
+        return seeds.staged()
+    if isinstance(value, str):
+        return PLACEHOLDER.sub(lambda match: seeds.text(match.group(0)), value)
+    return value
+
+
+class _Seeds:
+    """What an event's placeholders stand for, made on first use by the stack's own functions, as
+    the workflow would: a task stored pending (as the API stores it, without starting an execution:
+    nothing else acts on it), its slot taken by the workflow's TakeSlot payload, the import steps."""
+
+    def __init__(self, stack: DevStack, logical_id: str, project: str, image_url: str | None) -> None:
+        self.stack, self.logical_id, self.project, self.image_url = stack, logical_id, project, image_url
+        self.made: dict[str, Any] = {}
+
+    def text(self, placeholder: str) -> str:
+        if placeholder == PLACEHOLDER_TOKEN:
+            return placeholder  # the authorizer's, replaced by `prepare_event` (only in its headers)
+        makers = {
+            "replace-with-a-task-id": self._task_id,
+            "replace-with-a-pending-task-id": lambda: self._pending_task("import", self._import_input()),
+            "replace-with-an-image-id": self._active_image,
+            "replace-with-a-queued-image-id": self._queued_image,
+            "replace-with-an-image-url": self._image_url,
+        }
+        if placeholder not in makers:
+            raise InvokeError(f"unknown placeholder {placeholder!r} (known: {', '.join(sorted(makers))})")
+        if placeholder not in self.made:
+            self.made[placeholder] = makers[placeholder]()
+        return str(self.made[placeholder])
+
+    def staged(self) -> Any:
+        task_id = self.text("replace-with-a-task-id")
+        return self._call("ImportTaskFunction", {"step": "fetch", "task_id": task_id})
+
+    def _task_id(self) -> str:
+        if self.logical_id in ("ConvertTaskFunction", "ExportTaskFunction"):
+            kind = "convert" if self.logical_id == "ConvertTaskFunction" else "export"
+            target = {"disk_format": "qcow2"} if kind == "convert" else {}
+            return self._processing_task(kind, {"image_id": self._active_image(), **target})
+        return self._processing_task("import", self._import_input())
+
+    def _active_image(self) -> str:
+        task_id = self._processing_task("import", self._import_input())
+        staged = self._call("ImportTaskFunction", {"step": "fetch", "task_id": task_id})
+        registered = self._call(
+            "ImportTaskFunction", {"step": "register", "task_id": task_id, "staged": staged}
+        )
+        self._call("TaskStatusFunction", {"action": "succeed", "task_id": task_id, "result": registered})
+        return str(registered["image_id"])
+
+    def _queued_image(self) -> str:
+        request = urllib.request.Request(  # noqa: S310 - the local front's http:// URL
+            f"{self.stack.api_url}/v2/images",
+            data=json.dumps(
+                {"name": "invoke-sample", "disk_format": "raw", "container_format": "bare"}
+            ).encode(),
+            headers={"X-Auth-Token": self.stack.token(self.project), "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - the local front
+            return str(json.loads(response.read())["id"])
+
+    def _image_url(self) -> str:
+        if self.image_url is None:
+            raise InvokeError("the event imports from a served image, and none is served here")
+        return self.image_url
+
+    def _import_input(self) -> dict[str, Any]:
+        """An import of the sample image, uploaded under the project's prefix (no notification)."""
+        uploads = self.stack.bucket_names()["UploadsBucket"]
+        key = f"uploads/{self.project}/{SAMPLE_NAME}"
+        _object_at(uploads, key, SAMPLE_IMAGE)
+        return {
+            "import_from": f"s3://{uploads}/{key}",
+            "import_from_format": "raw",
+            "image_properties": {"name": "invoke-sample", "disk_format": "raw", "container_format": "bare"},
+        }
+
+    def _pending_task(self, kind: str, task_input: dict[str, Any]) -> str:
+        from imagetasks.adapters.tasks_table import TasksTable
+        from imagetasks.domain.tasks import TaskType, new_task
+
+        tables = self.stack.table_names()
+        task = new_task(TaskType(kind), task_input, self.project, user_id=f"{self.project}-user")
+        TasksTable(tables["TasksTable"], tables["TaskSlotsTable"]).create(task)
+        return task.id
+
+    def _processing_task(self, kind: str, task_input: dict[str, Any]) -> str:
+        task_id = self._pending_task(kind, task_input)
+        # The TakeSlot state's payload; the token names no waiting state (resuming it is refused
+        # with InvalidToken, which the step ignores as it does a state that timed out).
+        took = self._call(
+            "TaskStatusFunction", {"action": "wait_for_slot", "task_id": task_id, "token": "none"}
+        )
+        if not took.get("started"):
+            raise InvokeError(f"no free processing slot for the {kind} task this event needs")
+        return task_id
+
+    def _call(self, logical_id: str, payload: dict[str, Any]) -> Any:
+        spec = self.stack.runner.spec(logical_id)
+        assert spec is not None, logical_id
+        invocation = self.stack.runner.invoke(spec, payload)
+        if invocation.errored:
+            raise InvokeError(f"making what the event needs: {logical_id} errored: {invocation.payload}")
+        return invocation.result()
 
 
 # ------------------------------------------------------------------ the call
 
 
 def invoke_event(
-    stack: DevStack, function: str | None, event: Any, project: str = DEFAULT_PROJECT
+    stack: DevStack,
+    function: str | None,
+    event: Any,
+    project: str = DEFAULT_PROJECT,
+    image_url: str | None = None,
 ) -> tuple[str, Invocation]:
-    """Run one function of the running stack with `event` (made to fit): its logical id and result."""
+    """Run one function of the running stack with `event` (made to fit): its logical id and result.
+    `image_url`: where the sample image is served, for `replace-with-an-image-url`."""
     assert stack.template is not None, "start() first"
     logical_id = function or function_for_event(stack.template, event)
     spec = stack.runner.spec(logical_id)
     if spec is None:
         known = ", ".join(sorted(stack.template.functions))
         raise InvokeError(f"no function {logical_id!r} in the template (functions: {known})")
-    return spec.logical_id, stack.runner.invoke(spec, prepare_event(stack, spec.logical_id, event, project))
+    prepared = prepare_event(stack, spec.logical_id, event, project, image_url)
+    return spec.logical_id, stack.runner.invoke(spec, prepared)
 
 
 def read_event(path: Path) -> Any:
@@ -218,12 +413,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     payload_out = _stdout_for_the_payload_only()
     try:
         event = read_event(args.event)
+        image_url, port = serve_sample_image()
+        allowed_ports = f"{LOCAL_PARAMETER_OVERRIDES['ImportAllowedPorts']},{port}"
         # A state dir of its own: the default one holds the token key of a `make run` going on.
         with tempfile.TemporaryDirectory(prefix="imagetasks-invoke-") as state_dir:
             stack = DevStack(
-                args.template, api_port=0, aws_port=None, parameters={}, state_dir=Path(state_dir)
+                args.template,
+                api_port=0,
+                aws_port=None,
+                parameters={"ImportAllowedPorts": allowed_ports},
+                state_dir=Path(state_dir),
             ).start()
-            logical_id, invocation = invoke_event(stack, args.function, event, args.project)
+            logical_id, invocation = invoke_event(stack, args.function, event, args.project, image_url)
     except InvokeError as error:
         print(f"make invoke: {error}", file=sys.stderr)
         return 2
@@ -233,6 +434,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{logical_id} errored (payload on stdout)", file=sys.stderr)
         return 1
     return 0
+
+
+def serve_sample_image() -> tuple[str, int]:
+    """Serve SAMPLE_IMAGE on loopback (a free port, for this process's life): its URL and port."""
+
+    class Sample(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            found = self.path == f"/{SAMPLE_NAME}"
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Length", str(len(SAMPLE_IMAGE) if found else 0))
+            self.end_headers()
+            if found:
+                self.wfile.write(SAMPLE_IMAGE)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sample)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = int(server.server_address[1])
+    return f"http://127.0.0.1:{port}/{SAMPLE_NAME}", port
 
 
 def _stdout_for_the_payload_only() -> Any:

@@ -15,7 +15,7 @@ from functions.authorizer import app
 from tests.support import FakeLambdaContext, load_event
 
 EVENT_NAME = "authorizer_request.json"
-WILDCARD = "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/Prod/*/*"
+WILDCARD = "arn:aws:execute-api:us-east-1:123456789012:tasksapi/v1/*/*"
 
 
 def authorizer_event(token: str | None, extra_headers: dict[str, str] | None = None) -> dict[str, Any]:

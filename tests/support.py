@@ -87,7 +87,10 @@ def api_event(
     event["httpMethod"] = method
     event["path"] = path
     event["requestContext"]["httpMethod"] = method
+    # As a deployed stage sends it (the event files are shaped as the local front sends them): the
+    # stage in the path, API Gateway's own domain name, so links are the deployed API's.
     event["requestContext"]["path"] = f"/v1{path}"
+    event["requestContext"]["domainName"] = "abcdef1234.execute-api.us-east-1.amazonaws.com"
     if raw_body is not None:
         event["body"] = raw_body
     else:
