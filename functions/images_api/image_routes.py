@@ -28,11 +28,14 @@ DOWNLOAD_URL_SECONDS = 900
 def list_images() -> Response[dict[str, Any]]:
     caller = glance.current_caller(router)
     params = dict(router.current_event.query_string_parameters or {})
-    request = parse_image_list(params, caller)
+    repeated = dict(router.current_event.multi_value_query_string_parameters or {})
+    request = parse_image_list(params, caller, repeated)
     rows = images_table().list(caller, request, clock.now())
     images = [render(image) for image in images_table().images_of_rows(rows)]
     next_marker = rows[-1]["image_id"] if rows and len(rows) == request.limit else None
-    links = glance.page_links(IMAGES_PATH, params, next_marker)
+    # Every value of a repeated parameter, so that a client following `next` gets the same order.
+    echoed = [(name, value) for name, values in repeated.items() for value in values] or list(params.items())
+    links = glance.page_links(IMAGES_PATH, echoed, next_marker)
     body = {"images": images, **links, "schema": "/v2/schemas/images"}
     return glance.json_response(200, body)
 

@@ -86,6 +86,8 @@ def row_of(image: Image) -> dict[str, Any]:
     stored = image_to_item(image)
     row: dict[str, Any] = {"image_id": image.id, **{name: stored[name] for name in STUB_FIELDS}}
     row.update({"visibility": image.visibility, "protected": image.protected, "os_hidden": image.os_hidden})
+    # For a hash filter that is not the request's partition (both hashes given, or `id=in:`).
+    row.update({name: stored[name] for name in ("checksum", "os_hash_value") if stored[name] is not None})
     if image.tags:
         row["tags_set"] = set(image.tags)
     if image.properties:
