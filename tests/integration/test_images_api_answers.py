@@ -1,5 +1,5 @@
-"""The images API's answers Glance clients read without checking: hash filters and several sort
-keys."""
+"""The images API's answers Glance clients read without checking: hash filters, several sort keys,
+and an upload refused by this service."""
 
 from __future__ import annotations
 
@@ -117,3 +117,128 @@ def test_glances_own_tie_breakers_after_a_key_sort_as_that_key_and_links_keep_th
     following = parse_qsl(urlsplit(page["json"]["next"]).query)
     assert [value for name, value in following if name == "sort_key"] == ["name", "created_at"]
     assert list_images(images, following)["json"]["images"][0]["id"] == b.id
+
+
+# ------------------------------------------------------------------ refused uploads
+def create_queued(images: Any, **extra: Any) -> str:
+    body = {"name": "from-file", "disk_format": "raw", "container_format": "bare", **extra}
+    response = call(images, api_event("POST", "/v2/images", body=body))
+    assert response["statusCode"] == 201, response["body"]
+    image_id: str = response["json"]["id"]
+    return image_id
+
+
+def upload(
+    images: Any, image_id: str, route: str = "file", project: str = PROJECT, roles: str = "member"
+) -> Any:
+    event = api_event(
+        "PUT",
+        f"/v2/images/{image_id}/{route}",
+        raw_body="image data",
+        project=project,
+        roles=roles,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    return call(images, event)
+
+
+def stored_ids(aws: dict[str, str]) -> set[str]:
+    """Every item of the images table: main items and index rows."""
+    import boto3
+
+    items = boto3.resource("dynamodb").Table(aws["IMAGES_TABLE"]).scan()["Items"]
+    return {str(item["id"]) for item in items}
+
+
+@pytest.mark.parametrize("route", ["file", "stage"])
+def test_a_refused_upload_deletes_the_queued_image_made_for_it_and_says_how_to_upload(
+    images: Any, aws: dict[str, str], route: str
+) -> None:
+    # Given the queued image `glance image-create --file` makes before it sends the data
+    image_id = create_queued(images)
+
+    # When the data arrives
+    response = upload(images, image_id, route)
+
+    # Then it is refused with a message saying the image is gone and how to upload instead
+    assert response["statusCode"] == 405
+    message = response["json"]["error"]["message"]
+    assert message.startswith("Image data cannot be uploaded through this API")
+    assert f"The queued image {image_id} made for this upload was deleted." in message
+    assert f"s3://{aws['UPLOADS_BUCKET']}/uploads/<project_id>/<file name>" in message
+    assert "web-download" in message
+    # and nothing of the image is left: no image, no index row, nothing listed
+    assert call(images, api_event("GET", f"/v2/images/{image_id}"))["statusCode"] == 404
+    assert not any(item.startswith(image_id) for item in stored_ids(aws))
+    assert call(images, api_event("GET", "/v2/images"))["json"]["images"] == []
+
+
+def test_a_refused_upload_keeps_an_image_it_did_not_make_empty(images: Any, aws: dict[str, str]) -> None:
+    # Given an active image, a protected queued one, another project's queued one and one an
+    # import is filling
+    active = active_image(aws, 1, "active", 3, b"abc")
+    protected = create_queued(images, protected=True)
+    theirs = call(
+        images,
+        api_event(
+            "POST",
+            "/v2/images",
+            body={"name": "x", "disk_format": "raw", "container_format": "bare"},
+            project="project-b",
+        ),
+    )["json"]["id"]
+    importing = create_queued(images)
+    started = call(
+        images,
+        api_event(
+            "POST",
+            f"/v2/images/{importing}/import",
+            body={"method": {"name": "web-download", "uri": "https://93.184.216.34/disk.raw"}},
+        ),
+    )
+    assert started["statusCode"] == 202, started["body"]
+
+    # When data is sent to each (the other project's by an admin of this one)
+    answers = [
+        upload(images, active.id),
+        upload(images, protected),
+        upload(images, theirs, roles="member,admin"),
+        upload(images, importing),
+    ]
+
+    # Then each is refused without deleting anything
+    for response in answers:
+        assert response["statusCode"] == 405
+        assert "was deleted" not in response["json"]["error"]["message"]
+    for image_id, project in (
+        (active.id, PROJECT),
+        (protected, PROJECT),
+        (theirs, "project-b"),
+        (importing, PROJECT),
+    ):
+        assert call(images, api_event("GET", f"/v2/images/{image_id}", project=project))["statusCode"] == 200
+
+
+def test_a_queued_image_changed_meanwhile_is_not_deleted(images: Any, aws: dict[str, str]) -> None:
+    # Given a queued image as read before a change (a rename) was stored
+    image_id = create_queued(images)
+    table = ImagesTable(aws["IMAGES_TABLE"])
+    before = table.get(image_id)
+    assert before is not None
+    patched = call(
+        images,
+        api_event(
+            "PATCH",
+            f"/v2/images/{image_id}",
+            body=[{"op": "replace", "path": "/name", "value": "renamed"}],
+            headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
+        ),
+    )
+    assert patched["statusCode"] == 200
+
+    # When the delete for a refused upload runs on what it read
+    deleted = table.delete_if_unchanged(before)
+
+    # Then nothing is deleted
+    assert deleted is False
+    assert table.get(image_id) is not None and f"{image_id}#p#{PROJECT}" in stored_ids(aws)
