@@ -125,6 +125,10 @@ def image_tasks(image_id: str) -> Response[dict[str, Any]]:
                 "image_id": image.id,
                 "request_id": task.request_id,
                 "user_id": task.user_id,
+                # Glance's image-task view has these of its soft-deleted tasks; a listed task here
+                # is always live (an expired one is left out above).
+                "deleted": False,
+                "deleted_at": None,
             }
         )
     return glance.json_response(200, {"tasks": tasks})
