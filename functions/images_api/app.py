@@ -9,7 +9,7 @@ from typing import Any
 import image_routes
 import import_routes
 import tag_routes
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from image_views import image_import, images_table, objects, tasks_table
@@ -25,6 +25,22 @@ glance.install_error_handlers(app)
 app.include_router(image_routes.router)
 app.include_router(tag_routes.router)
 app.include_router(import_routes.router)
+
+# Glance's metadata definitions (`glance md-*`, openstacksdk's metadef calls): the template sends
+# their paths here so that a client learns the API is not offered, instead of a bare "not found".
+METADEFS_PREFIXES = ("/v2/metadefs", "/v2/schemas/metadefs")
+METADEFS_NOT_OFFERED = (
+    "The metadata definitions API (/v2/metadefs, the glance md-* commands) is not offered by this "
+    "service: it serves images and image tasks only (GET /openapi.json lists its routes)."
+)
+
+
+@app.not_found
+def no_route(error: Exception) -> Response[Any]:
+    event = app.current_event
+    if any(event.path == p or event.path.startswith(p + "/") for p in METADEFS_PREFIXES):
+        return glance.error_response(404, METADEFS_NOT_OFFERED)
+    return glance.error_response(404, "The resource could not be found.")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -9,13 +9,14 @@ from image_views import IMAGES_PATH, NO_CONTENT_TYPE, images_table, objects, own
 
 from imagetasks import composition
 from imagetasks.api import glance
+from imagetasks.auth.identity import Caller
 from imagetasks.config import settings
 from imagetasks.domain import clock
 from imagetasks.domain.errors import NotFound
 from imagetasks.domain.image_create import queued_image
 from imagetasks.domain.image_import import IMPORT_METHODS
 from imagetasks.domain.image_listing import parse_image_list
-from imagetasks.domain.images import DEFAULT_STORE
+from imagetasks.domain.images import DEFAULT_STORE, ImageStatus
 from imagetasks.observability import logger, tracer
 
 router = APIGatewayRouter()  # type: ignore[no-untyped-call]
@@ -28,11 +29,14 @@ DOWNLOAD_URL_SECONDS = 900
 def list_images() -> Response[dict[str, Any]]:
     caller = glance.current_caller(router)
     params = dict(router.current_event.query_string_parameters or {})
-    request = parse_image_list(params, caller)
+    repeated = dict(router.current_event.multi_value_query_string_parameters or {})
+    request = parse_image_list(params, caller, repeated)
     rows = images_table().list(caller, request, clock.now())
     images = [render(image) for image in images_table().images_of_rows(rows)]
     next_marker = rows[-1]["image_id"] if rows and len(rows) == request.limit else None
-    links = glance.page_links(IMAGES_PATH, params, next_marker)
+    # Every value of a repeated parameter, so that a client following `next` gets the same order.
+    echoed = [(name, value) for name, values in repeated.items() for value in values] or list(params.items())
+    links = glance.page_links(IMAGES_PATH, echoed, next_marker)
     body = {"images": images, **links, "schema": "/v2/schemas/images"}
     return glance.json_response(200, body)
 
@@ -121,22 +125,50 @@ def image_tasks(image_id: str) -> Response[dict[str, Any]]:
                 "image_id": image.id,
                 "request_id": task.request_id,
                 "user_id": task.user_id,
+                # Glance's image-task view has these of its soft-deleted tasks; a listed task here
+                # is always live (an expired one is left out above).
+                "deleted": False,
+                "deleted_at": None,
             }
         )
     return glance.json_response(200, {"tasks": tasks})
 
 
 @router.route(f"{IMAGES_PATH}/<image_id>/file", method=["PUT"], include_in_schema=False)
+@tracer.capture_method
 def upload_image_data(image_id: str) -> Response[dict[str, Any]]:
-    glance.current_caller(router)
-    raise glance.HttpError(
-        405,
-        "Image data cannot be uploaded through this API (API Gateway limits a request to 10 MB). "
+    """Refused: data comes through S3 or a web-download import. `glance image-create --file` (and
+    openstacksdk's create_image without import) first makes the image, then sends its data here;
+    nothing in the create says data will follow, so the queued image made for this upload is
+    deleted now instead of being left behind empty (see docs/decisions.md)."""
+    caller = glance.current_caller(router)
+    how = (
         f"Upload the file to s3://{settings().uploads_bucket}/uploads/<project_id>/<file name> (an "
         "import task is created for it), or create the image and import it from a URL: "
-        "POST /v2/images/{image_id}/import with the web-download method.",
-        {"Allow": "GET"},
+        "POST /v2/images/{image_id}/import with the web-download method."
     )
+    refusal = "Image data cannot be uploaded through this API (API Gateway limits a request to 10 MB)."
+    if _drop_unfilled(image_id, caller):
+        refusal += f" The queued image {image_id} made for this upload was deleted."
+    raise glance.HttpError(405, f"{refusal} {how}", {"Allow": "GET"})
+
+
+def _drop_unfilled(image_id: str, caller: Caller) -> bool:
+    """Delete the image if it is the caller's project's, queued, never imported into and not
+    protected, and unchanged while this runs; whether it was deleted."""
+    image = images_table().get(image_id)
+    if (
+        image is None
+        or image.owner != caller.project_id  # an admin's refused upload deletes no other project's image
+        or image.status is not ImageStatus.QUEUED
+        or image.task_ids
+        or image.protected
+    ):
+        return False
+    if not images_table().delete_if_unchanged(image):
+        return False
+    logger.info("Queued image deleted after a refused upload", extra={"image_id": image_id})
+    return True
 
 
 @router.route(f"{IMAGES_PATH}/<image_id>/stage", method=["PUT"], include_in_schema=False)

@@ -255,7 +255,11 @@ def test_redirect_to_a_refused_address_is_refused_without_connecting(
         with pytest.raises(InvalidImportLocation) as refused:
             fetch(url, server, s3, settings=settings, resolver=lambda h, p: resolver[h])
         # Then it is refused, and no connection was made to anything but the first server
-        assert refused.value.message == f"URI for legacy import task does not pass filtering: {target}"
+        assert refused.value.message == (
+            f"URI for legacy import task does not pass filtering: {target} (the host sneaky.test "
+            "resolves to a link-local address, such as the cloud's metadata service's, which this "
+            "cloud does not import from)"
+        )
         assert other.connections == 0
         assert connections == [("127.0.0.1", server.port)]
     finally:

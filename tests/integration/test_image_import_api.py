@@ -185,6 +185,12 @@ def test_web_download_creates_an_import_task_for_that_image_and_starts_it(
     assert image["status"] == "importing" and image["os_glance_importing_to_stores"] == "default"
     [task] = image_tasks(images, created["id"])
     assert task["type"] == "import" and task["status"] == "pending" and task["owner"] == PROJECT
+    # Glance's image-task view, key for key (glance.db.sqlalchemy.api._task_format with its info)
+    assert set(task) == {
+        "id", "type", "status", "owner", "expires_at", "created_at", "updated_at", "deleted_at",
+        "deleted", "image_id", "request_id", "user_id", "input", "result", "message",
+    }  # fmt: skip
+    assert task["deleted"] is False and task["deleted_at"] is None
     assert task["input"]["import_from"] == uri and task["input"]["image_id"] == created["id"]
     assert task["input"]["image_properties"]["os_distro"] == "cirros"
     assert task["input"]["import_from_format"] == "qcow2"

@@ -7,6 +7,7 @@ or a range on a field other than the sort key is a DynamoDB filter expression, w
 
 from __future__ import annotations
 
+import hashlib
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,6 +36,14 @@ OTHER = Caller(project_id="p2", user_id="u2")
 ADMIN = Caller(project_id="admin", user_id="a", roles=("admin",))
 
 
+def md5_of(data: int) -> str:
+    return hashlib.md5(f"data-{data}".encode(), usedforsecurity=False).hexdigest()
+
+
+def sha512_of(data: int) -> str:
+    return hashlib.sha512(f"data-{data}".encode()).hexdigest()
+
+
 def make_image(number: int, rng: random.Random) -> Image:
     visibility = rng.choice(("private", "private", "public", "community", "shared"))
     tags = tuple(sorted(rng.sample(("ubuntu", "lts", "gpu", "minimal"), rng.randint(0, 2))))
@@ -49,8 +58,8 @@ def make_image(number: int, rng: random.Random) -> Image:
         container_format="bare",
         size=1000 + number * 10,
         virtual_size=None,
-        checksum="0" * 32,
-        os_hash_value="0" * 128,
+        checksum=md5_of(number % 40),  # six images share each data
+        os_hash_value=sha512_of(number % 48),  # five share each
         bucket="images",
         key=f"images/{number}",
         task_id=f"task-{number}",
@@ -210,6 +219,30 @@ CASES: list[tuple[str, Caller, dict[str, str], Any]] = [
         lambda i, c: default_listed(i, c) and i.disk_format == "qcow2" and "lts" in i.tags,
     ),
     (
+        "checksum",
+        MEMBER,
+        {"checksum": md5_of(7)},
+        lambda i, c: default_listed(i, c) and i.checksum == md5_of(7),
+    ),
+    (
+        "os_hash_value",
+        ADMIN,
+        {"os_hash_value": sha512_of(5), "sort_key": "name"},
+        lambda i, c: not i.os_hidden and i.os_hash_value == sha512_of(5),
+    ),
+    (
+        "checksum and os_hash_value",  # the second is a filter expression on the first's partition
+        ADMIN,
+        {"checksum": md5_of(7), "os_hash_value": sha512_of(7)},
+        lambda i, c: not i.os_hidden and i.checksum == md5_of(7) and i.os_hash_value == sha512_of(7),
+    ),
+    (
+        "checksum and a property",
+        ADMIN,
+        {"checksum": md5_of(3), "os_distro": "ubuntu", "os_hidden": "false"},
+        lambda i, c: not i.os_hidden and i.checksum == md5_of(3) and i.properties["os_distro"] == "ubuntu",
+    ),
+    (
         "protected",
         MEMBER,
         {"protected": "false", "visibility": "private"},
@@ -249,6 +282,43 @@ def test_id_in_reads_only_the_named_images(catalogue: Any) -> None:
 
     assert sorted(row["image_id"] for row in rows) == sorted(mine)
     assert counter.calls == ["BatchGetItem"]
+
+
+def test_a_hash_filter_reads_only_the_images_with_that_data(catalogue: Any) -> None:
+    # Given 240 images, six of which have the data whose MD5 is md5_of(9)
+    table, _, images = catalogue
+    matching = [i for i in images if i.checksum == md5_of(9) and not i.os_hidden]
+
+    # When an admin lists by that checksum, and by one image's os_hash_value
+    by_md5 = table.list(ADMIN, parse_image_list({"checksum": md5_of(9)}, ADMIN), NOW)
+    md5_read = table.last_page.stats.items_read if table.last_page else None
+    by_sha = table.list(ADMIN, parse_image_list({"os_hash_value": sha512_of(9)}, ADMIN), NOW)
+
+    # Then exactly those images are listed, and only their index rows were read
+    assert sorted(row["image_id"] for row in by_md5) == sorted(i.id for i in matching)
+    assert md5_read == len(matching)
+    assert {row["image_id"] for row in by_sha} == {
+        i.id for i in images if i.os_hash_value == sha512_of(9) and not i.os_hidden
+    }
+    assert by_md5 and by_sha
+
+
+def test_a_hash_filter_with_id_in_compares_the_named_images_hashes(catalogue: Any) -> None:
+    table, _, images = catalogue
+    named = [i for i in images if not i.os_hidden][:12]
+    query = {"id": "in:" + ",".join(i.id for i in named), "checksum": named[0].checksum or ""}
+
+    rows = table.list(ADMIN, parse_image_list(query, ADMIN), NOW)
+
+    assert {row["image_id"] for row in rows} == {i.id for i in named if i.checksum == named[0].checksum}
+
+
+def test_a_checksum_no_image_has_lists_nothing(catalogue: Any) -> None:
+    table, _, _ = catalogue
+
+    rows = table.list(ADMIN, parse_image_list({"checksum": md5_of(999)}, ADMIN), NOW)
+
+    assert rows == []
 
 
 # Reads per page: (params, caller, the most rows a page of LIMIT may read).
@@ -327,6 +397,7 @@ def test_a_marker_the_caller_cannot_see_is_refused(catalogue: Any) -> None:
         {"created_at": "after:2026-11-01T00:00:00Z"},
         {"created_at": "gt:yesterday"},
         {"sort_key": "owner"},
+        {"checksum": "in:a,b"},
     ],
 )
 def test_bad_filters_are_400s(params: dict[str, str]) -> None:

@@ -37,7 +37,8 @@ def make_filter(**settings: object) -> tuple[ImportFilter, FakeResolver]:
 
 
 def refused_message(url: str) -> str:
-    return f"URI for legacy import task does not pass filtering: {url}"
+    """Glance's text for a refused location; the rule that refused it follows in parentheses."""
+    return f"URI for legacy import task does not pass filtering: {url} ("
 
 
 def test_public_host_passes_with_its_vetted_addresses() -> None:
@@ -93,7 +94,7 @@ def test_internal_addresses_are_refused_by_default(url: str) -> None:
     import_filter, _ = make_filter()
     with pytest.raises(InvalidImportLocation) as refused:
         import_filter.check(url)
-    assert refused.value.message == refused_message(url)
+    assert refused.value.message.startswith(refused_message(url))
 
 
 def test_allow_loopback_allows_loopback_only() -> None:
@@ -125,7 +126,7 @@ def test_ports_outside_the_list_are_refused(url: str) -> None:
     import_filter, resolver = make_filter()
     with pytest.raises(InvalidImportLocation) as refused:
         import_filter.check(url)
-    assert refused.value.message == refused_message(url)
+    assert refused.value.message.startswith(refused_message(url))
     assert resolver.asked == []  # refused before any lookup
 
 
@@ -219,7 +220,7 @@ def test_s3_locations_need_an_allowed_bucket_and_the_project_prefix() -> None:
     ):
         with pytest.raises(InvalidImportLocation) as refused:
             import_filter.check_location(url, project_id="proj1")
-        assert refused.value.message == refused_message(url)
+        assert refused.value.message.startswith(refused_message(url))
 
 
 def test_s3_is_listed_as_supported_when_buckets_are_configured() -> None:
@@ -372,7 +373,7 @@ def test_well_formed_neighbours_still_pass_the_parsing(url: str) -> None:
     try:
         import_filter.check(url)
     except InvalidImportLocation as refused:  # refused for its address, never for its form
-        assert refused.message == refused_message(url)
+        assert refused.message.startswith(refused_message(url))
 
 
 @pytest.mark.parametrize(
@@ -395,3 +396,72 @@ def test_an_s3_key_may_hold_spaces_but_no_control_character_or_lone_surrogate(
             import_filter.check_location(url, "p")
     else:
         assert import_filter.check_location(url, "p").key == key
+
+
+@pytest.mark.parametrize(
+    ("settings", "url", "reason"),
+    [
+        (
+            {},
+            "http://images.example.invalid:8080/x",
+            "port 8080 is not allowed; the allowed ports are 80, 443",
+        ),
+        ({}, "http://localhost.example.invalid/x", "resolves to a loopback address, which this cloud"),
+        ({}, "http://169.254.169.254/x", "the address is a link-local address, such as the cloud's metadata"),
+        (
+            {},
+            "http://lan.example.invalid/x",
+            "the host lan.example.invalid resolves to a private-network address",
+        ),
+        (
+            {},
+            "http://unknown.example.invalid/x",
+            "the host unknown.example.invalid resolves to no IP address",
+        ),
+        ({}, "http://240.0.0.1/x", "a reserved or special-purpose address"),
+        (
+            {"host_denylist": (".internal.example.invalid",)},
+            "http://sub.internal.example.invalid/x",
+            "the host sub.internal.example.invalid is on this cloud's deny list",
+        ),
+        (
+            {"host_denylist": ("93.184.216.0/24",)},
+            "http://images.example.invalid/x",
+            "resolves to an address in a range on this cloud's deny list",
+        ),
+        (
+            {"host_allowlist": ("mirror.example.invalid",)},
+            "http://images.example.invalid/x",
+            "the host images.example.invalid is not on this cloud's allow list",
+        ),
+        (
+            {"allowed_s3_buckets": ("uploads",)},
+            "s3://other/uploads/proj1/disk.qcow2",
+            "the bucket 'other' is not this service's uploads bucket",
+        ),
+        (
+            {"allowed_s3_buckets": ("uploads",)},
+            "s3://uploads/uploads/proj2/disk.qcow2",
+            "a project imports only its own uploads, under uploads/proj1/",
+        ),
+        (
+            {"allowed_s3_buckets": ("uploads",)},
+            "s3://uploads/uploads/proj1/../proj2/x",
+            "the key holds an empty, '.' or '..' segment",
+        ),
+        ({"allowed_s3_buckets": ("uploads",)}, "s3://uploads/uploads/proj1/", "it names no object"),
+    ],
+)
+def test_a_refusal_keeps_glances_text_and_says_which_rule_refused(
+    settings: dict[str, object], url: str, reason: str
+) -> None:
+    # Given a filter with the deployment's settings
+    import_filter, _ = make_filter(**settings)
+    # When a location one rule refuses is checked
+    with pytest.raises(InvalidImportLocation) as refused:
+        import_filter.check_location(url, project_id="proj1")
+    # Then Glance's text comes first, the rule after it, and no resolved address is named
+    message = refused.value.message
+    assert message.startswith(refused_message(url)) and message.endswith(")")
+    assert reason in message
+    assert "127.0.0.1" not in message and "10.1.2.3" not in message and "93.184.216.34" not in message

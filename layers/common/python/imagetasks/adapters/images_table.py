@@ -86,6 +86,8 @@ def row_of(image: Image) -> dict[str, Any]:
     stored = image_to_item(image)
     row: dict[str, Any] = {"image_id": image.id, **{name: stored[name] for name in STUB_FIELDS}}
     row.update({"visibility": image.visibility, "protected": image.protected, "os_hidden": image.os_hidden})
+    # For a hash filter that is not the request's partition (both hashes given, or `id=in:`).
+    row.update({name: stored[name] for name in ("checksum", "os_hash_value") if stored[name] is not None})
     if image.tags:
         row["tags_set"] = set(image.tags)
     if image.properties:
@@ -277,13 +279,37 @@ class ImagesTable:
         raise ConcurrentUpdate(f"Image {image_id} kept changing")
 
     def delete(self, image: Image) -> None:
+        self.table.transact(self._delete_ops(image))
+
+    def delete_if_unchanged(self, image: Image) -> bool:
+        """Delete the image only if it is still exactly `image` (same status, update time and
+        tasks): False, and nothing deleted, when someone changed it meanwhile (an import began)."""
+        ops = self._delete_ops(image)
+        ops[0]["Delete"].update(
+            {
+                "ConditionExpression": "#status = :status AND updated_at = :updated AND task_ids = :tasks",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": {
+                    ":status": {"S": image.status.value},
+                    ":updated": {"S": clock.to_stored(image.updated_at)},
+                    ":tasks": {"S": json.dumps(list(image.task_ids))},
+                },
+            }
+        )
+        try:
+            self.table.transact(ops)
+        except (ConditionFailed, ConcurrentUpdate):
+            return False
+        return True
+
+    def _delete_ops(self, image: Image) -> list[dict[str, Any]]:
+        """The image's main item first, then its index rows (and rows of the legacy kinds)."""
         row_ids = [f"{image.id}#{partition}" for partition in partitions_of(image)]
         row_ids += [f"{image.id}#{kind}" for kind in LEGACY_ROW_KINDS]
-        ops: list[dict[str, Any]] = [
+        return [
             {"Delete": {"TableName": self.table.table_name, "Key": {"id": {"S": key}}}}
             for key in [image.id, *dict.fromkeys(row_ids)]
         ]
-        self.table.transact(ops)
 
     def images_of_rows(self, rows: list[dict[str, Any]]) -> list[Image]:
         """The full images of a list page, in the page's order (one BatchGetItem per 100)."""

@@ -12,7 +12,7 @@ import binascii
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote, urlencode
@@ -132,10 +132,14 @@ def path_parameter(decoded: Mapping[str, str] | None, name: str, matched: str) -
     return unquote(matched)
 
 
-def page_links(path: str, params: Mapping[str, str], next_marker: str | None) -> dict[str, str]:
+def page_links(
+    path: str, params: Mapping[str, str] | Sequence[tuple[str, str]], next_marker: str | None
+) -> dict[str, str]:
     """A list's `first` and `next` links as Glance writes them: the request's own query parameters
-    again (never the service's defaults), without its marker; `next` adds the new marker last."""
-    echoed = [(name, value) for name, value in params.items() if name != "marker"]
+    again (never the service's defaults), without its marker; `next` adds the new marker last.
+    `params` as a mapping, or as (name, value) pairs when a name may repeat."""
+    pairs = list(params.items()) if isinstance(params, Mapping) else list(params)
+    echoed = [(name, value) for name, value in pairs if name != "marker"]
     links = {"first": f"{path}?{urlencode(echoed)}" if echoed else path}
     if next_marker is not None:
         links["next"] = f"{path}?{urlencode([*echoed, ('marker', next_marker)])}"

@@ -189,7 +189,9 @@ IMAGE_LIST_PARAMETERS = [
     _query("limit", {"type": "integer", "minimum": 0}, "Page size (capped at 1000)"),
     _query("marker", {"type": "string", "format": "uuid"}, "The last image of the previous page"),
     _query(
-        "sort_key", {"type": "string", "enum": ["created_at", "updated_at", "name", "size", "id"]}, "Sort key"
+        "sort_key",
+        {"type": "string", "enum": ["created_at", "updated_at", "name", "size", "id"]},
+        "Sort key (repeated: only with created_at, then id, after it, else a 400)",
     ),
     _query("sort_dir", {"type": "string", "enum": ["asc", "desc"]}, "Sort direction"),
     _query("name", {"type": "string"}, "Name, or in:a,b"),
@@ -203,6 +205,8 @@ IMAGE_LIST_PARAMETERS = [
     ),
     _query("os_hidden", {"type": "boolean"}, "Hidden images only"),
     _query("tag", {"type": "string"}, "Images with this tag"),
+    _query("checksum", {"type": "string"}, "Images whose data has this MD5 checksum (exact match)"),
+    _query("os_hash_value", {"type": "string"}, "Images whose data has this os_hash_value (exact match)"),
     _query("owner", {"type": "string"}, "Images of this project (admins: any; members: its public ones)"),
     _query("size_min", {"type": "integer", "minimum": 0}, "Images of at least this many bytes"),
     _query("size_max", {"type": "integer", "minimum": 0}, "Images of at most this many bytes"),
@@ -218,7 +222,8 @@ IMAGE_LIST_PARAMETERS = [
     _query(
         "sort",
         {"type": "string", "pattern": "^(created_at|updated_at|name|size|id)(:(asc|desc))?$"},
-        "key[:dir], one key (Glance's newer form of sort_key and sort_dir)",
+        "key[:dir]: one key (Glance's newer form of sort_key and sort_dir); further keys only as "
+        "Glance's own tie-breakers (created_at, then id, in the same direction), else a 400",
     ),
 ]
 IMAGE_LIST_DESCRIPTION = (

@@ -18,7 +18,7 @@ which reads rows it then drops (counted in tests/integration/test_image_list_fil
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote
@@ -35,9 +35,11 @@ SORT_KEYS = ("created_at", "updated_at", "name", "size", "id")
 DEFAULT_SORT_KEY = "created_at"
 VISIBILITIES = ("public", "private", "shared", "community")
 LISTED_SCOPES = ("public", "community")  # visibilities with a scope of their own
-# Equality filters with partitions of their own, in the order a request picks its partition from
-# (the likely most selective first); the others of the request become residual conditions.
-DIMENSIONS = ("name", "disk_format", "container_format", "status", "visibility")
+# Equality filters with partitions of their own (the others of a request become residual
+# conditions). `checksum` (md5) and `os_hash_value` (sha512) name one image's data: Glance compares
+# them exactly, and they are the most selective filter a request can carry.
+DIMENSIONS = ("name", "disk_format", "container_format", "status", "visibility", "checksum", "os_hash_value")
+HASH_FILTERS = ("checksum", "os_hash_value")
 IN_FILTERS = ("name", "disk_format", "container_format", "status")  # Glance's `in:` fields (id aside)
 TIME_FILTERS = ("created_at", "updated_at")
 TIME_OPERATORS = ("gt", "gte", "lt", "lte", "eq", "neq")
@@ -235,18 +237,56 @@ def _values(name: str, raw: str) -> tuple[str, ...]:
     return (raw,)
 
 
-def _sort(params: Mapping[str, str]) -> tuple[str, SortDir]:
-    if "sort" in params:  # Glance's new syntax: sort=key[:dir]; one key here
-        key, _, direction = params["sort"].partition(",")[0].partition(":")
-        sort_key, sort_dir = key.strip(), (direction.strip() or SortDir.DESC.value)
+def _sort(params: Mapping[str, str], repeated: Mapping[str, Sequence[str]]) -> tuple[str, SortDir]:
+    """The one sort key and direction a request asks for, read as Glance reads them: `sort=k[:d],...`
+    or repeated `sort_key` and `sort_dir` (one `sort_dir` for every key, or one per key).
+
+    The index holds one order per key: the key, then created_at, then id, all in one direction.
+    Several keys are taken when Glance's order for them is that same order (the keys after the
+    first are the tie-breakers Glance appends anyway, in the same direction); any other combination
+    is a 400 saying what is supported, never a key silently dropped."""
+    keys = list(repeated.get("sort_key") or ([params["sort_key"]] if "sort_key" in params else []))
+    dirs = list(repeated.get("sort_dir") or ([params["sort_dir"]] if "sort_dir" in params else []))
+    if "sort" in params:  # Glance's newer syntax: sort=key[:dir],key[:dir]
+        if keys or dirs:
+            raise InvalidRequest("Old and new sorting syntax cannot be combined")
+        for part in params["sort"].strip().split(","):
+            key, _, direction = part.partition(":")
+            keys.append(key.strip())
+            dirs.append(direction.strip() or SortDir.DESC.value)
     else:
-        sort_key = params.get("sort_key", DEFAULT_SORT_KEY)
-        sort_dir = params.get("sort_dir", SortDir.DESC.value)
-    if sort_dir not in (SortDir.ASC.value, SortDir.DESC.value):
-        raise InvalidRequest(f"Invalid sort direction: {sort_dir}")
-    if sort_key not in SORT_KEYS:
-        raise InvalidRequest("Sort key supplied was not valid.")
-    return sort_key, SortDir(sort_dir)
+        keys = [key.strip() for key in keys]
+        dirs = [direction.strip() for direction in dirs]
+    for key in keys:
+        if key not in SORT_KEYS:
+            raise InvalidRequest("Sort key supplied was not valid.")
+    for direction in dirs:
+        if direction not in (SortDir.ASC.value, SortDir.DESC.value):
+            raise InvalidRequest(f"Invalid sort direction: {direction}")
+    if len(dirs) > 1 and len(dirs) != len(keys):
+        raise InvalidRequest("Number of sort dirs does not match the number of sort keys")
+    keys = keys or [DEFAULT_SORT_KEY]
+    default_dir = dirs[0] if len(dirs) == 1 else SortDir.DESC.value
+    order = list(zip(keys, dirs if len(dirs) == len(keys) else [default_dir] * len(keys), strict=True))
+    first_key, first_dir = order[0]
+    if _glance_order(order, default_dir) != _glance_order([(first_key, first_dir)], first_dir):
+        asked = ", ".join(f"{key}:{direction}" for key, direction in order)
+        raise InvalidRequest(
+            f"Sorting by several keys is not supported by this service (asked: {asked}). Sort by one "
+            f"key, one of {', '.join(SORT_KEYS)}, in one direction: ties are then broken by "
+            "created_at and id in that direction, as Glance does."
+        )
+    return first_key, SortDir(first_dir)
+
+
+def _glance_order(order: list[tuple[str, str]], default_dir: str) -> list[tuple[str, str]]:
+    """The order Glance sorts by: the keys asked, then created_at and id where missing (in the
+    direction of a single `sort_dir`, else descending), up to id (ids are unique: nothing after it
+    changes the order)."""
+    full = list(order)
+    full += [(key, default_dir) for key in ("created_at", "id") if key not in dict(order)]
+    keys = [key for key, _ in full]
+    return full[: keys.index("id") + 1]
 
 
 def _scopes(caller: Caller, owner: str | None, visibility: str | None) -> tuple[list[str], list[Condition]]:
@@ -278,14 +318,18 @@ def _scopes(caller: Caller, owner: str | None, visibility: str | None) -> tuple[
     return [own, "v#public", "v#community"], conditions  # all
 
 
-def parse_image_list(params: Mapping[str, str], caller: Caller) -> ImageListRequest:
+def parse_image_list(
+    params: Mapping[str, str], caller: Caller, repeated: Mapping[str, Sequence[str]] | None = None
+) -> ImageListRequest:
     """Glance's image list parameters → what to read; each problem is a 400 with Glance's wording
-    where Glance has one."""
+    where Glance has one. `params` holds each parameter's last value, `repeated` every value of
+    those a client may repeat (`sort_key`, `sort_dir`), as API Gateway passes them."""
+    repeated = repeated or {}
     limit = _limit(params)
     marker = params.get("marker")
     if marker is not None and not UUID_LIKE.match(marker):
         raise InvalidRequest("Invalid marker format")
-    sort_key, sort_dir = _sort(params)
+    sort_key, sort_dir = _sort(params, repeated)
 
     visibility = params.get("visibility")
     if visibility is not None and visibility not in (*VISIBILITIES, "all"):
@@ -345,7 +389,8 @@ def _equalities(
     """The equality filters, as (dimension name, values), in the order that makes the first one the
     partition."""
     equalities: list[tuple[str, tuple[str, ...]]] = []
-    for name in ("name", "prop", "tag", "disk_format", "container_format", "status", "visibility"):
+    order = (*HASH_FILTERS, "name", "prop", "tag", "disk_format", "container_format", "status", "visibility")
+    for name in order:
         if name == "prop":
             for key in sorted(set(params) - RESERVED):
                 equalities.append((f"prop:{key}", (params[key],)))

@@ -170,6 +170,8 @@ def partitions_of(image: Image) -> list[str]:
         "container_format": image.container_format,
         "status": image.status.value,
         "visibility": image.visibility,
+        "checksum": image.checksum,  # None (no partition) until the image has data
+        "os_hash_value": image.os_hash_value,
     }
     return image_partitions(
         image.owner, image.visibility, image.os_hidden, values, image.tags, image.properties

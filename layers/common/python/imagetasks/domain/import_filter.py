@@ -37,6 +37,16 @@ _ALLOWABLE_PRIVATE = tuple(
 )
 
 FILTER_FAILED = "URI for legacy import task does not pass filtering: {uri}"
+#: Glance's text, then which rule refused the location (Glance says nothing more).
+FILTER_FAILED_BECAUSE = FILTER_FAILED + " ({reason})"
+_ADDRESS_KINDS = {
+    "unspecified": "the unspecified address 0.0.0.0 or ::",
+    "loopback": "a loopback address",
+    "link-local": "a link-local address, such as the cloud's metadata service's",
+    "multicast": "a multicast address",
+    "private": "a private-network address",
+    "reserved": "a reserved or special-purpose address",
+}
 FILE_IMPORT_REFUSED = "File based imports are not allowed. Please use a non-local source of image data."
 INVALID_SCHEME = (
     "The given uri is not valid. Please specify a valid uri "
@@ -217,26 +227,31 @@ class ImportFilter:
         assert url is not None  # _split refuses empty locations
         if scheme not in ("http", "https") or scheme not in self.supported_schemes():
             raise InvalidImportLocation(INVALID_SCHEME.format(supported=self.supported_schemes()))
-        refused = InvalidImportLocation(FILTER_FAILED.format(uri=url))
         if not _authority_well_formed(parts):
             raise InvalidImportLocation(INVALID_AUTHORITY.format(uri=url))
         port = _port(parts, scheme)
         if port is None:
             raise InvalidImportLocation(INVALID_PORT.format(uri=url))
         host = (parts.hostname or "").rstrip(".")
-        if not host or port not in self._settings.allowed_ports:
-            raise refused
+        if not host:
+            raise _refused(url, "it names no host")
+        if port not in self._settings.allowed_ports:
+            allowed = ", ".join(str(p) for p in self._settings.allowed_ports)
+            raise _refused(url, f"port {port} is not allowed; the allowed ports are {allowed}")
         literal = _ip_literal(host)
         if literal is None and not _valid_dns_name(host):
             raise InvalidImportLocation(INVALID_HOST.format(uri=url))
-        if not self._host_permitted(host):
-            raise refused
+        host_refusal = self._host_refusal(host)
+        if host_refusal is not None:
+            raise _refused(url, host_refusal)
         addresses = [literal] if literal is not None else self._resolved(host, port)
         if not addresses:
-            raise refused
+            raise _refused(url, f"the host {host} resolves to no IP address")
         for address in addresses:
-            if not self._address_permitted(address):
-                raise refused
+            address_refusal = self._address_refusal(address)
+            if address_refusal is not None:
+                named = "the address is" if literal is not None else f"the host {host} resolves to"
+                raise _refused(url, f"{named} {address_refusal}")
         path = parts.path or "/"
         if parts.query:
             path = f"{path}?{parts.query}"
@@ -256,15 +271,17 @@ class ImportFilter:
         if scheme != "s3" or "s3" not in self.supported_schemes():
             raise InvalidImportLocation(INVALID_SCHEME.format(supported=self.supported_schemes()))
         bucket, key = parts.netloc, parts.path.lstrip("/")
-        refused = InvalidImportLocation(FILTER_FAILED.format(uri=url))
-        if bucket not in self._settings.allowed_s3_buckets or not key or key.endswith("/"):
-            raise refused
+        if bucket not in self._settings.allowed_s3_buckets:
+            raise _refused(url, f"the bucket {bucket!r} is not this service's uploads bucket")
+        if not key or key.endswith("/"):
+            raise _refused(url, "it names no object (the key is empty or ends with /)")
         # A project reads only its own prefix: the service's role can read the whole bucket,
         # so this check is what keeps one project from importing another's objects.
-        if project_id is not None and not key.startswith(S3_PROJECT_PREFIX.format(project_id=project_id)):
-            raise refused
+        prefix = S3_PROJECT_PREFIX.format(project_id=project_id)
+        if project_id is not None and not key.startswith(prefix):
+            raise _refused(url, f"a project imports only its own uploads, under {prefix}")
         if any(segment in ("", ".", "..") for segment in key.split("/")):
-            raise refused
+            raise _refused(url, "the key holds an empty, '.' or '..' segment")
         return S3Location(url=url, bucket=bucket, key=key)
 
     def _split(self, url: str | None) -> tuple[SplitResult, str]:
@@ -294,26 +311,35 @@ class ImportFilter:
                 continue
         return addresses
 
-    def _host_permitted(self, host: str) -> bool:
+    def _host_refusal(self, host: str) -> str | None:
+        """Why the host's name is refused (the deny list, or not on the allow list), or None."""
         host = host.lower()
         names_denied = [e for e in self._settings.host_denylist if not _is_network(e)]
         if any(_name_matches(host, entry) for entry in names_denied):
-            return False
+            return f"the host {host} is on this cloud's deny list"
         allow = self._settings.host_allowlist
-        return not allow or any(_name_matches(host, entry) for entry in allow)
+        if allow and not any(_name_matches(host, entry) for entry in allow):
+            return f"the host {host} is not on this cloud's allow list"
+        return None
 
-    def _address_permitted(self, address: IPAddress) -> bool:
+    def _address_refusal(self, address: IPAddress) -> str | None:
+        """Why an address is refused, said after "resolves to" (the address itself is not named:
+        a refusal must not tell a caller what internal names resolve to), or None."""
         for entry in self._settings.host_denylist:
             if _is_network(entry) and _in_network(address, entry):
-                return False
+                return "an address in a range on this cloud's deny list"
         kind = classify_address(address)
         if kind is None:
-            return True
-        if kind == "loopback":
-            return self._settings.allow_loopback
-        if kind == "private":
-            return self._settings.allow_private
-        return False
+            return None
+        if kind == "loopback" and self._settings.allow_loopback:
+            return None
+        if kind == "private" and self._settings.allow_private:
+            return None
+        return f"{_ADDRESS_KINDS[kind]}, which this cloud does not import from"
+
+
+def _refused(url: str, reason: str) -> InvalidImportLocation:
+    return InvalidImportLocation(FILTER_FAILED_BECAUSE.format(uri=url, reason=reason))
 
 
 _CHARACTER_NAMES = {
