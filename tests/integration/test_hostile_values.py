@@ -289,3 +289,29 @@ def test_glances_compressed_container_format_is_offered_and_its_data_kept_as_it_
     assert boto3.client("s3").get_object(Bucket=image.bucket, Key=image.key)["Body"].read() == data
     # and a queued image may say so too
     assert post_image(images, {**CREATE, "container_format": "compressed"})["statusCode"] == 201
+
+
+def test_hiding_an_image_with_many_tags_and_properties_is_a_400_saying_what_to_do_or_works(
+    images: Any,
+) -> None:
+    # Given an image at the limit of tags and extra properties (os_hidden is part of every list
+    # entry's key, so hiding it rewrites every entry: twice as many as one write can hold)
+    body = dict(CREATE)
+    body["tags"] = [f"t{n}" for n in range(11)]
+    body.update({f"k{n}": "v" for n in range(8)})
+    created = post_image(images, body)
+    assert created["statusCode"] == 201, created["body"]
+    image_id = created["json"]["id"]
+    # When its owner hides it: a 400 saying what to do, never the store's refusal
+    hide = [{"op": "replace", "path": "/os_hidden", "value": True}]
+    assert_400(
+        patch(images, image_id, hide), "list entries", "Remove some of its 20 tags and extra properties"
+    )
+    # And other changes still work, and with fewer tags and properties hiding works too
+    assert (
+        patch(images, image_id, [{"op": "replace", "path": "/name", "value": "renamed"}])["statusCode"] == 200
+    )
+    fewer = [{"op": "remove", "path": f"/k{n}"} for n in range(8)]
+    assert patch(images, image_id, fewer)["statusCode"] == 200
+    assert patch(images, image_id, hide)["statusCode"] == 200
+    assert show(images, image_id)["os_hidden"] is True

@@ -78,6 +78,9 @@ def image_from_item(item: dict[str, Any]) -> Image:
     return Image.model_validate(values)
 
 
+#: DynamoDB's TransactWriteItems takes at most this many items.
+MAX_TRANSACTION_ITEMS = 100
+
 LEGACY_ROW_KINDS = ("p", "a")  # index rows written before list filters existed: `<id>#p`, `<id>#a`
 
 
@@ -216,6 +219,15 @@ class ImagesTable:
             for partition in partitions_of(before)
             if partition not in kept
         ]
+        if len(ops) + (guard is not None) > MAX_TRANSACTION_ITEMS:
+            # Hiding or showing an image moves every list row it has (os_hidden is part of each
+            # row's partition): with many tags and extra properties, more than one write may hold.
+            raise InvalidRequest(
+                f"This change would rewrite {len(ops) - 1} list entries of the image in one write, "
+                f"more than one write can hold ({MAX_TRANSACTION_ITEMS} items). Remove some of its "
+                f"{len(after.tags) + len(after.properties)} tags and extra properties first (each "
+                "adds entries), make the change, then add them back."
+            )
         return self._transact_guarded(ops, guard)
 
     def update(self, image_id: str, change: Callable[[Image], Image]) -> Image:
