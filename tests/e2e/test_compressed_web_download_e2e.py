@@ -39,8 +39,12 @@ def assert_the_decompressed_image(stack: Any, image_id: str, image_file: Any) ->
     assert download.status_code == 200 and download.content == image_file.read_bytes()
 
 
-@pytest.mark.artifact  # the decompressors (zstandard included) must ship in what `sam build` makes
-@pytest.mark.parametrize("compression", FORMATS)
+# On the built artifact too for zstd: zstandard is the one decompressor that is not Python's own and
+# must ship in what `sam build` makes (gzip, xz and bzip2 come with the runtime).
+@pytest.mark.parametrize(
+    "compression",
+    [pytest.param(name, marks=pytest.mark.artifact) if name == "zstd" else name for name in FORMATS],
+)
 def test_glance_cli_web_download_of_a_compressed_qcow2(
     local_stack: Any, image_server: Any, compression: str
 ) -> None:
