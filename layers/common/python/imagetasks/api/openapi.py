@@ -89,6 +89,32 @@ REFUSALS: dict[tuple[str, str], dict[str, str]] = {
     },
     ("/v2/images/{image_id}/file", "get"): {"404": "No such image for the caller"},
     ("/v2/images/{image_id}/tasks", "get"): {"404": "No such image for the caller"},
+    ("/v2/images/{image_id}/members", "get"): {
+        "403": "The image is not shared",
+        "404": "No such image for the caller",
+    },
+    ("/v2/images/{image_id}/members", "post"): {
+        "400": "No member, an empty one or one that is not a string",
+        "403": "The image is not shared, or not the caller's",
+        "404": "No such image for the caller",
+        "409": "The project is a member already, or the members kept changing",
+        "413": "The image has as many members as allowed, or the body is larger than 256 KiB",
+    },
+    ("/v2/images/{image_id}/members/{member_id}", "get"): {
+        "404": "No such image or member for the caller (another project's membership is not shown)"
+    },
+    ("/v2/images/{image_id}/members/{member_id}", "put"): {
+        "400": "No status, or not one of pending, accepted, rejected",
+        "403": "The image is not shared, or the caller is not that member",
+        "404": "No such image or member for the caller",
+        "409": "The members kept changing",
+        "413": "The body is larger than 256 KiB",
+    },
+    ("/v2/images/{image_id}/members/{member_id}", "delete"): {
+        "403": "The image is not shared, or not the caller's",
+        "404": "No such image or member for the caller",
+        "409": "The members kept changing",
+    },
 }
 
 
@@ -331,11 +357,7 @@ def images_paths() -> dict[str, Any]:
             "post": {
                 "summary": "Share an image with a project (the owner, of a shared image)",
                 "requestBody": {"required": True, "content": _json("MemberCreate")},
-                "responses": {
-                    "200": {"description": "The new member, pending", "content": _json("Member")},
-                    "409": {"description": "The project is a member already", "content": ERROR_REF},
-                    "413": {"description": "The image has as many members as allowed", "content": ERROR_REF},
-                },
+                "responses": {"200": {"description": "The new member, pending", "content": _json("Member")}},
             },
         },
         "/v2/images/{image_id}/members/{member_id}": {
