@@ -1,13 +1,15 @@
 """The Glance v2 Images API: images made by tasks, and Glance's interoperable import (a queued image
 created by POST /v2/images, filled by POST /v2/images/{id}/import with web-download).
 
-The routes are in three routers: the images (image_routes), changes to one (tag_routes: the JSON
-patch and tags), and the import with what a client reads first (import_routes)."""
+The routes are in four routers: the images (image_routes), changes to one (tag_routes: the JSON
+patch and tags), the import with what a client reads first (import_routes), and the image's members
+(member_routes: sharing)."""
 
 from typing import Any
 
 import image_routes
 import import_routes
+import member_routes
 import tag_routes
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
@@ -25,6 +27,7 @@ glance.install_error_handlers(app)
 app.include_router(image_routes.router)
 app.include_router(tag_routes.router)
 app.include_router(import_routes.router)
+app.include_router(member_routes.router)
 
 # Glance's metadata definitions (`glance md-*`, openstacksdk's metadef calls): the template sends
 # their paths here so that a client learns the API is not offered, instead of a bare "not found".

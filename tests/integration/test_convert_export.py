@@ -720,3 +720,57 @@ def test_the_result_of_a_step_that_outlived_its_task_is_never_recorded(stack: St
     assert recorded == {"status": "success"}
     assert task is not None and task.status is TaskStatus.FAILURE and task.result is None
     assert task.message == LATE_MESSAGE
+
+
+# ------------------------------------------------------------------ images shared with the task's project
+MEMBER = "project-member"
+
+
+def share(stack: Stack, image: Image, status: str) -> None:
+    """`image` (shared) with MEMBER as a member, in `status`, as the member API leaves it."""
+    from imagetasks.auth.identity import Caller
+    from imagetasks.services.image_sharing import ImageSharing
+
+    sharing = ImageSharing(stack.images)
+    sharing.add(image.id, {"member": MEMBER}, Caller(project_id=image.owner, user_id="owner-user"))
+    if status != "pending":
+        sharing.set_status(
+            image.id, MEMBER, {"status": status}, Caller(project_id=MEMBER, user_id="member-user")
+        )
+
+
+def test_a_member_that_accepted_converts_and_exports_the_image_and_the_result_is_its_own(
+    api: ModuleType, stack: Stack, tmp_path: Path
+) -> None:
+    # Given a qcow2 image of project-a shared with a member that accepted
+    source = stack.put_image(make_qcow2(tmp_path), "qcow2", visibility="shared")
+    share(stack, source, "accepted")
+
+    # When the member asks for a convert and an export of it
+    converted = post(api, {"type": "convert", "input": {"image_id": source.id, "disk_format": "raw"}}, MEMBER)
+    exported = post(api, {"type": "export", "input": {"image_id": source.id}}, MEMBER)
+
+    # Then both are created, and the convert makes an image of the member's project
+    assert converted["statusCode"] == 201, converted["body"]
+    assert exported["statusCode"] == 201, exported["body"]
+    task_id = stack.new_task(TaskType.CONVERT, {"image_id": source.id, "disk_format": "raw"}, owner=MEMBER)
+    result = stack.run("convert", task_id)
+    image = stack.images.get(result["image_id"])
+    assert image is not None and image.owner == MEMBER and image.visibility == "private"
+    export_id = stack.new_task(TaskType.EXPORT, {"image_id": source.id}, owner=MEMBER)
+    assert stack.run("export", export_id)["image_id"] == source.id
+
+
+@pytest.mark.parametrize("status", ["pending", "rejected"])
+def test_a_member_that_did_not_accept_may_not_convert_or_export(
+    api: ModuleType, stack: Stack, tmp_path: Path, status: str
+) -> None:
+    source = stack.put_image(make_qcow2(tmp_path), "qcow2", visibility="shared")
+    share(stack, source, status)
+
+    converted = post(api, {"type": "convert", "input": {"image_id": source.id, "disk_format": "raw"}}, MEMBER)
+    exported = post(api, {"type": "export", "input": {"image_id": source.id}}, MEMBER)
+
+    for response in (converted, exported):
+        assert response["statusCode"] == 400
+        assert response["json"]["error"]["message"] == f"No image found with ID {source.id}"

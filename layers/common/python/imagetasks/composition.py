@@ -138,6 +138,9 @@ def validate_task_input(settings: Settings) -> Callable[[TaskType, dict[str, Any
             images.append(images_table(settings))
         return images[0].get(image_id)
 
+    def shared_with(image: Image, project_id: str) -> bool:
+        return images[0].accepted_member(image, project_id)  # find_image built the table
+
     def validate(task_type: TaskType, task_input: dict[str, Any], owner: str) -> None:
         check_stored_input_size(task_input)
         if task_type is TaskType.IMPORT:
@@ -150,9 +153,10 @@ def validate_task_input(settings: Settings) -> Callable[[TaskType, dict[str, Any
                 settings.allowed_disk_formats,
                 settings.allowed_container_formats,
                 working_space,
+                shared_with=shared_with,
             )
         elif task_type is TaskType.EXPORT:
-            validate_export_input(task_input, owner, find_image, working_space)
+            validate_export_input(task_input, owner, find_image, working_space, shared_with=shared_with)
         else:
             raise InvalidRequest(f"Task type {task_type.value} is not available yet")
 

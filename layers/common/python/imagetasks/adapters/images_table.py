@@ -11,12 +11,20 @@ from datetime import datetime
 from typing import Any
 
 from imagetasks.adapters.dynamo import ConditionFailed, DynamoDBClient, Guard, from_item, to_item
+from imagetasks.adapters.image_members import MEMBERSHIP_RECORD, ImageMembers, membership_key, roster_key
 from imagetasks.adapters.indexed_table import INDEX_ROW, Filter, IndexedTable, Page, ReadStats
 from imagetasks.auth.identity import Caller
 from imagetasks.domain import clock
 from imagetasks.domain.errors import ConcurrentUpdate, InvalidRequest, NotFound
 from imagetasks.domain.image_listing import Condition, ImageListRequest, indexed_value
-from imagetasks.domain.images import IMAGE_LIST_SPEC, Image, image_sort_values, partitions_of
+from imagetasks.domain.image_members import SHARED, MemberStatus
+from imagetasks.domain.images import (
+    IMAGE_LIST_SPEC,
+    Image,
+    image_sort_values,
+    partitions_of,
+    shared_partitions_of,
+)
 from imagetasks.domain.listing import SortDir
 
 IMAGE_RECORD = "image"
@@ -140,6 +148,7 @@ def filter_of(conditions: tuple[Condition, ...]) -> Filter | None:
 class ImagesTable:
     def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
         self.table = IndexedTable(table_name, IMAGE_LIST_SPEC, client)
+        self.members = ImageMembers(self.table)
         self.last_page: Page | None = None
 
     def _row_ops(self, image: Image) -> list[dict[str, Any]]:
@@ -259,11 +268,19 @@ class ImagesTable:
             return None
         return image_from_item(item)
 
-    @staticmethod
-    def visible_to(image: Image, caller: Caller) -> bool:
-        """Glance's rule: own images, every image for admins, public and community images for all
-        (shared images have no members here, so they stay their owner's)."""
-        return caller.can_see(image.owner) or image.visibility in ("public", "community")
+    def visible_to(self, image: Image, caller: Caller) -> bool:
+        """Glance's rule: own images, every image for admins, public and community images for all,
+        and a shared image for its members, whatever their status (one GetItem of the membership)."""
+        if caller.can_see(image.owner) or image.visibility in ("public", "community"):
+            return True
+        return image.visibility == SHARED and self.members.membership(image, caller.project_id) is not None
+
+    def accepted_member(self, image: Image, project_id: str) -> bool:
+        """Whether `project_id` accepted the sharing of the image (then it may convert or export it)."""
+        if image.visibility != SHARED:
+            return False
+        member = self.members.membership(image, project_id)
+        return member is not None and member.status is MemberStatus.ACCEPTED
 
     def get_visible(self, image_id: str, caller: Caller) -> Image:
         image = self.get(image_id)
@@ -291,11 +308,24 @@ class ImagesTable:
         raise ConcurrentUpdate(f"Image {image_id} kept changing")
 
     def delete(self, image: Image) -> None:
-        self.table.transact(self._delete_ops(image))
+        """Delete the image, its index rows and its members. The members go first; the image's own
+        transaction then requires that no member was added meanwhile (else it removes them again)."""
+        ops = [*self._delete_ops(image), self._no_members(image.id)]
+        for attempt in range(ATTEMPTS):
+            self.members.remove_all(image.id)
+            try:
+                self.table.transact(ops)
+                return
+            except ConditionFailed:
+                if attempt == ATTEMPTS - 1:
+                    raise ConcurrentUpdate(
+                        f"Image {image.id} kept getting members while being deleted"
+                    ) from None
 
     def delete_if_unchanged(self, image: Image) -> bool:
         """Delete the image only if it is still exactly `image` (same status, update time and
-        tasks): False, and nothing deleted, when someone changed it meanwhile (an import began)."""
+        tasks) and has no members: False, and nothing deleted, when someone changed it meanwhile
+        (an import began) or shared it."""
         ops = self._delete_ops(image)
         ops[0]["Delete"].update(
             {
@@ -309,10 +339,20 @@ class ImagesTable:
             }
         )
         try:
-            self.table.transact(ops)
+            self.table.transact([*ops, self._no_members(image.id)])
         except (ConditionFailed, ConcurrentUpdate):
             return False
         return True
+
+    def _no_members(self, image_id: str) -> dict[str, Any]:
+        """A transaction item that holds only while the image has no member roster."""
+        return {
+            "Delete": {
+                "TableName": self.table.table_name,
+                "Key": {"id": {"S": roster_key(image_id)}},
+                "ConditionExpression": "attribute_not_exists(id)",
+            }
+        }
 
     def _delete_ops(self, image: Image) -> list[dict[str, Any]]:
         """The image's main item first, then its index rows (and rows of the legacy kinds)."""
@@ -329,17 +369,22 @@ class ImagesTable:
         return [found[row["image_id"]] for row in rows if row["image_id"] in found]
 
     def _batch_get(self, ids: list[str]) -> dict[str, Image]:
-        found: dict[str, Image] = {}
-        for start in range(0, len(ids), 100):
-            keys = [{"id": {"S": image_id}} for image_id in ids[start : start + 100]]
-            request: dict[str, Any] = {self.table.table_name: {"Keys": keys}}
+        items = self._batch_items(ids)
+        return {
+            key: image_from_item(item) for key, item in items.items() if item.get("record") == IMAGE_RECORD
+        }
+
+    def _batch_items(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The items with these ids (one BatchGetItem per 100), by id."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(keys), 100):
+            batch = [{"id": {"S": key}} for key in keys[start : start + 100]]
+            request: dict[str, Any] = {self.table.table_name: {"Keys": batch}}
             while request:
                 response = self.table.client.batch_get_item(RequestItems=request)
                 for item in response.get("Responses", {}).get(self.table.table_name, []):
                     plain = from_item(item)
-                    if plain.get("record") == IMAGE_RECORD:
-                        image = image_from_item(plain)
-                        found[image.id] = image
+                    found[str(plain["id"])] = plain
                 request = response.get("UnprocessedKeys") or {}
         return found
 
@@ -355,7 +400,7 @@ class ImagesTable:
             start_value = image_sort_values(marker)[request.sort_key]
         if request.ids is not None:
             return self._list_ids(caller, request, start_value)
-        if request.limit == 0 or not request.partitions:
+        if request.limit == 0 or not (request.partitions or request.member_statuses):
             return []
         condition = filter_of(request.conditions)
         rows: dict[str, dict[str, Any]] = {}
@@ -376,6 +421,10 @@ class ImagesTable:
             self.last_page.stats.items_read += page.stats.items_read
             for row in page.items:
                 rows.setdefault(row["image_id"], row)
+        if request.member_statuses:
+            shared = self._shared_images(caller, request)
+            for row in self._matching_rows(shared, request, start_value, shared=True):
+                rows.setdefault(row["image_id"], row)
         ordered = sorted(
             rows.values(),
             key=lambda row: str(row[f"sk_{request.sort_key}"]),
@@ -389,16 +438,65 @@ class ImagesTable:
     ) -> builtins.list[dict[str, Any]]:
         """`id=in:...`: the named images the caller may see, filtered and sorted here (one BatchGetItem)."""
         assert request.ids is not None and self.last_page is not None
-        found = self._batch_get(list(request.ids))
-        self.last_page.stats = ReadStats(calls=1, items_read=len(found))
-        scopes = set(request.partitions)
+        # With the caller's memberships of the named images, in the same read.
+        memberships = (
+            [membership_key(image_id, caller.project_id) for image_id in request.ids]
+            if request.member_statuses
+            else []
+        )
+        items = self._batch_items([*request.ids, *memberships])
+        found = [image_from_item(item) for item in items.values() if item.get("record") == IMAGE_RECORD]
+        self.last_page.stats = ReadStats(calls=1, items_read=len(items))
+        rows = self._matching_rows(found, request, start_value, shared=False)
+        shared = [
+            image
+            for image in found
+            if image.visibility == SHARED
+            and (membership := items.get(membership_key(image.id, caller.project_id))) is not None
+            and membership.get("record") == MEMBERSHIP_RECORD
+            and membership.get("status") in request.member_statuses
+            and membership.get("image_created_at") == clock.to_stored(image.created_at)
+        ]
+        rows += self._matching_rows(shared, request, start_value, shared=True)
+        rows = list({row["image_id"]: row for row in reversed(rows)}.values())
+        rows.sort(
+            key=lambda row: str(row[f"sk_{request.sort_key}"]), reverse=request.sort_dir is SortDir.DESC
+        )
+        self.last_page.items = rows[: request.limit]
+        return self.last_page.items
+
+    def _shared_images(self, caller: Caller, request: ImageListRequest) -> builtins.list[Image]:
+        """The shared images the caller's project is a member of with one of the request's statuses:
+        one Query per status, then one BatchGetItem per 100 images."""
+        assert self.last_page is not None
+        statuses = [MemberStatus(status) for status in request.member_statuses]
+        memberships = self.members.shared_with(caller.project_id, statuses)
+        self.last_page.stats.calls += len(statuses)
+        images = self._batch_get(list(memberships))
+        return [
+            image
+            for image in images.values()
+            if image.visibility == SHARED and memberships[image.id] == clock.to_stored(image.created_at)
+        ]
+
+    def _matching_rows(
+        self,
+        images: builtins.list[Image],
+        request: ImageListRequest,
+        start_value: str | None,
+        *,
+        shared: bool,
+    ) -> builtins.list[dict[str, Any]]:
+        """The index rows of `images` that the request's partitions (or, for images shared with the
+        caller, its shared partitions), key range, conditions and marker let through."""
+        scopes = set(request.shared_partitions if shared else request.partitions)
         low, high = request.key_range
         rows = []
-        for image in found.values():
+        for image in images:
             values = image_sort_values(image)
             row = {**row_of(image), **{f"sk_{key}": value for key, value in values.items()}}
             sort_value = values[request.sort_key]
-            if not scopes.intersection(partitions_of(image)):
+            if not scopes.intersection(shared_partitions_of(image) if shared else partitions_of(image)):
                 continue
             if (low is not None and sort_value < low) or (high is not None and sort_value > high):
                 continue
@@ -409,8 +507,4 @@ class ImagesTable:
             ):
                 continue
             rows.append(row)
-        rows.sort(
-            key=lambda row: str(row[f"sk_{request.sort_key}"]), reverse=request.sort_dir is SortDir.DESC
-        )
-        self.last_page.items = rows[: request.limit]
-        return self.last_page.items
+        return rows

@@ -65,3 +65,40 @@ def images_schema_document(settings: Settings) -> dict[str, Any]:
             {"rel": "describedby", "href": "{schema}"},
         ],
     }
+
+
+#: Glance's member schema (glance/api/v2/image_members.py): python-glanceclient builds its member
+#: model from it before any member call.
+MEMBER_PROPERTIES: dict[str, Any] = {
+    "member_id": {"type": "string", "description": "An identifier for the image member (tenantId)"},
+    "image_id": {
+        "type": "string",
+        "description": "An identifier for the image",
+        "pattern": (
+            "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$"
+        ),
+    },
+    "created_at": {"type": "string", "description": "Date and time of image member creation"},
+    "updated_at": {"type": "string", "description": "Date and time of last modification of image member"},
+    "status": {
+        "type": "string",
+        "description": "The status of this image member",
+        "enum": ["pending", "accepted", "rejected"],
+    },
+    "schema": {"readOnly": True, "type": "string"},
+}
+
+
+def member_schema_document() -> dict[str, Any]:
+    return {"name": "member", "properties": copy.deepcopy(MEMBER_PROPERTIES)}
+
+
+def members_schema_document() -> dict[str, Any]:
+    return {
+        "name": "members",
+        "properties": {
+            "members": {"type": "array", "items": member_schema_document()},
+            "schema": {"type": "string"},
+        },
+        "links": [{"rel": "describedby", "href": "{schema}"}],
+    }

@@ -7,7 +7,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from imagetasks.api.image_schemas import image_schema_document, images_schema_document
+from imagetasks.api.image_schemas import (
+    image_schema_document,
+    images_schema_document,
+    member_schema_document,
+    members_schema_document,
+)
 from imagetasks.config import Settings
 
 NO_TOKEN = {"/", "/versions", "/v2", "/openapi.json"}
@@ -84,6 +89,32 @@ REFUSALS: dict[tuple[str, str], dict[str, str]] = {
     },
     ("/v2/images/{image_id}/file", "get"): {"404": "No such image for the caller"},
     ("/v2/images/{image_id}/tasks", "get"): {"404": "No such image for the caller"},
+    ("/v2/images/{image_id}/members", "get"): {
+        "403": "The image is not shared",
+        "404": "No such image for the caller",
+    },
+    ("/v2/images/{image_id}/members", "post"): {
+        "400": "No member, an empty one or one that is not a string",
+        "403": "The image is not shared, or not the caller's",
+        "404": "No such image for the caller",
+        "409": "The project is a member already, or the members kept changing",
+        "413": "The image has as many members as allowed, or the body is larger than 256 KiB",
+    },
+    ("/v2/images/{image_id}/members/{member_id}", "get"): {
+        "404": "No such image or member for the caller (another project's membership is not shown)"
+    },
+    ("/v2/images/{image_id}/members/{member_id}", "put"): {
+        "400": "No status, or not one of pending, accepted, rejected",
+        "403": "The image is not shared, or the caller is not that member",
+        "404": "No such image or member for the caller",
+        "409": "The members kept changing",
+        "413": "The body is larger than 256 KiB",
+    },
+    ("/v2/images/{image_id}/members/{member_id}", "delete"): {
+        "403": "The image is not shared, or not the caller's",
+        "404": "No such image or member for the caller",
+        "409": "The members kept changing",
+    },
 }
 
 
@@ -322,6 +353,46 @@ def images_paths() -> dict[str, Any]:
                 },
             },
         },
+        "/v2/images/{image_id}/members": {
+            "parameters": [_path("image_id")],
+            "get": {
+                "summary": "List an image's members (the owner: all; a member: itself)",
+                "responses": {"200": {"description": "The members", "content": _json("Members")}},
+            },
+            "post": {
+                "summary": "Share an image with a project (the owner, of a shared image)",
+                "requestBody": {"required": True, "content": _json("MemberCreate")},
+                "responses": {"200": {"description": "The new member, pending", "content": _json("Member")}},
+            },
+        },
+        "/v2/images/{image_id}/members/{member_id}": {
+            "parameters": [_path("image_id"), _path("member_id")],
+            "get": {
+                "summary": "Show one member of an image",
+                "responses": {"200": {**ok, "content": _json("Member")}},
+            },
+            "put": {
+                "summary": "Accept, reject or reset a sharing (the member)",
+                "requestBody": {"required": True, "content": _json("MemberUpdate")},
+                "responses": {"200": {"description": "The member as changed", "content": _json("Member")}},
+            },
+            "delete": {
+                "summary": "Stop sharing an image with a project (the owner)",
+                "responses": {"204": {"description": "Removed"}},
+            },
+        },
+        "/v2/schemas/member": {
+            "get": {
+                "summary": "The image member schema",
+                "responses": {"200": {**ok, "content": _json("JsonObject")}},
+            }
+        },
+        "/v2/schemas/members": {
+            "get": {
+                "summary": "The image member list schema",
+                "responses": {"200": {**ok, "content": _json("JsonObject")}},
+            }
+        },
         "/v2/schemas/image": {
             "get": {
                 "summary": "The image schema",
@@ -351,6 +422,20 @@ def complete(
             "Images": {**images_schema_document(settings), "type": "object"},
             "JsonObject": {"type": "object"},
             "ImageImport": IMAGE_IMPORT_SCHEMA,
+            "Member": {**member_schema_document(), "type": "object"},
+            "Members": {**members_schema_document(), "type": "object"},
+            "MemberCreate": {
+                "type": "object",
+                "required": ["member"],
+                "properties": {"member": {"type": "string", "minLength": 1, "maxLength": 255}},
+                "additionalProperties": False,
+            },
+            "MemberUpdate": {
+                "type": "object",
+                "required": ["status"],
+                "properties": {"status": {"type": "string", "enum": ["pending", "accepted", "rejected"]}},
+                "additionalProperties": False,
+            },
         }
     )
     components["securitySchemes"] = {

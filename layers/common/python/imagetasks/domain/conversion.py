@@ -35,6 +35,8 @@ SOURCE_FORMATS: dict[str, str] = {**TARGET_FORMATS, "iso": "raw", "ami": "raw", 
 TARGET_OPTIONS: dict[str, tuple[str, ...]] = {"vmdk": ("subformat=streamOptimized",)}
 
 ImageLookup = Callable[[str], Image | None]
+#: Whether a project (not the image's owner) accepted the image's sharing: it may then use it too.
+SharingCheck = Callable[[Image, str], bool]
 
 MiB = 1024**2
 GiB = 1024**3
@@ -133,9 +135,13 @@ def _refuse_unknown_fields(task_input: Mapping[str, Any], model: type[BaseModel]
         )
 
 
-def _visible_active_image(image_id: str, owner: str, find_image: ImageLookup, verb: str) -> Image:
+def _visible_active_image(
+    image_id: str, owner: str, find_image: ImageLookup, verb: str, shared_with: SharingCheck | None
+) -> Image:
     image = find_image(image_id)
-    if image is None or image.owner != owner:
+    if image is None or (
+        image.owner != owner and not (shared_with is not None and shared_with(image, owner))
+    ):
         raise InvalidRequest(f"No image found with ID {image_id}")
     if image.status is not ImageStatus.ACTIVE:
         raise InvalidRequest(f"Image {image_id} is {image.status.value}; only active images can be {verb}")
@@ -154,6 +160,8 @@ def validate_convert_input(
     allowed_disk_formats: tuple[str, ...],
     allowed_container_formats: tuple[str, ...],
     working_space_bytes: int | None = None,
+    *,
+    shared_with: SharingCheck | None = None,
 ) -> ConvertInput:
     """Refuse a convert that cannot succeed (InvalidRequest); return the parsed input otherwise.
     With `working_space_bytes` (at create time), an image too large for the worker is refused too."""
@@ -169,7 +177,7 @@ def validate_convert_input(
             f"'name' in input is {len(name)} characters long; at most {MAX_IMAGE_NAME_LENGTH} are allowed"
         )
     assert image_id is not None and target is not None  # required=True above
-    image = _visible_active_image(image_id, owner, find_image, "converted")
+    image = _visible_active_image(image_id, owner, find_image, "converted", shared_with)
     targets = convert_targets(allowed_disk_formats)
     if target not in targets:
         raise InvalidRequest(
@@ -194,6 +202,8 @@ def validate_export_input(
     owner: str,
     find_image: ImageLookup,
     working_space_bytes: int | None = None,
+    *,
+    shared_with: SharingCheck | None = None,
 ) -> ExportInput:
     """Refuse an export that cannot succeed (InvalidRequest); return the parsed input otherwise.
     With `working_space_bytes` (at create time), a conversion too large for the worker is refused
@@ -202,7 +212,7 @@ def validate_export_input(
     image_id = _string_field(task_input, "image_id", required=True)
     target = _string_field(task_input, "disk_format", required=False)
     assert image_id is not None
-    image = _visible_active_image(image_id, owner, find_image, "exported")
+    image = _visible_active_image(image_id, owner, find_image, "exported", shared_with)
     if target is not None and target != image.disk_format:
         if target not in TARGET_FORMATS:
             raise InvalidRequest(

@@ -153,6 +153,10 @@ class ImageListRequest(BaseModel):
     conditions: tuple[Condition, ...] = ()
     ids: tuple[str, ...] | None = None  # `id=in:`: read these images, no partition
     hidden: bool = False
+    # Images shared with the caller's project: the member statuses listed (none: no shared images)
+    # and the partitions of the `s` scope (see `shared_scope`) a shared image must be in to match.
+    member_statuses: tuple[str, ...] = ()
+    shared_partitions: tuple[str, ...] = ()
 
 
 def image_partitions(
@@ -162,11 +166,13 @@ def image_partitions(
     values: Mapping[str, str | None],
     tags: tuple[str, ...],
     properties: Mapping[str, str],
+    scopes: list[str] | None = None,
 ) -> list[str]:
-    """Every partition an image with these fields has an index row in."""
-    scopes = [f"p#{_part(owner)}", "a"]
-    if visibility in LISTED_SCOPES:
-        scopes.append(f"v#{visibility}")
+    """Every partition an image with these fields has an index row in (or would have in `scopes`)."""
+    if scopes is None:
+        scopes = [f"p#{_part(owner)}", "a"]
+        if visibility in LISTED_SCOPES:
+            scopes.append(f"v#{visibility}")
     dimensions: list[tuple[str, str] | None] = [None]
     dimensions += [(name, str(values[name])) for name in DIMENSIONS if values.get(name) is not None]
     dimensions += [("tag", tag) for tag in tags]
@@ -350,8 +356,10 @@ def parse_image_list(
         conditions.append(
             Condition(field="protected", op="eq", values=(_bool("protected", params["protected"]),))
         )
-    if params.get("member_status", "accepted") not in ("accepted", "pending", "rejected", "all"):
+    member_status = params.get("member_status", "accepted")
+    if member_status not in ("accepted", "pending", "rejected", "all"):
         raise InvalidRequest(f"Invalid status value: {params['member_status']}")
+    member_statuses = _member_statuses(caller, owner, visibility, member_status)
 
     ids = _ids(params)
     if ids is not None and dimension is not None:  # read by id: every equality is a condition
@@ -368,7 +376,27 @@ def parse_image_list(
         conditions=tuple(conditions),
         ids=ids,
         hidden=hidden,
+        member_statuses=member_statuses,
+        shared_partitions=tuple(_partitions([SHARED_SCOPE], hidden, dimension)) if member_statuses else (),
     )
+
+
+#: The scope images shared with the caller are matched in: no image has index rows in it; a shared
+#: image's partitions in it (`shared_partitions_of`) say which filters it meets.
+SHARED_SCOPE = "s"
+
+
+def _member_statuses(
+    caller: Caller, owner: str | None, visibility: str | None, member_status: str
+) -> tuple[str, ...]:
+    """The member statuses of the images shared with the caller's project that the list shows (Glance
+    adds them to the caller's own, public and community images): none for admins (they list every
+    image), for a list of the caller's own images, or of another visibility than shared."""
+    if caller.is_admin or owner == caller.project_id or visibility not in (None, "shared", "all"):
+        return ()
+    if member_status == "all":
+        return ("accepted", "pending", "rejected")
+    return (member_status,)
 
 
 def _limit(params: Mapping[str, str]) -> int:

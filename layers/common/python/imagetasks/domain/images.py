@@ -14,6 +14,7 @@ from imagetasks.domain import clock
 from imagetasks.domain.errors import InvalidRequest, NotPermitted
 from imagetasks.domain.image_listing import (
     MAX_INDEXED_VALUES,
+    SHARED_SCOPE,
     VISIBILITIES,
     image_partitions,
     name_sort_value,
@@ -175,6 +176,27 @@ def partitions_of(image: Image) -> list[str]:
     }
     return image_partitions(
         image.owner, image.visibility, image.os_hidden, values, image.tags, image.properties
+    )
+
+
+def shared_partitions_of(image: Image) -> list[str]:
+    """The partitions of the shared scope (`image_listing.SHARED_SCOPE`) the image matches: how a list
+    of the images shared with a project applies its filters to one (it has no rows there)."""
+    values = {
+        "name": image.name,
+        "disk_format": image.disk_format,
+        "container_format": image.container_format,
+        "status": image.status.value,
+        "visibility": image.visibility,
+    }
+    return image_partitions(
+        image.owner,
+        image.visibility,
+        image.os_hidden,
+        values,
+        image.tags,
+        image.properties,
+        scopes=[SHARED_SCOPE],
     )
 
 

@@ -220,6 +220,7 @@ class ConversionService:
             self.images.get,
             self.settings.allowed_disk_formats,
             self.settings.allowed_container_formats,
+            shared_with=self.images.accepted_member,
         )
         target = request.disk_format
         container_format = request.container_format or source.container_format
@@ -279,7 +280,9 @@ class ConversionService:
         """Write the image (converted if asked) to the exports bucket; where it is and a URL."""
         task = self._task(task_id)
         source = self._source(str((task.input or {}).get("image_id", "")))
-        request = validate_export_input(task.input or {}, task.owner, self.images.get)
+        request = validate_export_input(
+            task.input or {}, task.owner, self.images.get, shared_with=self.images.accepted_member
+        )
         target = request.disk_format or source.disk_format
         bucket = self.settings.exports_bucket
         key = f"{task.owner}/{task.id}/{source.id}.{target}"
