@@ -339,10 +339,6 @@ class SamLocal:
             connection.close()
         return payload, errored, self._logs_since(offset)
 
-    def log_offset(self) -> int:
-        """Where the log ends now: give it to `wait_for_log` to read only what comes after."""
-        return len(self.log().encode("utf-8"))
-
     def wait_for_log(self, *needles: str, offset: int = 0, timeout: float = 30.0) -> str:
         """The log since `offset` once it holds every needle, or as it is when `timeout` runs out.
 

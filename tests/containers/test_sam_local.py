@@ -49,15 +49,15 @@ def test_function_signs_with_its_own_credentials(container_tier: tuple[SamLocal,
 
 def test_bootstrap_fails_closed_without_credentials(container_tier: tuple[SamLocal, HostServer]) -> None:
     sam, server = container_tier
-    offset = sam.log_offset()
+    signed_before = len(server.access_keys)
     payload, errored, logs = sam.invoke("ImagesApiFunction", api_event("/v2/images"))
+    # The bootstrap asked for the function's credentials, was refused, and the invocation failed as
+    # a Lambda error (a handler that ran without credentials would answer a 5xx response instead)
+    # without any signed request. (The bootstrap also says why on stderr, but podman does not always
+    # pass a container's last lines on when it exits at once: 1 run in 10 under load lost them.)
     assert errored, f"{payload}\n{logs}"
     assert "ImagesApiFunction" in server.credential_requests
-    # The container's last lines reach sam's log after the invoke answered: wait for them.
-    expected = ("no credentials for this function, not starting", "answered 404")
-    logs = sam.wait_for_log(*expected, offset=offset)
-    for line in expected:
-        assert line in logs, logs
+    assert len(server.access_keys) == signed_before
 
 
 def test_qemu_layer_runs_in_the_stand_in_image() -> None:
