@@ -25,7 +25,8 @@ The event is the file's, except where the local stack cannot match it (see `prep
   for those steps, else an import task of a small raw image uploaded for it),
   `replace-with-a-pending-task-id` a pending import task, `replace-with-an-image-id` an active image
   (that import's fetch, register and success), `replace-with-a-queued-image-id` a queued image
-  (`POST /v2/images`), `replace-with-the-staged-import` the fetch step's output for the task (the
+  (`POST /v2/images`), `replace-with-a-shared-image-id` a queued `shared` image offered to
+  `project-b`, `replace-with-the-staged-import` the fetch step's output for the task (the
   whole value), `replace-with-an-image-url` a loopback URL serving that small image.
 
 Without FUNCTION the event says which function it is for: an API proxy event by its route, an
@@ -271,6 +272,7 @@ class _Seeds:
             "replace-with-a-pending-task-id": lambda: self._pending_task("import", self._import_input()),
             "replace-with-an-image-id": self._active_image,
             "replace-with-a-queued-image-id": self._queued_image,
+            "replace-with-a-shared-image-id": self._shared_image,
             "replace-with-an-image-url": self._image_url,
         }
         if placeholder not in makers:
@@ -299,17 +301,25 @@ class _Seeds:
         self._call("TaskStatusFunction", {"action": "succeed", "task_id": task_id, "result": registered})
         return str(registered["image_id"])
 
-    def _queued_image(self) -> str:
+    def _queued_image(self, **fields: str) -> str:
+        body = {"name": "invoke-sample", "disk_format": "raw", "container_format": "bare", **fields}
+        return str(self._post("/v2/images", body)["id"])
+
+    def _shared_image(self) -> str:
+        """A queued image with visibility `shared`, offered to `project-b` (pending)."""
+        image_id = self._queued_image(visibility="shared")
+        self._post(f"/v2/images/{image_id}/members", {"member": "project-b"})
+        return image_id
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
         request = urllib.request.Request(  # noqa: S310 - the local front's http:// URL
-            f"{self.stack.api_url}/v2/images",
-            data=json.dumps(
-                {"name": "invoke-sample", "disk_format": "raw", "container_format": "bare"}
-            ).encode(),
+            f"{self.stack.api_url}{path}",
+            data=json.dumps(body).encode(),
             headers={"X-Auth-Token": self.stack.token(self.project), "Content-Type": "application/json"},
             method="POST",
         )
         with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - the local front
-            return str(json.loads(response.read())["id"])
+            return json.loads(response.read())
 
     def _image_url(self) -> str:
         if self.image_url is None:

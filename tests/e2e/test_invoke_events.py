@@ -99,6 +99,11 @@ def _cancelled(result: dict[str, Any]) -> None:
     assert json.loads(result["body"])["error_code"] == "cancelled"
 
 
+def _not_offered(result: dict[str, Any]) -> None:
+    _status(404)(result)
+    assert "is not offered" in json.loads(result["body"])["error"]["message"]
+
+
 def _points_to_the_upload_path(result: dict[str, Any]) -> None:
     _status(405)(result)
     assert "s3://imagetasks-uploads-local/uploads/" in json.loads(result["body"])["error"]["message"]
@@ -144,6 +149,20 @@ EXPECTED: dict[str, tuple[str, Check]] = {
     "images_api_info_stores.json": ("ImagesApiFunction", _has("stores")),
     "images_api_schema_image.json": ("ImagesApiFunction", _has("properties", name="image")),
     "images_api_schema_images.json": ("ImagesApiFunction", _has("properties", name="images")),
+    "images_api_members_add.json": (
+        "ImagesApiFunction",
+        _status(200, member_id="project-c", status="pending"),
+    ),
+    "images_api_member_show.json": (
+        "ImagesApiFunction",
+        _status(200, member_id="project-b", status="pending"),
+    ),
+    "images_api_schema_member.json": ("ImagesApiFunction", _has("properties", name="member")),
+    "images_api_schema_members.json": ("ImagesApiFunction", _has("properties", name="members")),
+    # Not offered: each of these paths answers a 404 saying so.
+    "images_api_metadefs.json": ("ImagesApiFunction", _not_offered),
+    "images_api_metadefs_namespaces.json": ("ImagesApiFunction", _not_offered),
+    "images_api_schema_metadefs.json": ("ImagesApiFunction", _not_offered),
     "task_status_take_slot.json": ("TaskStatusFunction", _has(started=True, final=False)),
     "task_status_record_success.json": ("TaskStatusFunction", _has(status="success")),
     "task_status_record_failure.json": ("TaskStatusFunction", _has(status="failure")),
