@@ -113,6 +113,19 @@ def run_worker(module: str, args: Sequence[str], timeout: float = 3600) -> dict[
     return result
 
 
+def worker_or_failure(
+    module: str, args: Sequence[str], target: str, timeout: float = 1800
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``(the worker's result, None)``, or ``(None, the section's answer)`` when the run failed: its
+    `target` reported as not met, with the reason."""
+    try:
+        return run_worker(module, args, timeout=timeout), None
+    except Exception as error:
+        message = f"{type(error).__name__}: {str(error)[-300:]}"
+        say(f"  run failed ({message})")
+        return None, {"error": message, "targets": [verdict(target, "run failed", "-", None, "-", False)]}
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
     import resource

@@ -200,20 +200,14 @@ def _one_run(rounds: int, per_block: int, wait: int) -> dict[str, Any]:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    from bench.common import run_worker
+    from bench.common import worker_or_failure
 
     rounds, per_block, wait = (2, 5, 5) if quick else (5, 20, 20)
-    try:
-        r = run_worker("bench.longpoll", [str(rounds), str(per_block), str(wait)], timeout=1800)
-    except Exception as error:
-        message = f"{type(error).__name__}: {str(error)[-300:]}"
-        say(f"  run failed ({message})")
-        return {
-            "error": message,
-            "targets": [
-                verdict("others as fast with 50 long polls open", "run failed", "-", None, "-", False)
-            ],
-        }
+    r, failed = worker_or_failure(
+        "bench.longpoll", [str(rounds), str(per_block), str(wait)], "others as fast with 50 long polls open"
+    )
+    if failed is not None or r is None:
+        return failed or {"targets": []}
     polls = r["polls"]
     say(
         f"  {polls['sent']} long polls (wait={wait}) sent, {polls['200']} answered 200, {polls['429']} 429, "

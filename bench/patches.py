@@ -77,20 +77,14 @@ def _one_run(rounds: int) -> dict[str, Any]:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    from bench.common import run_worker
+    from bench.common import worker_or_failure
 
     rounds = 3 if quick else 10
-    try:
-        r = run_worker("bench.patches", [str(rounds)], timeout=1800)
-    except Exception as error:
-        message = f"{type(error).__name__}: {str(error)[-300:]}"
-        say(f"  run failed ({message})")
-        return {
-            "error": message,
-            "targets": [
-                verdict("concurrent patches answered within seconds", "run failed", "-", None, "-", False)
-            ],
-        }
+    r, failed = worker_or_failure(
+        "bench.patches", [str(rounds)], "concurrent patches answered within seconds"
+    )
+    if failed is not None or r is None:
+        return failed or {"targets": []}
     results = r["rounds"]
     seconds = [s for one in results for s in one["seconds"]]
     slowest = [max(one["seconds"]) for one in results]

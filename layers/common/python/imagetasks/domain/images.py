@@ -163,9 +163,9 @@ def check_indexed_values(tags: tuple[str, ...], properties: dict[str, str]) -> N
         )
 
 
-def partitions_of(image: Image) -> list[str]:
-    """The list partitions the image has an index row in (see imagetasks.domain.image_listing)."""
-    values = {
+def _dimension_values(image: Image) -> dict[str, str | None]:
+    """The image's values of the list dimensions (see imagetasks.domain.image_listing)."""
+    return {
         "name": image.name,
         "disk_format": image.disk_format,
         "container_format": image.container_format,
@@ -174,26 +174,23 @@ def partitions_of(image: Image) -> list[str]:
         "checksum": image.checksum,  # None (no partition) until the image has data
         "os_hash_value": image.os_hash_value,
     }
+
+
+def partitions_of(image: Image) -> list[str]:
+    """The list partitions the image has an index row in (see imagetasks.domain.image_listing)."""
     return image_partitions(
-        image.owner, image.visibility, image.os_hidden, values, image.tags, image.properties
+        image.owner, image.visibility, image.os_hidden, _dimension_values(image), image.tags, image.properties
     )
 
 
 def shared_partitions_of(image: Image) -> list[str]:
     """The partitions of the shared scope (`image_listing.SHARED_SCOPE`) the image matches: how a list
     of the images shared with a project applies its filters to one (it has no rows there)."""
-    values = {
-        "name": image.name,
-        "disk_format": image.disk_format,
-        "container_format": image.container_format,
-        "status": image.status.value,
-        "visibility": image.visibility,
-    }
     return image_partitions(
         image.owner,
         image.visibility,
         image.os_hidden,
-        values,
+        _dimension_values(image),
         image.tags,
         image.properties,
         scopes=[SHARED_SCOPE],
