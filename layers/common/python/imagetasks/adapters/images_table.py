@@ -86,6 +86,23 @@ def image_from_item(item: dict[str, Any]) -> Image:
     return Image.model_validate(values)
 
 
+def unchanged(image: Image) -> dict[str, Any]:
+    """The condition that the stored image is still `image`: its status, update time and tasks
+    (add_task changes the tasks without touching updated_at)."""
+    tasks_match = "task_ids = :tasks"
+    if not image.task_ids:  # an image stored before task_ids were recorded has none
+        tasks_match = f"({tasks_match} OR attribute_not_exists(task_ids))"
+    return {
+        "ConditionExpression": f"#status = :status AND updated_at = :updated AND {tasks_match}",
+        "ExpressionAttributeNames": {"#status": "status"},
+        "ExpressionAttributeValues": {
+            ":status": {"S": image.status.value},
+            ":updated": {"S": clock.to_stored(image.updated_at)},
+            ":tasks": {"S": json.dumps(list(image.task_ids))},
+        },
+    }
+
+
 #: DynamoDB's TransactWriteItems takes at most this many items.
 MAX_TRANSACTION_ITEMS = 100
 
@@ -208,21 +225,8 @@ class ImagesTable:
         """Write `after` over `before` (same id) in one transaction, its index rows moved with it;
         False when the stored image is no longer `before` (changed or deleted meanwhile). With a
         `guard`, only while it holds (see `create`)."""
-        # task_ids too: add_task changes them without touching updated_at.
-        tasks_match = "task_ids = :tasks"
-        if not before.task_ids:  # an image stored before task_ids were recorded has none
-            tasks_match = f"({tasks_match} OR attribute_not_exists(task_ids))"
-        condition = {
-            "ConditionExpression": f"#status = :status AND updated_at = :updated AND {tasks_match}",
-            "ExpressionAttributeNames": {"#status": "status"},
-            "ExpressionAttributeValues": {
-                ":status": {"S": before.status.value},
-                ":updated": {"S": clock.to_stored(before.updated_at)},
-                ":tasks": {"S": json.dumps(list(before.task_ids))},
-            },
-        }
         kept = set(partitions_of(after))
-        ops = self._write_ops(after, condition)
+        ops = self._write_ops(after, unchanged(before))
         ops += [
             {"Delete": {"TableName": self.table.table_name, "Key": {"id": {"S": f"{before.id}#{partition}"}}}}
             for partition in partitions_of(before)
@@ -327,17 +331,7 @@ class ImagesTable:
         tasks) and has no members: False, and nothing deleted, when someone changed it meanwhile
         (an import began) or shared it."""
         ops = self._delete_ops(image)
-        ops[0]["Delete"].update(
-            {
-                "ConditionExpression": "#status = :status AND updated_at = :updated AND task_ids = :tasks",
-                "ExpressionAttributeNames": {"#status": "status"},
-                "ExpressionAttributeValues": {
-                    ":status": {"S": image.status.value},
-                    ":updated": {"S": clock.to_stored(image.updated_at)},
-                    ":tasks": {"S": json.dumps(list(image.task_ids))},
-                },
-            }
-        )
+        ops[0]["Delete"].update(unchanged(image))
         try:
             self.table.transact([*ops, self._no_members(image.id)])
         except (ConditionFailed, ConcurrentUpdate):
