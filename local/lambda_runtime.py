@@ -466,23 +466,24 @@ def _import_handler(spec: FunctionSpec, instance: int = 0) -> Handler:
     return cast(Callable[[Any, Any], Any], handler)
 
 
+def _from_folder(module: ModuleType | None, code_dir: Path) -> bool:
+    """Whether `module` was loaded from a file in `code_dir` (or below it)."""
+    file = getattr(module, "__file__", None) or ""
+    return bool(file) and Path(file).resolve().is_relative_to(code_dir.resolve())
+
+
 def _loaded_from(code_dir: Path) -> dict[str, ModuleType]:
-    """Modules loaded under their plain names from files in `code_dir`."""
+    """Modules loaded under their own names (not an instance's) from files in `code_dir`."""
     return {
         name: module
         for name, module in list(sys.modules.items())
-        if "." not in name
-        and not name.startswith("_local_lambda_")
-        and (file := getattr(module, "__file__", None))
-        and Path(file).resolve().parent == code_dir.resolve()
+        if not name.startswith("_local_lambda_") and _from_folder(module, code_dir)
     }
 
 
 def _set_aside_siblings(code_dir: Path, names: set[str], logical_id: str) -> None:
     for name in names:
-        module: ModuleType | None = sys.modules.get(name)
-        file = getattr(module, "__file__", None) or ""
-        if file and Path(file).resolve().is_relative_to(code_dir):
+        if _from_folder(sys.modules.get(name), code_dir):
             sys.modules[f"_local_lambda_{logical_id}_{name}"] = sys.modules.pop(name)
 
 

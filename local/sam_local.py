@@ -339,15 +339,15 @@ class SamLocal:
             connection.close()
         return payload, errored, self._logs_since(offset)
 
-    def wait_for_log(self, *needles: str, offset: int = 0, timeout: float = 30.0) -> str:
-        """The log since `offset` once it holds every needle, or as it is when `timeout` runs out.
+    def wait_for_log(self, *needles: str, timeout: float = 30.0) -> str:
+        """The log once it holds every needle, or as it is when `timeout` runs out.
 
         sam local writes a container's output as it arrives, after the invoke has answered: a caller
         that reads it at once can miss the last lines.
         """
         deadline = time.monotonic() + timeout
         while True:
-            text = self.log().encode("utf-8")[offset:].decode("utf-8", errors="replace")
+            text = self.log()
             if all(needle in text for needle in needles) or time.monotonic() > deadline:
                 return text
             time.sleep(0.1)
