@@ -115,15 +115,15 @@ def run_worker(module: str, args: Sequence[str], timeout: float = 3600) -> dict[
 
 def worker_or_failure(
     module: str, args: Sequence[str], target: str, timeout: float = 1800
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """``(the worker's result, None)``, or ``(None, the section's answer)`` when the run failed: its
-    `target` reported as not met, with the reason."""
+) -> tuple[dict[str, Any], bool]:
+    """``(the worker's result, True)``, or ``(the section's answer, False)`` when the run failed:
+    its `target` reported as not met, with the reason."""
     try:
-        return run_worker(module, args, timeout=timeout), None
+        return run_worker(module, args, timeout=timeout), True
     except Exception as error:
         message = f"{type(error).__name__}: {str(error)[-300:]}"
         say(f"  run failed ({message})")
-        return None, {"error": message, "targets": [verdict(target, "run failed", "-", None, "-", False)]}
+        return {"error": message, "targets": [verdict(target, "run failed", "-", None, "-", False)]}, False
 
 
 def peak_rss_mib() -> float:

@@ -203,11 +203,11 @@ def run(quick: bool) -> dict[str, Any]:
     from bench.common import worker_or_failure
 
     rounds, per_block, wait = (2, 5, 5) if quick else (5, 20, 20)
-    r, failed = worker_or_failure(
+    r, ran = worker_or_failure(
         "bench.longpoll", [str(rounds), str(per_block), str(wait)], "others as fast with 50 long polls open"
     )
-    if failed is not None or r is None:
-        return failed or {"targets": []}
+    if not ran:
+        return r
     polls = r["polls"]
     say(
         f"  {polls['sent']} long polls (wait={wait}) sent, {polls['200']} answered 200, {polls['429']} 429, "

@@ -80,11 +80,9 @@ def run(quick: bool) -> dict[str, Any]:
     from bench.common import worker_or_failure
 
     rounds = 3 if quick else 10
-    r, failed = worker_or_failure(
-        "bench.patches", [str(rounds)], "concurrent patches answered within seconds"
-    )
-    if failed is not None or r is None:
-        return failed or {"targets": []}
+    r, ran = worker_or_failure("bench.patches", [str(rounds)], "concurrent patches answered within seconds")
+    if not ran:
+        return r
     results = r["rounds"]
     seconds = [s for one in results for s in one["seconds"]]
     slowest = [max(one["seconds"]) for one in results]
