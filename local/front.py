@@ -109,6 +109,25 @@ class ApiFront:
             return chosen, parameters, sorted({r.method for r in same_path})
         return None, {}, []
 
+    def _preflight(self, path: str, request_id: str) -> HttpResponse | None:
+        """The CORS preflight's answer, as API Gateway's mock integration gives it (no authorizer):
+        the first route (in matching order) whose path template matches and has one."""
+        for compiled in self._routes:
+            if not compiled.pattern.fullmatch(path):
+                continue
+            headers = self._template.preflights.get(compiled.route.path)
+            if headers is None:
+                return None
+            response = HttpResponse(
+                status=200,
+                headers=[("Content-Type", "application/json")]
+                + [(name, _header_value(source, request_id)) for name, source in headers.items()],
+                body=b"{}",
+            )
+            self._ensure_request_id(response, request_id)
+            return response
+        return None
+
     # ---------------------------------------------------------------- one request
     def handle(
         self,
@@ -123,6 +142,10 @@ class ApiFront:
         # As API Gateway (REST) passes it: `path` as the client sent it (percent-encoded), each
         # path parameter decoded once (`pathParameters`).
         path = split.path or "/"
+        if method == "OPTIONS":
+            preflight = self._preflight(path, request_id)
+            if preflight is not None:
+                return preflight
         route, path_parameters, methods = self._match(path, method)
         if route is None:
             if methods:

@@ -267,6 +267,8 @@ class LocalTemplate:
     event_rules: list[EventRule]
     skipped: dict[str, str]  # logical id → type the local stack does not emulate
     ecs_clusters: dict[str, str] = field(default_factory=dict)  # logical id → cluster name
+    #: path template → the headers of its CORS preflight (the mock OPTIONS SAM adds for `Cors`)
+    preflights: dict[str, dict[str, str]] = field(default_factory=dict)
     task_definitions: dict[str, TaskDefinitionSpec] = field(default_factory=dict)
     # The CloudFormation template aws-sam-translator made of the source (intrinsics unresolved).
     translated: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -683,6 +685,7 @@ def _read(
         result.state_machines[logical_id] = _state_machine_spec(logical_id, resolver, props, base_dir)
     for logical_id, props in of_type(REST_API_TYPE).items():
         result.routes.extend(_routes(logical_id, resolver, props, function_id))
+        result.preflights.update(_preflights(resolver, props))
     for props in of_type(GATEWAY_RESPONSE_TYPE).values():
         response = resolver.resolve(props)
         result.gateway_responses[str(response["ResponseType"])] = _gateway_response(response)
@@ -985,6 +988,24 @@ def _routes(
                 )
             )
     return routes
+
+
+def _preflights(resolver: _Resolver, props: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Each path's mock OPTIONS (what SAM generates for the API's `Cors`): the headers it answers."""
+    body = resolver.resolve(props.get("Body") or {})
+    found: dict[str, dict[str, str]] = {}
+    for path, operations in (body.get("paths") or {}).items():
+        integration = (operations.get("options") or {}).get("x-amazon-apigateway-integration") or {}
+        if integration.get("type") != "mock":
+            continue
+        default = (integration.get("responses") or {}).get("default") or {}
+        parameters = default.get("responseParameters") or {}
+        found[str(path)] = {
+            name.removeprefix("method.response.header."): str(value)
+            for name, value in parameters.items()
+            if name.startswith("method.response.header.")
+        }
+    return found
 
 
 def _authorizer(

@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from image_views import image_import, images_table, objects, tasks_table
 
 from imagetasks.api import glance
+from imagetasks.config import settings
 from imagetasks.observability import logger, tracer
 
 # The cached collaborators, named here too: tests build them again for each moto.
@@ -49,4 +50,4 @@ def no_route(error: Exception) -> Response[Any]:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return glance.resolve(app, event, context)
+    return glance.resolve(app, event, context, settings().cors_allow_origin)

@@ -279,4 +279,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     # An idempotency record left "in progress" by an invocation that timed out frees its key when
     # that invocation's time is up, not after the record's 24 hours.
     idempotency_config().register_lambda_context(context)
-    return glance.resolve(app, event, context)
+    return glance.resolve(app, event, context, settings().cors_allow_origin)

@@ -88,6 +88,9 @@ class Settings(BaseModel):
     # (`https://images.example.com`): links and Location headers start with it. Unset: API
     # Gateway's own domain and stage. Never the request's Host or X-Forwarded-* headers.
     public_base_url: str = ""
+    # The origin whose browser pages may read the API's answers (template parameter CorsAllowOrigin:
+    # "*" or one origin); empty: no CORS header.
+    cors_allow_origin: str = ""
     # The EventBridge bus that hears of every task's end (name or ARN; template parameter EventBusName).
     event_bus_name: str = "default"
 

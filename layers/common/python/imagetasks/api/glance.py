@@ -80,15 +80,27 @@ def request_id(app: Routes) -> str:
     return f"req-{app.current_event.request_context.request_id}"
 
 
-def resolve(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Powertools' resolve, plus the request id header on every response (errors included)."""
+#: What a page on another origin may read of an answer besides the body (CORS hides other headers).
+CORS_EXPOSED_HEADERS = "Location, Retry-After, x-openstack-request-id, OpenStack-image-import-methods"
+
+
+def resolve(
+    app: APIGatewayRestResolver, event: dict[str, Any], context: Any, cors_origin: str = ""
+) -> dict[str, Any]:
+    """Powertools' resolve, plus the request id header on every response (errors included) and,
+    when the deployment names one, the origin browsers may read it from (`cors_origin`)."""
     result = app.resolve(event, context)
     request_id = f"req-{(event.get('requestContext') or {}).get('requestId', '')}"
+    added = {"x-openstack-request-id": request_id}
+    if cors_origin:
+        added["Access-Control-Allow-Origin"] = cors_origin
+        added["Access-Control-Expose-Headers"] = CORS_EXPOSED_HEADERS
     result.setdefault("headers", {})
-    if result.get("multiValueHeaders") is not None:
-        result["multiValueHeaders"].setdefault("x-openstack-request-id", [request_id])
-    else:
-        result["headers"].setdefault("x-openstack-request-id", request_id)
+    for name, value in added.items():
+        if result.get("multiValueHeaders") is not None:
+            result["multiValueHeaders"].setdefault(name, [value])
+        else:
+            result["headers"].setdefault(name, value)
     return result
 
 
