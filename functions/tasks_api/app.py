@@ -15,7 +15,7 @@ from schemas import STUB_FIELDS, task_schema, tasks_schema, validate_create_body
 from imagetasks import composition, task_metrics
 from imagetasks.adapters.long_polls import LongPollLeases
 from imagetasks.adapters.tasks_table import TasksTable
-from imagetasks.api import glance
+from imagetasks.api import console, glance
 from imagetasks.api import openapi as openapi_description
 from imagetasks.config import settings
 from imagetasks.domain import clock
@@ -84,6 +84,21 @@ def versions() -> Response[dict[str, Any]]:
 @app.get("/openapi.json", summary="This API's OpenAPI 3 description")
 def openapi() -> Response[str]:
     return Response(200, glance.JSON, json.dumps(openapi_document()))
+
+
+@app.get(
+    "/console",
+    summary="The task console: a page that signs in with a token (no token to load it)",
+    responses={
+        200: {
+            "description": "The console's HTML page",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        }
+    },
+)
+def task_console() -> Response[str]:
+    served = console.page()
+    return Response(200, "text/html; charset=utf-8", served.html, headers=dict(served.headers))
 
 
 @lru_cache(maxsize=1)

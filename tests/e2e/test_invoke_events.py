@@ -99,6 +99,14 @@ def _cancelled(result: dict[str, Any]) -> None:
     assert json.loads(result["body"])["error_code"] == "cancelled"
 
 
+def _console_page(result: dict[str, Any]) -> None:
+    assert result["statusCode"] == 200, result
+    headers = {name.lower(): values[-1] for name, values in result["multiValueHeaders"].items()}
+    assert headers["content-type"].startswith("text/html")
+    assert "script-src 'sha256-" in headers["content-security-policy"]
+    assert "<title>imagetasks console</title>" in result["body"]
+
+
 def _not_offered(result: dict[str, Any]) -> None:
     _status(404)(result)
     assert "is not offered" in json.loads(result["body"])["error"]["message"]
@@ -120,6 +128,7 @@ EXPECTED: dict[str, tuple[str, Check]] = {
     "tasks_api_v2.json": ("TasksApiFunction", _has("versions")),
     "tasks_api_v2_slash.json": ("TasksApiFunction", _has("versions")),
     "tasks_api_openapi.json": ("TasksApiFunction", _has("openapi", "paths")),
+    "tasks_api_console.json": ("TasksApiFunction", _console_page),
     "tasks_api_create_import.json": ("TasksApiFunction", _status(201, type="import", status="pending")),
     # The point of this one is the refusal: a source host that does not exist.
     "tasks_api_create_import_refused.json": ("TasksApiFunction", _refused_for_the_dns_name),

@@ -102,7 +102,7 @@ def _api_events(source: dict[str, Any]) -> set[Route]:
 
 def test_every_api_event_is_a_route_with_its_authorizer(local_template: LocalTemplate) -> None:
     routes = set(local_template.routes)
-    assert len(routes) == len(local_template.routes) == 28
+    assert len(routes) == len(local_template.routes) == 29
     assert routes == _api_events(load_yaml(ROOT / "template.yaml"))
     assert local_template.stage == "v1"  # the stage SAM made for TasksApi
     assert set(local_template.gateway_responses) == {

@@ -15,7 +15,7 @@ from imagetasks.api.image_schemas import (
 )
 from imagetasks.config import Settings
 
-NO_TOKEN = {"/", "/versions", "/v2", "/openapi.json"}
+NO_TOKEN = {"/", "/versions", "/v2", "/openapi.json", "/console"}
 ERROR_REF = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 ERROR_SCHEMA = {
     "type": "object",
