@@ -117,6 +117,15 @@ class ImageServer:
         QuietHandler.trickles[name] = events
         return events
 
+    def stepped(self, name: str, size: int, hold_at: int) -> threading.Event:
+        """`name` answers `size` zero bytes (its length announced): the data up to `hold_at` at
+        once, then 64 KiB every half second until the returned event is set (60 s at most), then
+        the rest. The import's progress is written every 5 s while data arrives, so a held task
+        shows a percentage just past `hold_at` while it waits."""
+        release = threading.Event()
+        QuietHandler.stepped[name] = (size, hold_at, release)
+        return release
+
 
 @pytest.fixture(scope="session")
 def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageServer]:
@@ -140,6 +149,8 @@ class QuietHandler(SimpleHTTPRequestHandler):
     redirects: dict[str, str] = {}
     #: file name → (set when it is requested, set when its client went away): a trickling source
     trickles: dict[str, tuple[threading.Event, threading.Event]] = {}
+    #: file name → (size, bytes sent before waiting, set to send the rest): a source paused mid-way
+    stepped: dict[str, tuple[int, int, threading.Event]] = {}
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -148,6 +159,10 @@ class QuietHandler(SimpleHTTPRequestHandler):
         trickle = self.trickles.get(self.path.lstrip("/"))
         if trickle is not None:
             self._trickle(*trickle)
+            return
+        stepped = self.stepped.get(self.path.lstrip("/"))
+        if stepped is not None:
+            self._stepped(*stepped)
             return
         gate = self.gates.get(self.path.lstrip("/"))
         if gate is not None:
@@ -161,6 +176,30 @@ class QuietHandler(SimpleHTTPRequestHandler):
             self.end_headers()
             return
         super().do_GET()
+
+    def _stepped(self, size: int, hold_at: int, release: threading.Event) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        sent = 0
+
+        def send_until(limit: int) -> None:
+            nonlocal sent
+            while sent < limit:
+                part = min(1024 * 1024, limit - sent)
+                self.wfile.write(b"\0" * part)
+                sent += part
+            self.wfile.flush()
+
+        try:
+            send_until(hold_at)
+            deadline = time.monotonic() + 60
+            while not release.wait(0.5) and time.monotonic() < deadline and sent < size - 1024 * 1024:
+                send_until(sent + 64 * 1024)
+            send_until(size)
+        except OSError:
+            pass  # the import went away (cancelled)
+        self.close_connection = True
 
     def _trickle(self, requested: threading.Event, gone: threading.Event) -> None:
         self.send_response(200)
