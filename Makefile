@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := layers/common/python:.
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: prerequisites help install run invoke test lint unit integration local-test e2e bench token clean build containers containers-test e2e-containers worker-image
+.PHONY: prerequisites help install run invoke test lint unit integration local-test e2e bench token clean build containers containers-test e2e-containers worker-image console-screenshots
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -40,6 +40,7 @@ $(LINT_VENV)/.installed:
 prerequisites:
 	@command -v qemu-img >/dev/null || { echo "make test needs qemu-img: as root, apt-get install -y qemu-utils" >&2; exit 1; }
 	@command -v podman >/dev/null || { echo "make test needs the container tier: as root, make containers" >&2; exit 1; }
+	@command -v chromedriver >/dev/null || { echo "make test needs chromium (the console's browser tests): as root, apt-get install -y chromium chromium-driver" >&2; exit 1; }
 
 install: $(VENV)/.installed $(SAM_VENV)/.installed $(LINT_VENV)/.installed  ## create the virtual environments
 
@@ -115,6 +116,11 @@ test: prerequisites lint build  ## lint, sam build, every test tier, the artifac
 
 e2e-containers: $(VENV)/.installed build  ## the artifact e2e tests with every function in a container
 	IMAGETASKS_CONTAINERS=1 $(VENV)/bin/pytest -q -m artifact tests/e2e
+
+# The console's browser tests, each saving the view it checks: docs/console/*.png (needs chromium).
+console-screenshots: $(VENV)/.installed $(SAM_VENV)/.installed  ## the task console's screenshots in docs/console/ (its browser tests, run once)
+	IMAGETASKS_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/console IMAGETASKS_REQUIRE_BROWSER=1 \
+		$(VENV)/bin/pytest -q -p no:logging tests/e2e/test_console_e2e.py
 
 bench: $(VENV)/.installed  ## benchmarks; figures go to bench/results.json and bench/RESULTS.md
 	$(PY) -m bench $(ARGS)
