@@ -49,6 +49,7 @@ def _banner(stack: DevStack) -> str:
             else "in this process, from the source tree"
         ),
         f"  API:          {stack.api_url}",
+        f"  console:      {stack.api_url}/console (sign in with a token below)",
         f"  AWS endpoint: {aws}",
         "  buckets:      " + ", ".join(f"{logical_id}={name}" for logical_id, name in buckets.items()),
         "",
