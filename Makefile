@@ -120,7 +120,7 @@ e2e-containers: $(VENV)/.installed build  ## the artifact e2e tests with every f
 # The console's browser tests, each saving the view it checks: docs/console/*.png (needs chromium).
 console-screenshots: $(VENV)/.installed $(SAM_VENV)/.installed  ## the task console's screenshots in docs/console/ (its browser tests, run once)
 	IMAGETASKS_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/console IMAGETASKS_REQUIRE_BROWSER=1 \
-		$(VENV)/bin/pytest -q -p no:logging tests/e2e/test_console_e2e.py
+		$(VENV)/bin/pytest -q tests/e2e/test_console_e2e.py
 
 bench: $(VENV)/.installed  ## benchmarks; figures go to bench/results.json and bench/RESULTS.md
 	$(PY) -m bench $(ARGS)
