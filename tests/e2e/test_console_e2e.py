@@ -258,3 +258,27 @@ def test_the_console_page_carries_its_security_headers(local_stack: DevStackHand
 
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/html")
     assert response.headers["Content-Security-Policy"].startswith("default-src 'none'; script-src 'sha256-")
+
+
+def test_a_page_on_another_origin_reads_answers_and_errors(
+    browser: Any, local_stack: DevStackHandle, image_server: ImageServer
+) -> None:
+    # Given a page served from another origin (the image server's port)
+    (image_server.root / "elsewhere.html").write_text("<!doctype html><title>elsewhere</title>")
+    browser.get(image_server.url("elsewhere.html"))
+    script = """
+        const [url, token, done] = arguments;
+        fetch(url, {headers: {"X-Auth-Token": token, "Content-Type": "application/json"}})
+          .then(async (r) => done([r.status, await r.text(), r.headers.get("x-openstack-request-id")]))
+          .catch((e) => done([0, String(e), null]));
+    """
+
+    # When it calls the API with a token (a preflighted request), and with a refused one
+    listed = browser.execute_async_script(
+        script, f"{local_stack.api_url}/v2/tasks", local_stack.token("cors")
+    )
+    refused = browser.execute_async_script(script, f"{local_stack.api_url}/v2/tasks", "not-a-token")
+
+    # Then the browser lets it read both answers, the request id included
+    assert listed[0] == 200 and '"tasks"' in listed[1] and listed[2].startswith("req-")
+    assert refused[0] == 401 and "requires authentication" in refused[1]
