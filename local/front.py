@@ -33,8 +33,6 @@ log = logging.getLogger("local.front")
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 REQUEST_ID_HEADER = "x-openstack-request-id"
 
-_TITLES = {404: "Not Found", 405: "Method Not Allowed", 413: "Request Entity Too Large", 502: "Bad Gateway"}
-
 
 @dataclass
 class HttpResponse:
@@ -92,8 +90,8 @@ class ApiFront:
         self.stage = template.stage
 
     # ---------------------------------------------------------------- routing
-    def _match(self, path: str, method: str) -> tuple[Route | None, dict[str, str], list[str]]:
-        """The route for path+method, its path parameters, and the methods the path supports."""
+    def _match(self, path: str, method: str) -> tuple[Route | None, dict[str, str]]:
+        """The route for path+method and its path parameters."""
         for compiled in self._routes:
             match = compiled.pattern.fullmatch(path)
             if not match:
@@ -106,8 +104,8 @@ class ApiFront:
                 name: unquote(value)
                 for name, value in zip(compiled.parameter_names, match.groups(), strict=True)
             }
-            return chosen, parameters, sorted({r.method for r in same_path})
-        return None, {}, []
+            return chosen, parameters
+        return None, {}
 
     def _preflight(self, path: str, request_id: str) -> HttpResponse | None:
         """The CORS preflight's answer, as API Gateway's mock integration gives it (no authorizer):
@@ -146,15 +144,13 @@ class ApiFront:
             preflight = self._preflight(path, request_id)
             if preflight is not None:
                 return preflight
-        route, path_parameters, methods = self._match(path, method)
+        route, path_parameters = self._match(path, method)
         if route is None:
-            if methods:
-                response = self._own_error(
-                    405, f"The method {method} is not allowed for this resource.", request_id
-                )
-                response.headers.append(("Allow", ", ".join(methods)))
-                return response
-            return self._own_error(404, "The resource could not be found.", request_id)
+            # API Gateway (REST) answers a path it has no resource for, and a method a resource
+            # lacks, with its MISSING_AUTHENTICATION_TOKEN response: a 403, whatever the token.
+            return self._gateway_error(
+                "MISSING_AUTHENTICATION_TOKEN", 403, "Missing Authentication Token", request_id
+            )
         if len(body) > MAX_BODY_BYTES:
             return self._gateway_error("REQUEST_TOO_LARGE", 413, "Request Too Long", request_id)
 
@@ -342,15 +338,6 @@ class ApiFront:
         self._ensure_request_id(response, request_id)
         return response
 
-    def _own_error(self, status: int, message: str, request_id: str) -> HttpResponse:
-        """Errors API Gateway would shape with MISSING_AUTHENTICATION_TOKEN: here the nested Glance shape."""
-        body = {"error": {"code": status, "title": _TITLES.get(status, "Error"), "message": message}}
-        response = HttpResponse(
-            status=status, headers=[("Content-Type", "application/json")], body=json.dumps(body).encode()
-        )
-        self._ensure_request_id(response, request_id)
-        return response
-
     @staticmethod
     def _ensure_request_id(response: HttpResponse, request_id: str) -> None:
         if response.header(REQUEST_ID_HEADER) is None:
@@ -364,6 +351,7 @@ _ERROR_TYPES = {
     "AUTHORIZER_CONFIGURATION_ERROR": "AuthorizerConfigurationException",
     "DEFAULT_5XX": "InternalServerErrorException",
     "REQUEST_TOO_LARGE": "RequestTooLargeException",
+    "MISSING_AUTHENTICATION_TOKEN": "MissingAuthenticationTokenException",
 }
 
 

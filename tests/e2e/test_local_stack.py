@@ -72,11 +72,21 @@ def test_a_valid_token_reaches_the_handler(local_stack):
     assert headers["x-openstack-request-id"].startswith("req-")
 
 
-def test_an_unknown_path_is_404_with_a_nested_error(local_stack):
-    status, _, body = http(f"{local_stack.api_url}/v3/nothing")
+def _is_api_gateways_missing_token_answer(status: int, headers: Any, body: Any) -> None:
+    """API Gateway (REST) answers a path it has no resource for, and a method a resource lacks,
+    with its MISSING_AUTHENTICATION_TOKEN response (the template shapes it as Glance's errors)."""
+    assert status == 403
+    assert headers["Content-Type"] == "application/json"
+    assert headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
+    assert headers["x-openstack-request-id"]
+    error = (json.loads(body) if isinstance(body, bytes) else body)["error"]
+    assert (error["code"], error["message"]) == (403, "Missing Authentication Token")
 
-    assert status == 404
-    assert body["error"]["code"] == 404
+
+def test_an_unknown_path_is_api_gateways_403_with_a_nested_error(local_stack):
+    status, headers, body = http(f"{local_stack.api_url}/v3/nothing")
+
+    _is_api_gateways_missing_token_answer(status, headers, body)
 
 
 def _raw(url: str, method: str, path: str) -> tuple[int, Any, Any]:
@@ -91,23 +101,14 @@ def _raw(url: str, method: str, path: str) -> tuple[int, Any, Any]:
         connection.close()
 
 
-@pytest.mark.parametrize("method", ["TRACE", "CONNECT", "PROPFIND", "BREW"])
-def test_a_method_the_api_does_not_have_is_a_json_405_on_a_known_path(local_stack, method):
-    status, headers, body = _raw(local_stack.api_url, method, "/versions")
-
-    assert status == 405  # as for any method the path lacks (http.server would send a 501 HTML page)
-    assert headers["Content-Type"] == "application/json"
-    assert json.loads(body)["error"]["code"] == 405
-    assert "GET" in headers["Allow"]
-    assert headers["x-openstack-request-id"]
+@pytest.mark.parametrize("method", ["POST", "TRACE", "CONNECT", "PROPFIND", "BREW"])
+def test_a_method_a_known_path_lacks_is_api_gateways_403(local_stack, method):
+    # (http.server alone would send a 501 HTML page for a method it has no handler for)
+    _is_api_gateways_missing_token_answer(*_raw(local_stack.api_url, method, "/versions"))
 
 
-def test_a_method_the_api_does_not_have_is_a_json_404_on_an_unknown_path(local_stack):
-    status, headers, body = _raw(local_stack.api_url, "TRACE", "/v3/nothing")
-
-    assert status == 404
-    assert headers["Content-Type"] == "application/json"
-    assert json.loads(body)["error"]["code"] == 404
+def test_a_method_the_api_does_not_have_on_an_unknown_path_is_api_gateways_403(local_stack):
+    _is_api_gateways_missing_token_answer(*_raw(local_stack.api_url, "TRACE", "/v3/nothing"))
 
 
 def test_64_clients_connecting_at_once_are_all_answered(local_stack):
