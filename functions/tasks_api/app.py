@@ -176,7 +176,10 @@ def list_tasks() -> Response[dict[str, Any]]:
     caller = glance.current_caller(app)
     params = dict(app.current_event.query_string_parameters or {})
     request = parse_list_request(
-        params, TASK_LIST_SPEC, {"status": [s.value for s in TaskStatus], "type": OFFERED_TYPES}
+        params,
+        TASK_LIST_SPEC,
+        {"status": [s.value for s in TaskStatus], "type": OFFERED_TYPES},
+        app.current_event.multi_value_query_string_parameters or {},
     )
     rows = tasks_table().list(caller, request, clock.now())
     next_marker = rows[-1]["task_id"] if rows and len(rows) == request.limit else None

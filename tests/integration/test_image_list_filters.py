@@ -313,6 +313,21 @@ def test_a_hash_filter_with_id_in_compares_the_named_images_hashes(catalogue: An
     assert {row["image_id"] for row in rows} == {i.id for i in named if i.checksum == named[0].checksum}
 
 
+def test_a_repeated_tag_lists_the_images_that_have_every_tag(catalogue: Any) -> None:
+    # Given images with none, one or two of the tags (some have both gpu and lts)
+    table, _, images = catalogue
+    both = [i for i in images if {"gpu", "lts"} <= set(i.tags) and not i.os_hidden]
+    only_one = [i for i in images if len({"gpu", "lts"} & set(i.tags)) == 1 and not i.os_hidden]
+
+    # When an admin lists tag=gpu&tag=lts (as `glance image-list --tag gpu --tag lts` sends it)
+    request = parse_image_list({"tag": "lts"}, ADMIN, {"tag": ["gpu", "lts"]})
+    rows = table.list(ADMIN, request, NOW)
+
+    # Then exactly the images with both are listed, none with only one of them
+    assert both and only_one
+    assert sorted(row["image_id"] for row in rows) == sorted(i.id for i in both)
+
+
 def test_a_checksum_no_image_has_lists_nothing(catalogue: Any) -> None:
     table, _, _ = catalogue
 

@@ -97,3 +97,17 @@ def test_datetimes_show_seconds_and_keep_microseconds_in_storage() -> None:
     assert clock.to_stored(moment) == "2026-11-25T10:00:00.987654Z"
     assert clock.from_stored(clock.to_stored(moment)) == moment
     assert clock.epoch_to_api(int(moment.timestamp())) == "2026-11-25T10:00:00Z"
+
+
+def test_a_second_sort_key_or_direction_for_tasks_is_a_400_not_dropped() -> None:
+    for name, values in (("sort_key", ["created_at", "updated_at"]), ("sort_dir", ["asc", "desc"])):
+        with pytest.raises(InvalidRequest, match=f"give one {name}"):
+            parse_list_request({name: values[-1]}, TASK_LIST_SPEC, ALLOWED, {name: values})
+
+
+def test_the_same_sort_key_given_twice_is_one_sort_key() -> None:
+    request = parse_list_request(
+        {"sort_key": "updated_at"}, TASK_LIST_SPEC, ALLOWED, {"sort_key": ["updated_at", "updated_at"]}
+    )
+
+    assert request.sort_key == "updated_at"

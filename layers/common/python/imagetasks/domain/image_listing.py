@@ -329,7 +329,7 @@ def parse_image_list(
 ) -> ImageListRequest:
     """Glance's image list parameters → what to read; each problem is a 400 with Glance's wording
     where Glance has one. `params` holds each parameter's last value, `repeated` every value of
-    those a client may repeat (`sort_key`, `sort_dir`), as API Gateway passes them."""
+    those a client may repeat (`sort_key`, `sort_dir`, `tag`), as API Gateway passes them."""
     repeated = repeated or {}
     limit = _limit(params)
     marker = params.get("marker")
@@ -344,7 +344,7 @@ def parse_image_list(
     owner = params.get("owner") or None
     scopes, conditions = _scopes(caller, owner, visibility)
 
-    equalities = _equalities(params, caller, visibility)
+    equalities = _equalities(params, caller, visibility, repeated)
     dimension: tuple[str, tuple[str, ...]] | None = equalities[0] if equalities else None
     conditions += [_equality_condition(field, values) for field, values in equalities[1:]]
 
@@ -412,7 +412,7 @@ def _limit(params: Mapping[str, str]) -> int:
 
 
 def _equalities(
-    params: Mapping[str, str], caller: Caller, visibility: str | None
+    params: Mapping[str, str], caller: Caller, visibility: str | None, repeated: Mapping[str, Sequence[str]]
 ) -> list[tuple[str, tuple[str, ...]]]:
     """The equality filters, as (dimension name, values), in the order that makes the first one the
     partition."""
@@ -423,8 +423,9 @@ def _equalities(
             for key in sorted(set(params) - RESERVED):
                 equalities.append((f"prop:{key}", (params[key],)))
         elif name == "tag":
-            if "tag" in params:
-                equalities.append(("tag", (params["tag"],)))
+            # Glance lists the images that have every tag asked for (`tag=a&tag=b`).
+            tags = repeated.get("tag") or ([params["tag"]] if "tag" in params else [])
+            equalities += [("tag", (tag,)) for tag in dict.fromkeys(tags)]
         elif name == "visibility":
             # A scope already says public or community; private/shared narrow one's own images,
             # and an admin's view narrows to any visibility.

@@ -12,7 +12,7 @@ See docs/decisions.md ("List indexes").
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from itertools import combinations
 
@@ -82,8 +82,15 @@ def parse_list_request(
     params: Mapping[str, str],
     spec: ListSpec,
     allowed_values: Mapping[str, Iterable[str]],
+    repeated: Mapping[str, Sequence[str]] | None = None,
 ) -> ListRequest:
-    """Validate query parameters with Glance's messages (each problem is a 400)."""
+    """Validate query parameters with Glance's messages (each problem is a 400). `repeated` holds
+    every value of each parameter, as API Gateway passes them: a task list reads one index, so a
+    second, different `sort_key` or `sort_dir` is refused rather than dropped."""
+    for name in ("sort_key", "sort_dir"):
+        values = set((repeated or {}).get(name) or ())
+        if len(values) > 1:
+            raise InvalidRequest(f"Tasks are sorted by one key in one direction: give one {name}.")
     limit = DEFAULT_LIMIT
     if "limit" in params:
         try:
