@@ -54,12 +54,25 @@ VPC_CIDR = "10.77.0.0/16"
 
 
 def create_network(ec2: Any) -> tuple[str, str]:
-    """A VPC, a subnet and a security group in moto: (subnet id, security group id)."""
-    vpc = ec2.create_vpc(CidrBlock=VPC_CIDR)["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.77.1.0/24")["Subnet"]["SubnetId"]
-    group = ec2.create_security_group(VpcId=vpc, GroupName="imagetasks-worker", Description="worker")[
-        "GroupId"
-    ]
+    """A VPC, a subnet and a security group in moto: (subnet id, security group id).
+
+    The same ids on every start: they are template parameters, and the template's translation is
+    cached by its parameters (with new ids each time, every start translated again, about 2 s, and
+    left one more file in the cache). moto's ids come from its one seedable random source, put
+    back as it was afterwards.
+    """
+    from moto.moto_api._internal import mock_random
+
+    state = mock_random.getstate()
+    mock_random.seed(VPC_CIDR)
+    try:
+        vpc = ec2.create_vpc(CidrBlock=VPC_CIDR)["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.77.1.0/24")["Subnet"]["SubnetId"]
+        group = ec2.create_security_group(VpcId=vpc, GroupName="imagetasks-worker", Description="worker")[
+            "GroupId"
+        ]
+    finally:
+        mock_random.setstate(state)
     return subnet, group
 
 

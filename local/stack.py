@@ -328,6 +328,7 @@ class DevStack:
         )
 
     def _create_resources(self, template: LocalTemplate) -> None:
+        # Not moto's CloudFormation: it refuses the translated template (moto 5.2.5; local/template.py).
         iam = boto3.client("iam", region_name=REGION)
         # moto checks that a function's role exists; permissions themselves are not enforced.
         role_arn = iam.create_role(

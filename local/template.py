@@ -7,6 +7,10 @@ resolves its intrinsic functions to deterministic local values (moto's account a
 each resource by its Type into the specs the local stack creates. A resource type this module does not
 know is skipped with a debug log: adding a function, a table or a bucket to the template makes it
 appear locally without touching this file.
+
+moto's own CloudFormation (`create_stack`) cannot do this work for the local stack (moto 5.2.5 refuses
+the translated template; docs/local.md, "Why not moto's CloudFormation", and
+tests/local/test_moto_cloudformation.py): each piece kept below for that reason says so in one line.
 """
 
 from __future__ import annotations
@@ -291,9 +295,12 @@ def rest_api_id(logical_id: str) -> str:
 
 def local_name(logical_id: str) -> str:
     """Deterministic local physical name; lower case because bucket names must be."""
+    # moto's CloudFormation names resources <stack>-<LogicalId>-<random> (moto 5.2.5): not fixed names.
     return f"{STACK_NAME}-{logical_id.lower()}"
 
 
+# Intrinsics are resolved here: moto's CloudFormation keeps AWS::NoValue as None in lists, gives a
+# layer's Ref as an object and leaves what names an alias (it makes none) unresolved (moto 5.2.5).
 class _Resolver:
     def __init__(self, template: dict[str, Any], parameters: dict[str, Any]) -> None:
         self._resources: dict[str, dict[str, Any]] = template.get("Resources") or {}
@@ -730,6 +737,7 @@ def recase_keys(value: Any, first: Callable[[str], str]) -> Any:
 
 
 def _task_definition_spec(logical_id: str, resolver: _Resolver, props: dict[str, Any]) -> TaskDefinitionSpec:
+    # moto's CloudFormation drops a Fargate definition's cpu, storage, roles and network (moto 5.2.5).
     resolved = resolver.resolve(props)
     container = resolved["ContainerDefinitions"][0]
     registration = recase_keys(resolved, str.lower)
@@ -810,6 +818,7 @@ def _table_spec(logical_id: str, resolver: _Resolver, props: dict[str, Any]) -> 
     if stream:
         # CloudFormation names only the view type; the API also wants StreamEnabled.
         kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream["StreamViewType"]}
+    # moto's CloudFormation does not set a table's TimeToLiveSpecification (moto 5.2.5).
     ttl = props.get("TimeToLiveSpecification") or {}
     ttl_attribute = ttl.get("AttributeName") if _truthy(ttl.get("Enabled")) else None
     return TableSpec(logical_id=logical_id, name=name, create_kwargs=kwargs, ttl_attribute=ttl_attribute)
@@ -848,6 +857,7 @@ def _function_spec(
     }
     environment.update(env_overrides.get("*", {}))
     environment.update(env_overrides.get(logical_id, {}))
+    # moto's CloudFormation drops a function's Layers (moto 5.2.5); the runner needs their folders.
     layer_paths: list[Path] = []
     for layer in resolved.get("Layers") or []:
         layer_dir = layer_dirs.get(str(layer))
@@ -884,6 +894,7 @@ def _bucket_spec(
 ) -> BucketSpec:
     """The bucket and the Lambda notifications SAM added to it for the functions' S3 events."""
     bucket = BucketSpec(logical_id, resolver.physical_name(logical_id))
+    # moto's CloudFormation does not set a bucket's NotificationConfiguration (moto 5.2.5).
     configuration = resolver.resolve(props.get("NotificationConfiguration") or {})
     for other in set(configuration) - {"LambdaConfigurations"}:
         log.debug("bucket %s: %s are not emulated locally", logical_id, other)
@@ -916,6 +927,8 @@ def _bucket_spec(
 def _state_machine_spec(
     logical_id: str, resolver: _Resolver, raw_props: dict[str, Any], base_dir: Path
 ) -> StateMachineSpec:
+    # moto's CloudFormation reads only DefinitionString, never substitutes, and files the machine where
+    # the ASL interpreter does not look (moto 5.2.5).
     props = resolver.resolve(raw_props)
     if "DefinitionS3Location" in props:
         definition_path = _local_artifact(base_dir, props["DefinitionS3Location"], "Bucket", "Key")
@@ -959,6 +972,7 @@ def _routes(
     logical_id: str, resolver: _Resolver, props: dict[str, Any], function_id: _FunctionFinder
 ) -> list[Route]:
     """The routes of a REST API's OpenAPI body, as SAM generates it from the functions' Api events."""
+    # moto's CloudFormation refuses SAM's RestApi (no Name), and moto's API Gateway runs no proxy integration.
     if "Body" not in props:
         log.warning("API %s has no inline OpenAPI body (DefinitionUri?): no routes locally", logical_id)
         return []
@@ -1041,6 +1055,7 @@ def _authorizer(
 
 
 def _event_rules(logical_id: str, props: dict[str, Any], function_id: _FunctionFinder) -> list[EventRule]:
+    # moto's EventBridge delivers to queues, log groups and buses, not to functions: local/stack.py does.
     pattern = props.get("EventPattern")
     schedule = rate_seconds(str(props.get("ScheduleExpression", "")))
     if not isinstance(pattern, dict) and schedule is None:
