@@ -2,8 +2,9 @@
 
 EventBridge delivers "Step Functions Execution Status Change" events for FAILED, TIMED_OUT and
 ABORTED executions; the execution is named after its task. A task that already reached a final
-state is left alone. A scheduled event (every minute) runs the slot sweeper instead: slots and
-parked executions a lost message left behind.
+state is left alone. A scheduled event (every minute) runs the sweeper instead: the tasks of executions
+that ended without their event reaching this function, and the slots and parked executions a lost
+message left behind.
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ def lifecycle() -> Lifecycle:
 @event_source(data_class=EventBridgeEvent)
 def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
     if event.detail_type == "Scheduled Event":
-        return lifecycle().sweep()
+        # Tasks whose execution ended unheard first: the slots they free go out in the same sweep.
+        orphans = lifecycle().end_orphans()
+        for task_id in orphans:
+            clean_up(task_id)
+        return {**lifecycle().sweep(), "ended": len(orphans)}
     detail = event.detail
     task_id = str(detail.get("name", ""))
     status = str(detail.get("status", ""))
@@ -46,9 +51,13 @@ def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str,
     finished = lifecycle().fail(task_id, message, code)
     task = finished or lifecycle().table.get(task_id)
     if task is not None and task.status is TaskStatus.FAILURE:
-        # The workflow's own CleanUp step did not run: a step may still have staged data or image
-        # bits after the execution stopped. The task is final now, so nothing will add more
-        # (a step still running finds it so and removes what it writes).
-        composition.import_task(settings()).clean_up(task_id)
+        clean_up(task_id)
     logger.info("Execution ended outside the workflow", extra={"task_id": task_id, "status": status})
     return {"reconciled": finished is not None}
+
+
+def clean_up(task_id: str) -> None:
+    """The workflow's own CleanUp step did not run: a step may still have staged data or image bits
+    after the execution stopped. The task is final now, so nothing will add more (a step still
+    running finds it so and removes what it writes)."""
+    composition.import_task(settings()).clean_up(task_id)

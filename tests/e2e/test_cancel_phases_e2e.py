@@ -284,3 +284,43 @@ def test_a_pending_task_whose_parked_execution_already_ended_is_cancelled(
         rule = next(rule for rule in local_stack.stack.template.event_rules if rule.schedule_seconds)
         local_stack.stack.run_schedule(rule)
         assert not parked(local_stack, task_id)
+
+
+def test_a_task_whose_execution_ended_unheard_is_ended_by_the_sweeper_with_its_cancel(
+    local_stack: Any, image_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a web-download import held mid-fetch whose execution is then stopped by hand, its status
+    # change never reaching the reconciler (an event lost, or its retries spent)
+    image_id = queued_image(local_stack)
+    source = make_raw(image_server.root).rename(image_server.root / f"unheard-{uuid.uuid4().hex}.raw")
+    requested, release = image_server.hold(source.name)
+    try:
+        task_id = web_download(local_stack, image_id, image_server.url(source.name))
+        assert requested.wait(60), "the import step never fetched its source"
+        monkeypatch.setattr(local_stack.stack, "publish_execution_events", lambda: 0)
+        execution = local_stack.state_machines["TaskWorkflow"].replace(":stateMachine:", ":execution:")
+        sfn = local_stack.client("stepfunctions")
+        sfn.stop_execution(executionArn=f"{execution}:{task_id}", error="Operator", cause="stopped by hand")
+        assert api(local_stack, "GET", f"/v2/tasks/{task_id}").json()["status"] == "processing"
+
+        # When its owner cancels it (no execution runs to stop: the API records the cancel and
+        # leaves the end to the execution's event), and the reconciler's minute sweep runs
+        answer = cancel(local_stack, task_id, project=PROJECT)
+        assert answer.status_code == 202, answer.text
+        assert api(local_stack, "GET", f"/v2/tasks/{task_id}").json()["status"] == "processing"
+        rule = next(rule for rule in local_stack.stack.template.event_rules if rule.schedule_seconds)
+        swept = local_stack.stack.run_schedule(rule)
+    finally:
+        release.set()
+        monkeypatch.undo()
+
+    # Then the sweeper ended it as that cancel, under the reconciler's own role: its image queued
+    # again, its slot given back, nothing of it left once its step saw it final
+    assert swept["ended"] == 1, swept
+    assert_cancelled(api(local_stack, "GET", f"/v2/tasks/{task_id}").json())
+    assert_queued_after_failed_import(image_of(local_stack, image_id))
+    wait_until(lambda: running_slots(local_stack) == 0, "the slot was not given back")
+    wait_until(
+        lambda: local_stack.stack.runner.running("ImportTaskFunction") == 0, "the held step never ended"
+    )
+    assert_nothing_left(local_stack, task_id, (image_id, *created_image_ids(local_stack, task_id)))

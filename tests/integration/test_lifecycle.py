@@ -10,6 +10,7 @@ import pytest
 
 from imagetasks.adapters.tasks_table import TasksTable
 from imagetasks.domain.errors import ConcurrentUpdate, TaskNotProcessing
+from imagetasks.domain.failures import EXECUTION_END_MESSAGES
 from imagetasks.domain.tasks import TaskStatus, TaskType, new_task
 from imagetasks.services.task_lifecycle import FINAL, STARTED, Lifecycle
 
@@ -290,3 +291,85 @@ def test_a_cancel_of_a_final_task_is_refused_by_the_table(table: TasksTable) -> 
     with pytest.raises(TaskAlreadyFinal):
         table.request_cancel(task_id, CANCEL)
     assert table.get(task_id).cancel_requested is None
+
+
+# ---------------------------------------------------------------- tasks that outlived their execution
+
+
+@dataclass
+class Executions:
+    """Stands in for DescribeExecution: how each task's execution ended (absent: still running)."""
+
+    ended_as: dict[str, str] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
+
+    def start(self, task_id: str, task_type: str) -> None:
+        raise AssertionError("the sweeper starts nothing")
+
+    def stop(self, task_id: str, error: str, cause: str) -> bool:
+        raise AssertionError("the sweeper stops nothing")
+
+    def ended(self, task_id: str) -> str | None:
+        self.asked.append(task_id)
+        return self.ended_as.get(task_id)
+
+
+def sweeper_of(table: TasksTable, max_running: int) -> tuple[Lifecycle, RecordingGate, Executions]:
+    gate, executions = RecordingGate(), Executions()
+    return Lifecycle(table, timedelta(hours=1), max_running, gate, workflow=executions), gate, executions
+
+
+def test_the_sweeper_ends_a_task_whose_execution_ended_unheard_and_hands_on_its_slot(
+    table: TasksTable,
+) -> None:
+    # Given two processing tasks and a third waiting for a slot, and the first task's execution
+    # aborted without its status change reaching the reconciler
+    lifecycle, gate, executions = sweeper_of(table, max_running=2)
+    orphan, running, waiting = pending_tasks(table, 3)
+    park_all(lifecycle, [orphan, running, waiting])
+    executions.ended_as[orphan] = "ABORTED"
+
+    # When the sweeper runs
+    ended = lifecycle.end_orphans()
+
+    # Then that task ends as the reconciler would have ended it, and its slot goes to the waiter
+    assert ended == [orphan]
+    task = table.get(orphan)
+    assert task.status is TaskStatus.FAILURE and task.error_code == "cancelled"
+    assert task.message == EXECUTION_END_MESSAGES["ABORTED"]
+    assert table.get(running).status is TaskStatus.PROCESSING  # its execution still runs
+    assert table.get(waiting).status is TaskStatus.PROCESSING and table.running_count() == 2
+    assert gate.resumed[-1] == (f"token-{waiting}", STARTED)
+    assert sorted(executions.asked) == sorted([orphan, running])  # only processing tasks are asked
+
+
+def test_a_cancel_recorded_on_a_task_whose_execution_ended_unheard_ends_it_with_that_cancel(
+    table: TasksTable,
+) -> None:
+    # Given a processing task whose execution failed unheard, and whose owner then cancelled it
+    # (the API found no running execution to stop, and left the end to the execution's event)
+    lifecycle, _, executions = sweeper_of(table, max_running=1)
+    (task_id,) = pending_tasks(table, 1)
+    park_all(lifecycle, [task_id])
+    executions.ended_as[task_id] = "FAILED"
+    table.request_cancel(task_id, CANCEL)
+
+    assert lifecycle.end_orphans() == [task_id]
+
+    task = table.get(task_id)
+    assert (task.status, task.error_code, task.message) == (TaskStatus.FAILURE, "cancelled", CANCEL)
+    assert table.running_count() == 0
+
+
+def test_the_sweeper_leaves_tasks_whose_execution_runs_and_ends_each_orphan_once(table: TasksTable) -> None:
+    lifecycle, _, executions = sweeper_of(table, max_running=2)
+    first, second = pending_tasks(table, 2)
+    park_all(lifecycle, [first, second])
+
+    assert lifecycle.end_orphans() == []
+    executions.ended_as[second] = "TIMED_OUT"
+    assert lifecycle.end_orphans() == [second]
+    assert lifecycle.end_orphans() == []  # final: no longer listed as processing
+
+    assert table.get(first).status is TaskStatus.PROCESSING
+    assert table.get(second).error_code == "timeout"

@@ -121,6 +121,7 @@ def lifecycle(settings: Settings) -> Lifecycle:
         max_running_per_project=settings.max_concurrent_tasks_per_project,
         events=TaskEvents(settings.event_bus_name),
         before_failure=release_failed_import(settings),
+        workflow=Workflow(settings.state_machine_arn),
     )
 
 

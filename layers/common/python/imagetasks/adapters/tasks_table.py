@@ -349,8 +349,15 @@ class TasksTable:
 
     def oldest_pending(self, count: int, moment: datetime) -> list[str]:
         """Ids of the `count` oldest pending tasks of all projects: they get free slots first."""
+        return self._oldest(TaskStatus.PENDING, count, moment)
+
+    def oldest_processing(self, count: int, moment: datetime) -> list[str]:
+        """Ids of the `count` oldest processing tasks of all projects."""
+        return self._oldest(TaskStatus.PROCESSING, count, moment)
+
+    def _oldest(self, status: TaskStatus, count: int, moment: datetime) -> list[str]:
         page = self.table.query_page(
-            TASK_LIST_SPEC.partition(None, {"status": TaskStatus.PENDING.value}),
+            TASK_LIST_SPEC.partition(None, {"status": status.value}),
             "created_at",
             SortDir.ASC,
             count,

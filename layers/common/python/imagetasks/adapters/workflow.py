@@ -44,10 +44,27 @@ class Workflow:
                 raise TransientError("The workflow service is busy") from error
             raise DomainError("The workflow service refused to start the task") from error
 
+    def _execution_arn(self, task_id: str) -> str:
+        return f"{self.state_machine_arn.replace(':stateMachine:', ':execution:')}:{task_id}"
+
+    def ended(self, task_id: str) -> str | None:
+        """How the task's execution ended (SUCCEEDED, FAILED, TIMED_OUT, ABORTED; FAILED for one
+        Step Functions no longer knows), or None while it runs."""
+        try:
+            status = self.client.describe_execution(executionArn=self._execution_arn(task_id))["status"]
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code == "ExecutionDoesNotExist":
+                return "FAILED"
+            if code in ("ThrottlingException", "ServiceUnavailable", "InternalServerError"):
+                raise TransientError("The workflow service is busy") from error
+            raise DomainError("The workflow service refused to describe the task's execution") from error
+        return None if status in ("RUNNING", "PENDING_REDRIVE") else str(status)
+
     def stop(self, task_id: str, error: str, cause: str) -> bool:
         """Stop the task's execution (its running step is not stopped by this: it notices through
         the task's status); False when there is no running execution to stop."""
-        execution = f"{self.state_machine_arn.replace(':stateMachine:', ':execution:')}:{task_id}"
+        execution = self._execution_arn(task_id)
         try:
             described = self.client.describe_execution(executionArn=execution)
             if described["status"] != "RUNNING":

@@ -24,9 +24,10 @@ from imagetasks import task_metrics
 from imagetasks.adapters.tasks_table import NoFreeSlot, ProjectFull
 from imagetasks.domain import clock
 from imagetasks.domain.errors import ConcurrentUpdate
+from imagetasks.domain.failures import EXECUTION_END_CODES, EXECUTION_END_MESSAGES
 from imagetasks.domain.tasks import Task, TaskStatus
 from imagetasks.observability import logger
-from imagetasks.services.ports import Gate, LifecycleTasks, TaskEventPublisher
+from imagetasks.services.ports import Gate, LifecycleTasks, TaskEventPublisher, WorkflowRunner
 
 ATTEMPTS = 5
 #: How many of the oldest pending tasks one dispatch round looks at.
@@ -48,6 +49,7 @@ class Lifecycle:
         max_running_per_project: int = 0,
         events: TaskEventPublisher | None = None,
         before_failure: Callable[[Task], None] | None = None,
+        workflow: WorkflowRunner | None = None,
     ) -> None:
         self.table = table
         self.ttl = ttl
@@ -59,6 +61,8 @@ class Lifecycle:
         # import was filling goes back to queued): run before the failure is written, and again
         # on a retry, so it must be idempotent; if it raises, the failure is not written.
         self.before_failure = before_failure
+        # Asked by the sweeper whether a processing task's execution still runs (`end_orphans`).
+        self.workflow = workflow
 
     # ------------------------------------------------------------ slots
 
@@ -150,6 +154,27 @@ class Lifecycle:
         started = len(self.dispatch())
         self.report_slots()
         return {"resumed": resumed, "started": started, "announced": self.announce_missed()}
+
+    def end_orphans(self) -> list[str]:
+        """End the processing tasks whose execution ended without the end reaching the task (its
+        status change event lost, or the reconciler's retries spent on it) as the reconciler would
+        have: a recorded cancel as that cancel. Their slots go back. The ids of those ended."""
+        if self.workflow is None:
+            return []
+        ended = []
+        for task_id in self.table.oldest_processing(DISPATCH_WINDOW, clock.now()):
+            status = self.workflow.ended(task_id)
+            if status is None:
+                continue  # still running: its own steps (or its event) will end it
+            message = EXECUTION_END_MESSAGES.get(status, EXECUTION_END_MESSAGES["FAILED"])
+            code = EXECUTION_END_CODES.get(status, EXECUTION_END_CODES["FAILED"])
+            if self.fail(task_id, message, code) is not None:
+                logger.warning(
+                    "A task outlived its execution; ended by the sweeper",
+                    extra={"task_id": task_id, "execution_status": status},
+                )
+                ended.append(task_id)
+        return ended
 
     def report_slots(self) -> None:
         """Slot occupancy and how long the oldest waiting task has waited (0 when none waits): the
