@@ -11,6 +11,7 @@ which no other end-to-end test uses; what an event leaves unfinished is ended be
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -274,11 +275,20 @@ def test_the_s3_event_gets_a_local_bucket_an_object_and_one_task(local_stack):
     _, invocation = invoke_event(local_stack.stack, None, event)
 
     [outcome] = invocation.result()["outcomes"]
-    s3 = local_stack.client("s3")
-    placed = s3.get_object(Bucket=uploads, Key="uploads/project-b/only once.raw")["Body"].read()
-    assert placed == PLACEHOLDER_OBJECT
     task, _ = wait_for_task(local_stack, outcome["task_id"], project="project-b")
     assert (task["type"], task["status"]) == ("import", "success")  # the placeholder is an image
+    # The object placed under the event's (decoded) key is what was imported: the placeholder.
+    # (The import deletes the upload it made an image of, so the image is where to look.)
+    image = requests.get(
+        f"{local_stack.api_url}/v2/images/{task['result']['image_id']}",
+        headers=local_stack.headers("project-b"),
+        timeout=30,
+    ).json()
+    assert task["input"]["import_from"] == f"s3://{uploads}/uploads/project-b/only once.raw"
+    assert (image["size"], image["checksum"]) == (
+        len(PLACEHOLDER_OBJECT),
+        hashlib.md5(PLACEHOLDER_OBJECT).hexdigest(),
+    )
     local_stack.stack.hook.wait_for_notifications()
     # The object was put without a notification: the event file is the only trigger.
     listed = requests.get(
