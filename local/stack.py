@@ -20,6 +20,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +41,7 @@ from local.lambda_runtime import (
 )
 from local.moto_fixes import local_moto_fixes, serialise_dynamodb_writes
 from local.provision import create_buckets, create_state_machines, create_tables
-from local.sam_local import host_address
+from local.sam_local import host_address, prepare_layer_images
 from local.template import (
     ACCOUNT_ID,
     LOCAL_PARAMETER_OVERRIDES,
@@ -121,6 +122,8 @@ class DevStack:
         self._published: list[tuple[str, dict[str, Any]]] = []  # (bus name, event) as put
         self._published_lock = threading.Lock()
         self._restore_put_events: Any = None
+        self._image_builds: ThreadPoolExecutor | None = None
+        self._worker_image: Future[None] | None = None
 
     # ---------------------------------------------------------------- what callers read
     @property
@@ -179,6 +182,12 @@ class DevStack:
         for key, value in LOCAL_AWS_ENVIRONMENT.items():
             os.environ[key] = value
         self.token_key = self._write_token_key()
+        if self.containers:
+            # What only podman does (the functions' layer images, the worker image: each a build, or
+            # a look when nothing changed) runs beside the in-process setup, not after it.
+            self._image_builds = ThreadPoolExecutor(max_workers=2, thread_name_prefix="local-images")
+            self._image_builds.submit(prepare_layer_images)  # SamLocal.start waits for its answer
+            self._worker_image = self._image_builds.submit(ecs.build_worker_image)
 
         from moto import mock_aws
 
@@ -240,6 +249,9 @@ class DevStack:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self._image_builds is not None:
+            self._image_builds.shutdown(wait=True)
+            self._image_builds = None
         if self._front is not None:
             self._front.stop()
             self._front = None
@@ -370,8 +382,8 @@ class DevStack:
         if not template.task_definitions:
             return
         ecs.create_ecs_resources(template, boto3.client("ecs", region_name=REGION))
-        if self.containers:
-            ecs.build_worker_image()
+        if self._worker_image is not None:
+            self._worker_image.result()
         self.ecs_hook = ecs.EcsRunHook(
             template.task_definitions,
             aws_url=str(self.aws_url),
