@@ -26,7 +26,7 @@ from bench.common import PYTHON, REPOSITORY, WORK, fmt, say, summary, verdict
 TARGET_SECONDS = 60.0
 BANNER = "imagetasks is running locally"
 STOP_TIMEOUT = 120.0
-#: Seconds to the banner before local/sam_images.py, measured as these runs are.
+#: Seconds to the banner before local/sam_images.py (at fd27e63), measured as these runs are.
 BEFORE_LAYER_IMAGES = (227.6, 205.6, 291.7)
 
 
@@ -118,6 +118,7 @@ def run(quick: bool) -> dict[str, Any]:
             "Before the layer images (sam local building each function's image at every start, one "
             "build after another): "
             + ", ".join(f"{seconds:.1f}" for seconds in BEFORE_LAYER_IMAGES)
-            + " s to the banner (the same runs, 2026-12-07 on this machine, at fd27e63).",
+            + " s to the banner (measured the same way, 2026-12-07 on this machine, at fd27e63; "
+            "load average about 10).",
         ],
     }
