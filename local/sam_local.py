@@ -205,8 +205,9 @@ class SamLocal:
     def _engine_env(self) -> dict[str, str]:
         return {"IMAGETASKS_PODMAN_SOCK": str(self.socket_path)}
 
-    def start(self) -> Self:
-        """The engine service, the layer images and `sam local start-lambda`, answering."""
+    def start(self, *, start_lambda: bool = True) -> Self:
+        """The engine service, the layer images and (unless `start_lambda` is false: `invoke_once`
+        only) `sam local start-lambda`, answering."""
         reason = missing_prerequisites()
         if reason:
             raise ContainerTierError(reason)
@@ -234,7 +235,8 @@ class SamLocal:
             ]  # fmt: skip
             if self.parameter_overrides:
                 self._options += ["--parameter-overrides", _parameter_overrides(self.parameter_overrides)]
-            self._start_lambda(state / "sam.log")
+            if start_lambda:
+                self._start_lambda(state / "sam.log")
         except BaseException:
             self.stop()
             raise
@@ -369,6 +371,38 @@ class SamLocal:
         finally:
             connection.close()
         return payload, errored, self._logs_since(offset)
+
+    def invoke_once(
+        self, function_logical_id: str, event: Any, timeout: float = 600.0
+    ) -> tuple[str, bool, str]:
+        """`sam local invoke` of one function with `event`, in a container of its own (gone after it):
+        (payload, errored, SAM's and the function's log lines). Needs `start(start_lambda=False)`.
+
+        The command is `invoke_command`'s, with the options start-lambda gets; errored as for
+        `invoke`: SAM failed, no payload, or the runtime's error document.
+        """
+        if self._dir is None:
+            raise ContainerTierError("not started")
+        event_file = Path(self._dir.name) / f"event-{uuid.uuid4().hex[:8]}.json"
+        event_file.write_text(json.dumps(event), encoding="utf-8")
+        command = self.invoke_command(function_logical_id, event_file)
+        completed = subprocess.run(
+            command,
+            cwd=ROOT,
+            env=self._sam_environment(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        payload = completed.stdout.strip()
+        errored = completed.returncode != 0 or not payload or is_runtime_error(payload)
+        return payload, errored, completed.stderr
+
+    def invoke_command(self, function_logical_id: str, event_file: Path) -> list[str]:
+        """The `sam local invoke` command line `invoke_once` runs (DOCKER_HOST in its environment)."""
+        return [str(SAM), "local", "invoke", *self._options, "--event", str(event_file), function_logical_id]
 
     def wait_for_log(self, *needles: str, timeout: float = 30.0) -> str:
         """The log once it holds every needle, or as it is when `timeout` runs out.

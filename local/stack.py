@@ -92,6 +92,7 @@ class DevStack:
         execution_poll_seconds: float = 0.5,
         enforce_iam: bool = True,
         containers: bool = False,
+        aws_host: str | None = None,
     ) -> None:
         self.template_path = template_path
         self.host = host
@@ -102,6 +103,9 @@ class DevStack:
         self._ttl_sweep_seconds = ttl_sweep_seconds
         self._execution_poll_seconds = execution_poll_seconds
         self._enforce_iam = enforce_iam
+        # Where moto's endpoint listens, if not on `host` (with `containers`: the host's address on
+        # the containers' network, the only one a container reaches).
+        self._aws_host = aws_host
         # Every Lambda invocation on the built artifact in a container (local/container_runner.py).
         self.containers = containers
         if containers:
@@ -218,7 +222,7 @@ class DevStack:
             if self.containers:  # the containers' AWS calls would otherwise log a line each
                 logging.getLogger("werkzeug").setLevel(logging.WARNING)
             # Containers reach the host only at its address on their network: moto listens there.
-            aws_host = host_address() if self.containers else self.host
+            aws_host = self._aws_host or (host_address() if self.containers else self.host)
             # The container runner's processes reach AWS through the server too.
             if self._aws_port is not None or self.containers or self.template.task_definitions:
                 from moto.server import ThreadedMotoServer
@@ -310,6 +314,13 @@ class DevStack:
         credentials = {logical_id: creds.as_environment() for logical_id, creds in self.credentials.items()}
         if not self.containers:
             return HandlerRunner(self.template.functions.values(), credentials)
+        return self.container_runner(address).start()
+
+    def container_runner(self, address: str) -> ContainerRunner:
+        """The built functions in containers, set up for this stack (not started): its AWS endpoint,
+        each function's role credentials and environment, the authorizer's signing key. `address`:
+        the host's address on the containers' network, where the endpoint must listen."""
+        assert self.template is not None, "start() first"
         # Without enforced IAM, moto's own fake keys (moto does not check them then).
         fallback = iam.Credentials("testing", "testing", "testing")
         return ContainerRunner(
@@ -327,7 +338,7 @@ class DevStack:
                 "LOCAL_TOKEN_KEY": self.token_key,
             },
             parameter_overrides=self._parameters,
-        ).start()
+        )
 
     # ---------------------------------------------------------------- resources
     def _role_credentials(self, template: LocalTemplate) -> dict[str, iam.Credentials]:
