@@ -170,6 +170,7 @@ def _layer_images(built_template: Path, base_image: str, podman: Podman) -> dict
     resources = template["Resources"]
     digests: dict[str, str] = {}
     images: dict[tuple[str, ...], str] = {}
+    built = False
     for layers in sorted(set(layers_of.values())):
         if not layers:
             images[layers] = base_image
@@ -185,7 +186,33 @@ def _layer_images(built_template: Path, base_image: str, podman: Podman) -> dict
         with _build_lock(image):
             if podman("image", "exists", image).returncode != 0:
                 _build(image, base_image, layers, build_dir, podman)
+                built = True
+    if built:  # a layer changed: what it replaced is left behind
+        remove_stale_images(set(images.values()), podman)
     return {logical_id: images[layers] for logical_id, layers in layers_of.items()}
+
+
+#: How old a layer image this template does not use must be before a new build removes it: another
+#: checkout on the machine, with other layers, may still be using it.
+STALE_AFTER = "24h"
+
+
+def remove_stale_images(current: set[str], podman: Podman) -> list[str]:
+    """The tier's layer images (and SAM's on top of them) other than `current`, built more than a
+    day ago, removed unless a container uses them (each layer change leaves about 120 MB of its own)."""
+    listed = podman(
+        "images", "--filter", "label=imagetasks.layers", "--filter", f"until={STALE_AFTER}",
+        "--format", "{{.Repository}}:{{.Tag}}",
+    )  # fmt: skip
+    keep = {name.rpartition(":")[0] for name in current}
+    stale = [
+        name
+        for name in listed.stdout.split()
+        if name.startswith(REPOSITORY_PREFIX) and name.rpartition(":")[0] not in keep
+    ]
+    # SAM's images on top first: an image with children cannot go.
+    stale.sort(key=lambda name: not name.endswith(":rapid-x86_64"))
+    return [name for name in stale if podman("rmi", name).returncode == 0]
 
 
 def prepare(built_template: Path, base_image: str, out_dir: Path, podman: Podman) -> SamLocalTemplate:

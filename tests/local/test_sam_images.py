@@ -4,6 +4,7 @@ the template copy sam local reads, and the content names that decide when an ima
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from local.sam_images import (
     content_digest,
     function_layers,
     image_name,
+    remove_stale_images,
     without_layers,
 )
 
@@ -111,3 +113,46 @@ def test_the_image_name_changes_with_the_base_a_layer_or_their_order() -> None:
     assert image_name("sha256:other-base", layers) != name
     assert image_name("sha256:base", [layers[0], ("QemuLayer", "c" * 64)]) != name
     assert image_name("sha256:base", list(reversed(layers))) != name
+
+
+class FakePodman:
+    """`podman images` answers the listed names; `podman rmi` succeeds except for images in use."""
+
+    def __init__(self, listed: list[str], in_use: set[str]) -> None:
+        self.listed, self.in_use = listed, in_use
+        self.calls: list[tuple[str, ...]] = []
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        self.calls.append(args)
+        if args[0] == "images":
+            return subprocess.CompletedProcess(args, 0, "\n".join(self.listed) + "\n", "")
+        if args[0] == "rmi":
+            return subprocess.CompletedProcess(args, 1 if args[1] in self.in_use else 0, "", "")
+        raise AssertionError(f"unexpected podman {args}")
+
+
+def test_a_new_build_removes_the_old_layer_images_nobody_uses() -> None:
+    # Given the day-old images of the tier: the current ones, an old pair, one a container still
+    # uses, and an image that is not the tier's
+    prefix = "localhost/imagetasks-lambda-layers-"
+    current = {f"{prefix}aaaa:latest"}
+    podman = FakePodman(
+        [
+            f"{prefix}aaaa:rapid-x86_64",
+            f"{prefix}aaaa:latest",
+            f"{prefix}old1:latest",
+            f"{prefix}old1:rapid-x86_64",
+            f"{prefix}busy:latest",
+            "localhost/someone-else:latest",
+        ],
+        in_use={f"{prefix}busy:latest"},
+    )
+
+    # When the stale ones are removed
+    removed = remove_stale_images(current, podman)
+
+    # Then only the old pair goes, SAM's image on top before the one below it
+    assert removed == [f"{prefix}old1:rapid-x86_64", f"{prefix}old1:latest"]
+    listing = podman.calls[0]
+    assert "label=imagetasks.layers" in listing and "until=24h" in listing
+    assert [call[1] for call in podman.calls[1:]] == [*removed, f"{prefix}busy:latest"]
