@@ -182,14 +182,18 @@ def prepare_event(
         for record in event["Records"]:
             _fit_s3_record(stack, logical_id, record)
     elif _is_authorizer_event(event):
-        token = stack.token(project)
-        for headers in (event.get("headers") or {}, event.get("multiValueHeaders") or {}):
-            for name, value in headers.items():
-                if value == PLACEHOLDER_TOKEN:
-                    headers[name] = token
-                elif isinstance(value, list):
-                    headers[name] = [token if item == PLACEHOLDER_TOKEN else item for item in value]
+        put_token(event, stack.token(project))
     return event
+
+
+def put_token(event: dict[str, Any], token: str) -> None:
+    """`token` in an authorizer event's headers wherever they hold PLACEHOLDER_TOKEN."""
+    for headers in (event.get("headers") or {}, event.get("multiValueHeaders") or {}):
+        for name, value in headers.items():
+            if value == PLACEHOLDER_TOKEN:
+                headers[name] = token
+            elif isinstance(value, list):
+                headers[name] = [token if item == PLACEHOLDER_TOKEN else item for item in value]
 
 
 def _fit_s3_record(stack: DevStack, logical_id: str, record: dict[str, Any]) -> None:

@@ -194,6 +194,27 @@ class SamLocal:
         self._docker_host = ""
         self._options: list[str] = []  # what start-lambda and invoke share: template, images, network...
 
+    # ------------------------------------------------------------ the same settings elsewhere
+
+    def settings(self) -> dict[str, Any]:
+        """What another SamLocal needs to run these functions the same way (`from_settings`): the
+        variables, parameters and region, not this one's session."""
+        return {
+            "env_vars": self.env_vars,
+            "parameter_overrides": self.parameter_overrides,
+            "container_env": {k: v for k, v in self.container_env.items() if k != SESSION_VARIABLE},
+            "region": self.region,
+        }
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> SamLocal:
+        return cls(
+            env_vars=settings["env_vars"],
+            parameter_overrides=settings["parameter_overrides"],
+            container_env=settings["container_env"],
+            region=settings["region"],
+        )
+
     # ------------------------------------------------------------ lifecycle
 
     @property

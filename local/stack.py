@@ -58,6 +58,7 @@ log = logging.getLogger("local.stack")
 REPOSITORY = Path(__file__).resolve().parent.parent
 DEFAULT_TEMPLATE = REPOSITORY / "template.yaml"
 DEFAULT_STATE_DIR = REPOSITORY / "local" / ".state"
+SAM_LOCAL_STATE = "sam-local.json"  # in state_dir while the stack runs in containers
 MOTO_CONFIG: DefaultConfig = {"stepfunctions": {"execute_state_machine": True}}
 FINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 EXECUTION_STATUS_CHANGE = "Step Functions Execution Status Change"
@@ -271,6 +272,7 @@ class DevStack:
         if self.hook is not None:
             self.hook.uninstall()
             if isinstance(self.hook.runner, ContainerRunner):
+                (self.state_dir / SAM_LOCAL_STATE).unlink(missing_ok=True)
                 self.hook.runner.stop()
         iam.relax()
         if self._restore_put_events is not None:
@@ -291,11 +293,15 @@ class DevStack:
 
     def _write_token_key(self) -> str:
         key = new_local_key()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        path = self.state_dir / "token.key"
-        path.touch(mode=0o600)
-        path.write_text(key + "\n", encoding="utf-8")
+        self._write_state("token.key", key + "\n")
         return key
+
+    def _write_state(self, name: str, text: str) -> None:
+        """A file of `state_dir` only its owner reads (the signing key, or settings that carry it)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / name
+        path.touch(mode=0o600)
+        path.write_text(text, encoding="utf-8")
 
     def _load(self) -> LocalTemplate:
         template = load_template(self.template_path, self._parameters)
@@ -314,7 +320,11 @@ class DevStack:
         credentials = {logical_id: creds.as_environment() for logical_id, creds in self.credentials.items()}
         if not self.containers:
             return HandlerRunner(self.template.functions.values(), credentials)
-        return self.container_runner(address).start()
+        runner = self.container_runner(address).start()
+        # For `make sam-invoke ARGS=--running`: SAM's settings for this stack's functions (its
+        # endpoint, credentials server and signing key among them), while it runs.
+        self._write_state(SAM_LOCAL_STATE, json.dumps({"pid": os.getpid(), **runner.sam.settings()}))
+        return runner
 
     def container_runner(self, address: str) -> ContainerRunner:
         """The built functions in containers, set up for this stack (not started): its AWS endpoint,
