@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := layers/common/python:.
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: prerequisites help install run invoke test lint unit integration local-test e2e bench token clean build containers containers-test e2e-containers worker-image console-screenshots
+.PHONY: prerequisites help install run invoke sam-invoke test lint unit integration local-test e2e bench token clean build containers containers-test e2e-containers worker-image console-screenshots
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -51,6 +51,10 @@ run: $(VENV)/.installed $(SAM_VENV)/.installed  ## the whole service locally: AP
 # `@`: make's echo of the command would land on stdout, before the payload.
 invoke: $(VENV)/.installed $(SAM_VENV)/.installed  ## one function with an event file, in-process like sam local invoke: make invoke EVENT=events/tasks_api_list.json (FUNCTION=TasksApiFunction optional; docs/local.md lists the events)
 	@$(PY) -m local.invoke $(FUNCTION) $(EVENT) $(ARGS)
+
+# The same, through SAM's own `sam local invoke` on the built artifact in a container (make build, make containers).
+sam-invoke: $(VENV)/.installed $(SAM_VENV)/.installed  ## one built function with an event file through sam local invoke in a container: make sam-invoke EVENT=events/tasks_api_list.json (FUNCTION optional; ARGS=--running: against the make run ARGS=--containers going on)
+	@$(PY) -m local.sam_invoke $(FUNCTION) $(EVENT) $(ARGS)
 
 token: $(VENV)/.installed  ## mint a local token: export TOKEN=$(make -s token PROJECT=p1 ROLES=member,admin) (needs `make run` running)
 	@$(PY) -m local.tokens --key-file local/.state/token.key --project $(PROJECT) --roles $(or $(ROLES),member)

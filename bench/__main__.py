@@ -33,6 +33,7 @@ SECTIONS = {
     "sustained": "bench.sustained",
     "longpoll": "bench.longpoll",
     "patches": "bench.patches",
+    "container_start": "bench.container_start",
 }
 RESULTS_JSON = REPOSITORY / "bench" / "results.json"
 RESULTS_MD = REPOSITORY / "bench" / "RESULTS.md"

@@ -18,6 +18,7 @@ TITLES = {
     "slots": "9. Slot waiting cost",
     "sustained": "10. Sustained load",
     "longpoll": "11. Long polls and other requests",
+    "container_start": "Container mode start (`make run ARGS=--containers`)",
 }
 
 

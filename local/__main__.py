@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
-from local.stack import DEFAULT_TEMPLATE, DevStack
+from local.stack import DEFAULT_STATE_DIR, DEFAULT_TEMPLATE, DevStack
 from local.template import REGION
 
 DEMO_MEMBER_PROJECT = "demo-project"
@@ -105,6 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run every function from the built artifact (`make build`) in Lambda-like containers "
         "(`make containers`, root) instead of in this process",
     )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="where the stack writes its signing key (and, with --containers, SAM's settings)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -134,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         api_port=args.api_port,
         aws_port=aws_port,
         parameters=dict(args.param),
+        state_dir=args.state_dir,
         containers=args.containers,
     )
     try:

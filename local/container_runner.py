@@ -105,10 +105,12 @@ class ContainerRunner(FunctionDirectory):
             startup_timeout=300,
         )
 
-    def start(self) -> ContainerRunner:
+    def start(self, *, start_lambda: bool = True) -> ContainerRunner:
+        """Serve credentials and start SAM: `start-lambda` for `invoke`, or (`start_lambda` false)
+        only what `invoke_once` needs."""
         self.credentials_server.start()
         try:
-            self.sam.start()
+            self.sam.start(start_lambda=start_lambda)
         except BaseException:
             self.credentials_server.stop()
             raise
@@ -119,6 +121,13 @@ class ContainerRunner(FunctionDirectory):
             self.sam.stop()
         finally:
             self.credentials_server.stop()
+
+    def invoke_once(self, spec: FunctionSpec, event: Any) -> Invocation:
+        """The function with `event` through `sam local invoke`: a container of its own, gone after."""
+        payload, errored, logs = self.sam.invoke_once(
+            spec.logical_id, event, timeout=spec.timeout_seconds + INVOKE_GRACE_SECONDS
+        )
+        return Invocation(payload=payload, errored=errored, logs=logs)
 
     def invoke(self, spec: FunctionSpec, event: Any) -> Invocation:
         with self._count_lock:

@@ -267,11 +267,10 @@ start() {
   echo "GATEWAY=$(gateway)"
 }
 
-worker_image() {  # the container runner's image, built offline from the base (after `make build`)
+worker_image() {  # the container runner's image as `make worker-image` builds it: offline, from the base
   [ -f "$BASE_CONF" ] && podman image exists "$BASE_IMAGE" \
     || die "not set up: run 'make containers' (local/containers.sh setup)"
-  CONTAINER_ENGINE=podman BASE_IMAGE=$BASE_IMAGE OFFLINE=1 WORKER_IMAGE_TAG=latest \
-    WORKER_IMAGE=${WORKER_IMAGE%:*} "$ROOT/worker/build-image.sh"
+  CONTAINER_ENGINE=podman WORKER_IMAGE_TAG=latest WORKER_IMAGE=${WORKER_IMAGE%:*} "$ROOT/worker/build-image.sh"
 }
 
 worker() {  # one container runner task: the worker image with the variables of ENV_FILE

@@ -55,7 +55,7 @@ from urllib.parse import unquote_plus
 from local.events import matches
 from local.lambda_runtime import Invocation
 from local.stack import DEFAULT_TEMPLATE, DevStack
-from local.template import ACCOUNT_ID, LOCAL_PARAMETER_OVERRIDES, LocalTemplate, Route
+from local.template import ACCOUNT_ID, LOCAL_PARAMETER_OVERRIDES, FunctionSpec, LocalTemplate, Route
 
 log = logging.getLogger("local.invoke")
 
@@ -182,14 +182,18 @@ def prepare_event(
         for record in event["Records"]:
             _fit_s3_record(stack, logical_id, record)
     elif _is_authorizer_event(event):
-        token = stack.token(project)
-        for headers in (event.get("headers") or {}, event.get("multiValueHeaders") or {}):
-            for name, value in headers.items():
-                if value == PLACEHOLDER_TOKEN:
-                    headers[name] = token
-                elif isinstance(value, list):
-                    headers[name] = [token if item == PLACEHOLDER_TOKEN else item for item in value]
+        put_token(event, stack.token(project))
     return event
+
+
+def put_token(event: dict[str, Any], token: str) -> None:
+    """`token` in an authorizer event's headers wherever they hold PLACEHOLDER_TOKEN."""
+    for headers in (event.get("headers") or {}, event.get("multiValueHeaders") or {}):
+        for name, value in headers.items():
+            if value == PLACEHOLDER_TOKEN:
+                headers[name] = token
+            elif isinstance(value, list):
+                headers[name] = [token if item == PLACEHOLDER_TOKEN else item for item in value]
 
 
 def _fit_s3_record(stack: DevStack, logical_id: str, record: dict[str, Any]) -> None:
@@ -369,6 +373,24 @@ class _Seeds:
 # ------------------------------------------------------------------ the call
 
 
+def fit_event(
+    stack: DevStack,
+    function: str | None,
+    event: Any,
+    project: str = DEFAULT_PROJECT,
+    image_url: str | None = None,
+) -> tuple[FunctionSpec, Any]:
+    """The function to run (`function`, or the one the event is for) and the event made to fit the
+    running stack. `image_url`: where the sample image is served, for `replace-with-an-image-url`."""
+    assert stack.template is not None, "start() first"
+    logical_id = function or function_for_event(stack.template, event)
+    spec = stack.runner.spec(logical_id)
+    if spec is None:
+        known = ", ".join(sorted(stack.template.functions))
+        raise InvokeError(f"no function {logical_id!r} in the template (functions: {known})")
+    return spec, prepare_event(stack, spec.logical_id, event, project, image_url)
+
+
 def invoke_event(
     stack: DevStack,
     function: str | None,
@@ -376,15 +398,8 @@ def invoke_event(
     project: str = DEFAULT_PROJECT,
     image_url: str | None = None,
 ) -> tuple[str, Invocation]:
-    """Run one function of the running stack with `event` (made to fit): its logical id and result.
-    `image_url`: where the sample image is served, for `replace-with-an-image-url`."""
-    assert stack.template is not None, "start() first"
-    logical_id = function or function_for_event(stack.template, event)
-    spec = stack.runner.spec(logical_id)
-    if spec is None:
-        known = ", ".join(sorted(stack.template.functions))
-        raise InvokeError(f"no function {logical_id!r} in the template (functions: {known})")
-    prepared = prepare_event(stack, spec.logical_id, event, project, image_url)
+    """Run one function of the running stack with `event` (made to fit): its logical id and result."""
+    spec, prepared = fit_event(stack, function, event, project, image_url)
     return spec.logical_id, stack.runner.invoke(spec, prepared)
 
 
@@ -446,8 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def serve_sample_image() -> tuple[str, int]:
-    """Serve SAMPLE_IMAGE on loopback (a free port, for this process's life): its URL and port."""
+def serve_sample_image(host: str = "127.0.0.1") -> tuple[str, int]:
+    """Serve SAMPLE_IMAGE on `host` (loopback; a free port, for this process's life): its URL and port."""
 
     class Sample(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -461,10 +476,10 @@ def serve_sample_image() -> tuple[str, int]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Sample)
+    server = ThreadingHTTPServer((host, 0), Sample)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = int(server.server_address[1])
-    return f"http://127.0.0.1:{port}/{SAMPLE_NAME}", port
+    return f"http://{host}:{port}/{SAMPLE_NAME}", port
 
 
 def _stdout_for_the_payload_only() -> Any:

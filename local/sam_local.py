@@ -42,6 +42,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from local import sam_images
+
 ROOT = Path(__file__).resolve().parent.parent
 CONTAINERS_SCRIPT = ROOT / "local" / "containers.sh"
 SAM = ROOT / ".venv-sam" / "bin" / "sam"
@@ -71,15 +73,20 @@ def _script(*args: str, env: Mapping[str, str] | None = None) -> str:
     return result.stdout
 
 
-def _podman(*args: str) -> subprocess.CompletedProcess[str]:
+def _podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["podman", *args],
         env={**os.environ, "CONTAINERS_CONF": str(BASE_CONF)},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
+
+
+def _podman_slow(*args: str) -> subprocess.CompletedProcess[str]:
+    """podman for a build: copying the dependencies layer takes 20 to 40 s on two busy cores."""
+    return _podman(*args, timeout=600)
 
 
 def missing_prerequisites() -> str | None:
@@ -97,6 +104,12 @@ def missing_prerequisites() -> str | None:
     if os.geteuid() != 0:
         return "the container tier runs as root (podman's service and the network's egress rule)"
     return None
+
+
+def prepare_layer_images() -> None:
+    """Build the layer images `SamLocal.start` will need, if missing (sam_images.py): a stack starting
+    in containers calls it first, in the background, while it sets up everything else."""
+    sam_images.layer_images(BUILT_TEMPLATE, LAMBDA_IMAGE, _podman_slow)
 
 
 def host_address() -> str:
@@ -178,6 +191,29 @@ class SamLocal:
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
+        self._docker_host = ""
+        self._options: list[str] = []  # what start-lambda and invoke share: template, images, network...
+
+    # ------------------------------------------------------------ the same settings elsewhere
+
+    def settings(self) -> dict[str, Any]:
+        """What another SamLocal needs to run these functions the same way (`from_settings`): the
+        variables, parameters and region, not this one's session."""
+        return {
+            "env_vars": self.env_vars,
+            "parameter_overrides": self.parameter_overrides,
+            "container_env": {k: v for k, v in self.container_env.items() if k != SESSION_VARIABLE},
+            "region": self.region,
+        }
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> SamLocal:
+        return cls(
+            env_vars=settings["env_vars"],
+            parameter_overrides=settings["parameter_overrides"],
+            container_env=settings["container_env"],
+            region=settings["region"],
+        )
 
     # ------------------------------------------------------------ lifecycle
 
@@ -190,7 +226,9 @@ class SamLocal:
     def _engine_env(self) -> dict[str, str]:
         return {"IMAGETASKS_PODMAN_SOCK": str(self.socket_path)}
 
-    def start(self) -> Self:
+    def start(self, *, start_lambda: bool = True) -> Self:
+        """The engine service, the layer images and (unless `start_lambda` is false: `invoke_once`
+        only) `sam local start-lambda`, answering."""
         reason = missing_prerequisites()
         if reason:
             raise ContainerTierError(reason)
@@ -200,50 +238,66 @@ class SamLocal:
             assignments = [f"{key}={value}" for key, value in self.container_env.items()]
             output = _script("start", *assignments, env=self._engine_env())
             docker_host = next(line for line in output.splitlines() if line.startswith("DOCKER_HOST="))
+            self._docker_host = docker_host.partition("=")[2]
             env_file = state / "env-vars.json"
             env_file.write_text(json.dumps(self.env_vars), encoding="utf-8")
-            self.port = free_port()
-            command = [
-                str(SAM), "local", "start-lambda",
-                "--template", str(self.template),
-                "--warm-containers", self.warm_containers,
+            try:  # the layers in images built once, not by sam local at every start (sam_images.py)
+                prepared = sam_images.prepare(self.template, LAMBDA_IMAGE, state, _podman_slow)
+            except sam_images.LayerImageError as error:
+                raise ContainerTierError(str(error)) from error
+            self._options = [
+                "--template", str(prepared.template),
+                *prepared.invoke_image_options(),
                 "--skip-pull-image",
                 "--docker-network", NETWORK,
-                "--host", "127.0.0.1",
-                "--port", str(self.port),
                 "--container-host-interface", "127.0.0.1",
                 "--env-vars", str(env_file),
                 "--region", self.region,
             ]  # fmt: skip
             if self.parameter_overrides:
-                command += ["--parameter-overrides", _parameter_overrides(self.parameter_overrides)]
-            environment = {
-                key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "PYTHON"))
-            }
-            environment.update(
-                DOCKER_HOST=docker_host.partition("=")[2],
-                SAM_CLI_TELEMETRY="0",
-                SAM_CLI_CONTEXT_CONTAINER_ENGINE="docker",
-                AWS_ACCESS_KEY_ID=self.credentials[0],
-                AWS_SECRET_ACCESS_KEY=self.credentials[1],
-                AWS_DEFAULT_REGION=self.region,
-            )
-            self._log_path = state / "sam.log"
-            with self._log_path.open("wb") as log:
-                self._process = subprocess.Popen(
-                    command,
-                    cwd=ROOT,
-                    env=environment,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            self._wait_until_answering()
+                self._options += ["--parameter-overrides", _parameter_overrides(self.parameter_overrides)]
+            if start_lambda:
+                self._start_lambda(state / "sam.log")
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _sam_environment(self) -> dict[str, str]:
+        """SAM's environment: the engine's socket, and the credentials it hands every container."""
+        environment = {
+            key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "PYTHON"))
+        }
+        environment.update(
+            DOCKER_HOST=self._docker_host,
+            SAM_CLI_TELEMETRY="0",
+            SAM_CLI_CONTEXT_CONTAINER_ENGINE="docker",
+            AWS_ACCESS_KEY_ID=self.credentials[0],
+            AWS_SECRET_ACCESS_KEY=self.credentials[1],
+            AWS_DEFAULT_REGION=self.region,
+        )
+        return environment
+
+    def _start_lambda(self, log_path: Path) -> None:
+        self.port = free_port()
+        command = [
+            str(SAM), "local", "start-lambda", *self._options,
+            "--warm-containers", self.warm_containers,
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+        ]  # fmt: skip
+        self._log_path = log_path
+        with self._log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=self._sam_environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_until_answering()
 
     def _wait_until_answering(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -338,6 +392,38 @@ class SamLocal:
         finally:
             connection.close()
         return payload, errored, self._logs_since(offset)
+
+    def invoke_once(
+        self, function_logical_id: str, event: Any, timeout: float = 600.0
+    ) -> tuple[str, bool, str]:
+        """`sam local invoke` of one function with `event`, in a container of its own (gone after it):
+        (payload, errored, SAM's and the function's log lines). Needs `start(start_lambda=False)`.
+
+        The command is `invoke_command`'s, with the options start-lambda gets; errored as for
+        `invoke`: SAM failed, no payload, or the runtime's error document.
+        """
+        if self._dir is None:
+            raise ContainerTierError("not started")
+        event_file = Path(self._dir.name) / f"event-{uuid.uuid4().hex[:8]}.json"
+        event_file.write_text(json.dumps(event), encoding="utf-8")
+        command = self.invoke_command(function_logical_id, event_file)
+        completed = subprocess.run(
+            command,
+            cwd=ROOT,
+            env=self._sam_environment(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        payload = completed.stdout.strip()
+        errored = completed.returncode != 0 or not payload or is_runtime_error(payload)
+        return payload, errored, completed.stderr
+
+    def invoke_command(self, function_logical_id: str, event_file: Path) -> list[str]:
+        """The `sam local invoke` command line `invoke_once` runs (DOCKER_HOST in its environment)."""
+        return [str(SAM), "local", "invoke", *self._options, "--event", str(event_file), function_logical_id]
 
     def wait_for_log(self, *needles: str, timeout: float = 30.0) -> str:
         """The log once it holds every needle, or as it is when `timeout` runs out.

@@ -20,6 +20,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +41,7 @@ from local.lambda_runtime import (
 )
 from local.moto_fixes import local_moto_fixes, serialise_dynamodb_writes
 from local.provision import create_buckets, create_state_machines, create_tables
-from local.sam_local import host_address
+from local.sam_local import host_address, prepare_layer_images
 from local.template import (
     ACCOUNT_ID,
     LOCAL_PARAMETER_OVERRIDES,
@@ -57,6 +58,7 @@ log = logging.getLogger("local.stack")
 REPOSITORY = Path(__file__).resolve().parent.parent
 DEFAULT_TEMPLATE = REPOSITORY / "template.yaml"
 DEFAULT_STATE_DIR = REPOSITORY / "local" / ".state"
+SAM_LOCAL_STATE = "sam-local.json"  # in state_dir while the stack runs in containers
 MOTO_CONFIG: DefaultConfig = {"stepfunctions": {"execute_state_machine": True}}
 FINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 EXECUTION_STATUS_CHANGE = "Step Functions Execution Status Change"
@@ -91,6 +93,7 @@ class DevStack:
         execution_poll_seconds: float = 0.5,
         enforce_iam: bool = True,
         containers: bool = False,
+        aws_host: str | None = None,
     ) -> None:
         self.template_path = template_path
         self.host = host
@@ -101,6 +104,9 @@ class DevStack:
         self._ttl_sweep_seconds = ttl_sweep_seconds
         self._execution_poll_seconds = execution_poll_seconds
         self._enforce_iam = enforce_iam
+        # Where moto's endpoint listens, if not on `host` (with `containers`: the host's address on
+        # the containers' network, the only one a container reaches).
+        self._aws_host = aws_host
         # Every Lambda invocation on the built artifact in a container (local/container_runner.py).
         self.containers = containers
         if containers:
@@ -121,6 +127,8 @@ class DevStack:
         self._published: list[tuple[str, dict[str, Any]]] = []  # (bus name, event) as put
         self._published_lock = threading.Lock()
         self._restore_put_events: Any = None
+        self._image_builds: ThreadPoolExecutor | None = None
+        self._worker_image: Future[None] | None = None
 
     # ---------------------------------------------------------------- what callers read
     @property
@@ -179,6 +187,12 @@ class DevStack:
         for key, value in LOCAL_AWS_ENVIRONMENT.items():
             os.environ[key] = value
         self.token_key = self._write_token_key()
+        if self.containers:
+            # What only podman does (the functions' layer images, the worker image: each a build, or
+            # a look when nothing changed) runs beside the in-process setup, not after it.
+            self._image_builds = ThreadPoolExecutor(max_workers=2, thread_name_prefix="local-images")
+            self._image_builds.submit(prepare_layer_images)  # SamLocal.start waits for its answer
+            self._worker_image = self._image_builds.submit(ecs.build_worker_image)
 
         from moto import mock_aws
 
@@ -209,7 +223,7 @@ class DevStack:
             if self.containers:  # the containers' AWS calls would otherwise log a line each
                 logging.getLogger("werkzeug").setLevel(logging.WARNING)
             # Containers reach the host only at its address on their network: moto listens there.
-            aws_host = host_address() if self.containers else self.host
+            aws_host = self._aws_host or (host_address() if self.containers else self.host)
             # The container runner's processes reach AWS through the server too.
             if self._aws_port is not None or self.containers or self.template.task_definitions:
                 from moto.server import ThreadedMotoServer
@@ -240,6 +254,9 @@ class DevStack:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self._image_builds is not None:
+            self._image_builds.shutdown(wait=True)
+            self._image_builds = None
         if self._front is not None:
             self._front.stop()
             self._front = None
@@ -255,6 +272,7 @@ class DevStack:
         if self.hook is not None:
             self.hook.uninstall()
             if isinstance(self.hook.runner, ContainerRunner):
+                (self.state_dir / SAM_LOCAL_STATE).unlink(missing_ok=True)
                 self.hook.runner.stop()
         iam.relax()
         if self._restore_put_events is not None:
@@ -275,11 +293,15 @@ class DevStack:
 
     def _write_token_key(self) -> str:
         key = new_local_key()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        path = self.state_dir / "token.key"
-        path.touch(mode=0o600)
-        path.write_text(key + "\n", encoding="utf-8")
+        self._write_state("token.key", key + "\n")
         return key
+
+    def _write_state(self, name: str, text: str) -> None:
+        """A file of `state_dir` only its owner reads (the signing key, or settings that carry it)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / name
+        path.touch(mode=0o600)
+        path.write_text(text, encoding="utf-8")
 
     def _load(self) -> LocalTemplate:
         template = load_template(self.template_path, self._parameters)
@@ -298,6 +320,17 @@ class DevStack:
         credentials = {logical_id: creds.as_environment() for logical_id, creds in self.credentials.items()}
         if not self.containers:
             return HandlerRunner(self.template.functions.values(), credentials)
+        runner = self.container_runner(address).start()
+        # For `make sam-invoke ARGS=--running`: SAM's settings for this stack's functions (its
+        # endpoint, credentials server and signing key among them), while it runs.
+        self._write_state(SAM_LOCAL_STATE, json.dumps({"pid": os.getpid(), **runner.sam.settings()}))
+        return runner
+
+    def container_runner(self, address: str) -> ContainerRunner:
+        """The built functions in containers, set up for this stack (not started): its AWS endpoint,
+        each function's role credentials and environment, the authorizer's signing key. `address`:
+        the host's address on the containers' network, where the endpoint must listen."""
+        assert self.template is not None, "start() first"
         # Without enforced IAM, moto's own fake keys (moto does not check them then).
         fallback = iam.Credentials("testing", "testing", "testing")
         return ContainerRunner(
@@ -315,7 +348,7 @@ class DevStack:
                 "LOCAL_TOKEN_KEY": self.token_key,
             },
             parameter_overrides=self._parameters,
-        ).start()
+        )
 
     # ---------------------------------------------------------------- resources
     def _role_credentials(self, template: LocalTemplate) -> dict[str, iam.Credentials]:
@@ -371,8 +404,8 @@ class DevStack:
         if not template.task_definitions:
             return
         ecs.create_ecs_resources(template, boto3.client("ecs", region_name=REGION))
-        if self.containers:
-            ecs.build_worker_image()
+        if self._worker_image is not None:
+            self._worker_image.result()
         self.ecs_hook = ecs.EcsRunHook(
             template.task_definitions,
             aws_url=str(self.aws_url),

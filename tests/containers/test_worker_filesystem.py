@@ -10,6 +10,7 @@ from the template's task definition.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from local import ecs
-from local.sam_local import missing_prerequisites
+from local.sam_local import BASE_CONF, missing_prerequisites
 from local.template import LOCAL_PARAMETER_OVERRIDES, TaskDefinitionSpec, load_template
 from tests.build.conftest import require
 from tests.support import ROOT
@@ -75,6 +76,44 @@ def run_probe(spec: TaskDefinitionSpec, work: Path) -> dict[str, Any]:
     assert completed.returncode == 0, completed.stderr
     result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
     return result
+
+
+def _assignment(path: Path, pattern: str) -> str:
+    found = re.search(pattern, path.read_text(encoding="utf-8"), re.MULTILINE)
+    assert found, f"{pattern} not in {path}"
+    return found.group(1)
+
+
+def _layers(image: str) -> list[str]:
+    inspected = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{json .RootFS.Layers}}", image],
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CONTAINERS_CONF": str(BASE_CONF)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert inspected.returncode == 0, inspected.stderr
+    layers: list[str] = json.loads(inspected.stdout)
+    return layers
+
+
+def test_make_worker_image_builds_offline_from_the_container_tiers_own_base(worker_image: None) -> None:
+    # Given the base the container tier debootstraps, and the one the worker image is built from
+    # (the fixture built it as `make worker-image` does: worker/build-image.sh with its defaults)
+    tier_base = _assignment(ROOT / "local" / "containers.sh", r"^BASE_IMAGE=(\S+)")
+    worker = _assignment(ROOT / "local" / "containers.sh", r"^WORKER_IMAGE=(\S+)")
+    dockerfile_base = _assignment(ROOT / "worker" / "Dockerfile", r"^ARG BASE_IMAGE=(\S+)")
+    script_base = _assignment(ROOT / "worker" / "build-image.sh", r"^LOCAL_BASE=(\S+)")
+
+    # Then they are one local image, and the worker image is that image's layers and its own on top
+    # (no registry's base: the build pulled nothing)
+    assert dockerfile_base == script_base == tier_base
+    assert tier_base.startswith("localhost/")
+    base_layers = _layers(tier_base)
+    worker_layers = _layers(worker)
+    assert worker_layers[: len(base_layers)] == base_layers
+    assert len(worker_layers) > len(base_layers)
 
 
 def test_the_task_definition_asks_for_what_fargate_makes_hard(worker_spec: TaskDefinitionSpec) -> None:

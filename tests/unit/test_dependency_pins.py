@@ -1,5 +1,6 @@
 """One AWS SDK in the functions and the worker: boto3, botocore and s3transfer pinned together in the
-dependencies layer (which comes before Lambda's runtime on sys.path), and the same everywhere else."""
+dependencies layer (which comes before Lambda's runtime on sys.path; the worker image runs on that
+layer too), and the same in the tests."""
 
 from __future__ import annotations
 
@@ -18,11 +19,9 @@ def pins(path: Path) -> dict[str, str]:
     return {name.lower(): version for name, version in found}
 
 
-def test_the_layer_pins_the_whole_sdk_and_the_worker_and_the_tests_use_the_same() -> None:
+def test_the_layer_pins_the_whole_sdk_and_the_tests_use_the_same() -> None:
     layer = pins(ROOT / "layers" / "dependencies" / "requirements.txt")
-    worker = pins(ROOT / "worker" / "runtime-requirements.txt")
     dev = pins(ROOT / "requirements-dev.txt")
 
     assert all(name in layer for name in SDK), layer
-    assert {name: worker[name] for name in SDK} == {name: layer[name] for name in SDK}
     assert dev.get("boto3", layer["boto3"]) == layer["boto3"]
