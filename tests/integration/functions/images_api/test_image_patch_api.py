@@ -15,7 +15,7 @@ from imagetasks.adapters.images_table import ImagesTable
 from imagetasks.config import Settings
 from imagetasks.domain.images import Image
 from tests.image_corpus import make_qcow2, require_qemu_img
-from tests.integration.test_image_import_api import (
+from tests.integration.functions.images_api.test_image_import_api import (
     CREATE,
     _the_import_task,
     create_image,
@@ -24,7 +24,7 @@ from tests.integration.test_image_import_api import (
     start_import,
     upload,
 )
-from tests.integration.test_tasks_api import header
+from tests.integration.functions.tasks_api.test_tasks_api import header
 from tests.support import api_event, call
 
 __all__ = ["images"]  # the fixture, shared with the import tests

@@ -9,8 +9,8 @@ import boto3
 import pytest
 
 from imagetasks.domain.image_members import MAX_MEMBERS
-from tests.integration.test_image_import_api import CREATE, create_image, images
-from tests.integration.test_image_patch_api import patch
+from tests.integration.functions.images_api.test_image_import_api import CREATE, create_image, images
+from tests.integration.functions.images_api.test_image_patch_api import patch
 from tests.support import CallCounter, api_event, call
 
 __all__ = ["images"]  # the fixture

@@ -13,7 +13,7 @@ from imagetasks.adapters.qemu import QemuImg
 from imagetasks.domain.failures import TaskFailure
 from imagetasks.domain.tasks import TaskStatus, TaskType
 from tests.image_corpus import make_qcow2
-from tests.integration.test_convert_export import Stack, assert_nothing_left
+from tests.integration.services.test_convert_export import Stack, assert_nothing_left
 from tests.support import api_event, call, fail_task, load_handler
 
 CANCELLED = "The task was cancelled by user u1 of project project-a."

@@ -23,9 +23,9 @@ from imagetasks.domain.import_errors import ChecksumMismatch, CompressedSourceIn
 from imagetasks.domain.import_filter import ImportFilterSettings
 from imagetasks.services.fetch_and_stage import ImportSettings
 from tests.image_corpus import file_digests, make_qcow2, require_qemu_img
-from tests.integration import test_fetch_and_stage as fetch_tests
-from tests.integration.test_fetch_and_stage import STAGING, LocalServer, fetch, staged_keys
-from tests.integration.test_import_steps import objects, stored_import
+from tests.integration.services import test_fetch_and_stage as fetch_tests
+from tests.integration.services.test_fetch_and_stage import STAGING, LocalServer, fetch, staged_keys
+from tests.integration.services.test_import_steps import objects, stored_import
 from tests.support import created_image_id
 
 MiB = 1024 * 1024

@@ -11,8 +11,8 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.integration.test_image_import_api import CREATE, create_image, images, show
-from tests.integration.test_tasks_api import header
+from tests.integration.functions.images_api.test_image_import_api import CREATE, create_image, images, show
+from tests.integration.functions.tasks_api.test_tasks_api import header
 from tests.support import IMPORT_INPUT, api_event, call, tasks_api_handler
 
 __all__ = ["images"]  # the fixture

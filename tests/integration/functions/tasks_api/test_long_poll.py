@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from imagetasks.domain.long_poll import MAX_WAIT_SECONDS
-from tests.integration.test_idempotent_create import header
+from tests.integration.functions.tasks_api.test_idempotent_create import header
 from tests.support import (
     IMPORT_INPUT,
     api_event,

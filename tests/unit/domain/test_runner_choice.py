@@ -11,7 +11,7 @@ from imagetasks.domain.conversion import check_working_space
 from imagetasks.domain.errors import InvalidRequest
 from imagetasks.domain.runners import CONTAINER, LAMBDA, NeedsContainer, RunnerLimits
 from imagetasks.entrypoints.worker import error_outcome
-from tests.unit.test_conversion_input import image
+from tests.unit.domain.test_conversion_input import image
 
 MiB = 1024**2
 GiB = 1024**3
