@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from imagetasks.domain.import_errors import InvalidImportLocation
+from imagetasks import composition
+from imagetasks.config import Settings
+from imagetasks.domain.import_errors import ImportRejected, InvalidImportLocation
 from imagetasks.domain.import_filter import ImportFilter, ImportFilterSettings, default_resolver
 
 DNS = {
@@ -465,3 +467,29 @@ def test_a_refusal_keeps_glances_text_and_says_which_rule_refused(
     assert message.startswith(refused_message(url)) and message.endswith(")")
     assert reason in message
     assert "127.0.0.1" not in message and "10.1.2.3" not in message and "93.184.216.34" not in message
+
+
+# ------------------------------------------------------------------ ImportAllowPrivate: a deployer's
+# switch from the template to the import filter
+def resolver_to(address: str):
+    return lambda host, port: [address]
+
+
+@pytest.mark.parametrize(("allow", "expected"), [("true", True), ("false", False)])
+def test_the_setting_reaches_the_filter(monkeypatch, allow, expected):
+    monkeypatch.setenv("IMPORT_ALLOW_PRIVATE", allow)
+    assert composition.import_filter(Settings.from_environ()).settings.allow_private is expected
+
+
+def test_private_addresses_are_fetched_only_when_allowed():
+    base = composition.import_filter(Settings(import_allow_private=True)).settings
+    allowed = ImportFilter(base, resolver=resolver_to("10.89.0.1"))
+    assert allowed.check("http://mirror.invalid/disk.qcow2").addresses == ("10.89.0.1",)
+    refused = ImportFilter(
+        base.model_copy(update={"allow_private": False}), resolver=resolver_to("10.89.0.1")
+    )
+    with pytest.raises(ImportRejected):
+        refused.check("http://mirror.invalid/disk.qcow2")
+    # the metadata service stays refused whatever the switch says
+    with pytest.raises(ImportRejected):
+        ImportFilter(base, resolver=resolver_to("169.254.169.254")).check("http://mirror.invalid/x")
