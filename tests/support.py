@@ -129,6 +129,15 @@ class CallCounter:
         self.calls.append(model.name)
 
 
+def header(response: dict[str, Any], name: str) -> str | None:
+    """A response header, whatever its case and whether the handler put it in headers or
+    multiValueHeaders."""
+    for key, values in (response.get("multiValueHeaders") or {}).items():
+        if key.lower() == name.lower():
+            return str(values[0])
+    return next((v for k, v in (response.get("headers") or {}).items() if k.lower() == name.lower()), None)
+
+
 def query_of(link: str) -> dict[str, str]:
     from urllib.parse import parse_qsl, urlsplit
 
@@ -178,6 +187,13 @@ def fail_task(table: Any, task_id: str, message: str = "The task's processing st
     from imagetasks.services.task_lifecycle import Lifecycle
 
     assert Lifecycle(table, timedelta(hours=1), 10).fail(task_id, message) is not None
+
+
+def object_keys(bucket: str) -> list[str]:
+    """The keys in a bucket of this test's moto."""
+    import boto3
+
+    return [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
 def created_image_id(task_id: str, table: str | None = None, client: Any = None) -> str:

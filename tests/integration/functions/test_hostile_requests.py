@@ -11,19 +11,11 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.integration.functions.images_api.test_image_import_api import CREATE, create_image, images, show
-from tests.integration.functions.tasks_api.test_tasks_api import header
-from tests.support import IMPORT_INPUT, api_event, call, tasks_api_handler
-
-__all__ = ["images"]  # the fixture
+from tests.integration.functions.images_api.test_image_import_api import CREATE, create_image, show
+from tests.support import IMPORT_INPUT, api_event, call, header
 
 EVIL = {"Host": "evil.example", "X-Forwarded-Proto": "javascript", "X-Forwarded-Host": "evil.example"}
 OWN = "https://abcdef1234.execute-api.us-east-1.amazonaws.com/v1"
-
-
-@pytest.fixture
-def tasks_api(aws: dict[str, str]) -> Any:
-    return tasks_api_handler()
 
 
 def test_location_of_a_task_ignores_host_and_forwarded_headers(tasks_api: Any) -> None:

@@ -12,11 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.functions.images_api.test_image_import_api import CREATE, create_image, images, show
+from tests.integration.functions.images_api.test_image_import_api import CREATE, create_image, show
 from tests.integration.functions.images_api.test_image_patch_api import listed, patch
 from tests.support import IMPORT_INPUT, api_event, call, tasks_api_handler
-
-__all__ = ["images"]  # the fixture
 
 INT32 = 2**31 - 1
 

@@ -6,12 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import IMPORT_INPUT, api_event, call, load_handler, tasks_api_handler
-
-
-@pytest.fixture
-def tasks_api(aws: dict[str, str]) -> Any:
-    return tasks_api_handler()
+from tests.support import IMPORT_INPUT, api_event, call, load_handler
 
 
 @pytest.fixture

@@ -25,8 +25,8 @@ from imagetasks.services.fetch_and_stage import ImportSettings
 from tests.image_corpus import file_digests, make_qcow2, require_qemu_img
 from tests.integration.services import test_fetch_and_stage as fetch_tests
 from tests.integration.services.test_fetch_and_stage import STAGING, LocalServer, fetch, staged_keys
-from tests.integration.services.test_import_steps import objects, stored_import
-from tests.support import created_image_id
+from tests.integration.services.test_import_steps import stored_import
+from tests.support import created_image_id, object_keys
 
 MiB = 1024 * 1024
 # The fetch tests' fixtures: a local HTTP server on 127.0.0.1 and S3 on moto.
@@ -212,4 +212,4 @@ def test_an_uploaded_gzip_qcow2_becomes_an_image_of_the_decompressed_data(
         Bucket=aws["IMAGES_BUCKET"], Key=f"images/{created_image_id(task_id)}"
     )
     assert stored["Body"].read() == image.read_bytes()
-    assert objects(aws["STAGING_BUCKET"]) == []
+    assert object_keys(aws["STAGING_BUCKET"]) == []

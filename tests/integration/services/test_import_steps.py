@@ -26,7 +26,7 @@ from tests.image_corpus import (
     make_qcow2_backing_file,
     make_vmdk_parent,
 )
-from tests.support import created_image_id, fail_task, start_processing
+from tests.support import created_image_id, fail_task, object_keys, start_processing
 
 pytestmark = pytest.mark.qemu_img  # skipped where qemu-img is not installed
 
@@ -55,10 +55,6 @@ def stored_import(aws: dict[str, str], image: Path, owner: str = "p1", disk_form
     return task.id
 
 
-def objects(bucket: str) -> list[str]:
-    return [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])]
-
-
 def test_fetch_then_register_makes_an_active_image_and_leaves_no_staging(
     aws: dict[str, str], tmp_path: Path
 ) -> None:
@@ -74,8 +70,8 @@ def test_fetch_then_register_makes_an_active_image_and_leaves_no_staging(
     assert registered is not None and registered.disk_format == "qcow2" and registered.owner == "p1"
     assert registered.properties == {"os_distro": "cirros"} and registered.name == "disk"
     assert registered.os_hash_value == hashlib.sha512(image.read_bytes()).hexdigest()
-    assert objects(aws["STAGING_BUCKET"]) == []
-    assert objects(aws["IMAGES_BUCKET"]) == [f"images/{result['image_id']}"]
+    assert object_keys(aws["STAGING_BUCKET"]) == []
+    assert object_keys(aws["IMAGES_BUCKET"]) == [f"images/{result['image_id']}"]
     assert steps.register(task_id, staged) == result  # a repeated step finds the same image
 
 
@@ -101,7 +97,7 @@ def test_a_deployment_with_conversion_format_stores_imports_converted_and_inspec
         check=True,
     )
     assert '"format": "raw"' in info.stdout
-    assert objects(aws["STAGING_BUCKET"]) == []
+    assert object_keys(aws["STAGING_BUCKET"]) == []
 
 
 def test_conversion_on_import_checks_the_data_again_before_qemu_img_runs(
@@ -125,7 +121,7 @@ def test_conversion_on_import_checks_the_data_again_before_qemu_img_runs(
             "failed this cloud's checks: Image data is vmdk and is not allowed: its descriptor names a "
             in (failed.value.message)
         )
-        assert objects(aws["IMAGES_BUCKET"]) == [] and objects(aws["STAGING_BUCKET"]) == []
+        assert object_keys(aws["IMAGES_BUCKET"]) == [] and object_keys(aws["STAGING_BUCKET"]) == []
         time.sleep(0.3)
         assert listener.connections == 0
     finally:
@@ -143,8 +139,8 @@ def test_a_refused_image_becomes_a_task_failure_and_clean_up_leaves_nothing(
         processing_step(steps.fetch)(task_id)
     steps.clean_up(task_id)
 
-    assert objects(aws["STAGING_BUCKET"]) == []
-    assert objects(aws["IMAGES_BUCKET"]) == []
+    assert object_keys(aws["STAGING_BUCKET"]) == []
+    assert object_keys(aws["IMAGES_BUCKET"]) == []
     assert steps.images.get(created_image_id(task_id)) is None
 
 
@@ -158,8 +154,8 @@ def test_clean_up_removes_image_bits_that_never_got_a_record(aws: dict[str, str]
 
     steps.clean_up(task_id)
 
-    assert objects(aws["IMAGES_BUCKET"]) == []
-    assert objects(aws["STAGING_BUCKET"]) == [] and staged["staged_key"].startswith(task_id)
+    assert object_keys(aws["IMAGES_BUCKET"]) == []
+    assert object_keys(aws["STAGING_BUCKET"]) == [] and staged["staged_key"].startswith(task_id)
 
 
 def test_an_uploaded_source_is_removed_once_imported_and_kept_when_not(
@@ -181,7 +177,7 @@ def test_an_uploaded_source_is_removed_once_imported_and_kept_when_not(
 
     steps.register(upload_task.id, steps.fetch(upload_task.id))
 
-    assert objects(aws["UPLOADS_BUCKET"]) == []
+    assert object_keys(aws["UPLOADS_BUCKET"]) == []
 
 
 def stored_upload_import(aws: dict[str, str], image: Path) -> tuple[str, str]:
@@ -244,7 +240,7 @@ def test_the_key_uploaded_again_before_the_fetch_fails_the_task_and_keeps_the_ne
         "task was importing it, so this task stopped (the new upload is imported by a task of its "
         "own). To import the image this task was for, upload it again."
     )
-    assert objects(aws["STAGING_BUCKET"]) == []
+    assert object_keys(aws["STAGING_BUCKET"]) == []
     kept = boto3.client("s3").get_object(Bucket=aws["UPLOADS_BUCKET"], Key=key)["Body"].read()
     assert kept == newer
 
@@ -273,7 +269,7 @@ def test_an_upload_task_without_a_recorded_etag_removes_only_the_object_it_read(
     steps.register(older.id, staged)
 
     # Then the newer upload is kept
-    assert objects(aws["UPLOADS_BUCKET"]) == [key]
+    assert object_keys(aws["UPLOADS_BUCKET"]) == [key]
 
 
 # ------------------------------------------------------------------ a step that outlives its task
@@ -317,8 +313,8 @@ def test_a_task_that_fails_while_register_runs_gets_no_image_and_no_data_is_left
 
     # Then no image was registered, its data and the staged data are gone, the failure stands
     assert steps.images.get(created_image_id(task_id)) is None and image_records(aws) == 0
-    assert objects(aws["IMAGES_BUCKET"]) == []
-    assert objects(aws["STAGING_BUCKET"]) == []
+    assert object_keys(aws["IMAGES_BUCKET"]) == []
+    assert object_keys(aws["STAGING_BUCKET"]) == []
     task = table.get(task_id)
     assert task is not None and task.status is TaskStatus.FAILURE
     assert task.message == LATE_MESSAGE and task.result is None and task.image_id is None
@@ -342,5 +338,5 @@ def test_a_task_that_fails_while_fetch_runs_keeps_no_staged_data(
         processing_step(steps.fetch)(task_id)
 
     # Then what it staged is removed at once (not left for the bucket's lifecycle rule)
-    assert objects(aws["STAGING_BUCKET"]) == []
-    assert objects(aws["IMAGES_BUCKET"]) == [] and image_records(aws) == 0
+    assert object_keys(aws["STAGING_BUCKET"]) == []
+    assert object_keys(aws["IMAGES_BUCKET"]) == [] and image_records(aws) == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -13,18 +12,13 @@ from imagetasks.domain.image_create import queued_image
 from imagetasks.domain.image_import import TARGET_IMAGE, ImportConflict
 from imagetasks.domain.images import IMPORT_TASK_PROPERTY, Image, ImageStatus
 from imagetasks.domain.task_input import ImportRules
-from imagetasks.domain.tasks import TaskType
 from imagetasks.services.interoperable_import import ImageImport
 from imagetasks.services.task_lifecycle import Lifecycle
 from imagetasks.services.tasks import TaskService
-from tests.fakes import InMemoryImages, InMemoryTasks, RecordingWorkflow
+from tests.fakes import InMemoryImages, InMemoryTasks, RecordingWorkflow, accept
 
 RULES = ImportRules(allowed_disk_formats=("qcow2", "raw"), allowed_container_formats=("bare",))
 WEB_DOWNLOAD = {"method": {"name": "web-download", "uri": "https://example.invalid/cirros.qcow2"}}
-
-
-def accept(task_type: TaskType, task_input: dict[str, Any], owner: str) -> None:
-    return None
 
 
 def queued() -> Image:

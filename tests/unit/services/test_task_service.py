@@ -14,14 +14,10 @@ from imagetasks.domain.failures import CANCELLED_ERROR
 from imagetasks.domain.tasks import TaskStatus, TaskType
 from imagetasks.services.task_lifecycle import Lifecycle
 from imagetasks.services.tasks import TaskService
-from tests.fakes import InMemoryTasks, RecordingWorkflow
+from tests.fakes import InMemoryTasks, RecordingWorkflow, accept
 
 INPUT = {"import_from": "https://example.invalid/a.qcow2", "import_from_format": "qcow2"}
 MEMBER = Caller(project_id="p1", user_id="u1", roles=("member",))
-
-
-def accept(task_type: TaskType, task_input: dict[str, Any], owner: str) -> None:
-    return None
 
 
 def refuse(task_type: TaskType, task_input: dict[str, Any], owner: str) -> None:

@@ -23,7 +23,6 @@ from tests.support import (
     api_event,
     call,
     fail_task,
-    images_api_handler,
     load_handler,
     start_processing,
     tasks_api_handler,
@@ -41,11 +40,6 @@ CREATE = {
     "protected": False,
     "os_distro": "cirros",
 }
-
-
-@pytest.fixture
-def images(aws: dict[str, str]) -> Any:
-    return images_api_handler()
 
 
 def create_image(

@@ -9,11 +9,9 @@ import boto3
 import pytest
 
 from imagetasks.domain.image_members import MAX_MEMBERS
-from tests.integration.functions.images_api.test_image_import_api import CREATE, create_image, images
+from tests.integration.functions.images_api.test_image_import_api import CREATE, create_image
 from tests.integration.functions.images_api.test_image_patch_api import patch
 from tests.support import CallCounter, api_event, call
-
-__all__ = ["images"]  # the fixture
 
 OWNER, MEMBER, OTHER = "project-a", "project-b", "project-c"
 

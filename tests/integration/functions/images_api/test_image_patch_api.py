@@ -19,15 +19,11 @@ from tests.integration.functions.images_api.test_image_import_api import (
     CREATE,
     _the_import_task,
     create_image,
-    images,
     show,
     start_import,
     upload,
 )
-from tests.integration.functions.tasks_api.test_tasks_api import header
-from tests.support import api_event, call
-
-__all__ = ["images"]  # the fixture, shared with the import tests
+from tests.support import api_event, call, header
 
 PATCH_V21 = "application/openstack-images-v2.1-json-patch"
 

@@ -12,15 +12,10 @@ import pytest
 
 from imagetasks.adapters.images_table import ImagesTable
 from imagetasks.domain.images import Image, new_image
-from tests.support import api_event, call, images_api_handler
+from tests.support import api_event, call
 
 PROJECT = "project-a"
 START = datetime(2026, 12, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def images(aws: dict[str, str]) -> Any:
-    return images_api_handler()
 
 
 def active_image(aws: dict[str, str], number: int, name: str, size: int, data: bytes) -> Image:

@@ -7,12 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import api_event, call, images_api_handler
-
-
-@pytest.fixture
-def images(aws: dict[str, str]) -> Any:
-    return images_api_handler()
+from tests.support import api_event, call
 
 
 @pytest.mark.parametrize(

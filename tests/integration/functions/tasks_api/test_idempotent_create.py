@@ -8,7 +8,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.support import api_event, call, load_handler
+from tests.support import api_event, call, header, load_handler
 
 IMPORT_INPUT = {
     "import_from": "https://93.184.216.34/images/cirros.qcow2",
@@ -34,13 +34,6 @@ def api(aws: dict[str, str]) -> Any:
 def post(api: Any, body: Any = BODY, key: str | None = KEY, project: str = "project-a") -> dict[str, Any]:
     headers = {"Idempotency-Key": key} if key is not None else None
     return call(api, api_event("POST", "/v2/tasks", body=body, project=project, headers=headers))
-
-
-def header(response: dict[str, Any], name: str) -> str | None:
-    for key, values in (response.get("multiValueHeaders") or {}).items():
-        if key.lower() == name.lower():
-            return str(values[0])
-    return next((v for k, v in (response.get("headers") or {}).items() if k.lower() == name.lower()), None)
 
 
 def executions(aws: dict[str, str]) -> list[str]:

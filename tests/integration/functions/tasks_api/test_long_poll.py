@@ -11,22 +11,16 @@ from typing import Any
 import pytest
 
 from imagetasks.domain.long_poll import MAX_WAIT_SECONDS
-from tests.integration.functions.tasks_api.test_idempotent_create import header
 from tests.support import (
     IMPORT_INPUT,
     api_event,
     call,
     fail_task,
+    header,
     start_processing,
-    tasks_api_handler,
 )
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
-
-
-@pytest.fixture
-def api(aws: dict[str, str]) -> Any:
-    return tasks_api_handler()
 
 
 @pytest.fixture

@@ -6,12 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import IMPORT_INPUT, api_event, call, tasks_api_handler
-
-
-@pytest.fixture
-def api(aws: dict[str, str]) -> Any:
-    return tasks_api_handler()
+from tests.support import IMPORT_INPUT, api_event, call
 
 
 def create(api: Any, project: str = "project-a") -> str:

@@ -10,17 +10,20 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.support import IMPORT_INPUT, ROOT, api_event, call, load_handler, query_of, tasks_api_handler
+from tests.support import (
+    IMPORT_INPUT,
+    ROOT,
+    api_event,
+    call,
+    header,
+    load_handler,
+    query_of,
+)
 
 #: The release the repository says it is (VERSION); GET /versions must show the same.
 SERVICE_VERSION = (ROOT / "VERSION").read_text(encoding="utf-8").strip()
 
 TASK_ID = "3f0c3c7e-9a47-4d55-8f55-5d2f0a2b6d11"
-
-
-@pytest.fixture
-def api(aws: dict[str, str]) -> Any:
-    return tasks_api_handler()
 
 
 def create(api: Any, project: str = "project-a", task_input: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -32,16 +35,6 @@ def create(api: Any, project: str = "project-a", task_input: dict[str, Any] | No
     )
     assert response["statusCode"] == 201, response["body"]
     return response["json"]
-
-
-def header(response: dict[str, Any], name: str) -> str | None:
-    for key, values in (response.get("multiValueHeaders") or {}).items():
-        if key.lower() == name.lower():
-            return values[0]
-    for key, value in (response.get("headers") or {}).items():
-        if key.lower() == name.lower():
-            return value
-    return None
 
 
 def stored_item_count(aws: dict[str, str]) -> int:
