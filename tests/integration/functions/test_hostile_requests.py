@@ -11,8 +11,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.integration.functions.images_api.test_image_import_api import CREATE, create_image, show
-from tests.support import IMPORT_INPUT, api_event, call, header
+from tests.support import CREATE_IMAGE, IMPORT_INPUT, api_event, call, create_image, header, show
 
 EVIL = {"Host": "evil.example", "X-Forwarded-Proto": "javascript", "X-Forwarded-Host": "evil.example"}
 OWN = "https://abcdef1234.execute-api.us-east-1.amazonaws.com/v1"
@@ -26,7 +25,7 @@ def test_location_of_a_task_ignores_host_and_forwarded_headers(tasks_api: Any) -
 
 
 def test_location_of_an_image_ignores_host_and_forwarded_headers(images: Any) -> None:
-    response = call(images, api_event("POST", "/v2/images", body=CREATE, headers=EVIL))
+    response = call(images, api_event("POST", "/v2/images", body=CREATE_IMAGE, headers=EVIL))
     assert response["statusCode"] == 201
     assert header(response, "Location") == f"{OWN}/v2/images/{response['json']['id']}"
 

@@ -12,9 +12,17 @@ from typing import Any
 
 import pytest
 
-from tests.integration.functions.images_api.test_image_import_api import CREATE, create_image, show
-from tests.integration.functions.images_api.test_image_patch_api import listed, patch
-from tests.support import IMPORT_INPUT, api_event, call, tasks_api_handler
+from tests.support import (
+    CREATE_IMAGE,
+    IMPORT_INPUT,
+    api_event,
+    call,
+    create_image,
+    listed,
+    patch,
+    show,
+    tasks_api_handler,
+)
 
 INT32 = 2**31 - 1
 
@@ -50,7 +58,7 @@ BAD_IDS = ["lone-low", "lone-high", "nul", "esc", "del", "nel"]
 def test_text_that_is_not_text_is_400_naming_the_field_on_create(
     images: Any, field: str, text: str, what: str
 ) -> None:
-    body = dict(CREATE)
+    body = dict(CREATE_IMAGE)
     named = {
         "name": ("name", lambda: body.update(name=text)),
         "tags": ("tags", lambda: body.update(tags=[text])),
@@ -93,7 +101,11 @@ def test_text_that_is_not_text_in_an_import_is_400_at_create(text: str, what: st
 
 def test_free_text_neighbours_are_kept(images: Any) -> None:
     # Tabs and line breaks in a property value, and any printable Unicode, are text
-    body = {**CREATE, "name": "n\u00e9 \U0001f600 \u20ac", "description": "line 1\nline 2\r\n\tindented"}
+    body = {
+        **CREATE_IMAGE,
+        "name": "n\u00e9 \U0001f600 \u20ac",
+        "description": "line 1\nline 2\r\n\tindented",
+    }
     response = post_image(images, body)
     assert response["statusCode"] == 201, response["body"]
     assert response["json"]["description"] == body["description"]
@@ -105,14 +117,14 @@ def test_free_text_neighbours_are_kept(images: Any) -> None:
 def test_numbers_past_what_glance_stores_are_400_on_create_and_patch(
     images: Any, field: str, value: int
 ) -> None:
-    assert_400(post_image(images, {**CREATE, field: value}), field, str(INT32))
+    assert_400(post_image(images, {**CREATE_IMAGE, field: value}), field, str(INT32))
     created = create_image(images)
     assert_400(patch(images, created["id"], [{"op": "replace", "path": f"/{field}", "value": value}]), field)
 
 
 @pytest.mark.parametrize("field", ["min_ram", "min_disk"])
 def test_the_largest_number_glance_stores_is_kept(images: Any, field: str) -> None:
-    response = post_image(images, {**CREATE, field: INT32})
+    response = post_image(images, {**CREATE_IMAGE, field: INT32})
     assert response["statusCode"] == 201 and response["json"][field] == INT32
 
 
@@ -179,7 +191,7 @@ def test_values_glance_accepts_are_stored_and_found(
     images: Any, body: dict[str, Any], query: dict[str, str]
 ) -> None:
     # Given an image with a value Glance accepts, long or of many-byte characters
-    response = post_image(images, {**CREATE, **body})
+    response = post_image(images, {**CREATE_IMAGE, **body})
     assert response["statusCode"] == 201, response["body"]
     image_id = response["json"]["id"]
     # Then it shows, lists by it (also as a second filter), sorts by name, and changes
@@ -286,7 +298,7 @@ def test_glances_compressed_container_format_is_offered_and_its_data_kept_as_it_
     assert image is not None and image.container_format == "compressed" and image.size == len(data)
     assert boto3.client("s3").get_object(Bucket=image.bucket, Key=image.key)["Body"].read() == data
     # and a queued image may say so too
-    assert post_image(images, {**CREATE, "container_format": "compressed"})["statusCode"] == 201
+    assert post_image(images, {**CREATE_IMAGE, "container_format": "compressed"})["statusCode"] == 201
 
 
 def test_hiding_an_image_with_many_tags_and_properties_is_a_400_saying_what_to_do_or_works(
@@ -294,7 +306,7 @@ def test_hiding_an_image_with_many_tags_and_properties_is_a_400_saying_what_to_d
 ) -> None:
     # Given an image at the limit of tags and extra properties (os_hidden is part of every list
     # entry's key, so hiding it rewrites every entry: twice as many as one write can hold)
-    body = dict(CREATE)
+    body = dict(CREATE_IMAGE)
     body["tags"] = [f"t{n}" for n in range(11)]
     body.update({f"k{n}": "v" for n in range(8)})
     created = post_image(images, body)

@@ -18,38 +18,20 @@ from imagetasks.domain.failures import TaskFailure
 from imagetasks.entrypoints.steps import processing_step
 from tests.image_corpus import make_qcow2, make_qcow2_backing_file, require_qemu_img
 from tests.support import (
+    CREATE_IMAGE,
     IMPORT_INPUT,
     FakeLambdaContext,
     api_event,
     call,
+    create_image,
     fail_task,
     load_handler,
+    show,
     start_processing,
     tasks_api_handler,
 )
 
 PROJECT = "project-a"
-CREATE = {
-    "name": "cirros",
-    "disk_format": "qcow2",
-    "container_format": "bare",
-    "visibility": "private",
-    "tags": ["a", "b"],
-    "min_disk": 1,
-    "min_ram": 64,
-    "protected": False,
-    "os_distro": "cirros",
-}
-
-
-def create_image(
-    images: Any, body: dict[str, Any] | None = None, project: str = PROJECT, roles: str = "member"
-) -> dict[str, Any]:
-    response = call(
-        images, api_event("POST", "/v2/images", body=body or CREATE, project=project, roles=roles)
-    )
-    assert response["statusCode"] == 201, response["body"]
-    return response["json"]
 
 
 def upload(aws: dict[str, str], data: bytes, name: str = "disk.qcow2") -> str:
@@ -61,10 +43,6 @@ def upload(aws: dict[str, str], data: bytes, name: str = "disk.qcow2") -> str:
 def start_import(images: Any, image_id: str, uri: str, name: str = "web-download") -> dict[str, Any]:
     body = {"method": {"name": name, "uri": uri}}
     return call(images, api_event("POST", f"/v2/images/{image_id}/import", body=body))
-
-
-def show(images: Any, image_id: str) -> dict[str, Any]:
-    return call(images, api_event("GET", f"/v2/images/{image_id}"))["json"]
 
 
 def image_tasks(images: Any, image_id: str) -> list[dict[str, Any]]:
@@ -110,16 +88,20 @@ def test_create_makes_a_queued_image_of_the_callers_project_shown_as_get_shows_i
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
-        ({**CREATE, "disk_format": "floppy"}, 400, "Invalid value 'floppy' for disk_format"),
+        ({**CREATE_IMAGE, "disk_format": "floppy"}, 400, "Invalid value 'floppy' for disk_format"),
         ({"name": "x", "container_format": "bare"}, 400, "Image disk_format is required"),
-        ({**CREATE, "min_ram": "64"}, 400, "Invalid value for min_ram"),
-        ({**CREATE, "protected": "yes"}, 400, "Invalid value for protected"),
-        ({**CREATE, "visibility": "everyone"}, 400, "Invalid value 'everyone' for visibility"),
-        ({**CREATE, "os_distro": 7}, 400, "must be a string"),
-        ({**CREATE, "status": "active"}, 403, "Attribute 'status' is read-only."),
-        ({**CREATE, "os_glance_import_task": "x"}, 403, "Attribute 'os_glance_import_task' is reserved."),
+        ({**CREATE_IMAGE, "min_ram": "64"}, 400, "Invalid value for min_ram"),
+        ({**CREATE_IMAGE, "protected": "yes"}, 400, "Invalid value for protected"),
+        ({**CREATE_IMAGE, "visibility": "everyone"}, 400, "Invalid value 'everyone' for visibility"),
+        ({**CREATE_IMAGE, "os_distro": 7}, 400, "must be a string"),
+        ({**CREATE_IMAGE, "status": "active"}, 403, "Attribute 'status' is read-only."),
         (
-            {**CREATE, "owner": "project-b"},
+            {**CREATE_IMAGE, "os_glance_import_task": "x"},
+            403,
+            "Attribute 'os_glance_import_task' is reserved.",
+        ),
+        (
+            {**CREATE_IMAGE, "owner": "project-b"},
             403,
             "You are not permitted to create images owned by 'project-b'.",
         ),
@@ -135,9 +117,9 @@ def test_create_refuses_what_glance_refuses(
 
 
 def test_a_chosen_id_that_exists_is_409(images: Any) -> None:
-    first = create_image(images, {**CREATE, "id": "0b5c1e7e-9c1a-4d8e-8f0e-2a6f1d3c4b5a"})
+    first = create_image(images, {**CREATE_IMAGE, "id": "0b5c1e7e-9c1a-4d8e-8f0e-2a6f1d3c4b5a"})
 
-    again = call(images, api_event("POST", "/v2/images", body={**CREATE, "id": first["id"]}))
+    again = call(images, api_event("POST", "/v2/images", body={**CREATE_IMAGE, "id": first["id"]}))
 
     assert again["statusCode"] == 409
     assert again["json"]["error"]["message"] == f"Image with identifier {first['id']} already exists!"
@@ -231,7 +213,7 @@ def test_other_methods_and_refused_uris_are_400_and_leave_the_image_queued(
 
 def test_another_projects_image_cannot_be_imported_into(images: Any) -> None:
     created = create_image(
-        images, {**CREATE, "visibility": "public"}, project="project-b", roles="member,admin"
+        images, {**CREATE_IMAGE, "visibility": "public"}, project="project-b", roles="member,admin"
     )
 
     response = start_import(images, created["id"], "https://198.51.100.7/disk.qcow2")
@@ -333,7 +315,7 @@ def test_only_admins_make_a_public_image(images: Any, route: str) -> None:
     def ask(roles: str) -> dict[str, Any]:
         if route == "/v2/images":
             return call(
-                images, api_event("POST", route, body={**CREATE, "visibility": "public"}, roles=roles)
+                images, api_event("POST", route, body={**CREATE_IMAGE, "visibility": "public"}, roles=roles)
             )
         properties = {**IMPORT_INPUT["image_properties"], "visibility": "public"}
         body = {"type": "import", "input": {**IMPORT_INPUT, "image_properties": properties}}

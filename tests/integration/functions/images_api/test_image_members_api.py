@@ -9,9 +9,7 @@ import boto3
 import pytest
 
 from imagetasks.domain.image_members import MAX_MEMBERS
-from tests.integration.functions.images_api.test_image_import_api import CREATE, create_image
-from tests.integration.functions.images_api.test_image_patch_api import patch
-from tests.support import CallCounter, api_event, call
+from tests.support import CREATE_IMAGE, CallCounter, api_event, call, create_image, listed, patch
 
 OWNER, MEMBER, OTHER = "project-a", "project-b", "project-c"
 
@@ -23,7 +21,7 @@ def request(
 
 
 def shared_image(images: Any, **fields: Any) -> dict[str, Any]:
-    return create_image(images, {**CREATE, "visibility": "shared", **fields}, project=OWNER)
+    return create_image(images, {**CREATE_IMAGE, "visibility": "shared", **fields}, project=OWNER)
 
 
 def add(images: Any, image_id: str, member: str = MEMBER, project: str = OWNER) -> dict[str, Any]:
@@ -35,12 +33,6 @@ def set_status(
 ) -> dict[str, Any]:
     path = f"/v2/images/{image_id}/members/{member}"
     return request(images, "PUT", path, project=project, body={"status": status}, **kwargs)
-
-
-def listed(images: Any, project: str, **query: str) -> list[str]:
-    response = call(images, api_event("GET", "/v2/images", project=project, query=query or None))
-    assert response["statusCode"] == 200, response["body"]
-    return [image["id"] for image in response["json"]["images"]]
 
 
 def error(response: dict[str, Any]) -> tuple[int, str]:
@@ -98,7 +90,7 @@ def test_a_member_does_not_see_another_members_membership(images: Any) -> None:
 @pytest.mark.parametrize("visibility", ["private", "public", "community"])
 def test_only_shared_images_have_members(images: Any, visibility: str) -> None:
     roles = "admin" if visibility == "public" else "member"
-    image = create_image(images, {**CREATE, "visibility": visibility}, project=OWNER, roles=roles)
+    image = create_image(images, {**CREATE_IMAGE, "visibility": visibility}, project=OWNER, roles=roles)
 
     added = add(images, image["id"])
     members = request(images, "GET", f"/v2/images/{image['id']}/members")
@@ -315,7 +307,7 @@ def test_a_new_image_with_the_id_of_a_deleted_one_has_no_members(images: Any) ->
     request(images, "DELETE", f"/v2/images/{image_id}")
 
     # another project takes the id, shared
-    create_image(images, {**CREATE, "id": image_id, "visibility": "shared"}, project=OTHER)
+    create_image(images, {**CREATE_IMAGE, "id": image_id, "visibility": "shared"}, project=OTHER)
 
     assert request(images, "GET", f"/v2/images/{image_id}", project=MEMBER)["statusCode"] == 404
     assert image_id not in listed(images, MEMBER)

@@ -16,42 +16,11 @@ from imagetasks.config import Settings
 from imagetasks.domain.images import Image
 from tests.image_corpus import make_qcow2, require_qemu_img
 from tests.integration.functions.images_api.test_image_import_api import (
-    CREATE,
     _the_import_task,
-    create_image,
-    show,
     start_import,
     upload,
 )
-from tests.support import api_event, call, header
-
-PATCH_V21 = "application/openstack-images-v2.1-json-patch"
-
-
-def patch(
-    images: Any,
-    image_id: str,
-    body: Any,
-    *,
-    content_type: str = PATCH_V21,
-    project: str = "project-a",
-    roles: str = "member",
-) -> dict[str, Any]:
-    event = api_event(
-        "PATCH",
-        f"/v2/images/{image_id}",
-        body=body,
-        project=project,
-        roles=roles,
-        headers={"Content-Type": content_type},
-    )
-    return call(images, event)
-
-
-def listed(images: Any, **query: str) -> list[str]:
-    response = call(images, api_event("GET", "/v2/images", query=query))
-    assert response["statusCode"] == 200, response["body"]
-    return [image["id"] for image in response["json"]["images"]]
+from tests.support import CREATE_IMAGE, PATCH_V21, api_event, call, create_image, header, listed, patch, show
 
 
 def index_rows(aws: dict[str, str], image_id: str) -> set[str]:
@@ -134,7 +103,7 @@ def test_refused_patches_change_nothing(
 
 def test_other_projects_images_are_404_when_private_and_403_when_public(images: Any) -> None:
     private = create_image(images, project="project-b")
-    public = create_image(images, {**CREATE, "visibility": "community"}, project="project-b")
+    public = create_image(images, {**CREATE_IMAGE, "visibility": "community"}, project="project-b")
     body = [{"op": "replace", "path": "/name", "value": "mine now"}]
 
     hidden = patch(images, private["id"], body)

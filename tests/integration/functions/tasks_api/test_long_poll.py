@@ -12,9 +12,9 @@ import pytest
 
 from imagetasks.domain.long_poll import MAX_WAIT_SECONDS
 from tests.support import (
-    IMPORT_INPUT,
     api_event,
     call,
+    create_task,
     fail_task,
     header,
     start_processing,
@@ -31,21 +31,13 @@ def pauses(api: Any, monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return seen
 
 
-def create(api: Any, project: str = "project-a") -> dict[str, Any]:
-    response = call(
-        api, api_event("POST", "/v2/tasks", body={"type": "import", "input": IMPORT_INPUT}, project=project)
-    )
-    assert response["statusCode"] == 201, response["body"]
-    return response["json"]
-
-
 def show(api: Any, task_id: str, wait: str, project: str = "project-a") -> dict[str, Any]:
     return call(api, api_event("GET", f"/v2/tasks/{task_id}", query={"wait": wait}, project=project))
 
 
 def test_a_wait_answers_as_soon_as_another_thread_changes_the_task(api: Any, monkeypatch: Any) -> None:
     # Given a pending task, and another thread that starts it once the handler polls
-    task = create(api)
+    task = create_task(api)
     polling, changed = threading.Event(), threading.Event()
 
     def pause(seconds: float) -> None:
@@ -71,7 +63,7 @@ def test_a_wait_answers_as_soon_as_another_thread_changes_the_task(api: Any, mon
 
 
 def test_a_progress_change_ends_the_wait_too(api: Any, monkeypatch: Any) -> None:
-    task = create(api)
+    task = create_task(api)
     table = api.tasks_table()
     start_processing(table, table.get(task["id"]))
     progress = {"step": "fetch", "bytes_done": 5, "bytes_total": 10, "percent": 50}
@@ -88,7 +80,7 @@ def test_a_progress_change_ends_the_wait_too(api: Any, monkeypatch: Any) -> None
 
 
 def test_an_unchanged_task_is_answered_as_it_is_when_the_wait_is_over(api: Any, pauses: list[float]) -> None:
-    task = create(api)
+    task = create_task(api)
 
     response = show(api, task["id"], "1")
 
@@ -98,7 +90,7 @@ def test_an_unchanged_task_is_answered_as_it_is_when_the_wait_is_over(api: Any, 
 
 
 def test_a_finished_task_is_answered_at_once(api: Any, pauses: list[float]) -> None:
-    task = create(api)
+    task = create_task(api)
     fail_task(api.tasks_table(), task["id"], "gave up")
 
     response = show(api, task["id"], "20")
@@ -108,7 +100,7 @@ def test_a_finished_task_is_answered_at_once(api: Any, pauses: list[float]) -> N
 
 
 def test_a_task_ending_during_the_wait_is_answered_final(api: Any, monkeypatch: Any) -> None:
-    task = create(api)
+    task = create_task(api)
     table = api.tasks_table()
     monkeypatch.setattr(api, "pause", lambda seconds: fail_task(table, task["id"], "gave up"))
 
@@ -119,7 +111,7 @@ def test_a_task_ending_during_the_wait_is_answered_final(api: Any, monkeypatch: 
 
 @pytest.mark.parametrize("wait", ["0", str(MAX_WAIT_SECONDS + 1), "100", "-1", "1.5", "abc", "", " 5", "1e1"])
 def test_a_wait_that_is_not_1_to_20_seconds_is_a_400(api: Any, pauses: list[float], wait: str) -> None:
-    task = create(api)
+    task = create_task(api)
 
     response = show(api, task["id"], wait)
 
@@ -135,7 +127,7 @@ def test_an_unknown_task_is_404_without_waiting(api: Any, pauses: list[float]) -
 
 
 def test_another_projects_task_is_404_without_waiting(api: Any, pauses: list[float]) -> None:
-    task = create(api, project="project-b")
+    task = create_task(api, project="project-b")
     response = show(api, task["id"], "20")
     assert response["statusCode"] == 404
     assert pauses == []
@@ -149,7 +141,7 @@ def test_a_project_at_its_long_poll_limit_gets_a_429_with_retry_after_and_others
     api: Any, pauses: list[float]
 ) -> None:
     # Given a task, and its project holding as many long polls as the deployment allows (10)
-    task = create(api)
+    task = create_task(api)
     held = [leases(api).acquire("project-a", time.time(), 20) for _ in range(leases(api).limit)]
     assert None not in held and leases(api).acquire("project-a", time.time(), 20) is None
 
@@ -171,7 +163,7 @@ def test_a_project_at_its_long_poll_limit_gets_a_429_with_retry_after_and_others
 
 
 def test_a_poll_gives_its_lease_back_when_it_answers(api: Any, pauses: list[float]) -> None:
-    task = create(api)
+    task = create_task(api)
 
     assert show(api, task["id"], "2")["statusCode"] == 200
     assert show(api, UNKNOWN, "2")["statusCode"] == 404  # an error answer gives it back too

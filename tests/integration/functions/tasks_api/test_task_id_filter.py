@@ -6,15 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import IMPORT_INPUT, api_event, call
-
-
-def create(api: Any, project: str = "project-a") -> str:
-    response = call(
-        api, api_event("POST", "/v2/tasks", body={"type": "import", "input": IMPORT_INPUT}, project=project)
-    )
-    assert response["statusCode"] == 201
-    return str(response["json"]["id"])
+from tests.support import api_event, call, create_task
 
 
 def listed(api: Any, query: dict[str, str], project: str = "project-a", roles: str = "member") -> list[str]:
@@ -24,14 +16,14 @@ def listed(api: Any, query: dict[str, str], project: str = "project-a", roles: s
 
 
 def test_the_id_filter_lists_only_that_task(api: Any) -> None:
-    wanted, _ = create(api), create(api)
+    wanted, _ = create_task(api)["id"], create_task(api)["id"]
 
     assert listed(api, {"id": wanted}) == [wanted]
     assert listed(api, {"id": wanted, "status": "pending", "type": "import"}) == [wanted]
 
 
 def test_the_id_filter_never_shows_what_the_rest_of_the_request_excludes(api: Any) -> None:
-    own, foreign = create(api), create(api, project="project-b")
+    own, foreign = create_task(api)["id"], create_task(api, project="project-b")["id"]
 
     assert listed(api, {"id": foreign}) == []
     assert listed(api, {"id": own, "status": "success"}) == []
@@ -41,6 +33,6 @@ def test_the_id_filter_never_shows_what_the_rest_of_the_request_excludes(api: An
 
 @pytest.mark.parametrize("value", ["in:{own}", "not-a-uuid", "x" * 3000, ""])
 def test_an_id_that_names_no_task_lists_nothing(api: Any, value: str) -> None:
-    own = create(api)
+    own = create_task(api)["id"]
 
     assert listed(api, {"id": value.format(own=own)}) == []

@@ -15,6 +15,7 @@ from tests.support import (
     ROOT,
     api_event,
     call,
+    create_task,
     header,
     load_handler,
     query_of,
@@ -24,17 +25,6 @@ from tests.support import (
 SERVICE_VERSION = (ROOT / "VERSION").read_text(encoding="utf-8").strip()
 
 TASK_ID = "3f0c3c7e-9a47-4d55-8f55-5d2f0a2b6d11"
-
-
-def create(api: Any, project: str = "project-a", task_input: dict[str, Any] | None = None) -> dict[str, Any]:
-    response = call(
-        api,
-        api_event(
-            "POST", "/v2/tasks", body={"type": "import", "input": task_input or IMPORT_INPUT}, project=project
-        ),
-    )
-    assert response["statusCode"] == 201, response["body"]
-    return response["json"]
 
 
 def stored_item_count(aws: dict[str, str]) -> int:
@@ -66,7 +56,7 @@ def test_create_returns_pending_task_with_location_and_starts_its_execution(
 
 
 def test_starting_the_same_task_twice_runs_one_execution(api: Any, aws: dict[str, str]) -> None:
-    task = create(api)
+    task = create_task(api)
 
     api.task_service().workflow.start(task["id"], "import")
 
@@ -245,7 +235,7 @@ def test_s3_import_must_be_in_the_callers_own_prefix(api: Any, aws: dict[str, st
 
 # ------------------------------------------------------------------ show
 def test_show_returns_the_full_task(api: Any) -> None:
-    task = create(api)
+    task = create_task(api)
 
     response = call(api, api_event("GET", f"/v2/tasks/{task['id']}"))
 
@@ -254,7 +244,7 @@ def test_show_returns_the_full_task(api: Any) -> None:
 
 
 def test_show_of_unknown_or_other_projects_task_is_404_never_403(api: Any) -> None:
-    task = create(api, project="project-a")
+    task = create_task(api, project="project-a")
 
     other = call(api, api_event("GET", f"/v2/tasks/{task['id']}", project="project-b"))
     unknown = call(api, api_event("GET", f"/v2/tasks/{TASK_ID}"))
@@ -267,7 +257,7 @@ def test_show_of_unknown_or_other_projects_task_is_404_never_403(api: Any) -> No
 
 
 def test_an_expired_task_is_invisible_before_ttl_deletes_it(api: Any, aws: dict[str, str]) -> None:
-    task = create(api)
+    task = create_task(api)
     boto3.client("dynamodb").update_item(
         TableName=aws["TASKS_TABLE"],
         Key={"id": {"S": task["id"]}},
@@ -292,7 +282,7 @@ def test_an_expired_task_is_invisible_before_ttl_deletes_it(api: Any, aws: dict[
 
 
 def test_delete_is_405_with_allow_get(api: Any) -> None:
-    task = create(api)
+    task = create_task(api)
 
     response = call(api, api_event("DELETE", f"/v2/tasks/{task['id']}"))
 
@@ -337,7 +327,7 @@ def test_missing_caller_identity_is_401(api: Any) -> None:
 
 
 def test_forged_identity_headers_change_nothing(api: Any) -> None:
-    task = create(api, project="project-a")
+    task = create_task(api, project="project-a")
 
     response = call(
         api,
@@ -354,7 +344,7 @@ def test_forged_identity_headers_change_nothing(api: Any) -> None:
 
 # ------------------------------------------------------------------ list
 def test_list_order_and_paging_follow_the_contract_example(api: Any) -> None:
-    t0, t1, t2 = (create(api)["id"] for _ in range(3))
+    t0, t1, t2 = (create_task(api)["id"] for _ in range(3))
 
     default = call(api, api_event("GET", "/v2/tasks"))
     first_page = call(api, api_event("GET", "/v2/tasks", query={"limit": "2"}))
@@ -371,7 +361,7 @@ def test_list_order_and_paging_follow_the_contract_example(api: Any) -> None:
 
 
 def test_list_stubs_have_only_the_stub_fields(api: Any) -> None:
-    create(api)
+    create_task(api)
 
     stub = call(api, api_event("GET", "/v2/tasks"))["json"]["tasks"][0]
 
@@ -379,7 +369,7 @@ def test_list_stubs_have_only_the_stub_fields(api: Any) -> None:
 
 
 def test_following_next_links_walks_every_task_once(api: Any) -> None:
-    created = [create(api)["id"] for _ in range(7)]
+    created = [create_task(api)["id"] for _ in range(7)]
     seen: list[str] = []
     query: dict[str, str] = {"limit": "3", "sort_dir": "asc"}
 
@@ -394,7 +384,7 @@ def test_following_next_links_walks_every_task_once(api: Any) -> None:
 
 
 def test_limit_zero_is_an_empty_page_and_limit_is_capped(api: Any) -> None:
-    create(api)
+    create_task(api)
 
     empty = call(api, api_event("GET", "/v2/tasks", query={"limit": "0"}))
     capped = call(api, api_event("GET", "/v2/tasks", query={"limit": "5000"}))
@@ -425,7 +415,7 @@ def test_bad_list_parameters_are_400(api: Any, query: dict[str, str], message: s
 
 
 def test_a_marker_from_another_project_is_refused(api: Any) -> None:
-    foreign = create(api, project="project-b")["id"]
+    foreign = create_task(api, project="project-b")["id"]
 
     response = call(api, api_event("GET", "/v2/tasks", query={"marker": foreign}, project="project-a"))
 
@@ -434,8 +424,8 @@ def test_a_marker_from_another_project_is_refused(api: Any) -> None:
 
 
 def test_members_see_their_project_and_admins_see_all_and_filter_by_owner(api: Any) -> None:
-    a = create(api, project="project-a")["id"]
-    b = create(api, project="project-b")["id"]
+    a = create_task(api, project="project-a")["id"]
+    b = create_task(api, project="project-b")["id"]
 
     member = call(api, api_event("GET", "/v2/tasks", project="project-a"))["json"]["tasks"]
     member_asks_owner_b = call(
