@@ -69,6 +69,20 @@ def tasks_api_handler() -> ModuleType:
     return module
 
 
+def create_task(
+    api: ModuleType, project: str = "project-a", task_input: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """POST /v2/tasks: an import task (IMPORT_INPUT unless told), as the tasks API answered it."""
+    response = call(
+        api,
+        api_event(
+            "POST", "/v2/tasks", body={"type": "import", "input": task_input or IMPORT_INPUT}, project=project
+        ),
+    )
+    assert response["statusCode"] == 201, response["body"]
+    return response["json"]
+
+
 def api_event(
     method: str,
     path: str,
@@ -129,6 +143,15 @@ class CallCounter:
         self.calls.append(model.name)
 
 
+def header(response: dict[str, Any], name: str) -> str | None:
+    """A response header, whatever its case and whether the handler put it in headers or
+    multiValueHeaders."""
+    for key, values in (response.get("multiValueHeaders") or {}).items():
+        if key.lower() == name.lower():
+            return str(values[0])
+    return next((v for k, v in (response.get("headers") or {}).items() if k.lower() == name.lower()), None)
+
+
 def query_of(link: str) -> dict[str, str]:
     from urllib.parse import parse_qsl, urlsplit
 
@@ -158,6 +181,62 @@ def call(handler_module: ModuleType, event: dict[str, Any]) -> dict[str, Any]:
     return response
 
 
+# ------------------------------------------------------------------ the images API, as a client calls it
+CREATE_IMAGE = {
+    "name": "cirros",
+    "disk_format": "qcow2",
+    "container_format": "bare",
+    "visibility": "private",
+    "tags": ["a", "b"],
+    "min_disk": 1,
+    "min_ram": 64,
+    "protected": False,
+    "os_distro": "cirros",
+}
+PATCH_V21 = "application/openstack-images-v2.1-json-patch"
+
+
+def create_image(
+    images: Any, body: dict[str, Any] | None = None, project: str = "project-a", roles: str = "member"
+) -> dict[str, Any]:
+    response = call(
+        images, api_event("POST", "/v2/images", body=body or CREATE_IMAGE, project=project, roles=roles)
+    )
+    assert response["statusCode"] == 201, response["body"]
+    return response["json"]
+
+
+def show(images: Any, image_id: str) -> dict[str, Any]:
+    return call(images, api_event("GET", f"/v2/images/{image_id}"))["json"]
+
+
+def patch(
+    images: Any,
+    image_id: str,
+    body: Any,
+    *,
+    content_type: str = PATCH_V21,
+    project: str = "project-a",
+    roles: str = "member",
+) -> dict[str, Any]:
+    event = api_event(
+        "PATCH",
+        f"/v2/images/{image_id}",
+        body=body,
+        project=project,
+        roles=roles,
+        headers={"Content-Type": content_type},
+    )
+    return call(images, event)
+
+
+def listed(images: Any, project: str = "project-a", **query: str) -> list[str]:
+    """The ids of the images GET /v2/images lists for the project."""
+    response = call(images, api_event("GET", "/v2/images", project=project, query=query or None))
+    assert response["statusCode"] == 200, response["body"]
+    return [image["id"] for image in response["json"]["images"]]
+
+
 def start_processing(table: Any, task: Any) -> Any:
     """Move a stored pending task to `processing`, as the workflow's TakeSlot does: processing steps
     record their work only for a task that is still processing. `table` is a TasksTable."""
@@ -178,6 +257,13 @@ def fail_task(table: Any, task_id: str, message: str = "The task's processing st
     from imagetasks.services.task_lifecycle import Lifecycle
 
     assert Lifecycle(table, timedelta(hours=1), 10).fail(task_id, message) is not None
+
+
+def object_keys(bucket: str) -> list[str]:
+    """The keys in a bucket of this test's moto."""
+    import boto3
+
+    return [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
 def created_image_id(task_id: str, table: str | None = None, client: Any = None) -> str:

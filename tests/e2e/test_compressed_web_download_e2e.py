@@ -14,7 +14,7 @@ import requests
 from tests.e2e.test_real_clients import table_value
 from tests.e2e.test_real_clients_import import PROJECT, glance_create_via_web_download, wait_until_settled
 from tests.image_corpus import file_digests, make_qcow2, require_qemu_img
-from tests.integration.test_compressed_sources import FORMATS, compressed_copy
+from tests.integration.services.test_compressed_sources import FORMATS, compressed_copy
 
 
 def served_compressed_qcow2(image_server: Any, compression: str) -> tuple[str, Any]:

@@ -111,7 +111,7 @@ def test_glance_cli_refuses_glance_direct_from_import_info(local_stack: Any, tmp
     )
 
     # The CLI reads /v2/info/import first and refuses the method itself (the API's own 400 names
-    # the S3 upload path: tests/integration/test_image_import_api.py).
+    # the S3 upload path: tests/integration/functions/images_api/test_image_import_api.py).
     assert created.returncode != 0
     assert "Import method 'glance-direct' is not valid for this cloud" in created.stderr
 

@@ -23,22 +23,11 @@ from tests.image_corpus import make_qcow2, require_qemu_img
 from tests.support import (
     api_event,
     call,
-    images_api_handler,
+    object_keys,
     start_processing,
-    tasks_api_handler,
 )
 
 VICTIM = "project-a"
-
-
-@pytest.fixture
-def images(aws: dict[str, str]) -> Any:
-    return images_api_handler()
-
-
-@pytest.fixture
-def tasks_api(aws: dict[str, str]) -> Any:
-    return tasks_api_handler()
 
 
 def uploaded(aws: dict[str, str], data: bytes, name: str = "disk.qcow2") -> tuple[str, str]:
@@ -108,10 +97,6 @@ def stored_image_id(aws: dict[str, str], task_id: str) -> str:
     return task.new_image_id
 
 
-def keys(bucket: str) -> list[str]:
-    return [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])]
-
-
 def test_the_id_is_random_per_task_and_not_shown_before_the_image_exists(
     tasks_api: Any, aws: dict[str, str]
 ) -> None:
@@ -147,7 +132,7 @@ def test_an_image_made_under_the_old_derived_id_does_not_take_the_import(
     assert mine["statusCode"] == 200 and mine["json"]["status"] == "active"
     theirs = call(images, api_event("GET", f"/v2/images/{squatter['id']}", project="project-b"))["json"]
     assert theirs == squatter
-    assert key not in keys(aws["UPLOADS_BUCKET"])  # imported: the upload is gone
+    assert key not in object_keys(aws["UPLOADS_BUCKET"])  # imported: the upload is gone
 
 
 @pytest.mark.parametrize("squatter_project", ["project-b", VICTIM])
@@ -177,8 +162,8 @@ def test_an_image_already_holding_the_id_fails_the_import_clearly_and_keeps_the_
     assert f"Image {image_id}" in failed.value.message and "not created by this task" in failed.value.message
     after = call(images, api_event("GET", f"/v2/images/{image_id}", project=squatter_project))["json"]
     assert after == squatter
-    assert key in keys(aws["UPLOADS_BUCKET"])
-    assert keys(aws["STAGING_BUCKET"]) == [] and keys(aws["IMAGES_BUCKET"]) == []
+    assert key in object_keys(aws["UPLOADS_BUCKET"])
+    assert object_keys(aws["STAGING_BUCKET"]) == [] and object_keys(aws["IMAGES_BUCKET"]) == []
 
 
 def test_an_image_taking_the_id_while_register_runs_fails_the_import_and_removes_its_bits(
@@ -207,7 +192,7 @@ def test_an_image_taking_the_id_while_register_runs_fails_the_import_and_removes
         processing_step(steps.register)(task["id"], staged)
 
     # Then the import's bits and staged data are gone, the upload stays, the image is the other's
-    assert keys(aws["IMAGES_BUCKET"]) == [] and keys(aws["STAGING_BUCKET"]) == []
-    assert key in keys(aws["UPLOADS_BUCKET"])
+    assert object_keys(aws["IMAGES_BUCKET"]) == [] and object_keys(aws["STAGING_BUCKET"]) == []
+    assert key in object_keys(aws["UPLOADS_BUCKET"])
     theirs = call(images, api_event("GET", f"/v2/images/{image_id}", project="project-b"))["json"]
     assert theirs["name"] == "squatter" and theirs["status"] == "queued"

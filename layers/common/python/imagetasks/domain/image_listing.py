@@ -12,7 +12,7 @@ the values of an `in:` list, each one Query of about `limit` rows, merged in sor
 on the sort key (`size_min`/`size_max` sorted by size, `created_at`/`updated_at` operators sorted by
 that field) are key conditions. Everything else — a second equality filter, a range on another field,
 `protected`, another member's `owner` — is a *residual* condition: a DynamoDB filter expression,
-which reads rows it then drops (counted in tests/integration/test_image_list_filters.py).
+which reads rows it then drops (counted in tests/integration/adapters/test_image_list_filters.py).
 """
 
 from __future__ import annotations
