@@ -430,11 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--log-level", default="WARNING", help="the local stack's own log lines (stderr)")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    log_to_stderr(args.log_level)
     payload_out = _stdout_for_the_payload_only()
     try:
         event = read_event(args.event)
@@ -480,6 +476,13 @@ def serve_sample_image(host: str = "127.0.0.1") -> tuple[str, int]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = int(server.server_address[1])
     return f"http://{host}:{port}/{SAMPLE_NAME}", port
+
+
+def log_to_stderr(level: str) -> None:
+    """The stack's and the function's log lines go to stderr: stdout holds the payload only."""
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _stdout_for_the_payload_only() -> Any:

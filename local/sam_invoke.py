@@ -52,6 +52,7 @@ from local.invoke import (
     _stdout_for_the_payload_only,
     fit_event,
     function_for_event,
+    log_to_stderr,
     put_token,
     read_event,
     serve_sample_image,
@@ -175,11 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--log-level", default="WARNING", help="the local stack's own log lines (stderr)")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    log_to_stderr(args.log_level)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server: a line per AWS call
     payload_out = _stdout_for_the_payload_only()
     try:

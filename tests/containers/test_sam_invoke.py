@@ -9,7 +9,6 @@ own, or (`--running`) against a `make run ARGS=--containers` going on in another
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,22 +21,13 @@ import pytest
 from local.sam_local import missing_prerequisites
 from local.tokens import mint_local_token
 from tests.build.conftest import require
-from tests.support import EVENTS, ROOT
+from tests.support import EVENTS, ROOT, module_environment, run_module
 
 pytestmark = pytest.mark.containers
-ENVIRONMENT = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers' / 'common' / 'python'}{os.pathsep}{ROOT}"}
 
 
 def sam_invoke(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "local.sam_invoke", *args],
-        cwd=ROOT,
-        env=ENVIRONMENT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return run_module("local.sam_invoke", *args, timeout=600)
 
 
 def test_an_event_file_runs_through_sam_local_invoke_against_a_local_stack() -> None:
@@ -72,7 +62,7 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     process = subprocess.Popen(
         [*command, "--state-dir", str(tmp_path)],
         cwd=ROOT,
-        env=ENVIRONMENT,
+        env=module_environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

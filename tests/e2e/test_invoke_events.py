@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from local.invoke import (
 )
 from tests.e2e.conftest import DevStackHandle, ImageServer
 from tests.e2e.helpers import wait_for_task
-from tests.support import EVENTS, ROOT
+from tests.support import EVENTS, run_module
 
 pytestmark = pytest.mark.e2e
 
@@ -325,16 +323,7 @@ def test_an_unknown_function_is_named_with_the_known_ones(local_stack):
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers' / 'common' / 'python'}{os.pathsep}{ROOT}"}
-    return subprocess.run(
-        [sys.executable, "-m", "local.invoke", *args],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_module("local.invoke", *args)
 
 
 def test_the_command_prints_only_the_payload_and_the_logs_on_stderr():
