@@ -48,14 +48,15 @@ class Workflow:
         return f"{self.state_machine_arn.replace(':stateMachine:', ':execution:')}:{task_id}"
 
     def ended(self, task_id: str) -> str | None:
-        """How the task's execution ended (SUCCEEDED, FAILED, TIMED_OUT, ABORTED; FAILED for one
-        Step Functions no longer knows), or None while it runs."""
+        """How the task's execution ended (SUCCEEDED, FAILED, TIMED_OUT, ABORTED), or None while it
+        runs, or when the task has none: a task made without its workflow (`make invoke` makes such
+        tasks for a step's event) is not the workflow's to end."""
         try:
             status = self.client.describe_execution(executionArn=self._execution_arn(task_id))["status"]
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
             if code == "ExecutionDoesNotExist":
-                return "FAILED"
+                return None
             if code in ("ThrottlingException", "ServiceUnavailable", "InternalServerError"):
                 raise TransientError("The workflow service is busy") from error
             raise DomainError("The workflow service refused to describe the task's execution") from error
