@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -296,3 +297,23 @@ def created_image_id(task_id: str, table: str | None = None, client: Any = None)
         TableName=table or os.environ["TASKS_TABLE"], Key={"id": {"S": task_id}}
     )["Item"]
     return str(item["new_image_id"]["S"])
+
+
+def process_running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie waiting for its reaper is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def processes_gone(pids: list[int], seconds: float = 10) -> bool:
+    """Whether every process is gone within `seconds`: SIGKILL is delivered, not awaited, and a
+    killed process dies a moment later on a loaded machine."""
+    deadline = time.monotonic() + seconds
+    while any(process_running(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

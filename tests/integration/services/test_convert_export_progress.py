@@ -14,7 +14,7 @@ from imagetasks.domain.failures import TaskFailure
 from imagetasks.domain.tasks import TaskStatus, TaskType
 from tests.image_corpus import make_qcow2
 from tests.integration.services.test_convert_export import Stack, assert_nothing_left
-from tests.support import api_event, call, fail_task, load_handler
+from tests.support import api_event, call, fail_task, load_handler, processes_gone
 
 CANCELLED = "The task was cancelled by user u1 of project project-a."
 
@@ -139,14 +139,6 @@ def slow_qemu_img(directory: Path) -> tuple[QemuImg, Path]:
     return QemuImg(str(script)), pids
 
 
-def running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
-
-
 @pytest.mark.parametrize(
     ("kind", "task_input", "phase"),
     [
@@ -184,7 +176,7 @@ def test_a_task_cancelled_during_a_phase_stops_there_and_leaves_nothing(
     # image, file, multipart upload or working directory is left; the cancellation stands
     assert written[-1]["step"] == phase
     if pids is not None:
-        assert all(not running(int(pid)) for pid in pids.read_text().split())
+        assert processes_gone([int(pid) for pid in pids.read_text().split()])
     assert_nothing_left(stack, task_id, source)
     task = stack.tasks.get(task_id)
     assert task is not None and task.status is TaskStatus.FAILURE

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
 
 from imagetasks.adapters.qemu import ProgressParser, QemuImg
 from tests.image_corpus import make_raw, require_qemu_img
+from tests.support import processes_gone
 
 
 class TaskEnded(Exception):
@@ -50,15 +50,6 @@ def test_a_real_conversion_reports_up_to_100_percent(tmp_path: Path) -> None:
     assert (tmp_path / "out.qcow2").stat().st_size > 0
 
 
-def running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie waiting for a reaper is not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
-
-
 def test_a_refused_progress_write_kills_qemu_img_and_removes_its_output(tmp_path: Path) -> None:
     # Given a qemu-img that starts writing its output, says 10 %, then works on (a child too)
     pids = tmp_path / "pids"
@@ -88,8 +79,5 @@ def test_a_refused_progress_write_kills_qemu_img_and_removes_its_output(tmp_path
     # Then qemu-img and what it started are gone, and so is its half-written output
     shell, child = (int(pid) for pid in pids.read_text().split())
     assert seen[-1] == 10.0
-    deadline = time.monotonic() + 10  # SIGKILL is delivered, not awaited: the kernel may lag
-    while (running(shell) or running(child)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not running(shell) and not running(child)
+    assert processes_gone([shell, child])
     assert not output.exists()
