@@ -17,6 +17,22 @@ else:
     SFNClient = Any
 
 
+#: Step Functions' answers that say "busy, try again": the same call may succeed if retried.
+BUSY_CODES = ("ThrottlingException", "ServiceUnavailable", "InternalServerError")
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _refusal(error: ClientError, refused: str) -> DomainError:
+    """What to raise for an answer the caller does not handle itself: TransientError when Step
+    Functions is busy (the workflow's Retry policy matches it), DomainError(refused) otherwise."""
+    if _code(error) in BUSY_CODES:
+        return TransientError("The workflow service is busy")
+    return DomainError(refused)
+
+
 class Workflow:
     def __init__(self, state_machine_arn: str, client: SFNClient | None = None) -> None:
         self.state_machine_arn = state_machine_arn
@@ -37,12 +53,9 @@ class Workflow:
                 input=json.dumps({"task_id": task_id, "type": task_type}),
             )
         except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            if code == "ExecutionAlreadyExists":
+            if _code(error) == "ExecutionAlreadyExists":
                 return
-            if code in ("ThrottlingException", "ServiceUnavailable", "InternalServerError"):
-                raise TransientError("The workflow service is busy") from error
-            raise DomainError("The workflow service refused to start the task") from error
+            raise _refusal(error, "The workflow service refused to start the task") from error
 
     def _execution_arn(self, task_id: str) -> str:
         return f"{self.state_machine_arn.replace(':stateMachine:', ':execution:')}:{task_id}"
@@ -54,12 +67,9 @@ class Workflow:
         try:
             status = self.client.describe_execution(executionArn=self._execution_arn(task_id))["status"]
         except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            if code == "ExecutionDoesNotExist":
+            if _code(error) == "ExecutionDoesNotExist":
                 return None
-            if code in ("ThrottlingException", "ServiceUnavailable", "InternalServerError"):
-                raise TransientError("The workflow service is busy") from error
-            raise DomainError("The workflow service refused to describe the task's execution") from error
+            raise _refusal(error, "The workflow service refused to describe the task's execution") from error
         return None if status in ("RUNNING", "PENDING_REDRIVE") else str(status)
 
     def stop(self, task_id: str, error: str, cause: str) -> bool:
@@ -71,13 +81,10 @@ class Workflow:
             if described["status"] != "RUNNING":
                 return False
             self.client.stop_execution(executionArn=execution, error=error, cause=cause)
-        except ClientError as error_response:
-            code = error_response.response.get("Error", {}).get("Code", "")
-            if code == "ExecutionDoesNotExist":
+        except ClientError as answer:  # (`error` is the stop's own error name)
+            if _code(answer) == "ExecutionDoesNotExist":
                 return False
-            if code in ("ThrottlingException", "ServiceUnavailable", "InternalServerError"):
-                raise TransientError("The workflow service is busy") from error_response
-            raise DomainError("The workflow service refused to stop the task") from error_response
+            raise _refusal(answer, "The workflow service refused to stop the task") from answer
         return True
 
 
@@ -99,10 +106,10 @@ class SlotGate:
         try:
             self.client.send_task_success(taskToken=token, output=json.dumps(output))
         except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
+            code = _code(error)
             if code in ("TaskTimedOut", "TaskDoesNotExist", "InvalidToken"):
                 return False
-            if code in ("ThrottlingException", "ServiceUnavailable", "InternalServerError"):
+            if code in BUSY_CODES:
                 raise TransientError("The workflow service is busy") from error
             raise
         return True
