@@ -70,6 +70,9 @@ def moto_patch(*, written_for: str, corrects: str) -> Callable[[Patch], Patch]:
 
 
 _LOCK = threading.RLock()
+#: Held by every write of moto's DynamoDB (once `serialise_dynamodb_writes` ran): a reader of its
+#: tables' items holds it too, to see no table change size under it.
+DYNAMODB_WRITES = _LOCK
 _WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
 _PATCHED = "_imagetasks_serialised"
 
@@ -98,6 +101,91 @@ def _serialised(method: Callable[..., Any]) -> Callable[..., Any]:
 
     setattr(run, _PATCHED, True)
     return run
+
+
+_PATCHED_TRANSACTIONS = "_imagetasks_item_rollback"
+_IN_TRANSACTION = threading.local()
+
+
+@moto_patch(
+    written_for=MOTO_VERSION,
+    corrects="DynamoDB: TransactWriteItems deep-copies each table it touches once per item, so "
+    "every transaction costs time in proportion to the table's size",
+)
+def roll_back_transactions_by_item() -> None:
+    """Idempotent: moto's `transact_write_items` keeps a deep copy of a whole table, made again for
+    each item of the transaction on that table, to roll back to. With a few thousand items that is
+    tens of milliseconds per transaction, under the write lock: the e2e tier's tables slowed every
+    create and PATCH as they filled. The patched method keeps a copy of each item the transaction
+    names instead (a missing one as missing) and puts those back when moto rolls back; the
+    table copies are skipped (moto then "restores" the very table it changed, and the items are
+    put back by us)."""
+    import copy
+
+    from moto.dynamodb import models
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.table import Table
+
+    original = DynamoDBBackend.transact_write_items
+    if getattr(original, _PATCHED_TRANSACTIONS, False):
+        return
+
+    class _SkipTableCopies:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(copy, name)
+
+        @staticmethod
+        def deepcopy(value: Any, memo: Any = None) -> Any:
+            if getattr(_IN_TRANSACTION, "depth", 0) and isinstance(value, Table):
+                return value
+            return copy.deepcopy(value, memo)
+
+    def named_item(backend: Any, operation: dict[str, Any]) -> tuple[Table, DynamoType, DynamoType | None]:
+        (kind, op), *_ = operation.items()
+        table = backend.tables[op["TableName"]]
+        attrs = op["Item"] if kind == "Put" else op["Key"]
+        hash_value = DynamoType(attrs[table.hash_key_attr])
+        range_value = DynamoType(attrs[table.range_key_attr]) if table.range_key_attr else None
+        return table, hash_value, range_value
+
+    @functools.wraps(original)
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        saved = []
+        for operation in transact_items:
+            try:
+                table, hash_value, range_value = named_item(self, operation)
+            except Exception:  # noqa: S112 - moto itself refuses a malformed item, before writing it
+                continue
+            saved.append(
+                (table, hash_value, range_value, copy.deepcopy(table.get_item(hash_value, range_value)))
+            )
+        _IN_TRANSACTION.depth = getattr(_IN_TRANSACTION, "depth", 0) + 1
+        try:
+            original(self, transact_items)
+        except BaseException:
+            for table, hash_value, range_value, item in reversed(saved):
+                _put_back(table, hash_value, range_value, item)
+            raise
+        finally:
+            _IN_TRANSACTION.depth -= 1
+
+    setattr(transact_write_items, _PATCHED_TRANSACTIONS, True)
+    models.copy = _SkipTableCopies()  # type: ignore[attr-defined,assignment]
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+def _put_back(table: Any, hash_value: Any, range_value: Any, item: Any) -> None:
+    """Make the table's item under this key `item` again (absent when None)."""
+    if range_value is None:
+        if item is None:
+            table.items.pop(hash_value, None)
+        else:
+            table.items[hash_value] = item
+    elif item is None:
+        table.items.get(hash_value, {}).pop(range_value, None)
+    else:
+        table.items[hash_value][range_value] = item
 
 
 # ======================================================================== S3 at real image sizes
@@ -680,6 +768,7 @@ def bounded_malloc() -> None:
 def local_moto_fixes() -> None:
     """What the local stack needs beyond `serialise_dynamodb_writes`: large objects, bounded memory."""
     bounded_malloc()
+    roll_back_transactions_by_item()
     stream_s3_objects()
     release_dropped_models()
     stop_execution_with_cause()

@@ -223,3 +223,96 @@ def test_an_in_process_part_upload_is_stored_from_the_callers_bytes_and_then_let
     assert parts[0]["Size"] == len(body)
     # ... and nothing of the handled request still refers to the caller's bytes
     assert held_after == held_before
+
+
+# ---------------------------------------------------------------- transactions roll back by item
+
+
+def _table(dynamodb: Any, name: str, range_key: bool = False) -> None:
+    keys = [{"AttributeName": "id", "KeyType": "HASH"}]
+    attributes = [{"AttributeName": "id", "AttributeType": "S"}]
+    if range_key:
+        keys.append({"AttributeName": "part", "KeyType": "RANGE"})
+        attributes.append({"AttributeName": "part", "AttributeType": "S"})
+    dynamodb.create_table(
+        TableName=name, KeySchema=keys, AttributeDefinitions=attributes, BillingMode="PAY_PER_REQUEST"
+    )
+
+
+def _items(dynamodb: Any, name: str) -> list[dict[str, Any]]:
+    return sorted(dynamodb.scan(TableName=name)["Items"], key=lambda item: json.dumps(item, sort_keys=True))
+
+
+def test_a_refused_transaction_leaves_every_item_it_named_as_it_was() -> None:
+    """Writes before the refused item are undone, over two tables, a range key, a put of a new item,
+    an update and a delete of existing ones; items it did not name are untouched."""
+    local_moto_fixes()
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        _table(dynamodb, "rollback-a")
+        _table(dynamodb, "rollback-b", range_key=True)
+        for n in range(3):
+            dynamodb.put_item(TableName="rollback-a", Item={"id": {"S": f"a{n}"}, "v": {"N": str(n)}})
+            dynamodb.put_item(TableName="rollback-b", Item={"id": {"S": "b"}, "part": {"S": f"{n}"}})
+        before = (_items(dynamodb, "rollback-a"), _items(dynamodb, "rollback-b"))
+
+        with pytest.raises(dynamodb.exceptions.TransactionCanceledException) as refused:
+            dynamodb.transact_write_items(
+                TransactItems=[
+                    {"Put": {"TableName": "rollback-a", "Item": {"id": {"S": "new"}}}},
+                    {
+                        "Update": {
+                            "TableName": "rollback-a",
+                            "Key": {"id": {"S": "a1"}},
+                            "UpdateExpression": "SET v = :v, extra = :v",
+                            "ExpressionAttributeValues": {":v": {"N": "99"}},
+                        }
+                    },
+                    {"Delete": {"TableName": "rollback-b", "Key": {"id": {"S": "b"}, "part": {"S": "0"}}}},
+                    {"Put": {"TableName": "rollback-b", "Item": {"id": {"S": "b"}, "part": {"S": "new"}}}},
+                    {
+                        "ConditionCheck": {
+                            "TableName": "rollback-a",
+                            "Key": {"id": {"S": "a2"}},
+                            "ConditionExpression": "attribute_not_exists(id)",
+                        }
+                    },
+                ]
+            )
+
+        reasons = [reason["Code"] for reason in refused.value.response["CancellationReasons"]]
+        assert reasons == ["None", "None", "None", "None", "ConditionalCheckFailed"]
+        assert (_items(dynamodb, "rollback-a"), _items(dynamodb, "rollback-b")) == before
+
+
+def test_an_accepted_transaction_writes_every_item_and_copies_no_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from moto.dynamodb.models.table import Table
+
+    local_moto_fixes()
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        _table(dynamodb, "rollback-c")
+        dynamodb.put_item(TableName="rollback-c", Item={"id": {"S": "old"}, "v": {"N": "1"}})
+        copies: list[str] = []
+        monkeypatch.setattr(
+            Table, "__deepcopy__", lambda table, memo: copies.append(table.name) or table, raising=False
+        )
+
+        dynamodb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": "rollback-c", "Item": {"id": {"S": "new"}}}},
+                {
+                    "Update": {
+                        "TableName": "rollback-c",
+                        "Key": {"id": {"S": "old"}},
+                        "UpdateExpression": "SET v = :v",
+                        "ExpressionAttributeValues": {":v": {"N": "2"}},
+                    }
+                },
+            ]
+        )
+
+        assert _items(dynamodb, "rollback-c") == [{"id": {"S": "new"}}, {"id": {"S": "old"}, "v": {"N": "2"}}]
+        assert copies == []
