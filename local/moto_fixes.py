@@ -151,6 +151,12 @@ def roll_back_transactions_by_item() -> None:
 
     @functools.wraps(original)
     def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        # The copies are taken under the write lock too: a write between the copy and the rollback
+        # would otherwise be undone with the transaction.
+        with _LOCK:
+            _transact_write_items(self, transact_items)
+
+    def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
         saved = []
         for operation in transact_items:
             try:

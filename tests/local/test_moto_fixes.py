@@ -316,3 +316,29 @@ def test_an_accepted_transaction_writes_every_item_and_copies_no_table(
 
         assert _items(dynamodb, "rollback-c") == [{"id": {"S": "new"}}, {"id": {"S": "old"}, "v": {"N": "2"}}]
         assert copies == []
+
+
+def test_a_transaction_copies_its_items_under_the_write_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write landing between the copy and a rollback would be undone with the transaction: the
+    copies are taken while the transaction holds the lock every other write waits for."""
+    from moto.dynamodb.models.table import Table
+
+    from local.moto_fixes import DYNAMODB_WRITES
+
+    local_moto_fixes()
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        _table(dynamodb, "rollback-d")
+        held: list[bool] = []
+        read = Table.get_item
+
+        def get_item(table: Any, *args: Any, **kwargs: Any) -> Any:
+            held.append(DYNAMODB_WRITES._is_owned())  # type: ignore[attr-defined]
+            return read(table, *args, **kwargs)
+
+        monkeypatch.setattr(Table, "get_item", get_item)
+        dynamodb.transact_write_items(
+            TransactItems=[{"Put": {"TableName": "rollback-d", "Item": {"id": {"S": "x"}}}}]
+        )
+
+        assert held and all(held)
