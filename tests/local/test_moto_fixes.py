@@ -296,9 +296,12 @@ def test_an_accepted_transaction_writes_every_item_and_copies_no_table(
         _table(dynamodb, "rollback-c")
         dynamodb.put_item(TableName="rollback-c", Item={"id": {"S": "old"}, "v": {"N": "1"}})
         copies: list[str] = []
-        monkeypatch.setattr(
-            Table, "__deepcopy__", lambda table, memo: copies.append(table.name) or table, raising=False
-        )
+
+        def counted_copy(table: Any, memo: Any) -> Any:
+            copies.append(table.name)
+            return table
+
+        monkeypatch.setattr(Table, "__deepcopy__", counted_copy, raising=False)
 
         dynamodb.transact_write_items(
             TransactItems=[
