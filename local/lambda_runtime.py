@@ -580,12 +580,3 @@ def _as_event(event: Any) -> Any:
         except ValueError:
             return event
     return {} if event is None else event
-
-
-def handler_environment(runner: HandlerRunner, logical_id: str) -> Mapping[str, str]:
-    """The variables a function sees (for tests and diagnostics)."""
-    return {
-        key: value
-        for key, value in runner.environment_of(runner.functions[logical_id]).items()
-        if value is not None
-    }

@@ -277,9 +277,6 @@ class LocalTemplate:
     # The CloudFormation template aws-sam-translator made of the source (intrinsics unresolved).
     translated: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
-    def function_by_name(self) -> dict[str, FunctionSpec]:
-        return {spec.name: spec for spec in self.functions.values()}
-
 
 # ------------------------------------------------------------------ intrinsic functions
 
