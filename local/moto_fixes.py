@@ -745,12 +745,5 @@ def ecs_integration_case() -> None:
             response.clear()
             response.update(recased)
 
-    from moto.ec2.models.elastic_network_interfaces import NetworkInterface
-
-    if not hasattr(NetworkInterface, "private_dns_name"):
-        # moto's ECS describes an awsvpc task's network interface by a name its ENIs do not have.
-        NetworkInterface.private_dns_name = property(  # type: ignore[assignment]
-            lambda eni: f"ip-{str(eni.private_ip_address).replace('.', '-')}.ec2.internal"
-        )
     StateTaskServiceEcs._normalise_parameters = normalise_parameters  # type: ignore[method-assign]
     StateTaskServiceEcs._normalise_response = normalise_response  # type: ignore[method-assign]
