@@ -45,7 +45,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, cast
 
-from local.template import REGION, FunctionSpec
+from local.template import REGION, FunctionSpec, find_function
 
 log = logging.getLogger("local.lambda")
 
@@ -238,17 +238,10 @@ class FunctionDirectory:
 
     def __init__(self, functions: Iterable[FunctionSpec]) -> None:
         self.functions: dict[str, FunctionSpec] = {spec.logical_id: spec for spec in functions}
-        self._by_name = {spec.name: spec for spec in self.functions.values()}
-        self._by_name.update({spec.arn: spec for spec in self.functions.values()})
 
     def spec(self, name_or_arn: str) -> FunctionSpec | None:
         """By logical id, function name or ARN (a qualified ARN's qualifier is ignored)."""
-        if name_or_arn in self.functions:
-            return self.functions[name_or_arn]
-        if name_or_arn in self._by_name:
-            return self._by_name[name_or_arn]
-        unqualified = name_or_arn.split(":function:", 1)[-1].split(":", 1)[0]
-        return self._by_name.get(unqualified)
+        return find_function(self.functions, name_or_arn)
 
     def invoke(self, spec: FunctionSpec, event: Any) -> Invocation:
         raise NotImplementedError

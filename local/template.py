@@ -785,14 +785,19 @@ def _source_layer(source_resources: Mapping[str, dict[str, Any]], logical_id: st
 _FunctionFinder = Callable[[Any], str | None]
 
 
+def find_function(functions: Mapping[str, FunctionSpec], reference: Any) -> FunctionSpec | None:
+    """A function by logical id, name or ARN (perhaps qualified by an alias or version)."""
+    text = str(reference)
+    name = text.split(":function:", 1)[1].split(":", 1)[0] if ":function:" in text else text
+    return functions.get(text) or next((spec for spec in functions.values() if spec.name == name), None)
+
+
 def _function_finder(functions: Mapping[str, FunctionSpec]) -> _FunctionFinder:
-    """ARN (perhaps qualified by an alias or version) or name → the function's logical id, or None."""
-    by_name = {spec.name: logical_id for logical_id, spec in functions.items()}
+    """ARN or name → the function's logical id, or None."""
 
     def find(arn_or_name: Any) -> str | None:
-        text = str(arn_or_name)
-        name = text.split(":function:", 1)[1].split(":", 1)[0] if ":function:" in text else text
-        return by_name.get(name)
+        spec = find_function(functions, arn_or_name)
+        return spec.logical_id if spec else None
 
     return find
 
