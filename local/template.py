@@ -261,15 +261,17 @@ def rate_seconds(expression: str) -> float | None:
 class LocalTemplate:
     path: Path
     parameters: dict[str, Any]
-    tables: dict[str, TableSpec]
-    buckets: dict[str, BucketSpec]
-    functions: dict[str, FunctionSpec]
-    state_machines: dict[str, StateMachineSpec]
-    routes: list[Route]
-    gateway_responses: dict[str, GatewayResponse]  # by ResponseType (UNAUTHORIZED, DEFAULT_4XX, ...)
-    stage: str
-    event_rules: list[EventRule]
-    skipped: dict[str, str]  # logical id → type the local stack does not emulate
+    tables: dict[str, TableSpec] = field(default_factory=dict)
+    buckets: dict[str, BucketSpec] = field(default_factory=dict)
+    functions: dict[str, FunctionSpec] = field(default_factory=dict)
+    state_machines: dict[str, StateMachineSpec] = field(default_factory=dict)
+    routes: list[Route] = field(default_factory=list)
+    #: by ResponseType (UNAUTHORIZED, DEFAULT_4XX, ...)
+    gateway_responses: dict[str, GatewayResponse] = field(default_factory=dict)
+    stage: str = "local"
+    event_rules: list[EventRule] = field(default_factory=list)
+    #: logical id → type the local stack does not emulate
+    skipped: dict[str, str] = field(default_factory=dict)
     ecs_clusters: dict[str, str] = field(default_factory=dict)  # logical id → cluster name
     #: path template → the headers of its CORS preflight (the mock OPTIONS SAM adds for `Cors`)
     preflights: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -651,20 +653,7 @@ def _read(
     def of_type(kind: str) -> dict[str, dict[str, Any]]:
         return {lid: res.get("Properties") or {} for lid, res in resources.items() if res.get("Type") == kind}
 
-    result = LocalTemplate(
-        path=path,
-        parameters=parameters,
-        tables={},
-        buckets={},
-        functions={},
-        state_machines={},
-        routes=[],
-        gateway_responses={},
-        stage="local",
-        event_rules=[],
-        skipped={},
-        translated=translated,
-    )
+    result = LocalTemplate(path=path, parameters=parameters, translated=translated)
     layer_dirs = _layer_dirs(of_type(LAMBDA_LAYER_TYPE), resolver, base_dir, source_resources)
     for logical_id, props in of_type(LAMBDA_FUNCTION_TYPE).items():
         events = ((source_resources.get(logical_id) or {}).get("Properties") or {}).get("Events") or {}
