@@ -519,7 +519,7 @@ class MotoLambdaHook:
                 result: tuple[str, bool, str] = original(function, event)
                 return result
             parsed = _as_event(event)
-            if _is_s3_notification(parsed):
+            if is_s3_event(parsed):
                 # S3 invokes its notification targets asynchronously, after the object exists.
                 # moto calls us from inside put_object, before it stores the object's metadata, so
                 # run the handler on its own thread, once the request that stored the object is done.
@@ -558,11 +558,14 @@ class MotoLambdaHook:
 S3_NOTIFICATION_DELAY_SECONDS = 0.2
 
 
-def _is_s3_notification(event: Any) -> bool:
+def is_s3_event(event: Any) -> bool:
+    """Whether `event` is S3's notification (every record of it from `aws:s3`)."""
     records = event.get("Records") if isinstance(event, dict) else None
-    if not isinstance(records, list) or not records or not isinstance(records[0], dict):
-        return False
-    return records[0].get("eventSource") == "aws:s3"
+    return (
+        isinstance(records, list)
+        and bool(records)
+        and all(isinstance(record, dict) and record.get("eventSource") == "aws:s3" for record in records)
+    )
 
 
 def _as_event(event: Any) -> Any:
