@@ -73,6 +73,8 @@ def create_network(ec2: Any) -> tuple[str, str]:
         ]
     finally:
         mock_random.setstate(state)
+    # As in a default VPC: the tasks' network interfaces get DNS names (which ECS describes them by).
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
     return subnet, group
 
 

@@ -25,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from local import iam_policy
 from local.lambda_runtime import AUTHORIZER_UNAUTHORIZED, FunctionDirectory
 from local.template import ACCOUNT_ID, REGION, GatewayResponse, LocalTemplate, Route, rest_api_id
 
@@ -262,7 +263,11 @@ class ApiFront:
             return self._gateway_error(
                 "AUTHORIZER_CONFIGURATION_ERROR", 500, "Internal server error", request_id
             )
-        if not _policy_allows(result["policyDocument"], authorizer_event["methodArn"]):
+        # IAM's evaluation of the authorizer's policy for execute-api:Invoke on the method's ARN.
+        decision = iam_policy.evaluate(
+            [result["policyDocument"]], "execute-api:Invoke", authorizer_event["methodArn"]
+        )
+        if decision is not iam_policy.Decision.ALLOW:
             return self._gateway_error(
                 "ACCESS_DENIED", 403, "User is not authorized to access this resource", request_id
             )
@@ -388,32 +393,6 @@ def _as_context_string(value: Any) -> str:
     return str(value)
 
 
-def _arn_matches(pattern: str, arn: str) -> bool:
-    regex = "".join(".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern)
-    return re.fullmatch(regex, arn, re.DOTALL) is not None  # IAM's * matches any character
-
-
-def _policy_allows(policy: Mapping[str, Any], method_arn: str) -> bool:
-    """IAM evaluation for execute-api:Invoke: an explicit Deny wins, then some Allow must match."""
-    statements = policy.get("Statement") or []
-    if isinstance(statements, dict):
-        statements = [statements]
-    allowed = False
-    for statement in statements:
-        actions = statement.get("Action", [])
-        actions = [actions] if isinstance(actions, str) else actions
-        if not any(_arn_matches(action, "execute-api:Invoke") for action in actions):
-            continue
-        resources = statement.get("Resource", [])
-        resources = [resources] if isinstance(resources, str) else resources
-        if not any(_arn_matches(resource, method_arn) for resource in resources):
-            continue
-        if statement.get("Effect") == "Deny":
-            return False
-        allowed = allowed or statement.get("Effect") == "Allow"
-    return allowed
-
-
 # ------------------------------------------------------------------ the HTTP server
 
 
@@ -470,8 +449,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(response.body)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
     def __getattr__(self, name: str) -> Any:
         # http.server answers a method without a `do_<METHOD>` with its own 501 HTML page; every

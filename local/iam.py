@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import sys
 import threading
 from collections.abc import Iterator, Mapping
@@ -466,7 +465,7 @@ def enforce() -> None:
 
     setattr(authorise, _PATCHED, True)
     ActionAuthenticatorMixin._authenticate_and_authorize_action = authorise  # type: ignore[method-assign]
-    IAMPolicyStatement._match = staticmethod(iam_glob_match)  # type: ignore[method-assign,assignment]
+    IAMPolicyStatement._match = staticmethod(iam_policy.glob_match)  # type: ignore[method-assign,assignment]
 
 
 def _authorise_presigned(response: Any, resource: str) -> None:
@@ -492,13 +491,6 @@ def _authorise_presigned(response: Any, resource: str) -> None:
         log.info("IAM: %s refused %s on %s (presigned)", principal_of(signer.arn), action, resource)
         raise S3AccessDeniedError()
     ledger.record(principal_of(signer.arn), action, resource)
-
-
-def iam_glob_match(pattern: str, value: str) -> re.Match[str] | None:
-    """IAM's wildcards: `*` any run of characters, `?` exactly one; everything else literal.
-    (moto turns `*` into `.*` and leaves the rest as a regular expression, so `?` and `.` go wrong.)"""
-    expression = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(expression, value, flags=re.DOTALL)
 
 
 def relax() -> None:

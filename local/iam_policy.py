@@ -35,11 +35,11 @@ class Decision(Enum):
     IMPLICIT_DENY = "implicit deny"
 
 
-def _glob(pattern: str, value: str, *, ignore_case: bool) -> bool:
+def glob_match(pattern: str, value: str, *, ignore_case: bool = False) -> re.Match[str] | None:
+    """IAM's wildcards: `*` any run of characters, `?` exactly one; everything else literal.
+    (moto turns `*` into `.*` and leaves the rest as a regular expression, so `?` and `.` go wrong.)"""
     expression = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return (
-        re.fullmatch(expression, value, flags=re.DOTALL | (re.IGNORECASE if ignore_case else 0)) is not None
-    )
+    return re.fullmatch(expression, value, flags=re.DOTALL | (re.IGNORECASE if ignore_case else 0))
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -47,7 +47,7 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _matches_any(patterns: Any, value: str, *, ignore_case: bool) -> bool:
-    return any(_glob(str(pattern), value, ignore_case=ignore_case) for pattern in _as_list(patterns))
+    return any(glob_match(str(pattern), value, ignore_case=ignore_case) for pattern in _as_list(patterns))
 
 
 def _string(operator: str, actual: str, expected: str) -> bool:
@@ -58,7 +58,7 @@ def _string(operator: str, actual: str, expected: str) -> bool:
     if operator in ("StringLike", "ArnLike", "ArnEquals"):
         if operator.startswith("Arn"):
             return _arn_like(actual, expected)
-        return _glob(expected, actual, ignore_case=False)
+        return glob_match(expected, actual) is not None
     raise ValueError(operator)
 
 
@@ -67,7 +67,7 @@ def _arn_like(actual: str, expected: str) -> bool:
     actual_parts, expected_parts = actual.split(":", 5), expected.split(":", 5)
     if len(actual_parts) != 6 or len(expected_parts) != 6:
         return False
-    return all(_glob(e, a, ignore_case=False) for a, e in zip(actual_parts, expected_parts, strict=True))
+    return all(glob_match(e, a) for a, e in zip(actual_parts, expected_parts, strict=True))
 
 
 def _numeric(operator: str, actual: str, expected: str) -> bool:

@@ -53,7 +53,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from local.events import matches
-from local.lambda_runtime import Invocation
+from local.lambda_runtime import Invocation, is_s3_event
 from local.stack import DEFAULT_TEMPLATE, DevStack
 from local.template import ACCOUNT_ID, LOCAL_PARAMETER_OVERRIDES, FunctionSpec, LocalTemplate, Route
 
@@ -78,15 +78,6 @@ class InvokeError(Exception):
 # ------------------------------------------------------------------ which function
 
 
-def _is_s3_event(event: Any) -> bool:
-    records = event.get("Records") if isinstance(event, dict) else None
-    return (
-        isinstance(records, list)
-        and bool(records)
-        and all(isinstance(record, dict) and record.get("eventSource") == "aws:s3" for record in records)
-    )
-
-
 def _is_authorizer_event(event: Any) -> bool:
     return isinstance(event, dict) and event.get("type") == "REQUEST" and "methodArn" in event
 
@@ -101,7 +92,7 @@ def _route_of(template: LocalTemplate, event: dict[str, Any]) -> Route | None:
 
 def function_for_event(template: LocalTemplate, event: Any) -> str:
     """The logical id of the function the event is for, as the template wires it."""
-    if _is_s3_event(event):
+    if is_s3_event(event):
         targets = {
             notification.function_logical_id
             for bucket in template.buckets.values()
@@ -178,7 +169,7 @@ def prepare_event(
     context = (event.get("requestContext") or {}).get("authorizer") if isinstance(event, dict) else None
     owner = str(context.get("project_id") or project) if isinstance(context, dict) else project
     event = _fill(event, _Seeds(stack, logical_id, owner, image_url))
-    if _is_s3_event(event):
+    if is_s3_event(event):
         for record in event["Records"]:
             _fit_s3_record(stack, logical_id, record)
     elif _is_authorizer_event(event):

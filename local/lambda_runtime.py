@@ -45,7 +45,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, cast
 
-from local.template import REGION, FunctionSpec
+from local.template import REGION, FunctionSpec, find_function
 
 log = logging.getLogger("local.lambda")
 
@@ -238,17 +238,10 @@ class FunctionDirectory:
 
     def __init__(self, functions: Iterable[FunctionSpec]) -> None:
         self.functions: dict[str, FunctionSpec] = {spec.logical_id: spec for spec in functions}
-        self._by_name = {spec.name: spec for spec in self.functions.values()}
-        self._by_name.update({spec.arn: spec for spec in self.functions.values()})
 
     def spec(self, name_or_arn: str) -> FunctionSpec | None:
         """By logical id, function name or ARN (a qualified ARN's qualifier is ignored)."""
-        if name_or_arn in self.functions:
-            return self.functions[name_or_arn]
-        if name_or_arn in self._by_name:
-            return self._by_name[name_or_arn]
-        unqualified = name_or_arn.split(":function:", 1)[-1].split(":", 1)[0]
-        return self._by_name.get(unqualified)
+        return find_function(self.functions, name_or_arn)
 
     def invoke(self, spec: FunctionSpec, event: Any) -> Invocation:
         raise NotImplementedError
@@ -526,7 +519,7 @@ class MotoLambdaHook:
                 result: tuple[str, bool, str] = original(function, event)
                 return result
             parsed = _as_event(event)
-            if _is_s3_notification(parsed):
+            if is_s3_event(parsed):
                 # S3 invokes its notification targets asynchronously, after the object exists.
                 # moto calls us from inside put_object, before it stores the object's metadata, so
                 # run the handler on its own thread, once the request that stored the object is done.
@@ -565,11 +558,14 @@ class MotoLambdaHook:
 S3_NOTIFICATION_DELAY_SECONDS = 0.2
 
 
-def _is_s3_notification(event: Any) -> bool:
+def is_s3_event(event: Any) -> bool:
+    """Whether `event` is S3's notification (every record of it from `aws:s3`)."""
     records = event.get("Records") if isinstance(event, dict) else None
-    if not isinstance(records, list) or not records or not isinstance(records[0], dict):
-        return False
-    return records[0].get("eventSource") == "aws:s3"
+    return (
+        isinstance(records, list)
+        and bool(records)
+        and all(isinstance(record, dict) and record.get("eventSource") == "aws:s3" for record in records)
+    )
 
 
 def _as_event(event: Any) -> Any:
@@ -580,12 +576,3 @@ def _as_event(event: Any) -> Any:
         except ValueError:
             return event
     return {} if event is None else event
-
-
-def handler_environment(runner: HandlerRunner, logical_id: str) -> Mapping[str, str]:
-    """The variables a function sees (for tests and diagnostics)."""
-    return {
-        key: value
-        for key, value in runner.environment_of(runner.functions[logical_id]).items()
-        if value is not None
-    }

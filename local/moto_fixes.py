@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from local.template import recase_keys
 
@@ -57,14 +57,15 @@ def refuse_other_moto(written_for: str, installed: str | None = None) -> None:
 
 
 def moto_patch(*, written_for: str, corrects: str) -> Callable[[Patch], Patch]:
-    """Register a patch of moto `written_for`; refuses another moto when this module is imported."""
+    """Register a patch of moto `written_for` (calling it applies it, once); refuses another moto when
+    this module is imported."""
     refuse_other_moto(written_for)
     if "\n" in corrects:
         raise ValueError("say what a patch corrects in one line")
 
     def register(patch: Patch) -> Patch:
         PATCHES[patch.__name__] = MotoPatch(patch.__name__, written_for, corrects)
-        return patch
+        return cast(Patch, functools.cache(patch))  # applied once per process: idempotent
 
     return register
 
@@ -74,7 +75,6 @@ _LOCK = threading.RLock()
 #: tables' items holds it too, to see no table change size under it.
 DYNAMODB_WRITES = _LOCK
 _WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
-_PATCHED = "_imagetasks_serialised"
 
 
 @moto_patch(
@@ -87,10 +87,7 @@ def serialise_dynamodb_writes() -> None:
     from moto.dynamodb.models import DynamoDBBackend
 
     for name in _WRITES:
-        method = getattr(DynamoDBBackend, name)
-        if getattr(method, _PATCHED, False):
-            continue
-        setattr(DynamoDBBackend, name, _serialised(method))
+        setattr(DynamoDBBackend, name, _serialised(getattr(DynamoDBBackend, name)))
 
 
 def _serialised(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -99,7 +96,6 @@ def _serialised(method: Callable[..., Any]) -> Callable[..., Any]:
         with _LOCK:
             return method(*args, **kwargs)
 
-    setattr(run, _PATCHED, True)
     return run
 
 
@@ -207,7 +203,6 @@ def _put_back(table: Any, hash_value: Any, range_value: Any, item: Any) -> None:
 # (werkzeug iterates them) and in-process (botocore reads them as the raw stream of its StreamingBody).
 
 _PIECE = 8 * 1024 * 1024
-_PATCHED_S3 = "_imagetasks_streams"
 _STREAMING = threading.local()  # depth > 0: `FakeKey.value` hands out a KeyReader, not the bytes
 
 
@@ -614,8 +609,6 @@ def stream_s3_objects() -> None:
     from moto.s3.models import FakeKey, FakeMultipart, S3Backend
     from moto.s3.responses import S3Response
 
-    if getattr(FakeMultipart.complete, _PATCHED_S3, False):
-        return
     refuse_other_moto(MOTO_VERSION, moto.__version__)
     value: Any = FakeKey.__dict__["value"]
     FakeKey.value = property(_value_getter(value.fget), _value_setter(value.fset))  # type: ignore[method-assign,assignment]
@@ -667,7 +660,6 @@ def stream_s3_objects() -> None:
         return handle_body(body)
 
     responses._handle_body = materialised
-    setattr(FakeMultipart.complete, _PATCHED_S3, True)
 
 
 # ======================================================================== memory retained per task
@@ -678,8 +670,6 @@ def stream_s3_objects() -> None:
 # handful of transactions over a table of N items left ~N items behind each time, so the local stack
 # kept growing with every task (quadratically), and replaced or deleted S3 objects kept their files.
 # The lists become weak: a model is listed while something else still holds it.
-
-_PATCHED_TRACKING = "_imagetasks_weak"
 
 
 class WeakInstances:
@@ -715,9 +705,6 @@ def release_dropped_models() -> None:
     from moto.core.common_models import BaseModel
     from moto.s3.models import FakeKey
 
-    if getattr(BaseModel.__new__, _PATCHED_TRACKING, False):
-        return
-
     def __new__(cls: Any, *args: Any, **kwargs: Any) -> Any:
         instance = super(BaseModel, cls).__new__(cls)
         tracked = cls.__dict__.get("instances_tracked")
@@ -729,7 +716,6 @@ def release_dropped_models() -> None:
         tracked.append(instance)
         return instance
 
-    setattr(__new__, _PATCHED_TRACKING, True)
     BaseModel.__new__ = __new__  # type: ignore[method-assign]
 
     def __del__(self: Any) -> None:
@@ -747,15 +733,12 @@ def release_dropped_models() -> None:
 # and unmapped on its own, keep the process at what it really holds.
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
-_MALLOC_TUNED = False
 
 
+@functools.cache  # once per process: idempotent
 def bounded_malloc() -> None:
     """Idempotent: glibc's allocator returns large freed blocks at once (see above); elsewhere a
     no-op."""
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return
     import ctypes
     import ctypes.util
 
@@ -768,7 +751,6 @@ def bounded_malloc() -> None:
     if mallopt is not None:
         mallopt(_M_ARENA_MAX, 2)
         mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
-    _MALLOC_TUNED = True
 
 
 def local_moto_fixes() -> None:
@@ -779,9 +761,6 @@ def local_moto_fixes() -> None:
     release_dropped_models()
     stop_execution_with_cause()
     ecs_integration_case()
-
-
-_STOP_PATCHED = "_imagetasks_stop_with_cause"
 
 
 @moto_patch(
@@ -800,9 +779,6 @@ def stop_execution_with_cause() -> None:
     from moto.stepfunctions.exceptions import ExecutionDoesNotExist
     from moto.stepfunctions.models import StateMachine, StepFunctionBackend
     from moto.stepfunctions.responses import StepFunctionResponse
-
-    if getattr(StepFunctionResponse.stop_execution, _STOP_PATCHED, False):
-        return
 
     def machine_stop(self: Any, execution_arn: str, error: str = "", cause: str = "") -> Any:
         execution = next((x for x in self.executions if x.execution_arn == execution_arn), None)
@@ -834,7 +810,6 @@ def stop_execution_with_cause() -> None:
         )
         return ActionResult({"stopDate": execution.stop_date})
 
-    setattr(response_stop, _STOP_PATCHED, True)
     StateMachine.stop_execution = machine_stop  # type: ignore[method-assign]
     StepFunctionBackend.stop_execution = backend_stop  # type: ignore[method-assign]
     StepFunctionResponse.stop_execution = response_stop  # type: ignore[method-assign]
@@ -865,12 +840,5 @@ def ecs_integration_case() -> None:
             response.clear()
             response.update(recased)
 
-    from moto.ec2.models.elastic_network_interfaces import NetworkInterface
-
-    if not hasattr(NetworkInterface, "private_dns_name"):
-        # moto's ECS describes an awsvpc task's network interface by a name its ENIs do not have.
-        NetworkInterface.private_dns_name = property(  # type: ignore[assignment]
-            lambda eni: f"ip-{str(eni.private_ip_address).replace('.', '-')}.ec2.internal"
-        )
     StateTaskServiceEcs._normalise_parameters = normalise_parameters  # type: ignore[method-assign]
     StateTaskServiceEcs._normalise_response = normalise_response  # type: ignore[method-assign]

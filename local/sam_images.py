@@ -30,10 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from local.template import load_yaml
+from local.template import FUNCTION_TYPE, LAYER_TYPE, load_yaml
 
-FUNCTION_TYPE = "AWS::Serverless::Function"
-LAYER_TYPE = "AWS::Serverless::LayerVersion"
 #: Each image's repository names its content: sam local puts its emulator on top as
 #: `<repository>:rapid-x86_64` and never rebuilds that tag, so one repository must never change content.
 REPOSITORY_PREFIX = "localhost/imagetasks-lambda-layers-"

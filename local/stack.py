@@ -471,18 +471,8 @@ class DevStack:
     def run_schedule(self, rule: EventRule) -> Any:
         """Invoke the rule's target with the event EventBridge sends on a schedule; its result."""
         spec = self._template().functions[rule.function_logical_id]
-        event = {
-            "version": "0",
-            "id": str(uuid.uuid4()),
-            "detail-type": "Scheduled Event",
-            "source": "aws.events",
-            "account": ACCOUNT_ID,
-            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "region": REGION,
-            "resources": [f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{rule.name}"],
-            "detail": {},
-        }
-        return self.runner.invoke(spec, event).result()
+        rule_arn = f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{rule.name}"
+        return self.runner.invoke(spec, _event("Scheduled Event", "aws.events", {}, [rule_arn])).result()
 
     # ---------------------------------------------------------------- EventBridge for Step Functions
     def _execution_loop(self) -> None:
@@ -538,19 +528,14 @@ class DevStack:
     def _event_put(self, entry: Mapping[str, Any], event_id: str) -> None:
         bus = str(entry.get("EventBusName") or "default").rsplit("/", 1)[-1]
         moment = entry.get("Time")
-        event = {
-            "version": "0",
-            "id": event_id,
-            "detail-type": entry["DetailType"],
-            "source": entry["Source"],
-            "account": ACCOUNT_ID,
-            "time": (moment if isinstance(moment, datetime) else datetime.now(UTC)).strftime(
-                "%Y-%m-%dT%H:%M:%SZ"
-            ),
-            "region": REGION,
-            "resources": list(entry.get("Resources") or []),
-            "detail": json.loads(entry["Detail"]),
-        }
+        event = _event(
+            entry["DetailType"],
+            entry["Source"],
+            json.loads(entry["Detail"]),
+            list(entry.get("Resources") or []),
+            event_id=event_id,
+            moment=moment if isinstance(moment, datetime) else None,
+        )
         with self._published_lock:
             self._published.append((bus, event))
         try:
@@ -639,14 +624,27 @@ def _status_change_event(execution: Mapping[str, Any]) -> dict[str, Any]:
         "error": execution.get("error"),
         "cause": execution.get("cause"),
     }
+    return _event(EXECUTION_STATUS_CHANGE, "aws.states", detail, [execution["executionArn"]])
+
+
+def _event(
+    detail_type: str,
+    source: str,
+    detail: Any,
+    resources: list[str],
+    *,
+    event_id: str | None = None,
+    moment: datetime | None = None,
+) -> dict[str, Any]:
+    """An event as EventBridge hands it to a rule's target."""
     return {
         "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": EXECUTION_STATUS_CHANGE,
-        "source": "aws.states",
+        "id": event_id or str(uuid.uuid4()),
+        "detail-type": detail_type,
+        "source": source,
         "account": ACCOUNT_ID,
-        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "time": (moment or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "region": REGION,
-        "resources": [execution["executionArn"]],
+        "resources": resources,
         "detail": detail,
     }

@@ -261,24 +261,23 @@ def rate_seconds(expression: str) -> float | None:
 class LocalTemplate:
     path: Path
     parameters: dict[str, Any]
-    tables: dict[str, TableSpec]
-    buckets: dict[str, BucketSpec]
-    functions: dict[str, FunctionSpec]
-    state_machines: dict[str, StateMachineSpec]
-    routes: list[Route]
-    gateway_responses: dict[str, GatewayResponse]  # by ResponseType (UNAUTHORIZED, DEFAULT_4XX, ...)
-    stage: str
-    event_rules: list[EventRule]
-    skipped: dict[str, str]  # logical id → type the local stack does not emulate
+    tables: dict[str, TableSpec] = field(default_factory=dict)
+    buckets: dict[str, BucketSpec] = field(default_factory=dict)
+    functions: dict[str, FunctionSpec] = field(default_factory=dict)
+    state_machines: dict[str, StateMachineSpec] = field(default_factory=dict)
+    routes: list[Route] = field(default_factory=list)
+    #: by ResponseType (UNAUTHORIZED, DEFAULT_4XX, ...)
+    gateway_responses: dict[str, GatewayResponse] = field(default_factory=dict)
+    stage: str = "local"
+    event_rules: list[EventRule] = field(default_factory=list)
+    #: logical id → type the local stack does not emulate
+    skipped: dict[str, str] = field(default_factory=dict)
     ecs_clusters: dict[str, str] = field(default_factory=dict)  # logical id → cluster name
     #: path template → the headers of its CORS preflight (the mock OPTIONS SAM adds for `Cors`)
     preflights: dict[str, dict[str, str]] = field(default_factory=dict)
     task_definitions: dict[str, TaskDefinitionSpec] = field(default_factory=dict)
     # The CloudFormation template aws-sam-translator made of the source (intrinsics unresolved).
     translated: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    def function_by_name(self) -> dict[str, FunctionSpec]:
-        return {spec.name: spec for spec in self.functions.values()}
 
 
 # ------------------------------------------------------------------ intrinsic functions
@@ -305,7 +304,6 @@ class _Resolver:
     def __init__(self, template: dict[str, Any], parameters: dict[str, Any]) -> None:
         self._resources: dict[str, dict[str, Any]] = template.get("Resources") or {}
         self._conditions: dict[str, Any] = template.get("Conditions") or {}
-        self._mappings: dict[str, Any] = template.get("Mappings") or {}
         self._parameters = parameters
         self._condition_cache: dict[str, bool] = {}
 
@@ -456,15 +454,7 @@ class _Resolver:
             return all(self.resolve(item) for item in arg)
         if name == "Or":
             return any(self.resolve(item) for item in arg)
-        if name == "FindInMap":
-            mapping, top, second = self.resolve(arg)
-            return self._mappings[mapping][top][second]
-        if name == "Base64":
-            import base64
-
-            return base64.b64encode(str(self.resolve(arg)).encode()).decode()
-        if name == "GetAZs":
-            return [f"{REGION}a", f"{REGION}b", f"{REGION}c"]
+        # Fn::FindInMap, Fn::Base64, Fn::GetAZs...: the template uses none.
         raise TemplateError(f"intrinsic function Fn::{name} is not supported locally")
 
     def _sub(self, arg: Any) -> str:
@@ -663,20 +653,7 @@ def _read(
     def of_type(kind: str) -> dict[str, dict[str, Any]]:
         return {lid: res.get("Properties") or {} for lid, res in resources.items() if res.get("Type") == kind}
 
-    result = LocalTemplate(
-        path=path,
-        parameters=parameters,
-        tables={},
-        buckets={},
-        functions={},
-        state_machines={},
-        routes=[],
-        gateway_responses={},
-        stage="local",
-        event_rules=[],
-        skipped={},
-        translated=translated,
-    )
+    result = LocalTemplate(path=path, parameters=parameters, translated=translated)
     layer_dirs = _layer_dirs(of_type(LAMBDA_LAYER_TYPE), resolver, base_dir, source_resources)
     for logical_id, props in of_type(LAMBDA_FUNCTION_TYPE).items():
         events = ((source_resources.get(logical_id) or {}).get("Properties") or {}).get("Events") or {}
@@ -788,14 +765,19 @@ def _source_layer(source_resources: Mapping[str, dict[str, Any]], logical_id: st
 _FunctionFinder = Callable[[Any], str | None]
 
 
+def find_function(functions: Mapping[str, FunctionSpec], reference: Any) -> FunctionSpec | None:
+    """A function by logical id, name or ARN (perhaps qualified by an alias or version)."""
+    text = str(reference)
+    name = text.split(":function:", 1)[1].split(":", 1)[0] if ":function:" in text else text
+    return functions.get(text) or next((spec for spec in functions.values() if spec.name == name), None)
+
+
 def _function_finder(functions: Mapping[str, FunctionSpec]) -> _FunctionFinder:
-    """ARN (perhaps qualified by an alias or version) or name → the function's logical id, or None."""
-    by_name = {spec.name: logical_id for logical_id, spec in functions.items()}
+    """ARN or name → the function's logical id, or None."""
 
     def find(arn_or_name: Any) -> str | None:
-        text = str(arn_or_name)
-        name = text.split(":function:", 1)[1].split(":", 1)[0] if ":function:" in text else text
-        return by_name.get(name)
+        spec = find_function(functions, arn_or_name)
+        return spec.logical_id if spec else None
 
     return find
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local import iam
+from local import iam, iam_policy
 from local.template import LOCAL_PARAMETER_OVERRIDES, load_template
 from tests.support import ROOT
 
@@ -100,7 +100,7 @@ def read_calls(directory: Path) -> dict[tuple[str, str, str], set[str]]:
 def _matches(pattern: str, value: str, *, case_sensitive: bool) -> bool:
     if not case_sensitive:
         pattern, value = pattern.lower(), value.lower()
-    return iam.iam_glob_match(pattern, value) is not None
+    return iam_policy.glob_match(pattern, value) is not None
 
 
 def uses(granted: Iterable[Grant], calls: Mapping[tuple[str, str, str], set[str]]) -> dict[Grant, Use]:
