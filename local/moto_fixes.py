@@ -99,7 +99,6 @@ def _serialised(method: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-_PATCHED_TRANSACTIONS = "_imagetasks_item_rollback"
 _IN_TRANSACTION = threading.local()
 
 
@@ -109,7 +108,7 @@ _IN_TRANSACTION = threading.local()
     "every transaction costs time in proportion to the table's size",
 )
 def roll_back_transactions_by_item() -> None:
-    """Idempotent: moto's `transact_write_items` keeps a deep copy of a whole table, made again for
+    """moto's `transact_write_items` keeps a deep copy of a whole table, made again for
     each item of the transaction on that table, to roll back to. With a few thousand items that is
     tens of milliseconds per transaction, under the write lock: the e2e tier's tables slowed every
     create and PATCH as they filled. The patched method keeps a copy of each item the transaction
@@ -124,8 +123,6 @@ def roll_back_transactions_by_item() -> None:
     from moto.dynamodb.models.table import Table
 
     original = DynamoDBBackend.transact_write_items
-    if getattr(original, _PATCHED_TRANSACTIONS, False):
-        return
 
     class _SkipTableCopies:
         def __getattr__(self, name: str) -> Any:
@@ -172,7 +169,6 @@ def roll_back_transactions_by_item() -> None:
         finally:
             _IN_TRANSACTION.depth -= 1
 
-    setattr(transact_write_items, _PATCHED_TRANSACTIONS, True)
     models.copy = _SkipTableCopies()  # type: ignore[attr-defined,assignment]
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
 
