@@ -110,7 +110,10 @@ e2e: $(VENV)/.installed $(SAM_VENV)/.installed
 TEST_WORKERS ?= 2
 IAM_LEDGER := $(CURDIR)/.iam-ledger
 test: export IMAGETASKS_IAM_LEDGER := $(IAM_LEDGER)
-test: prerequisites lint build  ## lint, sam build, every test tier, the artifact e2e tests on the built functions in containers, then the IAM ledger check
+# lint (CPU) and sam build (mostly downloads and copies on a fresh clone) run side by side; each
+# one's output is printed whole when it ends.
+test: prerequisites  ## lint, sam build, every test tier, the artifact e2e tests on the built functions in containers, then the IAM ledger check
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint build
 	rm -rf $(IAM_LEDGER)
 	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) tests/local tests/unit tests/integration
 	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile tests/e2e
