@@ -16,6 +16,7 @@ import binascii
 import json
 import logging
 import re
+import sys
 import threading
 import time
 import uuid
@@ -465,6 +466,14 @@ class _Server(ThreadingHTTPServer):
     # socketserver's listen backlog is 5: a burst of new connections (32 clients starting at once)
     # overflowed it and clients saw resets. API Gateway takes such bursts; so does the front now.
     request_queue_size = 128
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away before its answer (a timeout, Ctrl-C) is not the front's error:
+        # one line, not socketserver's traceback on stderr.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            log.info("%s went away before its answer", client_address[0])
+            return
+        super().handle_error(request, client_address)
 
 
 class FrontServer:

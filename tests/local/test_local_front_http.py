@@ -5,13 +5,14 @@ path parameter is decoded once."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from local.front import ApiFront, FrontServer, _content_length
+from local.front import ApiFront, FrontServer, _content_length, _Server
 
 
 class Recording:
@@ -128,3 +129,24 @@ def test_the_path_stays_encoded_and_each_parameter_is_decoded_once(
     assert event["path"] == f"/v2/images/{image}/tags/{encoded}"
     assert event["pathParameters"] == {"image_id": image, "tag": tag}
     assert event["requestContext"]["domainName"] == f"127.0.0.1:{server.port}"
+
+
+def test_a_client_gone_before_its_answer_is_a_log_line_and_other_errors_keep_their_traceback(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from http.server import BaseHTTPRequestHandler
+
+    server = _Server(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    try:
+        for error in (BrokenPipeError(32, "Broken pipe"), ValueError("a defect")):
+            try:
+                raise error
+            except Exception:
+                with caplog.at_level(logging.INFO, logger="local.front"):
+                    server.handle_error(None, ("127.0.0.1", 40000))
+    finally:
+        server.server_close()
+
+    assert "127.0.0.1 went away before its answer" in caplog.text
+    printed = capsys.readouterr().err
+    assert "ValueError: a defect" in printed and "BrokenPipeError" not in printed
