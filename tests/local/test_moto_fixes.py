@@ -223,3 +223,91 @@ def test_an_in_process_part_upload_is_stored_from_the_callers_bytes_and_then_let
     assert parts[0]["Size"] == len(body)
     # ... and nothing of the handled request still refers to the caller's bytes
     assert held_after == held_before
+
+
+def test_a_cancelled_transaction_puts_back_exactly_the_items_it_touched() -> None:
+    """undo_log_transactions: a cancelled transaction leaves every item as it was (an update undone,
+    a new item gone, a deleted one back), on tables with and without a sort key; and the rollback
+    comes from copies of those items, not of the tables (the table objects are the same)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+
+    from local.moto_fixes import serialise_dynamodb_writes
+
+    serialise_dynamodb_writes()
+    with mock_aws():
+        # Given a table with a hash key and one with a hash and a sort key, each with items
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        dynamodb.create_table(
+            TableName="hashed",
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        dynamodb.create_table(
+            TableName="sorted",
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        dynamodb.put_item(TableName="hashed", Item={"id": {"S": "kept"}, "v": {"N": "1"}})
+        dynamodb.put_item(TableName="hashed", Item={"id": {"S": "taken"}})
+        dynamodb.put_item(TableName="sorted", Item={"pk": {"S": "a"}, "sk": {"S": "1"}, "v": {"N": "1"}})
+        backend = dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+        tables = {name: backend.tables[name] for name in ("hashed", "sorted")}
+
+        def everything() -> list[Any]:
+            return sorted(
+                json.dumps(item, sort_keys=True)
+                for name in tables
+                for item in dynamodb.scan(TableName=name)["Items"]
+            )
+
+        before = everything()
+
+        # When a transaction updates, creates and deletes items and then fails its last condition
+        with pytest.raises(dynamodb.exceptions.TransactionCanceledException) as cancelled:
+            dynamodb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": "hashed",
+                            "Key": {"id": {"S": "kept"}},
+                            "UpdateExpression": "SET v = :v",
+                            "ExpressionAttributeValues": {":v": {"N": "2"}},
+                        }
+                    },
+                    {"Put": {"TableName": "hashed", "Item": {"id": {"S": "new"}}}},
+                    {"Put": {"TableName": "sorted", "Item": {"pk": {"S": "a"}, "sk": {"S": "2"}}}},
+                    {"Delete": {"TableName": "sorted", "Key": {"pk": {"S": "a"}, "sk": {"S": "1"}}}},
+                    {
+                        "Put": {
+                            "TableName": "hashed",
+                            "Item": {"id": {"S": "taken"}},
+                            "ConditionExpression": "attribute_not_exists(id)",
+                        }
+                    },
+                ]
+            )
+
+        # Then it says which item refused, and every item is as it was, in the same tables
+        reasons = [reason["Code"] for reason in cancelled.value.response["CancellationReasons"]]
+        assert reasons == ["None", "None", "None", "None", "ConditionalCheckFailed"]
+        assert everything() == before
+        assert all(backend.tables[name] is table for name, table in tables.items())
+
+        # ... and a transaction that holds is written whole
+        dynamodb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": "hashed", "Item": {"id": {"S": "new"}}}},
+                {"Delete": {"TableName": "sorted", "Key": {"pk": {"S": "a"}, "sk": {"S": "1"}}}},
+            ]
+        )
+        assert "new" in json.dumps(dynamodb.scan(TableName="hashed")["Items"])
+        assert dynamodb.scan(TableName="sorted")["Items"] == []

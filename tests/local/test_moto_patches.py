@@ -16,6 +16,7 @@ PATCH_FUNCTIONS = (
     "release_dropped_models",
     "stop_execution_with_cause",
     "ecs_integration_case",
+    "undo_log_transactions",
 )
 
 
