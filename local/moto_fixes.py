@@ -170,8 +170,8 @@ def _transact_one(
     into `before` (moto's update_item changes the stored item in place: a copy, not the item)."""
     import copy
 
-    from moto.dynamodb.exceptions import ConditionalCheckFailed, MultipleTransactionsException
     from moto.dynamodb.comparisons import get_filter_expression
+    from moto.dynamodb.exceptions import ConditionalCheckFailed, MultipleTransactionsException
 
     op_type, op = next(iter(item.items()))
     if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
