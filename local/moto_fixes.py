@@ -149,7 +149,11 @@ def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> No
         if len(list(item.keys())) > 1:
             raise TransactWriteSingleOpException
         try:
-            _transact_one(self, item, keys_seen, before)
+            # Once an item has refused, the transaction is cancelled: the others' conditions are
+            # still checked (each has its reason in the answer), but they are no longer written
+            # only to be rolled back (a refused attempt cost as much as one that held).
+            cancelled = any(code is not None for code, _, _ in errors)
+            _transact_one(self, item, keys_seen, before, write=not cancelled)
             errors.append((None, None, None))
         except (MultipleTransactionsException, MockValidationException):
             _roll_back(before)
@@ -164,7 +168,12 @@ def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> No
 
 
 def _transact_one(
-    self: Any, item: dict[str, Any], keys_seen: set[tuple[str, str]], before: list[tuple[Any, Any, Any, Any]]
+    self: Any,
+    item: dict[str, Any],
+    keys_seen: set[tuple[str, str]],
+    before: list[tuple[Any, Any, Any, Any]],
+    *,
+    write: bool = True,
 ) -> None:
     """One operation of a transaction, as moto 5.2.5 runs it; the item it writes is first copied
     into `before` (moto's update_item changes the stored item in place: a copy, not the item)."""
@@ -199,7 +208,7 @@ def _transact_one(
         refused = ConditionalCheckFailed(item=old_item)
         refused.old_item = old_item  # type: ignore[attr-defined]
         raise refused
-    if op_type == "ConditionCheck":
+    if op_type == "ConditionCheck" or not write:
         return
     table = self.get_table(table_name)
     hash_key, range_key = self.get_keys_value(table, key)

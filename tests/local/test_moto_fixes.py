@@ -302,6 +302,31 @@ def test_a_cancelled_transaction_puts_back_exactly_the_items_it_touched() -> Non
         assert everything() == before
         assert all(backend.tables[name] is table for name, table in tables.items())
 
+        # ... also when the item that refuses comes first (the others are then checked, not written)
+        with pytest.raises(dynamodb.exceptions.TransactionCanceledException) as refused_first:
+            dynamodb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": "hashed",
+                            "Item": {"id": {"S": "taken"}},
+                            "ConditionExpression": "attribute_not_exists(id)",
+                        }
+                    },
+                    {"Put": {"TableName": "hashed", "Item": {"id": {"S": "new"}}}},
+                    {
+                        "Delete": {
+                            "TableName": "sorted",
+                            "Key": {"pk": {"S": "a"}, "sk": {"S": "1"}},
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                ]
+            )
+        reasons = [reason["Code"] for reason in refused_first.value.response["CancellationReasons"]]
+        assert reasons == ["ConditionalCheckFailed", "None", "ConditionalCheckFailed"]
+        assert everything() == before
+
         # ... and a transaction that holds is written whole
         dynamodb.transact_write_items(
             TransactItems=[
