@@ -91,6 +91,7 @@ def serialise_dynamodb_writes() -> None:
     from moto.dynamodb.models import DynamoDBBackend
 
     undo_log_transactions()
+    snapshot_table_reads()
     for name in _WRITES:
         method = getattr(DynamoDBBackend, name)
         if getattr(method, _PATCHED, False):
@@ -238,6 +239,45 @@ def _roll_back(before: list[tuple[Any, Any, Any, Any]]) -> None:
             table.items.pop(hash_key, None)
         else:
             table.items[hash_key] = item
+
+
+_SNAPSHOT_PATCHED = "_imagetasks_snapshot_reads"
+
+
+@moto_patch(
+    written_for=MOTO_VERSION,
+    corrects="DynamoDB: a Query or Scan iterates the table's items while another thread's write "
+    "adds one, and fails with 'dictionary changed size during iteration'",
+)
+def snapshot_table_reads() -> None:
+    """Idempotent: moto's `Table.all_items` and `Table.has_idx_items` (what Query and Scan read)
+    iterate a snapshot of the table's items. Reads are not under the write lock (a Query of a big
+    table takes long in moto); `list()` of a dict's values is taken whole, without other threads
+    running in between, so a write meanwhile no longer breaks the read."""
+    from moto.dynamodb.models.table import Table
+
+    if getattr(Table.all_items, _SNAPSHOT_PATCHED, False):
+        return
+    for patched in (_all_items, _has_idx_items):
+        setattr(patched, _SNAPSHOT_PATCHED, True)
+    Table.all_items = _all_items  # type: ignore[method-assign]
+    Table.has_idx_items = _has_idx_items  # type: ignore[method-assign]
+
+
+def _stored_items(table: Any) -> list[Any]:
+    groups = list(table.items.values())
+    if not table.range_key_attr:
+        return groups
+    return [item for group in groups for item in list(group.values())]
+
+
+def _all_items(self: Any) -> list[Any]:
+    return sorted(_stored_items(self), key=lambda x: (x.hash_key, x.range_key) if x.range_key else x.hash_key)
+
+
+def _has_idx_items(self: Any, index_name: str) -> list[Any]:
+    columns = {attribute["AttributeName"] for attribute in self.get_index(index_name).schema}
+    return [item for item in _stored_items(self) if columns.issubset(set(item.attrs))]
 
 
 # ======================================================================== S3 at real image sizes

@@ -336,3 +336,57 @@ def test_a_cancelled_transaction_puts_back_exactly_the_items_it_touched() -> Non
         )
         assert "new" in json.dumps(dynamodb.scan(TableName="hashed")["Items"])
         assert dynamodb.scan(TableName="sorted")["Items"] == []
+
+
+def test_queries_and_scans_meet_concurrent_writes_without_failing() -> None:
+    """snapshot_table_reads: a Query or Scan iterates the items while another thread adds some;
+    unpatched, moto fails the read now and then with 'dictionary changed size during iteration'."""
+    import threading
+
+    from local.moto_fixes import serialise_dynamodb_writes
+
+    serialise_dynamodb_writes()
+    with mock_aws():
+        # Given a table with an index, and a thread adding items to it all the time
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        dynamodb.create_table(
+            TableName="busy",
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[
+                {"AttributeName": "id", "AttributeType": "S"},
+                {"AttributeName": "kind", "AttributeType": "S"},
+            ],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": "by-kind",
+                    "KeySchema": [{"AttributeName": "kind", "KeyType": "HASH"}],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        stop = threading.Event()
+
+        def write() -> None:
+            n = 0
+            while not stop.is_set():
+                dynamodb.put_item(TableName="busy", Item={"id": {"S": f"i{n}"}, "kind": {"S": "k"}})
+                n += 1
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        try:
+            # When reads run meanwhile, Then every one answers, with what was there
+            for _ in range(150):
+                queried = dynamodb.query(
+                    TableName="busy",
+                    IndexName="by-kind",
+                    KeyConditionExpression="kind = :k",
+                    ExpressionAttributeValues={":k": {"S": "k"}},
+                    Select="COUNT",
+                )
+                scanned = dynamodb.scan(TableName="busy", Select="COUNT")
+                assert scanned["Count"] >= queried["Count"]  # items are only added: the later read sees more
+        finally:
+            stop.set()
+            writer.join(10)

@@ -17,6 +17,7 @@ PATCH_FUNCTIONS = (
     "stop_execution_with_cause",
     "ecs_integration_case",
     "undo_log_transactions",
+    "snapshot_table_reads",
 )
 
 
