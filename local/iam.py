@@ -417,26 +417,15 @@ def enforce() -> None:
             return
         if key in OPERATOR_ACCESS_KEYS:
             return
-        service = _service(headers)
-        checks = _CHECKS.get(service)
-        action = self._get_action()
-        if service == "s3":
-            pairs: list[tuple[Any, ...]] = list(
-                s3_checks(action, resource, headers, self.raw_body or b"", urlparse(self.uri).query)
-            )
-        elif checks is None:
-            pairs = [(action, resource)]
-        else:
-            try:
-                body = json.loads(self.raw_body or b"{}")
-            except ValueError:
-                body = {}
-            pairs = list(checks(action, body if isinstance(body, dict) else {}, self.raw_path))
+        pairs = _checked_items(self, resource)
         path = self.raw_path
         query = urlparse(self.uri).query
         if query:
             path += "?" + query
         common = {"aws:SecureTransport": "true" if self.uri.startswith("https") else "false"}
+        # One request, one signature and one caller: checked and collected for the first item only
+        # (a transaction of n items was verified n times).
+        documents: list[Any] | None = None
         for item_action, item_resource, *item_context in pairs:
             request = iam_request_cls(
                 account_id=self.current_account,
@@ -449,12 +438,16 @@ def enforce() -> None:
             )
             if ":" in item_action:  # another service's action the request needs (iam:PassRole)
                 request._action = item_action
-            request.check_signature()
+            if documents is None:
+                request.check_signature()
             principal = request._access_key.arn
             context = {**common, **(item_context[0] if item_context else {})}
             if request._action == "sts:GetCallerIdentity":  # needs no permission, on AWS too
                 continue
-            documents = [IAMPolicy(policy)._policy_json for policy in request._access_key.collect_policies()]
+            if documents is None:
+                documents = [
+                    IAMPolicy(policy)._policy_json for policy in request._access_key.collect_policies()
+                ]
             if (
                 iam_policy.evaluate(documents, request._action, item_resource, context)
                 is not iam_policy.Decision.ALLOW
@@ -466,6 +459,25 @@ def enforce() -> None:
     setattr(authorise, _PATCHED, True)
     ActionAuthenticatorMixin._authenticate_and_authorize_action = authorise  # type: ignore[method-assign]
     IAMPolicyStatement._match = staticmethod(iam_policy.glob_match)  # type: ignore[method-assign,assignment]
+
+
+def _checked_items(response: Any, resource: str) -> list[tuple[Any, ...]]:
+    """(action, resource[, condition context]) of each thing the request does: one, or one per
+    item of a batch or transaction."""
+    headers = response.headers
+    service = _service(headers)
+    checks = _CHECKS.get(service)
+    action = response._get_action()
+    if service == "s3":
+        query = urlparse(response.uri).query
+        return list(s3_checks(action, resource, headers, response.raw_body or b"", query))
+    if checks is None:
+        return [(action, resource)]
+    try:
+        body = json.loads(response.raw_body or b"{}")
+    except ValueError:
+        body = {}
+    return list(checks(action, body if isinstance(body, dict) else {}, response.raw_path))
 
 
 def _authorise_presigned(response: Any, resource: str) -> None:

@@ -20,6 +20,7 @@ session policies or resource policies (the template has none the local stack eva
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,8 +39,15 @@ class Decision(Enum):
 def glob_match(pattern: str, value: str, *, ignore_case: bool = False) -> re.Match[str] | None:
     """IAM's wildcards: `*` any run of characters, `?` exactly one; everything else literal.
     (moto turns `*` into `.*` and leaves the rest as a regular expression, so `?` and `.` go wrong.)"""
+    return _compiled_glob(pattern, ignore_case).fullmatch(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled_glob(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+    # Every AWS call of a handler is checked against its role's statements: the same few hundred
+    # patterns, translated and compiled once instead of at each call.
     expression = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(expression, value, flags=re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+    return re.compile(expression, flags=re.DOTALL | (re.IGNORECASE if ignore_case else 0))
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -290,7 +290,12 @@ class HandlerRunner(FunctionDirectory):
         # shared by two invocations running at once.
         self._idle: dict[str, list[Handler]] = {}
         self._instances: dict[str, int] = {}
+        # Two locks: `_import_lock` for the bookkeeping of instances (held for a moment), and
+        # `_loading_lock` for loading a new instance (sys.modules and sys.path are shared by every
+        # import, so one at a time). Taking an idle instance or giving one back never waits for a
+        # load: with one lock, every invocation that ended stood behind every instance being loaded.
         self._import_lock = threading.Lock()
+        self._loading_lock = threading.Lock()
         self._environ = thread_environment()
         self._union = self._prepare_environment()
 
@@ -342,12 +347,13 @@ class HandlerRunner(FunctionDirectory):
             self._environ.pop_overlay()
 
     def _acquire(self, spec: FunctionSpec) -> Handler:
-        with self._import_lock:  # imports are short; never held while a handler runs
+        with self._import_lock:  # never held while a handler runs, nor while one is loaded
             idle = self._idle.setdefault(spec.logical_id, [])
             if idle:
                 return idle.pop()
             instance = self._instances.get(spec.logical_id, 0)
             self._instances[spec.logical_id] = instance + 1
+        with self._loading_lock:
             return _import_handler(spec, instance)
 
     def _release(self, spec: FunctionSpec, handler: Handler) -> None:
@@ -462,7 +468,19 @@ def _import_handler(spec: FunctionSpec, instance: int = 0) -> Handler:
 def _from_folder(module: ModuleType | None, code_dir: Path) -> bool:
     """Whether `module` was loaded from a file in `code_dir` (or below it)."""
     file = getattr(module, "__file__", None) or ""
-    return bool(file) and Path(file).resolve().is_relative_to(code_dir.resolve())
+    if not isinstance(file, str) or not file:
+        return False
+    folder = _real_path(str(code_dir))
+    return _real_path(file).startswith(folder.rstrip(os.sep) + os.sep)
+
+
+@functools.cache
+def _real_path(path: str) -> str:
+    # Each new handler instance looks at every loaded module's file (about 1,700): resolved anew,
+    # that was some 27,000 lstat calls per instance, each a release of the GIL that a busy process
+    # is slow to give back (an authorizer instance took 30 s to load under load). A module's file
+    # does not move while the stack runs.
+    return os.path.realpath(path)
 
 
 def _loaded_from(code_dir: Path) -> dict[str, ModuleType]:

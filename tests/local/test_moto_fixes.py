@@ -24,7 +24,7 @@ import pytest
 import requests
 from moto import mock_aws
 
-from local.moto_fixes import KeyReader, local_moto_fixes
+from local.moto_fixes import KeyReader, local_moto_fixes, serialise_dynamodb_writes
 from tests.support import ROOT
 
 MiB = 1024 * 1024
@@ -246,7 +246,7 @@ def _items(dynamodb: Any, name: str) -> list[dict[str, Any]]:
 def test_a_refused_transaction_leaves_every_item_it_named_as_it_was() -> None:
     """Writes before the refused item are undone, over two tables, a range key, a put of a new item,
     an update and a delete of existing ones; items it did not name are untouched."""
-    local_moto_fixes()
+    serialise_dynamodb_writes()
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name="us-east-1")
         _table(dynamodb, "rollback-a")
@@ -290,7 +290,7 @@ def test_an_accepted_transaction_writes_every_item_and_copies_no_table(
 ) -> None:
     from moto.dynamodb.models.table import Table
 
-    local_moto_fixes()
+    serialise_dynamodb_writes()
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name="us-east-1")
         _table(dynamodb, "rollback-c")
@@ -328,7 +328,7 @@ def test_a_transaction_copies_its_items_under_the_write_lock(monkeypatch: pytest
 
     from local.moto_fixes import DYNAMODB_WRITES
 
-    local_moto_fixes()
+    serialise_dynamodb_writes()
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name="us-east-1")
         _table(dynamodb, "rollback-d")
@@ -345,3 +345,170 @@ def test_a_transaction_copies_its_items_under_the_write_lock(monkeypatch: pytest
         )
 
         assert held and all(held)
+
+
+def test_a_cancelled_transaction_puts_back_exactly_the_items_it_touched() -> None:
+    """roll_back_transactions_by_item: a cancelled transaction leaves every item as it was (an update undone,
+    a new item gone, a deleted one back), on tables with and without a sort key; and the rollback
+    comes from copies of those items, not of the tables (the table objects are the same)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+
+    from local.moto_fixes import serialise_dynamodb_writes
+
+    serialise_dynamodb_writes()
+    with mock_aws():
+        # Given a table with a hash key and one with a hash and a sort key, each with items
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        dynamodb.create_table(
+            TableName="hashed",
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        dynamodb.create_table(
+            TableName="sorted",
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        dynamodb.put_item(TableName="hashed", Item={"id": {"S": "kept"}, "v": {"N": "1"}})
+        dynamodb.put_item(TableName="hashed", Item={"id": {"S": "taken"}})
+        dynamodb.put_item(TableName="sorted", Item={"pk": {"S": "a"}, "sk": {"S": "1"}, "v": {"N": "1"}})
+        backend = dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+        tables = {name: backend.tables[name] for name in ("hashed", "sorted")}
+
+        def everything() -> list[Any]:
+            return sorted(
+                json.dumps(item, sort_keys=True)
+                for name in tables
+                for item in dynamodb.scan(TableName=name)["Items"]
+            )
+
+        before = everything()
+
+        # When a transaction updates, creates and deletes items and then fails its last condition
+        with pytest.raises(dynamodb.exceptions.TransactionCanceledException) as cancelled:
+            dynamodb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": "hashed",
+                            "Key": {"id": {"S": "kept"}},
+                            "UpdateExpression": "SET v = :v",
+                            "ExpressionAttributeValues": {":v": {"N": "2"}},
+                        }
+                    },
+                    {"Put": {"TableName": "hashed", "Item": {"id": {"S": "new"}}}},
+                    {"Put": {"TableName": "sorted", "Item": {"pk": {"S": "a"}, "sk": {"S": "2"}}}},
+                    {"Delete": {"TableName": "sorted", "Key": {"pk": {"S": "a"}, "sk": {"S": "1"}}}},
+                    {
+                        "Put": {
+                            "TableName": "hashed",
+                            "Item": {"id": {"S": "taken"}},
+                            "ConditionExpression": "attribute_not_exists(id)",
+                        }
+                    },
+                ]
+            )
+
+        # Then it says which item refused, and every item is as it was, in the same tables
+        reasons = [reason["Code"] for reason in cancelled.value.response["CancellationReasons"]]
+        assert reasons == ["None", "None", "None", "None", "ConditionalCheckFailed"]
+        assert everything() == before
+        assert all(backend.tables[name] is table for name, table in tables.items())
+
+        # ... also when the item that refuses comes first (the others are then checked, not written)
+        with pytest.raises(dynamodb.exceptions.TransactionCanceledException) as refused_first:
+            dynamodb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": "hashed",
+                            "Item": {"id": {"S": "taken"}},
+                            "ConditionExpression": "attribute_not_exists(id)",
+                        }
+                    },
+                    {"Put": {"TableName": "hashed", "Item": {"id": {"S": "new"}}}},
+                    {
+                        "Delete": {
+                            "TableName": "sorted",
+                            "Key": {"pk": {"S": "a"}, "sk": {"S": "1"}},
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                ]
+            )
+        reasons = [reason["Code"] for reason in refused_first.value.response["CancellationReasons"]]
+        assert reasons == ["ConditionalCheckFailed", "None", "ConditionalCheckFailed"]
+        assert everything() == before
+
+        # ... and a transaction that holds is written whole
+        dynamodb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": "hashed", "Item": {"id": {"S": "new"}}}},
+                {"Delete": {"TableName": "sorted", "Key": {"pk": {"S": "a"}, "sk": {"S": "1"}}}},
+            ]
+        )
+        assert "new" in json.dumps(dynamodb.scan(TableName="hashed")["Items"])
+        assert dynamodb.scan(TableName="sorted")["Items"] == []
+
+
+def test_queries_and_scans_meet_concurrent_writes_without_failing() -> None:
+    """snapshot_table_reads: a Query or Scan iterates the items while another thread adds some;
+    unpatched, moto fails the read now and then with 'dictionary changed size during iteration'."""
+    import threading
+
+    from local.moto_fixes import serialise_dynamodb_writes
+
+    serialise_dynamodb_writes()
+    with mock_aws():
+        # Given a table with an index, and a thread adding items to it all the time
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        dynamodb.create_table(
+            TableName="busy",
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[
+                {"AttributeName": "id", "AttributeType": "S"},
+                {"AttributeName": "kind", "AttributeType": "S"},
+            ],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": "by-kind",
+                    "KeySchema": [{"AttributeName": "kind", "KeyType": "HASH"}],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        stop = threading.Event()
+
+        def write() -> None:
+            n = 0
+            while not stop.is_set() and n < 2000:  # bounded: each read costs the table's size
+                dynamodb.put_item(TableName="busy", Item={"id": {"S": f"i{n}"}, "kind": {"S": "k"}})
+                n += 1
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        try:
+            # When reads run meanwhile, Then every one answers, with what was there
+            for _ in range(60):
+                queried = dynamodb.query(
+                    TableName="busy",
+                    IndexName="by-kind",
+                    KeyConditionExpression="kind = :k",
+                    ExpressionAttributeValues={":k": {"S": "k"}},
+                    Select="COUNT",
+                )
+                scanned = dynamodb.scan(TableName="busy", Select="COUNT")
+                assert scanned["Count"] >= queried["Count"]  # items are only added: the later read sees more
+        finally:
+            stop.set()
+            writer.join(10)

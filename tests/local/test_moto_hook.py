@@ -338,3 +338,51 @@ def test_concurrent_requests_each_read_their_own_request_in_a_powertools_resolve
 
     # Each request, answered in its own instance, saw its own path (Powertools keeps it class-wide)
     assert results == {"a": {"name": "a", "path": "/a"}, "b": {"name": "b", "path": "/b"}}
+
+
+SLOW_TO_LOAD = """
+import sys
+import threading
+
+# The first instance loads at once; a later one waits, while loading, until the test lets it go.
+loads = sys.__dict__.setdefault("_hooktest_loads", [])
+release = sys.__dict__.setdefault("_hooktest_release", threading.Event())
+loads.append(1)
+if len(loads) > 1:
+    release.wait(10)
+
+def lambda_handler(event, context):
+    return {"n": event["n"]}
+"""
+
+
+def test_an_idle_instance_answers_while_another_instance_is_loading(tmp_path):
+    import sys
+    import threading
+
+    # Given a function with one idle instance, and a second one still loading (a concurrent call)
+    spec = _spec(tmp_path, "SlowToLoad", SLOW_TO_LOAD, {})
+    runner = HandlerRunner([spec])
+    sys.__dict__.pop("_hooktest_loads", None)
+    release = sys.__dict__.setdefault("_hooktest_release", threading.Event())
+    release.clear()
+    try:
+        first = runner.invoke(spec, {"n": 1}).result()
+        held = runner._acquire(spec)  # the idle instance, taken as a running call would
+        loading = threading.Thread(target=lambda: runner.invoke(spec, {"n": 2}))
+        loading.start()
+        while runner.instances("SlowToLoad") < 2:
+            time.sleep(0.01)
+
+        # When the running call ends and another arrives while the second instance still loads
+        runner._release(spec, held)
+        answered = runner.invoke(spec, {"n": 3}).result()
+
+        # Then the idle instance answered it (with one lock for both, it waited for the load)
+        assert first == {"n": 1} and answered == {"n": 3}
+        assert loading.is_alive()
+        assert runner.instances("SlowToLoad") == 2
+    finally:
+        release.set()
+    loading.join(10)
+    assert not loading.is_alive()

@@ -17,6 +17,7 @@ PATCH_FUNCTIONS = (
     "stop_execution_with_cause",
     "ecs_integration_case",
     "roll_back_transactions_by_item",
+    "snapshot_table_reads",
 )
 
 
