@@ -158,12 +158,7 @@ def test_dynamodb_transactions_leave_no_item_copies_behind() -> None:
     local_moto_fixes()
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-        dynamodb.create_table(
-            TableName="fixes-table",
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        _table(dynamodb, "fixes-table")
 
         def transactions(first: int, count: int) -> int:
             for n in range(first, first + count):
@@ -243,48 +238,6 @@ def _items(dynamodb: Any, name: str) -> list[dict[str, Any]]:
     return sorted(dynamodb.scan(TableName=name)["Items"], key=lambda item: json.dumps(item, sort_keys=True))
 
 
-def test_a_refused_transaction_leaves_every_item_it_named_as_it_was() -> None:
-    """Writes before the refused item are undone, over two tables, a range key, a put of a new item,
-    an update and a delete of existing ones; items it did not name are untouched."""
-    serialise_dynamodb_writes()
-    with mock_aws():
-        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-        _table(dynamodb, "rollback-a")
-        _table(dynamodb, "rollback-b", range_key=True)
-        for n in range(3):
-            dynamodb.put_item(TableName="rollback-a", Item={"id": {"S": f"a{n}"}, "v": {"N": str(n)}})
-            dynamodb.put_item(TableName="rollback-b", Item={"id": {"S": "b"}, "part": {"S": f"{n}"}})
-        before = (_items(dynamodb, "rollback-a"), _items(dynamodb, "rollback-b"))
-
-        with pytest.raises(dynamodb.exceptions.TransactionCanceledException) as refused:
-            dynamodb.transact_write_items(
-                TransactItems=[
-                    {"Put": {"TableName": "rollback-a", "Item": {"id": {"S": "new"}}}},
-                    {
-                        "Update": {
-                            "TableName": "rollback-a",
-                            "Key": {"id": {"S": "a1"}},
-                            "UpdateExpression": "SET v = :v, extra = :v",
-                            "ExpressionAttributeValues": {":v": {"N": "99"}},
-                        }
-                    },
-                    {"Delete": {"TableName": "rollback-b", "Key": {"id": {"S": "b"}, "part": {"S": "0"}}}},
-                    {"Put": {"TableName": "rollback-b", "Item": {"id": {"S": "b"}, "part": {"S": "new"}}}},
-                    {
-                        "ConditionCheck": {
-                            "TableName": "rollback-a",
-                            "Key": {"id": {"S": "a2"}},
-                            "ConditionExpression": "attribute_not_exists(id)",
-                        }
-                    },
-                ]
-            )
-
-        reasons = [reason["Code"] for reason in refused.value.response["CancellationReasons"]]
-        assert reasons == ["None", "None", "None", "None", "ConditionalCheckFailed"]
-        assert (_items(dynamodb, "rollback-a"), _items(dynamodb, "rollback-b")) == before
-
-
 def test_an_accepted_transaction_writes_every_item_and_copies_no_table(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -354,18 +307,11 @@ def test_a_cancelled_transaction_puts_back_exactly_the_items_it_touched() -> Non
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.dynamodb.models import dynamodb_backends
 
-    from local.moto_fixes import serialise_dynamodb_writes
-
     serialise_dynamodb_writes()
     with mock_aws():
         # Given a table with a hash key and one with a hash and a sort key, each with items
         dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-        dynamodb.create_table(
-            TableName="hashed",
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        _table(dynamodb, "hashed")
         dynamodb.create_table(
             TableName="sorted",
             KeySchema=[
@@ -424,7 +370,7 @@ def test_a_cancelled_transaction_puts_back_exactly_the_items_it_touched() -> Non
         assert everything() == before
         assert all(backend.tables[name] is table for name, table in tables.items())
 
-        # ... also when the item that refuses comes first (the others are then checked, not written)
+        # ... also when the item that refuses comes first (the others are still checked)
         with pytest.raises(dynamodb.exceptions.TransactionCanceledException) as refused_first:
             dynamodb.transact_write_items(
                 TransactItems=[
@@ -464,8 +410,6 @@ def test_queries_and_scans_meet_concurrent_writes_without_failing() -> None:
     """snapshot_table_reads: a Query or Scan iterates the items while another thread adds some;
     unpatched, moto fails the read now and then with 'dictionary changed size during iteration'."""
     import threading
-
-    from local.moto_fixes import serialise_dynamodb_writes
 
     serialise_dynamodb_writes()
     with mock_aws():
