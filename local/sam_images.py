@@ -53,10 +53,7 @@ class SamLocalTemplate:
     images: Mapping[str, str]  # function logical id → image (`--invoke-image Function=image`)
 
     def invoke_image_options(self) -> list[str]:
-        options: list[str] = []
-        for logical_id, image in sorted(self.images.items()):
-            options += ["--invoke-image", f"{logical_id}={image}"]
-        return options
+        return [o for item in sorted(self.images.items()) for o in ("--invoke-image", "=".join(item))]
 
 
 def function_layers(template: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -124,9 +121,7 @@ def image_name(base_image_id: str, layers: Sequence[tuple[str, str]]) -> str:
 
 def containerfile(base_image: str, layers: Sequence[str]) -> str:
     """Each layer's files into /opt, later ones over earlier ones, as Lambda extracts them."""
-    lines = [f"FROM {base_image}"]
-    lines += [f"COPY {name}/ {LAYERS_DIR}/" for name in layers]
-    return "\n".join(lines) + "\n"
+    return "".join([f"FROM {base_image}\n", *(f"COPY {name}/ {LAYERS_DIR}/\n" for name in layers)])
 
 
 @contextlib.contextmanager
@@ -134,12 +129,9 @@ def _build_lock(image: str) -> Iterator[None]:
     """One build of an image at a time on this machine (two stacks starting at once build it once)."""
     name = hashlib.sha256(image.encode()).hexdigest()[:16]
     path = Path(tempfile.gettempdir()) / f"imagetasks-layers-{name}.lock"
-    with path.open("w") as lock:
+    with path.open("w") as lock:  # closing it releases the lock
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        yield
 
 
 #: The images of a built template in this process, by (template path, its mtime): a stack starting
