@@ -245,18 +245,15 @@ class SamLocal:
 
     def _sam_environment(self) -> dict[str, str]:
         """SAM's environment: the engine's socket, and the credentials it hands every container."""
-        environment = {
-            key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "PYTHON"))
+        return {
+            **{key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "PYTHON"))},
+            "DOCKER_HOST": self._docker_host,
+            "SAM_CLI_TELEMETRY": "0",
+            "SAM_CLI_CONTEXT_CONTAINER_ENGINE": "docker",
+            "AWS_ACCESS_KEY_ID": SAM_CREDENTIALS[0],
+            "AWS_SECRET_ACCESS_KEY": SAM_CREDENTIALS[1],
+            "AWS_DEFAULT_REGION": self.region,
         }
-        environment.update(
-            DOCKER_HOST=self._docker_host,
-            SAM_CLI_TELEMETRY="0",
-            SAM_CLI_CONTEXT_CONTAINER_ENGINE="docker",
-            AWS_ACCESS_KEY_ID=SAM_CREDENTIALS[0],
-            AWS_SECRET_ACCESS_KEY=SAM_CREDENTIALS[1],
-            AWS_DEFAULT_REGION=self.region,
-        )
-        return environment
 
     def _start_lambda(self, log_path: Path) -> None:
         self.port = free_port()
