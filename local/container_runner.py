@@ -88,9 +88,8 @@ class ContainerRunner(FunctionDirectory):
         self.invocations: Counter[str] = Counter()  # logical id → calls sent to its container
         self._count_lock = threading.Lock()
         self.credentials_server = CredentialsServer(address, credentials)
-        env_vars = {logical_id: dict(spec.environment) for logical_id, spec in self.functions.items()}
         self.sam = SamLocal(
-            env_vars=env_vars,
+            env_vars={logical_id: spec.environment for logical_id, spec in self.functions.items()},
             parameter_overrides=parameter_overrides,
             container_env={
                 **container_env,

@@ -311,14 +311,12 @@ class SamLocal:
             self._dir = None
 
     def _remove_containers(self) -> None:
-        listed = _podman("ps", "-aq", "--filter", "label=sam.cli.container.type=lambda")
-        ids = listed.stdout.split()
+        ids = _podman("ps", "-aq", "--filter", "label=sam.cli.container.type=lambda").stdout.split()
         if not ids:
             return
-        inspected = _podman("container", "inspect", *ids)
         mine = [
             container["Id"]
-            for container in json.loads(inspected.stdout or "[]")
+            for container in json.loads(_podman("container", "inspect", *ids).stdout or "[]")
             if f"{SESSION_VARIABLE}={self.session}" in (container.get("Config", {}).get("Env") or [])
         ]
         if mine:
