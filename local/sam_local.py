@@ -221,12 +221,11 @@ class SamLocal:
             env_file = state / "env-vars.json"
             env_file.write_text(json.dumps(self.env_vars), encoding="utf-8")
             try:  # the layers in images built once, not by sam local at every start (sam_images.py)
-                prepared = sam_images.prepare(BUILT_TEMPLATE, LAMBDA_IMAGE, state, _podman_slow)
+                template_options = sam_images.prepare(BUILT_TEMPLATE, LAMBDA_IMAGE, state, _podman_slow)
             except sam_images.LayerImageError as error:
                 raise ContainerTierError(str(error)) from error
             self._options = [
-                "--template", str(prepared.template),
-                *prepared.invoke_image_options(),
+                *template_options,
                 "--skip-pull-image",
                 "--docker-network", NETWORK,
                 "--container-host-interface", "127.0.0.1",
