@@ -120,8 +120,7 @@ def host_address() -> str:
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+        return int(probe.getsockname()[1])
 
 
 #: The keys of the document the Python runtime (awslambdaric) reports an unhandled exception with.
