@@ -88,9 +88,8 @@ class ContainerRunner(FunctionDirectory):
         self.invocations: Counter[str] = Counter()  # logical id → calls sent to its container
         self._count_lock = threading.Lock()
         self.credentials_server = CredentialsServer(address, credentials)
-        env_vars = {logical_id: dict(spec.environment) for logical_id, spec in self.functions.items()}
         self.sam = SamLocal(
-            env_vars=env_vars,
+            env_vars={logical_id: spec.environment for logical_id, spec in self.functions.items()},
             parameter_overrides=parameter_overrides,
             container_env={
                 **container_env,
@@ -107,7 +106,7 @@ class ContainerRunner(FunctionDirectory):
 
     def start(self, *, start_lambda: bool = True) -> ContainerRunner:
         """Serve credentials and start SAM: `start-lambda` for `invoke`, or (`start_lambda` false)
-        only what `invoke_once` needs."""
+        only what `SamLocal.invoke_once` needs."""
         self.credentials_server.start()
         try:
             self.sam.start(start_lambda=start_lambda)
@@ -121,13 +120,6 @@ class ContainerRunner(FunctionDirectory):
             self.sam.stop()
         finally:
             self.credentials_server.stop()
-
-    def invoke_once(self, spec: FunctionSpec, event: Any) -> Invocation:
-        """The function with `event` through `sam local invoke`: a container of its own, gone after."""
-        payload, errored, logs = self.sam.invoke_once(
-            spec.logical_id, event, timeout=spec.timeout_seconds + INVOKE_GRACE_SECONDS
-        )
-        return Invocation(payload=payload, errored=errored, logs=logs)
 
     def invoke(self, spec: FunctionSpec, event: Any) -> Invocation:
         with self._count_lock:

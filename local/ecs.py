@@ -46,9 +46,6 @@ FAKE_CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
 }
-#: What Fargate makes of a task volume whose path the image does not declare (platform 1.4: a bind
-#: mount on the task's ephemeral storage; root-owned, mode 0755 — not writable by a non-root user).
-UNDECLARED_VOLUME_MODE = 0o755
 #: The private network the runner's tasks are given (moto checks that the subnet exists).
 VPC_CIDR = "10.77.0.0/16"
 
@@ -86,13 +83,17 @@ def create_ecs_resources(template: LocalTemplate, ecs: Any) -> None:
         ecs.register_task_definition(**spec.registration)
 
 
+def _containers_sh(command: str, failure: str) -> str:
+    """What `local/containers.sh command` prints; RuntimeError(failure and its stderr) if it fails."""
+    completed = subprocess.run([str(CONTAINERS_SCRIPT), command], capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{failure}:\n{completed.stderr[-2000:]}")
+    return completed.stdout
+
+
 def build_worker_image() -> None:
     """The worker image from what `sam build` made (podman caches its layers: quick when unchanged)."""
-    completed = subprocess.run(
-        [str(CONTAINERS_SCRIPT), "worker-image"], capture_output=True, text=True, check=False
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"the container runner's image did not build:\n{completed.stderr[-2000:]}")
+    _containers_sh("worker-image", "the container runner's image did not build")
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,9 @@ class DirectoryOwner:
     mode: int
 
 
-UNDECLARED_VOLUME = DirectoryOwner(0, 0, UNDECLARED_VOLUME_MODE)
+#: What Fargate makes of a task volume whose path the image does not declare (platform 1.4: a bind
+#: mount on the task's ephemeral storage; root-owned, mode 0755 — not writable by a non-root user).
+UNDECLARED_VOLUME = DirectoryOwner(0, 0, 0o755)
 
 
 @dataclass(frozen=True)
@@ -150,13 +153,8 @@ def fargate_bind_mounts(
 
 def image_volumes() -> dict[str, DirectoryOwner]:
     """The worker image's VOLUME paths, each with the owner and mode of its directory in the image."""
-    completed = subprocess.run(
-        [str(CONTAINERS_SCRIPT), "worker-volumes"], capture_output=True, text=True, check=False
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"the worker image's volumes could not be read:\n{completed.stderr[-2000:]}")
     declared = {}
-    for line in completed.stdout.splitlines():
+    for line in _containers_sh("worker-volumes", "the worker image's volumes could not be read").splitlines():
         path, uid, gid, mode = line.rsplit(" ", 3)
         declared[path] = DirectoryOwner(int(uid), int(gid), int(mode, 8))
     return declared
@@ -229,21 +227,18 @@ class EcsRunHook:
             return
         # A task stays RUNNING until its worker ends (moto would report it STOPPED at once).
         state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**12})
-        self._originals = {
-            "run_task": EC2ContainerServiceBackend.run_task,
-            "stop_task": EC2ContainerServiceBackend.stop_task,
-        }
-        hook = self
-        original_run, original_stop = self._originals["run_task"], self._originals["stop_task"]
+        original_run = EC2ContainerServiceBackend.run_task
+        original_stop = EC2ContainerServiceBackend.stop_task
+        self._originals = {"run_task": original_run, "stop_task": original_stop}
 
         def run_task(backend: Any, *args: Any, **kwargs: Any) -> Any:
             tasks = original_run(backend, *args, **kwargs)
             for task in tasks:
-                hook._start(task)
+                self._start(task)
             return tasks
 
         def stop_task(backend: Any, cluster_str: str, task_str: str, reason: str) -> Any:
-            hook.stop(task_str)
+            self.stop(task_str)
             return original_stop(backend, cluster_str, task_str, reason)
 
         EC2ContainerServiceBackend.run_task = run_task  # type: ignore[method-assign,assignment]
@@ -307,10 +302,9 @@ class EcsRunHook:
         with self._lock:
             self._runs[task.task_arn] = run
         env = self.task_environment(spec, task.overrides or {})
-        thread = threading.Thread(
+        threading.Thread(
             target=self._run, args=(task, run, spec, env), name="local-ecs-task", daemon=True
-        )
-        thread.start()
+        ).start()
 
     def _run(self, task: Any, run: WorkerRun, spec: TaskDefinitionSpec, env: dict[str, str]) -> None:
         exit_code = 1

@@ -26,7 +26,6 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,20 +42,6 @@ Podman = Callable[..., subprocess.CompletedProcess[str]]
 
 class LayerImageError(RuntimeError):
     """The built template's layers cannot be baked into an image."""
-
-
-@dataclass(frozen=True)
-class SamLocalTemplate:
-    """A copy of the built template for `sam local`: no layers; each function's image instead."""
-
-    template: Path
-    images: Mapping[str, str]  # function logical id → image (`--invoke-image Function=image`)
-
-    def invoke_image_options(self) -> list[str]:
-        options: list[str] = []
-        for logical_id, image in sorted(self.images.items()):
-            options += ["--invoke-image", f"{logical_id}={image}"]
-        return options
 
 
 def function_layers(template: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -124,9 +109,7 @@ def image_name(base_image_id: str, layers: Sequence[tuple[str, str]]) -> str:
 
 def containerfile(base_image: str, layers: Sequence[str]) -> str:
     """Each layer's files into /opt, later ones over earlier ones, as Lambda extracts them."""
-    lines = [f"FROM {base_image}"]
-    lines += [f"COPY {name}/ {LAYERS_DIR}/" for name in layers]
-    return "\n".join(lines) + "\n"
+    return "".join([f"FROM {base_image}\n", *(f"COPY {name}/ {LAYERS_DIR}/\n" for name in layers)])
 
 
 @contextlib.contextmanager
@@ -134,12 +117,9 @@ def _build_lock(image: str) -> Iterator[None]:
     """One build of an image at a time on this machine (two stacks starting at once build it once)."""
     name = hashlib.sha256(image.encode()).hexdigest()[:16]
     path = Path(tempfile.gettempdir()) / f"imagetasks-layers-{name}.lock"
-    with path.open("w") as lock:
+    with path.open("w") as lock:  # closing it releases the lock
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        yield
 
 
 #: The images of a built template in this process, by (template path, its mtime): a stack starting
@@ -213,13 +193,17 @@ def remove_stale_images(current: set[str], podman: Podman) -> list[str]:
     return [name for name in stale if podman("rmi", name).returncode == 0]
 
 
-def prepare(built_template: Path, base_image: str, out_dir: Path, podman: Podman) -> SamLocalTemplate:
-    """The functions' layer images (built if missing) and the layer-less template copy, in `out_dir`."""
+def prepare(built_template: Path, base_image: str, out_dir: Path, podman: Podman) -> list[str]:
+    """The functions' layer images (built if missing) and a copy of the built template without layers,
+    in `out_dir`: sam local's options for them (`--template` the copy, `--invoke-image Function=image`)."""
     images = layer_images(built_template, base_image, podman)
     copy_path = out_dir / "template.sam-local.json"
     template = without_layers(load_yaml(built_template), built_template.parent)
     copy_path.write_text(json.dumps(template, indent=1), encoding="utf-8")
-    return SamLocalTemplate(template=copy_path, images=images)
+    options = ["--template", str(copy_path)]
+    for logical_id, image in sorted(images.items()):
+        options += ["--invoke-image", f"{logical_id}={image}"]
+    return options
 
 
 def _build(image: str, base_image: str, layers: Sequence[str], context: Path, podman: Podman) -> None:

@@ -34,6 +34,7 @@ stack) or naming a bucket the stack does not have is refused.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -60,7 +61,7 @@ from local.invoke import (
 from local.lambda_runtime import Invocation
 from local.sam_local import ContainerTierError, SamLocal, host_address, missing_prerequisites
 from local.stack import DEFAULT_STATE_DIR, DEFAULT_TEMPLATE, SAM_LOCAL_STATE, DevStack
-from local.template import LOCAL_PARAMETER_OVERRIDES, load_template
+from local.template import LOCAL_PARAMETER_OVERRIDES, FunctionSpec, load_template
 from local.tokens import mint_local_token
 
 
@@ -71,8 +72,8 @@ def sam_invoke(
     template: Path = DEFAULT_TEMPLATE,
     project: str = DEFAULT_PROJECT,
     state_dir: Path,
-) -> tuple[str, Invocation, str]:
-    """(logical id, the invocation, the `sam local invoke` command line) of one function with `event`."""
+) -> tuple[str, Invocation]:
+    """(logical id, the invocation) of one function with `event`."""
     reason = missing_prerequisites()
     if reason:
         raise ContainerTierError(reason)
@@ -93,9 +94,7 @@ def sam_invoke(
     spec, prepared = fit_event(stack, function, event, project, image_url)
     runner = stack.container_runner(address).start(start_lambda=False)
     try:
-        command = shlex.join(runner.sam.invoke_command(spec.logical_id, Path("<event>")))
-        print(f"sam-invoke: {command}", file=sys.stderr, flush=True)
-        return spec.logical_id, runner.invoke_once(spec, prepared), command
+        return _invoke_once(runner.sam, spec, prepared)
     finally:
         runner.stop()
 
@@ -107,7 +106,7 @@ def sam_invoke_running(
     template: Path = DEFAULT_TEMPLATE,
     project: str = DEFAULT_PROJECT,
     state_dir: Path = DEFAULT_STATE_DIR,
-) -> tuple[str, Invocation, str]:
+) -> tuple[str, Invocation]:
     """As `sam_invoke`, against the `make run ARGS=--containers` whose state is in `state_dir`."""
     reason = missing_prerequisites()
     if reason:
@@ -146,14 +145,19 @@ def sam_invoke_running(
             )
     sam = SamLocal.from_settings(settings).start(start_lambda=False)
     try:
-        command = shlex.join(sam.invoke_command(logical_id, Path("<event>")))
-        print(f"sam-invoke: {command}", file=sys.stderr, flush=True)
-        payload, errored, logs = sam.invoke_once(
-            logical_id, event, timeout=spec.timeout_seconds + INVOKE_GRACE_SECONDS
-        )
+        return _invoke_once(sam, spec, event)
     finally:
         sam.stop()
-    return logical_id, Invocation(payload=payload, errored=errored, logs=logs), command
+
+
+def _invoke_once(sam: SamLocal, spec: FunctionSpec, event: object) -> tuple[str, Invocation]:
+    """(logical id, the invocation) of `sam local invoke` of the function, its command on stderr first."""
+    command = shlex.join(sam.invoke_command(spec.logical_id, Path("<event>")))
+    print(f"sam-invoke: {command}", file=sys.stderr, flush=True)
+    payload, errored, logs = sam.invoke_once(
+        spec.logical_id, event, timeout=spec.timeout_seconds + INVOKE_GRACE_SECONDS
+    )
+    return spec.logical_id, Invocation(payload=payload, errored=errored, logs=logs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -181,20 +185,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     payload_out = _stdout_for_the_payload_only()
     try:
         event = read_event(args.event)
-        if args.running:
-            logical_id, invocation, _ = sam_invoke_running(
-                event, args.function, template=args.template, project=args.project, state_dir=args.state_dir
+        # Without --running, a state dir of its own: the default one holds the token key of a `make
+        # run` going on.
+        with (
+            contextlib.nullcontext(str(args.state_dir))
+            if args.running
+            else tempfile.TemporaryDirectory(prefix="imagetasks-sam-invoke-")
+        ) as state_dir:
+            logical_id, invocation = (sam_invoke_running if args.running else sam_invoke)(
+                event, args.function, template=args.template, project=args.project, state_dir=Path(state_dir)
             )
-        else:
-            # A state dir of its own: the default one holds the token key of a `make run` going on.
-            with tempfile.TemporaryDirectory(prefix="imagetasks-sam-invoke-") as state_dir:
-                logical_id, invocation, _ = sam_invoke(
-                    event,
-                    args.function,
-                    template=args.template,
-                    project=args.project,
-                    state_dir=Path(state_dir),
-                )
     except (InvokeError, ContainerTierError) as error:
         print(f"make sam-invoke: {error}", file=sys.stderr)
         return 2

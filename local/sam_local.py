@@ -28,6 +28,7 @@ Networking (measured with podman 4.3 and netavark 1.4):
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -37,9 +38,8 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from local import sam_images
@@ -52,6 +52,7 @@ NETWORK = "imagetasks-internal"
 LAMBDA_IMAGE = "public.ecr.aws/lambda/python:3.13-x86_64"
 STATE_DIR = Path(os.environ.get("IMAGETASKS_CONTAINERS_STATE", "/var/lib/imagetasks-containers"))
 BASE_CONF = STATE_DIR / "containers.conf"  # written by containers.sh setup: runc, rlimits
+SAM_CREDENTIALS = ("sam-local-shared", "sam-local-shared-secret")  # what SAM hands every container
 SESSION_VARIABLE = "IMAGETASKS_SAM_SESSION"  # in every container of one SamLocal: how stop() finds them
 
 
@@ -59,34 +60,27 @@ class ContainerTierError(RuntimeError):
     """The container tier is not set up or did not start."""
 
 
-def _script(*args: str, env: Mapping[str, str] | None = None) -> str:
-    result = subprocess.run(
-        [str(CONTAINERS_SCRIPT), *args],
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+def _run(
+    command: list[str], env: Mapping[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def _script(*args: str, env: Mapping[str, str] | None = None) -> str:
+    result = _run([str(CONTAINERS_SCRIPT), *args], env or {})
     if result.returncode != 0:
         raise ContainerTierError(f"containers.sh {args[0]} failed: {result.stderr.strip()}")
     return result.stdout
 
 
 def _podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["podman", *args],
-        env={**os.environ, "CONTAINERS_CONF": str(BASE_CONF)},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return _run(["podman", *args], {"CONTAINERS_CONF": str(BASE_CONF)}, timeout)
 
 
-def _podman_slow(*args: str) -> subprocess.CompletedProcess[str]:
-    """podman for a build: copying the dependencies layer takes 20 to 40 s on two busy cores."""
-    return _podman(*args, timeout=600)
+#: podman for a build: copying the dependencies layer takes 20 to 40 s on two busy cores.
+_podman_slow = functools.partial(_podman, timeout=600)
 
 
 def missing_prerequisites() -> str | None:
@@ -123,15 +117,10 @@ def host_address() -> str:
     return address
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _parameter_overrides(parameters: Mapping[str, str]) -> str:
-    return " ".join(f'{key}="{value}"' for key, value in parameters.items())
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 #: The keys of the document the Python runtime (awslambdaric) reports an unhandled exception with.
@@ -162,8 +151,8 @@ class SamLocal:
 
     `env_vars` is SAM's `--env-vars` document, `{LogicalId: {VAR: value}}` (SAM only overrides
     variables the template declares); `container_env` reaches every container through podman (e.g.
-    AWS_ENDPOINT_URL, IMAGETASKS_CREDENTIALS_URL, LOCAL_TOKEN_KEY); `credentials` are the ones SAM
-    hands every container (the stand-in image replaces them when IMAGETASKS_CREDENTIALS_URL is set).
+    AWS_ENDPOINT_URL, IMAGETASKS_CREDENTIALS_URL, LOCAL_TOKEN_KEY); SAM hands every container
+    `SAM_CREDENTIALS` (the stand-in image replaces them when IMAGETASKS_CREDENTIALS_URL is set).
     """
 
     def __init__(
@@ -172,9 +161,7 @@ class SamLocal:
         env_vars: Mapping[str, Mapping[str, str]] | None = None,
         parameter_overrides: Mapping[str, str] | None = None,
         container_env: Mapping[str, str] | None = None,
-        credentials: tuple[str, str] = ("sam-local-shared", "sam-local-shared-secret"),
         region: str = "us-east-1",
-        template: Path = BUILT_TEMPLATE,
         startup_timeout: float = 60.0,
         warm_containers: str = "LAZY",
     ) -> None:
@@ -182,9 +169,7 @@ class SamLocal:
         self.parameter_overrides = dict(parameter_overrides or {})
         self.session = uuid.uuid4().hex[:12]
         self.container_env = {**(container_env or {}), SESSION_VARIABLE: self.session}
-        self.credentials = credentials
         self.region = region
-        self.template = template
         self.startup_timeout = startup_timeout
         self.warm_containers = warm_containers  # EAGER: every function's container at start, in parallel
         self.port = 0
@@ -209,22 +194,15 @@ class SamLocal:
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> SamLocal:
         return cls(
-            env_vars=settings["env_vars"],
-            parameter_overrides=settings["parameter_overrides"],
-            container_env=settings["container_env"],
-            region=settings["region"],
+            **{key: settings[key] for key in ("env_vars", "parameter_overrides", "container_env", "region")}
         )
 
     # ------------------------------------------------------------ lifecycle
 
-    @property
-    def socket_path(self) -> Path:
+    def _engine_env(self) -> dict[str, str]:
         if self._dir is None:
             raise ContainerTierError("not started")
-        return Path(self._dir.name) / "podman.sock"
-
-    def _engine_env(self) -> dict[str, str]:
-        return {"IMAGETASKS_PODMAN_SOCK": str(self.socket_path)}
+        return {"IMAGETASKS_PODMAN_SOCK": str(Path(self._dir.name) / "podman.sock")}
 
     def start(self, *, start_lambda: bool = True) -> Self:
         """The engine service, the layer images and (unless `start_lambda` is false: `invoke_once`
@@ -242,12 +220,11 @@ class SamLocal:
             env_file = state / "env-vars.json"
             env_file.write_text(json.dumps(self.env_vars), encoding="utf-8")
             try:  # the layers in images built once, not by sam local at every start (sam_images.py)
-                prepared = sam_images.prepare(self.template, LAMBDA_IMAGE, state, _podman_slow)
+                template_options = sam_images.prepare(BUILT_TEMPLATE, LAMBDA_IMAGE, state, _podman_slow)
             except sam_images.LayerImageError as error:
                 raise ContainerTierError(str(error)) from error
             self._options = [
-                "--template", str(prepared.template),
-                *prepared.invoke_image_options(),
+                *template_options,
                 "--skip-pull-image",
                 "--docker-network", NETWORK,
                 "--container-host-interface", "127.0.0.1",
@@ -255,7 +232,8 @@ class SamLocal:
                 "--region", self.region,
             ]  # fmt: skip
             if self.parameter_overrides:
-                self._options += ["--parameter-overrides", _parameter_overrides(self.parameter_overrides)]
+                overrides = " ".join(f'{key}="{value}"' for key, value in self.parameter_overrides.items())
+                self._options += ["--parameter-overrides", overrides]
             if start_lambda:
                 self._start_lambda(state / "sam.log")
         except BaseException:
@@ -265,18 +243,15 @@ class SamLocal:
 
     def _sam_environment(self) -> dict[str, str]:
         """SAM's environment: the engine's socket, and the credentials it hands every container."""
-        environment = {
-            key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "PYTHON"))
+        return {
+            **{key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "PYTHON"))},
+            "DOCKER_HOST": self._docker_host,
+            "SAM_CLI_TELEMETRY": "0",
+            "SAM_CLI_CONTEXT_CONTAINER_ENGINE": "docker",
+            "AWS_ACCESS_KEY_ID": SAM_CREDENTIALS[0],
+            "AWS_SECRET_ACCESS_KEY": SAM_CREDENTIALS[1],
+            "AWS_DEFAULT_REGION": self.region,
         }
-        environment.update(
-            DOCKER_HOST=self._docker_host,
-            SAM_CLI_TELEMETRY="0",
-            SAM_CLI_CONTEXT_CONTAINER_ENGINE="docker",
-            AWS_ACCESS_KEY_ID=self.credentials[0],
-            AWS_SECRET_ACCESS_KEY=self.credentials[1],
-            AWS_DEFAULT_REGION=self.region,
-        )
-        return environment
 
     def _start_lambda(self, log_path: Path) -> None:
         self.port = free_port()
@@ -334,26 +309,16 @@ class SamLocal:
             self._dir = None
 
     def _remove_containers(self) -> None:
-        listed = _podman("ps", "-aq", "--filter", "label=sam.cli.container.type=lambda")
-        ids = listed.stdout.split()
+        ids = _podman("ps", "-aq", "--filter", "label=sam.cli.container.type=lambda").stdout.split()
         if not ids:
             return
-        inspected = _podman("container", "inspect", *ids)
         mine = [
             container["Id"]
-            for container in json.loads(inspected.stdout or "[]")
+            for container in json.loads(_podman("container", "inspect", *ids).stdout or "[]")
             if f"{SESSION_VARIABLE}={self.session}" in (container.get("Config", {}).get("Env") or [])
         ]
         if mine:
             _podman("rm", "-f", "-t", "0", *mine)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # ------------------------------------------------------------ use
 
@@ -431,19 +396,21 @@ class SamLocal:
         sam local writes a container's output as it arrives, after the invoke has answered: a caller
         that reads it at once can miss the last lines.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.log()
-            if all(needle in text for needle in needles) or time.monotonic() > deadline:
-                return text
-            time.sleep(0.1)
+        return _poll(self.log, lambda text: all(needle in text for needle in needles), timeout, 0.1)
 
-    def _logs_since(self, offset: int, settle_seconds: float = 1.0) -> str:
-        """The log lines written since `offset`, waiting briefly for the call's last lines."""
-        deadline = time.monotonic() + settle_seconds
-        text = ""
-        while True:
-            text = self.log().encode("utf-8")[offset:].decode("utf-8", errors="replace")
-            if "REPORT RequestId" in text or "END RequestId" in text or time.monotonic() > deadline:
-                return text
-            time.sleep(0.05)
+    def _logs_since(self, offset: int) -> str:
+        """The log lines written since `offset`, waiting briefly (1 s at most) for the call's last lines."""
+        return _poll(
+            lambda: self.log().encode("utf-8")[offset:].decode("utf-8", errors="replace"),
+            lambda text: "REPORT RequestId" in text or "END RequestId" in text,
+            1.0,
+            0.05,
+        )
+
+
+def _poll(read: Callable[[], str], done: Callable[[str], bool], timeout: float, interval: float) -> str:
+    """What `read` returns once `done` holds for it, or when `timeout` runs out."""
+    deadline = time.monotonic() + timeout
+    while not done(text := read()) and time.monotonic() <= deadline:
+        time.sleep(interval)
+    return text

@@ -39,19 +39,15 @@ class CredentialsError(RuntimeError):
     """The function's credentials could not be fetched: the function must not start."""
 
 
-def credentials_url(base_url: str, function_name: str) -> str:
-    return f"{base_url.rstrip('/')}/{urllib.parse.quote(function_name, safe='')}"
-
-
-def fetch_credentials(base_url: str, function_name: str, timeout: float = TIMEOUT_SECONDS) -> dict[str, str]:
+def fetch_credentials(base_url: str, function_name: str) -> dict[str, str]:
     """The three environment variables for this function, from the credentials server."""
     if not function_name:
         raise CredentialsError("AWS_LAMBDA_FUNCTION_NAME is not set")
-    url = credentials_url(base_url, function_name)
+    url = f"{base_url.rstrip('/')}/{urllib.parse.quote(function_name, safe='')}"
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise CredentialsError(f"{CREDENTIALS_URL} must be an http(s) URL, not {base_url!r}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - scheme checked above
+        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310 - scheme checked above
             body = response.read()
     except urllib.error.HTTPError as error:
         raise CredentialsError(f"{url} answered {error.code} {error.reason}") from error
@@ -72,14 +68,11 @@ def fetch_credentials(base_url: str, function_name: str, timeout: float = TIMEOU
     return variables
 
 
-def install_credentials(environ: dict[str, str] | os._Environ[str]) -> bool:
-    """Replace the AWS credentials in `environ` when a credentials URL is configured; True if replaced."""
+def install_credentials(environ: dict[str, str] | os._Environ[str]) -> None:
+    """Replace the AWS credentials in `environ` when a credentials URL is configured."""
     base_url = environ.get(CREDENTIALS_URL, "")
-    if not base_url:
-        return False
-    variables = fetch_credentials(base_url, environ.get("AWS_LAMBDA_FUNCTION_NAME", ""))
-    environ.update(variables)
-    return True
+    if base_url:
+        environ.update(fetch_credentials(base_url, environ.get("AWS_LAMBDA_FUNCTION_NAME", "")))
 
 
 def lambda_sys_path(current: list[str]) -> list[str]:
