@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import sys
-import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from urllib.parse import unquote, urlparse
 
 from local import iam_ledger as ledger
 from local import iam_policy, template
+from local.provision import client_cache
 from local.template import ACCOUNT_ID, REGION, _Resolver
 
 log = logging.getLogger("local.iam")
@@ -526,23 +526,19 @@ def state_machine_credentials(credentials: Credentials) -> None:
     for integration in ("ecs", "dynamodb"):  # runTask.sync, getItem: also signed with the role
         importlib.import_module(f"{service}.state_task_service_{integration}")
 
-    clients: dict[tuple[str, str], Any] = {}  # one per service: making a client costs more than a call
-    clients_lock = threading.Lock()
+    clients = client_cache(
+        lambda region, service: boto3.client(
+            service_name=service,
+            region_name=region,
+            aws_access_key_id=credentials.access_key_id,
+            aws_secret_access_key=credentials.secret_access_key,
+            aws_session_token=credentials.session_token,
+            config=Config(parameter_validation=False, retries={"max_attempts": 0, "total_max_attempts": 1}),
+        )
+    )
 
     def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
-        with clients_lock:
-            if (region, service) not in clients:
-                clients[region, service] = boto3.client(
-                    service_name=service,
-                    region_name=region,
-                    aws_access_key_id=credentials.access_key_id,
-                    aws_secret_access_key=credentials.secret_access_key,
-                    aws_session_token=credentials.session_token,
-                    config=Config(
-                        parameter_validation=False, retries={"max_attempts": 0, "total_max_attempts": 1}
-                    ),
-                )
-            return clients[region, service]
+        return clients(region, service)
 
     for name, module in list(sys.modules.items()):
         if name.startswith("moto.stepfunctions.parser") and hasattr(module, "boto_client_for"):

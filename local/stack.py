@@ -40,7 +40,7 @@ from local.lambda_runtime import (
     credentials_per_function,
 )
 from local.moto_fixes import DYNAMODB_WRITES, local_moto_fixes, serialise_dynamodb_writes
-from local.provision import create_buckets, create_state_machines, create_tables
+from local.provision import client_cache, create_buckets, create_state_machines, create_tables
 from local.sam_local import host_address, prepare_layer_images
 from local.template import (
     ACCOUNT_ID,
@@ -124,8 +124,7 @@ class DevStack:
         self.template: LocalTemplate | None = None
         self.token_key = ""
         self._execution_status: dict[str, str] = {}
-        self._clients: dict[str, Any] = {}  # the stack's own boto3 clients, made once (they are costly)
-        self._clients_lock = threading.Lock()
+        self._client = client_cache(lambda service: boto3.client(service, region_name=REGION))
         self._published: list[tuple[str, dict[str, Any]]] = []  # (bus name, event) as put
         self._published_lock = threading.Lock()
         self._restore_put_events: Any = None
@@ -206,7 +205,7 @@ class DevStack:
         DevStack._running = self
         try:
             # The container runner's tasks get a subnet and security group that exist in moto.
-            subnet, group = ecs.create_network(boto3.client("ec2", region_name=REGION))
+            subnet, group = ecs.create_network(self._client("ec2"))
             self._parameters.setdefault("WorkerSubnets", subnet)
             self._parameters.setdefault("WorkerSecurityGroups", group)
             self.template = self._load()
@@ -358,20 +357,17 @@ class DevStack:
         roles = iam.template_roles(self.template_path, template.parameters)
         names = {logical_id: spec.name for logical_id, spec in template.functions.items()}
         names.update({logical_id: spec.name for logical_id, spec in template.state_machines.items()})
-        return iam.create_roles(
-            roles, names, boto3.client("iam", region_name=REGION), boto3.client("sts", region_name=REGION)
-        )
+        return iam.create_roles(roles, names, self._client("iam"), self._client("sts"))
 
     def _create_resources(self, template: LocalTemplate) -> None:
         # Not moto's CloudFormation: it refuses the translated template (moto 5.2.5; local/template.py).
-        iam = boto3.client("iam", region_name=REGION)
         # moto checks that a function's role exists; permissions themselves are not enforced.
-        role_arn = iam.create_role(
+        role_arn = self._client("iam").create_role(
             RoleName=f"{STACK_NAME}-role",
             AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
         )["Role"]["Arn"]
-        create_tables(template, boto3.client("dynamodb", region_name=REGION))
-        lambda_client = boto3.client("lambda", region_name=REGION)
+        create_tables(template, self._client("dynamodb"))
+        lambda_client = self._client("lambda")
         placeholder = _placeholder_zip()  # the code runs from its folder; moto only needs a package
         for function in template.functions.values():
             lambda_client.create_function(
@@ -384,7 +380,7 @@ class DevStack:
                 MemorySize=function.memory_mb,
                 Environment={"Variables": function.environment},
             )
-        s3 = boto3.client("s3", region_name=REGION)
+        s3 = self._client("s3")
         create_buckets(template, s3)
         for bucket in template.buckets.values():
             if bucket.notifications:
@@ -396,16 +392,16 @@ class DevStack:
                         ]
                     },
                 )
-        create_state_machines(template, boto3.client("stepfunctions", region_name=REGION), role_arn)
+        create_state_machines(template, self._client("stepfunctions"), role_arn)
         bus = str(template.parameters.get("EventBusName") or "default")
         if bus != "default":  # the deployer's own bus exists before the stack; here it is made
-            boto3.client("events", region_name=REGION).create_event_bus(Name=bus)
+            self._client("events").create_event_bus(Name=bus)
 
     def _install_ecs(self, template: LocalTemplate) -> None:
         """The container runner: its cluster and task definition, and RunTask running the worker."""
         if not template.task_definitions:
             return
-        ecs.create_ecs_resources(template, boto3.client("ecs", region_name=REGION))
+        ecs.create_ecs_resources(template, self._client("ecs"))
         if self._worker_image is not None:
             self._worker_image.result()
         self.ecs_hook = ecs.EcsRunHook(
@@ -425,12 +421,6 @@ class DevStack:
         thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
-
-    def _client(self, service: str) -> Any:
-        with self._clients_lock:  # creating clients is not thread-safe; using them is
-            if service not in self._clients:
-                self._clients[service] = boto3.client(service, region_name=REGION)
-            return self._clients[service]
 
     # ---------------------------------------------------------------- DynamoDB TTL
     def _sweep_loop(self) -> None:
