@@ -76,10 +76,7 @@ def moto_patch(*, written_for: str, corrects: str) -> Callable[[Patch], Patch]:
     return register
 
 
-_LOCK = threading.RLock()
-#: Held by every write of moto's DynamoDB (once `serialise_dynamodb_writes` ran): a reader of its
-#: tables' items holds it too, to see no table change size under it.
-DYNAMODB_WRITES = _LOCK
+_LOCK = threading.RLock()  # held by every write of moto's DynamoDB once `serialise_dynamodb_writes` ran
 _WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
 
 

@@ -39,7 +39,7 @@ from local.lambda_runtime import (
     MotoLambdaHook,
     credentials_per_function,
 )
-from local.moto_fixes import DYNAMODB_WRITES, local_moto_fixes, serialise_dynamodb_writes
+from local.moto_fixes import local_moto_fixes, serialise_dynamodb_writes
 from local.provision import client_cache, create_buckets, create_state_machines, create_tables
 from local.sam_local import host_address, prepare_layer_images
 from local.template import (
@@ -560,11 +560,9 @@ def expired_item_keys(table_name: str, ttl_attribute: str, now: float) -> list[d
     from moto.dynamodb.models import dynamodb_backends
 
     table = dynamodb_backends[ACCOUNT_ID][REGION].get_table(table_name)
-    with DYNAMODB_WRITES:
-        items = list(table.all_items())
     keys = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
     expired = []
-    for item in items:
+    for item in table.all_items():  # a snapshot (moto_fixes.snapshot_table_reads)
         expires = item.attrs.get(ttl_attribute)
         if expires is not None and expires.type == "N" and float(expires.value) < now:
             expired.append({key: item.attrs[key].to_json() for key in keys})
