@@ -62,7 +62,7 @@ def refuse_other_moto(written_for: str, installed: str | None = None) -> None:
         )
 
 
-def moto_patch(*, written_for: str, corrects: str) -> Callable[[Patch], Patch]:
+def moto_patch(*, corrects: str, written_for: str = MOTO_VERSION) -> Callable[[Patch], Patch]:
     """Register a patch of moto `written_for` (calling it applies it, once); refuses another moto when
     this module is imported."""
     refuse_other_moto(written_for)
@@ -81,7 +81,6 @@ _WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "ba
 
 
 @moto_patch(
-    written_for=MOTO_VERSION,
     corrects="DynamoDB: a write during transact_write_items' rollback copy fails it with "
     "'dictionary changed size during iteration' instead of being serialised",
 )
@@ -109,7 +108,6 @@ _IN_TRANSACTION = threading.local()
 
 
 @moto_patch(
-    written_for=MOTO_VERSION,
     corrects="DynamoDB: TransactWriteItems deep-copies each table it touches once per item, so "
     "every transaction costs time in proportion to the table's size",
 )
@@ -193,7 +191,6 @@ def _put_back(table: Any, hash_value: Any, range_value: Any, item: Any) -> None:
 
 
 @moto_patch(
-    written_for=MOTO_VERSION,
     corrects="DynamoDB: a Query or Scan iterates the table's items while another thread's write "
     "adds one, and fails with 'dictionary changed size during iteration'",
 )
@@ -630,7 +627,6 @@ def _releasing_bodies(process_request: Callable[..., Any]) -> Callable[..., Any]
 
 
 @moto_patch(
-    written_for=MOTO_VERSION,
     corrects="S3: objects are read whole into memory on GET, copy, part copy, multipart completion "
     "and aws-chunked decoding, so multi-GiB images exhaust memory and time",
 )
@@ -730,7 +726,6 @@ class WeakInstances:
 
 
 @moto_patch(
-    written_for=MOTO_VERSION,
     corrects="core: every model stays in its class's instances_tracked list forever, so memory "
     "grows with each DynamoDB transaction and dropped S3 objects keep their files",
 )
@@ -797,7 +792,6 @@ def local_moto_fixes() -> None:
 
 
 @moto_patch(
-    written_for=MOTO_VERSION,
     corrects="Step Functions: StopExecution drops its error and cause, and shows the stop only "
     "when the running state returns",
 )
@@ -849,7 +843,6 @@ def stop_execution_with_cause() -> None:
 
 
 @moto_patch(
-    written_for=MOTO_VERSION,
     corrects="Step Functions: the ecs:runTask.sync integration passes PascalCase parameters to ECS "
     "and reads its camelCase answer as is (KeyError)",
 )
