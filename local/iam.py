@@ -54,7 +54,6 @@ class IamSetupError(RuntimeError):
 class Role:
     """The role of a function or state machine as CloudFormation would create it, intrinsics resolved."""
 
-    owner_logical_id: str  # the function or state machine that runs with it
     role_logical_id: str
     trust_policy: dict[str, Any]
     inline_policies: dict[str, dict[str, Any]]  # policy name → policy document
@@ -135,7 +134,6 @@ def template_roles(
             and {"Ref": role_id} in other["Properties"].get("Roles", [])
         ]
         roles[logical_id] = Role(
-            owner_logical_id=logical_id,
             role_logical_id=role_id,
             trust_policy=resolver.resolve(properties["AssumeRolePolicyDocument"]),
             # resolved as a whole first: a policy may be an `Fn::If` that leaves nothing (AWS::NoValue)
