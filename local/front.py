@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from local import iam_policy
 from local.lambda_runtime import AUTHORIZER_UNAUTHORIZED, FunctionDirectory
-from local.template import ACCOUNT_ID, REGION, GatewayResponse, LocalTemplate, Route, rest_api_id
+from local.template import ACCOUNT_ID, REGION, GatewayResponse, LocalTemplate, Route, _as_str, rest_api_id
 
 log = logging.getLogger("local.front")
 
@@ -74,6 +74,14 @@ def _compile(route: Route) -> _CompiledRoute:
     return _CompiledRoute(route, pattern, tuple(names), literal, greedy)
 
 
+def route_for(routes: Iterable[Route], path: str, method: str) -> Route | None:
+    """The route of the path template `path` for `method`, else its ANY route."""
+    same_path = [route for route in routes if route.path == path]
+    return next((r for r in same_path if r.method == method), None) or next(
+        (r for r in same_path if r.method == "ANY"), None
+    )
+
+
 class ApiFront:
     """Turns HTTP requests into calls of the template's API functions (transport-free: see `serve`)."""
 
@@ -98,15 +106,11 @@ class ApiFront:
             match = compiled.pattern.fullmatch(path)
             if not match:
                 continue
-            same_path = [c.route for c in self._routes if c.route.path == compiled.route.path]
-            chosen = next((r for r in same_path if r.method == method), None) or next(
-                (r for r in same_path if r.method == "ANY"), None
-            )
             parameters = {
                 name: unquote(value)
                 for name, value in zip(compiled.parameter_names, match.groups(), strict=True)
             }
-            return chosen, parameters
+            return route_for(self._template.routes, compiled.route.path, method), parameters
         return None, {}
 
     def _preflight(self, path: str, request_id: str) -> HttpResponse | None:
@@ -279,9 +283,7 @@ class ApiFront:
                 "AUTHORIZER_CONFIGURATION_ERROR", 500, "Internal server error", request_id
             )
         # The proxy event carries context values as strings, whatever type the authorizer gave.
-        authorizer_context: dict[str, Any] = {
-            key: _as_context_string(value) for key, value in context.items()
-        }
+        authorizer_context: dict[str, Any] = {key: _as_str(value) for key, value in context.items()}
         authorizer_context["principalId"] = str(result.get("principalId", ""))
         authorizer_context["integrationLatency"] = 0
         event["requestContext"]["authorizer"] = authorizer_context
@@ -386,12 +388,6 @@ def _json_or_none(payload: str) -> Any:
         return json.loads(payload)
     except ValueError:
         return None
-
-
-def _as_context_string(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 # ------------------------------------------------------------------ the HTTP server
