@@ -91,7 +91,6 @@ class DevStack:
         state_dir: Path = DEFAULT_STATE_DIR,
         ttl_sweep_seconds: float = 5.0,
         execution_poll_seconds: float = 0.5,
-        enforce_iam: bool = True,
         containers: bool = False,
         aws_host: str | None = None,
     ) -> None:
@@ -103,7 +102,6 @@ class DevStack:
         self.state_dir = state_dir
         self._ttl_sweep_seconds = ttl_sweep_seconds
         self._execution_poll_seconds = execution_poll_seconds
-        self._enforce_iam = enforce_iam
         # Where moto's endpoint listens, if not on `host` (with `containers`: the host's address on
         # the containers' network, the only one a container reaches).
         self._aws_host = aws_host
@@ -187,7 +185,8 @@ class DevStack:
             raise RuntimeError("a local stack is already running in this process")
         for key, value in LOCAL_AWS_ENVIRONMENT.items():
             os.environ[key] = value
-        self.token_key = self._write_token_key()
+        self.token_key = new_local_key()
+        self._write_state("token.key", self.token_key + "\n")
         if self.containers:
             # What only podman does (the functions' layer images, the worker image: each a build, or
             # a look when nothing changed) runs beside the in-process setup, not after it.
@@ -212,15 +211,12 @@ class DevStack:
             serialise_dynamodb_writes()
             local_moto_fixes()
             self._watch_put_events()
-            if self._enforce_iam:
-                self.credentials = self._role_credentials(self.template)
-                credentials_per_function()
-                machines = [
-                    self.credentials[m] for m in self.template.state_machines if m in self.credentials
-                ]
-                if len(machines) == 1:  # the interpreter cannot tell machines apart: one role for all
-                    iam.state_machine_credentials(machines[0])
-                iam.enforce()
+            self.credentials = self._role_credentials(self.template)
+            credentials_per_function()
+            machines = [self.credentials[m] for m in self.template.state_machines if m in self.credentials]
+            if len(machines) == 1:  # the interpreter cannot tell machines apart: one role for all
+                iam.state_machine_credentials(machines[0])
+            iam.enforce()
             if self.containers:  # the containers' AWS calls would otherwise log a line each
                 logging.getLogger("werkzeug").setLevel(logging.WARNING)
             # Containers reach the host only at its address on their network: moto listens there.
@@ -286,17 +282,6 @@ class DevStack:
         if DevStack._running is self:
             DevStack._running = None
 
-    def __enter__(self) -> DevStack:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _write_token_key(self) -> str:
-        key = new_local_key()
-        self._write_state("token.key", key + "\n")
-        return key
-
     def _write_state(self, name: str, text: str) -> None:
         """A file of `state_dir` only its owner reads (the signing key, or settings that carry it)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -332,15 +317,12 @@ class DevStack:
         each function's role credentials and environment, the authorizer's signing key. `address`:
         the host's address on the containers' network, where the endpoint must listen."""
         assert self.template is not None, "start() first"
-        # Without enforced IAM, moto's own fake keys (moto does not check them then).
-        fallback = iam.Credentials("testing", "testing", "testing")
         return ContainerRunner(
             self.template.functions.values(),
             address=address,
             aws_url=str(self.aws_url),
             credentials={
-                logical_id: self.credentials.get(logical_id, fallback).as_json()
-                for logical_id in self.template.functions
+                logical_id: self.credentials[logical_id].as_json() for logical_id in self.template.functions
             },
             container_env={
                 "PRESIGN_ENDPOINT_URL": str(self.aws_url),
