@@ -329,21 +329,19 @@ class FileValue:
         return buffer
 
     @classmethod
-    def copy_of(cls, reader: KeyReader) -> FileValue:
-        """A new file with the reader's bytes, and their md5, in one pass."""
-        from moto.utilities.utils import md5_hash
-
+    def of_pieces(cls, pieces: Iterable[bytes], size: int, digest: Any = None) -> FileValue:
+        """A new file of `size` bytes written from `pieces` (and their md5, if `digest`), in one pass."""
         buffer = cls.new_buffer()
-        digest = md5_hash()
         try:
-            for piece in reader:
-                digest.update(piece)
+            for piece in pieces:
+                if digest is not None:
+                    digest.update(piece)
                 buffer.write(piece)
             buffer.flush()
         except BaseException:
             buffer.close()
             raise
-        return cls(buffer, len(reader), digest.hexdigest())
+        return cls(buffer, size, digest.hexdigest() if digest is not None else None)
 
 
 def _pieces(key: Any) -> Iterator[bytes]:
@@ -463,20 +461,12 @@ def _complete(self: Any, body: Iterator[tuple[int, str]]) -> tuple[Any, str, tup
         self.metadata.get("x-amz-checksum-algorithm"), self.metadata.get("x-amz-checksum-type")
     )
     size = sum(part.contentsize for part in chosen)
+    pieces = (piece for part in chosen for piece in checksum.add_part(_pieces(part)))
     value: Any
     if size <= get_s3_default_key_buffer_size():  # small: in memory, as moto would keep it
-        value = b"".join(piece for part in chosen for piece in checksum.add_part(_pieces(part)))
+        value = b"".join(pieces)
     else:
-        buffer = FileValue.new_buffer()
-        try:
-            for part in chosen:
-                for piece in checksum.add_part(_pieces(part)):
-                    buffer.write(piece)
-            buffer.flush()
-        except BaseException:
-            buffer.close()
-            raise
-        value = FileValue(buffer, size)
+        value = FileValue.of_pieces(pieces, size)
     full_etag = md5_hash()
     full_etag.update(bytes(md5s))
     return value, f"{full_etag.hexdigest()}-{len(chosen)}", checksum.build()
@@ -498,7 +488,9 @@ def _value_setter(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], 
                 with contextlib.closing(new_value):
                     new_value = new_value.read()
             else:
-                new_value = FileValue.copy_of(new_value)
+                from moto.utilities.utils import md5_hash
+
+                new_value = FileValue.of_pieces(new_value, len(new_value), md5_hash())
         if isinstance(new_value, FileValue):
             previous, self._value_buffer = self._value_buffer, new_value.buffer
             previous.close()
