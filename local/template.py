@@ -123,10 +123,8 @@ def _construct_intrinsic(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.No
         value = loader.construct_mapping(node, deep=True)
     else:
         raise TemplateError(f"unexpected YAML node for !{tag_suffix}")
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "Condition":
-        return {"Condition": value}
+    if tag_suffix in ("Ref", "Condition"):
+        return {tag_suffix: value}
     if tag_suffix == "GetAtt" and isinstance(value, str):
         # `!GetAtt A.B.C` means resource A, attribute "B.C"
         resource, _, attribute = value.partition(".")
