@@ -122,14 +122,9 @@ class ApiFront:
             headers = self._template.preflights.get(compiled.route.path)
             if headers is None:
                 return None
-            response = HttpResponse(
-                status=200,
-                headers=[("Content-Type", "application/json")]
-                + [(name, _header_value(source, request_id)) for name, source in headers.items()],
-                body=b"{}",
-            )
-            self._ensure_request_id(response, request_id)
-            return response
+            answer = [("Content-Type", "application/json")]
+            answer += [(name, _header_value(source, request_id)) for name, source in headers.items()]
+            return _with_request_id(HttpResponse(200, answer, b"{}"), request_id)
         return None
 
     # ---------------------------------------------------------------- one request
@@ -321,8 +316,7 @@ class ApiFront:
         response = HttpResponse(status=result["statusCode"], headers=headers, body=body)
         if response.header("content-type") is None:
             response.headers.append(("Content-Type", "application/json"))  # API Gateway's default
-        self._ensure_request_id(response, request_id)
-        return response
+        return _with_request_id(response, request_id)
 
     # ---------------------------------------------------------------- errors
     def _gateway_error(self, response_type: str, status: int, message: str, request_id: str) -> HttpResponse:
@@ -341,15 +335,14 @@ class ApiFront:
         # DEFAULT_* one's if that sets one (it then applies to every type it covers), else its own.
         if configured is not None and configured.status is not None:
             status = configured.status
-        response = HttpResponse(status=status, headers=headers, body=body.encode("utf-8"))
-        response.headers.append(("x-amzn-ErrorType", _ERROR_TYPES.get(response_type, "")))
-        self._ensure_request_id(response, request_id)
-        return response
+        headers.append(("x-amzn-ErrorType", _ERROR_TYPES.get(response_type, "")))
+        return _with_request_id(HttpResponse(status, headers, body.encode("utf-8")), request_id)
 
-    @staticmethod
-    def _ensure_request_id(response: HttpResponse, request_id: str) -> None:
-        if response.header(REQUEST_ID_HEADER) is None:
-            response.headers.append((REQUEST_ID_HEADER, f"req-{request_id}"))
+
+def _with_request_id(response: HttpResponse, request_id: str) -> HttpResponse:
+    if response.header(REQUEST_ID_HEADER) is None:
+        response.headers.append((REQUEST_ID_HEADER, f"req-{request_id}"))
+    return response
 
 
 _ERROR_TYPES = {
