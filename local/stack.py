@@ -412,13 +412,13 @@ class DevStack:
             except Exception:
                 log.exception("TTL sweep failed")
 
-    def sweep_expired_items(self, now: float | None = None) -> int:
+    def sweep_expired_items(self) -> None:
         """Delete items whose TTL attribute is a number of seconds in the past, as DynamoDB would.
 
         The expired items are found in moto's tables directly (a Scan through the API would copy and
         serialise every item of every table twice a second: a fifth of the e2e tier's CPU went there);
         they are deleted through the API, as DynamoDB's own deletes are."""
-        now = time.time() if now is None else now
+        now = time.time()
         dynamodb = self._client("dynamodb")
         deleted = 0
         for table in self._template().tables.values():
@@ -429,7 +429,6 @@ class DevStack:
                 deleted += 1
         if deleted:
             log.info("TTL: deleted %d expired item(s)", deleted)
-        return deleted
 
     # ---------------------------------------------------------------- EventBridge schedules
     def _schedule_loop(self, rule: EventRule) -> None:
@@ -454,13 +453,12 @@ class DevStack:
             except Exception:
                 log.exception("watching state machine executions failed")
 
-    def publish_execution_events(self) -> int:
+    def publish_execution_events(self) -> None:
         """Send an event for each execution status not seen yet to the rules whose pattern matches it."""
         template = self._template()
         if not template.event_rules:
-            return 0
+            return
         stepfunctions = self._client("stepfunctions")
-        sent = 0
         for machine in template.state_machines.values():
             for page in stepfunctions.get_paginator("list_executions").paginate(stateMachineArn=machine.arn):
                 for summary in page["executions"]:
@@ -469,10 +467,9 @@ class DevStack:
                         continue
                     self._execution_status[arn] = status
                     if status == "RUNNING" or status in FINAL_STATUSES:
-                        sent += self._publish(
+                        self._publish(
                             _status_change_event(stepfunctions.describe_execution(executionArn=arn))
                         )
-        return sent
 
     # ---------------------------------------------------------------- EventBridge for PutEvents
     def _watch_put_events(self) -> None:
@@ -515,9 +512,8 @@ class DevStack:
         except Exception:  # a put is accepted whatever its rules' targets do
             log.exception("delivering an event to the template's rules failed")
 
-    def _publish(self, event: dict[str, Any], bus: str = "default") -> int:
+    def _publish(self, event: dict[str, Any], bus: str = "default") -> None:
         template = self._template()
-        sent = 0
         for rule in template.event_rules:
             if rule.bus != bus or rule.pattern is None or not matches(rule.pattern, event):
                 continue
@@ -532,8 +528,6 @@ class DevStack:
             )
             # An asynchronous target: the error is logged by the runner, as Lambda would log it.
             self.runner.invoke(spec, event)
-            sent += 1
-        return sent
 
 
 def expired_item_keys(table_name: str, ttl_attribute: str, now: float) -> list[dict[str, Any]]:
