@@ -30,14 +30,13 @@ import math
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from local import iam_ledger as ledger
-from local import iam_policy, template
+from local import iam_policy
 from local.provision import client_cache
-from local.template import ACCOUNT_ID, REGION, _Resolver
+from local.template import ACCOUNT_ID, REGION, LocalTemplate, _Resolver
 
 log = logging.getLogger("local.iam")
 
@@ -47,7 +46,7 @@ OPERATOR_ACCESS_KEYS = frozenset({"testing", "FOOBARKEY"})
 
 
 class IamSetupError(RuntimeError):
-    """The template could not be translated into roles (aws-sam-translator missing or failing)."""
+    """A role of the template cannot be emulated (one not made by SAM)."""
 
 
 @dataclass(frozen=True)
@@ -85,15 +84,6 @@ class Credentials:
 # ------------------------------------------------------------------ the template's roles
 
 
-def translate(template_path: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """The CloudFormation template `sam deploy` would send (aws-sam-translator, in the SAM venv; the
-    translation `load_template` made, when it was given the same parameters)."""
-    try:
-        return template.translate(template_path, parameters)
-    except template.TranslationError as error:
-        raise IamSetupError(str(error)) from None
-
-
 #: The resources that run with a role of the template's, and the property that names it.
 _ROLE_PROPERTY = {
     "AWS::Lambda::Function": "Role",
@@ -102,15 +92,11 @@ _ROLE_PROPERTY = {
 }
 
 
-def template_roles(
-    template_path: Path, parameters: Mapping[str, Any], translated: Mapping[str, Any] | None = None
-) -> dict[str, Role]:
-    """Function or state machine logical id → its role, from the translated template (`translated`,
-    e.g. `LocalTemplate.translated`, or translated now), resolved against the local stack's names."""
-    if translated is None:
-        translated = translate(template_path, parameters)
-    resolver = _Resolver(dict(translated), dict(parameters))
-    resources: dict[str, Any] = translated["Resources"]
+def template_roles(local: LocalTemplate) -> dict[str, Role]:
+    """Function or state machine logical id → its role, from the template aws-sam-translator made
+    (`LocalTemplate.translated`), resolved against the local stack's names."""
+    resolver = _Resolver(local.translated, local.parameters)
+    resources: dict[str, Any] = local.translated["Resources"]
     roles: dict[str, Role] = {}
     for logical_id, resource in resources.items():
         role_property = _ROLE_PROPERTY.get(resource.get("Type", ""))

@@ -336,7 +336,7 @@ class DevStack:
     # ---------------------------------------------------------------- resources
     def _role_credentials(self, template: LocalTemplate) -> dict[str, iam.Credentials]:
         """Each function's and state machine's role as `sam deploy` would create it, assumed."""
-        roles = iam.template_roles(self.template_path, template.parameters)
+        roles = iam.template_roles(template)
         names = {logical_id: spec.name for logical_id, spec in template.functions.items()}
         names.update({logical_id: spec.name for logical_id, spec in template.state_machines.items()})
         return iam.create_roles(roles, names, self._client("iam"), self._client("sts"))
