@@ -102,10 +102,6 @@ class TemplateError(ValueError):
     """The template uses something the local stack cannot resolve."""
 
 
-class TranslationError(TemplateError):
-    """aws-sam-translator refused the template, or is not installed (`make install`)."""
-
-
 # ------------------------------------------------------------------ YAML with CloudFormation tags
 
 
@@ -557,7 +553,7 @@ def _run_translator(template_path: Path, parameters: Mapping[str, Any]) -> str:
             timeout=120,
         )
     except subprocess.CalledProcessError as error:
-        raise TranslationError(
+        raise TemplateError(
             f"aws-sam-translator could not translate {template_path} (run `make install`):\n{error.stderr}"
         ) from None
     return completed.stdout
