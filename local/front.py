@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from local import iam_policy
 from local.lambda_runtime import AUTHORIZER_UNAUTHORIZED, FunctionDirectory
-from local.template import ACCOUNT_ID, REGION, GatewayResponse, LocalTemplate, Route, rest_api_id
+from local.template import ACCOUNT_ID, REGION, GatewayResponse, LocalTemplate, Route, _as_str, rest_api_id
 
 log = logging.getLogger("local.front")
 
@@ -74,6 +74,14 @@ def _compile(route: Route) -> _CompiledRoute:
     return _CompiledRoute(route, pattern, tuple(names), literal, greedy)
 
 
+def route_for(routes: Iterable[Route], path: str, method: str) -> Route | None:
+    """The route of the path template `path` for `method`, else its ANY route."""
+    same_path = [route for route in routes if route.path == path]
+    return next((r for r in same_path if r.method == method), None) or next(
+        (r for r in same_path if r.method == "ANY"), None
+    )
+
+
 class ApiFront:
     """Turns HTTP requests into calls of the template's API functions (transport-free: see `serve`)."""
 
@@ -98,15 +106,11 @@ class ApiFront:
             match = compiled.pattern.fullmatch(path)
             if not match:
                 continue
-            same_path = [c.route for c in self._routes if c.route.path == compiled.route.path]
-            chosen = next((r for r in same_path if r.method == method), None) or next(
-                (r for r in same_path if r.method == "ANY"), None
-            )
             parameters = {
                 name: unquote(value)
                 for name, value in zip(compiled.parameter_names, match.groups(), strict=True)
             }
-            return chosen, parameters
+            return route_for(self._template.routes, compiled.route.path, method), parameters
         return None, {}
 
     def _preflight(self, path: str, request_id: str) -> HttpResponse | None:
@@ -118,14 +122,9 @@ class ApiFront:
             headers = self._template.preflights.get(compiled.route.path)
             if headers is None:
                 return None
-            response = HttpResponse(
-                status=200,
-                headers=[("Content-Type", "application/json")]
-                + [(name, _header_value(source, request_id)) for name, source in headers.items()],
-                body=b"{}",
-            )
-            self._ensure_request_id(response, request_id)
-            return response
+            answer = [("Content-Type", "application/json")]
+            answer += [(name, _header_value(source, request_id)) for name, source in headers.items()]
+            return _with_request_id(HttpResponse(200, answer, b"{}"), request_id)
         return None
 
     # ---------------------------------------------------------------- one request
@@ -279,9 +278,7 @@ class ApiFront:
                 "AUTHORIZER_CONFIGURATION_ERROR", 500, "Internal server error", request_id
             )
         # The proxy event carries context values as strings, whatever type the authorizer gave.
-        authorizer_context: dict[str, Any] = {
-            key: _as_context_string(value) for key, value in context.items()
-        }
+        authorizer_context: dict[str, Any] = {key: _as_str(value) for key, value in context.items()}
         authorizer_context["principalId"] = str(result.get("principalId", ""))
         authorizer_context["integrationLatency"] = 0
         event["requestContext"]["authorizer"] = authorizer_context
@@ -319,8 +316,7 @@ class ApiFront:
         response = HttpResponse(status=result["statusCode"], headers=headers, body=body)
         if response.header("content-type") is None:
             response.headers.append(("Content-Type", "application/json"))  # API Gateway's default
-        self._ensure_request_id(response, request_id)
-        return response
+        return _with_request_id(response, request_id)
 
     # ---------------------------------------------------------------- errors
     def _gateway_error(self, response_type: str, status: int, message: str, request_id: str) -> HttpResponse:
@@ -339,15 +335,14 @@ class ApiFront:
         # DEFAULT_* one's if that sets one (it then applies to every type it covers), else its own.
         if configured is not None and configured.status is not None:
             status = configured.status
-        response = HttpResponse(status=status, headers=headers, body=body.encode("utf-8"))
-        response.headers.append(("x-amzn-ErrorType", _ERROR_TYPES.get(response_type, "")))
-        self._ensure_request_id(response, request_id)
-        return response
+        headers.append(("x-amzn-ErrorType", _ERROR_TYPES.get(response_type, "")))
+        return _with_request_id(HttpResponse(status, headers, body.encode("utf-8")), request_id)
 
-    @staticmethod
-    def _ensure_request_id(response: HttpResponse, request_id: str) -> None:
-        if response.header(REQUEST_ID_HEADER) is None:
-            response.headers.append((REQUEST_ID_HEADER, f"req-{request_id}"))
+
+def _with_request_id(response: HttpResponse, request_id: str) -> HttpResponse:
+    if response.header(REQUEST_ID_HEADER) is None:
+        response.headers.append((REQUEST_ID_HEADER, f"req-{request_id}"))
+    return response
 
 
 _ERROR_TYPES = {
@@ -386,12 +381,6 @@ def _json_or_none(payload: str) -> Any:
         return json.loads(payload)
     except ValueError:
         return None
-
-
-def _as_context_string(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 # ------------------------------------------------------------------ the HTTP server

@@ -28,16 +28,15 @@ import json
 import logging
 import math
 import sys
-import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from local import iam_ledger as ledger
-from local import iam_policy, template
-from local.template import ACCOUNT_ID, REGION, _Resolver
+from local import iam_policy
+from local.provision import client_cache
+from local.template import ACCOUNT_ID, REGION, LocalTemplate, _Resolver
 
 log = logging.getLogger("local.iam")
 
@@ -47,14 +46,13 @@ OPERATOR_ACCESS_KEYS = frozenset({"testing", "FOOBARKEY"})
 
 
 class IamSetupError(RuntimeError):
-    """The template could not be translated into roles (aws-sam-translator missing or failing)."""
+    """A role of the template cannot be emulated (one not made by SAM)."""
 
 
 @dataclass(frozen=True)
 class Role:
     """The role of a function or state machine as CloudFormation would create it, intrinsics resolved."""
 
-    owner_logical_id: str  # the function or state machine that runs with it
     role_logical_id: str
     trust_policy: dict[str, Any]
     inline_policies: dict[str, dict[str, Any]]  # policy name → policy document
@@ -86,15 +84,6 @@ class Credentials:
 # ------------------------------------------------------------------ the template's roles
 
 
-def translate(template_path: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """The CloudFormation template `sam deploy` would send (aws-sam-translator, in the SAM venv; the
-    translation `load_template` made, when it was given the same parameters)."""
-    try:
-        return template.translate(template_path, parameters)
-    except template.TranslationError as error:
-        raise IamSetupError(str(error)) from None
-
-
 #: The resources that run with a role of the template's, and the property that names it.
 _ROLE_PROPERTY = {
     "AWS::Lambda::Function": "Role",
@@ -103,15 +92,11 @@ _ROLE_PROPERTY = {
 }
 
 
-def template_roles(
-    template_path: Path, parameters: Mapping[str, Any], translated: Mapping[str, Any] | None = None
-) -> dict[str, Role]:
-    """Function or state machine logical id → its role, from the translated template (`translated`,
-    e.g. `LocalTemplate.translated`, or translated now), resolved against the local stack's names."""
-    if translated is None:
-        translated = translate(template_path, parameters)
-    resolver = _Resolver(dict(translated), dict(parameters))
-    resources: dict[str, Any] = translated["Resources"]
+def template_roles(local: LocalTemplate) -> dict[str, Role]:
+    """Function or state machine logical id → its role, from the template aws-sam-translator made
+    (`LocalTemplate.translated`), resolved against the local stack's names."""
+    resolver = _Resolver(local.translated, local.parameters)
+    resources: dict[str, Any] = local.translated["Resources"]
     roles: dict[str, Role] = {}
     for logical_id, resource in resources.items():
         role_property = _ROLE_PROPERTY.get(resource.get("Type", ""))
@@ -135,7 +120,6 @@ def template_roles(
             and {"Ref": role_id} in other["Properties"].get("Roles", [])
         ]
         roles[logical_id] = Role(
-            owner_logical_id=logical_id,
             role_logical_id=role_id,
             trust_policy=resolver.resolve(properties["AssumeRolePolicyDocument"]),
             # resolved as a whole first: a policy may be an `Fn::If` that leaves nothing (AWS::NoValue)
@@ -526,23 +510,19 @@ def state_machine_credentials(credentials: Credentials) -> None:
     for integration in ("ecs", "dynamodb"):  # runTask.sync, getItem: also signed with the role
         importlib.import_module(f"{service}.state_task_service_{integration}")
 
-    clients: dict[tuple[str, str], Any] = {}  # one per service: making a client costs more than a call
-    clients_lock = threading.Lock()
+    clients = client_cache(
+        lambda region, service: boto3.client(
+            service_name=service,
+            region_name=region,
+            aws_access_key_id=credentials.access_key_id,
+            aws_secret_access_key=credentials.secret_access_key,
+            aws_session_token=credentials.session_token,
+            config=Config(parameter_validation=False, retries={"max_attempts": 0, "total_max_attempts": 1}),
+        )
+    )
 
     def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
-        with clients_lock:
-            if (region, service) not in clients:
-                clients[region, service] = boto3.client(
-                    service_name=service,
-                    region_name=region,
-                    aws_access_key_id=credentials.access_key_id,
-                    aws_secret_access_key=credentials.secret_access_key,
-                    aws_session_token=credentials.session_token,
-                    config=Config(
-                        parameter_validation=False, retries={"max_attempts": 0, "total_max_attempts": 1}
-                    ),
-                )
-            return clients[region, service]
+        return clients(region, service)
 
     for name, module in list(sys.modules.items()):
         if name.startswith("moto.stepfunctions.parser") and hasattr(module, "boto_client_for"):

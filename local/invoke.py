@@ -53,9 +53,10 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from local.events import matches
+from local.front import route_for
 from local.lambda_runtime import Invocation, is_s3_event
 from local.stack import DEFAULT_TEMPLATE, DevStack
-from local.template import ACCOUNT_ID, LOCAL_PARAMETER_OVERRIDES, FunctionSpec, LocalTemplate, Route
+from local.template import ACCOUNT_ID, LOCAL_PARAMETER_OVERRIDES, FunctionSpec, LocalTemplate
 
 log = logging.getLogger("local.invoke")
 
@@ -82,14 +83,6 @@ def _is_authorizer_event(event: Any) -> bool:
     return isinstance(event, dict) and event.get("type") == "REQUEST" and "methodArn" in event
 
 
-def _route_of(template: LocalTemplate, event: dict[str, Any]) -> Route | None:
-    resource, method = event.get("resource"), event.get("httpMethod")
-    routes = [route for route in template.routes if route.path == resource]
-    return next((r for r in routes if r.method == method), None) or next(
-        (r for r in routes if r.method == "ANY"), None
-    )
-
-
 def function_for_event(template: LocalTemplate, event: Any) -> str:
     """The logical id of the function the event is for, as the template wires it."""
     if is_s3_event(event):
@@ -102,7 +95,7 @@ def function_for_event(template: LocalTemplate, event: Any) -> str:
             return targets.pop()
         raise InvokeError(f"S3 events go to {sorted(targets) or 'no function'}: name the function")
     if isinstance(event, dict) and "resource" in event and "httpMethod" in event:
-        route = _route_of(template, event)
+        route = route_for(template.routes, event["resource"], event["httpMethod"])
         if route is None:
             raise InvokeError(f"no route {event['httpMethod']} {event['resource']} in the template")
         if _is_authorizer_event(event):
@@ -223,8 +216,8 @@ def _fit_s3_record(stack: DevStack, logical_id: str, record: dict[str, Any]) -> 
             obj["versionId"] = stored.version_id
 
 
-def _object_at(bucket: str, key: str, body: bytes = PLACEHOLDER_OBJECT) -> tuple[Any, bool]:
-    """moto's object at the key, put there (`body`) if there was none; and whether it was put."""
+def _object_at(bucket: str, key: str) -> tuple[Any, bool]:
+    """moto's object at the key, put there (PLACEHOLDER_OBJECT) if there was none; and whether it was put."""
     # Through moto's backend, not the S3 API: a PUT would notify the function, which would then run
     # twice (once for that notification, once for the event file that stands for it).
     from moto.s3.models import s3_backends
@@ -234,7 +227,7 @@ def _object_at(bucket: str, key: str, body: bytes = PLACEHOLDER_OBJECT) -> tuple
     if existing is not None:
         return existing, False
     log.info("put a placeholder object at s3://%s/%s", bucket, key)
-    return backend.put_object(bucket, key, body, disable_notification=True), True
+    return backend.put_object(bucket, key, PLACEHOLDER_OBJECT, disable_notification=True), True
 
 
 def _fill(value: Any, seeds: _Seeds) -> Any:
@@ -325,7 +318,7 @@ class _Seeds:
         """An import of the sample image, uploaded under the project's prefix (no notification)."""
         uploads = self.stack.bucket_names()["UploadsBucket"]
         key = f"uploads/{self.project}/{SAMPLE_NAME}"
-        _object_at(uploads, key, SAMPLE_IMAGE)
+        _object_at(uploads, key)
         return {
             "import_from": f"s3://{uploads}/{key}",
             "import_from_format": "raw",

@@ -123,21 +123,6 @@ class _ThreadLocalEnviron(os._Environ[str]):
         self._local.stack.pop()
 
 
-def function_credentials() -> tuple[str, str, str | None] | None:
-    """The calling thread's function's role credentials, when it runs inside a handler call."""
-    environ = os.environ
-    if not isinstance(environ, _ThreadLocalEnviron):
-        return None
-    overlay = environ._overlay()
-    if not overlay or not overlay.get("AWS_ACCESS_KEY_ID"):
-        return None
-    return (
-        overlay["AWS_ACCESS_KEY_ID"] or "",
-        overlay.get("AWS_SECRET_ACCESS_KEY") or "",
-        overlay.get("AWS_SESSION_TOKEN"),
-    )
-
-
 _CREDENTIALS_PATCHED = "_imagetasks_per_function"
 
 
@@ -153,10 +138,15 @@ def credentials_per_function() -> None:
         return
 
     def get_credentials(self: Session) -> Any:
-        own = function_credentials()
-        if own is None:
+        # Inside a handler call, the calling thread's overlay holds its function's role credentials.
+        overlay = os.environ._overlay() if isinstance(os.environ, _ThreadLocalEnviron) else None
+        if not overlay or not overlay.get("AWS_ACCESS_KEY_ID"):
             return original(self)
-        return Credentials(*own)
+        return Credentials(
+            overlay["AWS_ACCESS_KEY_ID"] or "",
+            overlay.get("AWS_SECRET_ACCESS_KEY") or "",
+            overlay.get("AWS_SESSION_TOKEN"),
+        )
 
     setattr(get_credentials, _CREDENTIALS_PATCHED, True)
     Session.get_credentials = get_credentials
@@ -426,7 +416,7 @@ class HandlerRunner(FunctionDirectory):
         return Invocation(payload=json.dumps(payload), errored=True, logs="".join(trace))
 
 
-def _import_handler(spec: FunctionSpec, instance: int = 0) -> Handler:
+def _import_handler(spec: FunctionSpec, instance: int) -> Handler:
     """Load `module.attr` from the code folder under a module name no other function (or other
     instance of this one) can share."""
     module_path, _, attribute = spec.handler.rpartition(".")

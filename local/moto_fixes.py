@@ -62,7 +62,7 @@ def refuse_other_moto(written_for: str, installed: str | None = None) -> None:
         )
 
 
-def moto_patch(*, written_for: str, corrects: str) -> Callable[[Patch], Patch]:
+def moto_patch(*, corrects: str, written_for: str = MOTO_VERSION) -> Callable[[Patch], Patch]:
     """Register a patch of moto `written_for` (calling it applies it, once); refuses another moto when
     this module is imported."""
     refuse_other_moto(written_for)
@@ -76,15 +76,11 @@ def moto_patch(*, written_for: str, corrects: str) -> Callable[[Patch], Patch]:
     return register
 
 
-_LOCK = threading.RLock()
-#: Held by every write of moto's DynamoDB (once `serialise_dynamodb_writes` ran): a reader of its
-#: tables' items holds it too, to see no table change size under it.
-DYNAMODB_WRITES = _LOCK
+_LOCK = threading.RLock()  # held by every write of moto's DynamoDB once `serialise_dynamodb_writes` ran
 _WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
 
 
 @moto_patch(
-    written_for=MOTO_VERSION,
     corrects="DynamoDB: a write during transact_write_items' rollback copy fails it with "
     "'dictionary changed size during iteration' instead of being serialised",
 )
@@ -112,7 +108,6 @@ _IN_TRANSACTION = threading.local()
 
 
 @moto_patch(
-    written_for=MOTO_VERSION,
     corrects="DynamoDB: TransactWriteItems deep-copies each table it touches once per item, so "
     "every transaction costs time in proportion to the table's size",
 )
@@ -196,7 +191,6 @@ def _put_back(table: Any, hash_value: Any, range_value: Any, item: Any) -> None:
 
 
 @moto_patch(
-    written_for=MOTO_VERSION,
     corrects="DynamoDB: a Query or Scan iterates the table's items while another thread's write "
     "adds one, and fails with 'dictionary changed size during iteration'",
 )
@@ -335,21 +329,19 @@ class FileValue:
         return buffer
 
     @classmethod
-    def copy_of(cls, reader: KeyReader) -> FileValue:
-        """A new file with the reader's bytes, and their md5, in one pass."""
-        from moto.utilities.utils import md5_hash
-
+    def of_pieces(cls, pieces: Iterable[bytes], size: int, digest: Any = None) -> FileValue:
+        """A new file of `size` bytes written from `pieces` (and their md5, if `digest`), in one pass."""
         buffer = cls.new_buffer()
-        digest = md5_hash()
         try:
-            for piece in reader:
-                digest.update(piece)
+            for piece in pieces:
+                if digest is not None:
+                    digest.update(piece)
                 buffer.write(piece)
             buffer.flush()
         except BaseException:
             buffer.close()
             raise
-        return cls(buffer, len(reader), digest.hexdigest())
+        return cls(buffer, size, digest.hexdigest() if digest is not None else None)
 
 
 def _pieces(key: Any) -> Iterator[bytes]:
@@ -469,20 +461,12 @@ def _complete(self: Any, body: Iterator[tuple[int, str]]) -> tuple[Any, str, tup
         self.metadata.get("x-amz-checksum-algorithm"), self.metadata.get("x-amz-checksum-type")
     )
     size = sum(part.contentsize for part in chosen)
+    pieces = (piece for part in chosen for piece in checksum.add_part(_pieces(part)))
     value: Any
     if size <= get_s3_default_key_buffer_size():  # small: in memory, as moto would keep it
-        value = b"".join(piece for part in chosen for piece in checksum.add_part(_pieces(part)))
+        value = b"".join(pieces)
     else:
-        buffer = FileValue.new_buffer()
-        try:
-            for part in chosen:
-                for piece in checksum.add_part(_pieces(part)):
-                    buffer.write(piece)
-            buffer.flush()
-        except BaseException:
-            buffer.close()
-            raise
-        value = FileValue(buffer, size)
+        value = FileValue.of_pieces(pieces, size)
     full_etag = md5_hash()
     full_etag.update(bytes(md5s))
     return value, f"{full_etag.hexdigest()}-{len(chosen)}", checksum.build()
@@ -504,7 +488,9 @@ def _value_setter(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], 
                 with contextlib.closing(new_value):
                     new_value = new_value.read()
             else:
-                new_value = FileValue.copy_of(new_value)
+                from moto.utilities.utils import md5_hash
+
+                new_value = FileValue.of_pieces(new_value, len(new_value), md5_hash())
         if isinstance(new_value, FileValue):
             previous, self._value_buffer = self._value_buffer, new_value.buffer
             previous.close()
@@ -633,7 +619,6 @@ def _releasing_bodies(process_request: Callable[..., Any]) -> Callable[..., Any]
 
 
 @moto_patch(
-    written_for=MOTO_VERSION,
     corrects="S3: objects are read whole into memory on GET, copy, part copy, multipart completion "
     "and aws-chunked decoding, so multi-GiB images exhaust memory and time",
 )
@@ -733,7 +718,6 @@ class WeakInstances:
 
 
 @moto_patch(
-    written_for=MOTO_VERSION,
     corrects="core: every model stays in its class's instances_tracked list forever, so memory "
     "grows with each DynamoDB transaction and dropped S3 objects keep their files",
 )
@@ -800,7 +784,6 @@ def local_moto_fixes() -> None:
 
 
 @moto_patch(
-    written_for=MOTO_VERSION,
     corrects="Step Functions: StopExecution drops its error and cause, and shows the stop only "
     "when the running state returns",
 )
@@ -852,7 +835,6 @@ def stop_execution_with_cause() -> None:
 
 
 @moto_patch(
-    written_for=MOTO_VERSION,
     corrects="Step Functions: the ecs:runTask.sync integration passes PascalCase parameters to ECS "
     "and reads its camelCase answer as is (KeyError)",
 )

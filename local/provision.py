@@ -1,13 +1,29 @@
 """Creating the template's tables, buckets and state machines on moto: one place for the local
-stack, the test fixtures and the benchmarks, so they cannot drift apart from each other."""
+stack, the test fixtures and the benchmarks, so they cannot drift apart from each other; and the
+boto3 clients they use, made once."""
 
 from __future__ import annotations
 
+import functools
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from local.template import LocalTemplate
 
 WORKFLOW_ROLE_ARN = "arn:aws:iam::123456789012:role/imagetasks-local-role"
+
+
+def client_cache(make: Callable[..., Any]) -> Callable[..., Any]:
+    """`make(*key)` (a boto3 client) made once per key, under a lock: making a client costs more CPU
+    than most calls it makes, and is not thread-safe (using one is)."""
+    made, lock = functools.cache(make), threading.Lock()
+
+    def client(*key: str) -> Any:
+        with lock:
+            return made(*key)
+
+    return client
 
 
 def create_tables(template: LocalTemplate, dynamodb: Any) -> None:

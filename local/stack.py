@@ -39,8 +39,8 @@ from local.lambda_runtime import (
     MotoLambdaHook,
     credentials_per_function,
 )
-from local.moto_fixes import DYNAMODB_WRITES, local_moto_fixes, serialise_dynamodb_writes
-from local.provision import create_buckets, create_state_machines, create_tables
+from local.moto_fixes import local_moto_fixes, serialise_dynamodb_writes
+from local.provision import client_cache, create_buckets, create_state_machines, create_tables
 from local.sam_local import host_address, prepare_layer_images
 from local.template import (
     ACCOUNT_ID,
@@ -91,7 +91,6 @@ class DevStack:
         state_dir: Path = DEFAULT_STATE_DIR,
         ttl_sweep_seconds: float = 5.0,
         execution_poll_seconds: float = 0.5,
-        enforce_iam: bool = True,
         containers: bool = False,
         aws_host: str | None = None,
     ) -> None:
@@ -103,7 +102,6 @@ class DevStack:
         self.state_dir = state_dir
         self._ttl_sweep_seconds = ttl_sweep_seconds
         self._execution_poll_seconds = execution_poll_seconds
-        self._enforce_iam = enforce_iam
         # Where moto's endpoint listens, if not on `host` (with `containers`: the host's address on
         # the containers' network, the only one a container reaches).
         self._aws_host = aws_host
@@ -124,8 +122,7 @@ class DevStack:
         self.template: LocalTemplate | None = None
         self.token_key = ""
         self._execution_status: dict[str, str] = {}
-        self._clients: dict[str, Any] = {}  # the stack's own boto3 clients, made once (they are costly)
-        self._clients_lock = threading.Lock()
+        self._client = client_cache(lambda service: boto3.client(service, region_name=REGION))
         self._published: list[tuple[str, dict[str, Any]]] = []  # (bus name, event) as put
         self._published_lock = threading.Lock()
         self._restore_put_events: Any = None
@@ -188,7 +185,8 @@ class DevStack:
             raise RuntimeError("a local stack is already running in this process")
         for key, value in LOCAL_AWS_ENVIRONMENT.items():
             os.environ[key] = value
-        self.token_key = self._write_token_key()
+        self.token_key = new_local_key()
+        self._write_state("token.key", self.token_key + "\n")
         if self.containers:
             # What only podman does (the functions' layer images, the worker image: each a build, or
             # a look when nothing changed) runs beside the in-process setup, not after it.
@@ -206,22 +204,19 @@ class DevStack:
         DevStack._running = self
         try:
             # The container runner's tasks get a subnet and security group that exist in moto.
-            subnet, group = ecs.create_network(boto3.client("ec2", region_name=REGION))
+            subnet, group = ecs.create_network(self._client("ec2"))
             self._parameters.setdefault("WorkerSubnets", subnet)
             self._parameters.setdefault("WorkerSecurityGroups", group)
             self.template = self._load()
             serialise_dynamodb_writes()
             local_moto_fixes()
             self._watch_put_events()
-            if self._enforce_iam:
-                self.credentials = self._role_credentials(self.template)
-                credentials_per_function()
-                machines = [
-                    self.credentials[m] for m in self.template.state_machines if m in self.credentials
-                ]
-                if len(machines) == 1:  # the interpreter cannot tell machines apart: one role for all
-                    iam.state_machine_credentials(machines[0])
-                iam.enforce()
+            self.credentials = self._role_credentials(self.template)
+            credentials_per_function()
+            machines = [self.credentials[m] for m in self.template.state_machines if m in self.credentials]
+            if len(machines) == 1:  # the interpreter cannot tell machines apart: one role for all
+                iam.state_machine_credentials(machines[0])
+            iam.enforce()
             if self.containers:  # the containers' AWS calls would otherwise log a line each
                 logging.getLogger("werkzeug").setLevel(logging.WARNING)
             # Containers reach the host only at its address on their network: moto listens there.
@@ -287,17 +282,6 @@ class DevStack:
         if DevStack._running is self:
             DevStack._running = None
 
-    def __enter__(self) -> DevStack:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _write_token_key(self) -> str:
-        key = new_local_key()
-        self._write_state("token.key", key + "\n")
-        return key
-
     def _write_state(self, name: str, text: str) -> None:
         """A file of `state_dir` only its owner reads (the signing key, or settings that carry it)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -333,15 +317,12 @@ class DevStack:
         each function's role credentials and environment, the authorizer's signing key. `address`:
         the host's address on the containers' network, where the endpoint must listen."""
         assert self.template is not None, "start() first"
-        # Without enforced IAM, moto's own fake keys (moto does not check them then).
-        fallback = iam.Credentials("testing", "testing", "testing")
         return ContainerRunner(
             self.template.functions.values(),
             address=address,
             aws_url=str(self.aws_url),
             credentials={
-                logical_id: self.credentials.get(logical_id, fallback).as_json()
-                for logical_id in self.template.functions
+                logical_id: self.credentials[logical_id].as_json() for logical_id in self.template.functions
             },
             container_env={
                 "PRESIGN_ENDPOINT_URL": str(self.aws_url),
@@ -355,23 +336,20 @@ class DevStack:
     # ---------------------------------------------------------------- resources
     def _role_credentials(self, template: LocalTemplate) -> dict[str, iam.Credentials]:
         """Each function's and state machine's role as `sam deploy` would create it, assumed."""
-        roles = iam.template_roles(self.template_path, template.parameters)
+        roles = iam.template_roles(template)
         names = {logical_id: spec.name for logical_id, spec in template.functions.items()}
         names.update({logical_id: spec.name for logical_id, spec in template.state_machines.items()})
-        return iam.create_roles(
-            roles, names, boto3.client("iam", region_name=REGION), boto3.client("sts", region_name=REGION)
-        )
+        return iam.create_roles(roles, names, self._client("iam"), self._client("sts"))
 
     def _create_resources(self, template: LocalTemplate) -> None:
         # Not moto's CloudFormation: it refuses the translated template (moto 5.2.5; local/template.py).
-        iam = boto3.client("iam", region_name=REGION)
         # moto checks that a function's role exists; permissions themselves are not enforced.
-        role_arn = iam.create_role(
+        role_arn = self._client("iam").create_role(
             RoleName=f"{STACK_NAME}-role",
             AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
         )["Role"]["Arn"]
-        create_tables(template, boto3.client("dynamodb", region_name=REGION))
-        lambda_client = boto3.client("lambda", region_name=REGION)
+        create_tables(template, self._client("dynamodb"))
+        lambda_client = self._client("lambda")
         placeholder = _placeholder_zip()  # the code runs from its folder; moto only needs a package
         for function in template.functions.values():
             lambda_client.create_function(
@@ -384,7 +362,7 @@ class DevStack:
                 MemorySize=function.memory_mb,
                 Environment={"Variables": function.environment},
             )
-        s3 = boto3.client("s3", region_name=REGION)
+        s3 = self._client("s3")
         create_buckets(template, s3)
         for bucket in template.buckets.values():
             if bucket.notifications:
@@ -396,16 +374,16 @@ class DevStack:
                         ]
                     },
                 )
-        create_state_machines(template, boto3.client("stepfunctions", region_name=REGION), role_arn)
+        create_state_machines(template, self._client("stepfunctions"), role_arn)
         bus = str(template.parameters.get("EventBusName") or "default")
         if bus != "default":  # the deployer's own bus exists before the stack; here it is made
-            boto3.client("events", region_name=REGION).create_event_bus(Name=bus)
+            self._client("events").create_event_bus(Name=bus)
 
     def _install_ecs(self, template: LocalTemplate) -> None:
         """The container runner: its cluster and task definition, and RunTask running the worker."""
         if not template.task_definitions:
             return
-        ecs.create_ecs_resources(template, boto3.client("ecs", region_name=REGION))
+        ecs.create_ecs_resources(template, self._client("ecs"))
         if self._worker_image is not None:
             self._worker_image.result()
         self.ecs_hook = ecs.EcsRunHook(
@@ -426,12 +404,6 @@ class DevStack:
         thread.start()
         self._threads.append(thread)
 
-    def _client(self, service: str) -> Any:
-        with self._clients_lock:  # creating clients is not thread-safe; using them is
-            if service not in self._clients:
-                self._clients[service] = boto3.client(service, region_name=REGION)
-            return self._clients[service]
-
     # ---------------------------------------------------------------- DynamoDB TTL
     def _sweep_loop(self) -> None:
         while not self._stopping.wait(self._ttl_sweep_seconds):
@@ -440,13 +412,13 @@ class DevStack:
             except Exception:
                 log.exception("TTL sweep failed")
 
-    def sweep_expired_items(self, now: float | None = None) -> int:
+    def sweep_expired_items(self) -> None:
         """Delete items whose TTL attribute is a number of seconds in the past, as DynamoDB would.
 
         The expired items are found in moto's tables directly (a Scan through the API would copy and
         serialise every item of every table twice a second: a fifth of the e2e tier's CPU went there);
         they are deleted through the API, as DynamoDB's own deletes are."""
-        now = time.time() if now is None else now
+        now = time.time()
         dynamodb = self._client("dynamodb")
         deleted = 0
         for table in self._template().tables.values():
@@ -457,7 +429,6 @@ class DevStack:
                 deleted += 1
         if deleted:
             log.info("TTL: deleted %d expired item(s)", deleted)
-        return deleted
 
     # ---------------------------------------------------------------- EventBridge schedules
     def _schedule_loop(self, rule: EventRule) -> None:
@@ -482,13 +453,12 @@ class DevStack:
             except Exception:
                 log.exception("watching state machine executions failed")
 
-    def publish_execution_events(self) -> int:
+    def publish_execution_events(self) -> None:
         """Send an event for each execution status not seen yet to the rules whose pattern matches it."""
         template = self._template()
         if not template.event_rules:
-            return 0
+            return
         stepfunctions = self._client("stepfunctions")
-        sent = 0
         for machine in template.state_machines.values():
             for page in stepfunctions.get_paginator("list_executions").paginate(stateMachineArn=machine.arn):
                 for summary in page["executions"]:
@@ -497,10 +467,9 @@ class DevStack:
                         continue
                     self._execution_status[arn] = status
                     if status == "RUNNING" or status in FINAL_STATUSES:
-                        sent += self._publish(
+                        self._publish(
                             _status_change_event(stepfunctions.describe_execution(executionArn=arn))
                         )
-        return sent
 
     # ---------------------------------------------------------------- EventBridge for PutEvents
     def _watch_put_events(self) -> None:
@@ -543,9 +512,8 @@ class DevStack:
         except Exception:  # a put is accepted whatever its rules' targets do
             log.exception("delivering an event to the template's rules failed")
 
-    def _publish(self, event: dict[str, Any], bus: str = "default") -> int:
+    def _publish(self, event: dict[str, Any], bus: str = "default") -> None:
         template = self._template()
-        sent = 0
         for rule in template.event_rules:
             if rule.bus != bus or rule.pattern is None or not matches(rule.pattern, event):
                 continue
@@ -560,8 +528,6 @@ class DevStack:
             )
             # An asynchronous target: the error is logged by the runner, as Lambda would log it.
             self.runner.invoke(spec, event)
-            sent += 1
-        return sent
 
 
 def expired_item_keys(table_name: str, ttl_attribute: str, now: float) -> list[dict[str, Any]]:
@@ -570,11 +536,9 @@ def expired_item_keys(table_name: str, ttl_attribute: str, now: float) -> list[d
     from moto.dynamodb.models import dynamodb_backends
 
     table = dynamodb_backends[ACCOUNT_ID][REGION].get_table(table_name)
-    with DYNAMODB_WRITES:
-        items = list(table.all_items())
     keys = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
     expired = []
-    for item in items:
+    for item in table.all_items():  # a snapshot (moto_fixes.snapshot_table_reads)
         expires = item.attrs.get(ttl_attribute)
         if expires is not None and expires.type == "N" and float(expires.value) < now:
             expired.append({key: item.attrs[key].to_json() for key in keys})

@@ -102,10 +102,6 @@ class TemplateError(ValueError):
     """The template uses something the local stack cannot resolve."""
 
 
-class TranslationError(TemplateError):
-    """aws-sam-translator refused the template, or is not installed (`make install`)."""
-
-
 # ------------------------------------------------------------------ YAML with CloudFormation tags
 
 
@@ -123,10 +119,8 @@ def _construct_intrinsic(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.No
         value = loader.construct_mapping(node, deep=True)
     else:
         raise TemplateError(f"unexpected YAML node for !{tag_suffix}")
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "Condition":
-        return {"Condition": value}
+    if tag_suffix in ("Ref", "Condition"):
+        return {tag_suffix: value}
     if tag_suffix == "GetAtt" and isinstance(value, str):
         # `!GetAtt A.B.C` means resource A, attribute "B.C"
         resource, _, attribute = value.partition(".")
@@ -184,8 +178,6 @@ class FunctionSpec:
     memory_mb: int
     environment: dict[str, str]
     layer_paths: list[Path]
-    events: dict[str, dict[str, Any]]  # the function's SAM `Events`, resolved (informative: the event
-    # sources themselves are read from what SAM makes of them: notifications, rules, the API's body)
 
 
 @dataclass(frozen=True)
@@ -207,7 +199,6 @@ class TaskDefinitionSpec:
     image: str
     container_name: str
     environment: dict[str, str]
-    ephemeral_storage_gib: int
     #: What moto's RegisterTaskDefinition takes (resolved, camelCase).
     registration: dict[str, Any]
 
@@ -562,7 +553,7 @@ def _run_translator(template_path: Path, parameters: Mapping[str, Any]) -> str:
             timeout=120,
         )
     except subprocess.CalledProcessError as error:
-        raise TranslationError(
+        raise TemplateError(
             f"aws-sam-translator could not translate {template_path} (run `make install`):\n{error.stderr}"
         ) from None
     return completed.stdout
@@ -582,22 +573,14 @@ def _store(path: Path, text: str) -> None:
 # ------------------------------------------------------------------ the specs
 
 
-def load_template(
-    path: Path,
-    overrides: Mapping[str, str] | None = None,
-    environment_overrides: Mapping[str, Mapping[str, str]] | None = None,
-) -> LocalTemplate:
+def load_template(path: Path, overrides: Mapping[str, str] | None = None) -> LocalTemplate:
     """Translate the template as `sam deploy` does, then resolve what CloudFormation would create.
 
-    `overrides` are parameter values (applied over LOCAL_PARAMETER_OVERRIDES by the caller's choice);
-    `environment_overrides` maps a function's logical id (or "*" for all) to variables that replace or
-    add to what the template gives it: the only way to set what the deployed template must not allow,
-    such as `AUTH_MODE=local`.
+    `overrides` are parameter values (applied over LOCAL_PARAMETER_OVERRIDES by the caller's choice).
     """
     source = load_yaml(path)
     parameters = resolve_parameters(source, overrides or {})
-    translated = translate(path, parameters)
-    return _read(path, source, translated, parameters, environment_overrides or {})
+    return _read(path, source, translate(path, parameters), parameters)
 
 
 def _gateway_response(response: Mapping[str, Any]) -> GatewayResponse:
@@ -631,11 +614,7 @@ def _layer_dirs(
 
 
 def _read(
-    path: Path,
-    source: dict[str, Any],
-    translated: dict[str, Any],
-    parameters: dict[str, Any],
-    env_overrides: Mapping[str, Mapping[str, str]],
+    path: Path, source: dict[str, Any], translated: dict[str, Any], parameters: dict[str, Any]
 ) -> LocalTemplate:
     base_dir = path.parent
     resolver = _Resolver(translated, parameters)
@@ -656,10 +635,7 @@ def _read(
     result = LocalTemplate(path=path, parameters=parameters, translated=translated)
     layer_dirs = _layer_dirs(of_type(LAMBDA_LAYER_TYPE), resolver, base_dir, source_resources)
     for logical_id, props in of_type(LAMBDA_FUNCTION_TYPE).items():
-        events = ((source_resources.get(logical_id) or {}).get("Properties") or {}).get("Events") or {}
-        result.functions[logical_id] = _function_spec(
-            logical_id, resolver, props, base_dir, layer_dirs, env_overrides, resolver.resolve(events)
-        )
+        result.functions[logical_id] = _function_spec(logical_id, resolver, props, base_dir, layer_dirs)
     function_id = _function_finder(result.functions)
     for logical_id, props in of_type(TABLE_TYPE).items():
         result.tables[logical_id] = _table_spec(logical_id, resolver, resolver.resolve(props))
@@ -725,8 +701,9 @@ def _task_definition_spec(logical_id: str, resolver: _Resolver, props: dict[str,
         # moto sums its containers' figures (Fargate needs only the task's): give them the task's.
         definition.setdefault("memory", int(registration.get("memory") or 512))
         definition.setdefault("cpu", 0)
-    storage_gib = int((resolved.get("EphemeralStorage") or {}).get("SizeInGiB", 20))
-    registration["ephemeralStorage"] = {"sizeInGiB": storage_gib}
+    registration["ephemeralStorage"] = {
+        "sizeInGiB": int((resolved.get("EphemeralStorage") or {}).get("SizeInGiB", 20))
+    }
     return TaskDefinitionSpec(
         logical_id=logical_id,
         family=str(resolved.get("Family") or resolver.physical_name(logical_id)),
@@ -736,7 +713,6 @@ def _task_definition_spec(logical_id: str, resolver: _Resolver, props: dict[str,
         environment={
             str(pair["Name"]): _as_str(pair["Value"]) for pair in container.get("Environment") or []
         },
-        ephemeral_storage_gib=storage_gib,
         registration=registration,
     )
 
@@ -826,8 +802,6 @@ def _function_spec(
     props: dict[str, Any],
     base_dir: Path,
     layer_dirs: Mapping[str, Path],
-    env_overrides: Mapping[str, Mapping[str, str]],
-    events: dict[str, dict[str, Any]],
 ) -> FunctionSpec:
     resolved = resolver.resolve(props)
     code_dir = _local_artifact(base_dir, resolved.get("Code"), "S3Bucket", "S3Key")
@@ -837,8 +811,6 @@ def _function_spec(
         str(key): _as_str(value)
         for key, value in ((resolved.get("Environment") or {}).get("Variables") or {}).items()
     }
-    environment.update(env_overrides.get("*", {}))
-    environment.update(env_overrides.get(logical_id, {}))
     # moto's CloudFormation drops a function's Layers (moto 5.2.5); the runner needs their folders.
     layer_paths: list[Path] = []
     for layer in resolved.get("Layers") or []:
@@ -863,7 +835,6 @@ def _function_spec(
         memory_mb=int(resolved.get("MemorySize", 128)),
         environment=environment,
         layer_paths=[path.resolve() for path in layer_paths],
-        events=events,
     )
 
 

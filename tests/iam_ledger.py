@@ -165,7 +165,7 @@ class Ledger:
 
 def build(calls_directory: Path) -> Ledger:
     template = load_template(TEMPLATE, PARAMETERS)
-    roles = iam.template_roles(TEMPLATE, template.parameters, template.translated)
+    roles = iam.template_roles(template)
     granted = grants(roles)
     return Ledger(
         granted=granted,

@@ -25,6 +25,7 @@ from typing import Any
 import boto3
 import pytest
 
+from local.provision import client_cache
 from local.stack import DEFAULT_TEMPLATE, DevStack
 from local.template import REGION
 
@@ -48,19 +49,12 @@ class DevStackHandle:
     def headers(self, project_id: str = "demo-project", roles: Sequence[str] = ("member",)) -> dict[str, str]:
         return {"X-Auth-Token": self.token(project_id, roles), "Accept": "application/json"}
 
-    _clients: dict[str, Any] = field(default_factory=dict, repr=False)
-    _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def client(self, service: str) -> Any:
-        """A boto3 client that talks to the stack over HTTP, like an outside tool would (one per
-        service, made once: making a client costs more CPU than most calls it makes)."""
-        with self._clients_lock:
-            if service not in self._clients:
-                session = boto3.Session(
-                    aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
-                )
-                self._clients[service] = session.client(service, endpoint_url=self.aws_url)
-            return self._clients[service]
+    def __post_init__(self) -> None:
+        session = boto3.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+        )
+        #: client(service): a boto3 client that talks to the stack over HTTP, like an outside tool would
+        self.client = client_cache(functools.partial(session.client, endpoint_url=self.aws_url))
 
 
 @pytest.hookimpl(trylast=True)

@@ -161,7 +161,6 @@ def _function(tmp_path: Path, logical_id: str, source: str) -> FunctionSpec:
         memory_mb=128,
         environment={},
         layer_paths=[],
-        events={},
     )
 
 

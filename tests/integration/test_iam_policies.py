@@ -27,7 +27,7 @@ KEYSTONE_SECRET = "imagetasks-keystone-service"
 def roles() -> dict[str, iam.Role]:
     """The translated roles, with a Keystone secret configured (the authorizer's policy depends on it)."""
     template = load_template(TEMPLATE, {"KeystoneCredentialsSecret": KEYSTONE_SECRET})
-    return iam.template_roles(TEMPLATE, template.parameters)
+    return iam.template_roles(template)
 
 
 @pytest.fixture
@@ -140,7 +140,7 @@ def test_the_authorizer_reads_the_keystone_secret_and_no_other(enforced):
 
 def test_without_a_keystone_secret_the_authorizer_reads_no_secret_at_all():
     template = load_template(TEMPLATE)
-    authorizer = iam.template_roles(TEMPLATE, template.parameters)["AuthorizerFunction"]
+    authorizer = iam.template_roles(template)["AuthorizerFunction"]
     assert authorizer.inline_policies == {}
 
 

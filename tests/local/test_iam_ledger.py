@@ -16,7 +16,6 @@ BUCKET = "arn:aws:s3:::staging"
 
 def role(owner: str, *statements: dict[str, Any], policy: str = "Policy0") -> iam.Role:
     return iam.Role(
-        owner_logical_id=owner,
         role_logical_id=f"{owner}Role",
         trust_policy={},
         inline_policies={policy: {"Statement": list(statements)}},

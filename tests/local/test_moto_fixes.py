@@ -279,7 +279,7 @@ def test_a_transaction_copies_its_items_under_the_write_lock(monkeypatch: pytest
     copies are taken while the transaction holds the lock every other write waits for."""
     from moto.dynamodb.models.table import Table
 
-    from local.moto_fixes import DYNAMODB_WRITES
+    from local.moto_fixes import _LOCK
 
     serialise_dynamodb_writes()
     with mock_aws():
@@ -289,7 +289,7 @@ def test_a_transaction_copies_its_items_under_the_write_lock(monkeypatch: pytest
         read = Table.get_item
 
         def get_item(table: Any, *args: Any, **kwargs: Any) -> Any:
-            held.append(DYNAMODB_WRITES._is_owned())  # type: ignore[attr-defined]
+            held.append(_LOCK._is_owned())  # type: ignore[attr-defined]
             return read(table, *args, **kwargs)
 
         monkeypatch.setattr(Table, "get_item", get_item)

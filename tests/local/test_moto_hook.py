@@ -59,7 +59,6 @@ def _spec(tmp_path: Path, logical_id: str, source: str, environment: dict[str, s
         memory_mb=128,
         environment=environment,
         layer_paths=[],
-        events={},
     )
 
 

@@ -121,12 +121,12 @@ def test_names_stay_the_local_stacks_and_the_roles_share_the_translation(
         "arn:aws:states:us-east-1:123456789012:stateMachine:imagetasks-local-taskworkflow"
     )
     assert local_template.skipped == {}
-    roles = iam.template_roles(local_template.path, local_template.parameters, local_template.translated)
+    roles = iam.template_roles(local_template)
     # every function, the state machine and (with an image, as locally) the container runner's task
     owners = set(local_template.functions) | set(local_template.state_machines)
     assert set(roles) == owners and not local_template.task_definitions  # the template's defaults
     local = load_template(ROOT / "template.yaml", LOCAL_PARAMETER_OVERRIDES)
-    local_roles = iam.template_roles(local.path, local.parameters, local.translated)
+    local_roles = iam.template_roles(local)
     assert set(local.task_definitions) == {"WorkerTaskDefinition"}
     assert set(local_roles) == owners | {"WorkerTaskDefinition"}
 
@@ -144,7 +144,7 @@ def test_a_translation_is_made_once(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(template, "_run_translator", refuse)
     template._translations.clear()  # from the cache file, then from memory
     assert load_template(path).functions == first.functions
-    assert iam.translate(path, first.parameters) == first.translated
+    assert template.translate(path, first.parameters) == first.translated
     path.write_text(MINIMAL.replace("Timeout: 7", "Timeout: 8"), encoding="utf-8")
     with pytest.raises(AssertionError, match="translated twice"):
         load_template(path)
