@@ -1,17 +1,17 @@
 """Section "longpoll": do 50 open long polls slow down everyone else?
 
-One local stack; in each of 5 projects three imports from a held source (a server that trickles 1 KiB
-every 5 s, with the deployment's minimum transfer rate off: the tasks stay processing); two run and
-the third waits pending behind them (MaxConcurrentTasksPerProject 2, the template's). None ends
-while the polls run, so every poll is open for its wait or until its task's progress moves; a run
-in which a polled task ended measured polls answered at once instead, and is not counted as met. 50 pollers, 10
-per project (the per-project bound on open long polls), each loop ``GET /v2/tasks/{id}?wait=20``
-(quick: ``wait=5``) on one of their project's tasks; a 429 (past the bound, e.g. a poll sent again
-before the last one's slot was freed) is counted apart. A separate client, in a sixth project,
-times ``POST /v2/images`` (a queued image record) and ``GET /v2/tasks``: rounds alternate a block of
-requests without polls and a block with the 50 polls open, the same number of requests each.
-Target: the other requests answer as fast with the polls open as without, taken as met when the
-median with polls is at most 1.5 times the median without.
+One local stack; in each of 5 projects three imports from a held source (a server that trickles 1
+KiB every 5 s, with the deployment's minimum transfer rate off: the tasks stay processing); two run
+and the third waits pending behind them (MaxConcurrentTasksPerProject 2, the template's). None ends
+while the polls run, so every poll is open for its wait or until its task's progress moves; a run in
+which a polled task ended measured polls answered at once instead, and is not counted as met. 50
+pollers, 10 per project (the per-project bound on open long polls), each loop ``GET
+/v2/tasks/{id}?wait=20`` (quick: ``wait=5``) on one of their project's tasks; a 429 (past the bound,
+e.g. a poll sent again before the last one's slot was freed) is counted apart. A separate client, in
+a sixth project, times ``POST /v2/images`` (a queued image record) and ``GET /v2/tasks``: rounds
+alternate a block of requests without polls and a block with the 50 polls open, the same number of
+requests each. Target: the other requests answer as fast with the polls open as without, taken as
+met when the median with polls is at most 1.5 times the median without.
 """
 
 from __future__ import annotations
@@ -255,8 +255,7 @@ def run(quick: bool) -> dict[str, Any]:
                 f"median {without['median'] * 1000:.0f} ms, p90 {without['p90'] * 1000:.0f} ms without",
                 ratio,
                 f"median ratio <= {RATIO_TARGET}, none failed, no polled task ended "
-                "(the issue: as fast as without)"
-                + (f"; polled tasks ended: {ended}" if ended else ""),
+                "(the issue: as fast as without)" + (f"; polled tasks ended: {ended}" if ended else ""),
                 ratio <= RATIO_TARGET and r["failure_count"] == 0 and not ended,
             )
         )
