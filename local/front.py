@@ -98,6 +98,8 @@ class ApiFront:
         api_ids = {route.api_logical_id for route in template.routes}
         self.api_id = rest_api_id(next(iter(api_ids))) if api_ids else "local"
         self.stage = template.stage
+        # API Gateway's authorizer cache: (authorizer, identity values) → (expiry, the answer).
+        self._authorizer_answers: dict[tuple[str, ...], tuple[float, dict[str, Any]]] = {}
 
     # ---------------------------------------------------------------- routing
     def _match(self, path: str, method: str) -> tuple[Route | None, dict[str, str]]:
@@ -240,10 +242,62 @@ class ApiFront:
             # API Gateway answers without calling the authorizer when an identity source is missing.
             return self._gateway_error("UNAUTHORIZED", 401, AUTHORIZER_UNAUTHORIZED, request_id)
         assert route.authorizer_logical_id is not None
+        method_arn = self.method_arn(event["httpMethod"], event["path"])
+        # The identity: every value of each identity header (two tokens are not the first one's).
+        multi = {name.lower(): values for name, values in (event["multiValueHeaders"] or {}).items()}
+        identity = (
+            route.authorizer_logical_id,
+            *(
+                "\n".join(multi.get(name.lower()) or [headers[name.lower()]])
+                for name in route.identity_headers
+            ),
+        )
+        cached = self._authorizer_answers.get(identity)
+        if cached is not None and cached[0] > time.monotonic():
+            result = cached[1]
+        else:
+            answer = self._call_authorizer(route, event, method_arn, request_id)
+            if isinstance(answer, HttpResponse):
+                return answer
+            result = answer
+            if route.authorizer_cache_seconds > 0 and route.identity_headers:
+                # As API Gateway: the answer stands for this identity until it expires, and its
+                # policy is evaluated against each later request's own method ARN (an answer that
+                # allows only the first route denies the others).
+                if len(self._authorizer_answers) > 10_000:
+                    self._authorizer_answers.clear()
+                self._authorizer_answers[identity] = (
+                    time.monotonic() + route.authorizer_cache_seconds,
+                    result,
+                )
+        # IAM's evaluation of the authorizer's policy for execute-api:Invoke on the method's ARN.
+        decision = iam_policy.evaluate([result["policyDocument"]], "execute-api:Invoke", method_arn)
+        if decision is not iam_policy.Decision.ALLOW:
+            return self._gateway_error(
+                "ACCESS_DENIED", 403, "User is not authorized to access this resource", request_id
+            )
+        context = result.get("context") or {}
+        if not isinstance(context, dict) or any(isinstance(v, dict | list) for v in context.values()):
+            log.error("%s returned a context that is not a flat map", route.authorizer_logical_id)
+            return self._gateway_error(
+                "AUTHORIZER_CONFIGURATION_ERROR", 500, "Internal server error", request_id
+            )
+        # The proxy event carries context values as strings, whatever type the authorizer gave.
+        authorizer_context: dict[str, Any] = {key: _as_str(value) for key, value in context.items()}
+        authorizer_context["principalId"] = str(result.get("principalId", ""))
+        authorizer_context["integrationLatency"] = 0
+        event["requestContext"]["authorizer"] = authorizer_context
+        return None
+
+    def _call_authorizer(
+        self, route: Route, event: dict[str, Any], method_arn: str, request_id: str
+    ) -> dict[str, Any] | HttpResponse:
+        """The authorizer's answer (it holds a policy document), else the error response."""
+        assert route.authorizer_logical_id is not None
         authorizer = self._runner.functions[route.authorizer_logical_id]
         authorizer_event = {
             "type": "REQUEST",
-            "methodArn": self.method_arn(event["httpMethod"], event["path"]),
+            "methodArn": method_arn,
             **{key: event[key] for key in ("resource", "path", "httpMethod", "headers", "multiValueHeaders")},
             "queryStringParameters": event["queryStringParameters"] or {},
             "multiValueQueryStringParameters": event["multiValueQueryStringParameters"] or {},
@@ -263,26 +317,7 @@ class ApiFront:
             return self._gateway_error(
                 "AUTHORIZER_CONFIGURATION_ERROR", 500, "Internal server error", request_id
             )
-        # IAM's evaluation of the authorizer's policy for execute-api:Invoke on the method's ARN.
-        decision = iam_policy.evaluate(
-            [result["policyDocument"]], "execute-api:Invoke", authorizer_event["methodArn"]
-        )
-        if decision is not iam_policy.Decision.ALLOW:
-            return self._gateway_error(
-                "ACCESS_DENIED", 403, "User is not authorized to access this resource", request_id
-            )
-        context = result.get("context") or {}
-        if not isinstance(context, dict) or any(isinstance(v, dict | list) for v in context.values()):
-            log.error("%s returned a context that is not a flat map", route.authorizer_logical_id)
-            return self._gateway_error(
-                "AUTHORIZER_CONFIGURATION_ERROR", 500, "Internal server error", request_id
-            )
-        # The proxy event carries context values as strings, whatever type the authorizer gave.
-        authorizer_context: dict[str, Any] = {key: _as_str(value) for key, value in context.items()}
-        authorizer_context["principalId"] = str(result.get("principalId", ""))
-        authorizer_context["integrationLatency"] = 0
-        event["requestContext"]["authorizer"] = authorizer_context
-        return None
+        return result
 
     def _integrate(self, route: Route, event: dict[str, Any], request_id: str) -> HttpResponse:
         function = self._runner.functions[route.function_logical_id]

@@ -213,6 +213,7 @@ class Route:
     authorizer_logical_id: str | None  # None: the route is public (Auth: {Authorizer: NONE})
     identity_headers: tuple[str, ...]
     api_logical_id: str
+    authorizer_cache_seconds: int = 0  # how long API Gateway reuses the authorizer's answer per identity
 
 
 @dataclass(frozen=True)
@@ -943,7 +944,9 @@ def _routes(
                 log.debug("API %s: %s %s is not a function of this template", logical_id, key, path)
                 continue
             security = operation.get("security", body.get("security")) or []
-            authorizer, headers = _authorizer(f"{key} {path}", security, security_definitions, function_id)
+            authorizer, headers, cache_seconds = _authorizer(
+                f"{key} {path}", security, security_definitions, function_id
+            )
             routes.append(
                 Route(
                     path=str(path),
@@ -952,6 +955,7 @@ def _routes(
                     authorizer_logical_id=authorizer,
                     identity_headers=headers,
                     api_logical_id=logical_id,
+                    authorizer_cache_seconds=cache_seconds,
                 )
             )
     return routes
@@ -980,9 +984,10 @@ def _authorizer(
     security: list[dict[str, Any]],
     definitions: Mapping[str, Any],
     function_id: _FunctionFinder,
-) -> tuple[str | None, tuple[str, ...]]:
-    """The Lambda authorizer of an operation (its function's logical id) and its identity headers;
-    (None, ()) for a public operation, or one API Gateway guards by IAM (not emulated locally)."""
+) -> tuple[str | None, tuple[str, ...], int]:
+    """The Lambda authorizer of an operation (its function's logical id), its identity headers and
+    how long its answers are cached (API Gateway's default: 300 s); (None, (), 0) for a public
+    operation, or one API Gateway guards by IAM (not emulated locally)."""
     for requirement in security:
         for name in requirement:
             definition = definitions.get(name) or {}
@@ -1003,8 +1008,8 @@ def _authorizer(
                 for source in sources
                 if source.strip().startswith("method.request.header.")
             )
-            return target, headers
-    return None, ()
+            return target, headers, int(authorizer.get("authorizerResultTtlInSeconds", 300))
+    return None, (), 0
 
 
 def _event_rules(logical_id: str, props: dict[str, Any], function_id: _FunctionFinder) -> list[EventRule]:

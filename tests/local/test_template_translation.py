@@ -79,7 +79,8 @@ def test_the_eventbridge_event_is_a_rule_on_the_workflows_executions(local_templ
 
 def _api_events(source: dict[str, Any]) -> set[Route]:
     """Every Api event of the source template, with the authorizer SAM gives it (the API's default
-    unless the event says NONE)."""
+    unless the event says NONE) and that authorizer's cache (ReauthorizeEvery: AuthorizerCacheSeconds,
+    300 by default)."""
     routes = set()
     for logical_id, resource in source["Resources"].items():
         for event in ((resource.get("Properties") or {}).get("Events") or {}).values():
@@ -95,6 +96,7 @@ def _api_events(source: dict[str, Any]) -> set[Route]:
                     authorizer_logical_id=None if public else "AuthorizerFunction",
                     identity_headers=() if public else AUTHORIZER_HEADERS,
                     api_logical_id="TasksApi",
+                    authorizer_cache_seconds=0 if public else 300,
                 )
             )
     return routes
