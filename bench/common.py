@@ -96,8 +96,11 @@ def bench_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+RESULT_MARK = "bench-result: "
+
+
 def run_worker(module: str, args: Sequence[str], timeout: float = 3600) -> dict[str, Any]:
-    """Run ``python -m module args`` in a fresh interpreter; its last stdout line is JSON."""
+    """Run ``python -m module args`` in a fresh interpreter; its result is the line `print_result` marked."""
     completed = subprocess.run(
         [PYTHON, "-m", module, *args],
         capture_output=True,
@@ -109,8 +112,17 @@ def run_worker(module: str, args: Sequence[str], timeout: float = 3600) -> dict[
     )
     if completed.returncode != 0:
         raise RuntimeError(f"{module} {' '.join(args)} failed:\n{completed.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    # The line the worker marked (`print_result`): a log line of a thread still ending may follow it.
+    marked = [line for line in completed.stdout.splitlines() if line.startswith(RESULT_MARK)]
+    if not marked:
+        raise RuntimeError(f"{module} {' '.join(args)} printed no result:\n{completed.stdout[-2000:]}")
+    result: dict[str, Any] = json.loads(marked[-1].removeprefix(RESULT_MARK))
     return result
+
+
+def print_result(result: Any) -> None:
+    """A worker's answer to `run_worker`, on the real stdout."""
+    print(RESULT_MARK + json.dumps(result), file=sys.__stdout__, flush=True)
 
 
 def worker_or_failure(

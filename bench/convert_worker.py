@@ -10,14 +10,13 @@ new image's record). Prints one JSON line.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPOSITORY, peak_rss_mib
+from bench.common import REPOSITORY, peak_rss_mib, print_result
 
 
 def main(source: Path, target: str) -> dict[str, Any]:
@@ -80,4 +79,4 @@ def main(source: Path, target: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(Path(sys.argv[1]), sys.argv[2])))
+    print_result(main(Path(sys.argv[1]), sys.argv[2]))

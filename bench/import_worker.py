@@ -10,12 +10,11 @@ Prints one JSON line: seconds, bytes, peak RSS (MiB) and the digests.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 import time
 from typing import Any
 
-from bench.common import peak_rss_mib
+from bench.common import peak_rss_mib, print_result
 
 
 def reference(size: int) -> dict[str, Any]:
@@ -111,7 +110,7 @@ def main(argv: list[str]) -> None:
     else:
         raise SystemExit(f"unknown mode {mode}")
     result["peak_rss_mib"] = peak_rss_mib()
-    print(json.dumps(result))
+    print_result(result)
 
 
 if __name__ == "__main__":

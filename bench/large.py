@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import GiB, MiB, fmt, run_worker, say, summary, verdict
+from bench.common import GiB, MiB, fmt, print_result, run_worker, say, summary, verdict
 
 RSS_TARGET_MIB = 1.5 * 1024  # a 4 GiB import under 1.5 GiB RSS on `make run`
 PER_TASK_TARGET_MIB = 0.5  # retained per task beyond the image bytes moto stores
@@ -334,7 +334,6 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    import json
 
     if "--without-fixes" in argv:
         argv = [a for a in argv if a != "--without-fixes"]
@@ -346,7 +345,7 @@ def main(argv: list[str]) -> None:
         result = tasks_worker(int(argv[1]), int(argv[2]))
     else:
         raise SystemExit(f"unknown mode {argv[0]}")
-    print(json.dumps(result), file=sys.__stdout__)
+    print_result(result)
 
 
 if __name__ == "__main__":

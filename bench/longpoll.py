@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from bench.common import say, verdict
+from bench.common import print_result, say, verdict
 
 PROJECTS = 5
 POLLS_PER_PROJECT = 10
@@ -296,10 +296,6 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    import json
     import sys
 
-    print(
-        json.dumps(_one_run(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))),
-        file=sys.__stdout__,
-    )
+    print_result(_one_run(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])))

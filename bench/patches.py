@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.common import say, verdict
+from bench.common import print_result, say, verdict
 
 CLIENTS = 12
 SLOWEST_TARGET_SECONDS = 5.0
@@ -120,7 +120,6 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    import json
     import sys
 
-    print(json.dumps(_one_run(int(sys.argv[1]))), file=sys.__stdout__)
+    print_result(_one_run(int(sys.argv[1])))

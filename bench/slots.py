@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from bench.common import REPOSITORY, WORK, fmt, run_worker, say, summary, verdict
+from bench.common import REPOSITORY, WORK, fmt, print_result, run_worker, say, summary, verdict
 
 #: The last commit with the polling slot loop (its child, 68ba9c1, parked waiters on a task token).
 OLD_COMMIT = "68ba9c1^"
@@ -342,13 +342,12 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    import sys
 
     if argv[0] == "measure":
         result = slots_worker(int(argv[1]), float(argv[2]))
     else:
         raise SystemExit(f"unknown mode {argv[0]}")
-    print(json.dumps(result, default=str), file=sys.__stdout__)
+    print_result(json.loads(json.dumps(result, default=str)))
 
 
 if __name__ == "__main__":

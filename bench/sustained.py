@@ -22,7 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.common import say, verdict
+from bench.common import print_result, say, verdict
 
 LEVELS = (8, 32)
 MAX_TASKS = 8
@@ -295,8 +295,7 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    import json
     import sys
 
     args = [float(a) for a in sys.argv[1:5]]
-    print(json.dumps(_one_run(int(args[0]), args[1], args[2], args[3])), file=sys.__stdout__)
+    print_result(_one_run(int(args[0]), args[1], args[2], args[3]))

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.common import fmt, say, summary, verdict
+from bench.common import fmt, print_result, say, summary, verdict
 
 
 def _level(stack: Any, server: Any, clients: int, tasks: int, timeout: float) -> dict[str, Any]:
@@ -176,7 +176,6 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    import json
     import sys
 
-    print(json.dumps(_one_run(int(sys.argv[1]), int(sys.argv[2]))), file=sys.__stdout__)
+    print_result(_one_run(int(sys.argv[1]), int(sys.argv[2])))
