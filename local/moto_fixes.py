@@ -781,6 +781,7 @@ def local_moto_fixes() -> None:
     release_dropped_models()
     stop_execution_with_cause()
     ecs_integration_case()
+    callbacks_skip_unstarted_executions()
 
 
 @moto_patch(
@@ -860,3 +861,25 @@ def ecs_integration_case() -> None:
 
     StateTaskServiceEcs._normalise_parameters = normalise_parameters  # type: ignore[method-assign]
     StateTaskServiceEcs._normalise_response = normalise_response  # type: ignore[method-assign]
+
+
+@moto_patch(
+    corrects="Step Functions: a task-token callback fails with an AttributeError while another "
+    "execution is listed as running but its worker has no environment yet",
+)
+def callbacks_skip_unstarted_executions() -> None:
+    """moto lists an execution as RUNNING from StartExecution on, and its worker makes the
+    environment that holds the execution's task tokens a moment later, in its own thread;
+    SendTaskSuccess, SendTaskFailure and SendTaskHeartbeat look for the token in every execution's
+    environment, and one caught in that moment fails the call with an AttributeError (a task of the
+    workflow then failed `internal`: about 1 in 400 at 8 clients). An execution without an
+    environment holds no token yet, so the lookups skip it."""
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    original = StepFunctionsParserBackend._get_executions
+
+    def _get_executions(self: Any, execution_status: Any = None) -> list[Any]:
+        executions = original(self, execution_status)
+        return [e for e in executions if getattr(e.exec_worker, "env", None) is not None]
+
+    StepFunctionsParserBackend._get_executions = _get_executions  # type: ignore[method-assign]

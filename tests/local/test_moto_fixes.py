@@ -456,3 +456,40 @@ def test_queries_and_scans_meet_concurrent_writes_without_failing() -> None:
         finally:
             stop.set()
             writer.join(10)
+
+
+def test_a_callback_skips_an_execution_that_has_no_worker_yet() -> None:
+    """callbacks_skip_unstarted_executions: StartExecution lists an execution as running a moment
+    before it has a worker, and the worker has its environment a moment later still; a
+    SendTaskSuccess in that moment must not fail on it."""
+    from types import SimpleNamespace
+
+    from botocore.exceptions import ClientError
+    from moto.stepfunctions.parser.api import ExecutionStatus
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    from local.moto_fixes import callbacks_skip_unstarted_executions
+
+    callbacks_skip_unstarted_executions()
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        stepfunctions = boto3.client("stepfunctions", region_name="us-east-1")
+        arn = stepfunctions.create_state_machine(
+            name="callbacks",
+            definition=json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}),
+            roleArn="arn:aws:iam::123456789012:role/callbacks",
+        )["stateMachineArn"]
+        backend = stepfunctions_parser_backends["123456789012"]["us-east-1"]
+        machine = next(sm for sm in backend.state_machines if sm.arn == arn)
+        machine.executions.append(SimpleNamespace(status=ExecutionStatus.RUNNING, exec_worker=None))
+        machine.executions.append(
+            SimpleNamespace(status=ExecutionStatus.RUNNING, exec_worker=SimpleNamespace(env=None))
+        )
+
+        for call in (
+            lambda: stepfunctions.send_task_success(taskToken="no-such-token", output="{}"),
+            lambda: stepfunctions.send_task_failure(taskToken="no-such-token"),
+            lambda: stepfunctions.send_task_heartbeat(taskToken="no-such-token"),
+        ):
+            with pytest.raises(ClientError) as refused:
+                call()
+            assert refused.value.response["Error"]["Code"] in ("InvalidToken", "TaskDoesNotExist")

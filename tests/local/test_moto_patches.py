@@ -18,6 +18,7 @@ PATCH_FUNCTIONS = (
     "ecs_integration_case",
     "roll_back_transactions_by_item",
     "snapshot_table_reads",
+    "callbacks_skip_unstarted_executions",
 )
 
 
