@@ -131,19 +131,22 @@ def test_many_tasks_never_exceed_the_slot_limit_start_in_order_and_all_finish(
 def test_an_aborted_execution_ends_its_task_in_failure_and_frees_its_slot(
     local_stack: Any, image_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    entered = threading.Event()
+    # The stack is shared by the session's tests: another test's import may reach the step too, so
+    # each task's start is told apart, and the stop waits for this task's own step.
+    entered: dict[str, threading.Event] = {}
     release = threading.Event()
     original = ImportTask.fetch
 
     def slow_fetch(self: ImportTask, task_id: str) -> dict[str, Any]:
-        entered.set()
+        entered.setdefault(task_id, threading.Event()).set()
         release.wait(30)
         return original(self, task_id)
 
     monkeypatch.setattr(ImportTask, "fetch", slow_fetch)
     image = make_raw(image_server.root)
     task = create_task(local_stack, import_body(image_server.url(image.name), "raw"), project="abort-project")
-    assert entered.wait(60), "the import step never started (its slot still held by another test's task?)"
+    started = entered.setdefault(task["id"], threading.Event())
+    assert started.wait(60), "the import step never started (its slot still held by another test's task?)"
     arn = (
         local_stack.state_machines["TaskWorkflow"].replace(":stateMachine:", ":execution:") + f":{task['id']}"
     )
