@@ -10,7 +10,14 @@ from imagetasks.adapters.dynamo import ConditionFailed, DynamoDBClient, Guard, t
 from imagetasks.adapters.indexed_table import IndexedTable, Page
 from imagetasks.auth.identity import Caller
 from imagetasks.domain import clock
-from imagetasks.domain.errors import ConcurrentUpdate, NotFound, TaskAlreadyFinal, TaskNotProcessing
+from imagetasks.domain.errors import (
+    ConcurrentUpdate,
+    NoFreeSlot,
+    NotFound,
+    ProjectFull,
+    TaskAlreadyFinal,
+    TaskNotProcessing,
+)
 from imagetasks.domain.listing import ListRequest, SortDir
 from imagetasks.domain.tasks import (
     TASK_LIST_SPEC,
@@ -37,14 +44,6 @@ STILL_WANTED = "#s = :processing AND attribute_not_exists(#c)"
 WAITER_PREFIX = "waiter#"  # the task token of an execution parked until its task gets a slot
 # Fields an index row repeats so that a list page needs no read of the main items.
 STUB_FIELDS = ("type", "status", "owner", "created_at", "updated_at", "expires_at")
-
-
-class NoFreeSlot(Exception):
-    """All processing slots are taken; try again later."""
-
-
-class ProjectFull(NoFreeSlot):
-    """The task's project already runs as many tasks as the deployment allows one project."""
 
 
 def task_to_item(task: Task) -> dict[str, Any]:

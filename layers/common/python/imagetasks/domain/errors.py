@@ -57,3 +57,13 @@ class RequestInProgress(DomainError):
 class TooManyLongPolls(DomainError):
     """The caller's project already has as many long polls open as the deployment allows (HTTP 429,
     with Retry-After): poll again shortly, or without `wait`."""
+
+
+# Not shown to users: the lifecycle's store answers a transition that would take a slot with these,
+# and the lifecycle parks the task instead.
+class NoFreeSlot(Exception):
+    """All processing slots are taken; try again later."""
+
+
+class ProjectFull(NoFreeSlot):
+    """The task's project already runs as many tasks as the deployment allows one project."""

@@ -45,7 +45,9 @@ class StepTasks(Protocol):
 
 
 class LifecycleTasks(Protocol):
-    """Tasks as their lifecycle moves them: transitions with the runner slots, parked waiters, the outbox."""
+    """Tasks as their lifecycle moves them: transitions with the runner slots, parked waiters, the outbox.
+    A transition that takes a slot raises NoFreeSlot (ProjectFull: the project's own limit) when none is free.
+    """
 
     def get(self, task_id: str) -> Task | None: ...
 

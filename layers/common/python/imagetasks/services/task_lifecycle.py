@@ -21,9 +21,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from imagetasks import task_metrics
-from imagetasks.adapters.tasks_table import NoFreeSlot, ProjectFull
 from imagetasks.domain import clock
-from imagetasks.domain.errors import ConcurrentUpdate
+from imagetasks.domain.errors import ConcurrentUpdate, NoFreeSlot, ProjectFull
 from imagetasks.domain.failures import EXECUTION_END_CODES, EXECUTION_END_MESSAGES
 from imagetasks.domain.tasks import Task, TaskStatus
 from imagetasks.observability import logger
