@@ -11,6 +11,7 @@ from typing import Any
 
 from imagetasks.auth.identity import Caller
 from imagetasks.domain.errors import ConcurrentUpdate, NotFound, TaskAlreadyFinal
+from imagetasks.domain.image_members import Member
 from imagetasks.domain.images import Image
 from imagetasks.domain.tasks import Task, TaskType
 
@@ -87,6 +88,53 @@ class InMemoryImages:
 
     def delete(self, image: Image) -> None:
         self.images.pop(image.id, None)
+
+
+class InMemorySharedImages:
+    """SharedImages and its MemberRoster: a roster write answers False when the roster's version moved
+    on since it was read, as the table's condition does; `interfere(n)` lets n other writers come first."""
+
+    def __init__(self, *images: Image) -> None:
+        self.images: dict[str, Image] = {image.id: image for image in images}
+        self.rosters: dict[str, tuple[dict[str, Member], int]] = {}
+        self.writes = 0
+        self._interfering = 0
+
+    @property
+    def members(self) -> InMemorySharedImages:
+        return self
+
+    def interfere(self, times: int) -> None:
+        self._interfering = times
+
+    def get_visible(self, image_id: str, caller: Caller) -> Image:
+        image = self.images.get(image_id)
+        if image is None or not (caller.can_see(image.owner) or caller.project_id in self.roster(image)[0]):
+            raise NotFound(f"No image found with ID {image_id}")
+        return image
+
+    def roster(self, image: Image) -> tuple[dict[str, Member], int]:
+        members, version = self.rosters.get(image.id, ({}, 0))
+        return dict(members), version
+
+    def write(
+        self,
+        image: Image,
+        version: int,
+        members: dict[str, Member],
+        changed: Member | None,
+        removed: str | None,
+    ) -> bool:
+        self.writes += 1
+        stored, stored_version = self.roster(image)
+        if self._interfering:
+            self._interfering -= 1
+            self.rosters[image.id] = (stored, stored_version + 1)
+            return False
+        if stored_version != version:
+            return False
+        self.rosters[image.id] = (dict(members), version + 1)
+        return True
 
 
 class RecordingWorkflow:

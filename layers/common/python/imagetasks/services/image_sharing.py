@@ -1,6 +1,6 @@
 """The member calls of the images API (GET/POST /v2/images/{image_id}/members, GET/PUT/DELETE
 /v2/images/{image_id}/members/{member_id}): Glance's rules (imagetasks.domain.image_members) on the
-members stored beside the image (imagetasks.adapters.image_members)."""
+members stored beside the image (the SharedImages port; imagetasks.adapters.image_members on AWS)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from imagetasks.adapters.images_table import ImagesTable
 from imagetasks.auth.identity import Caller
 from imagetasks.domain import clock
 from imagetasks.domain.errors import ConcurrentUpdate
@@ -24,13 +23,14 @@ from imagetasks.domain.image_members import (
     status_to_set,
 )
 from imagetasks.domain.images import Image
+from imagetasks.services.ports import SharedImages
 
 #: Tries of a change that meets another change of the same image's members.
 ATTEMPTS = 5
 
 
 class ImageSharing:
-    def __init__(self, images: ImagesTable, now: Callable[[], datetime] = clock.now) -> None:
+    def __init__(self, images: SharedImages, now: Callable[[], datetime] = clock.now) -> None:
         self.images = images
         self.now = now
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from imagetasks.auth.identity import Caller
+from imagetasks.domain.image_members import Member
 from imagetasks.domain.images import Image
 from imagetasks.domain.tasks import Task
 
@@ -95,6 +96,30 @@ class ImageStore(Protocol):
     def add_task(self, image_id: str, task_id: str, guard: Guard | None = None) -> None: ...
 
     def delete(self, image: Image) -> None: ...
+
+
+class MemberRoster(Protocol):
+    """An image's members, stored as one versioned roster (the images table's member records)."""
+
+    def roster(self, image: Image) -> tuple[dict[str, Member], int]: ...
+
+    def write(
+        self,
+        image: Image,
+        version: int,
+        members: dict[str, Member],
+        changed: Member | None,
+        removed: str | None,
+    ) -> bool: ...
+
+
+class SharedImages(Protocol):
+    """Images as sharing them needs: the image a caller may see, and its members' roster."""
+
+    @property
+    def members(self) -> MemberRoster: ...
+
+    def get_visible(self, image_id: str, caller: Caller) -> Image: ...
 
 
 class ObjectStore(Protocol):
