@@ -5,10 +5,12 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
-from image_views import IMAGES_PATH, NO_CONTENT_TYPE, images_table
+from image_views import IMAGES_PATH, NO_CONTENT_TYPE
 
+from imagetasks import composition
 from imagetasks.api import glance
 from imagetasks.api.image_schemas import member_schema_document, members_schema_document
+from imagetasks.config import settings
 from imagetasks.domain.image_members import member_view
 from imagetasks.observability import logger, tracer
 from imagetasks.services.image_sharing import ImageSharing
@@ -20,7 +22,7 @@ MEMBERS_PATH = f"{IMAGES_PATH}/<image_id>/members"
 
 @lru_cache(maxsize=1)
 def sharing() -> ImageSharing:
-    return ImageSharing(images_table())
+    return composition.image_sharing(settings())
 
 
 def _member_of(matched: str) -> str:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from imagetasks.adapters.s3_objects import S3Objects
     from imagetasks.services.convert_export import ConversionService, ConversionSettings
     from imagetasks.services.fetch_and_stage import ImportSettings
+    from imagetasks.services.image_sharing import ImageSharing
     from imagetasks.services.import_task import ImportTask
     from imagetasks.services.interoperable_import import ImageImport
 
@@ -177,6 +178,12 @@ def image_import(settings: Settings) -> ImageImport:
     from imagetasks.services.interoperable_import import ImageImport
 
     return ImageImport(images_table(settings), task_service(settings))
+
+
+def image_sharing(settings: Settings) -> ImageSharing:
+    from imagetasks.services.image_sharing import ImageSharing
+
+    return ImageSharing(images_table(settings))
 
 
 GIB = 1024**3
