@@ -1,12 +1,13 @@
 """The Glance v2 Images API: images made by tasks, and Glance's interoperable import (a queued image
 created by POST /v2/images, filled by POST /v2/images/{id}/import with web-download).
 
-The routes are in four routers: the images (image_routes), changes to one (tag_routes: the JSON
-patch and tags), the import with what a client reads first (import_routes), and the image's members
-(member_routes: sharing)."""
+The routes are in five routers: the images (image_routes), their data (data_routes: the download
+and the refused uploads), changes to one (tag_routes: the JSON patch and tags), the import with what
+a client reads first (import_routes), and the image's members (member_routes: sharing)."""
 
 from typing import Any
 
+import data_routes
 import image_routes
 import import_routes
 import member_routes
@@ -26,6 +27,7 @@ __all__ = ["app", "image_import", "images_table", "lambda_handler", "objects", "
 app = APIGatewayRestResolver()
 glance.install_error_handlers(app)
 app.include_router(image_routes.router)
+app.include_router(data_routes.router)
 app.include_router(tag_routes.router)
 app.include_router(import_routes.router)
 app.include_router(member_routes.router)
