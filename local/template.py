@@ -2,11 +2,10 @@
 
 The template goes through aws-sam-translator first (`local/sam_translate.py`, the code `sam deploy`
 uses): Globals merged, event sources turned into S3 notifications, EventBridge rules and the REST API's
-OpenAPI body, policy templates expanded. What remains is plain CloudFormation, and this module only
-resolves its intrinsic functions to deterministic local values (moto's account and region) and sorts
-each resource by its Type into the specs the local stack creates. A resource type this module does not
-know is skipped with a debug log: adding a function, a table or a bucket to the template makes it
-appear locally without touching this file.
+OpenAPI body, policy templates expanded. This module resolves the intrinsic functions of that plain
+CloudFormation to deterministic local values (moto's account and region) and sorts each resource by its
+Type into the specs the local stack creates. A type it does not know is skipped with a debug log: a
+function, a table or a bucket added to the template appears locally without touching this file.
 
 moto's own CloudFormation (`create_stack`) cannot do this work for the local stack (moto 5.2.5 refuses
 the translated template; docs/local.md, "Why not moto's CloudFormation", and
@@ -35,7 +34,6 @@ log = logging.getLogger("local.template")
 
 ACCOUNT_ID = "123456789012"  # moto's default account: ARNs must name it for moto to find the resources
 REGION = "us-east-1"
-PARTITION = "aws"
 STACK_NAME = "imagetasks-local"
 
 #: Parameter values for the local stack, applied over the template's defaults (then over --param).
@@ -58,37 +56,23 @@ TABLE_TYPE = "AWS::DynamoDB::Table"
 BUCKET_TYPE = "AWS::S3::Bucket"
 STATE_MACHINE_TYPE = "AWS::StepFunctions::StateMachine"
 REST_API_TYPE = "AWS::ApiGateway::RestApi"
-STAGE_TYPE = "AWS::ApiGateway::Stage"
-GATEWAY_RESPONSE_TYPE = "AWS::ApiGateway::GatewayResponse"
-EVENTS_RULE_TYPE = "AWS::Events::Rule"
 ECS_CLUSTER_TYPE = "AWS::ECS::Cluster"
 TASK_DEFINITION_TYPE = "AWS::ECS::TaskDefinition"
+STAGE_TYPE = "AWS::ApiGateway::Stage"
 
 # Types that exist only for permissions or deployment: nothing to emulate locally, no debug noise.
 _IGNORED_TYPES = frozenset(
-    {
-        "AWS::S3::BucketPolicy",
-        "AWS::IAM::Role",
-        "AWS::IAM::Policy",
-        "AWS::Lambda::Permission",
-        "AWS::Logs::LogGroup",
-        "AWS::CloudWatch::Alarm",
-        "AWS::ApiGateway::Account",
-        "AWS::ApiGateway::Deployment",
-        # AutoPublishAlias: the alias and its version lead to the function itself (see _function_id).
-        "AWS::Lambda::Version",
-        "AWS::Lambda::Alias",
-        # Retries and destinations of asynchronous invocations, the failed-invocations queue and the
-        # alarm topic: locally, a handler error is just logged.
-        "AWS::Lambda::EventInvokeConfig",
-        "AWS::SQS::Queue",
-        "AWS::SNS::Topic",
-        "AWS::SNS::Subscription",
-        "AWS::SNS::TopicPolicy",
-        # What operators look at and what guards the stage: nothing to emulate (see docs/local.md).
-        "AWS::CloudWatch::Dashboard",
-        "AWS::WAFv2::WebACLAssociation",
-    }
+    {"AWS::S3::BucketPolicy", "AWS::IAM::Role", "AWS::IAM::Policy", "AWS::Lambda::Permission"}
+    | {"AWS::Logs::LogGroup", "AWS::CloudWatch::Alarm"}
+    | {"AWS::ApiGateway::Account", "AWS::ApiGateway::Deployment"}
+    # AutoPublishAlias: the alias and its version lead to the function itself (see find_function).
+    | {"AWS::Lambda::Version", "AWS::Lambda::Alias"}
+    # Retries and destinations of asynchronous invocations, the failed-invocations queue and the
+    # alarm topic: locally, a handler error is just logged.
+    | {"AWS::Lambda::EventInvokeConfig", "AWS::SQS::Queue"}
+    | {"AWS::SNS::Topic", "AWS::SNS::Subscription", "AWS::SNS::TopicPolicy"}
+    # What operators look at and what guards the stage: nothing to emulate (see docs/local.md).
+    | {"AWS::CloudWatch::Dashboard", "AWS::WAFv2::WebACLAssociation"}
 )
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -235,18 +219,13 @@ class EventRule:
     bus: str = "default"  # the bus a pattern rule listens on (by name)
 
 
-_RATE_UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
+_RATE_UNITS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
 def rate_seconds(expression: str) -> float | None:
     """Seconds between runs of an EventBridge `rate(N unit)` expression; None for anything else."""
-    inner = expression.strip().removeprefix("rate(").removesuffix(")")
-    if inner == expression.strip():
-        return None
-    number, _, unit = inner.strip().partition(" ")
-    if not number.isdigit() or unit.strip() not in _RATE_UNITS:
-        return None
-    return int(number) * _RATE_UNITS[unit.strip()]
+    match = re.fullmatch(r"\s*rate\(\s*(\d+) +(minute|hour|day)s?\s*\)\s*", expression)
+    return int(match[1]) * _RATE_UNITS[match[2]] if match else None
 
 
 @dataclass
@@ -290,6 +269,41 @@ def local_name(logical_id: str) -> str:
     return f"{STACK_NAME}-{logical_id.lower()}"
 
 
+_PSEUDO_PARAMETERS = {
+    "AWS::Region": REGION,
+    "AWS::AccountId": ACCOUNT_ID,
+    "AWS::Partition": "aws",
+    "AWS::URLSuffix": "amazonaws.com",
+    "AWS::StackName": STACK_NAME,
+    "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{STACK_NAME}/local",
+    "AWS::NotificationARNs": [],
+}
+#: The property that names a resource of each type (without it, the name is local_name(logical id)).
+_NAME_PROPERTIES = {
+    TABLE_TYPE: "TableName",
+    BUCKET_TYPE: "BucketName",
+    LAMBDA_FUNCTION_TYPE: "FunctionName",
+    LAMBDA_LAYER_TYPE: "LayerName",
+    STATE_MACHINE_TYPE: "StateMachineName",
+    ECS_CLUSTER_TYPE: "ClusterName",
+    TASK_DEFINITION_TYPE: "Family",
+}
+#: The ARN of a resource by its type, from its physical name: what `!GetAtt X.Arn` gives (and `!Ref`
+#: of a state machine, a layer or a task definition, whose first version is the one the stack makes).
+_ARNS = {
+    LAMBDA_FUNCTION_TYPE: "arn:aws:lambda:{region}:{account}:function:{name}",
+    LAMBDA_LAYER_TYPE: "arn:aws:lambda:{region}:{account}:layer:{name}:1",
+    TABLE_TYPE: "arn:aws:dynamodb:{region}:{account}:table/{name}",
+    BUCKET_TYPE: "arn:aws:s3:::{name}",
+    STATE_MACHINE_TYPE: "arn:aws:states:{region}:{account}:stateMachine:{name}",
+    ECS_CLUSTER_TYPE: "arn:aws:ecs:{region}:{account}:cluster/{name}",
+    TASK_DEFINITION_TYPE: "arn:aws:ecs:{region}:{account}:task-definition/{name}:1",
+    "AWS::SQS::Queue": "arn:aws:sqs:{region}:{account}:{name}",
+    "AWS::IAM::Role": "arn:aws:iam::{account}:role/{name}",
+    "AWS::Logs::LogGroup": "arn:aws:logs:{region}:{account}:log-group:{name}:*",
+}
+
+
 # Intrinsics are resolved here: moto's CloudFormation keeps AWS::NoValue as None in lists, gives a
 # layer's Ref as an object and leaves what names an alias (it makes none) unresolved (moto 5.2.5).
 class _Resolver:
@@ -299,36 +313,15 @@ class _Resolver:
         self._parameters = parameters
         self._condition_cache: dict[str, bool] = {}
 
-    # physical names and attributes -------------------------------------------------------------
     def physical_name(self, logical_id: str) -> str:
         resource = self._resources[logical_id]
-        kind = resource.get("Type", "")
-        props = resource.get("Properties") or {}
-        explicit = {
-            TABLE_TYPE: "TableName",
-            BUCKET_TYPE: "BucketName",
-            LAMBDA_FUNCTION_TYPE: "FunctionName",
-            LAMBDA_LAYER_TYPE: "LayerName",
-            STATE_MACHINE_TYPE: "StateMachineName",
-            ECS_CLUSTER_TYPE: "ClusterName",
-            TASK_DEFINITION_TYPE: "Family",
-        }.get(kind)
-        if explicit and props.get(explicit) is not None:
-            return str(self.resolve(props[explicit]))
-        return local_name(logical_id)
+        name_property = _NAME_PROPERTIES.get(resource.get("Type", ""))
+        name = (resource.get("Properties") or {}).get(name_property) if name_property else None
+        return local_name(logical_id) if name is None else str(self.resolve(name))
 
     def ref(self, name: str) -> Any:
-        pseudo = {
-            "AWS::Region": REGION,
-            "AWS::AccountId": ACCOUNT_ID,
-            "AWS::Partition": PARTITION,
-            "AWS::URLSuffix": "amazonaws.com",
-            "AWS::StackName": STACK_NAME,
-            "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{STACK_NAME}/local",
-            "AWS::NotificationARNs": [],
-        }
-        if name in pseudo:
-            return pseudo[name]
+        if name in _PSEUDO_PARAMETERS:
+            return _PSEUDO_PARAMETERS[name]
         if name == "AWS::NoValue":
             return _NO_VALUE
         if name in self._parameters:
@@ -337,26 +330,16 @@ class _Resolver:
             raise TemplateError(f"!Ref to unknown name {name}")
         resource = self._resources[name]
         kind = resource.get("Type", "")
-        if kind == STATE_MACHINE_TYPE:
+        if kind in (STATE_MACHINE_TYPE, LAMBDA_LAYER_TYPE, TASK_DEFINITION_TYPE):
             return self.get_att(name, "Arn")
-        if kind == LAMBDA_LAYER_TYPE:
-            return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:{self.physical_name(name)}:1"
         if kind == REST_API_TYPE:
             return rest_api_id(name)
         if kind in (TABLE_TYPE, BUCKET_TYPE, LAMBDA_FUNCTION_TYPE, ECS_CLUSTER_TYPE):
             return self.physical_name(name)
-        if kind == TASK_DEFINITION_TYPE:  # the first revision: the local stack registers it once
-            return f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:task-definition/{self.physical_name(name)}:1"
         if kind in ("AWS::Lambda::Version", "AWS::Lambda::Alias"):  # AutoPublishAlias: qualified ARNs
             props = resource.get("Properties") or {}
             function = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self.resolve(props['FunctionName'])}"
             return f"{function}:{self.resolve(props['Name']) if 'Name' in props else 1}"
-        if kind == STAGE_TYPE:
-            return str(self.resolve((resource.get("Properties") or {}).get("StageName", name)))
-        if kind == "AWS::SNS::Topic":
-            return f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:{local_name(name)}"
-        if kind == "AWS::SQS::Queue":
-            return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{local_name(name)}"
         return name
 
     def get_att(self, logical_id: str, attribute: str) -> Any:
@@ -364,36 +347,13 @@ class _Resolver:
             raise TemplateError(f"!GetAtt of unknown resource {logical_id}")
         kind = self._resources[logical_id].get("Type", "")
         name = self.physical_name(logical_id)
-        values: dict[str, str] = {}
-        if kind == LAMBDA_FUNCTION_TYPE:
-            values = {"Arn": f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"}
-        elif kind == TABLE_TYPE:
-            arn = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"
-            values = {"Arn": arn, "StreamArn": f"{arn}/stream/local"}
-        elif kind == BUCKET_TYPE:
-            values = {
-                "Arn": f"arn:aws:s3:::{name}",
-                "DomainName": f"{name}.s3.amazonaws.com",
-                "RegionalDomainName": f"{name}.s3.{REGION}.amazonaws.com",
-            }
-        elif kind == STATE_MACHINE_TYPE:
-            values = {"Arn": f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{name}", "Name": name}
-        elif kind == REST_API_TYPE:
-            values = {"RootResourceId": "root"}
-        elif kind == "AWS::SQS::Queue":
-            values = {"Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}", "QueueName": name}
-        elif kind == ECS_CLUSTER_TYPE:
-            values = {"Arn": f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:cluster/{name}"}
-        elif kind == "AWS::IAM::Role":
-            values = {"Arn": f"arn:aws:iam::{ACCOUNT_ID}:role/{name}"}
-        elif kind == "AWS::Logs::LogGroup":
-            values = {"Arn": f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:{name}:*"}
-        if attribute in values:
-            return values[attribute]
+        if attribute == "Arn" and kind in _ARNS:
+            return _ARNS[kind].format(region=REGION, account=ACCOUNT_ID, name=name)
+        if attribute == "Name" and kind == STATE_MACHINE_TYPE:
+            return name
         log.debug("no local value for !GetAtt %s.%s; using a placeholder", logical_id, attribute)
         return f"{logical_id}.{attribute}"
 
-    # conditions ------------------------------------------------------------------------------
     def condition(self, name: str) -> bool:
         if name not in self._condition_cache:
             if name not in self._conditions:
@@ -515,7 +475,15 @@ def translate(template_path: Path, parameters: Mapping[str, Any]) -> dict[str, A
     Cached in this process and under local/.state, by template text, parameters and translator: the
     local stack and its IAM roles read one translation, and a restart with nothing changed needs none.
     """
-    key = _translation_key(template_path, parameters)
+    digest = hashlib.sha256(template_path.read_bytes())
+    digest.update(json.dumps(dict(parameters), sort_keys=True).encode())
+    digest.update(TRANSLATE_SCRIPT.read_bytes())
+    # the translator's version: its dist-info folder in the SAM venv
+    versions = sorted(
+        p.name for p in SAM_PYTHON.parent.parent.glob("lib/*/site-packages/aws_sam_translator-*")
+    )
+    digest.update(" ".join(versions).encode())
+    key = digest.hexdigest()[:32]
     text = _translations.get(key)
     if text is None:
         cached = TRANSLATION_CACHE / f"{key}.json"
@@ -523,24 +491,16 @@ def translate(template_path: Path, parameters: Mapping[str, Any]) -> dict[str, A
             text = cached.read_text(encoding="utf-8")
         except OSError:
             text = _run_translator(template_path, parameters)
-            _store(cached, text)
+            try:  # atomically: another process may read the same entry meanwhile
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                partial = cached.with_suffix(f".{os.getpid()}.tmp")
+                partial.write_text(text, encoding="utf-8")
+                partial.replace(cached)
+            except OSError as error:  # a read-only checkout still works, translating each time
+                log.debug("could not cache the translation in %s: %s", cached, error)
         _translations[key] = text
     result: dict[str, Any] = json.loads(text)
     return result
-
-
-def _translation_key(template_path: Path, parameters: Mapping[str, Any]) -> str:
-    digest = hashlib.sha256()
-    digest.update(template_path.read_bytes())
-    digest.update(json.dumps(dict(parameters), sort_keys=True).encode())
-    digest.update(TRANSLATE_SCRIPT.read_bytes())
-    # the translator's version: its dist-info folder in the SAM venv
-    digest.update(
-        " ".join(
-            sorted(p.name for p in SAM_PYTHON.parent.parent.glob("lib/*/site-packages/aws_sam_translator-*"))
-        ).encode()
-    )
-    return digest.hexdigest()[:32]
 
 
 def _run_translator(template_path: Path, parameters: Mapping[str, Any]) -> str:
@@ -560,17 +520,6 @@ def _run_translator(template_path: Path, parameters: Mapping[str, Any]) -> str:
     return completed.stdout
 
 
-def _store(path: Path, text: str) -> None:
-    """Write atomically: another process may read the same cache entry meanwhile."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(text, encoding="utf-8")
-        partial.replace(path)
-    except OSError as error:  # a read-only checkout still works, translating each time
-        log.debug("could not cache the translation in %s: %s", path, error)
-
-
 # ------------------------------------------------------------------ the specs
 
 
@@ -582,36 +531,6 @@ def load_template(path: Path, overrides: Mapping[str, str] | None = None) -> Loc
     source = load_yaml(path)
     parameters = resolve_parameters(source, overrides or {})
     return _read(path, source, translate(path, parameters), parameters)
-
-
-def _gateway_response(response: Mapping[str, Any]) -> GatewayResponse:
-    templates = response.get("ResponseTemplates") or {}
-    return GatewayResponse(
-        status=int(response["StatusCode"]) if response.get("StatusCode") else None,
-        template=templates.get("application/json"),
-        headers={
-            key.removeprefix("gatewayresponse.header."): str(value)
-            for key, value in (response.get("ResponseParameters") or {}).items()
-            if key.startswith("gatewayresponse.header.")
-        },
-    )
-
-
-def _layer_dirs(
-    layers: Mapping[str, dict[str, Any]],
-    resolver: _Resolver,
-    base_dir: Path,
-    source_resources: dict[str, dict[str, Any]],
-) -> dict[str, Path]:
-    """Each layer's ARN (as the functions name it) → the folder its Python code is in."""
-    layer_dirs: dict[str, Path] = {}
-    for logical_id, props in layers.items():
-        content = _local_artifact(base_dir, props.get("Content"), "S3Bucket", "S3Key")
-        if content is not None:
-            layer_dirs[resolver.ref(logical_id)] = _layer_python_dir(
-                content, _source_layer(source_resources, logical_id)
-            )
-    return layer_dirs
 
 
 def _read(
@@ -634,50 +553,67 @@ def _read(
         return {lid: res.get("Properties") or {} for lid, res in resources.items() if res.get("Type") == kind}
 
     result = LocalTemplate(path=path, parameters=parameters, translated=translated)
-    layer_dirs = _layer_dirs(of_type(LAMBDA_LAYER_TYPE), resolver, base_dir, source_resources)
+    layer_dirs: dict[str, Path] = {}  # each layer's ARN (as the functions name it) → its code's folder
+    for logical_id, props in of_type(LAMBDA_LAYER_TYPE).items():
+        content = _local_artifact(base_dir, props.get("Content"), "S3Bucket", "S3Key")
+        if content is not None:
+            layer_dirs[resolver.ref(logical_id)] = _layer_python_dir(content, logical_id, source_resources)
     for logical_id, props in of_type(LAMBDA_FUNCTION_TYPE).items():
         result.functions[logical_id] = _function_spec(logical_id, resolver, props, base_dir, layer_dirs)
-    function_id = _function_finder(result.functions)
-    for logical_id, props in of_type(TABLE_TYPE).items():
-        result.tables[logical_id] = _table_spec(logical_id, resolver, resolver.resolve(props))
-    for logical_id, props in of_type(BUCKET_TYPE).items():
-        result.buckets[logical_id] = _bucket_spec(logical_id, resolver, props, result.functions, function_id)
-    for logical_id, props in of_type(STATE_MACHINE_TYPE).items():
-        result.state_machines[logical_id] = _state_machine_spec(logical_id, resolver, props, base_dir)
-    for logical_id, props in of_type(REST_API_TYPE).items():
-        result.routes.extend(_routes(logical_id, resolver, props, function_id))
-        result.preflights.update(_preflights(resolver, props))
-    for props in of_type(GATEWAY_RESPONSE_TYPE).values():
-        response = resolver.resolve(props)
-        result.gateway_responses[str(response["ResponseType"])] = _gateway_response(response)
-    for logical_id, props in of_type(EVENTS_RULE_TYPE).items():
-        result.event_rules.extend(_event_rules(logical_id, resolver.resolve(props), function_id))
-    for logical_id in of_type(ECS_CLUSTER_TYPE):
-        result.ecs_clusters[logical_id] = resolver.physical_name(logical_id)
-    for logical_id, props in of_type(TASK_DEFINITION_TYPE).items():
-        result.task_definitions[logical_id] = _task_definition_spec(logical_id, resolver, props)
-    known = {LAMBDA_LAYER_TYPE, LAMBDA_FUNCTION_TYPE, TABLE_TYPE, BUCKET_TYPE, STATE_MACHINE_TYPE}
-    known |= {ECS_CLUSTER_TYPE, TASK_DEFINITION_TYPE}
-    known |= {REST_API_TYPE, STAGE_TYPE, GATEWAY_RESPONSE_TYPE, EVENTS_RULE_TYPE} | _IGNORED_TYPES
     for logical_id, resource in resources.items():
-        if resource.get("Type") not in known:
-            log.debug("resource %s of type %s is not emulated locally", logical_id, resource.get("Type"))
-            result.skipped[logical_id] = str(resource.get("Type"))
-
-    result.stage = _stage_name(result.routes, of_type(STAGE_TYPE), resolver) or result.stage
+        _add_resource(result, resolver, logical_id, resource)
+    # The stage of the one API the local front serves (the last the template gives it), if any.
+    apis = {route.api_logical_id for route in result.routes}
+    if len(apis) > 1:
+        raise TemplateError("several APIs in the template; the local front serves only one")
+    for props in of_type(STAGE_TYPE).values():
+        if apis and resolver.resolve(props.get("RestApiId")) == rest_api_id(next(iter(apis))):
+            result.stage = str(resolver.resolve(props["StageName"]))
     return result
 
 
-def _stage_name(routes: list[Any], stages: Mapping[str, dict[str, Any]], resolver: _Resolver) -> str | None:
-    """The stage of the one API the local front serves (the last the template gives it), if any."""
-    apis = {route.api_logical_id for route in routes}
-    if len(apis) > 1:
-        raise TemplateError("several APIs in the template; the local front serves only one")
-    name: str | None = None
-    for props in stages.values():
-        if apis and resolver.resolve(props.get("RestApiId")) == rest_api_id(next(iter(apis))):
-            name = str(resolver.resolve(props["StageName"]))
-    return name
+def _add_resource(
+    result: LocalTemplate, resolver: _Resolver, logical_id: str, resource: dict[str, Any]
+) -> None:
+    """Any resource but a layer, a function or a stage (those are read first, or last)."""
+    kind = resource.get("Type", "")
+    props = resource.get("Properties") or {}
+    functions = result.functions
+    if kind == TABLE_TYPE:
+        result.tables[logical_id] = _table_spec(logical_id, resolver, resolver.resolve(props))
+    elif kind == BUCKET_TYPE:
+        result.buckets[logical_id] = _bucket_spec(logical_id, resolver, props, functions)
+    elif kind == STATE_MACHINE_TYPE:
+        result.state_machines[logical_id] = _state_machine_spec(
+            logical_id, resolver, props, result.path.parent
+        )
+    elif kind == REST_API_TYPE:
+        _read_api(result, logical_id, resolver, props)
+    elif kind == "AWS::ApiGateway::GatewayResponse":
+        response = resolver.resolve(props)
+        result.gateway_responses[str(response["ResponseType"])] = GatewayResponse(
+            status=int(response["StatusCode"]) if response.get("StatusCode") else None,
+            template=(response.get("ResponseTemplates") or {}).get("application/json"),
+            headers=_prefixed(response.get("ResponseParameters"), "gatewayresponse.header."),
+        )
+    elif kind == "AWS::Events::Rule":
+        result.event_rules.extend(_event_rules(logical_id, resolver.resolve(props), functions))
+    elif kind == ECS_CLUSTER_TYPE:
+        result.ecs_clusters[logical_id] = resolver.physical_name(logical_id)
+    elif kind == TASK_DEFINITION_TYPE:
+        result.task_definitions[logical_id] = _task_definition_spec(logical_id, resolver, props)
+    elif kind not in _IGNORED_TYPES and kind not in (LAMBDA_LAYER_TYPE, LAMBDA_FUNCTION_TYPE, STAGE_TYPE):
+        log.debug("resource %s of type %s is not emulated locally", logical_id, resource.get("Type"))
+        result.skipped[logical_id] = str(resource.get("Type"))
+
+
+def _prefixed(parameters: Mapping[str, Any] | None, prefix: str) -> dict[str, str]:
+    """The headers of API Gateway's response parameters (`<prefix><header>` → value)."""
+    return {
+        key.removeprefix(prefix): str(value)
+        for key, value in (parameters or {}).items()
+        if key.startswith(prefix)
+    }
 
 
 def recase_keys(value: Any, first: Callable[[str], str]) -> Any:
@@ -707,7 +643,7 @@ def _task_definition_spec(logical_id: str, resolver: _Resolver, props: dict[str,
     }
     return TaskDefinitionSpec(
         logical_id=logical_id,
-        family=str(resolved.get("Family") or resolver.physical_name(logical_id)),
+        family=resolver.physical_name(logical_id),
         arn=str(resolver.ref(logical_id)),
         image=str(container["Image"]),
         container_name=str(container["Name"]),
@@ -726,22 +662,6 @@ def _local_artifact(base_dir: Path, location: Any, bucket_key: str, key_key: str
     return None
 
 
-def _source_layer(source_resources: Mapping[str, dict[str, Any]], logical_id: str) -> dict[str, Any]:
-    """The source resource of a translated layer: SAM appends a hash to the logical id and drops the
-    Metadata, whose BuildMethod says where the layer's python/ is."""
-    if logical_id in source_resources:
-        return source_resources[logical_id]
-    for source_id, resource in source_resources.items():
-        if resource.get("Type") == LAYER_TYPE and re.fullmatch(
-            re.escape(source_id) + "[0-9a-f]{10}", logical_id
-        ):
-            return resource
-    return {}
-
-
-_FunctionFinder = Callable[[Any], str | None]
-
-
 def find_function(functions: Mapping[str, FunctionSpec], reference: Any) -> FunctionSpec | None:
     """A function by logical id, name or ARN (perhaps qualified by an alias or version)."""
     text = str(reference)
@@ -749,14 +669,9 @@ def find_function(functions: Mapping[str, FunctionSpec], reference: Any) -> Func
     return functions.get(text) or next((spec for spec in functions.values() if spec.name == name), None)
 
 
-def _function_finder(functions: Mapping[str, FunctionSpec]) -> _FunctionFinder:
-    """ARN or name → the function's logical id, or None."""
-
-    def find(arn_or_name: Any) -> str | None:
-        spec = find_function(functions, arn_or_name)
-        return spec.logical_id if spec else None
-
-    return find
+def _function_id(functions: Mapping[str, FunctionSpec], reference: Any) -> str | None:
+    spec = find_function(functions, reference)
+    return spec.logical_id if spec else None
 
 
 def _table_spec(logical_id: str, resolver: _Resolver, props: dict[str, Any]) -> TableSpec:
@@ -767,33 +682,43 @@ def _table_spec(logical_id: str, resolver: _Resolver, props: dict[str, Any]) -> 
         "AttributeDefinitions": props["AttributeDefinitions"],
         "BillingMode": props.get("BillingMode", "PROVISIONED"),
     }
-    throughput = props.get("ProvisionedThroughput")
     if kwargs["BillingMode"] == "PROVISIONED":
-        kwargs["ProvisionedThroughput"] = throughput or {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
-    for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
-        if props.get(key):
-            kwargs[key] = props[key]
-    stream = props.get("StreamSpecification")
-    if stream:
+        kwargs["ProvisionedThroughput"] = props.get("ProvisionedThroughput") or {
+            "ReadCapacityUnits": 5,
+            "WriteCapacityUnits": 5,
+        }
+    kwargs |= {
+        key: props[key] for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes") if props.get(key)
+    }
+    if props.get("StreamSpecification"):
         # CloudFormation names only the view type; the API also wants StreamEnabled.
-        kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream["StreamViewType"]}
+        view = props["StreamSpecification"]["StreamViewType"]
+        kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": view}
     # moto's CloudFormation does not set a table's TimeToLiveSpecification (moto 5.2.5).
     ttl = props.get("TimeToLiveSpecification") or {}
-    ttl_attribute = ttl.get("AttributeName") if _truthy(ttl.get("Enabled")) else None
+    ttl_attribute = ttl.get("AttributeName") if str(ttl.get("Enabled")).lower() == "true" else None
     return TableSpec(logical_id=logical_id, name=name, create_kwargs=kwargs, ttl_attribute=ttl_attribute)
 
 
-def _truthy(value: Any) -> bool:
-    return value is True or str(value).lower() == "true"
-
-
-def _layer_python_dir(content_dir: Path, resource: Mapping[str, Any]) -> Path:
+def _layer_python_dir(
+    content_dir: Path, logical_id: str, source_resources: Mapping[str, dict[str, Any]]
+) -> Path:
     """The local folder that becomes the layer's `python/` (on Lambda, `/opt/python`).
 
-    `sam build` with `BuildMethod: python3.x` copies the ContentUri folder itself into `python/`;
-    a layer uploaded as it is (no BuildMethod) must carry `python/` in its ContentUri.
+    SAM appends a hash to a layer's logical id and drops the Metadata, whose BuildMethod says where
+    `python/` is: `sam build` with `BuildMethod: python3.x` copies the ContentUri folder itself into
+    `python/`; a layer uploaded as it is (no BuildMethod) must carry `python/` in its ContentUri.
     """
-    build_method = str((resource.get("Metadata") or {}).get("BuildMethod", ""))
+    source = source_resources.get(logical_id) or next(
+        (
+            resource
+            for source_id, resource in source_resources.items()
+            if resource.get("Type") == LAYER_TYPE
+            and re.fullmatch(re.escape(source_id) + "[0-9a-f]{10}", logical_id)
+        ),
+        {},
+    )
+    build_method = str((source.get("Metadata") or {}).get("BuildMethod", ""))
     return content_dir if build_method.startswith("python") else content_dir / "python"
 
 
@@ -808,23 +733,17 @@ def _function_spec(
     code_dir = _local_artifact(base_dir, resolved.get("Code"), "S3Bucket", "S3Key")
     if code_dir is None:
         raise TemplateError(f"{logical_id}: only a local CodeUri folder can run locally")
-    environment = {
-        str(key): _as_str(value)
-        for key, value in ((resolved.get("Environment") or {}).get("Variables") or {}).items()
-    }
     # moto's CloudFormation drops a function's Layers (moto 5.2.5); the runner needs their folders.
     layer_paths: list[Path] = []
     for layer in resolved.get("Layers") or []:
-        layer_dir = layer_dirs.get(str(layer))
-        if layer_dir is None:
+        if str(layer) not in layer_dirs:
             log.debug(
                 "%s: layer %s is not in the template; its code must already be importable", logical_id, layer
             )
-            continue
         # A layer built from requirements.txt alone has no code locally (its folder holds just that
         # file): its packages come from the virtual environment.
-        if layer_dir.is_dir():
-            layer_paths.append(layer_dir)
+        elif layer_dirs[str(layer)].is_dir():
+            layer_paths.append(layer_dirs[str(layer)].resolve())
     return FunctionSpec(
         logical_id=logical_id,
         name=resolver.physical_name(logical_id),
@@ -834,17 +753,16 @@ def _function_spec(
         runtime=str(resolved.get("Runtime", "python3.13")),
         timeout_seconds=int(resolved.get("Timeout", 3)),
         memory_mb=int(resolved.get("MemorySize", 128)),
-        environment=environment,
-        layer_paths=[path.resolve() for path in layer_paths],
+        environment={
+            str(key): _as_str(value)
+            for key, value in ((resolved.get("Environment") or {}).get("Variables") or {}).items()
+        },
+        layer_paths=layer_paths,
     )
 
 
 def _bucket_spec(
-    logical_id: str,
-    resolver: _Resolver,
-    props: dict[str, Any],
-    functions: Mapping[str, FunctionSpec],
-    function_id: _FunctionFinder,
+    logical_id: str, resolver: _Resolver, props: dict[str, Any], functions: Mapping[str, FunctionSpec]
 ) -> BucketSpec:
     """The bucket and the Lambda notifications SAM added to it for the functions' S3 events."""
     bucket = BucketSpec(logical_id, resolver.physical_name(logical_id))
@@ -854,7 +772,7 @@ def _bucket_spec(
         log.debug("bucket %s: %s are not emulated locally", logical_id, other)
     grouped: dict[tuple[str, str | None, str | None], list[str]] = {}
     for entry in configuration.get("LambdaConfigurations") or []:
-        target = function_id(entry.get("Function"))
+        target = _function_id(functions, entry.get("Function"))
         if target is None:
             log.debug("bucket %s notifies %s, not a function here", logical_id, entry.get("Function"))
             continue
@@ -862,19 +780,12 @@ def _bucket_spec(
             str(rule.get("Name")).lower(): str(rule.get("Value"))
             for rule in ((entry.get("Filter") or {}).get("S3Key") or {}).get("Rules") or []
         }
-        key = (target, filters.get("prefix"), filters.get("suffix"))
-        grouped.setdefault(key, []).append(str(entry["Event"]))
+        grouped.setdefault((target, filters.get("prefix"), filters.get("suffix")), []).append(
+            str(entry["Event"])
+        )
     # SAM writes one configuration per event type; one notification per function and filter, as written
     for (target, prefix, suffix), events in grouped.items():
-        bucket.notifications.append(
-            S3Notification(
-                function_logical_id=target,
-                function_arn=functions[target].arn,
-                events=events,
-                prefix=prefix,
-                suffix=suffix,
-            )
-        )
+        bucket.notifications.append(S3Notification(target, functions[target].arn, events, prefix, suffix))
     return bucket
 
 
@@ -918,72 +829,48 @@ def _state_machine_spec(
 
 
 _ANY_METHOD = "x-amazon-apigateway-any-method"
-_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch"})
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", _ANY_METHOD})
 _INTEGRATION_FUNCTION = re.compile(r":lambda:path/[^/]+/functions/(.+)/invocations$")
 
 
-def _routes(
-    logical_id: str, resolver: _Resolver, props: dict[str, Any], function_id: _FunctionFinder
-) -> list[Route]:
-    """The routes of a REST API's OpenAPI body, as SAM generates it from the functions' Api events."""
+def _read_api(result: LocalTemplate, logical_id: str, resolver: _Resolver, props: dict[str, Any]) -> None:
+    """The routes of a REST API's OpenAPI body, as SAM generates it from the functions' Api events, and
+    each path's mock OPTIONS (what SAM generates for the API's `Cors`) with the headers it answers."""
     # moto's CloudFormation refuses SAM's RestApi (no Name), and moto's API Gateway runs no proxy integration.
     if "Body" not in props:
         log.warning("API %s has no inline OpenAPI body (DefinitionUri?): no routes locally", logical_id)
-        return []
+        return
     body = resolver.resolve(props["Body"])
-    security_definitions: dict[str, Any] = body.get("securityDefinitions") or {}
-    routes = []
     for path, operations in (body.get("paths") or {}).items():
         for key, operation in operations.items():
-            if key != _ANY_METHOD and key not in _HTTP_METHODS:
+            if key not in _HTTP_METHODS:
                 continue  # `parameters` and extensions beside the methods
             integration = operation.get("x-amazon-apigateway-integration") or {}
+            if key == "options" and integration.get("type") == "mock":
+                default = (integration.get("responses") or {}).get("default") or {}
+                result.preflights[str(path)] = _prefixed(
+                    default.get("responseParameters"), "method.response.header."
+                )
             match = _INTEGRATION_FUNCTION.search(str(integration.get("uri", "")))
-            target = function_id(match.group(1)) if match else None
+            target = _function_id(result.functions, match.group(1)) if match else None
             if target is None:
                 log.debug("API %s: %s %s is not a function of this template", logical_id, key, path)
                 continue
             security = operation.get("security", body.get("security")) or []
             authorizer, headers, cache_seconds = _authorizer(
-                f"{key} {path}", security, security_definitions, function_id
+                f"{key} {path}", security, body.get("securityDefinitions") or {}, result.functions
             )
-            routes.append(
-                Route(
-                    path=str(path),
-                    method="ANY" if key == _ANY_METHOD else key.upper(),
-                    function_logical_id=target,
-                    authorizer_logical_id=authorizer,
-                    identity_headers=headers,
-                    api_logical_id=logical_id,
-                    authorizer_cache_seconds=cache_seconds,
-                )
+            method = "ANY" if key == _ANY_METHOD else key.upper()
+            result.routes.append(
+                Route(str(path), method, target, authorizer, headers, logical_id, cache_seconds)
             )
-    return routes
-
-
-def _preflights(resolver: _Resolver, props: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """Each path's mock OPTIONS (what SAM generates for the API's `Cors`): the headers it answers."""
-    body = resolver.resolve(props.get("Body") or {})
-    found: dict[str, dict[str, str]] = {}
-    for path, operations in (body.get("paths") or {}).items():
-        integration = (operations.get("options") or {}).get("x-amazon-apigateway-integration") or {}
-        if integration.get("type") != "mock":
-            continue
-        default = (integration.get("responses") or {}).get("default") or {}
-        parameters = default.get("responseParameters") or {}
-        found[str(path)] = {
-            name.removeprefix("method.response.header."): str(value)
-            for name, value in parameters.items()
-            if name.startswith("method.response.header.")
-        }
-    return found
 
 
 def _authorizer(
     operation: str,
     security: list[dict[str, Any]],
     definitions: Mapping[str, Any],
-    function_id: _FunctionFinder,
+    functions: Mapping[str, FunctionSpec],
 ) -> tuple[str | None, tuple[str, ...], int]:
     """The Lambda authorizer of an operation (its function's logical id), its identity headers and
     how long its answers are cached (API Gateway's default: 300 s); (None, (), 0) for a public
@@ -999,20 +886,22 @@ def _authorizer(
                     continue  # an API key requirement: not checked locally
                 raise TemplateError(f"{operation}: authorizer {name} is not a Lambda authorizer")
             match = _INTEGRATION_FUNCTION.search(str(authorizer.get("authorizerUri", "")))
-            target = function_id(match.group(1)) if match else None
+            target = _function_id(functions, match.group(1)) if match else None
             if target is None:
                 raise TemplateError(f"{operation}: the authorizer {name} is not a function here")
-            sources = str(authorizer.get("identitySource", "")).split(",")
+            sources = [source.strip() for source in str(authorizer.get("identitySource", "")).split(",")]
             headers = tuple(
-                source.strip().removeprefix("method.request.header.")
-                for source in sources
-                if source.strip().startswith("method.request.header.")
+                s.removeprefix("method.request.header.")
+                for s in sources
+                if s.startswith("method.request.header.")
             )
             return target, headers, int(authorizer.get("authorizerResultTtlInSeconds", 300))
     return None, (), 0
 
 
-def _event_rules(logical_id: str, props: dict[str, Any], function_id: _FunctionFinder) -> list[EventRule]:
+def _event_rules(
+    logical_id: str, props: dict[str, Any], functions: Mapping[str, FunctionSpec]
+) -> list[EventRule]:
     # moto's EventBridge delivers to queues, log groups and buses, not to functions: local/stack.py does.
     pattern = props.get("EventPattern")
     schedule = rate_seconds(str(props.get("ScheduleExpression", "")))
@@ -1021,17 +910,14 @@ def _event_rules(logical_id: str, props: dict[str, Any], function_id: _FunctionF
         return []
     if str(props.get("State", "ENABLED")) == "DISABLED":
         return []
-    rules = []
-    for target in props.get("Targets") or []:
-        arn = str(target.get("Arn", ""))
-        if ":function:" in arn:
-            rules.append(
-                EventRule(
-                    name=logical_id,
-                    function_logical_id=function_id(arn) or arn,
-                    pattern=pattern if isinstance(pattern, dict) else None,
-                    schedule_seconds=schedule,
-                    bus=str(props.get("EventBusName") or "default").rsplit("/", 1)[-1],
-                )
-            )
-    return rules
+    return [
+        EventRule(
+            name=logical_id,
+            function_logical_id=_function_id(functions, target["Arn"]) or str(target["Arn"]),
+            pattern=pattern if isinstance(pattern, dict) else None,
+            schedule_seconds=schedule,
+            bus=str(props.get("EventBusName") or "default").rsplit("/", 1)[-1],
+        )
+        for target in props.get("Targets") or []
+        if ":function:" in str(target.get("Arn", ""))
+    ]
