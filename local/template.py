@@ -277,6 +277,7 @@ _PSEUDO_PARAMETERS = {
     "AWS::StackName": STACK_NAME,
     "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{STACK_NAME}/local",
     "AWS::NotificationARNs": [],
+    "AWS::NoValue": _NO_VALUE,
 }
 #: The property that names a resource of each type (without it, the name is local_name(logical id)).
 _NAME_PROPERTIES = {
@@ -322,8 +323,6 @@ class _Resolver:
     def ref(self, name: str) -> Any:
         if name in _PSEUDO_PARAMETERS:
             return _PSEUDO_PARAMETERS[name]
-        if name == "AWS::NoValue":
-            return _NO_VALUE
         if name in self._parameters:
             return self._parameters[name]
         if name not in self._resources:
@@ -361,7 +360,6 @@ class _Resolver:
             self._condition_cache[name] = bool(self.resolve(self._conditions[name]))
         return self._condition_cache[name]
 
-    # the walk --------------------------------------------------------------------------------
     def resolve(self, value: Any) -> Any:
         if isinstance(value, list):
             items = [self.resolve(item) for item in value]
@@ -410,10 +408,7 @@ class _Resolver:
         raise TemplateError(f"intrinsic function Fn::{name} is not supported locally")
 
     def _sub(self, arg: Any) -> str:
-        if isinstance(arg, list):
-            text, variables = arg[0], self.resolve(arg[1])
-        else:
-            text, variables = arg, {}
+        text, variables = (arg[0], self.resolve(arg[1])) if isinstance(arg, list) else (arg, {})
 
         def substitute(match: re.Match[str]) -> str:
             expression = match.group(1)
@@ -506,13 +501,8 @@ def translate(template_path: Path, parameters: Mapping[str, Any]) -> dict[str, A
 def _run_translator(template_path: Path, parameters: Mapping[str, Any]) -> str:
     python = SAM_PYTHON if SAM_PYTHON.exists() else Path(sys.executable)
     try:
-        completed = subprocess.run(
-            [str(python), str(TRANSLATE_SCRIPT), str(template_path), json.dumps(dict(parameters))],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        command = [str(python), str(TRANSLATE_SCRIPT), str(template_path), json.dumps(dict(parameters))]
+        completed = subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
     except subprocess.CalledProcessError as error:
         raise TemplateError(
             f"aws-sam-translator could not translate {template_path} (run `make install`):\n{error.stderr}"
@@ -524,10 +514,8 @@ def _run_translator(template_path: Path, parameters: Mapping[str, Any]) -> str:
 
 
 def load_template(path: Path, overrides: Mapping[str, str] | None = None) -> LocalTemplate:
-    """Translate the template as `sam deploy` does, then resolve what CloudFormation would create.
-
-    `overrides` are parameter values (applied over LOCAL_PARAMETER_OVERRIDES by the caller's choice).
-    """
+    """Translate the template as `sam deploy` does, then resolve what CloudFormation would create;
+    `overrides` are parameter values (applied over LOCAL_PARAMETER_OVERRIDES by the caller's choice)."""
     source = load_yaml(path)
     parameters = resolve_parameters(source, overrides or {})
     return _read(path, source, translate(path, parameters), parameters)
@@ -594,7 +582,7 @@ def _add_resource(
         result.gateway_responses[str(response["ResponseType"])] = GatewayResponse(
             status=int(response["StatusCode"]) if response.get("StatusCode") else None,
             template=(response.get("ResponseTemplates") or {}).get("application/json"),
-            headers=_prefixed(response.get("ResponseParameters"), "gatewayresponse.header."),
+            headers=_headers(response.get("ResponseParameters"), "gatewayresponse"),
         )
     elif kind == "AWS::Events::Rule":
         result.event_rules.extend(_event_rules(logical_id, resolver.resolve(props), functions))
@@ -607,8 +595,9 @@ def _add_resource(
         result.skipped[logical_id] = str(resource.get("Type"))
 
 
-def _prefixed(parameters: Mapping[str, Any] | None, prefix: str) -> dict[str, str]:
-    """The headers of API Gateway's response parameters (`<prefix><header>` → value)."""
+def _headers(parameters: Mapping[str, Any] | None, source: str) -> dict[str, str]:
+    """The headers among API Gateway's parameters: `<source>.header.<name>` → value, by name."""
+    prefix = f"{source}.header."
     return {
         key.removeprefix(prefix): str(value)
         for key, value in (parameters or {}).items()
@@ -683,10 +672,8 @@ def _table_spec(logical_id: str, resolver: _Resolver, props: dict[str, Any]) -> 
         "BillingMode": props.get("BillingMode", "PROVISIONED"),
     }
     if kwargs["BillingMode"] == "PROVISIONED":
-        kwargs["ProvisionedThroughput"] = props.get("ProvisionedThroughput") or {
-            "ReadCapacityUnits": 5,
-            "WriteCapacityUnits": 5,
-        }
+        default = {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
+        kwargs["ProvisionedThroughput"] = props.get("ProvisionedThroughput") or default
     kwargs |= {
         key: props[key] for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes") if props.get(key)
     }
@@ -709,15 +696,11 @@ def _layer_python_dir(
     `python/` is: `sam build` with `BuildMethod: python3.x` copies the ContentUri folder itself into
     `python/`; a layer uploaded as it is (no BuildMethod) must carry `python/` in its ContentUri.
     """
-    source = source_resources.get(logical_id) or next(
-        (
-            resource
-            for source_id, resource in source_resources.items()
-            if resource.get("Type") == LAYER_TYPE
-            and re.fullmatch(re.escape(source_id) + "[0-9a-f]{10}", logical_id)
-        ),
-        {},
-    )
+    source = source_resources.get(logical_id) or {}
+    for source_id, resource in source_resources.items():
+        hashed = re.fullmatch(re.escape(source_id) + "[0-9a-f]{10}", logical_id)
+        if hashed and resource.get("Type") == LAYER_TYPE and not source:
+            source = resource
     build_method = str((source.get("Metadata") or {}).get("BuildMethod", ""))
     return content_dir if build_method.startswith("python") else content_dir / "python"
 
@@ -780,9 +763,8 @@ def _bucket_spec(
             str(rule.get("Name")).lower(): str(rule.get("Value"))
             for rule in ((entry.get("Filter") or {}).get("S3Key") or {}).get("Rules") or []
         }
-        grouped.setdefault((target, filters.get("prefix"), filters.get("suffix")), []).append(
-            str(entry["Event"])
-        )
+        key = (target, filters.get("prefix"), filters.get("suffix"))
+        grouped.setdefault(key, []).append(str(entry["Event"]))
     # SAM writes one configuration per event type; one notification per function and filter, as written
     for (target, prefix, suffix), events in grouped.items():
         bucket.notifications.append(S3Notification(target, functions[target].arn, events, prefix, suffix))
@@ -848,22 +830,18 @@ def _read_api(result: LocalTemplate, logical_id: str, resolver: _Resolver, props
             integration = operation.get("x-amazon-apigateway-integration") or {}
             if key == "options" and integration.get("type") == "mock":
                 default = (integration.get("responses") or {}).get("default") or {}
-                result.preflights[str(path)] = _prefixed(
-                    default.get("responseParameters"), "method.response.header."
-                )
+                result.preflights[str(path)] = _headers(default.get("responseParameters"), "method.response")
             match = _INTEGRATION_FUNCTION.search(str(integration.get("uri", "")))
             target = _function_id(result.functions, match.group(1)) if match else None
             if target is None:
                 log.debug("API %s: %s %s is not a function of this template", logical_id, key, path)
                 continue
             security = operation.get("security", body.get("security")) or []
-            authorizer, headers, cache_seconds = _authorizer(
+            authorizer, headers, cache = _authorizer(
                 f"{key} {path}", security, body.get("securityDefinitions") or {}, result.functions
             )
             method = "ANY" if key == _ANY_METHOD else key.upper()
-            result.routes.append(
-                Route(str(path), method, target, authorizer, headers, logical_id, cache_seconds)
-            )
+            result.routes.append(Route(str(path), method, target, authorizer, headers, logical_id, cache))
 
 
 def _authorizer(
@@ -889,12 +867,9 @@ def _authorizer(
             target = _function_id(functions, match.group(1)) if match else None
             if target is None:
                 raise TemplateError(f"{operation}: the authorizer {name} is not a function here")
+            prefix = "method.request.header."
             sources = [source.strip() for source in str(authorizer.get("identitySource", "")).split(",")]
-            headers = tuple(
-                s.removeprefix("method.request.header.")
-                for s in sources
-                if s.startswith("method.request.header.")
-            )
+            headers = tuple(source.removeprefix(prefix) for source in sources if source.startswith(prefix))
             return target, headers, int(authorizer.get("authorizerResultTtlInSeconds", 300))
     return None, (), 0
 
