@@ -443,11 +443,8 @@ def resolve_parameters(template: dict[str, Any], overrides: Mapping[str, str]) -
         raise TemplateError(f"unknown parameters: {', '.join(unknown)}")
     values: dict[str, Any] = {}
     for name, declaration in declared.items():
-        if name in overrides:
-            raw: Any = overrides[name]
-        elif "Default" in declaration:
-            raw = declaration["Default"]
-        else:
+        raw = overrides.get(name, declaration.get("Default"))
+        if raw is None:
             raise TemplateError(f"parameter {name} has no default; pass --param {name}=...")
         allowed = declaration.get("AllowedValues")
         if allowed is not None and _as_str(raw) not in [_as_str(item) for item in allowed]:
@@ -627,9 +624,8 @@ def _task_definition_spec(logical_id: str, resolver: _Resolver, props: dict[str,
         # moto sums its containers' figures (Fargate needs only the task's): give them the task's.
         definition.setdefault("memory", int(registration.get("memory") or 512))
         definition.setdefault("cpu", 0)
-    registration["ephemeralStorage"] = {
-        "sizeInGiB": int((resolved.get("EphemeralStorage") or {}).get("SizeInGiB", 20))
-    }
+    storage = int((resolved.get("EphemeralStorage") or {}).get("SizeInGiB", 20))
+    registration["ephemeralStorage"] = {"sizeInGiB": storage}
     return TaskDefinitionSpec(
         logical_id=logical_id,
         family=resolver.physical_name(logical_id),
@@ -665,18 +661,12 @@ def _function_id(functions: Mapping[str, FunctionSpec], reference: Any) -> str |
 
 def _table_spec(logical_id: str, resolver: _Resolver, props: dict[str, Any]) -> TableSpec:
     name = resolver.physical_name(logical_id)
-    kwargs: dict[str, Any] = {
-        "TableName": name,
-        "KeySchema": props["KeySchema"],
-        "AttributeDefinitions": props["AttributeDefinitions"],
-        "BillingMode": props.get("BillingMode", "PROVISIONED"),
-    }
+    kwargs: dict[str, Any] = {"TableName": name, "BillingMode": props.get("BillingMode", "PROVISIONED")}
+    keys = ("KeySchema", "AttributeDefinitions", "GlobalSecondaryIndexes", "LocalSecondaryIndexes")
+    kwargs |= {key: props[key] for key in keys if props.get(key)}
     if kwargs["BillingMode"] == "PROVISIONED":
         default = {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
         kwargs["ProvisionedThroughput"] = props.get("ProvisionedThroughput") or default
-    kwargs |= {
-        key: props[key] for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes") if props.get(key)
-    }
     if props.get("StreamSpecification"):
         # CloudFormation names only the view type; the API also wants StreamEnabled.
         view = props["StreamSpecification"]["StreamViewType"]
