@@ -515,91 +515,7 @@ def load_template(path: Path, overrides: Mapping[str, str] | None = None) -> Loc
     `overrides` are parameter values (applied over LOCAL_PARAMETER_OVERRIDES by the caller's choice)."""
     source = load_yaml(path)
     parameters = resolve_parameters(source, overrides or {})
-    return _read(path, source, translate(path, parameters), parameters)
-
-
-def _read(
-    path: Path, source: dict[str, Any], translated: dict[str, Any], parameters: dict[str, Any]
-) -> LocalTemplate:
-    base_dir = path.parent
-    resolver = _Resolver(translated, parameters)
-    source_resources: dict[str, dict[str, Any]] = source.get("Resources") or {}
-    # In the source's order (the translator's JSON is sorted), the resources SAM generated last.
-    order = {logical_id: index for index, logical_id in enumerate(source_resources)}
-    resources = {
-        logical_id: resource
-        for logical_id, resource in sorted(
-            (translated.get("Resources") or {}).items(), key=lambda item: order.get(item[0], len(order))
-        )
-        if "Condition" not in resource or resolver.condition(resource["Condition"])
-    }
-
-    def of_type(kind: str) -> dict[str, dict[str, Any]]:
-        return {lid: res.get("Properties") or {} for lid, res in resources.items() if res.get("Type") == kind}
-
-    result = LocalTemplate(path=path, parameters=parameters, translated=translated)
-    layer_dirs: dict[str, Path] = {}  # each layer's ARN (as the functions name it) → its code's folder
-    for logical_id, props in of_type(LAMBDA_LAYER_TYPE).items():
-        content = _local_artifact(base_dir, props.get("Content"), "S3Bucket", "S3Key")
-        if content is not None:
-            layer_dirs[resolver.ref(logical_id)] = _layer_python_dir(content, logical_id, source_resources)
-    for logical_id, props in of_type(LAMBDA_FUNCTION_TYPE).items():
-        result.functions[logical_id] = _function_spec(logical_id, resolver, props, base_dir, layer_dirs)
-    for logical_id, resource in resources.items():
-        _add_resource(result, resolver, logical_id, resource)
-    # The stage of the one API the local front serves (the last the template gives it), if any.
-    apis = {route.api_logical_id for route in result.routes}
-    if len(apis) > 1:
-        raise TemplateError("several APIs in the template; the local front serves only one")
-    for props in of_type(STAGE_TYPE).values():
-        if apis and resolver.resolve(props.get("RestApiId")) == rest_api_id(next(iter(apis))):
-            result.stage = str(resolver.resolve(props["StageName"]))
-    return result
-
-
-def _add_resource(
-    result: LocalTemplate, resolver: _Resolver, logical_id: str, resource: dict[str, Any]
-) -> None:
-    """Any resource but a layer, a function or a stage (those are read first, or last)."""
-    kind = resource.get("Type", "")
-    props = resource.get("Properties") or {}
-    functions = result.functions
-    if kind == TABLE_TYPE:
-        result.tables[logical_id] = _table_spec(logical_id, resolver, resolver.resolve(props))
-    elif kind == BUCKET_TYPE:
-        result.buckets[logical_id] = _bucket_spec(logical_id, resolver, props, functions)
-    elif kind == STATE_MACHINE_TYPE:
-        result.state_machines[logical_id] = _state_machine_spec(
-            logical_id, resolver, props, result.path.parent
-        )
-    elif kind == REST_API_TYPE:
-        _read_api(result, logical_id, resolver, props)
-    elif kind == "AWS::ApiGateway::GatewayResponse":
-        response = resolver.resolve(props)
-        result.gateway_responses[str(response["ResponseType"])] = GatewayResponse(
-            status=int(response["StatusCode"]) if response.get("StatusCode") else None,
-            template=(response.get("ResponseTemplates") or {}).get("application/json"),
-            headers=_headers(response.get("ResponseParameters"), "gatewayresponse"),
-        )
-    elif kind == "AWS::Events::Rule":
-        result.event_rules.extend(_event_rules(logical_id, resolver.resolve(props), functions))
-    elif kind == ECS_CLUSTER_TYPE:
-        result.ecs_clusters[logical_id] = resolver.physical_name(logical_id)
-    elif kind == TASK_DEFINITION_TYPE:
-        result.task_definitions[logical_id] = _task_definition_spec(logical_id, resolver, props)
-    elif kind not in _IGNORED_TYPES and kind not in (LAMBDA_LAYER_TYPE, LAMBDA_FUNCTION_TYPE, STAGE_TYPE):
-        log.debug("resource %s of type %s is not emulated locally", logical_id, resource.get("Type"))
-        result.skipped[logical_id] = str(resource.get("Type"))
-
-
-def _headers(parameters: Mapping[str, Any] | None, source: str) -> dict[str, str]:
-    """The headers among API Gateway's parameters: `<source>.header.<name>` → value, by name."""
-    prefix = f"{source}.header."
-    return {
-        key.removeprefix(prefix): str(value)
-        for key, value in (parameters or {}).items()
-        if key.startswith(prefix)
-    }
+    return _Reader(path, source, translate(path, parameters), parameters).read()
 
 
 def recase_keys(value: Any, first: Callable[[str], str]) -> Any:
@@ -612,41 +528,6 @@ def recase_keys(value: Any, first: Callable[[str], str]) -> Any:
     return value
 
 
-def _task_definition_spec(logical_id: str, resolver: _Resolver, props: dict[str, Any]) -> TaskDefinitionSpec:
-    # moto's CloudFormation drops a Fargate definition's cpu, storage, roles and network (moto 5.2.5).
-    resolved = resolver.resolve(props)
-    container = resolved["ContainerDefinitions"][0]
-    registration = recase_keys(resolved, str.lower)
-    for numeric in ("cpu", "memory"):  # numbers in the template, strings in the API
-        if numeric in registration:
-            registration[numeric] = str(registration[numeric])
-    for definition in registration.get("containerDefinitions") or []:
-        # moto sums its containers' figures (Fargate needs only the task's): give them the task's.
-        definition.setdefault("memory", int(registration.get("memory") or 512))
-        definition.setdefault("cpu", 0)
-    storage = int((resolved.get("EphemeralStorage") or {}).get("SizeInGiB", 20))
-    registration["ephemeralStorage"] = {"sizeInGiB": storage}
-    return TaskDefinitionSpec(
-        logical_id=logical_id,
-        family=resolver.physical_name(logical_id),
-        arn=str(resolver.ref(logical_id)),
-        image=str(container["Image"]),
-        container_name=str(container["Name"]),
-        environment={
-            str(pair["Name"]): _as_str(pair["Value"]) for pair in container.get("Environment") or []
-        },
-        registration=registration,
-    )
-
-
-def _local_artifact(base_dir: Path, location: Any, bucket_key: str, key_key: str) -> Path | None:
-    """The local path behind an S3 location local/sam_translate.py made of a CodeUri, ContentUri or
-    DefinitionUri; None for a location that really is in S3."""
-    if isinstance(location, dict) and location.get(bucket_key) == ARTIFACT_BUCKET:
-        return base_dir / str(location[key_key])
-    return None
-
-
 def find_function(functions: Mapping[str, FunctionSpec], reference: Any) -> FunctionSpec | None:
     """A function by logical id, name or ARN (perhaps qualified by an alias or version)."""
     text = str(reference)
@@ -654,150 +535,14 @@ def find_function(functions: Mapping[str, FunctionSpec], reference: Any) -> Func
     return functions.get(text) or next((spec for spec in functions.values() if spec.name == name), None)
 
 
-def _function_id(functions: Mapping[str, FunctionSpec], reference: Any) -> str | None:
-    spec = find_function(functions, reference)
-    return spec.logical_id if spec else None
-
-
-def _table_spec(logical_id: str, resolver: _Resolver, props: dict[str, Any]) -> TableSpec:
-    name = resolver.physical_name(logical_id)
-    kwargs: dict[str, Any] = {"TableName": name, "BillingMode": props.get("BillingMode", "PROVISIONED")}
-    keys = ("KeySchema", "AttributeDefinitions", "GlobalSecondaryIndexes", "LocalSecondaryIndexes")
-    kwargs |= {key: props[key] for key in keys if props.get(key)}
-    if kwargs["BillingMode"] == "PROVISIONED":
-        default = {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
-        kwargs["ProvisionedThroughput"] = props.get("ProvisionedThroughput") or default
-    if props.get("StreamSpecification"):
-        # CloudFormation names only the view type; the API also wants StreamEnabled.
-        view = props["StreamSpecification"]["StreamViewType"]
-        kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": view}
-    # moto's CloudFormation does not set a table's TimeToLiveSpecification (moto 5.2.5).
-    ttl = props.get("TimeToLiveSpecification") or {}
-    ttl_attribute = ttl.get("AttributeName") if str(ttl.get("Enabled")).lower() == "true" else None
-    return TableSpec(logical_id=logical_id, name=name, create_kwargs=kwargs, ttl_attribute=ttl_attribute)
-
-
-def _layer_python_dir(
-    content_dir: Path, logical_id: str, source_resources: Mapping[str, dict[str, Any]]
-) -> Path:
-    """The local folder that becomes the layer's `python/` (on Lambda, `/opt/python`).
-
-    SAM appends a hash to a layer's logical id and drops the Metadata, whose BuildMethod says where
-    `python/` is: `sam build` with `BuildMethod: python3.x` copies the ContentUri folder itself into
-    `python/`; a layer uploaded as it is (no BuildMethod) must carry `python/` in its ContentUri.
-    """
-    source = source_resources.get(logical_id) or {}
-    for source_id, resource in source_resources.items():
-        hashed = re.fullmatch(re.escape(source_id) + "[0-9a-f]{10}", logical_id)
-        if hashed and resource.get("Type") == LAYER_TYPE and not source:
-            source = resource
-    build_method = str((source.get("Metadata") or {}).get("BuildMethod", ""))
-    return content_dir if build_method.startswith("python") else content_dir / "python"
-
-
-def _function_spec(
-    logical_id: str,
-    resolver: _Resolver,
-    props: dict[str, Any],
-    base_dir: Path,
-    layer_dirs: Mapping[str, Path],
-) -> FunctionSpec:
-    resolved = resolver.resolve(props)
-    code_dir = _local_artifact(base_dir, resolved.get("Code"), "S3Bucket", "S3Key")
-    if code_dir is None:
-        raise TemplateError(f"{logical_id}: only a local CodeUri folder can run locally")
-    # moto's CloudFormation drops a function's Layers (moto 5.2.5); the runner needs their folders.
-    layer_paths: list[Path] = []
-    for layer in resolved.get("Layers") or []:
-        if str(layer) not in layer_dirs:
-            log.debug(
-                "%s: layer %s is not in the template; its code must already be importable", logical_id, layer
-            )
-        # A layer built from requirements.txt alone has no code locally (its folder holds just that
-        # file): its packages come from the virtual environment.
-        elif layer_dirs[str(layer)].is_dir():
-            layer_paths.append(layer_dirs[str(layer)].resolve())
-    return FunctionSpec(
-        logical_id=logical_id,
-        name=resolver.physical_name(logical_id),
-        arn=resolver.get_att(logical_id, "Arn"),
-        code_dir=code_dir.resolve(),
-        handler=str(resolved.get("Handler", "app.lambda_handler")),
-        runtime=str(resolved.get("Runtime", "python3.13")),
-        timeout_seconds=int(resolved.get("Timeout", 3)),
-        memory_mb=int(resolved.get("MemorySize", 128)),
-        environment={
-            str(key): _as_str(value)
-            for key, value in ((resolved.get("Environment") or {}).get("Variables") or {}).items()
-        },
-        layer_paths=layer_paths,
-    )
-
-
-def _bucket_spec(
-    logical_id: str, resolver: _Resolver, props: dict[str, Any], functions: Mapping[str, FunctionSpec]
-) -> BucketSpec:
-    """The bucket and the Lambda notifications SAM added to it for the functions' S3 events."""
-    bucket = BucketSpec(logical_id, resolver.physical_name(logical_id))
-    # moto's CloudFormation does not set a bucket's NotificationConfiguration (moto 5.2.5).
-    configuration = resolver.resolve(props.get("NotificationConfiguration") or {})
-    for other in set(configuration) - {"LambdaConfigurations"}:
-        log.debug("bucket %s: %s are not emulated locally", logical_id, other)
-    grouped: dict[tuple[str, str | None, str | None], list[str]] = {}
-    for entry in configuration.get("LambdaConfigurations") or []:
-        target = _function_id(functions, entry.get("Function"))
-        if target is None:
-            log.debug("bucket %s notifies %s, not a function here", logical_id, entry.get("Function"))
-            continue
-        filters = {
-            str(rule.get("Name")).lower(): str(rule.get("Value"))
-            for rule in ((entry.get("Filter") or {}).get("S3Key") or {}).get("Rules") or []
-        }
-        key = (target, filters.get("prefix"), filters.get("suffix"))
-        grouped.setdefault(key, []).append(str(entry["Event"]))
-    # SAM writes one configuration per event type; one notification per function and filter, as written
-    for (target, prefix, suffix), events in grouped.items():
-        bucket.notifications.append(S3Notification(target, functions[target].arn, events, prefix, suffix))
-    return bucket
-
-
-def _state_machine_spec(
-    logical_id: str, resolver: _Resolver, raw_props: dict[str, Any], base_dir: Path
-) -> StateMachineSpec:
-    # moto's CloudFormation reads only DefinitionString, never substitutes, and files the machine where
-    # the ASL interpreter does not look (moto 5.2.5).
-    props = resolver.resolve(raw_props)
-    if "DefinitionS3Location" in props:
-        definition_path = _local_artifact(base_dir, props["DefinitionS3Location"], "Bucket", "Key")
-        if definition_path is None:
-            raise TemplateError(f"{logical_id}: only a local DefinitionUri file can run locally")
-        text = definition_path.read_text(encoding="utf-8")
-        if definition_path.suffix in (".yaml", ".yml"):
-            text = json.dumps(yaml.safe_load(text))
-    elif "DefinitionString" in props:
-        text = str(props["DefinitionString"])
-    elif "Definition" in props:
-        text = json.dumps(props["Definition"])
-    else:
-        raise TemplateError(f"{logical_id}: no Definition or DefinitionUri")
-    substitutions = {
-        str(key): _as_str(value) for key, value in (props.get("DefinitionSubstitutions") or {}).items()
+def _headers(parameters: Mapping[str, Any] | None, source: str) -> dict[str, str]:
+    """The headers among API Gateway's parameters: `<source>.header.<name>` → value, by name."""
+    prefix = f"{source}.header."
+    return {
+        key.removeprefix(prefix): str(value)
+        for key, value in (parameters or {}).items()
+        if key.startswith(prefix)
     }
-
-    # moto does not substitute: an unknown placeholder is an error here rather than a broken machine later.
-    def substitute(match: re.Match[str]) -> str:
-        key = match.group(1)
-        if key not in substitutions:
-            raise TemplateError(f"{logical_id}: no DefinitionSubstitutions value for ${{{key}}}")
-        return substitutions[key]
-
-    return StateMachineSpec(
-        logical_id=logical_id,
-        name=resolver.physical_name(logical_id),
-        arn=resolver.get_att(logical_id, "Arn"),
-        definition=_SUB_PATTERN.sub(substitute, text),
-        type=str(props.get("StateMachineType", "STANDARD")),
-    )
 
 
 _ANY_METHOD = "x-amazon-apigateway-any-method"
@@ -805,84 +550,317 @@ _HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "p
 _INTEGRATION_FUNCTION = re.compile(r":lambda:path/[^/]+/functions/(.+)/invocations$")
 
 
-def _read_api(result: LocalTemplate, logical_id: str, resolver: _Resolver, props: dict[str, Any]) -> None:
-    """The routes of a REST API's OpenAPI body, as SAM generates it from the functions' Api events, and
-    each path's mock OPTIONS (what SAM generates for the API's `Cors`) with the headers it answers."""
-    # moto's CloudFormation refuses SAM's RestApi (no Name), and moto's API Gateway runs no proxy integration.
-    if "Body" not in props:
-        log.warning("API %s has no inline OpenAPI body (DefinitionUri?): no routes locally", logical_id)
-        return
-    body = resolver.resolve(props["Body"])
-    for path, operations in (body.get("paths") or {}).items():
-        for key, operation in operations.items():
-            if key not in _HTTP_METHODS:
-                continue  # `parameters` and extensions beside the methods
-            integration = operation.get("x-amazon-apigateway-integration") or {}
-            if key == "options" and integration.get("type") == "mock":
-                default = (integration.get("responses") or {}).get("default") or {}
-                result.preflights[str(path)] = _headers(default.get("responseParameters"), "method.response")
-            match = _INTEGRATION_FUNCTION.search(str(integration.get("uri", "")))
-            target = _function_id(result.functions, match.group(1)) if match else None
-            if target is None:
-                log.debug("API %s: %s %s is not a function of this template", logical_id, key, path)
-                continue
-            security = operation.get("security", body.get("security")) or []
-            authorizer, headers, cache = _authorizer(
-                f"{key} {path}", security, body.get("securityDefinitions") or {}, result.functions
+class _Reader:
+    """One read of a translated template: each resource it keeps, as a spec in `result`."""
+
+    def __init__(
+        self, path: Path, source: dict[str, Any], translated: dict[str, Any], parameters: dict[str, Any]
+    ) -> None:
+        self.resolver = _Resolver(translated, parameters)
+        self.base_dir = path.parent
+        self.source_resources: dict[str, dict[str, Any]] = source.get("Resources") or {}
+        self.result = LocalTemplate(path=path, parameters=parameters, translated=translated)
+        self.layer_dirs: dict[str, Path] = {}  # each layer's ARN (as the functions name it) → its folder
+
+    def read(self) -> LocalTemplate:
+        resolver, result = self.resolver, self.result
+        # In the source's order (the translator's JSON is sorted), the resources SAM generated last.
+        order = {logical_id: index for index, logical_id in enumerate(self.source_resources)}
+        resources = {
+            logical_id: resource
+            for logical_id, resource in sorted(
+                (result.translated.get("Resources") or {}).items(),
+                key=lambda item: order.get(item[0], len(order)),
             )
-            method = "ANY" if key == _ANY_METHOD else key.upper()
-            result.routes.append(Route(str(path), method, target, authorizer, headers, logical_id, cache))
+            if "Condition" not in resource or resolver.condition(resource["Condition"])
+        }
 
+        def of_type(kind: str) -> dict[str, dict[str, Any]]:
+            return {
+                lid: res.get("Properties") or {} for lid, res in resources.items() if res.get("Type") == kind
+            }
 
-def _authorizer(
-    operation: str,
-    security: list[dict[str, Any]],
-    definitions: Mapping[str, Any],
-    functions: Mapping[str, FunctionSpec],
-) -> tuple[str | None, tuple[str, ...], int]:
-    """The Lambda authorizer of an operation (its function's logical id), its identity headers and
-    how long its answers are cached (API Gateway's default: 300 s); (None, (), 0) for a public
-    operation, or one API Gateway guards by IAM (not emulated locally)."""
-    for requirement in security:
-        for name in requirement:
-            definition = definitions.get(name) or {}
-            authorizer = definition.get("x-amazon-apigateway-authorizer")
-            if name == "NONE" or definition.get("x-amazon-apigateway-authtype") == "awsSigv4":
-                continue
-            if authorizer is None or authorizer.get("type") not in ("token", "request"):
-                if definition.get("type") == "apiKey" and authorizer is None:
-                    continue  # an API key requirement: not checked locally
-                raise TemplateError(f"{operation}: authorizer {name} is not a Lambda authorizer")
-            match = _INTEGRATION_FUNCTION.search(str(authorizer.get("authorizerUri", "")))
-            target = _function_id(functions, match.group(1)) if match else None
-            if target is None:
-                raise TemplateError(f"{operation}: the authorizer {name} is not a function here")
-            prefix = "method.request.header."
-            sources = [source.strip() for source in str(authorizer.get("identitySource", "")).split(",")]
-            headers = tuple(source.removeprefix(prefix) for source in sources if source.startswith(prefix))
-            return target, headers, int(authorizer.get("authorizerResultTtlInSeconds", 300))
-    return None, (), 0
+        for logical_id, props in of_type(LAMBDA_LAYER_TYPE).items():
+            content = self._local_artifact(props.get("Content"), "S3Bucket", "S3Key")
+            if content is not None:
+                self.layer_dirs[resolver.ref(logical_id)] = self._layer_python_dir(content, logical_id)
+        for logical_id, props in of_type(LAMBDA_FUNCTION_TYPE).items():
+            result.functions[logical_id] = self._function(logical_id, resolver.resolve(props))
+        for logical_id, resource in resources.items():
+            self._add(logical_id, resource.get("Type"), resource.get("Properties") or {})
+        # The stage of the one API the local front serves (the last the template gives it), if any.
+        apis = {route.api_logical_id for route in result.routes}
+        if len(apis) > 1:
+            raise TemplateError("several APIs in the template; the local front serves only one")
+        for props in of_type(STAGE_TYPE).values():
+            if apis and resolver.resolve(props.get("RestApiId")) == rest_api_id(next(iter(apis))):
+                result.stage = str(resolver.resolve(props["StageName"]))
+        return result
 
+    def _add(self, logical_id: str, kind: str | None, props: dict[str, Any]) -> None:
+        """Any resource but a layer, a function or a stage (those are read first, or last)."""
+        result, resolve = self.result, self.resolver.resolve
+        if kind == TABLE_TYPE:
+            result.tables[logical_id] = self._table(logical_id, resolve(props))
+        elif kind == BUCKET_TYPE:
+            result.buckets[logical_id] = self._bucket(logical_id, props)
+        elif kind == STATE_MACHINE_TYPE:
+            result.state_machines[logical_id] = self._state_machine(logical_id, resolve(props))
+        elif kind == REST_API_TYPE:
+            self._api(logical_id, props)
+        elif kind == "AWS::ApiGateway::GatewayResponse":
+            response = resolve(props)
+            result.gateway_responses[str(response["ResponseType"])] = GatewayResponse(
+                status=int(response["StatusCode"]) if response.get("StatusCode") else None,
+                template=(response.get("ResponseTemplates") or {}).get("application/json"),
+                headers=_headers(response.get("ResponseParameters"), "gatewayresponse"),
+            )
+        elif kind == "AWS::Events::Rule":
+            result.event_rules.extend(self._event_rules(logical_id, resolve(props)))
+        elif kind == ECS_CLUSTER_TYPE:
+            result.ecs_clusters[logical_id] = self.resolver.physical_name(logical_id)
+        elif kind == TASK_DEFINITION_TYPE:
+            result.task_definitions[logical_id] = self._task_definition(logical_id, resolve(props))
+        elif kind not in _IGNORED_TYPES and kind not in (LAMBDA_LAYER_TYPE, LAMBDA_FUNCTION_TYPE, STAGE_TYPE):
+            log.debug("resource %s of type %s is not emulated locally", logical_id, kind)
+            result.skipped[logical_id] = str(kind)
 
-def _event_rules(
-    logical_id: str, props: dict[str, Any], functions: Mapping[str, FunctionSpec]
-) -> list[EventRule]:
-    # moto's EventBridge delivers to queues, log groups and buses, not to functions: local/stack.py does.
-    pattern = props.get("EventPattern")
-    schedule = rate_seconds(str(props.get("ScheduleExpression", "")))
-    if not isinstance(pattern, dict) and schedule is None:
-        log.debug("rule %s has neither an event pattern nor a rate schedule: not emulated", logical_id)
-        return []
-    if str(props.get("State", "ENABLED")) == "DISABLED":
-        return []
-    return [
-        EventRule(
-            name=logical_id,
-            function_logical_id=_function_id(functions, target["Arn"]) or str(target["Arn"]),
-            pattern=pattern if isinstance(pattern, dict) else None,
-            schedule_seconds=schedule,
-            bus=str(props.get("EventBusName") or "default").rsplit("/", 1)[-1],
+    def _function_id(self, reference: Any) -> str | None:
+        spec = find_function(self.result.functions, reference)
+        return spec.logical_id if spec else None
+
+    def _local_artifact(self, location: Any, bucket_key: str, key_key: str) -> Path | None:
+        """The local path behind an S3 location local/sam_translate.py made of a CodeUri, ContentUri or
+        DefinitionUri; None for a location that really is in S3."""
+        if isinstance(location, dict) and location.get(bucket_key) == ARTIFACT_BUCKET:
+            return self.base_dir / str(location[key_key])
+        return None
+
+    def _layer_python_dir(self, content_dir: Path, logical_id: str) -> Path:
+        """The local folder that becomes the layer's `python/` (on Lambda, `/opt/python`).
+
+        SAM appends a hash to a layer's logical id and drops the Metadata, whose BuildMethod says where
+        `python/` is: `sam build` with `BuildMethod: python3.x` copies the ContentUri folder itself into
+        `python/`; a layer uploaded as it is (no BuildMethod) must carry `python/` in its ContentUri.
+        """
+        source = self.source_resources.get(logical_id) or {}
+        for source_id, resource in self.source_resources.items():
+            hashed = re.fullmatch(re.escape(source_id) + "[0-9a-f]{10}", logical_id)
+            if hashed and resource.get("Type") == LAYER_TYPE and not source:
+                source = resource
+        build_method = str((source.get("Metadata") or {}).get("BuildMethod", ""))
+        return content_dir if build_method.startswith("python") else content_dir / "python"
+
+    def _function(self, logical_id: str, props: dict[str, Any]) -> FunctionSpec:
+        code_dir = self._local_artifact(props.get("Code"), "S3Bucket", "S3Key")
+        if code_dir is None:
+            raise TemplateError(f"{logical_id}: only a local CodeUri folder can run locally")
+        # moto's CloudFormation drops a function's Layers (moto 5.2.5); the runner needs their folders.
+        layer_paths: list[Path] = []
+        for layer in props.get("Layers") or []:
+            if str(layer) not in self.layer_dirs:
+                log.debug(
+                    "%s: layer %s is not in the template; its code must already be importable",
+                    logical_id,
+                    layer,
+                )
+            # A layer built from requirements.txt alone has no code locally (its folder holds just that
+            # file): its packages come from the virtual environment.
+            elif self.layer_dirs[str(layer)].is_dir():
+                layer_paths.append(self.layer_dirs[str(layer)].resolve())
+        return FunctionSpec(
+            logical_id=logical_id,
+            name=self.resolver.physical_name(logical_id),
+            arn=self.resolver.get_att(logical_id, "Arn"),
+            code_dir=code_dir.resolve(),
+            handler=str(props.get("Handler", "app.lambda_handler")),
+            runtime=str(props.get("Runtime", "python3.13")),
+            timeout_seconds=int(props.get("Timeout", 3)),
+            memory_mb=int(props.get("MemorySize", 128)),
+            environment={
+                str(key): _as_str(value)
+                for key, value in ((props.get("Environment") or {}).get("Variables") or {}).items()
+            },
+            layer_paths=layer_paths,
         )
-        for target in props.get("Targets") or []
-        if ":function:" in str(target.get("Arn", ""))
-    ]
+
+    def _table(self, logical_id: str, props: dict[str, Any]) -> TableSpec:
+        name = self.resolver.physical_name(logical_id)
+        kwargs: dict[str, Any] = {"TableName": name, "BillingMode": props.get("BillingMode", "PROVISIONED")}
+        keys = ("KeySchema", "AttributeDefinitions", "GlobalSecondaryIndexes", "LocalSecondaryIndexes")
+        kwargs |= {key: props[key] for key in keys if props.get(key)}
+        if kwargs["BillingMode"] == "PROVISIONED":
+            default = {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
+            kwargs["ProvisionedThroughput"] = props.get("ProvisionedThroughput") or default
+        if props.get("StreamSpecification"):
+            # CloudFormation names only the view type; the API also wants StreamEnabled.
+            view = props["StreamSpecification"]["StreamViewType"]
+            kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": view}
+        # moto's CloudFormation does not set a table's TimeToLiveSpecification (moto 5.2.5).
+        ttl = props.get("TimeToLiveSpecification") or {}
+        ttl_attribute = ttl.get("AttributeName") if str(ttl.get("Enabled")).lower() == "true" else None
+        return TableSpec(logical_id=logical_id, name=name, create_kwargs=kwargs, ttl_attribute=ttl_attribute)
+
+    def _bucket(self, logical_id: str, props: dict[str, Any]) -> BucketSpec:
+        """The bucket and the Lambda notifications SAM added to it for the functions' S3 events."""
+        bucket = BucketSpec(logical_id, self.resolver.physical_name(logical_id))
+        # moto's CloudFormation does not set a bucket's NotificationConfiguration (moto 5.2.5).
+        configuration = self.resolver.resolve(props.get("NotificationConfiguration") or {})
+        for other in set(configuration) - {"LambdaConfigurations"}:
+            log.debug("bucket %s: %s are not emulated locally", logical_id, other)
+        grouped: dict[tuple[str, str | None, str | None], list[str]] = {}
+        for entry in configuration.get("LambdaConfigurations") or []:
+            target = self._function_id(entry.get("Function"))
+            if target is None:
+                log.debug("bucket %s notifies %s, not a function here", logical_id, entry.get("Function"))
+                continue
+            filters = {
+                str(rule.get("Name")).lower(): str(rule.get("Value"))
+                for rule in ((entry.get("Filter") or {}).get("S3Key") or {}).get("Rules") or []
+            }
+            key = (target, filters.get("prefix"), filters.get("suffix"))
+            grouped.setdefault(key, []).append(str(entry["Event"]))
+        # SAM writes one configuration per event type; one notification per function and filter, as written
+        for (target, prefix, suffix), events in grouped.items():
+            arn = self.result.functions[target].arn
+            bucket.notifications.append(S3Notification(target, arn, events, prefix, suffix))
+        return bucket
+
+    def _state_machine(self, logical_id: str, props: dict[str, Any]) -> StateMachineSpec:
+        # moto's CloudFormation reads only DefinitionString, never substitutes, and files the machine
+        # where the ASL interpreter does not look (moto 5.2.5).
+        if "DefinitionS3Location" in props:
+            definition_path = self._local_artifact(props["DefinitionS3Location"], "Bucket", "Key")
+            if definition_path is None:
+                raise TemplateError(f"{logical_id}: only a local DefinitionUri file can run locally")
+            text = definition_path.read_text(encoding="utf-8")
+            if definition_path.suffix in (".yaml", ".yml"):
+                text = json.dumps(yaml.safe_load(text))
+        elif "DefinitionString" in props:
+            text = str(props["DefinitionString"])
+        elif "Definition" in props:
+            text = json.dumps(props["Definition"])
+        else:
+            raise TemplateError(f"{logical_id}: no Definition or DefinitionUri")
+        substitutions = {
+            str(key): _as_str(value) for key, value in (props.get("DefinitionSubstitutions") or {}).items()
+        }
+
+        # moto does not substitute: an unknown placeholder is an error here, not a broken machine later.
+        def substitute(match: re.Match[str]) -> str:
+            key = match.group(1)
+            if key not in substitutions:
+                raise TemplateError(f"{logical_id}: no DefinitionSubstitutions value for ${{{key}}}")
+            return substitutions[key]
+
+        return StateMachineSpec(
+            logical_id=logical_id,
+            name=self.resolver.physical_name(logical_id),
+            arn=self.resolver.get_att(logical_id, "Arn"),
+            definition=_SUB_PATTERN.sub(substitute, text),
+            type=str(props.get("StateMachineType", "STANDARD")),
+        )
+
+    def _task_definition(self, logical_id: str, props: dict[str, Any]) -> TaskDefinitionSpec:
+        # moto's CloudFormation drops a Fargate definition's cpu, storage, roles and network (moto 5.2.5).
+        container = props["ContainerDefinitions"][0]
+        registration = recase_keys(props, str.lower)
+        for numeric in ("cpu", "memory"):  # numbers in the template, strings in the API
+            if numeric in registration:
+                registration[numeric] = str(registration[numeric])
+        for definition in registration.get("containerDefinitions") or []:
+            # moto sums its containers' figures (Fargate needs only the task's): give them the task's.
+            definition.setdefault("memory", int(registration.get("memory") or 512))
+            definition.setdefault("cpu", 0)
+        storage = int((props.get("EphemeralStorage") or {}).get("SizeInGiB", 20))
+        registration["ephemeralStorage"] = {"sizeInGiB": storage}
+        return TaskDefinitionSpec(
+            logical_id=logical_id,
+            family=self.resolver.physical_name(logical_id),
+            arn=str(self.resolver.ref(logical_id)),
+            image=str(container["Image"]),
+            container_name=str(container["Name"]),
+            environment={
+                str(pair["Name"]): _as_str(pair["Value"]) for pair in container.get("Environment") or []
+            },
+            registration=registration,
+        )
+
+    def _api(self, logical_id: str, props: dict[str, Any]) -> None:
+        """The routes of a REST API's OpenAPI body, as SAM generates it from the functions' Api events, and
+        each path's mock OPTIONS (what SAM generates for the API's `Cors`) with the headers it answers."""
+        # moto's CloudFormation refuses SAM's RestApi (no Name); moto's API Gateway runs no proxy integration.
+        if "Body" not in props:
+            log.warning("API %s has no inline OpenAPI body (DefinitionUri?): no routes locally", logical_id)
+            return
+        body = self.resolver.resolve(props["Body"])
+        for path, operations in (body.get("paths") or {}).items():
+            for key, operation in operations.items():
+                if key not in _HTTP_METHODS:
+                    continue  # `parameters` and extensions beside the methods
+                integration = operation.get("x-amazon-apigateway-integration") or {}
+                if key == "options" and integration.get("type") == "mock":
+                    default = (integration.get("responses") or {}).get("default") or {}
+                    self.result.preflights[str(path)] = _headers(
+                        default.get("responseParameters"), "method.response"
+                    )
+                match = _INTEGRATION_FUNCTION.search(str(integration.get("uri", "")))
+                target = self._function_id(match.group(1)) if match else None
+                if target is None:
+                    log.debug("API %s: %s %s is not a function of this template", logical_id, key, path)
+                    continue
+                security = operation.get("security", body.get("security")) or []
+                authorizer, headers, cache = self._authorizer(f"{key} {path}", security, body)
+                method = "ANY" if key == _ANY_METHOD else key.upper()
+                self.result.routes.append(
+                    Route(str(path), method, target, authorizer, headers, logical_id, cache)
+                )
+
+    def _authorizer(
+        self, operation: str, security: list[dict[str, Any]], body: dict[str, Any]
+    ) -> tuple[str | None, tuple[str, ...], int]:
+        """The Lambda authorizer of an operation (its function's logical id), its identity headers and
+        how long its answers are cached (API Gateway's default: 300 s); (None, (), 0) for a public
+        operation, or one API Gateway guards by IAM (not emulated locally)."""
+        for requirement in security:
+            for name in requirement:
+                definition = (body.get("securityDefinitions") or {}).get(name) or {}
+                authorizer = definition.get("x-amazon-apigateway-authorizer")
+                if name == "NONE" or definition.get("x-amazon-apigateway-authtype") == "awsSigv4":
+                    continue
+                if authorizer is None or authorizer.get("type") not in ("token", "request"):
+                    if definition.get("type") == "apiKey" and authorizer is None:
+                        continue  # an API key requirement: not checked locally
+                    raise TemplateError(f"{operation}: authorizer {name} is not a Lambda authorizer")
+                match = _INTEGRATION_FUNCTION.search(str(authorizer.get("authorizerUri", "")))
+                target = self._function_id(match.group(1)) if match else None
+                if target is None:
+                    raise TemplateError(f"{operation}: the authorizer {name} is not a function here")
+                prefix = "method.request.header."
+                sources = [source.strip() for source in str(authorizer.get("identitySource", "")).split(",")]
+                headers = tuple(
+                    source.removeprefix(prefix) for source in sources if source.startswith(prefix)
+                )
+                return target, headers, int(authorizer.get("authorizerResultTtlInSeconds", 300))
+        return None, (), 0
+
+    def _event_rules(self, logical_id: str, props: dict[str, Any]) -> list[EventRule]:
+        # moto's EventBridge delivers to queues, log groups and buses, not to functions: local/stack.py does.
+        pattern = props.get("EventPattern")
+        schedule = rate_seconds(str(props.get("ScheduleExpression", "")))
+        if not isinstance(pattern, dict) and schedule is None:
+            log.debug("rule %s has neither an event pattern nor a rate schedule: not emulated", logical_id)
+            return []
+        if str(props.get("State", "ENABLED")) == "DISABLED":
+            return []
+        return [
+            EventRule(
+                name=logical_id,
+                function_logical_id=self._function_id(target["Arn"]) or str(target["Arn"]),
+                pattern=pattern if isinstance(pattern, dict) else None,
+                schedule_seconds=schedule,
+                bus=str(props.get("EventBusName") or "default").rsplit("/", 1)[-1],
+            )
+            for target in props.get("Targets") or []
+            if ":function:" in str(target.get("Arn", ""))
+        ]
