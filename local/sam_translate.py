@@ -13,16 +13,10 @@ import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 REGION = "us-east-1"
-
-
-class _NoManagedPolicies:
-    """The template names no AWS managed policy by its short name, so the map is never needed."""
-
-    def load(self) -> dict[str, str]:
-        return {}
 
 
 #: What `sam package` turns a local path into before CloudFormation sees the template.
@@ -49,7 +43,8 @@ def translate(template_path: Path, parameters: dict[str, Any]) -> dict[str, Any]
 
     sam_template = yaml_parse(template_path.read_text(encoding="utf-8"))
     _as_packaged(sam_template)
-    result: dict[str, Any] = transform(sam_template, parameters, _NoManagedPolicies())
+    # The template names no AWS managed policy by its short name: the translator's map of them stays empty.
+    result: dict[str, Any] = transform(sam_template, parameters, SimpleNamespace(load=dict))
     return result
 
 
@@ -57,8 +52,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3:
         print("usage: sam_translate.py TEMPLATE PARAMETERS_JSON", file=sys.stderr)
         return 2
-    parameters = json.loads(argv[2])
-    json.dump(translate(Path(argv[1]), parameters), sys.stdout, sort_keys=True)
+    json.dump(translate(Path(argv[1]), json.loads(argv[2])), sys.stdout, sort_keys=True)
     return 0
 
 

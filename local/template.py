@@ -2,11 +2,10 @@
 
 The template goes through aws-sam-translator first (`local/sam_translate.py`, the code `sam deploy`
 uses): Globals merged, event sources turned into S3 notifications, EventBridge rules and the REST API's
-OpenAPI body, policy templates expanded. What remains is plain CloudFormation, and this module only
-resolves its intrinsic functions to deterministic local values (moto's account and region) and sorts
-each resource by its Type into the specs the local stack creates. A resource type this module does not
-know is skipped with a debug log: adding a function, a table or a bucket to the template makes it
-appear locally without touching this file.
+OpenAPI body, policy templates expanded. This module resolves the intrinsic functions of that plain
+CloudFormation to deterministic local values (moto's account and region) and sorts each resource by its
+Type into the specs the local stack creates. A type it does not know is skipped with a debug log: a
+function, a table or a bucket added to the template appears locally without touching this file.
 
 moto's own CloudFormation (`create_stack`) cannot do this work for the local stack (moto 5.2.5 refuses
 the translated template; docs/local.md, "Why not moto's CloudFormation", and
@@ -35,7 +34,6 @@ log = logging.getLogger("local.template")
 
 ACCOUNT_ID = "123456789012"  # moto's default account: ARNs must name it for moto to find the resources
 REGION = "us-east-1"
-PARTITION = "aws"
 STACK_NAME = "imagetasks-local"
 
 #: Parameter values for the local stack, applied over the template's defaults (then over --param).
@@ -58,37 +56,23 @@ TABLE_TYPE = "AWS::DynamoDB::Table"
 BUCKET_TYPE = "AWS::S3::Bucket"
 STATE_MACHINE_TYPE = "AWS::StepFunctions::StateMachine"
 REST_API_TYPE = "AWS::ApiGateway::RestApi"
-STAGE_TYPE = "AWS::ApiGateway::Stage"
-GATEWAY_RESPONSE_TYPE = "AWS::ApiGateway::GatewayResponse"
-EVENTS_RULE_TYPE = "AWS::Events::Rule"
 ECS_CLUSTER_TYPE = "AWS::ECS::Cluster"
 TASK_DEFINITION_TYPE = "AWS::ECS::TaskDefinition"
+STAGE_TYPE = "AWS::ApiGateway::Stage"
 
 # Types that exist only for permissions or deployment: nothing to emulate locally, no debug noise.
 _IGNORED_TYPES = frozenset(
-    {
-        "AWS::S3::BucketPolicy",
-        "AWS::IAM::Role",
-        "AWS::IAM::Policy",
-        "AWS::Lambda::Permission",
-        "AWS::Logs::LogGroup",
-        "AWS::CloudWatch::Alarm",
-        "AWS::ApiGateway::Account",
-        "AWS::ApiGateway::Deployment",
-        # AutoPublishAlias: the alias and its version lead to the function itself (see _function_id).
-        "AWS::Lambda::Version",
-        "AWS::Lambda::Alias",
-        # Retries and destinations of asynchronous invocations, the failed-invocations queue and the
-        # alarm topic: locally, a handler error is just logged.
-        "AWS::Lambda::EventInvokeConfig",
-        "AWS::SQS::Queue",
-        "AWS::SNS::Topic",
-        "AWS::SNS::Subscription",
-        "AWS::SNS::TopicPolicy",
-        # What operators look at and what guards the stage: nothing to emulate (see docs/local.md).
-        "AWS::CloudWatch::Dashboard",
-        "AWS::WAFv2::WebACLAssociation",
-    }
+    {"AWS::S3::BucketPolicy", "AWS::IAM::Role", "AWS::IAM::Policy", "AWS::Lambda::Permission"}
+    | {"AWS::Logs::LogGroup", "AWS::CloudWatch::Alarm"}
+    | {"AWS::ApiGateway::Account", "AWS::ApiGateway::Deployment"}
+    # AutoPublishAlias: the alias and its version lead to the function itself (see find_function).
+    | {"AWS::Lambda::Version", "AWS::Lambda::Alias"}
+    # Retries and destinations of asynchronous invocations, the failed-invocations queue and the
+    # alarm topic: locally, a handler error is just logged.
+    | {"AWS::Lambda::EventInvokeConfig", "AWS::SQS::Queue"}
+    | {"AWS::SNS::Topic", "AWS::SNS::Subscription", "AWS::SNS::TopicPolicy"}
+    # What operators look at and what guards the stage: nothing to emulate (see docs/local.md).
+    | {"AWS::CloudWatch::Dashboard", "AWS::WAFv2::WebACLAssociation"}
 )
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -235,18 +219,13 @@ class EventRule:
     bus: str = "default"  # the bus a pattern rule listens on (by name)
 
 
-_RATE_UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
+_RATE_UNITS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
 def rate_seconds(expression: str) -> float | None:
     """Seconds between runs of an EventBridge `rate(N unit)` expression; None for anything else."""
-    inner = expression.strip().removeprefix("rate(").removesuffix(")")
-    if inner == expression.strip():
-        return None
-    number, _, unit = inner.strip().partition(" ")
-    if not number.isdigit() or unit.strip() not in _RATE_UNITS:
-        return None
-    return int(number) * _RATE_UNITS[unit.strip()]
+    match = re.fullmatch(r"\s*rate\(\s*(\d+) +(minute|hour|day)s?\s*\)\s*", expression)
+    return int(match[1]) * _RATE_UNITS[match[2]] if match else None
 
 
 @dataclass
@@ -290,6 +269,42 @@ def local_name(logical_id: str) -> str:
     return f"{STACK_NAME}-{logical_id.lower()}"
 
 
+_PSEUDO_PARAMETERS = {
+    "AWS::Region": REGION,
+    "AWS::AccountId": ACCOUNT_ID,
+    "AWS::Partition": "aws",
+    "AWS::URLSuffix": "amazonaws.com",
+    "AWS::StackName": STACK_NAME,
+    "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{STACK_NAME}/local",
+    "AWS::NotificationARNs": [],
+    "AWS::NoValue": _NO_VALUE,
+}
+#: The property that names a resource of each type (without it, the name is local_name(logical id)).
+_NAME_PROPERTIES = {
+    TABLE_TYPE: "TableName",
+    BUCKET_TYPE: "BucketName",
+    LAMBDA_FUNCTION_TYPE: "FunctionName",
+    LAMBDA_LAYER_TYPE: "LayerName",
+    STATE_MACHINE_TYPE: "StateMachineName",
+    ECS_CLUSTER_TYPE: "ClusterName",
+    TASK_DEFINITION_TYPE: "Family",
+}
+#: The ARN of a resource by its type, from its physical name: what `!GetAtt X.Arn` gives (and `!Ref`
+#: of a state machine, a layer or a task definition, whose first version is the one the stack makes).
+_ARNS = {
+    LAMBDA_FUNCTION_TYPE: "arn:aws:lambda:{region}:{account}:function:{name}",
+    LAMBDA_LAYER_TYPE: "arn:aws:lambda:{region}:{account}:layer:{name}:1",
+    TABLE_TYPE: "arn:aws:dynamodb:{region}:{account}:table/{name}",
+    BUCKET_TYPE: "arn:aws:s3:::{name}",
+    STATE_MACHINE_TYPE: "arn:aws:states:{region}:{account}:stateMachine:{name}",
+    ECS_CLUSTER_TYPE: "arn:aws:ecs:{region}:{account}:cluster/{name}",
+    TASK_DEFINITION_TYPE: "arn:aws:ecs:{region}:{account}:task-definition/{name}:1",
+    "AWS::SQS::Queue": "arn:aws:sqs:{region}:{account}:{name}",
+    "AWS::IAM::Role": "arn:aws:iam::{account}:role/{name}",
+    "AWS::Logs::LogGroup": "arn:aws:logs:{region}:{account}:log-group:{name}:*",
+}
+
+
 # Intrinsics are resolved here: moto's CloudFormation keeps AWS::NoValue as None in lists, gives a
 # layer's Ref as an object and leaves what names an alias (it makes none) unresolved (moto 5.2.5).
 class _Resolver:
@@ -299,64 +314,31 @@ class _Resolver:
         self._parameters = parameters
         self._condition_cache: dict[str, bool] = {}
 
-    # physical names and attributes -------------------------------------------------------------
     def physical_name(self, logical_id: str) -> str:
         resource = self._resources[logical_id]
-        kind = resource.get("Type", "")
-        props = resource.get("Properties") or {}
-        explicit = {
-            TABLE_TYPE: "TableName",
-            BUCKET_TYPE: "BucketName",
-            LAMBDA_FUNCTION_TYPE: "FunctionName",
-            LAMBDA_LAYER_TYPE: "LayerName",
-            STATE_MACHINE_TYPE: "StateMachineName",
-            ECS_CLUSTER_TYPE: "ClusterName",
-            TASK_DEFINITION_TYPE: "Family",
-        }.get(kind)
-        if explicit and props.get(explicit) is not None:
-            return str(self.resolve(props[explicit]))
-        return local_name(logical_id)
+        name_property = _NAME_PROPERTIES.get(resource.get("Type", ""))
+        name = (resource.get("Properties") or {}).get(name_property) if name_property else None
+        return local_name(logical_id) if name is None else str(self.resolve(name))
 
     def ref(self, name: str) -> Any:
-        pseudo = {
-            "AWS::Region": REGION,
-            "AWS::AccountId": ACCOUNT_ID,
-            "AWS::Partition": PARTITION,
-            "AWS::URLSuffix": "amazonaws.com",
-            "AWS::StackName": STACK_NAME,
-            "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{STACK_NAME}/local",
-            "AWS::NotificationARNs": [],
-        }
-        if name in pseudo:
-            return pseudo[name]
-        if name == "AWS::NoValue":
-            return _NO_VALUE
+        if name in _PSEUDO_PARAMETERS:
+            return _PSEUDO_PARAMETERS[name]
         if name in self._parameters:
             return self._parameters[name]
         if name not in self._resources:
             raise TemplateError(f"!Ref to unknown name {name}")
         resource = self._resources[name]
         kind = resource.get("Type", "")
-        if kind == STATE_MACHINE_TYPE:
+        if kind in (STATE_MACHINE_TYPE, LAMBDA_LAYER_TYPE, TASK_DEFINITION_TYPE):
             return self.get_att(name, "Arn")
-        if kind == LAMBDA_LAYER_TYPE:
-            return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:{self.physical_name(name)}:1"
         if kind == REST_API_TYPE:
             return rest_api_id(name)
         if kind in (TABLE_TYPE, BUCKET_TYPE, LAMBDA_FUNCTION_TYPE, ECS_CLUSTER_TYPE):
             return self.physical_name(name)
-        if kind == TASK_DEFINITION_TYPE:  # the first revision: the local stack registers it once
-            return f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:task-definition/{self.physical_name(name)}:1"
         if kind in ("AWS::Lambda::Version", "AWS::Lambda::Alias"):  # AutoPublishAlias: qualified ARNs
             props = resource.get("Properties") or {}
             function = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self.resolve(props['FunctionName'])}"
             return f"{function}:{self.resolve(props['Name']) if 'Name' in props else 1}"
-        if kind == STAGE_TYPE:
-            return str(self.resolve((resource.get("Properties") or {}).get("StageName", name)))
-        if kind == "AWS::SNS::Topic":
-            return f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:{local_name(name)}"
-        if kind == "AWS::SQS::Queue":
-            return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{local_name(name)}"
         return name
 
     def get_att(self, logical_id: str, attribute: str) -> Any:
@@ -364,36 +346,13 @@ class _Resolver:
             raise TemplateError(f"!GetAtt of unknown resource {logical_id}")
         kind = self._resources[logical_id].get("Type", "")
         name = self.physical_name(logical_id)
-        values: dict[str, str] = {}
-        if kind == LAMBDA_FUNCTION_TYPE:
-            values = {"Arn": f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"}
-        elif kind == TABLE_TYPE:
-            arn = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"
-            values = {"Arn": arn, "StreamArn": f"{arn}/stream/local"}
-        elif kind == BUCKET_TYPE:
-            values = {
-                "Arn": f"arn:aws:s3:::{name}",
-                "DomainName": f"{name}.s3.amazonaws.com",
-                "RegionalDomainName": f"{name}.s3.{REGION}.amazonaws.com",
-            }
-        elif kind == STATE_MACHINE_TYPE:
-            values = {"Arn": f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{name}", "Name": name}
-        elif kind == REST_API_TYPE:
-            values = {"RootResourceId": "root"}
-        elif kind == "AWS::SQS::Queue":
-            values = {"Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}", "QueueName": name}
-        elif kind == ECS_CLUSTER_TYPE:
-            values = {"Arn": f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:cluster/{name}"}
-        elif kind == "AWS::IAM::Role":
-            values = {"Arn": f"arn:aws:iam::{ACCOUNT_ID}:role/{name}"}
-        elif kind == "AWS::Logs::LogGroup":
-            values = {"Arn": f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:{name}:*"}
-        if attribute in values:
-            return values[attribute]
+        if attribute == "Arn" and kind in _ARNS:
+            return _ARNS[kind].format(region=REGION, account=ACCOUNT_ID, name=name)
+        if attribute == "Name" and kind == STATE_MACHINE_TYPE:
+            return name
         log.debug("no local value for !GetAtt %s.%s; using a placeholder", logical_id, attribute)
         return f"{logical_id}.{attribute}"
 
-    # conditions ------------------------------------------------------------------------------
     def condition(self, name: str) -> bool:
         if name not in self._condition_cache:
             if name not in self._conditions:
@@ -401,7 +360,6 @@ class _Resolver:
             self._condition_cache[name] = bool(self.resolve(self._conditions[name]))
         return self._condition_cache[name]
 
-    # the walk --------------------------------------------------------------------------------
     def resolve(self, value: Any) -> Any:
         if isinstance(value, list):
             items = [self.resolve(item) for item in value]
@@ -450,10 +408,7 @@ class _Resolver:
         raise TemplateError(f"intrinsic function Fn::{name} is not supported locally")
 
     def _sub(self, arg: Any) -> str:
-        if isinstance(arg, list):
-            text, variables = arg[0], self.resolve(arg[1])
-        else:
-            text, variables = arg, {}
+        text, variables = (arg[0], self.resolve(arg[1])) if isinstance(arg, list) else (arg, {})
 
         def substitute(match: re.Match[str]) -> str:
             expression = match.group(1)
@@ -488,11 +443,8 @@ def resolve_parameters(template: dict[str, Any], overrides: Mapping[str, str]) -
         raise TemplateError(f"unknown parameters: {', '.join(unknown)}")
     values: dict[str, Any] = {}
     for name, declaration in declared.items():
-        if name in overrides:
-            raw: Any = overrides[name]
-        elif "Default" in declaration:
-            raw = declaration["Default"]
-        else:
+        raw = overrides.get(name, declaration.get("Default"))
+        if raw is None:
             raise TemplateError(f"parameter {name} has no default; pass --param {name}=...")
         allowed = declaration.get("AllowedValues")
         if allowed is not None and _as_str(raw) not in [_as_str(item) for item in allowed]:
@@ -515,7 +467,15 @@ def translate(template_path: Path, parameters: Mapping[str, Any]) -> dict[str, A
     Cached in this process and under local/.state, by template text, parameters and translator: the
     local stack and its IAM roles read one translation, and a restart with nothing changed needs none.
     """
-    key = _translation_key(template_path, parameters)
+    digest = hashlib.sha256(template_path.read_bytes())
+    digest.update(json.dumps(dict(parameters), sort_keys=True).encode())
+    digest.update(TRANSLATE_SCRIPT.read_bytes())
+    # the translator's version: its dist-info folder in the SAM venv
+    versions = sorted(
+        p.name for p in SAM_PYTHON.parent.parent.glob("lib/*/site-packages/aws_sam_translator-*")
+    )
+    digest.update(" ".join(versions).encode())
+    key = digest.hexdigest()[:32]
     text = _translations.get(key)
     if text is None:
         cached = TRANSLATION_CACHE / f"{key}.json"
@@ -523,36 +483,23 @@ def translate(template_path: Path, parameters: Mapping[str, Any]) -> dict[str, A
             text = cached.read_text(encoding="utf-8")
         except OSError:
             text = _run_translator(template_path, parameters)
-            _store(cached, text)
+            try:  # atomically: another process may read the same entry meanwhile
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                partial = cached.with_suffix(f".{os.getpid()}.tmp")
+                partial.write_text(text, encoding="utf-8")
+                partial.replace(cached)
+            except OSError as error:  # a read-only checkout still works, translating each time
+                log.debug("could not cache the translation in %s: %s", cached, error)
         _translations[key] = text
     result: dict[str, Any] = json.loads(text)
     return result
 
 
-def _translation_key(template_path: Path, parameters: Mapping[str, Any]) -> str:
-    digest = hashlib.sha256()
-    digest.update(template_path.read_bytes())
-    digest.update(json.dumps(dict(parameters), sort_keys=True).encode())
-    digest.update(TRANSLATE_SCRIPT.read_bytes())
-    # the translator's version: its dist-info folder in the SAM venv
-    digest.update(
-        " ".join(
-            sorted(p.name for p in SAM_PYTHON.parent.parent.glob("lib/*/site-packages/aws_sam_translator-*"))
-        ).encode()
-    )
-    return digest.hexdigest()[:32]
-
-
 def _run_translator(template_path: Path, parameters: Mapping[str, Any]) -> str:
     python = SAM_PYTHON if SAM_PYTHON.exists() else Path(sys.executable)
     try:
-        completed = subprocess.run(
-            [str(python), str(TRANSLATE_SCRIPT), str(template_path), json.dumps(dict(parameters))],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        command = [str(python), str(TRANSLATE_SCRIPT), str(template_path), json.dumps(dict(parameters))]
+        completed = subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
     except subprocess.CalledProcessError as error:
         raise TemplateError(
             f"aws-sam-translator could not translate {template_path} (run `make install`):\n{error.stderr}"
@@ -560,124 +507,15 @@ def _run_translator(template_path: Path, parameters: Mapping[str, Any]) -> str:
     return completed.stdout
 
 
-def _store(path: Path, text: str) -> None:
-    """Write atomically: another process may read the same cache entry meanwhile."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(text, encoding="utf-8")
-        partial.replace(path)
-    except OSError as error:  # a read-only checkout still works, translating each time
-        log.debug("could not cache the translation in %s: %s", path, error)
-
-
 # ------------------------------------------------------------------ the specs
 
 
 def load_template(path: Path, overrides: Mapping[str, str] | None = None) -> LocalTemplate:
-    """Translate the template as `sam deploy` does, then resolve what CloudFormation would create.
-
-    `overrides` are parameter values (applied over LOCAL_PARAMETER_OVERRIDES by the caller's choice).
-    """
+    """Translate the template as `sam deploy` does, then resolve what CloudFormation would create;
+    `overrides` are parameter values (applied over LOCAL_PARAMETER_OVERRIDES by the caller's choice)."""
     source = load_yaml(path)
     parameters = resolve_parameters(source, overrides or {})
-    return _read(path, source, translate(path, parameters), parameters)
-
-
-def _gateway_response(response: Mapping[str, Any]) -> GatewayResponse:
-    templates = response.get("ResponseTemplates") or {}
-    return GatewayResponse(
-        status=int(response["StatusCode"]) if response.get("StatusCode") else None,
-        template=templates.get("application/json"),
-        headers={
-            key.removeprefix("gatewayresponse.header."): str(value)
-            for key, value in (response.get("ResponseParameters") or {}).items()
-            if key.startswith("gatewayresponse.header.")
-        },
-    )
-
-
-def _layer_dirs(
-    layers: Mapping[str, dict[str, Any]],
-    resolver: _Resolver,
-    base_dir: Path,
-    source_resources: dict[str, dict[str, Any]],
-) -> dict[str, Path]:
-    """Each layer's ARN (as the functions name it) → the folder its Python code is in."""
-    layer_dirs: dict[str, Path] = {}
-    for logical_id, props in layers.items():
-        content = _local_artifact(base_dir, props.get("Content"), "S3Bucket", "S3Key")
-        if content is not None:
-            layer_dirs[resolver.ref(logical_id)] = _layer_python_dir(
-                content, _source_layer(source_resources, logical_id)
-            )
-    return layer_dirs
-
-
-def _read(
-    path: Path, source: dict[str, Any], translated: dict[str, Any], parameters: dict[str, Any]
-) -> LocalTemplate:
-    base_dir = path.parent
-    resolver = _Resolver(translated, parameters)
-    source_resources: dict[str, dict[str, Any]] = source.get("Resources") or {}
-    # In the source's order (the translator's JSON is sorted), the resources SAM generated last.
-    order = {logical_id: index for index, logical_id in enumerate(source_resources)}
-    resources = {
-        logical_id: resource
-        for logical_id, resource in sorted(
-            (translated.get("Resources") or {}).items(), key=lambda item: order.get(item[0], len(order))
-        )
-        if "Condition" not in resource or resolver.condition(resource["Condition"])
-    }
-
-    def of_type(kind: str) -> dict[str, dict[str, Any]]:
-        return {lid: res.get("Properties") or {} for lid, res in resources.items() if res.get("Type") == kind}
-
-    result = LocalTemplate(path=path, parameters=parameters, translated=translated)
-    layer_dirs = _layer_dirs(of_type(LAMBDA_LAYER_TYPE), resolver, base_dir, source_resources)
-    for logical_id, props in of_type(LAMBDA_FUNCTION_TYPE).items():
-        result.functions[logical_id] = _function_spec(logical_id, resolver, props, base_dir, layer_dirs)
-    function_id = _function_finder(result.functions)
-    for logical_id, props in of_type(TABLE_TYPE).items():
-        result.tables[logical_id] = _table_spec(logical_id, resolver, resolver.resolve(props))
-    for logical_id, props in of_type(BUCKET_TYPE).items():
-        result.buckets[logical_id] = _bucket_spec(logical_id, resolver, props, result.functions, function_id)
-    for logical_id, props in of_type(STATE_MACHINE_TYPE).items():
-        result.state_machines[logical_id] = _state_machine_spec(logical_id, resolver, props, base_dir)
-    for logical_id, props in of_type(REST_API_TYPE).items():
-        result.routes.extend(_routes(logical_id, resolver, props, function_id))
-        result.preflights.update(_preflights(resolver, props))
-    for props in of_type(GATEWAY_RESPONSE_TYPE).values():
-        response = resolver.resolve(props)
-        result.gateway_responses[str(response["ResponseType"])] = _gateway_response(response)
-    for logical_id, props in of_type(EVENTS_RULE_TYPE).items():
-        result.event_rules.extend(_event_rules(logical_id, resolver.resolve(props), function_id))
-    for logical_id in of_type(ECS_CLUSTER_TYPE):
-        result.ecs_clusters[logical_id] = resolver.physical_name(logical_id)
-    for logical_id, props in of_type(TASK_DEFINITION_TYPE).items():
-        result.task_definitions[logical_id] = _task_definition_spec(logical_id, resolver, props)
-    known = {LAMBDA_LAYER_TYPE, LAMBDA_FUNCTION_TYPE, TABLE_TYPE, BUCKET_TYPE, STATE_MACHINE_TYPE}
-    known |= {ECS_CLUSTER_TYPE, TASK_DEFINITION_TYPE}
-    known |= {REST_API_TYPE, STAGE_TYPE, GATEWAY_RESPONSE_TYPE, EVENTS_RULE_TYPE} | _IGNORED_TYPES
-    for logical_id, resource in resources.items():
-        if resource.get("Type") not in known:
-            log.debug("resource %s of type %s is not emulated locally", logical_id, resource.get("Type"))
-            result.skipped[logical_id] = str(resource.get("Type"))
-
-    result.stage = _stage_name(result.routes, of_type(STAGE_TYPE), resolver) or result.stage
-    return result
-
-
-def _stage_name(routes: list[Any], stages: Mapping[str, dict[str, Any]], resolver: _Resolver) -> str | None:
-    """The stage of the one API the local front serves (the last the template gives it), if any."""
-    apis = {route.api_logical_id for route in routes}
-    if len(apis) > 1:
-        raise TemplateError("several APIs in the template; the local front serves only one")
-    name: str | None = None
-    for props in stages.values():
-        if apis and resolver.resolve(props.get("RestApiId")) == rest_api_id(next(iter(apis))):
-            name = str(resolver.resolve(props["StageName"]))
-    return name
+    return _Reader(path, source, translate(path, parameters), parameters).read()
 
 
 def recase_keys(value: Any, first: Callable[[str], str]) -> Any:
@@ -690,58 +528,6 @@ def recase_keys(value: Any, first: Callable[[str], str]) -> Any:
     return value
 
 
-def _task_definition_spec(logical_id: str, resolver: _Resolver, props: dict[str, Any]) -> TaskDefinitionSpec:
-    # moto's CloudFormation drops a Fargate definition's cpu, storage, roles and network (moto 5.2.5).
-    resolved = resolver.resolve(props)
-    container = resolved["ContainerDefinitions"][0]
-    registration = recase_keys(resolved, str.lower)
-    for numeric in ("cpu", "memory"):  # numbers in the template, strings in the API
-        if numeric in registration:
-            registration[numeric] = str(registration[numeric])
-    for definition in registration.get("containerDefinitions") or []:
-        # moto sums its containers' figures (Fargate needs only the task's): give them the task's.
-        definition.setdefault("memory", int(registration.get("memory") or 512))
-        definition.setdefault("cpu", 0)
-    registration["ephemeralStorage"] = {
-        "sizeInGiB": int((resolved.get("EphemeralStorage") or {}).get("SizeInGiB", 20))
-    }
-    return TaskDefinitionSpec(
-        logical_id=logical_id,
-        family=str(resolved.get("Family") or resolver.physical_name(logical_id)),
-        arn=str(resolver.ref(logical_id)),
-        image=str(container["Image"]),
-        container_name=str(container["Name"]),
-        environment={
-            str(pair["Name"]): _as_str(pair["Value"]) for pair in container.get("Environment") or []
-        },
-        registration=registration,
-    )
-
-
-def _local_artifact(base_dir: Path, location: Any, bucket_key: str, key_key: str) -> Path | None:
-    """The local path behind an S3 location local/sam_translate.py made of a CodeUri, ContentUri or
-    DefinitionUri; None for a location that really is in S3."""
-    if isinstance(location, dict) and location.get(bucket_key) == ARTIFACT_BUCKET:
-        return base_dir / str(location[key_key])
-    return None
-
-
-def _source_layer(source_resources: Mapping[str, dict[str, Any]], logical_id: str) -> dict[str, Any]:
-    """The source resource of a translated layer: SAM appends a hash to the logical id and drops the
-    Metadata, whose BuildMethod says where the layer's python/ is."""
-    if logical_id in source_resources:
-        return source_resources[logical_id]
-    for source_id, resource in source_resources.items():
-        if resource.get("Type") == LAYER_TYPE and re.fullmatch(
-            re.escape(source_id) + "[0-9a-f]{10}", logical_id
-        ):
-            return resource
-    return {}
-
-
-_FunctionFinder = Callable[[Any], str | None]
-
-
 def find_function(functions: Mapping[str, FunctionSpec], reference: Any) -> FunctionSpec | None:
     """A function by logical id, name or ARN (perhaps qualified by an alias or version)."""
     text = str(reference)
@@ -749,289 +535,332 @@ def find_function(functions: Mapping[str, FunctionSpec], reference: Any) -> Func
     return functions.get(text) or next((spec for spec in functions.values() if spec.name == name), None)
 
 
-def _function_finder(functions: Mapping[str, FunctionSpec]) -> _FunctionFinder:
-    """ARN or name → the function's logical id, or None."""
-
-    def find(arn_or_name: Any) -> str | None:
-        spec = find_function(functions, arn_or_name)
-        return spec.logical_id if spec else None
-
-    return find
-
-
-def _table_spec(logical_id: str, resolver: _Resolver, props: dict[str, Any]) -> TableSpec:
-    name = resolver.physical_name(logical_id)
-    kwargs: dict[str, Any] = {
-        "TableName": name,
-        "KeySchema": props["KeySchema"],
-        "AttributeDefinitions": props["AttributeDefinitions"],
-        "BillingMode": props.get("BillingMode", "PROVISIONED"),
+def _headers(parameters: Mapping[str, Any] | None, source: str) -> dict[str, str]:
+    """The headers among API Gateway's parameters: `<source>.header.<name>` → value, by name."""
+    prefix = f"{source}.header."
+    return {
+        key.removeprefix(prefix): str(value)
+        for key, value in (parameters or {}).items()
+        if key.startswith(prefix)
     }
-    throughput = props.get("ProvisionedThroughput")
-    if kwargs["BillingMode"] == "PROVISIONED":
-        kwargs["ProvisionedThroughput"] = throughput or {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
-    for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
-        if props.get(key):
-            kwargs[key] = props[key]
-    stream = props.get("StreamSpecification")
-    if stream:
-        # CloudFormation names only the view type; the API also wants StreamEnabled.
-        kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream["StreamViewType"]}
-    # moto's CloudFormation does not set a table's TimeToLiveSpecification (moto 5.2.5).
-    ttl = props.get("TimeToLiveSpecification") or {}
-    ttl_attribute = ttl.get("AttributeName") if _truthy(ttl.get("Enabled")) else None
-    return TableSpec(logical_id=logical_id, name=name, create_kwargs=kwargs, ttl_attribute=ttl_attribute)
-
-
-def _truthy(value: Any) -> bool:
-    return value is True or str(value).lower() == "true"
-
-
-def _layer_python_dir(content_dir: Path, resource: Mapping[str, Any]) -> Path:
-    """The local folder that becomes the layer's `python/` (on Lambda, `/opt/python`).
-
-    `sam build` with `BuildMethod: python3.x` copies the ContentUri folder itself into `python/`;
-    a layer uploaded as it is (no BuildMethod) must carry `python/` in its ContentUri.
-    """
-    build_method = str((resource.get("Metadata") or {}).get("BuildMethod", ""))
-    return content_dir if build_method.startswith("python") else content_dir / "python"
-
-
-def _function_spec(
-    logical_id: str,
-    resolver: _Resolver,
-    props: dict[str, Any],
-    base_dir: Path,
-    layer_dirs: Mapping[str, Path],
-) -> FunctionSpec:
-    resolved = resolver.resolve(props)
-    code_dir = _local_artifact(base_dir, resolved.get("Code"), "S3Bucket", "S3Key")
-    if code_dir is None:
-        raise TemplateError(f"{logical_id}: only a local CodeUri folder can run locally")
-    environment = {
-        str(key): _as_str(value)
-        for key, value in ((resolved.get("Environment") or {}).get("Variables") or {}).items()
-    }
-    # moto's CloudFormation drops a function's Layers (moto 5.2.5); the runner needs their folders.
-    layer_paths: list[Path] = []
-    for layer in resolved.get("Layers") or []:
-        layer_dir = layer_dirs.get(str(layer))
-        if layer_dir is None:
-            log.debug(
-                "%s: layer %s is not in the template; its code must already be importable", logical_id, layer
-            )
-            continue
-        # A layer built from requirements.txt alone has no code locally (its folder holds just that
-        # file): its packages come from the virtual environment.
-        if layer_dir.is_dir():
-            layer_paths.append(layer_dir)
-    return FunctionSpec(
-        logical_id=logical_id,
-        name=resolver.physical_name(logical_id),
-        arn=resolver.get_att(logical_id, "Arn"),
-        code_dir=code_dir.resolve(),
-        handler=str(resolved.get("Handler", "app.lambda_handler")),
-        runtime=str(resolved.get("Runtime", "python3.13")),
-        timeout_seconds=int(resolved.get("Timeout", 3)),
-        memory_mb=int(resolved.get("MemorySize", 128)),
-        environment=environment,
-        layer_paths=[path.resolve() for path in layer_paths],
-    )
-
-
-def _bucket_spec(
-    logical_id: str,
-    resolver: _Resolver,
-    props: dict[str, Any],
-    functions: Mapping[str, FunctionSpec],
-    function_id: _FunctionFinder,
-) -> BucketSpec:
-    """The bucket and the Lambda notifications SAM added to it for the functions' S3 events."""
-    bucket = BucketSpec(logical_id, resolver.physical_name(logical_id))
-    # moto's CloudFormation does not set a bucket's NotificationConfiguration (moto 5.2.5).
-    configuration = resolver.resolve(props.get("NotificationConfiguration") or {})
-    for other in set(configuration) - {"LambdaConfigurations"}:
-        log.debug("bucket %s: %s are not emulated locally", logical_id, other)
-    grouped: dict[tuple[str, str | None, str | None], list[str]] = {}
-    for entry in configuration.get("LambdaConfigurations") or []:
-        target = function_id(entry.get("Function"))
-        if target is None:
-            log.debug("bucket %s notifies %s, not a function here", logical_id, entry.get("Function"))
-            continue
-        filters = {
-            str(rule.get("Name")).lower(): str(rule.get("Value"))
-            for rule in ((entry.get("Filter") or {}).get("S3Key") or {}).get("Rules") or []
-        }
-        key = (target, filters.get("prefix"), filters.get("suffix"))
-        grouped.setdefault(key, []).append(str(entry["Event"]))
-    # SAM writes one configuration per event type; one notification per function and filter, as written
-    for (target, prefix, suffix), events in grouped.items():
-        bucket.notifications.append(
-            S3Notification(
-                function_logical_id=target,
-                function_arn=functions[target].arn,
-                events=events,
-                prefix=prefix,
-                suffix=suffix,
-            )
-        )
-    return bucket
-
-
-def _state_machine_spec(
-    logical_id: str, resolver: _Resolver, raw_props: dict[str, Any], base_dir: Path
-) -> StateMachineSpec:
-    # moto's CloudFormation reads only DefinitionString, never substitutes, and files the machine where
-    # the ASL interpreter does not look (moto 5.2.5).
-    props = resolver.resolve(raw_props)
-    if "DefinitionS3Location" in props:
-        definition_path = _local_artifact(base_dir, props["DefinitionS3Location"], "Bucket", "Key")
-        if definition_path is None:
-            raise TemplateError(f"{logical_id}: only a local DefinitionUri file can run locally")
-        text = definition_path.read_text(encoding="utf-8")
-        if definition_path.suffix in (".yaml", ".yml"):
-            text = json.dumps(yaml.safe_load(text))
-    elif "DefinitionString" in props:
-        text = str(props["DefinitionString"])
-    elif "Definition" in props:
-        text = json.dumps(props["Definition"])
-    else:
-        raise TemplateError(f"{logical_id}: no Definition or DefinitionUri")
-    substitutions = {
-        str(key): _as_str(value) for key, value in (props.get("DefinitionSubstitutions") or {}).items()
-    }
-
-    # moto does not substitute: an unknown placeholder is an error here rather than a broken machine later.
-    def substitute(match: re.Match[str]) -> str:
-        key = match.group(1)
-        if key not in substitutions:
-            raise TemplateError(f"{logical_id}: no DefinitionSubstitutions value for ${{{key}}}")
-        return substitutions[key]
-
-    return StateMachineSpec(
-        logical_id=logical_id,
-        name=resolver.physical_name(logical_id),
-        arn=resolver.get_att(logical_id, "Arn"),
-        definition=_SUB_PATTERN.sub(substitute, text),
-        type=str(props.get("StateMachineType", "STANDARD")),
-    )
 
 
 _ANY_METHOD = "x-amazon-apigateway-any-method"
-_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch"})
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", _ANY_METHOD})
 _INTEGRATION_FUNCTION = re.compile(r":lambda:path/[^/]+/functions/(.+)/invocations$")
 
 
-def _routes(
-    logical_id: str, resolver: _Resolver, props: dict[str, Any], function_id: _FunctionFinder
-) -> list[Route]:
-    """The routes of a REST API's OpenAPI body, as SAM generates it from the functions' Api events."""
-    # moto's CloudFormation refuses SAM's RestApi (no Name), and moto's API Gateway runs no proxy integration.
-    if "Body" not in props:
-        log.warning("API %s has no inline OpenAPI body (DefinitionUri?): no routes locally", logical_id)
-        return []
-    body = resolver.resolve(props["Body"])
-    security_definitions: dict[str, Any] = body.get("securityDefinitions") or {}
-    routes = []
-    for path, operations in (body.get("paths") or {}).items():
-        for key, operation in operations.items():
-            if key != _ANY_METHOD and key not in _HTTP_METHODS:
-                continue  # `parameters` and extensions beside the methods
-            integration = operation.get("x-amazon-apigateway-integration") or {}
-            match = _INTEGRATION_FUNCTION.search(str(integration.get("uri", "")))
-            target = function_id(match.group(1)) if match else None
-            if target is None:
-                log.debug("API %s: %s %s is not a function of this template", logical_id, key, path)
-                continue
-            security = operation.get("security", body.get("security")) or []
-            authorizer, headers, cache_seconds = _authorizer(
-                f"{key} {path}", security, security_definitions, function_id
-            )
-            routes.append(
-                Route(
-                    path=str(path),
-                    method="ANY" if key == _ANY_METHOD else key.upper(),
-                    function_logical_id=target,
-                    authorizer_logical_id=authorizer,
-                    identity_headers=headers,
-                    api_logical_id=logical_id,
-                    authorizer_cache_seconds=cache_seconds,
-                )
-            )
-    return routes
+class _Reader:
+    """One read of a translated template: each resource it keeps, as a spec in `result`."""
 
+    def __init__(
+        self, path: Path, source: dict[str, Any], translated: dict[str, Any], parameters: dict[str, Any]
+    ) -> None:
+        self.resolver = _Resolver(translated, parameters)
+        self.base_dir = path.parent
+        self.source_resources: dict[str, dict[str, Any]] = source.get("Resources") or {}
+        self.result = LocalTemplate(path=path, parameters=parameters, translated=translated)
+        self.layer_dirs: dict[str, Path] = {}  # each layer's ARN (as the functions name it) → its folder
 
-def _preflights(resolver: _Resolver, props: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """Each path's mock OPTIONS (what SAM generates for the API's `Cors`): the headers it answers."""
-    body = resolver.resolve(props.get("Body") or {})
-    found: dict[str, dict[str, str]] = {}
-    for path, operations in (body.get("paths") or {}).items():
-        integration = (operations.get("options") or {}).get("x-amazon-apigateway-integration") or {}
-        if integration.get("type") != "mock":
-            continue
-        default = (integration.get("responses") or {}).get("default") or {}
-        parameters = default.get("responseParameters") or {}
-        found[str(path)] = {
-            name.removeprefix("method.response.header."): str(value)
-            for name, value in parameters.items()
-            if name.startswith("method.response.header.")
+    def read(self) -> LocalTemplate:
+        resolver, result = self.resolver, self.result
+        # In the source's order (the translator's JSON is sorted), the resources SAM generated last.
+        order = {logical_id: index for index, logical_id in enumerate(self.source_resources)}
+        resources = {
+            logical_id: resource
+            for logical_id, resource in sorted(
+                (result.translated.get("Resources") or {}).items(),
+                key=lambda item: order.get(item[0], len(order)),
+            )
+            if "Condition" not in resource or resolver.condition(resource["Condition"])
         }
-    return found
 
+        def of_type(kind: str) -> dict[str, dict[str, Any]]:
+            return {
+                lid: res.get("Properties") or {} for lid, res in resources.items() if res.get("Type") == kind
+            }
 
-def _authorizer(
-    operation: str,
-    security: list[dict[str, Any]],
-    definitions: Mapping[str, Any],
-    function_id: _FunctionFinder,
-) -> tuple[str | None, tuple[str, ...], int]:
-    """The Lambda authorizer of an operation (its function's logical id), its identity headers and
-    how long its answers are cached (API Gateway's default: 300 s); (None, (), 0) for a public
-    operation, or one API Gateway guards by IAM (not emulated locally)."""
-    for requirement in security:
-        for name in requirement:
-            definition = definitions.get(name) or {}
-            authorizer = definition.get("x-amazon-apigateway-authorizer")
-            if name == "NONE" or definition.get("x-amazon-apigateway-authtype") == "awsSigv4":
-                continue
-            if authorizer is None or authorizer.get("type") not in ("token", "request"):
-                if definition.get("type") == "apiKey" and authorizer is None:
-                    continue  # an API key requirement: not checked locally
-                raise TemplateError(f"{operation}: authorizer {name} is not a Lambda authorizer")
-            match = _INTEGRATION_FUNCTION.search(str(authorizer.get("authorizerUri", "")))
-            target = function_id(match.group(1)) if match else None
-            if target is None:
-                raise TemplateError(f"{operation}: the authorizer {name} is not a function here")
-            sources = str(authorizer.get("identitySource", "")).split(",")
-            headers = tuple(
-                source.strip().removeprefix("method.request.header.")
-                for source in sources
-                if source.strip().startswith("method.request.header.")
+        for logical_id, props in of_type(LAMBDA_LAYER_TYPE).items():
+            content = self._local_artifact(props.get("Content"), "S3Bucket", "S3Key")
+            if content is not None:
+                self.layer_dirs[resolver.ref(logical_id)] = self._layer_python_dir(content, logical_id)
+        for logical_id, props in of_type(LAMBDA_FUNCTION_TYPE).items():
+            result.functions[logical_id] = self._function(logical_id, resolver.resolve(props))
+        for logical_id, resource in resources.items():
+            self._add(logical_id, resource.get("Type"), resource.get("Properties") or {})
+        # The stage of the one API the local front serves (the last the template gives it), if any.
+        apis = {route.api_logical_id for route in result.routes}
+        if len(apis) > 1:
+            raise TemplateError("several APIs in the template; the local front serves only one")
+        for props in of_type(STAGE_TYPE).values():
+            if apis and resolver.resolve(props.get("RestApiId")) == rest_api_id(next(iter(apis))):
+                result.stage = str(resolver.resolve(props["StageName"]))
+        return result
+
+    def _add(self, logical_id: str, kind: str | None, props: dict[str, Any]) -> None:
+        """Any resource but a layer, a function or a stage (those are read first, or last)."""
+        result, resolve = self.result, self.resolver.resolve
+        if kind == TABLE_TYPE:
+            result.tables[logical_id] = self._table(logical_id, resolve(props))
+        elif kind == BUCKET_TYPE:
+            result.buckets[logical_id] = self._bucket(logical_id, props)
+        elif kind == STATE_MACHINE_TYPE:
+            result.state_machines[logical_id] = self._state_machine(logical_id, resolve(props))
+        elif kind == REST_API_TYPE:
+            self._api(logical_id, props)
+        elif kind == "AWS::ApiGateway::GatewayResponse":
+            response = resolve(props)
+            result.gateway_responses[str(response["ResponseType"])] = GatewayResponse(
+                status=int(response["StatusCode"]) if response.get("StatusCode") else None,
+                template=(response.get("ResponseTemplates") or {}).get("application/json"),
+                headers=_headers(response.get("ResponseParameters"), "gatewayresponse"),
             )
-            return target, headers, int(authorizer.get("authorizerResultTtlInSeconds", 300))
-    return None, (), 0
+        elif kind == "AWS::Events::Rule":
+            result.event_rules.extend(self._event_rules(logical_id, resolve(props)))
+        elif kind == ECS_CLUSTER_TYPE:
+            result.ecs_clusters[logical_id] = self.resolver.physical_name(logical_id)
+        elif kind == TASK_DEFINITION_TYPE:
+            result.task_definitions[logical_id] = self._task_definition(logical_id, resolve(props))
+        elif kind not in _IGNORED_TYPES and kind not in (LAMBDA_LAYER_TYPE, LAMBDA_FUNCTION_TYPE, STAGE_TYPE):
+            log.debug("resource %s of type %s is not emulated locally", logical_id, kind)
+            result.skipped[logical_id] = str(kind)
 
+    def _function_id(self, reference: Any) -> str | None:
+        spec = find_function(self.result.functions, reference)
+        return spec.logical_id if spec else None
 
-def _event_rules(logical_id: str, props: dict[str, Any], function_id: _FunctionFinder) -> list[EventRule]:
-    # moto's EventBridge delivers to queues, log groups and buses, not to functions: local/stack.py does.
-    pattern = props.get("EventPattern")
-    schedule = rate_seconds(str(props.get("ScheduleExpression", "")))
-    if not isinstance(pattern, dict) and schedule is None:
-        log.debug("rule %s has neither an event pattern nor a rate schedule: not emulated", logical_id)
-        return []
-    if str(props.get("State", "ENABLED")) == "DISABLED":
-        return []
-    rules = []
-    for target in props.get("Targets") or []:
-        arn = str(target.get("Arn", ""))
-        if ":function:" in arn:
-            rules.append(
-                EventRule(
-                    name=logical_id,
-                    function_logical_id=function_id(arn) or arn,
-                    pattern=pattern if isinstance(pattern, dict) else None,
-                    schedule_seconds=schedule,
-                    bus=str(props.get("EventBusName") or "default").rsplit("/", 1)[-1],
+    def _local_artifact(self, location: Any, bucket_key: str, key_key: str) -> Path | None:
+        """The local path behind an S3 location local/sam_translate.py made of a CodeUri, ContentUri or
+        DefinitionUri; None for a location that really is in S3."""
+        if isinstance(location, dict) and location.get(bucket_key) == ARTIFACT_BUCKET:
+            return self.base_dir / str(location[key_key])
+        return None
+
+    def _layer_python_dir(self, content_dir: Path, logical_id: str) -> Path:
+        """The local folder that becomes the layer's `python/` (on Lambda, `/opt/python`).
+
+        SAM appends a hash to a layer's logical id and drops the Metadata, whose BuildMethod says where
+        `python/` is: `sam build` with `BuildMethod: python3.x` copies the ContentUri folder itself into
+        `python/`; a layer uploaded as it is (no BuildMethod) must carry `python/` in its ContentUri.
+        """
+        source = self.source_resources.get(logical_id) or {}
+        for source_id, resource in self.source_resources.items():
+            hashed = re.fullmatch(re.escape(source_id) + "[0-9a-f]{10}", logical_id)
+            if hashed and resource.get("Type") == LAYER_TYPE and not source:
+                source = resource
+        build_method = str((source.get("Metadata") or {}).get("BuildMethod", ""))
+        return content_dir if build_method.startswith("python") else content_dir / "python"
+
+    def _function(self, logical_id: str, props: dict[str, Any]) -> FunctionSpec:
+        code_dir = self._local_artifact(props.get("Code"), "S3Bucket", "S3Key")
+        if code_dir is None:
+            raise TemplateError(f"{logical_id}: only a local CodeUri folder can run locally")
+        # moto's CloudFormation drops a function's Layers (moto 5.2.5); the runner needs their folders.
+        layer_paths: list[Path] = []
+        for layer in props.get("Layers") or []:
+            if str(layer) not in self.layer_dirs:
+                log.debug(
+                    "%s: layer %s is not in the template; its code must already be importable",
+                    logical_id,
+                    layer,
                 )
+            # A layer built from requirements.txt alone has no code locally (its folder holds just that
+            # file): its packages come from the virtual environment.
+            elif self.layer_dirs[str(layer)].is_dir():
+                layer_paths.append(self.layer_dirs[str(layer)].resolve())
+        return FunctionSpec(
+            logical_id=logical_id,
+            name=self.resolver.physical_name(logical_id),
+            arn=self.resolver.get_att(logical_id, "Arn"),
+            code_dir=code_dir.resolve(),
+            handler=str(props.get("Handler", "app.lambda_handler")),
+            runtime=str(props.get("Runtime", "python3.13")),
+            timeout_seconds=int(props.get("Timeout", 3)),
+            memory_mb=int(props.get("MemorySize", 128)),
+            environment={
+                str(key): _as_str(value)
+                for key, value in ((props.get("Environment") or {}).get("Variables") or {}).items()
+            },
+            layer_paths=layer_paths,
+        )
+
+    def _table(self, logical_id: str, props: dict[str, Any]) -> TableSpec:
+        name = self.resolver.physical_name(logical_id)
+        kwargs: dict[str, Any] = {"TableName": name, "BillingMode": props.get("BillingMode", "PROVISIONED")}
+        keys = ("KeySchema", "AttributeDefinitions", "GlobalSecondaryIndexes", "LocalSecondaryIndexes")
+        kwargs |= {key: props[key] for key in keys if props.get(key)}
+        if kwargs["BillingMode"] == "PROVISIONED":
+            default = {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
+            kwargs["ProvisionedThroughput"] = props.get("ProvisionedThroughput") or default
+        if props.get("StreamSpecification"):
+            # CloudFormation names only the view type; the API also wants StreamEnabled.
+            view = props["StreamSpecification"]["StreamViewType"]
+            kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": view}
+        # moto's CloudFormation does not set a table's TimeToLiveSpecification (moto 5.2.5).
+        ttl = props.get("TimeToLiveSpecification") or {}
+        ttl_attribute = ttl.get("AttributeName") if str(ttl.get("Enabled")).lower() == "true" else None
+        return TableSpec(logical_id=logical_id, name=name, create_kwargs=kwargs, ttl_attribute=ttl_attribute)
+
+    def _bucket(self, logical_id: str, props: dict[str, Any]) -> BucketSpec:
+        """The bucket and the Lambda notifications SAM added to it for the functions' S3 events."""
+        bucket = BucketSpec(logical_id, self.resolver.physical_name(logical_id))
+        # moto's CloudFormation does not set a bucket's NotificationConfiguration (moto 5.2.5).
+        configuration = self.resolver.resolve(props.get("NotificationConfiguration") or {})
+        for other in set(configuration) - {"LambdaConfigurations"}:
+            log.debug("bucket %s: %s are not emulated locally", logical_id, other)
+        grouped: dict[tuple[str, str | None, str | None], list[str]] = {}
+        for entry in configuration.get("LambdaConfigurations") or []:
+            target = self._function_id(entry.get("Function"))
+            if target is None:
+                log.debug("bucket %s notifies %s, not a function here", logical_id, entry.get("Function"))
+                continue
+            filters = {
+                str(rule.get("Name")).lower(): str(rule.get("Value"))
+                for rule in ((entry.get("Filter") or {}).get("S3Key") or {}).get("Rules") or []
+            }
+            key = (target, filters.get("prefix"), filters.get("suffix"))
+            grouped.setdefault(key, []).append(str(entry["Event"]))
+        # SAM writes one configuration per event type; one notification per function and filter, as written
+        for (target, prefix, suffix), events in grouped.items():
+            arn = self.result.functions[target].arn
+            bucket.notifications.append(S3Notification(target, arn, events, prefix, suffix))
+        return bucket
+
+    def _state_machine(self, logical_id: str, props: dict[str, Any]) -> StateMachineSpec:
+        # moto's CloudFormation reads only DefinitionString, never substitutes, and files the machine
+        # where the ASL interpreter does not look (moto 5.2.5).
+        if "DefinitionS3Location" in props:
+            definition_path = self._local_artifact(props["DefinitionS3Location"], "Bucket", "Key")
+            if definition_path is None:
+                raise TemplateError(f"{logical_id}: only a local DefinitionUri file can run locally")
+            text = definition_path.read_text(encoding="utf-8")
+            if definition_path.suffix in (".yaml", ".yml"):
+                text = json.dumps(yaml.safe_load(text))
+        elif "DefinitionString" in props:
+            text = str(props["DefinitionString"])
+        elif "Definition" in props:
+            text = json.dumps(props["Definition"])
+        else:
+            raise TemplateError(f"{logical_id}: no Definition or DefinitionUri")
+        substitutions = {
+            str(key): _as_str(value) for key, value in (props.get("DefinitionSubstitutions") or {}).items()
+        }
+
+        # moto does not substitute: an unknown placeholder is an error here, not a broken machine later.
+        def substitute(match: re.Match[str]) -> str:
+            key = match.group(1)
+            if key not in substitutions:
+                raise TemplateError(f"{logical_id}: no DefinitionSubstitutions value for ${{{key}}}")
+            return substitutions[key]
+
+        return StateMachineSpec(
+            logical_id=logical_id,
+            name=self.resolver.physical_name(logical_id),
+            arn=self.resolver.get_att(logical_id, "Arn"),
+            definition=_SUB_PATTERN.sub(substitute, text),
+            type=str(props.get("StateMachineType", "STANDARD")),
+        )
+
+    def _task_definition(self, logical_id: str, props: dict[str, Any]) -> TaskDefinitionSpec:
+        # moto's CloudFormation drops a Fargate definition's cpu, storage, roles and network (moto 5.2.5).
+        container = props["ContainerDefinitions"][0]
+        registration = recase_keys(props, str.lower)
+        for numeric in ("cpu", "memory"):  # numbers in the template, strings in the API
+            if numeric in registration:
+                registration[numeric] = str(registration[numeric])
+        for definition in registration.get("containerDefinitions") or []:
+            # moto sums its containers' figures (Fargate needs only the task's): give them the task's.
+            definition.setdefault("memory", int(registration.get("memory") or 512))
+            definition.setdefault("cpu", 0)
+        storage = int((props.get("EphemeralStorage") or {}).get("SizeInGiB", 20))
+        registration["ephemeralStorage"] = {"sizeInGiB": storage}
+        return TaskDefinitionSpec(
+            logical_id=logical_id,
+            family=self.resolver.physical_name(logical_id),
+            arn=str(self.resolver.ref(logical_id)),
+            image=str(container["Image"]),
+            container_name=str(container["Name"]),
+            environment={
+                str(pair["Name"]): _as_str(pair["Value"]) for pair in container.get("Environment") or []
+            },
+            registration=registration,
+        )
+
+    def _api(self, logical_id: str, props: dict[str, Any]) -> None:
+        """The routes of a REST API's OpenAPI body, as SAM generates it from the functions' Api events, and
+        each path's mock OPTIONS (what SAM generates for the API's `Cors`) with the headers it answers."""
+        # moto's CloudFormation refuses SAM's RestApi (no Name); moto's API Gateway runs no proxy integration.
+        if "Body" not in props:
+            log.warning("API %s has no inline OpenAPI body (DefinitionUri?): no routes locally", logical_id)
+            return
+        body = self.resolver.resolve(props["Body"])
+        for path, operations in (body.get("paths") or {}).items():
+            for key, operation in operations.items():
+                if key not in _HTTP_METHODS:
+                    continue  # `parameters` and extensions beside the methods
+                integration = operation.get("x-amazon-apigateway-integration") or {}
+                if key == "options" and integration.get("type") == "mock":
+                    default = (integration.get("responses") or {}).get("default") or {}
+                    self.result.preflights[str(path)] = _headers(
+                        default.get("responseParameters"), "method.response"
+                    )
+                match = _INTEGRATION_FUNCTION.search(str(integration.get("uri", "")))
+                target = self._function_id(match.group(1)) if match else None
+                if target is None:
+                    log.debug("API %s: %s %s is not a function of this template", logical_id, key, path)
+                    continue
+                security = operation.get("security", body.get("security")) or []
+                authorizer, headers, cache = self._authorizer(f"{key} {path}", security, body)
+                method = "ANY" if key == _ANY_METHOD else key.upper()
+                self.result.routes.append(
+                    Route(str(path), method, target, authorizer, headers, logical_id, cache)
+                )
+
+    def _authorizer(
+        self, operation: str, security: list[dict[str, Any]], body: dict[str, Any]
+    ) -> tuple[str | None, tuple[str, ...], int]:
+        """The Lambda authorizer of an operation (its function's logical id), its identity headers and
+        how long its answers are cached (API Gateway's default: 300 s); (None, (), 0) for a public
+        operation, or one API Gateway guards by IAM (not emulated locally)."""
+        for requirement in security:
+            for name in requirement:
+                definition = (body.get("securityDefinitions") or {}).get(name) or {}
+                authorizer = definition.get("x-amazon-apigateway-authorizer")
+                if name == "NONE" or definition.get("x-amazon-apigateway-authtype") == "awsSigv4":
+                    continue
+                if authorizer is None or authorizer.get("type") not in ("token", "request"):
+                    if definition.get("type") == "apiKey" and authorizer is None:
+                        continue  # an API key requirement: not checked locally
+                    raise TemplateError(f"{operation}: authorizer {name} is not a Lambda authorizer")
+                match = _INTEGRATION_FUNCTION.search(str(authorizer.get("authorizerUri", "")))
+                target = self._function_id(match.group(1)) if match else None
+                if target is None:
+                    raise TemplateError(f"{operation}: the authorizer {name} is not a function here")
+                prefix = "method.request.header."
+                sources = [source.strip() for source in str(authorizer.get("identitySource", "")).split(",")]
+                headers = tuple(
+                    source.removeprefix(prefix) for source in sources if source.startswith(prefix)
+                )
+                return target, headers, int(authorizer.get("authorizerResultTtlInSeconds", 300))
+        return None, (), 0
+
+    def _event_rules(self, logical_id: str, props: dict[str, Any]) -> list[EventRule]:
+        # moto's EventBridge delivers to queues, log groups and buses, not to functions: local/stack.py does.
+        pattern = props.get("EventPattern")
+        schedule = rate_seconds(str(props.get("ScheduleExpression", "")))
+        if not isinstance(pattern, dict) and schedule is None:
+            log.debug("rule %s has neither an event pattern nor a rate schedule: not emulated", logical_id)
+            return []
+        if str(props.get("State", "ENABLED")) == "DISABLED":
+            return []
+        return [
+            EventRule(
+                name=logical_id,
+                function_logical_id=self._function_id(target["Arn"]) or str(target["Arn"]),
+                pattern=pattern if isinstance(pattern, dict) else None,
+                schedule_seconds=schedule,
+                bus=str(props.get("EventBusName") or "default").rsplit("/", 1)[-1],
             )
-    return rules
+            for target in props.get("Targets") or []
+            if ":function:" in str(target.get("Arn", ""))
+        ]
