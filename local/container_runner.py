@@ -60,11 +60,7 @@ class CredentialsServer:
 
         self._httpd = ThreadingHTTPServer((address, 0), Handler)
         self.url = f"http://{address}:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="credentials", daemon=True)
-
-    def start(self) -> CredentialsServer:
-        self._thread.start()
-        return self
+        threading.Thread(target=self._httpd.serve_forever, name="credentials", daemon=True).start()
 
     def stop(self) -> None:
         self._httpd.shutdown()
@@ -105,9 +101,8 @@ class ContainerRunner(FunctionDirectory):
         )
 
     def start(self, *, start_lambda: bool = True) -> ContainerRunner:
-        """Serve credentials and start SAM: `start-lambda` for `invoke`, or (`start_lambda` false)
-        only what `SamLocal.invoke_once` needs."""
-        self.credentials_server.start()
+        """Start SAM: `start-lambda` for `invoke`, or (`start_lambda` false) only what
+        `SamLocal.invoke_once` needs. The credentials server serves from the runner's making."""
         try:
             self.sam.start(start_lambda=start_lambda)
         except BaseException:

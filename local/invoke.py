@@ -1,8 +1,6 @@
 """`python -m local.invoke [FUNCTION] EVENT` (what `make invoke` runs): one function of template.yaml
 with an event file, as `sam local invoke -e EVENT FUNCTION` would, but without Docker: on a local
 stack started in this process (every resource of the template, in memory, gone when it exits).
-With `--sam` (what `make sam-invoke` runs): the built function through SAM's own `sam local invoke`,
-in a Lambda-like container, against such a stack (below).
 
 The payload goes to stdout as JSON, everything else (the function's logs, the stack's) to stderr;
 the exit status is 1 when the function errored (an unhandled exception: Lambda's error payload),
@@ -36,24 +34,24 @@ The event is the file's, except where the local stack cannot match it (`prepare_
   `replace-with-the-staged-import` the fetch step's output for the task (the whole value),
   `replace-with-an-image-url` a loopback URL serving that small image.
 
-`sam local invoke -t .aws-sam/build/template.yaml -e EVENT FUNCTION` alone runs the function with
-nothing to talk to: SAM leaves the template's resource names unresolved (a table's name is its
-logical id, so the API answers 409 or 500), the authorizer has no signing key for local tokens (it
-refuses every token), S3 events name a bucket of a deployed stack, and the AWS calls go to AWS. So
-`--sam` starts the stack with its AWS endpoint on the host's address on the containers' network
-(the only address a container reaches), makes the event fit it as above, and gives SAM that stack's
-variables as container mode does (`DevStack.container_runner`): `--env-vars` with every function's
-environment as the stack resolved it (table and bucket names, the state machine's ARN, the local
-parameters), and for every container the endpoint, the authorizer's signing key and a credentials
-server that hands each function its own role's keys. It prints the `sam local invoke` command
-(`SamLocal.invoke_once`, on the containers' network) on stderr first.
+With `--sam` (what `make sam-invoke` runs), the built function runs through SAM's own `sam local
+invoke`, in a Lambda-like container, against such a stack. Alone, `sam local invoke -t
+.aws-sam/build/template.yaml` runs it with nothing to talk to: resource names unresolved (a table's
+name is its logical id: the API answers 409 or 500), no signing key for local tokens (the authorizer
+refuses every token), S3 events naming a deployed stack's bucket, the AWS calls going to AWS. So the
+stack's AWS endpoint listens on the host's address on the containers' network (the only address a
+container reaches), the event is made to fit as above, and SAM gets the stack's variables as
+container mode gives them (`DevStack.container_runner`): `--env-vars` with every function's
+environment as the stack resolved it, and for every container the endpoint, the authorizer's signing
+key and a credentials server handing each function its own role's keys. The `sam local invoke`
+command is printed on stderr first.
 
-`--sam --running` calls the function of a `make run ARGS=--containers` going on instead: that stack
-writes SAM's settings for its functions to `local/.state/sam-local.json` (its endpoint, credentials
-server and signing key among them) while it runs, and `sam local invoke` runs with those, so what
-the function does lands in that stack. Its event is sent as it is, but for the authorizer's token
-placeholder (a token signed with that stack's key): an event with other placeholders (made only on
-a fresh stack) or naming a bucket the stack does not have is refused.
+`--sam --running` calls the function of a `make run ARGS=--containers` going on instead, with the
+SAM settings that stack writes to `local/.state/sam-local.json` while it runs (its endpoint,
+credentials server and signing key among them), so what the function does lands in that stack. The
+event is sent as it is, but for `replace-with-a-token` (a token signed with that stack's key): an
+event with other placeholders (made only on a fresh stack) or naming a bucket the stack does not
+have is refused.
 """
 
 from __future__ import annotations
@@ -399,20 +397,6 @@ def function_spec(template: LocalTemplate, function: str | None, event: Any) -> 
     return spec
 
 
-def fit_event(
-    stack: DevStack,
-    function: str | None,
-    event: Any,
-    project: str = DEFAULT_PROJECT,
-    image_url: str | None = None,
-) -> tuple[FunctionSpec, Any]:
-    """The function to run and the event made to fit the running stack. `image_url`: where the
-    sample image is served, for `replace-with-an-image-url`."""
-    assert stack.template is not None, "start() first"
-    spec = function_spec(stack.template, function, event)
-    return spec, prepare_event(stack, spec.logical_id, event, project, image_url)
-
-
 def invoke_event(
     stack: DevStack,
     function: str | None,
@@ -420,8 +404,11 @@ def invoke_event(
     project: str = DEFAULT_PROJECT,
     image_url: str | None = None,
 ) -> tuple[str, Invocation]:
-    """Run one function of the running stack with `event` (made to fit): its logical id and result."""
-    spec, prepared = fit_event(stack, function, event, project, image_url)
+    """Run one function of the running stack with `event` (made to fit): its logical id and result.
+    `image_url`: where the sample image is served, for `replace-with-an-image-url`."""
+    assert stack.template is not None, "start() first"
+    spec = function_spec(stack.template, function, event)
+    prepared = prepare_event(stack, spec.logical_id, event, project, image_url)
     return spec.logical_id, stack.runner.invoke(spec, prepared)
 
 
@@ -456,42 +443,29 @@ def serve_sample_image(host: str = "127.0.0.1") -> tuple[str, int]:
 
 
 def invoke_fresh(
-    event: Any, function: str | None, template: Path, project: str, state_dir: Path
+    event: Any, function: str | None, template: Path, project: str, state_dir: Path, sam: bool = False
 ) -> tuple[str, Invocation]:
-    """`make invoke`: (logical id, the invocation) of one function with `event`, on a fresh stack."""
-    image_url, port = serve_sample_image()
-    stack = DevStack(
-        template,
-        api_port=0,
-        aws_port=None,
-        parameters={"ImportAllowedPorts": f"{LOCAL_PARAMETER_OVERRIDES['ImportAllowedPorts']},{port}"},
-        state_dir=state_dir,
-    ).start()
-    return invoke_event(stack, function, event, project, image_url)
-
-
-# ------------------------------------------------------------------ through sam local invoke (--sam)
-
-
-def sam_invoke(
-    event: Any, function: str | None, template: Path, project: str, state_dir: Path
-) -> tuple[str, Invocation]:
-    """As `invoke_fresh`, the built function through `sam local invoke`."""
-    address = host_address()
-    # The sample image where both the stack and the container reach it.
+    """(logical id, the invocation) of one function with `event` on a fresh stack: in-process, or
+    (`sam`) the built function through `sam local invoke`, the stack's AWS endpoint and the sample
+    image then on the host's address on the containers' network, where a container reaches them."""
+    address = host_address() if sam else "127.0.0.1"
     image_url, port = serve_sample_image(address)
+    parameters = {"ImportAllowedPorts": f"{LOCAL_PARAMETER_OVERRIDES['ImportAllowedPorts']},{port}"}
+    if sam:  # the host's address on the containers' network is private
+        parameters["ImportAllowPrivate"] = "true"
     stack = DevStack(
         template,
         api_port=0,
-        aws_port=0,
-        aws_host=address,
-        parameters={
-            "ImportAllowedPorts": f"{LOCAL_PARAMETER_OVERRIDES['ImportAllowedPorts']},{port}",
-            "ImportAllowPrivate": "true",  # the host's address on the containers' network is private
-        },
+        aws_port=0 if sam else None,
+        aws_host=address if sam else None,
+        parameters=parameters,
         state_dir=state_dir,
     ).start()
-    spec, prepared = fit_event(stack, function, event, project, image_url)
+    if not sam:
+        return invoke_event(stack, function, event, project, image_url)
+    assert stack.template is not None
+    spec = function_spec(stack.template, function, event)
+    prepared = prepare_event(stack, spec.logical_id, event, project, image_url)
     runner = stack.container_runner(address).start(start_lambda=False)
     try:
         return _invoke_once(runner.sam, spec, prepared)
@@ -499,10 +473,14 @@ def sam_invoke(
         runner.stop()
 
 
+# ------------------------------------------------------------------ sam local invoke (--sam)
+
+
 def sam_invoke_running(
     event: Any, function: str | None, template: Path, project: str, state_dir: Path
 ) -> tuple[str, Invocation]:
-    """As `sam_invoke`, against the `make run ARGS=--containers` whose state is in `state_dir`."""
+    """As `invoke_fresh` with `sam`, against the `make run ARGS=--containers` whose state is in
+    `state_dir`."""
     path = state_dir / SAM_LOCAL_STATE
     try:
         settings = json.loads(path.read_text(encoding="utf-8"))
@@ -538,12 +516,14 @@ def sam_invoke_running(
 
 
 def _invoke_once(sam: SamLocal, spec: FunctionSpec, event: Any) -> tuple[str, Invocation]:
-    """(logical id, the invocation) of `sam local invoke` of the function, its command on stderr first."""
+    """(logical id, the invocation) of `sam local invoke` of the function; on stderr its command, then
+    SAM's and the function's logs."""
     command = shlex.join(sam.invoke_command(spec.logical_id, Path("<event>")))
     print(f"sam-invoke: {command}", file=sys.stderr, flush=True)
     payload, errored, logs = sam.invoke_once(
         spec.logical_id, event, timeout=spec.timeout_seconds + INVOKE_GRACE_SECONDS
     )
+    sys.stderr.write(logs)
     return spec.logical_id, Invocation(payload=payload, errored=errored, logs=logs)
 
 
@@ -602,15 +582,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             # A state dir of its own: the default one holds the token key of a `make run` going on.
             with tempfile.TemporaryDirectory(prefix="imagetasks-invoke-") as state_dir:
-                fresh = sam_invoke if args.sam else invoke_fresh
-                logical_id, invocation = fresh(
-                    event, args.function, args.template, args.project, Path(state_dir)
+                logical_id, invocation = invoke_fresh(
+                    event, args.function, args.template, args.project, Path(state_dir), args.sam
                 )
     except (InvokeError, ContainerTierError) as error:
         print(f"make {'sam-invoke' if args.sam else 'invoke'}: {error}", file=sys.stderr)
         return 2
-    if args.sam:
-        sys.stderr.write(invocation.logs)  # SAM's and the function's (in-process, they went to stderr)
     payload_out.write(invocation.payload + "\n")
     payload_out.flush()
     if invocation.errored:
