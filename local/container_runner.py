@@ -3,16 +3,13 @@
 `DevStack(containers=True)` (`make run ARGS=--containers`) swaps the in-process `HandlerRunner` for
 a `ContainerRunner`: the API front, moto's Lambda hook (Step Functions tasks, S3 notifications) and the
 emulated EventBridge rules then invoke `.aws-sam/build` through `sam local start-lambda` (local/
-sam_local.py) instead of importing handlers from the source tree.
-
-What a container needs from the host, all on the host's address on the containers' network (a
-container reaches nothing else):
-
-- moto's server (AWS_ENDPOINT_URL): the stack binds it there in this mode;
-- its function's role credentials: `CredentialsServer` answers `GET /<logical id>` with the assumed
-  role's keys (the stand-in image's bootstrap fetches them and refuses to start without them), so
-  moto enforces each function's own IAM policies as in-process;
-- each function's variables as the local template resolved them, through SAM's `--env-vars`.
+sam_local.py) instead of importing handlers from the source tree. What a container needs from the
+host is on the host's address on the containers' network (a container reaches nothing else): moto's
+server (AWS_ENDPOINT_URL: the stack binds it there in this mode); its function's role credentials,
+which `CredentialsServer` answers `GET /<logical id>` with (the stand-in image's bootstrap fetches
+them and refuses to start without them), so moto enforces each function's own IAM policies as
+in-process; and, through SAM's `--env-vars`, each function's variables as the local template
+resolved them.
 """
 
 from __future__ import annotations

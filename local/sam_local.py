@@ -166,8 +166,7 @@ class SamLocal:
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._engine_env: dict[str, str] = {}  # where containers.sh start puts the engine's socket
         self._process: subprocess.Popen[bytes] | None = None
-        self._log_path: Path | None = None
-        self._docker_host = ""
+        self._sam_env: dict[str, str] = {}  # SAM's: the engine's socket, the credentials for every container
         self._options: list[str] = []  # what start-lambda and invoke share: template, images, network...
 
     def settings(self) -> dict[str, Any]:
@@ -201,7 +200,15 @@ class SamLocal:
             assignments = [f"{key}={value}" for key, value in self.container_env.items()]
             output = _script("start", *assignments, env=self._engine_env)
             docker_host = next(line for line in output.splitlines() if line.startswith("DOCKER_HOST="))
-            self._docker_host = docker_host.partition("=")[2]
+            self._sam_env = {
+                **{key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "PYTHON"))},
+                "DOCKER_HOST": docker_host.partition("=")[2],
+                "SAM_CLI_TELEMETRY": "0",
+                "SAM_CLI_CONTEXT_CONTAINER_ENGINE": "docker",
+                "AWS_ACCESS_KEY_ID": SAM_CREDENTIALS[0],
+                "AWS_SECRET_ACCESS_KEY": SAM_CREDENTIALS[1],
+                "AWS_DEFAULT_REGION": self.region,
+            }
             env_file = state / "env-vars.json"
             env_file.write_text(json.dumps(self.env_vars), encoding="utf-8")
             try:  # the layers in images built once, not by sam local at every start (sam_images.py)
@@ -220,26 +227,14 @@ class SamLocal:
                 overrides = " ".join(f'{key}="{value}"' for key, value in self.parameter_overrides.items())
                 self._options += ["--parameter-overrides", overrides]
             if start_lambda:
-                self._start_lambda(state / "sam.log")
+                self._start_lambda(state)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _sam_environment(self) -> dict[str, str]:
-        """SAM's environment: the engine's socket, and the credentials it hands every container."""
-        return {
-            **{key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "PYTHON"))},
-            "DOCKER_HOST": self._docker_host,
-            "SAM_CLI_TELEMETRY": "0",
-            "SAM_CLI_CONTEXT_CONTAINER_ENGINE": "docker",
-            "AWS_ACCESS_KEY_ID": SAM_CREDENTIALS[0],
-            "AWS_SECRET_ACCESS_KEY": SAM_CREDENTIALS[1],
-            "AWS_DEFAULT_REGION": self.region,
-        }
-
-    def _start_lambda(self, log_path: Path) -> None:
-        """`sam local start-lambda` on a free loopback port, once it answers."""
+    def _start_lambda(self, state: Path) -> None:
+        """`sam local start-lambda` on a free loopback port (its output in `state`), once it answers."""
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = int(probe.getsockname()[1])
@@ -249,12 +244,11 @@ class SamLocal:
             "--host", "127.0.0.1",
             "--port", str(self.port),
         ]  # fmt: skip
-        self._log_path = log_path
-        with log_path.open("wb") as log:
+        with (state / "sam.log").open("wb") as log:
             process = subprocess.Popen(
                 command,
                 cwd=ROOT,
-                env=self._sam_environment(),
+                env=self._sam_env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -305,9 +299,11 @@ class SamLocal:
     # ------------------------------------------------------------ use
 
     def log(self) -> str:
-        if self._log_path is None or not self._log_path.exists():
+        """What `sam local start-lambda` wrote so far ("" before it starts, after it stops)."""
+        path = Path(self._dir.name) / "sam.log" if self._dir is not None else None
+        if path is None or not path.exists():
             return ""
-        return self._log_path.read_text(encoding="utf-8", errors="replace")
+        return path.read_text(encoding="utf-8", errors="replace")
 
     def invoke(self, function_logical_id: str, event: Any, timeout: float = 120.0) -> tuple[str, bool, str]:
         """Invoke a function of the built template: (payload JSON text, errored, log lines of the call).
@@ -360,7 +356,7 @@ class SamLocal:
         completed = subprocess.run(
             self.invoke_command(function_logical_id, event_file),
             cwd=ROOT,
-            env=self._sam_environment(),
+            env=self._sam_env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
