@@ -36,9 +36,8 @@ class CredentialsServer:
     """`GET /<logical id>` → that function's role credentials as STS returns them; 404 otherwise."""
 
     def __init__(self, address: str, credentials: Mapping[str, Mapping[str, str]]) -> None:
-        self._credentials = dict(credentials)
         self.requests: list[str] = []
-        server = self
+        requests = self.requests
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: Any) -> None:
@@ -46,8 +45,8 @@ class CredentialsServer:
 
             def do_GET(self) -> None:
                 name = self.path.strip("/")
-                server.requests.append(name)
-                found = server._credentials.get(name)
+                requests.append(name)
+                found = credentials.get(name)
                 body = json.dumps(found if found is not None else {"message": "no such function"}).encode()
                 self.send_response(200 if found is not None else 404)
                 self.send_header("Content-Type", "application/json")

@@ -1,17 +1,15 @@
 """`python -m local.invoke [FUNCTION] EVENT` (what `make invoke` runs): one function of template.yaml
 with an event file, as `sam local invoke -e EVENT FUNCTION` would, but without Docker: on a local
-stack started in this process (every resource of the template, in memory, gone when it exits).
-
-The payload goes to stdout as JSON, everything else (the function's logs, the stack's) to stderr;
-the exit status is 1 when the function errored (an unhandled exception: Lambda's error payload),
-2 when the event or the function cannot be used (with `--sam`, also when the container tier is not
-set up), 0 otherwise, also for an API answer that is a 4xx. What the function starts (a workflow
-execution, say) runs on the in-process stack.
+stack started in this process (every resource of the template, in memory, gone when it exits; what
+the function starts, a workflow execution say, runs on it). The payload goes to stdout as JSON,
+everything else (the function's logs, the stack's) to stderr; the exit status is 1 when the function
+errored (an unhandled exception: Lambda's error payload), 2 when the event or the function (with
+`--sam`, also the container tier) cannot be used, else 0, also for an API answer that is a 4xx.
 
 Without FUNCTION (logical id, name or ARN) the event says which function it is for: an API proxy
-event by its route, an authorizer event by the authorizer of its route, an S3 event by the bucket
-notification of the template, an EventBridge event by the rule it matches, a workflow step's payload
-by the state of the state machine whose Lambda payload it is.
+event by its route, an authorizer event by its route's authorizer, an S3 event by the template's
+bucket notification, an EventBridge event by the rule it matches, a workflow step's payload by the
+state machine's state whose Lambda payload it is.
 
 The event is the file's, except where the local stack cannot match it (`prepare_event`):
 - an S3 event naming a bucket the stack does not have gets the bucket whose notification invokes
@@ -29,22 +27,20 @@ The event is the file's, except where the local stack cannot match it (`prepare_
   task with no execution behind it (a convert or export task for those steps, else an import task
   of a small raw image uploaded for it), `replace-with-a-pending-task-id` a pending import task,
   `replace-with-an-image-id` an active image (that import's fetch, register and success),
-  `replace-with-a-queued-image-id` a queued image (`POST /v2/images`),
-  `replace-with-a-shared-image-id` a queued `shared` image offered to `project-b`,
-  `replace-with-the-staged-import` the fetch step's output for the task (the whole value),
-  `replace-with-an-image-url` a loopback URL serving that small image.
+  `replace-with-a-queued-image-id` a queued image (`POST /v2/images`), `replace-with-a-shared-image-id`
+  a queued `shared` image offered to `project-b`, `replace-with-the-staged-import` the fetch step's
+  output for the task (the whole value), `replace-with-an-image-url` a loopback URL serving that image.
 
-With `--sam` (what `make sam-invoke` runs), the built function runs through SAM's own `sam local
-invoke`, in a Lambda-like container, against such a stack. Alone, `sam local invoke -t
-.aws-sam/build/template.yaml` runs it with nothing to talk to: resource names unresolved (a table's
-name is its logical id: the API answers 409 or 500), no signing key for local tokens (the authorizer
-refuses every token), S3 events naming a deployed stack's bucket, the AWS calls going to AWS. So the
-stack's AWS endpoint listens on the host's address on the containers' network (the only address a
-container reaches), the event is made to fit as above, and SAM gets the stack's variables as
-container mode gives them (`DevStack.container_runner`): `--env-vars` with every function's
-environment as the stack resolved it, and for every container the endpoint, the authorizer's signing
-key and a credentials server handing each function its own role's keys. The `sam local invoke`
-command is printed on stderr first.
+With `--sam` (what `make sam-invoke` runs) the built function runs through SAM's own `sam local
+invoke`, in a Lambda-like container, against such a stack; the command is printed on stderr first.
+Alone, `sam local invoke -t .aws-sam/build/template.yaml` runs it with nothing to talk to: resource
+names unresolved (a table's name is its logical id: the API answers 409 or 500), no signing key for
+local tokens (the authorizer refuses every token), S3 events naming a deployed stack's bucket, AWS
+calls going to AWS. So the stack's AWS endpoint listens on the host's address on the containers'
+network (the only address a container reaches), the event is made to fit as above, and SAM gets the
+stack's variables as container mode does (`DevStack.container_runner`): `--env-vars` with every
+function's environment as the stack resolved it; for every container the endpoint, the authorizer's
+signing key and a credentials server handing each function its own role's keys.
 
 `--sam --running` calls the function of a `make run ARGS=--containers` going on instead, with the
 SAM settings that stack writes to `local/.state/sam-local.json` while it runs (its endpoint,
@@ -215,8 +211,7 @@ def _fit_s3_record(stack: DevStack, logical_id: str, record: dict[str, Any]) -> 
     s3 = record.setdefault("s3", {})
     bucket = s3.setdefault("bucket", {})
     obj = s3.setdefault("object", {})
-    local_buckets = {spec.name for spec in stack.template.buckets.values()}
-    foreign = bucket.get("name") not in local_buckets
+    foreign = bucket.get("name") not in {spec.name for spec in stack.template.buckets.values()}
     if foreign:
         notified = [
             spec.name
@@ -473,18 +468,14 @@ def invoke_fresh(
         runner.stop()
 
 
-# ------------------------------------------------------------------ sam local invoke (--sam)
-
-
 def sam_invoke_running(
     event: Any, function: str | None, template: Path, project: str, state_dir: Path
 ) -> tuple[str, Invocation]:
-    """As `invoke_fresh` with `sam`, against the `make run ARGS=--containers` whose state is in
-    `state_dir`."""
+    """As `invoke_fresh` with `sam`, against the `make run ARGS=--containers` of `state_dir`."""
     path = state_dir / SAM_LOCAL_STATE
     try:
         settings = json.loads(path.read_text(encoding="utf-8"))
-        os.kill(int(settings["pid"]), 0)
+        os.kill(int(settings.pop("pid")), 0)
     except (OSError, ValueError, KeyError) as error:
         raise ContainerTierError(
             f"no `make run ARGS=--containers` running here ({path}: {error}); leave out --running "
@@ -492,7 +483,6 @@ def sam_invoke_running(
         ) from error
     running = load_template(template, settings["parameter_overrides"])
     spec = function_spec(running, function, event)
-    event = json.loads(json.dumps(event))  # a copy
     if isinstance(event, dict):  # an authorizer event's token placeholder: signed with that stack's key
         key = (state_dir / "token.key").read_text(encoding="utf-8").strip()
         put_token(event, mint_local_token(key, project, f"{project}-user", ["member"]))
@@ -508,7 +498,7 @@ def sam_invoke_running(
             raise InvokeError(
                 f"the event names bucket {named!r}; the running stack's are {', '.join(sorted(buckets))}"
             )
-    sam = SamLocal.from_settings(settings).start(start_lambda=False)
+    sam = SamLocal(**settings).start(start_lambda=False)
     try:
         return _invoke_once(sam, spec, event)
     finally:
@@ -516,8 +506,7 @@ def sam_invoke_running(
 
 
 def _invoke_once(sam: SamLocal, spec: FunctionSpec, event: Any) -> tuple[str, Invocation]:
-    """(logical id, the invocation) of `sam local invoke` of the function; on stderr its command, then
-    SAM's and the function's logs."""
+    """(logical id, invocation) of `sam local invoke` of the function; its command and logs on stderr."""
     command = shlex.join(sam.invoke_command(spec.logical_id, Path("<event>")))
     print(f"sam-invoke: {command}", file=sys.stderr, flush=True)
     payload, errored, logs = sam.invoke_once(
@@ -525,9 +514,6 @@ def _invoke_once(sam: SamLocal, spec: FunctionSpec, event: Any) -> tuple[str, In
     )
     sys.stderr.write(logs)
     return spec.logical_id, Invocation(payload=payload, errored=errored, logs=logs)
-
-
-# ------------------------------------------------------------------ the command
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,21 +6,18 @@ with the environment every container gets, and `sam local start-lambda` on a fre
 invokes functions by logical id through Lambda's Invoke API, with `http.client`: the local stack runs
 inside moto's `mock_aws`, which intercepts boto3 and requests.
 
-Networking (measured with podman 4.3 and netavark 1.4):
-
-- Containers sit on `imagetasks-internal`, a bridge without DNS whose egress a raw-table rule drops:
-  a container reaches other containers and the host's address on the bridge, nothing else (not the
-  host's other addresses, not its nameserver). Podman's `--internal` networks cannot serve: their
-  bridge has no host address and no port forwarding, and SAM calls the emulator in each container
-  through a port published on 127.0.0.1.
-- A container reaches a server on the host at the bridge's gateway address (10.89.0.1 here; podman
-  also writes it as `host.containers.internal` into the containers' /etc/hosts). The server must
-  listen on that address: 127.0.0.1 is not reachable from a container, and 0.0.0.0 would also expose
-  it on the machine's other interfaces. The address exists only while the bridge does, that is while
-  a container is attached: `host_address()` keeps an idle anchor container running for that.
-- Inside a `sam local` container, AWS_LAMBDA_FUNCTION_NAME is the function's logical id (e.g.
-  `TasksApiFunction`), not a physical name: the credentials server is asked for
-  `<IMAGETASKS_CREDENTIALS_URL>/<logical id>`.
+Networking (measured with podman 4.3 and netavark 1.4): containers sit on `imagetasks-internal`, a
+bridge without DNS whose egress a raw-table rule drops: they reach each other and the host's address
+on the bridge, nothing else (not the host's other addresses, not its nameserver). Podman's
+`--internal` networks cannot serve: their bridge has no host address and no port forwarding, and SAM
+calls the emulator in each container through a port published on 127.0.0.1. A server for the
+containers must listen on the bridge's gateway address (10.89.0.1 here; podman also writes it as
+`host.containers.internal` into the containers' /etc/hosts): 127.0.0.1 is out of their reach, and
+0.0.0.0 would also expose it on the machine's other interfaces. That address exists only while the
+bridge does, that is while a container is attached: `host_address()` keeps an idle anchor container
+running for that. Inside a `sam local` container, AWS_LAMBDA_FUNCTION_NAME is the function's logical
+id (e.g. `TasksApiFunction`), not a physical name: the credentials server is asked for
+`<IMAGETASKS_CREDENTIALS_URL>/<logical id>`.
 """
 
 from __future__ import annotations
@@ -170,8 +167,8 @@ class SamLocal:
         self._options: list[str] = []  # what start-lambda and invoke share: template, images, network...
 
     def settings(self) -> dict[str, Any]:
-        """What another SamLocal needs to run these functions the same way (`from_settings`): the
-        variables, parameters and region, not this one's session."""
+        """What another SamLocal needs to run these functions the same way (`SamLocal(**settings)`):
+        the variables, parameters and region, not this one's session."""
         return {
             "env_vars": self.env_vars,
             "parameter_overrides": self.parameter_overrides,
@@ -179,19 +176,12 @@ class SamLocal:
             "region": self.region,
         }
 
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> SamLocal:
-        return cls(
-            **{key: settings[key] for key in ("env_vars", "parameter_overrides", "container_env", "region")}
-        )
-
     # ------------------------------------------------------------ lifecycle
 
     def start(self, *, start_lambda: bool = True) -> Self:
         """The engine service, the layer images and (unless `start_lambda` is false: `invoke_once`
         only) `sam local start-lambda`, answering."""
-        reason = missing_prerequisites()
-        if reason:
+        if reason := missing_prerequisites():
             raise ContainerTierError(reason)
         self._dir = tempfile.TemporaryDirectory(prefix="imagetasks-sam-")
         state = Path(self._dir.name)
@@ -245,7 +235,7 @@ class SamLocal:
             "--port", str(self.port),
         ]  # fmt: skip
         with (state / "sam.log").open("wb") as log:
-            process = subprocess.Popen(
+            self._process = subprocess.Popen(
                 command,
                 cwd=ROOT,
                 env=self._sam_env,
@@ -254,10 +244,9 @@ class SamLocal:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._process = process
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
-            if process.poll() is not None:
+            if self._process.poll() is not None:
                 raise ContainerTierError(f"sam local start-lambda exited:\n{self.log()[-4000:]}")
             connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
             try:
@@ -313,7 +302,7 @@ class SamLocal:
         empty body when the runtime exits before it answers (the emulator's Sandbox.Failure; Lambda
         would say Unhandled, Runtime.ExitError): a handler that returns None still answers `null`.
         """
-        if self._process is None:
+        if self._process is None:  # not started, or stopped meanwhile
             raise ContainerTierError("not started")
         offset = len(self.log().encode("utf-8"))
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -349,8 +338,7 @@ class SamLocal:
         """`sam local invoke` of one function with `event`, in a container of its own (gone after it):
         (payload, errored, SAM's and the function's log lines). Needs `start(start_lambda=False)`.
         errored as for `invoke`: SAM failed, no payload, or the runtime's error document."""
-        if self._dir is None:
-            raise ContainerTierError("not started")
+        assert self._dir is not None, "start(start_lambda=False) first"
         event_file = Path(self._dir.name) / f"event-{uuid.uuid4().hex[:8]}.json"
         event_file.write_text(json.dumps(event), encoding="utf-8")
         completed = subprocess.run(
