@@ -54,7 +54,7 @@ invoke: $(VENV)/.installed $(SAM_VENV)/.installed  ## one function with an event
 
 # The same, through SAM's own `sam local invoke` on the built artifact in a container (make build, make containers).
 sam-invoke: $(VENV)/.installed $(SAM_VENV)/.installed  ## one built function with an event file through sam local invoke in a container: make sam-invoke EVENT=events/tasks_api_list.json (FUNCTION optional; ARGS=--running: against the make run ARGS=--containers going on)
-	@$(PY) -m local.sam_invoke $(FUNCTION) $(EVENT) $(ARGS)
+	@$(PY) -m local.invoke --sam $(FUNCTION) $(EVENT) $(ARGS)
 
 token: $(VENV)/.installed  ## mint a local token: export TOKEN=$(make -s token PROJECT=p1 ROLES=member,admin) (needs `make run` running)
 	@$(PY) -m local.tokens --key-file local/.state/token.key --project $(PROJECT) --roles $(or $(ROLES),member)

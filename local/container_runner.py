@@ -3,16 +3,13 @@
 `DevStack(containers=True)` (`make run ARGS=--containers`) swaps the in-process `HandlerRunner` for
 a `ContainerRunner`: the API front, moto's Lambda hook (Step Functions tasks, S3 notifications) and the
 emulated EventBridge rules then invoke `.aws-sam/build` through `sam local start-lambda` (local/
-sam_local.py) instead of importing handlers from the source tree.
-
-What a container needs from the host, all on the host's address on the containers' network (a
-container reaches nothing else):
-
-- moto's server (AWS_ENDPOINT_URL): the stack binds it there in this mode;
-- its function's role credentials: `CredentialsServer` answers `GET /<logical id>` with the assumed
-  role's keys (the stand-in image's bootstrap fetches them and refuses to start without them), so
-  moto enforces each function's own IAM policies as in-process;
-- each function's variables as the local template resolved them, through SAM's `--env-vars`.
+sam_local.py) instead of importing handlers from the source tree. What a container needs from the
+host is on the host's address on the containers' network (a container reaches nothing else): moto's
+server (AWS_ENDPOINT_URL: the stack binds it there in this mode); its function's role credentials,
+which `CredentialsServer` answers `GET /<logical id>` with (the stand-in image's bootstrap fetches
+them and refuses to start without them), so moto enforces each function's own IAM policies as
+in-process; and, through SAM's `--env-vars`, each function's variables as the local template
+resolved them.
 """
 
 from __future__ import annotations
@@ -39,9 +36,8 @@ class CredentialsServer:
     """`GET /<logical id>` → that function's role credentials as STS returns them; 404 otherwise."""
 
     def __init__(self, address: str, credentials: Mapping[str, Mapping[str, str]]) -> None:
-        self._credentials = dict(credentials)
         self.requests: list[str] = []
-        server = self
+        requests = self.requests
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: Any) -> None:
@@ -49,8 +45,8 @@ class CredentialsServer:
 
             def do_GET(self) -> None:
                 name = self.path.strip("/")
-                server.requests.append(name)
-                found = server._credentials.get(name)
+                requests.append(name)
+                found = credentials.get(name)
                 body = json.dumps(found if found is not None else {"message": "no such function"}).encode()
                 self.send_response(200 if found is not None else 404)
                 self.send_header("Content-Type", "application/json")
@@ -60,11 +56,7 @@ class CredentialsServer:
 
         self._httpd = ThreadingHTTPServer((address, 0), Handler)
         self.url = f"http://{address}:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="credentials", daemon=True)
-
-    def start(self) -> CredentialsServer:
-        self._thread.start()
-        return self
+        threading.Thread(target=self._httpd.serve_forever, name="credentials", daemon=True).start()
 
     def stop(self) -> None:
         self._httpd.shutdown()
@@ -105,9 +97,8 @@ class ContainerRunner(FunctionDirectory):
         )
 
     def start(self, *, start_lambda: bool = True) -> ContainerRunner:
-        """Serve credentials and start SAM: `start-lambda` for `invoke`, or (`start_lambda` false)
-        only what `SamLocal.invoke_once` needs."""
-        self.credentials_server.start()
+        """Start SAM: `start-lambda` for `invoke`, or (`start_lambda` false) only what
+        `SamLocal.invoke_once` needs. The credentials server serves from the runner's making."""
         try:
             self.sam.start(start_lambda=start_lambda)
         except BaseException:

@@ -1,38 +1,53 @@
 """`python -m local.invoke [FUNCTION] EVENT` (what `make invoke` runs): one function of template.yaml
 with an event file, as `sam local invoke -e EVENT FUNCTION` would, but without Docker: on a local
-stack started in this process (every resource of the template, in memory, gone when it exits).
+stack started in this process (every resource of the template, in memory, gone when it exits; what
+the function starts, a workflow execution say, runs on it). The payload goes to stdout as JSON,
+everything else (the function's logs, the stack's) to stderr; the exit status is 1 when the function
+errored (an unhandled exception: Lambda's error payload), 2 when the event or the function (with
+`--sam`, also the container tier) cannot be used, else 0, also for an API answer that is a 4xx.
 
-The payload goes to stdout as JSON, everything else (the function's logs, the stack's) to stderr;
-the exit status is 1 when the function errored (an unhandled exception: Lambda's error payload),
-0 otherwise, also for an API answer that is a 4xx. FUNCTION (logical id, name or ARN) may be left
-out (below).
+Without FUNCTION (logical id, name or ARN) the event says which function it is for: an API proxy
+event by its route, an authorizer event by its route's authorizer, an S3 event by the template's
+bucket notification, an EventBridge event by the rule it matches, a workflow step's payload by the
+state machine's state whose Lambda payload it is.
 
-The event is the file's, except where the local stack cannot match it (see `prepare_event`):
-- S3 events name a bucket of the deployed stack: a bucket the stack does not have becomes the
-  bucket whose notification invokes the function, and an object is put at the event's key when
-  none is there (the 1 MiB raw sample image, so the import it starts works; without notification:
-  the event is that notification). The
-  record's ETag, size and version then describe the object at the key, as S3 would (an event that
-  names a local bucket and an existing object is left as it is, to try a stale ETag, say);
-- an authorizer event whose token header holds the placeholder `replace-with-a-token` gets a local
-  token of `--project` instead (any other value is sent as it is, to try a bad token);
+The event is the file's, except where the local stack cannot match it (`prepare_event`):
+- an S3 event naming a bucket the stack does not have gets the bucket whose notification invokes
+  the function, and an object is put at the event's key when none is there (the 1 MiB raw sample
+  image, so the import it starts works; without notification: the event is that notification); the
+  record's ETag, size and version then describe the object at the key, as S3 would (an event naming
+  a local bucket and an existing object is left as it is, to try a stale ETag, say);
+- an authorizer event whose token header holds `replace-with-a-token` gets a local token of
+  `--project` instead (any other value is sent as it is, to try a bad token);
 - API proxy events are sent as they are: they carry what API Gateway adds
   (`requestContext.authorizer`), as `events/tasks_api_*.json` do;
 - what an event needs to exist first is made first, by the stack's own functions, wherever one of
   these placeholders stands in a string of the event (owned by the event's project,
-  `requestContext.authorizer.project_id`, or `--project`):
-  `replace-with-a-task-id` a processing task with no execution behind it (a convert or export task
-  for those steps, else an import task of a small raw image uploaded for it),
-  `replace-with-a-pending-task-id` a pending import task, `replace-with-an-image-id` an active image
-  (that import's fetch, register and success), `replace-with-a-queued-image-id` a queued image
-  (`POST /v2/images`), `replace-with-a-shared-image-id` a queued `shared` image offered to
-  `project-b`, `replace-with-the-staged-import` the fetch step's output for the task (the
-  whole value), `replace-with-an-image-url` a loopback URL serving that small image.
+  `requestContext.authorizer.project_id`, or `--project`): `replace-with-a-task-id` a processing
+  task with no execution behind it (a convert or export task for those steps, else an import task
+  of a small raw image uploaded for it), `replace-with-a-pending-task-id` a pending import task,
+  `replace-with-an-image-id` an active image (that import's fetch, register and success),
+  `replace-with-a-queued-image-id` a queued image (`POST /v2/images`), `replace-with-a-shared-image-id`
+  a queued `shared` image offered to `project-b`, `replace-with-the-staged-import` the fetch step's
+  output for the task (the whole value), `replace-with-an-image-url` a loopback URL serving that image.
 
-Without FUNCTION the event says which function it is for: an API proxy event by its route, an
-authorizer event by the authorizer of its route, an S3 event by the bucket notification of the
-template, an EventBridge event by the rule it matches, a workflow step's payload by the state of
-the state machine whose Lambda payload it is.
+With `--sam` (what `make sam-invoke` runs) the built function runs through SAM's own `sam local
+invoke`, in a Lambda-like container, against such a stack; the command is printed on stderr first.
+Alone, `sam local invoke -t .aws-sam/build/template.yaml` runs it with nothing to talk to: resource
+names unresolved (a table's name is its logical id: the API answers 409 or 500), no signing key for
+local tokens (the authorizer refuses every token), S3 events naming a deployed stack's bucket, AWS
+calls going to AWS. So the stack's AWS endpoint listens on the host's address on the containers'
+network (the only address a container reaches), the event is made to fit as above, and SAM gets the
+stack's variables as container mode does (`DevStack.container_runner`): `--env-vars` with every
+function's environment as the stack resolved it; for every container the endpoint, the authorizer's
+signing key and a credentials server handing each function its own role's keys.
+
+`--sam --running` calls the function of a `make run ARGS=--containers` going on instead, with the
+SAM settings that stack writes to `local/.state/sam-local.json` while it runs (its endpoint,
+credentials server and signing key among them), so what the function does lands in that stack. The
+event is sent as it is, but for `replace-with-a-token` (a token signed with that stack's key): an
+event with other placeholders (made only on a fresh stack) or naming a bucket the stack does not
+have is refused.
 """
 
 from __future__ import annotations
@@ -42,6 +57,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import sys
 import tempfile
 import threading
@@ -52,11 +68,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
+from local.container_runner import INVOKE_GRACE_SECONDS
 from local.events import matches
 from local.front import route_for
 from local.lambda_runtime import Invocation, is_s3_event
-from local.stack import DEFAULT_TEMPLATE, DevStack
-from local.template import ACCOUNT_ID, LOCAL_PARAMETER_OVERRIDES, FunctionSpec, LocalTemplate
+from local.sam_local import ContainerTierError, SamLocal, host_address, missing_prerequisites
+from local.stack import DEFAULT_STATE_DIR, DEFAULT_TEMPLATE, SAM_LOCAL_STATE, DevStack
+from local.template import (
+    ACCOUNT_ID,
+    LOCAL_PARAMETER_OVERRIDES,
+    FunctionSpec,
+    LocalTemplate,
+    find_function,
+    load_template,
+)
+from local.tokens import mint_local_token
 
 log = logging.getLogger("local.invoke")
 
@@ -185,8 +211,7 @@ def _fit_s3_record(stack: DevStack, logical_id: str, record: dict[str, Any]) -> 
     s3 = record.setdefault("s3", {})
     bucket = s3.setdefault("bucket", {})
     obj = s3.setdefault("object", {})
-    local_buckets = {spec.name for spec in stack.template.buckets.values()}
-    foreign = bucket.get("name") not in local_buckets
+    foreign = bucket.get("name") not in {spec.name for spec in stack.template.buckets.values()}
     if foreign:
         notified = [
             spec.name
@@ -357,22 +382,14 @@ class _Seeds:
 # ------------------------------------------------------------------ the call
 
 
-def fit_event(
-    stack: DevStack,
-    function: str | None,
-    event: Any,
-    project: str = DEFAULT_PROJECT,
-    image_url: str | None = None,
-) -> tuple[FunctionSpec, Any]:
-    """The function to run (`function`, or the one the event is for) and the event made to fit the
-    running stack. `image_url`: where the sample image is served, for `replace-with-an-image-url`."""
-    assert stack.template is not None, "start() first"
-    logical_id = function or function_for_event(stack.template, event)
-    spec = stack.runner.spec(logical_id)
+def function_spec(template: LocalTemplate, function: str | None, event: Any) -> FunctionSpec:
+    """The function to run: `function` (logical id, name or ARN), or the one the event is for."""
+    logical_id = function or function_for_event(template, event)
+    spec = find_function(template.functions, logical_id)
     if spec is None:
-        known = ", ".join(sorted(stack.template.functions))
+        known = ", ".join(sorted(template.functions))
         raise InvokeError(f"no function {logical_id!r} in the template (functions: {known})")
-    return spec, prepare_event(stack, spec.logical_id, event, project, image_url)
+    return spec
 
 
 def invoke_event(
@@ -382,8 +399,11 @@ def invoke_event(
     project: str = DEFAULT_PROJECT,
     image_url: str | None = None,
 ) -> tuple[str, Invocation]:
-    """Run one function of the running stack with `event` (made to fit): its logical id and result."""
-    spec, prepared = fit_event(stack, function, event, project, image_url)
+    """Run one function of the running stack with `event` (made to fit): its logical id and result.
+    `image_url`: where the sample image is served, for `replace-with-an-image-url`."""
+    assert stack.template is not None, "start() first"
+    spec = function_spec(stack.template, function, event)
+    prepared = prepare_event(stack, spec.logical_id, event, project, image_url)
     return spec.logical_id, stack.runner.invoke(spec, prepared)
 
 
@@ -394,51 +414,6 @@ def read_event(path: Path) -> Any:
         raise InvokeError(f"cannot read the event file: {error}") from error
     except ValueError as error:
         raise InvokeError(f"{path} is not JSON: {error}") from error
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m local.invoke",
-        description="Invoke one function of template.yaml with an event file, on a local stack "
-        "in this process.",
-    )
-    parser.add_argument(
-        "function", nargs="?", help="logical id (name or ARN also do); default: from the event"
-    )
-    parser.add_argument("event", type=Path, help="event file, e.g. events/tasks_api_list.json")
-    parser.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE)
-    parser.add_argument(
-        "--project",
-        default=DEFAULT_PROJECT,
-        help=f"project of the token put in authorizer events ({PLACEHOLDER_TOKEN!r})",
-    )
-    parser.add_argument("--log-level", default="WARNING", help="the local stack's own log lines (stderr)")
-    args = parser.parse_args(argv)
-    log_to_stderr(args.log_level)
-    payload_out = _stdout_for_the_payload_only()
-    try:
-        event = read_event(args.event)
-        image_url, port = serve_sample_image()
-        allowed_ports = f"{LOCAL_PARAMETER_OVERRIDES['ImportAllowedPorts']},{port}"
-        # A state dir of its own: the default one holds the token key of a `make run` going on.
-        with tempfile.TemporaryDirectory(prefix="imagetasks-invoke-") as state_dir:
-            stack = DevStack(
-                args.template,
-                api_port=0,
-                aws_port=None,
-                parameters={"ImportAllowedPorts": allowed_ports},
-                state_dir=Path(state_dir),
-            ).start()
-            logical_id, invocation = invoke_event(stack, args.function, event, args.project, image_url)
-    except InvokeError as error:
-        print(f"make invoke: {error}", file=sys.stderr)
-        return 2
-    payload_out.write(invocation.payload + "\n")
-    payload_out.flush()
-    if invocation.errored:
-        print(f"{logical_id} errored (payload on stdout)", file=sys.stderr)
-        return 1
-    return 0
 
 
 def serve_sample_image(host: str = "127.0.0.1") -> tuple[str, int]:
@@ -462,20 +437,149 @@ def serve_sample_image(host: str = "127.0.0.1") -> tuple[str, int]:
     return f"http://{host}:{port}/{SAMPLE_NAME}", port
 
 
-def log_to_stderr(level: str) -> None:
-    """The stack's and the function's log lines go to stderr: stdout holds the payload only."""
-    logging.basicConfig(
-        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+def invoke_fresh(
+    event: Any, function: str | None, template: Path, project: str, state_dir: Path, sam: bool = False
+) -> tuple[str, Invocation]:
+    """(logical id, the invocation) of one function with `event` on a fresh stack: in-process, or
+    (`sam`) the built function through `sam local invoke`, the stack's AWS endpoint and the sample
+    image then on the host's address on the containers' network, where a container reaches them."""
+    address = host_address() if sam else "127.0.0.1"
+    image_url, port = serve_sample_image(address)
+    parameters = {"ImportAllowedPorts": f"{LOCAL_PARAMETER_OVERRIDES['ImportAllowedPorts']},{port}"}
+    if sam:  # the host's address on the containers' network is private
+        parameters["ImportAllowPrivate"] = "true"
+    stack = DevStack(
+        template,
+        api_port=0,
+        aws_port=0 if sam else None,
+        aws_host=address if sam else None,
+        parameters=parameters,
+        state_dir=state_dir,
+    ).start()
+    if not sam:
+        return invoke_event(stack, function, event, project, image_url)
+    assert stack.template is not None
+    spec = function_spec(stack.template, function, event)
+    prepared = prepare_event(stack, spec.logical_id, event, project, image_url)
+    runner = stack.container_runner(address).start(start_lambda=False)
+    try:
+        return _invoke_once(runner.sam, spec, prepared)
+    finally:
+        runner.stop()
+
+
+def sam_invoke_running(
+    event: Any, function: str | None, template: Path, project: str, state_dir: Path
+) -> tuple[str, Invocation]:
+    """As `invoke_fresh` with `sam`, against the `make run ARGS=--containers` of `state_dir`."""
+    path = state_dir / SAM_LOCAL_STATE
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+        os.kill(int(settings.pop("pid")), 0)
+    except (OSError, ValueError, KeyError) as error:
+        raise ContainerTierError(
+            f"no `make run ARGS=--containers` running here ({path}: {error}); leave out --running "
+            "for a stack of this command's own"
+        ) from error
+    running = load_template(template, settings["parameter_overrides"])
+    spec = function_spec(running, function, event)
+    if isinstance(event, dict):  # an authorizer event's token placeholder: signed with that stack's key
+        key = (state_dir / "token.key").read_text(encoding="utf-8").strip()
+        put_token(event, mint_local_token(key, project, f"{project}-user", ["member"]))
+    left = sorted(set(PLACEHOLDER.findall(json.dumps(event))) - {PLACEHOLDER_TOKEN})
+    if left:
+        raise InvokeError(
+            f"the event holds {', '.join(left)}, which only a fresh stack makes: leave out --running"
+        )
+    buckets = {bucket.name for bucket in running.buckets.values()}
+    for record in (event.get("Records") or []) if isinstance(event, dict) else []:
+        named = (((record or {}).get("s3") or {}).get("bucket") or {}).get("name")
+        if named is not None and named not in buckets:
+            raise InvokeError(
+                f"the event names bucket {named!r}; the running stack's are {', '.join(sorted(buckets))}"
+            )
+    sam = SamLocal(**settings).start(start_lambda=False)
+    try:
+        return _invoke_once(sam, spec, event)
+    finally:
+        sam.stop()
+
+
+def _invoke_once(sam: SamLocal, spec: FunctionSpec, event: Any) -> tuple[str, Invocation]:
+    """(logical id, invocation) of `sam local invoke` of the function; its command and logs on stderr."""
+    command = shlex.join(sam.invoke_command(spec.logical_id, Path("<event>")))
+    print(f"sam-invoke: {command}", file=sys.stderr, flush=True)
+    payload, errored, logs = sam.invoke_once(
+        spec.logical_id, event, timeout=spec.timeout_seconds + INVOKE_GRACE_SECONDS
     )
+    sys.stderr.write(logs)
+    return spec.logical_id, Invocation(payload=payload, errored=errored, logs=logs)
 
 
-def _stdout_for_the_payload_only() -> Any:
-    """Keep the real stdout for the payload; everything else written to fd 1 (Powertools' logger,
-    print, child processes) goes to stderr, as `sam local invoke` separates them."""
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m local.invoke",
+        description="Invoke one function of template.yaml with an event file, on a local stack in this "
+        "process; with --sam, the built function through `sam local invoke`, in a container.",
+    )
+    parser.add_argument(
+        "function", nargs="?", help="logical id (name or ARN also do); default: from the event"
+    )
+    parser.add_argument("event", type=Path, help="event file, e.g. events/tasks_api_list.json")
+    parser.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE)
+    parser.add_argument(
+        "--project",
+        default=DEFAULT_PROJECT,
+        help=f"project of the token put in authorizer events ({PLACEHOLDER_TOKEN!r})",
+    )
+    parser.add_argument("--sam", action="store_true", help="through `sam local invoke` (make sam-invoke)")
+    parser.add_argument(
+        "--running",
+        action="store_true",
+        help="with --sam: against the `make run ARGS=--containers` going on, not a fresh stack",
+    )
+    parser.add_argument(
+        "--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="with --running: the stack's state"
+    )
+    parser.add_argument("--log-level", default="WARNING", help="the local stack's own log lines (stderr)")
+    args = parser.parse_args(argv)
+    if args.running and not args.sam:
+        parser.error("--running goes with --sam")
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.sam:  # moto's server: a line per AWS call of the container
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # The real stdout is kept for the payload; everything else written to fd 1 (Powertools' logger,
+    # print, child processes) goes to stderr, as `sam local invoke` separates them.
     sys.stdout.flush()
-    payload_fd = os.dup(1)
+    payload_out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
-    return os.fdopen(payload_fd, "w", encoding="utf-8")
+    try:
+        event = read_event(args.event)
+        if args.sam and (reason := missing_prerequisites()):
+            raise ContainerTierError(reason)
+        if args.running:
+            logical_id, invocation = sam_invoke_running(
+                event, args.function, args.template, args.project, args.state_dir
+            )
+        else:
+            # A state dir of its own: the default one holds the token key of a `make run` going on.
+            with tempfile.TemporaryDirectory(prefix="imagetasks-invoke-") as state_dir:
+                logical_id, invocation = invoke_fresh(
+                    event, args.function, args.template, args.project, Path(state_dir), args.sam
+                )
+    except (InvokeError, ContainerTierError) as error:
+        print(f"make {'sam-invoke' if args.sam else 'invoke'}: {error}", file=sys.stderr)
+        return 2
+    payload_out.write(invocation.payload + "\n")
+    payload_out.flush()
+    if invocation.errored:
+        print(f"{logical_id} errored (payload on stdout)", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,23 +1,20 @@
 """The built functions' layers baked into images once, so `sam local` starts its containers at once.
 
-`sam local` runs a zip function in an image made of the runtime's image and the function's layers
-(`samcli/lambda-python:3.13-x86_64-<hash of the layer names>`). It builds that image again at every
-start whenever a layer is a resource of the template (ours all are: it cannot tell whether their
-files changed), and its build lock only keeps builds of one image from overlapping: with nine
-functions on two layer sets it built seven times in a row, 20 to 40 s each (copying the 110 MB
-dependencies layer), before the first container started.
-
-So the container tier builds those images itself, one per distinct list of layers, named after
-what went into it (the stand-in image's id and every layer file's path and content), and only when
-that name is not there yet. `sam local` then gets a copy of the built template without layers,
-each function pointed at its image with `--invoke-image`: with no layer to add it only puts its
-emulator on top once per image (a few seconds, the first time), and starts every container in
-parallel.
+`sam local` runs a zip function in the runtime's image with the function's layers on top
+(`samcli/lambda-python:3.13-x86_64-<hash of the layer names>`), and builds that image again at every
+start when a layer is a resource of the template (ours all are: it cannot tell whether their files
+changed); its build lock only keeps builds of one image from overlapping: with nine functions on two
+layer sets it built seven times in a row, 20 to 40 s each (copying the 110 MB dependencies layer),
+before the first container started. So the container tier builds those images itself, one per
+distinct list of layers, named after what went into it (the stand-in image's id and every layer
+file's path and content), only when that name is not there yet; and `sam local` gets a copy of the
+built template without layers, each function pointed at its image with `--invoke-image`: it then
+only puts its emulator on top once per image (a few seconds, the first time), and starts every
+container in parallel.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
@@ -25,7 +22,7 @@ import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,16 +109,6 @@ def containerfile(base_image: str, layers: Sequence[str]) -> str:
     return "".join([f"FROM {base_image}\n", *(f"COPY {name}/ {LAYERS_DIR}/\n" for name in layers)])
 
 
-@contextlib.contextmanager
-def _build_lock(image: str) -> Iterator[None]:
-    """One build of an image at a time on this machine (two stacks starting at once build it once)."""
-    name = hashlib.sha256(image.encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"imagetasks-layers-{name}.lock"
-    with path.open("w") as lock:  # closing it releases the lock
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 #: The images of a built template in this process, by (template path, its mtime): a stack starting
 #: in containers asks early, in the background, and `SamLocal.start` later gets the same answer.
 _images_found: dict[tuple[Path, int], dict[str, str]] = {}
@@ -161,7 +148,10 @@ def _layer_images(built_template: Path, base_image: str, podman: Podman) -> dict
                 digests[name] = content_digest(content)
         image = image_name(base_id, [(name, digests[name]) for name in layers])
         images[layers] = image
-        with _build_lock(image):
+        # One build of an image at a time on this machine (two stacks starting at once build it once).
+        lock_name = hashlib.sha256(image.encode()).hexdigest()[:16]
+        with (Path(tempfile.gettempdir()) / f"imagetasks-layers-{lock_name}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # closing the file releases it
             if podman("image", "exists", image).returncode != 0:
                 _build(image, base_image, layers, build_dir, podman)
                 built = True

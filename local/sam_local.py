@@ -1,28 +1,23 @@
 """The built functions in Lambda-like containers: `sam local start-lambda` on podman (the container tier).
 
-`make build` makes .aws-sam/build; `make containers` (local/containers.sh setup) makes the engine, the
-Lambda python3.13 stand-in image and the network. `SamLocal` then starts podman's Docker-compatible
-service with the environment every container gets, and `sam local start-lambda` on a free loopback
-port, and invokes functions by logical id through Lambda's Invoke API.
+`make build` makes .aws-sam/build; `make containers` (local/containers.sh setup) the engine, the
+Lambda python3.13 stand-in image and the network. `SamLocal` starts podman's Docker-compatible service
+with the environment every container gets, and `sam local start-lambda` on a free loopback port, and
+invokes functions by logical id through Lambda's Invoke API, with `http.client`: the local stack runs
+inside moto's `mock_aws`, which intercepts boto3 and requests.
 
-The invoke uses `http.client`, never boto3 or requests: the local stack runs inside moto's `mock_aws`,
-which intercepts both.
-
-Networking (measured with podman 4.3 and netavark 1.4):
-
-- Containers sit on `imagetasks-internal`, a bridge without DNS whose egress a raw-table rule drops:
-  a container reaches other containers and the host's address on the bridge, nothing else (not the
-  host's other addresses, not its nameserver, nothing beyond). Podman's `--internal` networks cannot
-  serve here: their bridge has no host address and they get no port forwarding, and SAM calls the
-  emulator in each container through a port published on 127.0.0.1.
-- A container reaches a server on the host at the bridge's gateway address (10.89.0.1 here; podman
-  also writes it as `host.containers.internal` into the containers' /etc/hosts). The server must
-  listen on that address: 127.0.0.1 is not reachable from a container, and 0.0.0.0 would also expose
-  it on the machine's other interfaces. The address exists only while the bridge does, that is while
-  a container is attached: `host_address()` keeps an idle anchor container running for that.
-- Inside a `sam local` container, AWS_LAMBDA_FUNCTION_NAME is the function's logical id (e.g.
-  `TasksApiFunction`), not a physical name: the credentials server is asked for
-  `<IMAGETASKS_CREDENTIALS_URL>/<logical id>`.
+Networking (measured with podman 4.3 and netavark 1.4): containers sit on `imagetasks-internal`, a
+bridge without DNS whose egress a raw-table rule drops: they reach each other and the host's address
+on the bridge, nothing else (not the host's other addresses, not its nameserver). Podman's
+`--internal` networks cannot serve: their bridge has no host address and no port forwarding, and SAM
+calls the emulator in each container through a port published on 127.0.0.1. A server for the
+containers must listen on the bridge's gateway address (10.89.0.1 here; podman also writes it as
+`host.containers.internal` into the containers' /etc/hosts): 127.0.0.1 is out of their reach, and
+0.0.0.0 would also expose it on the machine's other interfaces. That address exists only while the
+bridge does, that is while a container is attached: `host_address()` keeps an idle anchor container
+running for that. Inside a `sam local` container, AWS_LAMBDA_FUNCTION_NAME is the function's logical
+id (e.g. `TasksApiFunction`), not a physical name: the credentials server is asked for
+`<IMAGETASKS_CREDENTIALS_URL>/<logical id>`.
 """
 
 from __future__ import annotations
@@ -107,20 +102,12 @@ def prepare_layer_images() -> None:
 
 
 def host_address() -> str:
-    """The host's address on the containers' network: where servers for the containers must listen.
-
-    Brings the network's bridge up first (the address exists only while the bridge does).
-    """
+    """The host's address on the containers' network, where servers for the containers must listen;
+    brings the network's bridge up first (the address exists only while the bridge does)."""
     address = _script("up").strip()
     if not address:
         raise ContainerTierError(f"podman network {NETWORK} has no gateway address")
     return address
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 #: The keys of the document the Python runtime (awslambdaric) reports an unhandled exception with.
@@ -174,16 +161,14 @@ class SamLocal:
         self.warm_containers = warm_containers  # EAGER: every function's container at start, in parallel
         self.port = 0
         self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._engine_env: dict[str, str] = {}  # where containers.sh start puts the engine's socket
         self._process: subprocess.Popen[bytes] | None = None
-        self._log_path: Path | None = None
-        self._docker_host = ""
+        self._sam_env: dict[str, str] = {}  # SAM's: the engine's socket, the credentials for every container
         self._options: list[str] = []  # what start-lambda and invoke share: template, images, network...
 
-    # ------------------------------------------------------------ the same settings elsewhere
-
     def settings(self) -> dict[str, Any]:
-        """What another SamLocal needs to run these functions the same way (`from_settings`): the
-        variables, parameters and region, not this one's session."""
+        """What another SamLocal needs to run these functions the same way (`SamLocal(**settings)`):
+        the variables, parameters and region, not this one's session."""
         return {
             "env_vars": self.env_vars,
             "parameter_overrides": self.parameter_overrides,
@@ -191,32 +176,29 @@ class SamLocal:
             "region": self.region,
         }
 
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> SamLocal:
-        return cls(
-            **{key: settings[key] for key in ("env_vars", "parameter_overrides", "container_env", "region")}
-        )
-
     # ------------------------------------------------------------ lifecycle
-
-    def _engine_env(self) -> dict[str, str]:
-        if self._dir is None:
-            raise ContainerTierError("not started")
-        return {"IMAGETASKS_PODMAN_SOCK": str(Path(self._dir.name) / "podman.sock")}
 
     def start(self, *, start_lambda: bool = True) -> Self:
         """The engine service, the layer images and (unless `start_lambda` is false: `invoke_once`
         only) `sam local start-lambda`, answering."""
-        reason = missing_prerequisites()
-        if reason:
+        if reason := missing_prerequisites():
             raise ContainerTierError(reason)
         self._dir = tempfile.TemporaryDirectory(prefix="imagetasks-sam-")
         state = Path(self._dir.name)
+        self._engine_env = {"IMAGETASKS_PODMAN_SOCK": str(state / "podman.sock")}
         try:
             assignments = [f"{key}={value}" for key, value in self.container_env.items()]
-            output = _script("start", *assignments, env=self._engine_env())
+            output = _script("start", *assignments, env=self._engine_env)
             docker_host = next(line for line in output.splitlines() if line.startswith("DOCKER_HOST="))
-            self._docker_host = docker_host.partition("=")[2]
+            self._sam_env = {
+                **{key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "PYTHON"))},
+                "DOCKER_HOST": docker_host.partition("=")[2],
+                "SAM_CLI_TELEMETRY": "0",
+                "SAM_CLI_CONTEXT_CONTAINER_ENGINE": "docker",
+                "AWS_ACCESS_KEY_ID": SAM_CREDENTIALS[0],
+                "AWS_SECRET_ACCESS_KEY": SAM_CREDENTIALS[1],
+                "AWS_DEFAULT_REGION": self.region,
+            }
             env_file = state / "env-vars.json"
             env_file.write_text(json.dumps(self.env_vars), encoding="utf-8")
             try:  # the layers in images built once, not by sam local at every start (sam_images.py)
@@ -235,49 +217,35 @@ class SamLocal:
                 overrides = " ".join(f'{key}="{value}"' for key, value in self.parameter_overrides.items())
                 self._options += ["--parameter-overrides", overrides]
             if start_lambda:
-                self._start_lambda(state / "sam.log")
+                self._start_lambda(state)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _sam_environment(self) -> dict[str, str]:
-        """SAM's environment: the engine's socket, and the credentials it hands every container."""
-        return {
-            **{key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "PYTHON"))},
-            "DOCKER_HOST": self._docker_host,
-            "SAM_CLI_TELEMETRY": "0",
-            "SAM_CLI_CONTEXT_CONTAINER_ENGINE": "docker",
-            "AWS_ACCESS_KEY_ID": SAM_CREDENTIALS[0],
-            "AWS_SECRET_ACCESS_KEY": SAM_CREDENTIALS[1],
-            "AWS_DEFAULT_REGION": self.region,
-        }
-
-    def _start_lambda(self, log_path: Path) -> None:
-        self.port = free_port()
+    def _start_lambda(self, state: Path) -> None:
+        """`sam local start-lambda` on a free loopback port (its output in `state`), once it answers."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
         command = [
             str(SAM), "local", "start-lambda", *self._options,
             "--warm-containers", self.warm_containers,
             "--host", "127.0.0.1",
             "--port", str(self.port),
         ]  # fmt: skip
-        self._log_path = log_path
-        with self._log_path.open("wb") as log:
+        with (state / "sam.log").open("wb") as log:
             self._process = subprocess.Popen(
                 command,
                 cwd=ROOT,
-                env=self._sam_environment(),
+                env=self._sam_env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._wait_until_answering()
-
-    def _wait_until_answering(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
-            assert self._process is not None
             if self._process.poll() is not None:
                 raise ContainerTierError(f"sam local start-lambda exited:\n{self.log()[-4000:]}")
             connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
@@ -301,31 +269,30 @@ class SamLocal:
                 self._process.kill()
                 self._process.wait(timeout=10)
         self._process = None
-        if self._dir is not None:
-            self._remove_containers()
-            with contextlib.suppress(ContainerTierError):
-                _script("stop", env=self._engine_env())
-            self._dir.cleanup()
-            self._dir = None
-
-    def _remove_containers(self) -> None:
-        ids = _podman("ps", "-aq", "--filter", "label=sam.cli.container.type=lambda").stdout.split()
-        if not ids:
+        if self._dir is None:
             return
+        ids = _podman("ps", "-aq", "--filter", "label=sam.cli.container.type=lambda").stdout.split()
+        inspected = json.loads(_podman("container", "inspect", *ids).stdout or "[]") if ids else []
         mine = [
             container["Id"]
-            for container in json.loads(_podman("container", "inspect", *ids).stdout or "[]")
+            for container in inspected
             if f"{SESSION_VARIABLE}={self.session}" in (container.get("Config", {}).get("Env") or [])
         ]
         if mine:
             _podman("rm", "-f", "-t", "0", *mine)
+        with contextlib.suppress(ContainerTierError):
+            _script("stop", env=self._engine_env)
+        self._dir.cleanup()
+        self._dir = None
 
     # ------------------------------------------------------------ use
 
     def log(self) -> str:
-        if self._log_path is None or not self._log_path.exists():
+        """What `sam local start-lambda` wrote so far ("" before it starts, after it stops)."""
+        path = Path(self._dir.name) / "sam.log" if self._dir is not None else None
+        if path is None or not path.exists():
             return ""
-        return self._log_path.read_text(encoding="utf-8", errors="replace")
+        return path.read_text(encoding="utf-8", errors="replace")
 
     def invoke(self, function_logical_id: str, event: Any, timeout: float = 120.0) -> tuple[str, bool, str]:
         """Invoke a function of the built template: (payload JSON text, errored, log lines of the call).
@@ -335,7 +302,7 @@ class SamLocal:
         empty body when the runtime exits before it answers (the emulator's Sandbox.Failure; Lambda
         would say Unhandled, Runtime.ExitError): a handler that returns None still answers `null`.
         """
-        if self._process is None:
+        if self._process is None:  # not started, or stopped meanwhile
             raise ContainerTierError("not started")
         offset = len(self.log().encode("utf-8"))
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -356,26 +323,28 @@ class SamLocal:
             )
         finally:
             connection.close()
-        return payload, errored, self._logs_since(offset)
+        # The call's log lines, waiting briefly (1 s at most) for its last ones.
+        logs = _poll(
+            lambda: self.log().encode("utf-8")[offset:].decode("utf-8", errors="replace"),
+            lambda text: "REPORT RequestId" in text or "END RequestId" in text,
+            1.0,
+            0.05,
+        )
+        return payload, errored, logs
 
     def invoke_once(
         self, function_logical_id: str, event: Any, timeout: float = 600.0
     ) -> tuple[str, bool, str]:
         """`sam local invoke` of one function with `event`, in a container of its own (gone after it):
         (payload, errored, SAM's and the function's log lines). Needs `start(start_lambda=False)`.
-
-        The command is `invoke_command`'s, with the options start-lambda gets; errored as for
-        `invoke`: SAM failed, no payload, or the runtime's error document.
-        """
-        if self._dir is None:
-            raise ContainerTierError("not started")
+        errored as for `invoke`: SAM failed, no payload, or the runtime's error document."""
+        assert self._dir is not None, "start(start_lambda=False) first"
         event_file = Path(self._dir.name) / f"event-{uuid.uuid4().hex[:8]}.json"
         event_file.write_text(json.dumps(event), encoding="utf-8")
-        command = self.invoke_command(function_logical_id, event_file)
         completed = subprocess.run(
-            command,
+            self.invoke_command(function_logical_id, event_file),
             cwd=ROOT,
-            env=self._sam_environment(),
+            env=self._sam_env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -387,25 +356,14 @@ class SamLocal:
         return payload, errored, completed.stderr
 
     def invoke_command(self, function_logical_id: str, event_file: Path) -> list[str]:
-        """The `sam local invoke` command line `invoke_once` runs (DOCKER_HOST in its environment)."""
+        """The `sam local invoke` command line `invoke_once` runs (DOCKER_HOST in its environment):
+        the options start-lambda gets."""
         return [str(SAM), "local", "invoke", *self._options, "--event", str(event_file), function_logical_id]
 
     def wait_for_log(self, *needles: str, timeout: float = 30.0) -> str:
-        """The log once it holds every needle, or as it is when `timeout` runs out.
-
-        sam local writes a container's output as it arrives, after the invoke has answered: a caller
-        that reads it at once can miss the last lines.
-        """
+        """The log once it holds every needle, or as it is when `timeout` runs out: sam local writes a
+        container's output as it arrives, after the invoke has answered."""
         return _poll(self.log, lambda text: all(needle in text for needle in needles), timeout, 0.1)
-
-    def _logs_since(self, offset: int) -> str:
-        """The log lines written since `offset`, waiting briefly (1 s at most) for the call's last lines."""
-        return _poll(
-            lambda: self.log().encode("utf-8")[offset:].decode("utf-8", errors="replace"),
-            lambda text: "REPORT RequestId" in text or "END RequestId" in text,
-            1.0,
-            0.05,
-        )
 
 
 def _poll(read: Callable[[], str], done: Callable[[str], bool], timeout: float, interval: float) -> str:

@@ -1,5 +1,5 @@
-"""`make sam-invoke` (local/sam_invoke.py): an event file through SAM's own `sam local invoke`, the
-built function in a container, with the variables a local stack generates for it.
+"""`make sam-invoke` (`python -m local.invoke --sam`): an event file through SAM's own `sam local
+invoke`, the built function in a container, with the variables a local stack generates for it.
 
 The command runs as make runs it, in its own process (its own podman service, one container that is
 gone after), so it does not share the session's `sam local start-lambda`: on a fresh stack of its
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.containers
 
 
 def sam_invoke(*args: str) -> subprocess.CompletedProcess[str]:
-    return run_module("local.sam_invoke", *args, timeout=600)
+    return run_module("local.invoke", "--sam", *args, timeout=600)
 
 
 def test_an_event_file_runs_through_sam_local_invoke_against_a_local_stack() -> None:
