@@ -41,11 +41,9 @@ COMMON_LAYER = REPOSITORY / "layers" / "common" / "python"
 WORKER_COMMAND = (sys.executable, "-m", "imagetasks.entrypoints.worker")
 OUTPUT_LINES_KEPT = 20
 CONTAINERS_SCRIPT = REPOSITORY / "local" / "containers.sh"
-FAKE_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-}
+FAKE_CREDENTIALS = dict.fromkeys(
+    ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"), "testing"
+)
 #: The private network the runner's tasks are given (moto checks that the subnet exists).
 VPC_CIDR = "10.77.0.0/16"
 
@@ -227,9 +225,8 @@ class EcsRunHook:
             return
         # A task stays RUNNING until its worker ends (moto would report it STOPPED at once).
         state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**12})
-        original_run = EC2ContainerServiceBackend.run_task
-        original_stop = EC2ContainerServiceBackend.stop_task
-        self._originals = {"run_task": original_run, "stop_task": original_stop}
+        original_run = self._originals["run_task"] = EC2ContainerServiceBackend.run_task
+        original_stop = self._originals["stop_task"] = EC2ContainerServiceBackend.stop_task
 
         def run_task(backend: Any, *args: Any, **kwargs: Any) -> Any:
             tasks = original_run(backend, *args, **kwargs)
@@ -256,11 +253,21 @@ class EcsRunHook:
             self.stop(run.task_arn)
 
     # ---------------------------------------------------------------- running
-    def task_environment(self, spec: TaskDefinitionSpec, overrides: Mapping[str, Any]) -> dict[str, str]:
-        """What the task's container sees: the task definition's variables, then the RunTask
-        overrides, the task role's credentials and the local endpoint."""
+    def _start(self, task: Any) -> None:
+        spec = self._definitions.get(task.task_definition_arn)
+        if spec is None:
+            log.warning(
+                "RunTask of %s: not a task definition of this stack; nothing runs", task.task_definition_arn
+            )
+            return
+        self.started += 1
+        run = WorkerRun(task.task_arn)
+        with self._lock:
+            self._runs[task.task_arn] = run
+        # What the task's container sees: the task definition's variables, then the RunTask
+        # overrides, the task role's credentials and the local endpoint.
         env = dict(spec.environment)
-        for container in overrides.get("containerOverrides") or []:
+        for container in (task.overrides or {}).get("containerOverrides") or []:
             if container.get("name") == spec.container_name:
                 pairs = container.get("environment") or []
                 env.update({str(pair["name"]): str(pair["value"]) for pair in pairs})
@@ -268,9 +275,11 @@ class EcsRunHook:
         # The task role's credentials; without enforced IAM, moto's fake ones (it checks nothing then).
         env.update(self._credentials.get(spec.logical_id) or FAKE_CREDENTIALS)
         env.update({"AWS_ENDPOINT_URL": self._aws_url, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION})
-        return env
+        threading.Thread(
+            target=self._run, args=(task, run, spec, env), name="local-ecs-task", daemon=True
+        ).start()
 
-    def command(
+    def _command(
         self, spec: TaskDefinitionSpec, env: dict[str, str], work: Path
     ) -> tuple[list[str], dict[str, str]]:
         """The worker's command line and process environment: in a container of the worker image
@@ -290,27 +299,11 @@ class EcsRunHook:
         }
         return list(WORKER_COMMAND), {**host, **env, "PYTHONPATH": str(COMMON_LAYER)}
 
-    def _start(self, task: Any) -> None:
-        spec = self._definitions.get(task.task_definition_arn)
-        if spec is None:
-            log.warning(
-                "RunTask of %s: not a task definition of this stack; nothing runs", task.task_definition_arn
-            )
-            return
-        self.started += 1
-        run = WorkerRun(task.task_arn)
-        with self._lock:
-            self._runs[task.task_arn] = run
-        env = self.task_environment(spec, task.overrides or {})
-        threading.Thread(
-            target=self._run, args=(task, run, spec, env), name="local-ecs-task", daemon=True
-        ).start()
-
     def _run(self, task: Any, run: WorkerRun, spec: TaskDefinitionSpec, env: dict[str, str]) -> None:
         exit_code = 1
         work = Path(tempfile.mkdtemp(prefix="imagetasks-ecs-"))
         try:
-            command, process_env = self.command(spec, env, work)
+            command, process_env = self._command(spec, env, work)
             run.process = subprocess.Popen(
                 command, env=process_env, cwd=REPOSITORY, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             )

@@ -219,11 +219,8 @@ def dynamodb_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator
 
 
 def stepfunctions_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
-    for key in ("stateMachineArn", "executionArn", "activityArn"):
-        if key in body:
-            yield action, str(body[key])
-            return
-    yield action, "*"
+    arns = [str(body[key]) for key in ("stateMachineArn", "executionArn", "activityArn") if key in body]
+    yield action, arns[0] if arns else "*"
 
 
 def lambda_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
@@ -282,11 +279,8 @@ def ecs_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tupl
         for role_arn in _task_definition_roles(str(body.get("taskDefinition", ""))):
             yield "iam:PassRole", role_arn
         return
-    tasks = body.get("tasks") or ([body["task"]] if "task" in body else [])
-    for task in tasks:
+    for task in body.get("tasks") or ([body["task"]] if "task" in body else ["*"]):
         yield action, str(task)
-    if not tasks:
-        yield action, "*"
 
 
 def s3_checks(
@@ -326,10 +320,8 @@ def _delete_objects(body: bytes) -> list[dict[str, str]]:
         return []
     objects = []
     for element in root.iter():
-        if element.tag.rsplit("}", 1)[-1] != "Object":
-            continue
         fields = {child.tag.rsplit("}", 1)[-1]: child.text or "" for child in element}
-        if "Key" in fields:
+        if element.tag.rsplit("}", 1)[-1] == "Object" and "Key" in fields:
             objects.append(fields)
     return objects
 
@@ -359,22 +351,27 @@ _CHECKS = {
 }
 
 
-def _authorization(headers: Mapping[str, Any]) -> str:
+def _signer(headers: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(access key, service) of the request's `Authorization: … Credential=<key>/<date>/<region>/
+    <service>/…`; None when it has none."""
     value = headers.get("Authorization") or headers.get("authorization") or ""
-    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
-
-
-def _access_key(headers: Mapping[str, Any]) -> str | None:
-    authorization = _authorization(headers)
+    authorization = value.decode("latin-1") if isinstance(value, bytes) else str(value)
     if "Credential=" not in authorization:
         return None
-    return authorization.split("Credential=", 1)[1].split("/", 1)[0]
+    credential = authorization.split("Credential=", 1)[1]
+    scope = credential.split(",", 1)[0].split("/")
+    return credential.split("/", 1)[0], scope[3] if len(scope) > 3 else ""
 
 
-def _service(headers: Mapping[str, Any]) -> str:
-    authorization = _authorization(headers)
-    scope = authorization.split("Credential=", 1)[-1].split(",", 1)[0].split("/")
-    return scope[3] if len(scope) > 3 else ""
+def _authorised(
+    caller: str, documents: list[Any], action: str, resource: str, context: iam_policy.Context, how: str = ""
+) -> bool:
+    """The caller's policies' decision; each refusal logged, each allowed call recorded."""
+    if iam_policy.evaluate(documents, action, resource, context) is not iam_policy.Decision.ALLOW:
+        log.info("IAM: %s refused %s on %s%s", principal_of(caller), action, resource, how)
+        return False
+    ledger.record(principal_of(caller), action, resource)
+    return True
 
 
 _PATCHED = "_imagetasks_iam"
@@ -394,67 +391,59 @@ def enforce() -> None:
     def authorise(self: Any, iam_request_cls: type, resource: str = "*") -> None:
         if math.isinf(settings.INITIAL_NO_AUTH_ACTION_COUNT):  # relaxed: moto's default, no checks
             return
-        headers = self.headers
-        key = _access_key(headers)
-        if key is None:
+        signer = _signer(self.headers)
+        if signer is None:
             _authorise_presigned(self, resource)
             return
+        key, service = signer
         if key in OPERATOR_ACCESS_KEYS:
             return
-        pairs = _checked_items(self, resource)
+        items = _checked_items(self, service, resource)
+        if not items:  # an empty batch or transaction: nothing to authorise
+            return
         path = self.raw_path
         query = urlparse(self.uri).query
         if query:
             path += "?" + query
+        # One request, one signature and one caller, whatever the number of items.
+        request = iam_request_cls(
+            account_id=self.current_account,
+            method=self.method,
+            path=path,
+            data=self.data,
+            body=self.raw_body,
+            headers=self.headers,
+            action=items[0][0],
+        )
+        request.check_signature()
         common = {"aws:SecureTransport": "true" if self.uri.startswith("https") else "false"}
-        # One request, one signature and one caller: checked and collected for the first item only
-        # (a transaction of n items was verified n times).
         documents: list[Any] | None = None
-        for item_action, item_resource, *item_context in pairs:
-            request = iam_request_cls(
-                account_id=self.current_account,
-                method=self.method,
-                path=path,
-                data=self.data,
-                body=self.raw_body,
-                headers=headers,
-                action=item_action,
-            )
-            if ":" in item_action:  # another service's action the request needs (iam:PassRole)
-                request._action = item_action
-            if documents is None:
-                request.check_signature()
-            principal = request._access_key.arn
-            context = {**common, **(item_context[0] if item_context else {})}
+        for item_action, item_resource, *item_context in items:
+            # moto's `<service>:<action>`, unless the item is another service's action (iam:PassRole)
+            request._action = item_action if ":" in item_action else f"{request._service}:{item_action}"
             if request._action == "sts:GetCallerIdentity":  # needs no permission, on AWS too
                 continue
             if documents is None:
                 documents = [
                     IAMPolicy(policy)._policy_json for policy in request._access_key.collect_policies()
                 ]
-            if (
-                iam_policy.evaluate(documents, request._action, item_resource, context)
-                is not iam_policy.Decision.ALLOW
-            ):
-                log.info("IAM: %s refused %s on %s", principal_of(principal), request._action, item_resource)
+            context = {**common, **(item_context[0] if item_context else {})}
+            if not _authorised(request._access_key.arn, documents, request._action, item_resource, context):
                 request._raise_access_denied()
-            ledger.record(principal_of(principal), request._action, item_resource)
 
     setattr(authorise, _PATCHED, True)
     ActionAuthenticatorMixin._authenticate_and_authorize_action = authorise  # type: ignore[method-assign]
     IAMPolicyStatement._match = staticmethod(iam_policy.glob_match)  # type: ignore[method-assign,assignment]
 
 
-def _checked_items(response: Any, resource: str) -> list[tuple[Any, ...]]:
+def _checked_items(response: Any, service: str, resource: str) -> list[tuple[Any, ...]]:
     """(action, resource[, condition context]) of each thing the request does: one, or one per
     item of a batch or transaction."""
-    headers = response.headers
-    service = _service(headers)
-    checks = _CHECKS.get(service)
     action = response._get_action()
     if service == "s3":
         query = urlparse(response.uri).query
-        return list(s3_checks(action, resource, headers, response.raw_body or b"", query))
+        return list(s3_checks(action, resource, response.headers, response.raw_body or b"", query))
+    checks = _CHECKS.get(service)
     if checks is None:
         return [(action, resource)]
     try:
@@ -483,10 +472,8 @@ def _authorise_presigned(response: Any, resource: str) -> None:
         return
     action = f"s3:{response._get_action()}"
     documents = [IAMPolicy(policy)._policy_json for policy in signer.collect_policies()]
-    if iam_policy.evaluate(documents, action, resource, {}) is not iam_policy.Decision.ALLOW:
-        log.info("IAM: %s refused %s on %s (presigned)", principal_of(signer.arn), action, resource)
+    if not _authorised(signer.arn, documents, action, resource, {}, " (presigned)"):
         raise S3AccessDeniedError()
-    ledger.record(principal_of(signer.arn), action, resource)
 
 
 def relax() -> None:
