@@ -63,14 +63,12 @@ def create_network(ec2: Any) -> tuple[str, str]:
     try:
         vpc = ec2.create_vpc(CidrBlock=VPC_CIDR)["Vpc"]["VpcId"]
         subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.77.1.0/24")["Subnet"]["SubnetId"]
-        group = ec2.create_security_group(VpcId=vpc, GroupName="imagetasks-worker", Description="worker")[
-            "GroupId"
-        ]
+        group = ec2.create_security_group(VpcId=vpc, GroupName="imagetasks-worker", Description="worker")
     finally:
         mock_random.setstate(state)
     # As in a default VPC: the tasks' network interfaces get DNS names (which ECS describes them by).
     ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
-    return subnet, group
+    return subnet, group["GroupId"]
 
 
 def create_ecs_resources(template: LocalTemplate, ecs: Any) -> None:

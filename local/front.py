@@ -50,8 +50,8 @@ class _CompiledRoute:
     route: Route
     pattern: re.Pattern[str]
     parameter_names: tuple[str, ...]
-    literal_segments: int
-    greedy: bool
+    #: The matching order: more literal segments first, then greedy (`{name+}`) last, fewer parameters first.
+    rank: tuple[int, bool, int]
 
 
 def _compile(route: Route) -> _CompiledRoute:
@@ -70,7 +70,7 @@ def _compile(route: Route) -> _CompiledRoute:
             parts.append(re.escape(segment))
     suffix = "/" if route.path.endswith("/") and route.path != "/" else ""
     pattern = re.compile("/" + "/".join(parts) + suffix)
-    return _CompiledRoute(route, pattern, tuple(names), literal, greedy)
+    return _CompiledRoute(route, pattern, tuple(names), (-literal, greedy, len(names)))
 
 
 def route_for(routes: Iterable[Route], path: str, method: str) -> Route | None:
@@ -82,15 +82,12 @@ def route_for(routes: Iterable[Route], path: str, method: str) -> Route | None:
 
 
 class ApiFront:
-    """Turns HTTP requests into calls of the template's API functions (transport-free: see `serve`)."""
+    """Turns HTTP requests into calls of the template's API functions (transport-free: see `FrontServer`)."""
 
     def __init__(self, template: LocalTemplate, runner: FunctionDirectory) -> None:
         self._template = template
         self._runner = runner
-        self._routes = sorted(
-            (_compile(route) for route in template.routes),
-            key=lambda compiled: (-compiled.literal_segments, compiled.greedy, len(compiled.parameter_names)),
-        )
+        self._routes = sorted((_compile(route) for route in template.routes), key=lambda c: c.rank)
         # API Gateway's own name for itself (requestContext.domainName); FrontServer sets it to the
         # address it listens on, which is what links back to this server need.
         self.domain_name = "localhost"
@@ -393,7 +390,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     # The head and the body go out as two writes: with Nagle's algorithm the body waited for the
     # client's delayed ACK of the head, 40 ms on Linux, on every answer of a kept-alive connection.
     disable_nagle_algorithm = True
-    front: ApiFront  # set on the subclass made by `serve`
+    front: ApiFront  # set on the subclass FrontServer makes
 
     def _serve(self) -> None:
         length = _content_length(self.headers.get_all("Content-Length") or [])

@@ -191,21 +191,13 @@ def _table_arn(item: Mapping[str, Any]) -> str:
     return f"{arn}/index/{item['IndexName']}" if item.get("IndexName") else arn
 
 
-#: TransactWriteItems is authorised item by item, with each item's own action (as AWS does).
-_TRANSACT_ACTIONS = {
-    "Put": "PutItem",
-    "Update": "UpdateItem",
-    "Delete": "DeleteItem",
-    "ConditionCheck": "ConditionCheckItem",
-}
-
-
 def dynamodb_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
     """(action, resource ARN) pairs AWS would authorise for one DynamoDB request."""
-    if action == "TransactWriteItems":
+    if action == "TransactWriteItems":  # item by item, with each item's own action (as AWS does)
         for entry in body.get("TransactItems", []):
             for kind, item in entry.items():
-                yield _TRANSACT_ACTIONS.get(kind, kind), _table_arn(item)
+                known = kind in ("Put", "Update", "Delete", "ConditionCheck")
+                yield f"{kind}Item" if known else kind, _table_arn(item)
     elif action == "TransactGetItems":
         for entry in body.get("TransactItems", []):
             yield "GetItem", _table_arn(entry.get("Get", {}))
@@ -295,11 +287,10 @@ def s3_checks(
     }
     parameters = {part.split("=", 1)[0] for part in query.split("&") if part}
     if "delete" in parameters and ":::" in resource and "/" not in resource.split(":::", 1)[1]:
-        bucket_arn = resource
-        for obj in _delete_objects(body):
-            yield "DeleteObject", f"{bucket_arn}/{obj['Key']}"
+        for obj in _delete_objects(body):  # `resource` is the bucket's ARN
+            yield "DeleteObject", f"{resource}/{obj['Key']}"
             if obj.get("ETag"):
-                yield "GetObject", f"{bucket_arn}/{obj['Key']}"
+                yield "GetObject", f"{resource}/{obj['Key']}"
         return
     yield action, resource
     source = header.get("x-amz-copy-source")
