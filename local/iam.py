@@ -267,9 +267,17 @@ def ecs_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tupl
             family, _, revision = definition.partition(":")
             definition = _arn("ecs", f"task-definition/{family}:{revision or '*'}")
         yield action, definition
-        # ECS hands the task its roles only if the caller may pass them (iam:PassRole)
-        for role_arn in _task_definition_roles(str(body.get("taskDefinition", ""))):
-            yield "iam:PassRole", role_arn
+        # ECS hands the task its roles (task and execution) only if the caller may pass them
+        try:
+            from moto.ecs.models import ecs_backends
+
+            backend = ecs_backends[ACCOUNT_ID][REGION]
+            registered = backend.describe_task_definition(str(body.get("taskDefinition", "")))
+        except Exception:  # an unknown definition: ECS refuses the RunTask itself
+            return
+        for role_arn in (registered.task_role_arn, registered.execution_role_arn):
+            if role_arn:
+                yield "iam:PassRole", role_arn
         return
     for task in body.get("tasks") or ([body["task"]] if "task" in body else ["*"]):
         yield action, str(task)
@@ -287,10 +295,18 @@ def s3_checks(
     }
     parameters = {part.split("=", 1)[0] for part in query.split("&") if part}
     if "delete" in parameters and ":::" in resource and "/" not in resource.split(":::", 1)[1]:
-        for obj in _delete_objects(body):  # `resource` is the bucket's ARN
-            yield "DeleteObject", f"{resource}/{obj['Key']}"
-            if obj.get("ETag"):
-                yield "GetObject", f"{resource}/{obj['Key']}"
+        import xml.etree.ElementTree as ElementTree
+
+        try:  # the body: <Delete><Object><Key>…</Key><ETag>…</ETag></Object>…
+            root = ElementTree.fromstring(body or b"<Delete/>")  # noqa: S314 - moto parses the same body next
+        except ElementTree.ParseError:
+            return
+        for element in root.iter():  # `resource` is the bucket's ARN
+            fields = {child.tag.rsplit("}", 1)[-1]: child.text or "" for child in element}
+            if element.tag.rsplit("}", 1)[-1] == "Object" and "Key" in fields:
+                yield "DeleteObject", f"{resource}/{fields['Key']}"
+                if fields.get("ETag"):
+                    yield "GetObject", f"{resource}/{fields['Key']}"
         return
     yield action, resource
     source = header.get("x-amz-copy-source")
@@ -299,33 +315,6 @@ def s3_checks(
         yield "GetObject", f"arn:aws:s3:::{source_path}"
     if action == "DeleteObject" and header.get("if-match", "*").strip() != "*":
         yield "GetObject", resource
-
-
-def _delete_objects(body: bytes) -> list[dict[str, str]]:
-    """The objects of a DeleteObjects request body (`<Delete><Object><Key>…`)."""
-    import xml.etree.ElementTree as ElementTree
-
-    try:
-        root = ElementTree.fromstring(body or b"<Delete/>")  # noqa: S314 - moto parses the same body next
-    except ElementTree.ParseError:
-        return []
-    objects = []
-    for element in root.iter():
-        fields = {child.tag.rsplit("}", 1)[-1]: child.text or "" for child in element}
-        if element.tag.rsplit("}", 1)[-1] == "Object" and "Key" in fields:
-            objects.append(fields)
-    return objects
-
-
-def _task_definition_roles(definition: str) -> list[str]:
-    """The task and execution roles of a registered task definition (none if it is unknown)."""
-    try:
-        from moto.ecs.models import ecs_backends
-
-        registered = ecs_backends[ACCOUNT_ID][REGION].describe_task_definition(definition)
-    except Exception:  # an unknown definition: ECS refuses the RunTask itself
-        return []
-    return [arn for arn in (registered.task_role_arn, registered.execution_role_arn) if arn]
 
 
 def _bus_arn(name: str) -> str:
