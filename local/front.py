@@ -346,9 +346,7 @@ def _render(template: str, message: str, request_id: str, response_type: str) ->
 def _header_value(source: str, request_id: str) -> str:
     if source.startswith("'") and source.endswith("'"):
         return source[1:-1]
-    if source == "context.requestId":
-        return request_id
-    return ""
+    return request_id if source == "context.requestId" else ""
 
 
 def _last_and_all(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
@@ -377,12 +375,8 @@ def _content_length(values: list[str]) -> int | None:
     lengths = {value.strip() for value in values}
     if not lengths:
         return 0
-    if len(lengths) != 1:
-        return None
-    text = lengths.pop()
-    if not text.isascii() or not text.isdigit() or len(text) > 18:
-        return None
-    return int(text)
+    text = lengths.pop() if len(lengths) == 1 else ""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -398,13 +392,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             # Malformed HTTP, as API Gateway's edge answers it; the body cannot be delimited, so
             # the connection ends here.
             self.close_connection = True
-            self._answer(
-                HttpResponse(
-                    400,
-                    [("Content-Type", "application/json"), ("Connection", "close")],
-                    b'{"message": "Bad request: Content-Length must be one non-negative number"}',
-                )
-            )
+            message = b'{"message": "Bad request: Content-Length must be one non-negative number"}'
+            self._answer(HttpResponse(400, [("Content-Type", "application/json")], message))
             return
         body = self.rfile.read(length) if length else b""
         try:

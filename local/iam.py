@@ -111,10 +111,7 @@ def template_roles(local: LocalTemplate) -> dict[str, Role]:
         properties = resources[role_id]["Properties"]
         # Policies attached to the role from outside it (AWS::IAM::Policy with Roles: [!Ref role]).
         attached = [
-            {
-                "PolicyName": other["Properties"]["PolicyName"],
-                "PolicyDocument": other["Properties"]["PolicyDocument"],
-            }
+            {key: other["Properties"][key] for key in ("PolicyName", "PolicyDocument")}
             for other in resources.values()
             if other.get("Type") == "AWS::IAM::Policy"
             and {"Ref": role_id} in other["Properties"].get("Roles", [])
