@@ -2,19 +2,16 @@
 
 moto's ECS records a task and runs nothing, and its Step Functions interpreter waits (`.sync`) for
 the task to reach STOPPED. `EcsRunHook` makes RunTask start the task definition's entrypoint
-(`python -m imagetasks.entrypoints.worker`) with the task definition's environment, the RunTask overrides and
-the task role's credentials, against the local AWS endpoint, and marks the moto task STOPPED with
-the worker's exit code when it ends. StopTask (an execution stopped) ends the worker.
+(`python -m imagetasks.entrypoints.worker`) with its environment, the RunTask overrides and the task
+role's credentials, against the local AWS endpoint, and marks the moto task STOPPED with the
+worker's exit code when it ends. StopTask (an execution stopped) ends the worker.
 
 With the container tier on, the worker runs in a container of the image worker/Dockerfile builds
 (`local/containers.sh worker-image`: the code and qemu-img `sam build` made) on the containers'
-egress-less network, as a Fargate task would; otherwise as a process of this machine's Python with
-the repository's code: the same entrypoint either way.
-
-In a container, the task definition's filesystem is Fargate's (`fargate_bind_mounts`): a read-only
-root filesystem when `readonlyRootFilesystem` says so, the definition's `user` (else the image's
-USER), and each task volume a fresh, empty directory that is root-owned with mode 0755, unless the
-image declares its container path as a VOLUME: then it gets the image directory's owner and mode.
+egress-less network, with the task definition's filesystem as Fargate makes it: a read-only root
+filesystem when `readonlyRootFilesystem` says so, the definition's `user` (else the image's USER),
+and its task volumes as `fargate_bind_mounts` says. Otherwise it runs as a process of this
+machine's Python with the repository's code: the same entrypoint either way.
 """
 
 from __future__ import annotations
