@@ -216,8 +216,7 @@ def lambda_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[t
     """Lambda's REST paths name the function: /2015-03-31/functions/{name or ARN}/invocations."""
     parts = unquote(path).split("?", 1)[0].split("/")
     if "functions" in parts and parts.index("functions") + 1 < len(parts):
-        name = parts[parts.index("functions") + 1]
-        name = name.split(":function:", 1)[-1].split(":", 1)[0]
+        name = parts[parts.index("functions") + 1].split(":function:", 1)[-1].split(":", 1)[0]
         iam_action = "InvokeFunction" if action in ("Invoke", "InvokeAsync") else action
         yield iam_action, _arn("lambda", f"function:{name}")
         return
@@ -245,11 +244,9 @@ def events_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[t
         yield action, _bus_arn(name) if name else "*"
         return
     entries = body.get("Entries") or []
-    for entry in entries:  # each entry on its own bus, with its own source and detail type
-        context = {
-            "events:source": str(entry.get("Source", "")),
-            "events:detail-type": str(entry.get("DetailType", "")),
-        }
+    for entry in entries:
+        source, detail_type = str(entry.get("Source", "")), str(entry.get("DetailType", ""))
+        context = {"events:source": source, "events:detail-type": detail_type}
         yield action, _bus_arn(str(entry.get("EventBusName") or "default")), context
     if not entries:
         yield action, "*"
@@ -378,10 +375,8 @@ def enforce() -> None:
         items = _checked_items(self, service, resource)
         if not items:  # an empty batch or transaction: nothing to authorise
             return
-        path = self.raw_path
         query = urlparse(self.uri).query
-        if query:
-            path += "?" + query
+        path = f"{self.raw_path}?{query}" if query else self.raw_path
         # One request, one signature and one caller, whatever the number of items.
         request = iam_request_cls(
             account_id=self.current_account,
