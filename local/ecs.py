@@ -128,20 +128,16 @@ def fargate_bind_mounts(
     container = next(
         c for c in registration.get("containerDefinitions") or [] if c.get("name") == container_name
     )
-    mounts = []
-    for point in container.get("mountPoints") or []:
-        if point.get("sourceVolume") not in bind_volumes:
-            continue
-        path = str(point["containerPath"])
-        mounts.append(
-            BindMount(
-                volume=str(point["sourceVolume"]),
-                container_path=path,
-                owner=declared.get(path, UNDECLARED_VOLUME),
-                read_only=bool(point.get("readOnly")),
-            )
+    return [
+        BindMount(
+            volume=str(point["sourceVolume"]),
+            container_path=str(point["containerPath"]),
+            owner=declared.get(str(point["containerPath"]), UNDECLARED_VOLUME),
+            read_only=bool(point.get("readOnly")),
         )
-    return mounts
+        for point in container.get("mountPoints") or []
+        if point.get("sourceVolume") in bind_volumes
+    ]
 
 
 def image_volumes() -> dict[str, DirectoryOwner]:
