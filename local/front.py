@@ -212,13 +212,11 @@ class ApiFront:
         if cached is not None and cached[0] > time.monotonic():
             result = cached[1]
         else:
+            same = ("resource", "path", "httpMethod", "headers", "multiValueHeaders")
             authorizer_event = {
                 "type": "REQUEST",
                 "methodArn": method_arn,
-                **{
-                    name: event[name]
-                    for name in ("resource", "path", "httpMethod", "headers", "multiValueHeaders")
-                },
+                **{name: event[name] for name in same},
                 "queryStringParameters": event["queryStringParameters"] or {},
                 "multiValueQueryStringParameters": event["multiValueQueryStringParameters"] or {},
                 "pathParameters": event["pathParameters"] or {},

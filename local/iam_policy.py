@@ -109,17 +109,13 @@ def _condition_holds(operator: str, key: str, expected: Any, context: Mapping[st
     if_exists = operator.endswith("IfExists")
     operator = operator.removesuffix("IfExists")
     present = key.lower() in context
-    actual_values = [str(v) for v in _as_list(context[key.lower()])] if present else []
     expected_values = _as_list(expected)
-    if operator == "Null":
-        # Null: true → the key must be absent; false → present
-        wants_absent = str(expected_values[0]).lower() == "true"
-        return (not present) if wants_absent else present
-    if not present:
-        if if_exists or qualifier == "ForAllValues":
-            return True
-        return operator in _NEGATED  # a negated operator on a missing key holds
+    if operator == "Null":  # true: the key must be absent; false: present
+        return present != (str(expected_values[0]).lower() == "true")
     negated = operator in _NEGATED
+    if not present:  # a missing key: ...IfExists, ForAllValues and negated operators hold
+        return if_exists or qualifier == "ForAllValues" or negated
+    actual_values = [str(v) for v in _as_list(context[key.lower()])]
     base = _NEGATED.get(operator, operator)
 
     def one(actual: str) -> bool:
