@@ -2,19 +2,16 @@
 
 moto's ECS records a task and runs nothing, and its Step Functions interpreter waits (`.sync`) for
 the task to reach STOPPED. `EcsRunHook` makes RunTask start the task definition's entrypoint
-(`python -m imagetasks.entrypoints.worker`) with the task definition's environment, the RunTask overrides and
-the task role's credentials, against the local AWS endpoint, and marks the moto task STOPPED with
-the worker's exit code when it ends. StopTask (an execution stopped) ends the worker.
+(`python -m imagetasks.entrypoints.worker`) with its environment, the RunTask overrides and the task
+role's credentials, against the local AWS endpoint, and marks the moto task STOPPED with the
+worker's exit code when it ends. StopTask (an execution stopped) ends the worker.
 
 With the container tier on, the worker runs in a container of the image worker/Dockerfile builds
 (`local/containers.sh worker-image`: the code and qemu-img `sam build` made) on the containers'
-egress-less network, as a Fargate task would; otherwise as a process of this machine's Python with
-the repository's code: the same entrypoint either way.
-
-In a container, the task definition's filesystem is Fargate's (`fargate_bind_mounts`): a read-only
-root filesystem when `readonlyRootFilesystem` says so, the definition's `user` (else the image's
-USER), and each task volume a fresh, empty directory that is root-owned with mode 0755, unless the
-image declares its container path as a VOLUME: then it gets the image directory's owner and mode.
+egress-less network, with the task definition's filesystem as Fargate makes it: a read-only root
+filesystem when `readonlyRootFilesystem` says so, the definition's `user` (else the image's USER),
+and its task volumes as `fargate_bind_mounts` says. Otherwise it runs as a process of this
+machine's Python with the repository's code: the same entrypoint either way.
 """
 
 from __future__ import annotations
@@ -41,11 +38,9 @@ COMMON_LAYER = REPOSITORY / "layers" / "common" / "python"
 WORKER_COMMAND = (sys.executable, "-m", "imagetasks.entrypoints.worker")
 OUTPUT_LINES_KEPT = 20
 CONTAINERS_SCRIPT = REPOSITORY / "local" / "containers.sh"
-FAKE_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-}
+FAKE_CREDENTIALS = dict.fromkeys(
+    ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"), "testing"
+)
 #: The private network the runner's tasks are given (moto checks that the subnet exists).
 VPC_CIDR = "10.77.0.0/16"
 
@@ -65,14 +60,12 @@ def create_network(ec2: Any) -> tuple[str, str]:
     try:
         vpc = ec2.create_vpc(CidrBlock=VPC_CIDR)["Vpc"]["VpcId"]
         subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.77.1.0/24")["Subnet"]["SubnetId"]
-        group = ec2.create_security_group(VpcId=vpc, GroupName="imagetasks-worker", Description="worker")[
-            "GroupId"
-        ]
+        group = ec2.create_security_group(VpcId=vpc, GroupName="imagetasks-worker", Description="worker")
     finally:
         mock_random.setstate(state)
     # As in a default VPC: the tasks' network interfaces get DNS names (which ECS describes them by).
     ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
-    return subnet, group
+    return subnet, group["GroupId"]
 
 
 def create_ecs_resources(template: LocalTemplate, ecs: Any) -> None:
@@ -135,20 +128,16 @@ def fargate_bind_mounts(
     container = next(
         c for c in registration.get("containerDefinitions") or [] if c.get("name") == container_name
     )
-    mounts = []
-    for point in container.get("mountPoints") or []:
-        if point.get("sourceVolume") not in bind_volumes:
-            continue
-        path = str(point["containerPath"])
-        mounts.append(
-            BindMount(
-                volume=str(point["sourceVolume"]),
-                container_path=path,
-                owner=declared.get(path, UNDECLARED_VOLUME),
-                read_only=bool(point.get("readOnly")),
-            )
+    return [
+        BindMount(
+            volume=str(point["sourceVolume"]),
+            container_path=str(point["containerPath"]),
+            owner=declared.get(str(point["containerPath"]), UNDECLARED_VOLUME),
+            read_only=bool(point.get("readOnly")),
         )
-    return mounts
+        for point in container.get("mountPoints") or []
+        if point.get("sourceVolume") in bind_volumes
+    ]
 
 
 def image_volumes() -> dict[str, DirectoryOwner]:
@@ -227,9 +216,8 @@ class EcsRunHook:
             return
         # A task stays RUNNING until its worker ends (moto would report it STOPPED at once).
         state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**12})
-        original_run = EC2ContainerServiceBackend.run_task
-        original_stop = EC2ContainerServiceBackend.stop_task
-        self._originals = {"run_task": original_run, "stop_task": original_stop}
+        original_run = self._originals["run_task"] = EC2ContainerServiceBackend.run_task
+        original_stop = self._originals["stop_task"] = EC2ContainerServiceBackend.stop_task
 
         def run_task(backend: Any, *args: Any, **kwargs: Any) -> Any:
             tasks = original_run(backend, *args, **kwargs)
@@ -256,11 +244,21 @@ class EcsRunHook:
             self.stop(run.task_arn)
 
     # ---------------------------------------------------------------- running
-    def task_environment(self, spec: TaskDefinitionSpec, overrides: Mapping[str, Any]) -> dict[str, str]:
-        """What the task's container sees: the task definition's variables, then the RunTask
-        overrides, the task role's credentials and the local endpoint."""
+    def _start(self, task: Any) -> None:
+        spec = self._definitions.get(task.task_definition_arn)
+        if spec is None:
+            log.warning(
+                "RunTask of %s: not a task definition of this stack; nothing runs", task.task_definition_arn
+            )
+            return
+        self.started += 1
+        run = WorkerRun(task.task_arn)
+        with self._lock:
+            self._runs[task.task_arn] = run
+        # What the task's container sees: the task definition's variables, then the RunTask
+        # overrides, the task role's credentials and the local endpoint.
         env = dict(spec.environment)
-        for container in overrides.get("containerOverrides") or []:
+        for container in (task.overrides or {}).get("containerOverrides") or []:
             if container.get("name") == spec.container_name:
                 pairs = container.get("environment") or []
                 env.update({str(pair["name"]): str(pair["value"]) for pair in pairs})
@@ -268,9 +266,11 @@ class EcsRunHook:
         # The task role's credentials; without enforced IAM, moto's fake ones (it checks nothing then).
         env.update(self._credentials.get(spec.logical_id) or FAKE_CREDENTIALS)
         env.update({"AWS_ENDPOINT_URL": self._aws_url, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION})
-        return env
+        threading.Thread(
+            target=self._run, args=(task, run, spec, env), name="local-ecs-task", daemon=True
+        ).start()
 
-    def command(
+    def _command(
         self, spec: TaskDefinitionSpec, env: dict[str, str], work: Path
     ) -> tuple[list[str], dict[str, str]]:
         """The worker's command line and process environment: in a container of the worker image
@@ -290,27 +290,11 @@ class EcsRunHook:
         }
         return list(WORKER_COMMAND), {**host, **env, "PYTHONPATH": str(COMMON_LAYER)}
 
-    def _start(self, task: Any) -> None:
-        spec = self._definitions.get(task.task_definition_arn)
-        if spec is None:
-            log.warning(
-                "RunTask of %s: not a task definition of this stack; nothing runs", task.task_definition_arn
-            )
-            return
-        self.started += 1
-        run = WorkerRun(task.task_arn)
-        with self._lock:
-            self._runs[task.task_arn] = run
-        env = self.task_environment(spec, task.overrides or {})
-        threading.Thread(
-            target=self._run, args=(task, run, spec, env), name="local-ecs-task", daemon=True
-        ).start()
-
     def _run(self, task: Any, run: WorkerRun, spec: TaskDefinitionSpec, env: dict[str, str]) -> None:
         exit_code = 1
         work = Path(tempfile.mkdtemp(prefix="imagetasks-ecs-"))
         try:
-            command, process_env = self.command(spec, env, work)
+            command, process_env = self._command(spec, env, work)
             run.process = subprocess.Popen(
                 command, env=process_env, cwd=REPOSITORY, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             )

@@ -12,7 +12,6 @@ sends. Paths are served at the root, not under /<Stage>, so `--os-image-url http
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 import re
@@ -51,8 +50,8 @@ class _CompiledRoute:
     route: Route
     pattern: re.Pattern[str]
     parameter_names: tuple[str, ...]
-    literal_segments: int
-    greedy: bool
+    #: The matching order: more literal segments first, then greedy (`{name+}`) last, fewer parameters first.
+    rank: tuple[int, bool, int]
 
 
 def _compile(route: Route) -> _CompiledRoute:
@@ -71,7 +70,7 @@ def _compile(route: Route) -> _CompiledRoute:
             parts.append(re.escape(segment))
     suffix = "/" if route.path.endswith("/") and route.path != "/" else ""
     pattern = re.compile("/" + "/".join(parts) + suffix)
-    return _CompiledRoute(route, pattern, tuple(names), literal, greedy)
+    return _CompiledRoute(route, pattern, tuple(names), (-literal, greedy, len(names)))
 
 
 def route_for(routes: Iterable[Route], path: str, method: str) -> Route | None:
@@ -83,15 +82,12 @@ def route_for(routes: Iterable[Route], path: str, method: str) -> Route | None:
 
 
 class ApiFront:
-    """Turns HTTP requests into calls of the template's API functions (transport-free: see `serve`)."""
+    """Turns HTTP requests into calls of the template's API functions (transport-free: see `FrontServer`)."""
 
     def __init__(self, template: LocalTemplate, runner: FunctionDirectory) -> None:
         self._template = template
         self._runner = runner
-        self._routes = sorted(
-            (_compile(route) for route in template.routes),
-            key=lambda compiled: (-compiled.literal_segments, compiled.greedy, len(compiled.parameter_names)),
-        )
+        self._routes = sorted((_compile(route) for route in template.routes), key=lambda c: c.rank)
         # API Gateway's own name for itself (requestContext.domainName); FrontServer sets it to the
         # address it listens on, which is what links back to this server need.
         self.domain_name = "localhost"
@@ -102,32 +98,17 @@ class ApiFront:
         self._authorizer_answers: dict[tuple[str, ...], tuple[float, dict[str, Any]]] = {}
 
     # ---------------------------------------------------------------- routing
-    def _match(self, path: str, method: str) -> tuple[Route | None, dict[str, str]]:
-        """The route for path+method and its path parameters."""
+    def _match(self, path: str) -> tuple[str, dict[str, str]]:
+        """The path template of the first route (in matching order) that `path` matches, and its path
+        parameters; ("", {}) when none does."""
         for compiled in self._routes:
             match = compiled.pattern.fullmatch(path)
-            if not match:
-                continue
-            parameters = {
-                name: unquote(value)
-                for name, value in zip(compiled.parameter_names, match.groups(), strict=True)
-            }
-            return route_for(self._template.routes, compiled.route.path, method), parameters
-        return None, {}
-
-    def _preflight(self, path: str, request_id: str) -> HttpResponse | None:
-        """The CORS preflight's answer, as API Gateway's mock integration gives it (no authorizer):
-        the first route (in matching order) whose path template matches and has one."""
-        for compiled in self._routes:
-            if not compiled.pattern.fullmatch(path):
-                continue
-            headers = self._template.preflights.get(compiled.route.path)
-            if headers is None:
-                return None
-            answer = [("Content-Type", "application/json")]
-            answer += [(name, _header_value(source, request_id)) for name, source in headers.items()]
-            return _with_request_id(HttpResponse(200, answer, b"{}"), request_id)
-        return None
+            if match:
+                values = match.groups()
+                return compiled.route.path, {
+                    name: unquote(value) for name, value in zip(compiled.parameter_names, values, strict=True)
+                }
+        return "", {}
 
     # ---------------------------------------------------------------- one request
     def handle(
@@ -143,11 +124,14 @@ class ApiFront:
         # As API Gateway (REST) passes it: `path` as the client sent it (percent-encoded), each
         # path parameter decoded once (`pathParameters`).
         path = split.path or "/"
-        if method == "OPTIONS":
-            preflight = self._preflight(path, request_id)
-            if preflight is not None:
-                return preflight
-        route, path_parameters = self._match(path, method)
+        resource, path_parameters = self._match(path)
+        preflight = self._template.preflights.get(resource)
+        if method == "OPTIONS" and preflight is not None:
+            # The CORS preflight, answered as API Gateway's mock integration does (no authorizer).
+            answer = [("Content-Type", "application/json")]
+            answer += [(name, _header_value(source, request_id)) for name, source in preflight.items()]
+            return _with_request_id(HttpResponse(200, answer, b"{}"), request_id)
+        route = route_for(self._template.routes, resource, method)
         if route is None:
             # API Gateway (REST) answers a path it has no resource for, and a method a resource
             # lacks, with its MISSING_AUTHENTICATION_TOKEN response: a 403, whatever the token.
@@ -157,41 +141,13 @@ class ApiFront:
         if len(body) > MAX_BODY_BYTES:
             return self._gateway_error("REQUEST_TOO_LARGE", 413, "Request Too Long", request_id)
 
-        event = self._proxy_event(
-            route, method, path, split.query, headers, body, path_parameters, request_id, source_ip
+        # API Gateway adds the X-Forwarded-* headers the client did not send.
+        sent = {name.lower() for name, _ in headers}
+        forwarded = [("X-Forwarded-For", source_ip), ("X-Forwarded-Proto", "http")]
+        single_headers, multi_headers = _last_and_all(
+            headers + [(name, value) for name, value in forwarded if name.lower() not in sent]
         )
-        if route.authorizer_logical_id is not None:
-            denied = self._authorize(route, event, request_id)
-            if denied is not None:
-                return denied
-        return self._integrate(route, event, request_id)
-
-    def _proxy_event(
-        self,
-        route: Route,
-        method: str,
-        path: str,
-        query: str,
-        headers: list[tuple[str, str]],
-        body: bytes,
-        path_parameters: dict[str, str],
-        request_id: str,
-        source_ip: str,
-    ) -> dict[str, Any]:
-        single_headers: dict[str, str] = {}
-        multi_headers: dict[str, list[str]] = {}
-        for name, value in headers:
-            single_headers[name] = value  # API Gateway keeps the last value of a repeated header
-            multi_headers.setdefault(name, []).append(value)
-        for name, value in (("X-Forwarded-For", source_ip), ("X-Forwarded-Proto", "http")):
-            if not any(key.lower() == name.lower() for key in single_headers):
-                single_headers[name] = value
-                multi_headers[name] = [value]
-        single_query: dict[str, str] = {}
-        multi_query: dict[str, list[str]] = {}
-        for name, value in parse_qsl(query, keep_blank_values=True):
-            single_query[name] = value
-            multi_query.setdefault(name, []).append(value)
+        single_query, multi_query = _last_and_all(parse_qsl(split.query, keep_blank_values=True))
         text_body: str | None
         try:
             text_body, is_base64 = (body.decode("utf-8"), False) if body else (None, False)
@@ -199,7 +155,7 @@ class ApiFront:
             text_body, is_base64 = base64.b64encode(body).decode("ascii"), True
         now = time.time()
         user_agent = next((value for name, value in headers if name.lower() == "user-agent"), None)
-        return {
+        event: dict[str, Any] = {
             "resource": route.path,
             "path": path,
             "httpMethod": method,
@@ -231,36 +187,55 @@ class ApiFront:
             "body": text_body,
             "isBase64Encoded": is_base64,
         }
+        if route.authorizer_logical_id is not None:
+            denied = self._authorize(route, route.authorizer_logical_id, event, request_id)
+            if denied is not None:
+                return denied
+        return self._integrate(route, event, request_id)
 
-    def method_arn(self, method: str, path: str) -> str:
-        return f"arn:aws:execute-api:{REGION}:{ACCOUNT_ID}:{self.api_id}/{self.stage}/{method}{path}"
-
-    def _authorize(self, route: Route, event: dict[str, Any], request_id: str) -> HttpResponse | None:
+    def _authorize(
+        self, route: Route, authorizer_id: str, event: dict[str, Any], request_id: str
+    ) -> HttpResponse | None:
         """None to go on (and `event` now carries the authorizer's context), else the error response."""
         headers = {name.lower(): value for name, value in (event["headers"] or {}).items()}
         if any(not headers.get(name.lower(), "").strip() for name in route.identity_headers):
             # API Gateway answers without calling the authorizer when an identity source is missing.
             return self._gateway_error("UNAUTHORIZED", 401, AUTHORIZER_UNAUTHORIZED, request_id)
-        assert route.authorizer_logical_id is not None
-        method_arn = self.method_arn(event["httpMethod"], event["path"])
-        # The identity: every value of each identity header (two tokens are not the first one's).
-        multi = {name.lower(): values for name, values in (event["multiValueHeaders"] or {}).items()}
-        identity = (
-            route.authorizer_logical_id,
-            *(
-                "\n".join(multi.get(name.lower()) or [headers[name.lower()]])
-                for name in route.identity_headers
-            ),
-        )
-        cached = self._authorizer_answers.get(identity)
+        stage_arn = f"arn:aws:execute-api:{REGION}:{ACCOUNT_ID}:{self.api_id}/{self.stage}"
+        method_arn = f"{stage_arn}/{event['httpMethod']}{event['path']}"
+        identity: tuple[str, ...] | None = None  # the cache's key, when the answer is cached
+        if route.authorizer_cache_seconds > 0 and route.identity_headers:
+            # Every value of each identity header (two tokens are not the first one's).
+            multi = {name.lower(): values for name, values in (event["multiValueHeaders"] or {}).items()}
+            identity = (authorizer_id, *("\n".join(multi[name.lower()]) for name in route.identity_headers))
+        cached = self._authorizer_answers.get(identity) if identity else None
         if cached is not None and cached[0] > time.monotonic():
             result = cached[1]
         else:
-            answer = self._call_authorizer(route, event, method_arn, request_id)
-            if isinstance(answer, HttpResponse):
-                return answer
-            result = answer
-            if route.authorizer_cache_seconds > 0 and route.identity_headers:
+            same = ("resource", "path", "httpMethod", "headers", "multiValueHeaders")
+            authorizer_event = {
+                "type": "REQUEST",
+                "methodArn": method_arn,
+                **{name: event[name] for name in same},
+                "queryStringParameters": event["queryStringParameters"] or {},
+                "multiValueQueryStringParameters": event["multiValueQueryStringParameters"] or {},
+                "pathParameters": event["pathParameters"] or {},
+                "stageVariables": {},
+                "requestContext": event["requestContext"],
+            }
+            invocation = self._runner.invoke(self._runner.functions[authorizer_id], authorizer_event)
+            result = _json_or_none(invocation.payload)
+            if invocation.errored:
+                message = result.get("errorMessage") if isinstance(result, dict) else None
+                if message == AUTHORIZER_UNAUTHORIZED:
+                    return self._gateway_error("UNAUTHORIZED", 401, AUTHORIZER_UNAUTHORIZED, request_id)
+                return self._gateway_error("AUTHORIZER_FAILURE", 500, "Internal server error", request_id)
+            if not isinstance(result, dict) or not isinstance(result.get("policyDocument"), dict):
+                log.error("%s returned no policy document", authorizer_id)
+                return self._gateway_error(
+                    "AUTHORIZER_CONFIGURATION_ERROR", 500, "Internal server error", request_id
+                )
+            if identity:
                 # As API Gateway: the answer stands for this identity until it expires, and its
                 # policy is evaluated against each later request's own method ARN (an answer that
                 # allows only the first route denies the others).
@@ -278,7 +253,7 @@ class ApiFront:
             )
         context = result.get("context") or {}
         if not isinstance(context, dict) or any(isinstance(v, dict | list) for v in context.values()):
-            log.error("%s returned a context that is not a flat map", route.authorizer_logical_id)
+            log.error("%s returned a context that is not a flat map", authorizer_id)
             return self._gateway_error(
                 "AUTHORIZER_CONFIGURATION_ERROR", 500, "Internal server error", request_id
             )
@@ -289,66 +264,29 @@ class ApiFront:
         event["requestContext"]["authorizer"] = authorizer_context
         return None
 
-    def _call_authorizer(
-        self, route: Route, event: dict[str, Any], method_arn: str, request_id: str
-    ) -> dict[str, Any] | HttpResponse:
-        """The authorizer's answer (it holds a policy document), else the error response."""
-        assert route.authorizer_logical_id is not None
-        authorizer = self._runner.functions[route.authorizer_logical_id]
-        authorizer_event = {
-            "type": "REQUEST",
-            "methodArn": method_arn,
-            **{key: event[key] for key in ("resource", "path", "httpMethod", "headers", "multiValueHeaders")},
-            "queryStringParameters": event["queryStringParameters"] or {},
-            "multiValueQueryStringParameters": event["multiValueQueryStringParameters"] or {},
-            "pathParameters": event["pathParameters"] or {},
-            "stageVariables": {},
-            "requestContext": event["requestContext"],
-        }
-        invocation = self._runner.invoke(authorizer, authorizer_event)
-        result = _json_or_none(invocation.payload)
-        if invocation.errored:
-            message = result.get("errorMessage") if isinstance(result, dict) else None
-            if message == AUTHORIZER_UNAUTHORIZED:
-                return self._gateway_error("UNAUTHORIZED", 401, AUTHORIZER_UNAUTHORIZED, request_id)
-            return self._gateway_error("AUTHORIZER_FAILURE", 500, "Internal server error", request_id)
-        if not isinstance(result, dict) or not isinstance(result.get("policyDocument"), dict):
-            log.error("%s returned no policy document", route.authorizer_logical_id)
-            return self._gateway_error(
-                "AUTHORIZER_CONFIGURATION_ERROR", 500, "Internal server error", request_id
-            )
-        return result
-
     def _integrate(self, route: Route, event: dict[str, Any], request_id: str) -> HttpResponse:
-        function = self._runner.functions[route.function_logical_id]
-        invocation = self._runner.invoke(function, event)
+        invocation = self._runner.invoke(self._runner.functions[route.function_logical_id], event)
         result = _json_or_none(invocation.payload)
-        if (
-            invocation.errored
-            or not isinstance(result, dict)
-            or not isinstance(result.get("statusCode"), int)
-        ):
-            if not invocation.errored:
-                log.error(
-                    "%s returned no API Gateway proxy response (statusCode missing)",
-                    route.function_logical_id,
-                )
+        proxied = isinstance(result, dict) and isinstance(result.get("statusCode"), int)
+        if not (proxied or invocation.errored):
+            log.error(
+                "%s returned no API Gateway proxy response (statusCode missing)", route.function_logical_id
+            )
+        if invocation.errored or not proxied:
             # API Gateway's answer to a failed or malformed Lambda proxy integration.
             return self._gateway_error("DEFAULT_5XX", 502, "Internal server error", request_id)
-        body_value = result.get("body")
-        body = b""
-        if body_value is not None:
-            if result.get("isBase64Encoded"):
-                try:
-                    body = base64.b64decode(str(body_value))
-                except (binascii.Error, ValueError):
-                    return self._gateway_error("DEFAULT_5XX", 502, "Internal server error", request_id)
-            else:
-                body = str(body_value).encode("utf-8")
+        body = "" if result.get("body") is None else str(result["body"])
+        if result.get("isBase64Encoded"):
+            try:
+                content = base64.b64decode(body)
+            except ValueError:  # binascii.Error too
+                return self._gateway_error("DEFAULT_5XX", 502, "Internal server error", request_id)
+        else:
+            content = body.encode("utf-8")
         headers: list[tuple[str, str]] = [(str(k), str(v)) for k, v in (result.get("headers") or {}).items()]
         for name, values in (result.get("multiValueHeaders") or {}).items():
             headers.extend((str(name), str(value)) for value in values or [])
-        response = HttpResponse(status=result["statusCode"], headers=headers, body=body)
+        response = HttpResponse(status=result["statusCode"], headers=headers, body=content)
         if response.header("content-type") is None:
             response.headers.append(("Content-Type", "application/json"))  # API Gateway's default
         return _with_request_id(response, request_id)
@@ -406,9 +344,17 @@ def _render(template: str, message: str, request_id: str, response_type: str) ->
 def _header_value(source: str, request_id: str) -> str:
     if source.startswith("'") and source.endswith("'"):
         return source[1:-1]
-    if source == "context.requestId":
-        return request_id
-    return ""
+    return request_id if source == "context.requestId" else ""
+
+
+def _last_and_all(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """A proxy event's two maps of repeated names: API Gateway keeps the last value, and every value."""
+    last: dict[str, str] = {}
+    every: dict[str, list[str]] = {}
+    for name, value in pairs:
+        last[name] = value
+        every.setdefault(name, []).append(value)
+    return last, every
 
 
 def _json_or_none(payload: str) -> Any:
@@ -427,12 +373,8 @@ def _content_length(values: list[str]) -> int | None:
     lengths = {value.strip() for value in values}
     if not lengths:
         return 0
-    if len(lengths) != 1:
-        return None
-    text = lengths.pop()
-    if not text.isascii() or not text.isdigit() or len(text) > 18:
-        return None
-    return int(text)
+    text = lengths.pop() if len(lengths) == 1 else ""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -440,7 +382,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     # The head and the body go out as two writes: with Nagle's algorithm the body waited for the
     # client's delayed ACK of the head, 40 ms on Linux, on every answer of a kept-alive connection.
     disable_nagle_algorithm = True
-    front: ApiFront  # set on the subclass made by `serve`
+    front: ApiFront  # set on the subclass FrontServer makes
 
     def _serve(self) -> None:
         length = _content_length(self.headers.get_all("Content-Length") or [])
@@ -448,13 +390,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             # Malformed HTTP, as API Gateway's edge answers it; the body cannot be delimited, so
             # the connection ends here.
             self.close_connection = True
-            self._answer(
-                HttpResponse(
-                    400,
-                    [("Content-Type", "application/json"), ("Connection", "close")],
-                    b'{"message": "Bad request: Content-Length must be one non-negative number"}',
-                )
-            )
+            message = b'{"message": "Bad request: Content-Length must be one non-negative number"}'
+            self._answer(HttpResponse(400, [("Content-Type", "application/json")], message))
             return
         body = self.rfile.read(length) if length else b""
         try:

@@ -111,10 +111,7 @@ def template_roles(local: LocalTemplate) -> dict[str, Role]:
         properties = resources[role_id]["Properties"]
         # Policies attached to the role from outside it (AWS::IAM::Policy with Roles: [!Ref role]).
         attached = [
-            {
-                "PolicyName": other["Properties"]["PolicyName"],
-                "PolicyDocument": other["Properties"]["PolicyDocument"],
-            }
+            {key: other["Properties"][key] for key in ("PolicyName", "PolicyDocument")}
             for other in resources.values()
             if other.get("Type") == "AWS::IAM::Policy"
             and {"Ref": role_id} in other["Properties"].get("Roles", [])
@@ -191,21 +188,13 @@ def _table_arn(item: Mapping[str, Any]) -> str:
     return f"{arn}/index/{item['IndexName']}" if item.get("IndexName") else arn
 
 
-#: TransactWriteItems is authorised item by item, with each item's own action (as AWS does).
-_TRANSACT_ACTIONS = {
-    "Put": "PutItem",
-    "Update": "UpdateItem",
-    "Delete": "DeleteItem",
-    "ConditionCheck": "ConditionCheckItem",
-}
-
-
 def dynamodb_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
     """(action, resource ARN) pairs AWS would authorise for one DynamoDB request."""
-    if action == "TransactWriteItems":
+    if action == "TransactWriteItems":  # item by item, with each item's own action (as AWS does)
         for entry in body.get("TransactItems", []):
             for kind, item in entry.items():
-                yield _TRANSACT_ACTIONS.get(kind, kind), _table_arn(item)
+                known = kind in ("Put", "Update", "Delete", "ConditionCheck")
+                yield f"{kind}Item" if known else kind, _table_arn(item)
     elif action == "TransactGetItems":
         for entry in body.get("TransactItems", []):
             yield "GetItem", _table_arn(entry.get("Get", {}))
@@ -219,19 +208,15 @@ def dynamodb_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator
 
 
 def stepfunctions_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
-    for key in ("stateMachineArn", "executionArn", "activityArn"):
-        if key in body:
-            yield action, str(body[key])
-            return
-    yield action, "*"
+    arns = [str(body[key]) for key in ("stateMachineArn", "executionArn", "activityArn") if key in body]
+    yield action, arns[0] if arns else "*"
 
 
 def lambda_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
     """Lambda's REST paths name the function: /2015-03-31/functions/{name or ARN}/invocations."""
     parts = unquote(path).split("?", 1)[0].split("/")
     if "functions" in parts and parts.index("functions") + 1 < len(parts):
-        name = parts[parts.index("functions") + 1]
-        name = name.split(":function:", 1)[-1].split(":", 1)[0]
+        name = parts[parts.index("functions") + 1].split(":function:", 1)[-1].split(":", 1)[0]
         iam_action = "InvokeFunction" if action in ("Invoke", "InvokeAsync") else action
         yield iam_action, _arn("lambda", f"function:{name}")
         return
@@ -259,11 +244,9 @@ def events_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[t
         yield action, _bus_arn(name) if name else "*"
         return
     entries = body.get("Entries") or []
-    for entry in entries:  # each entry on its own bus, with its own source and detail type
-        context = {
-            "events:source": str(entry.get("Source", "")),
-            "events:detail-type": str(entry.get("DetailType", "")),
-        }
+    for entry in entries:
+        source, detail_type = str(entry.get("Source", "")), str(entry.get("DetailType", ""))
+        context = {"events:source": source, "events:detail-type": detail_type}
         yield action, _bus_arn(str(entry.get("EventBusName") or "default")), context
     if not entries:
         yield action, "*"
@@ -278,15 +261,20 @@ def ecs_checks(action: str, body: Mapping[str, Any], path: str) -> Iterator[tupl
             family, _, revision = definition.partition(":")
             definition = _arn("ecs", f"task-definition/{family}:{revision or '*'}")
         yield action, definition
-        # ECS hands the task its roles only if the caller may pass them (iam:PassRole)
-        for role_arn in _task_definition_roles(str(body.get("taskDefinition", ""))):
-            yield "iam:PassRole", role_arn
+        # ECS hands the task its roles (task and execution) only if the caller may pass them
+        try:
+            from moto.ecs.models import ecs_backends
+
+            backend = ecs_backends[ACCOUNT_ID][REGION]
+            registered = backend.describe_task_definition(str(body.get("taskDefinition", "")))
+        except Exception:  # an unknown definition: ECS refuses the RunTask itself
+            return
+        for role_arn in (registered.task_role_arn, registered.execution_role_arn):
+            if role_arn:
+                yield "iam:PassRole", role_arn
         return
-    tasks = body.get("tasks") or ([body["task"]] if "task" in body else [])
-    for task in tasks:
+    for task in body.get("tasks") or ([body["task"]] if "task" in body else ["*"]):
         yield action, str(task)
-    if not tasks:
-        yield action, "*"
 
 
 def s3_checks(
@@ -301,11 +289,18 @@ def s3_checks(
     }
     parameters = {part.split("=", 1)[0] for part in query.split("&") if part}
     if "delete" in parameters and ":::" in resource and "/" not in resource.split(":::", 1)[1]:
-        bucket_arn = resource
-        for obj in _delete_objects(body):
-            yield "DeleteObject", f"{bucket_arn}/{obj['Key']}"
-            if obj.get("ETag"):
-                yield "GetObject", f"{bucket_arn}/{obj['Key']}"
+        import xml.etree.ElementTree as ElementTree
+
+        try:  # the body: <Delete><Object><Key>…</Key><ETag>…</ETag></Object>…
+            root = ElementTree.fromstring(body or b"<Delete/>")  # noqa: S314 - moto parses the same body next
+        except ElementTree.ParseError:
+            return
+        for element in root.iter():  # `resource` is the bucket's ARN
+            fields = {child.tag.rsplit("}", 1)[-1]: child.text or "" for child in element}
+            if element.tag.rsplit("}", 1)[-1] == "Object" and "Key" in fields:
+                yield "DeleteObject", f"{resource}/{fields['Key']}"
+                if fields.get("ETag"):
+                    yield "GetObject", f"{resource}/{fields['Key']}"
         return
     yield action, resource
     source = header.get("x-amz-copy-source")
@@ -314,35 +309,6 @@ def s3_checks(
         yield "GetObject", f"arn:aws:s3:::{source_path}"
     if action == "DeleteObject" and header.get("if-match", "*").strip() != "*":
         yield "GetObject", resource
-
-
-def _delete_objects(body: bytes) -> list[dict[str, str]]:
-    """The objects of a DeleteObjects request body (`<Delete><Object><Key>…`)."""
-    import xml.etree.ElementTree as ElementTree
-
-    try:
-        root = ElementTree.fromstring(body or b"<Delete/>")  # noqa: S314 - moto parses the same body next
-    except ElementTree.ParseError:
-        return []
-    objects = []
-    for element in root.iter():
-        if element.tag.rsplit("}", 1)[-1] != "Object":
-            continue
-        fields = {child.tag.rsplit("}", 1)[-1]: child.text or "" for child in element}
-        if "Key" in fields:
-            objects.append(fields)
-    return objects
-
-
-def _task_definition_roles(definition: str) -> list[str]:
-    """The task and execution roles of a registered task definition (none if it is unknown)."""
-    try:
-        from moto.ecs.models import ecs_backends
-
-        registered = ecs_backends[ACCOUNT_ID][REGION].describe_task_definition(definition)
-    except Exception:  # an unknown definition: ECS refuses the RunTask itself
-        return []
-    return [arn for arn in (registered.task_role_arn, registered.execution_role_arn) if arn]
 
 
 def _bus_arn(name: str) -> str:
@@ -359,22 +325,27 @@ _CHECKS = {
 }
 
 
-def _authorization(headers: Mapping[str, Any]) -> str:
+def _signer(headers: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(access key, service) of the request's `Authorization: … Credential=<key>/<date>/<region>/
+    <service>/…`; None when it has none."""
     value = headers.get("Authorization") or headers.get("authorization") or ""
-    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
-
-
-def _access_key(headers: Mapping[str, Any]) -> str | None:
-    authorization = _authorization(headers)
+    authorization = value.decode("latin-1") if isinstance(value, bytes) else str(value)
     if "Credential=" not in authorization:
         return None
-    return authorization.split("Credential=", 1)[1].split("/", 1)[0]
+    credential = authorization.split("Credential=", 1)[1]
+    scope = credential.split(",", 1)[0].split("/")
+    return credential.split("/", 1)[0], scope[3] if len(scope) > 3 else ""
 
 
-def _service(headers: Mapping[str, Any]) -> str:
-    authorization = _authorization(headers)
-    scope = authorization.split("Credential=", 1)[-1].split(",", 1)[0].split("/")
-    return scope[3] if len(scope) > 3 else ""
+def _authorised(
+    caller: str, documents: list[Any], action: str, resource: str, context: iam_policy.Context, how: str = ""
+) -> bool:
+    """The caller's policies' decision; each refusal logged, each allowed call recorded."""
+    if iam_policy.evaluate(documents, action, resource, context) is not iam_policy.Decision.ALLOW:
+        log.info("IAM: %s refused %s on %s%s", principal_of(caller), action, resource, how)
+        return False
+    ledger.record(principal_of(caller), action, resource)
+    return True
 
 
 _PATCHED = "_imagetasks_iam"
@@ -394,67 +365,57 @@ def enforce() -> None:
     def authorise(self: Any, iam_request_cls: type, resource: str = "*") -> None:
         if math.isinf(settings.INITIAL_NO_AUTH_ACTION_COUNT):  # relaxed: moto's default, no checks
             return
-        headers = self.headers
-        key = _access_key(headers)
-        if key is None:
+        signer = _signer(self.headers)
+        if signer is None:
             _authorise_presigned(self, resource)
             return
+        key, service = signer
         if key in OPERATOR_ACCESS_KEYS:
             return
-        pairs = _checked_items(self, resource)
-        path = self.raw_path
+        items = _checked_items(self, service, resource)
+        if not items:  # an empty batch or transaction: nothing to authorise
+            return
         query = urlparse(self.uri).query
-        if query:
-            path += "?" + query
+        path = f"{self.raw_path}?{query}" if query else self.raw_path
+        # One request, one signature and one caller, whatever the number of items.
+        request = iam_request_cls(
+            account_id=self.current_account,
+            method=self.method,
+            path=path,
+            data=self.data,
+            body=self.raw_body,
+            headers=self.headers,
+            action=items[0][0],
+        )
+        request.check_signature()
         common = {"aws:SecureTransport": "true" if self.uri.startswith("https") else "false"}
-        # One request, one signature and one caller: checked and collected for the first item only
-        # (a transaction of n items was verified n times).
         documents: list[Any] | None = None
-        for item_action, item_resource, *item_context in pairs:
-            request = iam_request_cls(
-                account_id=self.current_account,
-                method=self.method,
-                path=path,
-                data=self.data,
-                body=self.raw_body,
-                headers=headers,
-                action=item_action,
-            )
-            if ":" in item_action:  # another service's action the request needs (iam:PassRole)
-                request._action = item_action
-            if documents is None:
-                request.check_signature()
-            principal = request._access_key.arn
-            context = {**common, **(item_context[0] if item_context else {})}
+        for item_action, item_resource, *item_context in items:
+            # moto's `<service>:<action>`, unless the item is another service's action (iam:PassRole)
+            request._action = item_action if ":" in item_action else f"{request._service}:{item_action}"
             if request._action == "sts:GetCallerIdentity":  # needs no permission, on AWS too
                 continue
             if documents is None:
                 documents = [
                     IAMPolicy(policy)._policy_json for policy in request._access_key.collect_policies()
                 ]
-            if (
-                iam_policy.evaluate(documents, request._action, item_resource, context)
-                is not iam_policy.Decision.ALLOW
-            ):
-                log.info("IAM: %s refused %s on %s", principal_of(principal), request._action, item_resource)
+            context = {**common, **(item_context[0] if item_context else {})}
+            if not _authorised(request._access_key.arn, documents, request._action, item_resource, context):
                 request._raise_access_denied()
-            ledger.record(principal_of(principal), request._action, item_resource)
 
     setattr(authorise, _PATCHED, True)
     ActionAuthenticatorMixin._authenticate_and_authorize_action = authorise  # type: ignore[method-assign]
     IAMPolicyStatement._match = staticmethod(iam_policy.glob_match)  # type: ignore[method-assign,assignment]
 
 
-def _checked_items(response: Any, resource: str) -> list[tuple[Any, ...]]:
+def _checked_items(response: Any, service: str, resource: str) -> list[tuple[Any, ...]]:
     """(action, resource[, condition context]) of each thing the request does: one, or one per
     item of a batch or transaction."""
-    headers = response.headers
-    service = _service(headers)
-    checks = _CHECKS.get(service)
     action = response._get_action()
     if service == "s3":
         query = urlparse(response.uri).query
-        return list(s3_checks(action, resource, headers, response.raw_body or b"", query))
+        return list(s3_checks(action, resource, response.headers, response.raw_body or b"", query))
+    checks = _CHECKS.get(service)
     if checks is None:
         return [(action, resource)]
     try:
@@ -483,10 +444,8 @@ def _authorise_presigned(response: Any, resource: str) -> None:
         return
     action = f"s3:{response._get_action()}"
     documents = [IAMPolicy(policy)._policy_json for policy in signer.collect_policies()]
-    if iam_policy.evaluate(documents, action, resource, {}) is not iam_policy.Decision.ALLOW:
-        log.info("IAM: %s refused %s on %s (presigned)", principal_of(signer.arn), action, resource)
+    if not _authorised(signer.arn, documents, action, resource, {}, " (presigned)"):
         raise S3AccessDeniedError()
-    ledger.record(principal_of(signer.arn), action, resource)
 
 
 def relax() -> None:

@@ -25,18 +25,15 @@ _calls: dict[tuple[str, str, str], set[str]] = {}
 _file: Path | None = None
 
 
-def _current_test() -> str:
-    current = os.environ.get("PYTEST_CURRENT_TEST", "")
-    return current.rsplit(" (", 1)[0] if current else "(outside a test)"
-
-
 def record(principal: str, action: str, resource: str) -> None:
     global _file
     directory = os.environ.get(ENVIRONMENT)
     if not directory:
         return
+    current = os.environ.get("PYTEST_CURRENT_TEST", "")
+    test = current.rsplit(" (", 1)[0] if current else "(outside a test)"
     with _lock:
-        _calls.setdefault((principal, action, resource), set()).add(_current_test())
+        _calls.setdefault((principal, action, resource), set()).add(test)
         if _file is None:
             _file = Path(directory) / f"calls-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
             atexit.register(flush)

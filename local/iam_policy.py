@@ -54,22 +54,6 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
-def _matches_any(patterns: Any, value: str, *, ignore_case: bool) -> bool:
-    return any(glob_match(str(pattern), value, ignore_case=ignore_case) for pattern in _as_list(patterns))
-
-
-def _string(operator: str, actual: str, expected: str) -> bool:
-    if operator == "StringEquals":
-        return actual == expected
-    if operator == "StringEqualsIgnoreCase":
-        return actual.lower() == expected.lower()
-    if operator in ("StringLike", "ArnLike", "ArnEquals"):
-        if operator.startswith("Arn"):
-            return _arn_like(actual, expected)
-        return glob_match(expected, actual) is not None
-    raise ValueError(operator)
-
-
 def _arn_like(actual: str, expected: str) -> bool:
     """ArnLike/ArnEquals: each of the six colon-separated parts matched on its own, with wildcards."""
     actual_parts, expected_parts = actual.split(":", 5), expected.split(":", 5)
@@ -103,11 +87,18 @@ _NEGATED = {
 
 
 def _value_matches(operator: str, actual: str, expected: Any) -> bool:
-    if operator == "Bool":
-        return actual.lower() == str(expected).lower()
+    value = str(expected)
+    if operator in ("Bool", "StringEqualsIgnoreCase"):
+        return actual.lower() == value.lower()
+    if operator == "StringEquals":
+        return actual == value
+    if operator == "StringLike":
+        return glob_match(value, actual) is not None
+    if operator in ("ArnLike", "ArnEquals"):
+        return _arn_like(actual, value)
     if operator.startswith("Numeric"):
-        return _numeric(operator, actual, str(expected))
-    return _string(operator, actual, str(expected))
+        return _numeric(operator, actual, value)
+    raise ValueError(operator)
 
 
 def _condition_holds(operator: str, key: str, expected: Any, context: Mapping[str, Any]) -> bool:
@@ -118,17 +109,13 @@ def _condition_holds(operator: str, key: str, expected: Any, context: Mapping[st
     if_exists = operator.endswith("IfExists")
     operator = operator.removesuffix("IfExists")
     present = key.lower() in context
-    actual_values = [str(v) for v in _as_list(context.get(key.lower(), []))] if present else []
     expected_values = _as_list(expected)
-    if operator == "Null":
-        # Null: true → the key must be absent; false → present
-        wants_absent = str(expected_values[0]).lower() == "true"
-        return (not present) if wants_absent else present
-    if not present:
-        if if_exists or qualifier == "ForAllValues":
-            return True
-        return operator in _NEGATED  # a negated operator on a missing key holds
+    if operator == "Null":  # true: the key must be absent; false: present
+        return present != (str(expected_values[0]).lower() == "true")
     negated = operator in _NEGATED
+    if not present:  # a missing key: ...IfExists, ForAllValues and negated operators hold
+        return if_exists or qualifier == "ForAllValues" or negated
+    actual_values = [str(v) for v in _as_list(context[key.lower()])]
     base = _NEGATED.get(operator, operator)
 
     def one(actual: str) -> bool:
@@ -151,18 +138,20 @@ def conditions_hold(block: Mapping[str, Mapping[str, Any]] | None, context: Cont
     )
 
 
+def _in_scope(statement: Mapping[str, Any], element: str, value: str, *, ignore_case: bool) -> bool:
+    """Whether the statement's `Action` (`Resource`) matches the value, or its `NotAction`
+    (`NotResource`) does not."""
+    negated = f"Not{element}" in statement
+    patterns = _as_list(statement[f"Not{element}"] if negated else statement.get(element, []))
+    return any(glob_match(str(pattern), value, ignore_case=ignore_case) for pattern in patterns) != negated
+
+
 def statement_applies(statement: Mapping[str, Any], action: str, resource: str, context: Context) -> bool:
-    if "NotAction" in statement:
-        if _matches_any(statement["NotAction"], action, ignore_case=True):
-            return False
-    elif not _matches_any(statement.get("Action", []), action, ignore_case=True):
-        return False
-    if "NotResource" in statement:
-        if _matches_any(statement["NotResource"], resource, ignore_case=False):
-            return False
-    elif not _matches_any(statement.get("Resource", []), resource, ignore_case=False):
-        return False
-    return conditions_hold(statement.get("Condition"), context)
+    return (
+        _in_scope(statement, "Action", action, ignore_case=True)
+        and _in_scope(statement, "Resource", resource, ignore_case=False)
+        and conditions_hold(statement.get("Condition"), context)
+    )
 
 
 def evaluate(
