@@ -5,19 +5,6 @@ release's private methods) and, in one line, the upstream behaviour it corrects 
 moto are drafted in docs/moto-upstream.md). Importing this module with another moto installed
 raises: the patches must be compared with the new release before the pin in requirements-dev.txt
 moves.
-
-moto's DynamoDB `transact_write_items` deep-copies every table it touches to be able to roll back;
-another thread writing to the same table during that copy makes it fail with "dictionary changed
-size during iteration". Real DynamoDB serialises conflicting writes itself (a conflict is a
-`TransactionConflict`, which the adapters translate and retry). Locally, handlers run in many
-threads at once, so the writes of moto's DynamoDB backend are serialised with one lock, held only
-for the duration of each backend call (they never call back into our handlers).
-
-That copy is also the local stack's most expensive operation: it grows with the table, not with the
-transaction (a 2-item transaction on a table of a few thousand items took seconds, all of it under
-the lock and the GIL, so every other write waited). `roll_back_transactions_by_item` keeps, instead,
-a copy of each item the transaction names and puts those back when it is cancelled: same outcome,
-cost in proportion to the transaction.
 """
 
 from __future__ import annotations
@@ -85,8 +72,11 @@ _WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "ba
     "'dictionary changed size during iteration' instead of being serialised",
 )
 def serialise_dynamodb_writes() -> None:
-    """Patch moto's DynamoDB backend write methods to run one at a time (transactions with
-    `roll_back_transactions_by_item`'s rollback, installed first so that the lock wraps it)."""
+    """Real DynamoDB serialises conflicting writes itself (a conflict is a `TransactionConflict`, which
+    the adapters translate and retry). Here handlers run in many threads at once, so the writes of
+    moto's DynamoDB backend run one at a time, under one lock held only for each backend call (they
+    never call back into our handlers). `roll_back_transactions_by_item` goes in first: the lock
+    wraps it."""
     from moto.dynamodb.models import DynamoDBBackend
 
     roll_back_transactions_by_item()
@@ -112,13 +102,12 @@ _IN_TRANSACTION = threading.local()
     "every transaction costs time in proportion to the table's size",
 )
 def roll_back_transactions_by_item() -> None:
-    """moto's `transact_write_items` keeps a deep copy of a whole table, made again for
-    each item of the transaction on that table, to roll back to. With a few thousand items that is
-    tens of milliseconds per transaction, under the write lock: the e2e tier's tables slowed every
-    create and PATCH as they filled. The patched method keeps a copy of each item the transaction
-    names instead (a missing one as missing) and puts those back when moto rolls back; the
-    table copies are skipped (moto then "restores" the very table it changed, and the items are
-    put back by us)."""
+    """moto's `transact_write_items` keeps a deep copy of a whole table, made again for each item
+    of the transaction on that table, to roll back to: the local stack's most expensive operation,
+    under the write lock (the e2e tier's tables slowed every create and PATCH as they filled). The
+    patched method keeps a copy of each item the transaction names instead (a missing one as
+    missing) and puts those back when moto rolls back; the table copies are skipped (moto then
+    "restores" the very table it changed, and the items are put back by us)."""
     import copy
 
     from moto.dynamodb import models
@@ -320,18 +309,13 @@ class FileValue:
         self.md5 = md5
 
     @classmethod
-    def new_buffer(cls) -> Any:
+    def of_pieces(cls, pieces: Iterable[bytes], size: int, digest: Any = None) -> FileValue:
+        """A new file of `size` bytes written from `pieces` (and their md5, if `digest`), in one pass."""
         from moto.settings import get_s3_default_key_buffer_size
 
         # Owned by the key it is handed to, which closes it (dispose) when the object goes.
         buffer = tempfile.SpooledTemporaryFile(get_s3_default_key_buffer_size())  # noqa: SIM115
         buffer.rollover()  # straight to disk: the object is larger than the in-memory limit
-        return buffer
-
-    @classmethod
-    def of_pieces(cls, pieces: Iterable[bytes], size: int, digest: Any = None) -> FileValue:
-        """A new file of `size` bytes written from `pieces` (and their md5, if `digest`), in one pass."""
-        buffer = cls.new_buffer()
         try:
             for piece in pieces:
                 if digest is not None:
@@ -363,36 +347,28 @@ class _Checksum:
 
         from moto.core.compat import HAS_CRT  # what compute_checksum decides with
 
-        self._crc: Callable[[bytes, int], int] | None = None
-        self._width = 4
         self._hash: Any = None
+        self._crc: Callable[[bytes, int], int] = binascii.crc32  # moto's fallback for the other CRCs too
+        self._width = 4
         self._value = 0
         if algorithm == "SHA1":
             self._hash = hashlib.sha1(usedforsecurity=False)
         elif algorithm == "CRC32C":
-            try:
+            with contextlib.suppress(ImportError):
                 import crc32c
 
                 self._crc = crc32c.crc32c
-            except ImportError:
-                self._crc = binascii.crc32
-        elif algorithm == "CRC32":
-            self._crc = binascii.crc32
-        elif algorithm == "CRC64NVME":
-            if HAS_CRT:
-                from awscrt import checksums
+        elif algorithm == "CRC64NVME" and HAS_CRT:
+            from awscrt import checksums
 
-                self._crc, self._width = checksums.crc64nvme, 8
-            else:
-                self._crc = binascii.crc32
-        else:
+            self._crc, self._width = checksums.crc64nvme, 8
+        elif algorithm not in ("CRC32", "CRC64NVME"):
             self._hash = hashlib.sha256(usedforsecurity=False)
 
     def update(self, data: bytes) -> None:
         if self._hash is not None:
             self._hash.update(data)
         else:
-            assert self._crc is not None
             self._value = self._crc(data, self._value)
 
     def digest(self) -> bytes:
@@ -439,21 +415,16 @@ def _complete(self: Any, body: Iterator[tuple[int, str]]) -> tuple[Any, str, tup
     from moto.utilities.utils import md5_hash
 
     md5s = bytearray()
-    chosen = []
-    last = None
+    chosen: list[Any] = []
     for pn, etag in body:
         part = self.parts.get(pn)
-        part_etag = None
-        if part is not None:
-            part_etag = part.etag.replace('"', "")
-            etag = etag.replace('"', "")
-        if part is None or part_etag != etag:
+        part_etag = part.etag.replace('"', "") if part is not None else None
+        if part_etag is None or part_etag != etag.replace('"', ""):
             raise InvalidPart()
-        if last is not None and last.contentsize < S3_UPLOAD_PART_MIN_SIZE:
+        if chosen and chosen[-1].contentsize < S3_UPLOAD_PART_MIN_SIZE:
             raise EntityTooSmall()
         md5s.extend(bytes.fromhex(part_etag))
         chosen.append(part)
-        last = part
     if not chosen:
         raise MalformedXML
 
@@ -472,16 +443,9 @@ def _complete(self: Any, body: Iterator[tuple[int, str]]) -> tuple[Any, str, tup
     return value, f"{full_etag.hexdigest()}-{len(chosen)}", checksum.build()
 
 
-def _value_getter(original: Callable[[Any], bytes]) -> Callable[[Any], Any]:
-    def value(self: Any) -> Any:
-        if getattr(_STREAMING, "depth", 0) and getattr(self._value_buffer, "_rolled", True):
-            return KeyReader.of_key(self)
-        return original(self)
-
-    return value
-
-
 def _value_setter(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+    """`FakeKey.value`'s setter, which also takes a KeyReader or a FileValue."""
+
     def value(self: Any, new_value: Any) -> None:
         if isinstance(new_value, KeyReader):
             if len(new_value) <= self._max_buffer_size:  # small: in memory, as moto keeps it
@@ -551,14 +515,6 @@ def _decode_aws_chunked(self: Any, body: Any) -> bytes:
     return b"".join(pieces)
 
 
-def _read_aws_chunked(body: Any) -> bytes:
-    """All of botocore's AwsChunkedWrapper in linear time (its read() appends to a bytes)."""
-    pieces = []
-    while piece := body.read(1024 * 1024):
-        pieces.append(piece)
-    return b"".join(pieces)
-
-
 #: Set on an in-process request whose aws-chunked body was handed over unframed (see `_unframed`).
 _UNFRAMED = "x-imagetasks-unframed"
 
@@ -589,19 +545,12 @@ def _unframed(body: Any, headers: Any) -> tuple[bytes, dict[str, Any]] | None:
 _REQUESTS = threading.local()  # the in-process requests built during this thread's current call
 
 
-def _release_body(request: Any) -> None:
-    """Let go of a handled request's body. A werkzeug request sits in a reference cycle (its
-    environ names it), so its body (the cached data, and the input stream over it) lived on until
-    the cycle collector ran: a 4 GiB import left dozens of 64 MiB parts waiting for it."""
+def _releasing_bodies(process_request: Callable[..., Any]) -> Callable[..., Any]:
+    """The requests a call built let go of their bodies when it returns. A werkzeug request sits in a
+    reference cycle (its environ names it), so its body (the cached data, and the input stream over
+    it) lived on until the cycle collector ran: a 4 GiB import left dozens of 64 MiB parts waiting."""
     import io
 
-    for name in ("_cached_data", "data", "stream"):
-        request.__dict__.pop(name, None)
-    request.environ["wsgi.input"] = io.BytesIO()
-    request.environ.pop("werkzeug.request", None)
-
-
-def _releasing_bodies(process_request: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(process_request)
     def run(self: Any, request: Any) -> Any:
         made = _REQUESTS.__dict__.setdefault("made", [])
@@ -612,7 +561,10 @@ def _releasing_bodies(process_request: Callable[..., Any]) -> Callable[..., Any]
         finally:
             _REQUESTS.calls -= 1
             for handled in made[depth:]:
-                _release_body(handled)
+                for name in ("_cached_data", "data", "stream"):
+                    handled.__dict__.pop(name, None)
+                handled.environ["wsgi.input"] = io.BytesIO()
+                handled.environ.pop("werkzeug.request", None)
             del made[depth:]
 
     return run
@@ -625,6 +577,7 @@ def _releasing_bodies(process_request: Callable[..., Any]) -> Callable[..., Any]
 def stream_s3_objects() -> None:
     """Idempotent: patch moto's S3 so objects move file to file and GET bodies stream (see above)."""
     import moto
+    import responses
     from botocore.httpchecksum import AwsChunkedWrapper
     from moto.core import botocore_stubber
     from moto.core.request import Request
@@ -633,7 +586,13 @@ def stream_s3_objects() -> None:
 
     refuse_other_moto(MOTO_VERSION, moto.__version__)
     value: Any = FakeKey.__dict__["value"]
-    FakeKey.value = property(_value_getter(value.fget), _value_setter(value.fset))  # type: ignore[method-assign,assignment]
+
+    def get_value(self: Any) -> Any:
+        if getattr(_STREAMING, "depth", 0) and getattr(self._value_buffer, "_rolled", True):
+            return KeyReader.of_key(self)
+        return value.fget(self)
+
+    FakeKey.value = property(get_value, _value_setter(value.fset))  # type: ignore[method-assign,assignment]
     FakeMultipart.complete = _complete  # type: ignore[method-assign]
     # These read `src_key.value` / `key.value` once, to copy it or to answer it: a KeyReader instead.
     S3Backend.copy_object = _streaming(S3Backend.copy_object)  # type: ignore[method-assign]
@@ -648,8 +607,8 @@ def stream_s3_objects() -> None:
             unframed = _unframed(body, headers)
             if unframed is not None:
                 body, headers = unframed
-            else:
-                body = _read_aws_chunked(body)
+            else:  # read whole in linear time: botocore's own read() appends to a bytes
+                body = b"".join(iter(functools.partial(body.read, 1024 * 1024), b""))
         request = from_primitives(cls, method, url, headers, body)
         if isinstance(body, bytes):
             request._cached_data = body  # `request.data`: these bytes, not werkzeug's copy of them
@@ -671,8 +630,6 @@ def stream_s3_objects() -> None:
     botocore_stubber.MockRawResponse = mock_raw_response  # type: ignore[assignment,misc]
 
     # Through the `responses` library (plain `requests` calls to amazonaws.com URLs): bytes, as before.
-    import responses
-
     handle_body = responses._handle_body
 
     def materialised(body: Any) -> Any:
