@@ -59,12 +59,13 @@ AUTHORIZER_UNAUTHORIZED = "Unauthorized"
 
 
 class _ThreadLocalEnviron(os._Environ[str]):
-    """`os.environ`, plus a per-thread overlay: a value, or None for "not set in this function"."""
+    """`os.environ`, plus a per-thread overlay: a value, or None for "not set in this function".
+    `in` and `get` are Mapping's, through `__getitem__`: they see the overlay too."""
 
     _local = threading.local()
 
     def _in_base(self, key: str) -> bool:
-        # os._Environ has no __contains__ of its own: Mapping's would come back to our __getitem__.
+        # The real environment only: Mapping's `in` would come back to our __getitem__.
         return self.encodekey(key) in self._data  # type: ignore[attr-defined]
 
     def _overlay(self) -> dict[str, str | None] | None:
@@ -93,13 +94,6 @@ class _ThreadLocalEnviron(os._Environ[str]):
         if self._in_base(key):
             super().__delitem__(key)
 
-    def __contains__(self, key: object) -> bool:
-        try:
-            self[key]  # type: ignore[index]
-        except KeyError:
-            return False
-        return True
-
     def __iter__(self) -> Iterator[str]:
         overlay = self._overlay()
         if overlay is None:
@@ -123,19 +117,15 @@ class _ThreadLocalEnviron(os._Environ[str]):
         self._local.stack.pop()
 
 
-_CREDENTIALS_PATCHED = "_imagetasks_per_function"
-
-
+@functools.cache  # once per process: idempotent
 def credentials_per_function() -> None:
     """botocore resolves credentials once per session and keeps them; boto3's default session is
     shared by every handler of this process. A client created during a handler call gets that
-    function's role credentials instead, as each Lambda function has its own (idempotent)."""
+    function's role credentials instead, as each Lambda function has its own."""
     from botocore.credentials import Credentials
     from botocore.session import Session
 
     original = Session.get_credentials
-    if getattr(original, _CREDENTIALS_PATCHED, False):
-        return
 
     def get_credentials(self: Session) -> Any:
         # Inside a handler call, the calling thread's overlay holds its function's role credentials.
@@ -148,7 +138,6 @@ def credentials_per_function() -> None:
             overlay.get("AWS_SESSION_TOKEN"),
         )
 
-    setattr(get_credentials, _CREDENTIALS_PATCHED, True)
     Session.get_credentials = get_credentials
 
 
@@ -237,19 +226,15 @@ class FunctionDirectory:
         raise NotImplementedError
 
 
-_OWN_REQUEST = "_imagetasks_own_request"
-
-
+@functools.cache  # once per process: idempotent
 def own_request_per_resolver() -> None:
-    """Idempotent: Powertools' API resolvers keep the current request (and Lambda context) on the
+    """Powertools' API resolvers keep the current request (and Lambda context) on the
     resolver itself, shadowing the class-wide value its `resolve` sets, so that concurrent
     invocations of handler instances in one process never read each other's request."""
     from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
     from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
     resolve = ApiGatewayResolver.resolve
-    if getattr(resolve, _OWN_REQUEST, False):
-        return
 
     @functools.wraps(resolve)
     def resolve_own(self: Any, event: Any, context: Any) -> Any:
@@ -258,7 +243,6 @@ def own_request_per_resolver() -> None:
         self.lambda_context = context
         return resolve(self, event, context)
 
-    setattr(resolve_own, _OWN_REQUEST, True)
     ApiGatewayResolver.resolve = resolve_own  # type: ignore[method-assign]
 
 
@@ -287,9 +271,6 @@ class HandlerRunner(FunctionDirectory):
         self._import_lock = threading.Lock()
         self._loading_lock = threading.Lock()
         self._environ = thread_environment()
-        self._union = self._prepare_environment()
-
-    def _prepare_environment(self) -> set[str]:
         merged, conflicts = merged_environment(self.functions.values())
         for key, owners in sorted(conflicts.items()):
             log.info(
@@ -304,7 +285,7 @@ class HandlerRunner(FunctionDirectory):
             for layer in spec.layer_paths:
                 if str(layer) not in sys.path:
                     sys.path.insert(0, str(layer))
-        return set(merged)
+        self._union = set(merged)
 
     def environment_of(self, spec: FunctionSpec) -> dict[str, str | None]:
         """What the function sees during a call: its variables, Lambda's own, nothing else of ours."""
@@ -435,7 +416,11 @@ def _import_handler(spec: FunctionSpec, instance: int) -> Handler:
     # those siblings are then renamed out of the way so another function's same-named ones load too.
     # Siblings someone else already loaded under their plain names (a test importing the handler
     # directly) step aside meanwhile: an instance shares no module state with anything, as in Lambda.
-    earlier = _loaded_from(spec.code_dir)
+    earlier = {  # loaded under their own names, not an instance's
+        name: module
+        for name, module in list(sys.modules.items())
+        if not name.startswith("_local_lambda_") and _from_folder(module, spec.code_dir)
+    }
     for name in earlier:
         del sys.modules[name]
     before = set(sys.modules)
@@ -447,7 +432,9 @@ def _import_handler(spec: FunctionSpec, instance: int) -> Handler:
         raise
     finally:
         sys.path.remove(str(spec.code_dir))
-        _set_aside_siblings(spec.code_dir, set(sys.modules) - before - {unique_name}, owner)
+        for name in set(sys.modules) - before - {unique_name}:
+            if _from_folder(sys.modules.get(name), spec.code_dir):
+                sys.modules[f"_local_lambda_{owner}_{name}"] = sys.modules.pop(name)
         sys.modules.update(earlier)
     handler = getattr(module, attribute, None)
     if not callable(handler):
@@ -473,21 +460,6 @@ def _real_path(path: str) -> str:
     return os.path.realpath(path)
 
 
-def _loaded_from(code_dir: Path) -> dict[str, ModuleType]:
-    """Modules loaded under their own names (not an instance's) from files in `code_dir`."""
-    return {
-        name: module
-        for name, module in list(sys.modules.items())
-        if not name.startswith("_local_lambda_") and _from_folder(module, code_dir)
-    }
-
-
-def _set_aside_siblings(code_dir: Path, names: set[str], logical_id: str) -> None:
-    for name in names:
-        if _from_folder(sys.modules.get(name), code_dir):
-            sys.modules[f"_local_lambda_{logical_id}_{name}"] = sys.modules.pop(name)
-
-
 # ------------------------------------------------------------------ the moto hook
 
 
@@ -496,15 +468,11 @@ class MotoLambdaHook:
 
     def __init__(self, runner: FunctionDirectory) -> None:
         self.runner = runner
-        self._calls = 0
+        # How many times moto called the hook: a test asserts it grows, so a moto change cannot go unseen.
+        self.calls = 0
         self._count_lock = threading.Lock()
         self._original: Any = None
         self._pending: list[threading.Thread] = []
-
-    @property
-    def calls(self) -> int:
-        """How many times moto called the hook: a test asserts it grows, so a moto change cannot go unseen."""
-        return self._calls
 
     def install(self) -> None:
         from moto.awslambda.models import LambdaFunction
@@ -521,7 +489,7 @@ class MotoLambdaHook:
 
         def _invoke_lambda(function: Any, event: Any = None) -> tuple[str, bool, str]:
             with hook._count_lock:
-                hook._calls += 1
+                hook.calls += 1
             spec = hook.runner.spec(function.function_name)
             if spec is None:  # a function this stack did not create: moto's own behaviour
                 result: tuple[str, bool, str] = original(function, event)
