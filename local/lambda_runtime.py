@@ -109,12 +109,15 @@ class _ThreadLocalEnviron(os._Environ[str]):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
-    def push_overlay(self, overlay: dict[str, str | None]) -> None:
+    @contextmanager
+    def overlay(self, overlay: dict[str, str | None]) -> Iterator[None]:
+        """The calling thread sees `overlay` until it leaves the block."""
         stack: list[dict[str, str | None]] = self._local.__dict__.setdefault("stack", [])
         stack.append(overlay)
-
-    def pop_overlay(self) -> None:
-        self._local.stack.pop()
+        try:
+            yield
+        finally:
+            stack.pop()
 
 
 @functools.cache  # once per process: idempotent
@@ -307,15 +310,7 @@ class HandlerRunner(FunctionDirectory):
 
     def as_function(self, logical_id: str) -> Any:
         """The calling thread sees what a handler of `logical_id` sees (its variables, its role)."""
-        return self._environment(self.functions[logical_id])
-
-    @contextmanager
-    def _environment(self, spec: FunctionSpec) -> Iterator[None]:
-        self._environ.push_overlay(self.environment_of(spec))
-        try:
-            yield
-        finally:
-            self._environ.pop_overlay()
+        return self._environ.overlay(self.environment_of(self.functions[logical_id]))
 
     def _acquire(self, spec: FunctionSpec) -> Handler:
         with self._import_lock:  # never held while a handler runs, nor while one is loaded
@@ -349,7 +344,7 @@ class HandlerRunner(FunctionDirectory):
             timeout_seconds=spec.timeout_seconds,
         )
         started = time.monotonic()
-        with self._environment(spec):
+        with self._environ.overlay(self.environment_of(spec)):
             try:
                 handler = self._acquire(spec)
             except Exception as error:  # an import error is the invocation's error, as on Lambda

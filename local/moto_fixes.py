@@ -127,40 +127,33 @@ def roll_back_transactions_by_item() -> None:
                 return value
             return copy.deepcopy(value, memo)
 
-    def named_item(backend: Any, operation: dict[str, Any]) -> tuple[Table, DynamoType, DynamoType | None]:
-        (kind, op), *_ = operation.items()
-        table = backend.tables[op["TableName"]]
-        attrs = op["Item"] if kind == "Put" else op["Key"]
-        hash_value = DynamoType(attrs[table.hash_key_attr])
-        range_value = DynamoType(attrs[table.range_key_attr]) if table.range_key_attr else None
-        return table, hash_value, range_value
-
     @functools.wraps(original)
     def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
         # The copies are taken under the write lock too: a write between the copy and the rollback
         # would otherwise be undone with the transaction.
         with _LOCK:
-            _transact_write_items(self, transact_items)
-
-    def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
-        saved = []
-        for operation in transact_items:
+            saved = []
+            for operation in transact_items:
+                try:
+                    (kind, op), *_ = operation.items()
+                    table = self.tables[op["TableName"]]
+                    attrs = op["Item"] if kind == "Put" else op["Key"]
+                    hash_value = DynamoType(attrs[table.hash_key_attr])
+                    range_value = DynamoType(attrs[table.range_key_attr]) if table.range_key_attr else None
+                except Exception:  # noqa: S112 - moto itself refuses a malformed item, before writing it
+                    continue
+                saved.append(
+                    (table, hash_value, range_value, copy.deepcopy(table.get_item(hash_value, range_value)))
+                )
+            _IN_TRANSACTION.depth = getattr(_IN_TRANSACTION, "depth", 0) + 1
             try:
-                table, hash_value, range_value = named_item(self, operation)
-            except Exception:  # noqa: S112 - moto itself refuses a malformed item, before writing it
-                continue
-            saved.append(
-                (table, hash_value, range_value, copy.deepcopy(table.get_item(hash_value, range_value)))
-            )
-        _IN_TRANSACTION.depth = getattr(_IN_TRANSACTION, "depth", 0) + 1
-        try:
-            original(self, transact_items)
-        except BaseException:
-            for table, hash_value, range_value, item in reversed(saved):
-                _put_back(table, hash_value, range_value, item)
-            raise
-        finally:
-            _IN_TRANSACTION.depth -= 1
+                original(self, transact_items)
+            except BaseException:
+                for table, hash_value, range_value, item in reversed(saved):
+                    _put_back(table, hash_value, range_value, item)
+                raise
+            finally:
+                _IN_TRANSACTION.depth -= 1
 
     models.copy = _SkipTableCopies()  # type: ignore[attr-defined,assignment]
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
@@ -247,9 +240,6 @@ class KeyReader:
 
     def __len__(self) -> int:
         return self._length
-
-    def __bool__(self) -> bool:
-        return self._length > 0
 
     def __getitem__(self, index: slice) -> KeyReader:
         if not isinstance(index, slice):
@@ -495,24 +485,20 @@ def _decode_aws_chunked(self: Any, body: Any) -> bytes:
     if not isinstance(body, bytes | bytearray):
         body = body.read()
     view = memoryview(body)
-    pieces = []
+    pieces: list[memoryview] = []
+
+    def after_line(start: int) -> int:
+        end = body.find(b"\n", start)
+        return len(body) if end < 0 else end + 1
+
     position = 0
-
-    def line() -> bytes:
-        nonlocal position
-        end = body.find(b"\n", position)
-        end = len(body) if end < 0 else end + 1
-        text = bytes(view[position:end])
-        position = end
-        return text
-
-    size = int(line().strip(), 16)
-    while size > 0:
-        pieces.append(view[position : position + size])
-        position = min(len(body), position + size)
-        line()  # the chunk's closing CRLF
-        size = int(line().strip(), 16)
-    return b"".join(pieces)
+    while True:  # a chunk: its size line, its bytes, CRLF; the last one's size is 0
+        start = after_line(position)
+        size = int(bytes(view[position:start]).strip(), 16)
+        if size <= 0:
+            return b"".join(pieces)
+        pieces.append(view[start : start + size])
+        position = after_line(min(len(body), start + size))
 
 
 #: Set on an in-process request whose aws-chunked body was handed over unframed (see `_unframed`).
@@ -576,7 +562,6 @@ def _releasing_bodies(process_request: Callable[..., Any]) -> Callable[..., Any]
 )
 def stream_s3_objects() -> None:
     """Idempotent: patch moto's S3 so objects move file to file and GET bodies stream (see above)."""
-    import moto
     import responses
     from botocore.httpchecksum import AwsChunkedWrapper
     from moto.core import botocore_stubber
@@ -584,7 +569,6 @@ def stream_s3_objects() -> None:
     from moto.s3.models import FakeKey, FakeMultipart, S3Backend
     from moto.s3.responses import S3Response
 
-    refuse_other_moto(MOTO_VERSION, moto.__version__)
     value: Any = FakeKey.__dict__["value"]
 
     def get_value(self: Any) -> Any:
