@@ -11,6 +11,7 @@ what was put.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -19,7 +20,7 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -239,11 +240,23 @@ class DevStack:
             self._install_ecs(self.template)
             self._front = FrontServer(ApiFront(self.template, self.hook.runner), self.host, self._api_port)
             self._front.start()
-            self._start_thread("local-ttl-sweeper", self._sweep_loop)
-            self._start_thread("local-execution-events", self._execution_loop)
+            self._start_loop(
+                "local-ttl-sweeper", self._ttl_sweep_seconds, self.sweep_expired_items, "TTL sweep failed"
+            )
+            self._start_loop(
+                "local-execution-events",
+                self._execution_poll_seconds,
+                self.publish_execution_events,
+                "watching state machine executions failed",
+            )
             for rule in self.template.event_rules:
                 if rule.schedule_seconds is not None:
-                    self._start_thread(f"local-schedule-{rule.name}", lambda r=rule: self._schedule_loop(r))
+                    self._start_loop(
+                        f"local-schedule-{rule.name}",
+                        rule.schedule_seconds,
+                        functools.partial(self.run_schedule, rule),
+                        f"scheduled rule {rule.name} failed",
+                    )
         except BaseException:
             self.stop()
             raise
@@ -350,14 +363,16 @@ class DevStack:
         )["Role"]["Arn"]
         create_tables(template, self._client("dynamodb"))
         lambda_client = self._client("lambda")
-        placeholder = _placeholder_zip()  # the code runs from its folder; moto only needs a package
+        placeholder = io.BytesIO()  # the code runs from its folder; moto only needs a package
+        with zipfile.ZipFile(placeholder, "w") as archive:
+            archive.writestr("README.txt", "The local stack runs this function from its CodeUri folder.\n")
         for function in template.functions.values():
             lambda_client.create_function(
                 FunctionName=function.name,
                 Runtime=function.runtime,
                 Role=role_arn,
                 Handler=function.handler,
-                Code={"ZipFile": placeholder},
+                Code={"ZipFile": placeholder.getvalue()},
                 Timeout=function.timeout_seconds,
                 MemorySize=function.memory_mb,
                 Environment={"Variables": function.environment},
@@ -399,46 +414,49 @@ class DevStack:
         )
         self.ecs_hook.install()
 
-    def _start_thread(self, name: str, target: Any) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
+    def _start_loop(self, name: str, seconds: float, work: Callable[[], Any], failure: str) -> None:
+        """A thread doing `work` every `seconds` until the stack stops; a failure is logged, not fatal."""
+
+        def loop() -> None:
+            while not self._stopping.wait(seconds):
+                try:
+                    work()
+                except Exception:
+                    log.exception(failure)
+
+        thread = threading.Thread(target=loop, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
 
     # ---------------------------------------------------------------- DynamoDB TTL
-    def _sweep_loop(self) -> None:
-        while not self._stopping.wait(self._ttl_sweep_seconds):
-            try:
-                self.sweep_expired_items()
-            except Exception:
-                log.exception("TTL sweep failed")
-
     def sweep_expired_items(self) -> None:
-        """Delete items whose TTL attribute is a number of seconds in the past, as DynamoDB would.
+        """Delete items whose TTL attribute is a number of seconds in the past, as DynamoDB would (it
+        ignores a TTL attribute that is not a number).
 
         The expired items are found in moto's tables directly (a Scan through the API would copy and
         serialise every item of every table twice a second: a fifth of the e2e tier's CPU went there);
         they are deleted through the API, as DynamoDB's own deletes are."""
+        from moto.dynamodb.models import dynamodb_backends
+
         now = time.time()
         dynamodb = self._client("dynamodb")
         deleted = 0
-        for table in self._template().tables.values():
-            if not table.ttl_attribute:
+        for spec in self._template().tables.values():
+            if not spec.ttl_attribute:
                 continue
-            for key in expired_item_keys(table.name, table.ttl_attribute, now):
-                dynamodb.delete_item(TableName=table.name, Key=key)
-                deleted += 1
+            table = dynamodb_backends[ACCOUNT_ID][REGION].get_table(spec.name)
+            keys = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
+            for item in table.all_items():  # a snapshot (moto_fixes.snapshot_table_reads)
+                expires = item.attrs.get(spec.ttl_attribute)
+                if expires is not None and expires.type == "N" and float(expires.value) < now:
+                    dynamodb.delete_item(
+                        TableName=spec.name, Key={key: item.attrs[key].to_json() for key in keys}
+                    )
+                    deleted += 1
         if deleted:
             log.info("TTL: deleted %d expired item(s)", deleted)
 
     # ---------------------------------------------------------------- EventBridge schedules
-    def _schedule_loop(self, rule: EventRule) -> None:
-        assert rule.schedule_seconds is not None
-        while not self._stopping.wait(rule.schedule_seconds):
-            try:
-                self.run_schedule(rule)
-            except Exception:
-                log.exception("scheduled rule %s failed", rule.name)
-
     def run_schedule(self, rule: EventRule) -> Any:
         """Invoke the rule's target with the event EventBridge sends on a schedule; its result."""
         spec = self._template().functions[rule.function_logical_id]
@@ -446,13 +464,6 @@ class DevStack:
         return self.runner.invoke(spec, _event("Scheduled Event", "aws.events", {}, [rule_arn])).result()
 
     # ---------------------------------------------------------------- EventBridge for Step Functions
-    def _execution_loop(self) -> None:
-        while not self._stopping.wait(self._execution_poll_seconds):
-            try:
-                self.publish_execution_events()
-            except Exception:
-                log.exception("watching state machine executions failed")
-
     def publish_execution_events(self) -> None:
         """Send an event for each execution status not seen yet to the rules whose pattern matches it."""
         template = self._template()
@@ -488,11 +499,7 @@ class DevStack:
             return entries
 
         EventsBackend.put_events = put_events  # type: ignore[method-assign,assignment]
-
-        def restore() -> None:
-            EventsBackend.put_events = original  # type: ignore[method-assign]
-
-        self._restore_put_events = restore
+        self._restore_put_events = functools.partial(setattr, EventsBackend, "put_events", original)
 
     def _event_put(self, entry: Mapping[str, Any], event_id: str) -> None:
         bus = str(entry.get("EventBusName") or "default").rsplit("/", 1)[-1]
@@ -528,28 +535,6 @@ class DevStack:
             )
             # An asynchronous target: the error is logged by the runner, as Lambda would log it.
             self.runner.invoke(spec, event)
-
-
-def expired_item_keys(table_name: str, ttl_attribute: str, now: float) -> list[dict[str, Any]]:
-    """The keys (in the API's form) of the items of moto's table whose TTL attribute is a number of
-    seconds before `now`; DynamoDB ignores a TTL attribute that is not a number."""
-    from moto.dynamodb.models import dynamodb_backends
-
-    table = dynamodb_backends[ACCOUNT_ID][REGION].get_table(table_name)
-    keys = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
-    expired = []
-    for item in table.all_items():  # a snapshot (moto_fixes.snapshot_table_reads)
-        expires = item.attrs.get(ttl_attribute)
-        if expires is not None and expires.type == "N" and float(expires.value) < now:
-            expired.append({key: item.attrs[key].to_json() for key in keys})
-    return expired
-
-
-def _placeholder_zip() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("README.txt", "The local stack runs this function from its CodeUri folder.\n")
-    return buffer.getvalue()
 
 
 def _notification(notification: Any) -> dict[str, Any]:
