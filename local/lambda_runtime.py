@@ -261,16 +261,14 @@ class HandlerRunner(FunctionDirectory):
         own_request_per_resolver()
         # logical id → AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN of the function's role
         self.credentials: dict[str, Mapping[str, str]] = dict(credentials or {})
-        # Idle instances of each function: like Lambda, one invocation per instance at a time, and a
-        # new instance (a fresh import of the handler module) when all are busy, so the handler's
-        # module-level state (Powertools' resolver keeps the current request there) is never
-        # shared by two invocations running at once.
+        # Idle instances of each function: as on Lambda, one invocation per instance at a time, and a
+        # new instance (a fresh import of the handler module) when all are busy, so that no module-level
+        # state (Powertools' resolver keeps the current request there) is shared by concurrent calls.
         self._idle: dict[str, list[Handler]] = {}
         self._instances: dict[str, int] = {}
-        # Two locks: `_import_lock` for the bookkeeping of instances (held for a moment), and
-        # `_loading_lock` for loading a new instance (sys.modules and sys.path are shared by every
-        # import, so one at a time). Taking an idle instance or giving one back never waits for a
-        # load: with one lock, every invocation that ended stood behind every instance being loaded.
+        # `_import_lock` for the bookkeeping of instances (held for a moment), `_loading_lock` for
+        # loading one (sys.modules and sys.path are shared: one import at a time). With one lock for
+        # both, every invocation that ended stood behind every instance being loaded.
         self._import_lock = threading.Lock()
         self._loading_lock = threading.Lock()
         self._environ = thread_environment()
@@ -295,15 +293,13 @@ class HandlerRunner(FunctionDirectory):
         overlay: dict[str, str | None] = dict.fromkeys(self._union)
         overlay.update(spec.environment)
         overlay.update(
-            {
-                "AWS_REGION": REGION,
-                "AWS_DEFAULT_REGION": REGION,
-                "AWS_LAMBDA_FUNCTION_NAME": spec.name,
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
-                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
-                "_HANDLER": spec.handler,
-            }
+            AWS_REGION=REGION,
+            AWS_DEFAULT_REGION=REGION,
+            AWS_LAMBDA_FUNCTION_NAME=spec.name,
+            AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(spec.memory_mb),
+            AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
+            AWS_LAMBDA_LOG_GROUP_NAME=f"/aws/lambda/{spec.name}",
+            _HANDLER=spec.handler,
         )
         overlay.update(self.credentials.get(spec.logical_id, {}))
         return overlay
@@ -337,12 +333,7 @@ class HandlerRunner(FunctionDirectory):
 
     def invoke(self, spec: FunctionSpec, event: Any) -> Invocation:
         """Call the handler as Lambda would; an unhandled exception becomes Lambda's error payload."""
-        context = LocalLambdaContext(
-            function_name=spec.name,
-            invoked_function_arn=spec.arn,
-            memory_limit_in_mb=spec.memory_mb,
-            timeout_seconds=spec.timeout_seconds,
-        )
+        context = LocalLambdaContext(spec.name, spec.arn, spec.memory_mb, spec.timeout_seconds)
         started = time.monotonic()
         with self._environ.overlay(self.environment_of(spec)):
             try:
@@ -412,9 +403,9 @@ def _import_handler(spec: FunctionSpec, instance: int) -> Handler:
     # Siblings someone else already loaded under their plain names (a test importing the handler
     # directly) step aside meanwhile: an instance shares no module state with anything, as in Lambda.
     earlier = {  # loaded under their own names, not an instance's
-        name: module
-        for name, module in list(sys.modules.items())
-        if not name.startswith("_local_lambda_") and _from_folder(module, spec.code_dir)
+        name: loaded
+        for name, loaded in list(sys.modules.items())
+        if not name.startswith("_local_lambda_") and _from_folder(loaded, spec.code_dir)
     }
     for name in earlier:
         del sys.modules[name]
