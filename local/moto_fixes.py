@@ -367,39 +367,11 @@ class _Checksum:
         return self._value.to_bytes(self._width, "big")
 
 
-class _MultipartChecksum:
-    """`moto.s3.models.MultipartChecksumBuilder` over pieces instead of whole parts."""
-
-    def __init__(self, algorithm: str | None, checksum_type: str | None) -> None:
-        self.algorithm = algorithm or "CRC64NVME"
-        self.type = checksum_type or ("FULL_OBJECT" if self.algorithm == "CRC64NVME" else "COMPOSITE")
-        self.parts = 0
-        self._composite = bytearray()
-        self._current = _Checksum(self.algorithm)
-
-    def add_part(self, pieces: Iterable[bytes]) -> Iterator[bytes]:
-        if self.type == "COMPOSITE":
-            self._current = _Checksum(self.algorithm)
-        for piece in pieces:
-            self._current.update(piece)
-            yield piece
-        if self.type == "COMPOSITE":
-            self._composite.extend(self._current.digest())
-        self.parts += 1
-
-    def build(self) -> tuple[str, str, int]:
-        import base64
-
-        if self.type == "COMPOSITE":
-            whole = _Checksum(self.algorithm)
-            whole.update(bytes(self._composite))
-            return self.type, base64.b64encode(whole.digest()).decode(), self.parts
-        return self.type, base64.b64encode(self._current.digest()).decode(), 1
-
-
 def _complete(self: Any, body: Iterator[tuple[int, str]]) -> tuple[Any, str, tuple[str, str, int] | None]:
     """FakeMultipart.complete: the same checks, ETag and checksum; the parts are copied file to file
     into the object's file, never joined in memory."""
+    import base64
+
     from moto.s3.exceptions import EntityTooSmall, InvalidPart, MalformedXML
     from moto.settings import S3_UPLOAD_PART_MIN_SIZE, get_s3_default_key_buffer_size
     from moto.utilities.utils import md5_hash
@@ -418,19 +390,32 @@ def _complete(self: Any, body: Iterator[tuple[int, str]]) -> tuple[Any, str, tup
     if not chosen:
         raise MalformedXML
 
-    checksum = _MultipartChecksum(
-        self.metadata.get("x-amz-checksum-algorithm"), self.metadata.get("x-amz-checksum-type")
+    # moto's MultipartChecksumBuilder, fed piece by piece: the checksum of every byte (FULL_OBJECT,
+    # CRC64NVME's only type), or the checksum of the parts' checksums (COMPOSITE).
+    algorithm = self.metadata.get("x-amz-checksum-algorithm") or "CRC64NVME"
+    checksum_type = self.metadata.get("x-amz-checksum-type") or (
+        "FULL_OBJECT" if algorithm == "CRC64NVME" else "COMPOSITE"
     )
+    composite = checksum_type == "COMPOSITE"
+    whole = _Checksum(algorithm)
+
+    def pieces() -> Iterator[bytes]:
+        for part in chosen:
+            checksum = _Checksum(algorithm) if composite else whole
+            for piece in _pieces(part):
+                checksum.update(piece)
+                yield piece
+            if composite:
+                whole.update(checksum.digest())
+
     size = sum(part.contentsize for part in chosen)
-    pieces = (piece for part in chosen for piece in checksum.add_part(_pieces(part)))
     value: Any
     if size <= get_s3_default_key_buffer_size():  # small: in memory, as moto would keep it
-        value = b"".join(pieces)
+        value = b"".join(pieces())
     else:
-        value = FileValue.of_pieces(pieces, size)
-    full_etag = md5_hash()
-    full_etag.update(bytes(md5s))
-    return value, f"{full_etag.hexdigest()}-{len(chosen)}", checksum.build()
+        value = FileValue.of_pieces(pieces(), size)
+    checksum = (checksum_type, base64.b64encode(whole.digest()).decode(), len(chosen) if composite else 1)
+    return value, f"{md5_hash(bytes(md5s)).hexdigest()}-{len(chosen)}", checksum
 
 
 def _value_setter(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
