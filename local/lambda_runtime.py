@@ -95,10 +95,7 @@ class _ThreadLocalEnviron(os._Environ[str]):
             super().__delitem__(key)
 
     def __iter__(self) -> Iterator[str]:
-        overlay = self._overlay()
-        if overlay is None:
-            yield from super().__iter__()
-            return
+        overlay = self._overlay() or {}
         for key in list(super().__iter__()):
             if overlay.get(key, "") is not None:
                 yield key
@@ -471,28 +468,26 @@ class MotoLambdaHook:
                 "moto has no LambdaFunction._invoke_lambda any more: the local stack needs updating"
             )
         self._original = original
-        hook = self
 
         def _invoke_lambda(function: Any, event: Any = None) -> tuple[str, bool, str]:
-            with hook._count_lock:
-                hook.calls += 1
-            spec = hook.runner.spec(function.function_name)
+            with self._count_lock:
+                self.calls += 1
+            spec = self.runner.spec(function.function_name)
             if spec is None:  # a function this stack did not create: moto's own behaviour
-                result: tuple[str, bool, str] = original(function, event)
-                return result
+                return cast(tuple[str, bool, str], original(function, event))
             parsed = _as_event(event)
             if is_s3_event(parsed):
                 # S3 invokes its notification targets asynchronously, after the object exists.
                 # moto calls us from inside put_object, before it stores the object's metadata, so
                 # run the handler on its own thread, once the request that stored the object is done.
                 thread = threading.Thread(
-                    target=hook._invoke_after_store, args=(spec, parsed), name="s3-notification", daemon=True
+                    target=self._invoke_after_store, args=(spec, parsed), name="s3-notification", daemon=True
                 )
-                with hook._count_lock:
-                    hook._pending = [t for t in hook._pending if t.is_alive()] + [thread]
+                with self._count_lock:
+                    self._pending = [t for t in self._pending if t.is_alive()] + [thread]
                 thread.start()
                 return "", False, ""
-            invocation = hook.runner.invoke(spec, parsed)
+            invocation = self.runner.invoke(spec, parsed)
             return invocation.payload, invocation.errored, invocation.logs
 
         LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign,assignment]

@@ -289,14 +289,14 @@ class KeyReader:
         self.close()
 
 
+@dataclass
 class FileValue:
     """A finished object file (a rolled-over SpooledTemporaryFile) handed to `FakeKey.value`: the key
     takes the file itself instead of its bytes. `md5` (hex), when known, is the key's plain ETag."""
 
-    def __init__(self, buffer: Any, size: int, md5: str | None = None) -> None:
-        self.buffer = buffer
-        self.size = size
-        self.md5 = md5
+    buffer: Any
+    size: int
+    md5: str | None = None
 
     @classmethod
     def of_pieces(cls, pieces: Iterable[bytes], size: int, digest: Any = None) -> FileValue:
@@ -664,12 +664,8 @@ def release_dropped_models() -> None:
         return instance
 
     BaseModel.__new__ = __new__  # type: ignore[method-assign]
-
-    def __del__(self: Any) -> None:
-        # A dropped object is now collected: close its file without moto's "not disposed in time".
-        self.dispose()
-
-    FakeKey.__del__ = __del__  # type: ignore[method-assign]
+    # A dropped object is now collected: close its file without moto's "not disposed in time".
+    FakeKey.__del__ = FakeKey.dispose  # type: ignore[method-assign]
 
 
 # glibc gives each thread that allocates its own heap ("arena", up to 8 per core), and raises its

@@ -184,8 +184,7 @@ class DevStack:
     def start(self) -> DevStack:
         if DevStack._running is not None:
             raise RuntimeError("a local stack is already running in this process")
-        for key, value in LOCAL_AWS_ENVIRONMENT.items():
-            os.environ[key] = value
+        os.environ.update(LOCAL_AWS_ENVIRONMENT)
         self.token_key = new_local_key()
         self._write_state("token.key", self.token_key + "\n")
         if self.containers:
