@@ -9,11 +9,19 @@ moves.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import copy
+import ctypes
+import ctypes.util
 import functools
+import hashlib
+import io
 import os
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -82,16 +90,29 @@ def serialise_dynamodb_writes() -> None:
     roll_back_transactions_by_item()
     snapshot_table_reads()
     for name in _WRITES:
-        setattr(DynamoDBBackend, name, _serialised(getattr(DynamoDBBackend, name)))
+        setattr(DynamoDBBackend, name, _within(lambda: _LOCK, getattr(DynamoDBBackend, name)))
 
 
-def _serialised(method: Callable[..., Any]) -> Callable[..., Any]:
+def _within(context: Callable[[], contextlib.AbstractContextManager[Any]], method: Callable[..., Any]) -> Any:
+    """`method`, each call of it inside a `context()`."""
+
     @functools.wraps(method)
     def run(*args: Any, **kwargs: Any) -> Any:
-        with _LOCK:
+        with context():
             return method(*args, **kwargs)
 
     return run
+
+
+@contextlib.contextmanager
+def _deeper(counter: threading.local) -> Iterator[None]:
+    """This thread's `counter.depth` one more while inside: how a patch knows it runs within a call
+    (a transaction, a GET or a copy, a request through botocore's stubber)."""
+    counter.depth = getattr(counter, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        counter.depth -= 1
 
 
 _IN_TRANSACTION = threading.local()
@@ -108,8 +129,6 @@ def roll_back_transactions_by_item() -> None:
     patched method keeps a copy of each item the transaction names instead (a missing one as
     missing) and puts those back when moto rolls back; the table copies are skipped (moto then
     "restores" the very table it changed, and the items are put back by us)."""
-    import copy
-
     from moto.dynamodb import models
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.dynamo_type import DynamoType
@@ -145,15 +164,13 @@ def roll_back_transactions_by_item() -> None:
                 saved.append(
                     (table, hash_value, range_value, copy.deepcopy(table.get_item(hash_value, range_value)))
                 )
-            _IN_TRANSACTION.depth = getattr(_IN_TRANSACTION, "depth", 0) + 1
             try:
-                original(self, transact_items)
+                with _deeper(_IN_TRANSACTION):
+                    original(self, transact_items)
             except BaseException:
                 for table, hash_value, range_value, item in reversed(saved):
                     _put_back(table, hash_value, range_value, item)
                 raise
-            finally:
-                _IN_TRANSACTION.depth -= 1
 
     models.copy = _SkipTableCopies()  # type: ignore[attr-defined,assignment]
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
@@ -332,9 +349,6 @@ class _Checksum:
     """`moto.s3.utils.compute_checksum`, fed piece by piece (same algorithms, same fallbacks)."""
 
     def __init__(self, algorithm: str) -> None:
-        import binascii
-        import hashlib
-
         from moto.core.compat import HAS_CRT  # what compute_checksum decides with
 
         self._hash: Any = None
@@ -370,8 +384,6 @@ class _Checksum:
 def _complete(self: Any, body: Iterator[tuple[int, str]]) -> tuple[Any, str, tuple[str, str, int] | None]:
     """FakeMultipart.complete: the same checks, ETag and checksum; the parts are copied file to file
     into the object's file, never joined in memory."""
-    import base64
-
     from moto.s3.exceptions import EntityTooSmall, InvalidPart, MalformedXML
     from moto.settings import S3_UPLOAD_PART_MIN_SIZE, get_s3_default_key_buffer_size
     from moto.utilities.utils import md5_hash
@@ -420,6 +432,7 @@ def _complete(self: Any, body: Iterator[tuple[int, str]]) -> tuple[Any, str, tup
 
 def _value_setter(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
     """`FakeKey.value`'s setter, which also takes a KeyReader or a FileValue."""
+    from moto.utilities.utils import md5_hash
 
     def value(self: Any, new_value: Any) -> None:
         if isinstance(new_value, KeyReader):
@@ -427,8 +440,6 @@ def _value_setter(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], 
                 with contextlib.closing(new_value):
                     new_value = new_value.read()
             else:
-                from moto.utilities.utils import md5_hash
-
                 new_value = FileValue.of_pieces(new_value, len(new_value), md5_hash())
         if isinstance(new_value, FileValue):
             previous, self._value_buffer = self._value_buffer, new_value.buffer
@@ -445,20 +456,6 @@ def _value_setter(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], 
         original(self, new_value)
 
     return value
-
-
-def _streaming(method: Callable[..., Any]) -> Callable[..., Any]:
-    """While `method` runs in this thread, `FakeKey.value` of an object on disk is a KeyReader."""
-
-    @functools.wraps(method)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        _STREAMING.depth = getattr(_STREAMING, "depth", 0) + 1
-        try:
-            return method(*args, **kwargs)
-        finally:
-            _STREAMING.depth -= 1
-
-    return run
 
 
 def _decode_aws_chunked(self: Any, body: Any) -> bytes:
@@ -497,8 +494,6 @@ def _unframed(body: Any, headers: Any) -> tuple[bytes, dict[str, Any]] | None:
     (and several parts upload at once). The signed headers stay as they are (the local stack
     checks signatures); `_UNFRAMED` tells `_decode_aws_chunked` there is nothing to decode.
     None when the wrapped body is not bytes in memory: then it is framed and decoded as before."""
-    import io
-
     raw = getattr(body, "_raw", None)
     checksum_cls = getattr(body, "_checksum_cls", None)
     name = getattr(body, "_checksum_name", None)
@@ -520,23 +515,21 @@ def _releasing_bodies(process_request: Callable[..., Any]) -> Callable[..., Any]
     """The requests a call built let go of their bodies when it returns. A werkzeug request sits in a
     reference cycle (its environ names it), so its body (the cached data, and the input stream over
     it) lived on until the cycle collector ran: a 4 GiB import left dozens of 64 MiB parts waiting."""
-    import io
 
     @functools.wraps(process_request)
     def run(self: Any, request: Any) -> Any:
         made = _REQUESTS.__dict__.setdefault("made", [])
-        depth = len(made)
-        _REQUESTS.calls = getattr(_REQUESTS, "calls", 0) + 1
+        first = len(made)
         try:
-            return process_request(self, request)
+            with _deeper(_REQUESTS):
+                return process_request(self, request)
         finally:
-            _REQUESTS.calls -= 1
-            for handled in made[depth:]:
+            for handled in made[first:]:
                 for name in ("_cached_data", "data", "stream"):
                     handled.__dict__.pop(name, None)
                 handled.environ["wsgi.input"] = io.BytesIO()
                 handled.environ.pop("werkzeug.request", None)
-            del made[depth:]
+            del made[first:]
 
     return run
 
@@ -564,9 +557,10 @@ def stream_s3_objects() -> None:
     FakeKey.value = property(get_value, _value_setter(value.fset))  # type: ignore[method-assign,assignment]
     FakeMultipart.complete = _complete  # type: ignore[method-assign]
     # These read `src_key.value` / `key.value` once, to copy it or to answer it: a KeyReader instead.
-    S3Backend.copy_object = _streaming(S3Backend.copy_object)  # type: ignore[method-assign]
-    S3Backend.upload_part_copy = _streaming(S3Backend.upload_part_copy)  # type: ignore[method-assign]
-    S3Response.get_object = _streaming(S3Response.get_object)  # type: ignore[method-assign]
+    streaming = functools.partial(_deeper, _STREAMING)
+    S3Backend.copy_object = _within(streaming, S3Backend.copy_object)  # type: ignore[method-assign]
+    S3Backend.upload_part_copy = _within(streaming, S3Backend.upload_part_copy)  # type: ignore[method-assign]
+    S3Response.get_object = _within(streaming, S3Response.get_object)  # type: ignore[method-assign]
     S3Response._handle_encoded_body = _decode_aws_chunked  # type: ignore[method-assign]
 
     from_primitives = Request.from_primitives.__func__  # type: ignore[attr-defined]
@@ -581,7 +575,7 @@ def stream_s3_objects() -> None:
         request = from_primitives(cls, method, url, headers, body)
         if isinstance(body, bytes):
             request._cached_data = body  # `request.data`: these bytes, not werkzeug's copy of them
-        if getattr(_REQUESTS, "calls", 0):  # in-process: released when the call returns
+        if getattr(_REQUESTS, "depth", 0):  # in-process: released when the call returns
             _REQUESTS.made.append(request)
         return request
 
@@ -627,8 +621,6 @@ class WeakInstances:
         self._refs: dict[int, Any] = {}
 
     def append(self, instance: Any) -> None:
-        import weakref
-
         key, refs = id(instance), self._refs
         with contextlib.suppress(TypeError):  # not weak-referenceable (no moto model is): not listed
             refs[key] = weakref.ref(instance, lambda _ref: refs.pop(key, None))
@@ -682,9 +674,6 @@ _M_ARENA_MAX = -8
 def bounded_malloc() -> None:
     """Idempotent: glibc's allocator returns large freed blocks at once (see above); elsewhere a
     no-op."""
-    import ctypes
-    import ctypes.util
-
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None
@@ -717,9 +706,11 @@ def stop_execution_with_cause() -> None:
     interpreter also shows the stop only when the running state returns; Step Functions shows it
     at once, which is what makes a cancelled task fail while its step still runs (and the step
     stop at its next progress write)."""
+    from moto.core.responses import ActionResult
     from moto.core.utils import utcnow
     from moto.stepfunctions.exceptions import ExecutionDoesNotExist
     from moto.stepfunctions.models import StateMachine, StepFunctionBackend
+    from moto.stepfunctions.parser.api import ExecutionStatus
     from moto.stepfunctions.responses import StepFunctionResponse
 
     def machine_stop(self: Any, execution_arn: str, error: str = "", cause: str = "") -> Any:
@@ -733,8 +724,6 @@ def stop_execution_with_cause() -> None:
         # execution ABORTED (its status change event follows) while a Lambda it invoked runs on.
         # The interpreter sets the same status again when that state returns.
         if getattr(execution, "exec_status", None) is not None and execution.status == "RUNNING":
-            from moto.stepfunctions.parser.api import ExecutionStatus
-
             execution.exec_status = ExecutionStatus.ABORTED
             execution.stop_date = utcnow()
         return execution
@@ -745,8 +734,6 @@ def stop_execution_with_cause() -> None:
         return machine.stop_execution(execution_arn, error, cause)
 
     def response_stop(self: Any) -> Any:
-        from moto.core.responses import ActionResult
-
         execution = self.stepfunction_backend.stop_execution(
             self._get_param("executionArn"), self._get_param("error") or "", self._get_param("cause") or ""
         )
