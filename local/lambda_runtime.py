@@ -22,8 +22,8 @@ another handler must do. So:
 Requests: Powertools' API resolvers keep the request being answered on their common base class
 (`BaseRouter.current_event`), one per process, which is all Lambda needs (one invocation per
 instance at a time). Here invocations of every function share a process, so each resolver keeps its
-own request on itself (`own_request_per_resolver`); without that, a long poll read another request's
-caller and answered 404, and a POST read a GET's empty body.
+own request and Lambda context on itself (`own_request_per_resolver`); without that, a long poll
+read another request's caller and answered 404, and a POST read a GET's empty body.
 """
 
 from __future__ import annotations
@@ -228,9 +228,8 @@ class FunctionDirectory:
 
 @functools.cache  # once per process: idempotent
 def own_request_per_resolver() -> None:
-    """Powertools' API resolvers keep the current request (and Lambda context) on the
-    resolver itself, shadowing the class-wide value its `resolve` sets, so that concurrent
-    invocations of handler instances in one process never read each other's request."""
+    """Each Powertools API resolver keeps its current request on itself, shadowing the class-wide
+    value its `resolve` sets (see the module's docstring)."""
     from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
     from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 

@@ -72,7 +72,6 @@ def moto_patch(*, corrects: str, written_for: str = MOTO_VERSION) -> Callable[[P
 
 
 _LOCK = threading.RLock()  # held by every write of moto's DynamoDB once `serialise_dynamodb_writes` ran
-_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
 
 
 @moto_patch(
@@ -89,7 +88,7 @@ def serialise_dynamodb_writes() -> None:
 
     roll_back_transactions_by_item()
     snapshot_table_reads()
-    for name in _WRITES:
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item"):
         setattr(DynamoDBBackend, name, _within(lambda: _LOCK, getattr(DynamoDBBackend, name)))
 
 

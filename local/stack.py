@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from moto import mock_aws
 from moto.core.config import DefaultConfig
+from moto.events.models import EventsBackend
 
 from local import ecs, iam, loopback_guard
 from local.container_runner import ContainerRunner
@@ -193,8 +195,6 @@ class DevStack:
             self._image_builds = ThreadPoolExecutor(max_workers=2, thread_name_prefix="local-images")
             self._image_builds.submit(prepare_layer_images)  # SamLocal.start waits for its answer
             self._worker_image = self._image_builds.submit(ecs.build_worker_image)
-
-        from moto import mock_aws
 
         # The ASL interpreter only runs machines created after this config is in place.
         self._mock = mock_aws(config=MOTO_CONFIG)
@@ -485,8 +485,6 @@ class DevStack:
     def _watch_put_events(self) -> None:
         """Record every event moto's EventBridge accepts and deliver it to the template's rules
         (moto itself only delivers to rules made through its API, which the stack does not make)."""
-        from moto.events.models import EventsBackend
-
         original = EventsBackend.put_events
         stack = self
 
