@@ -141,22 +141,6 @@ def credentials_per_function() -> None:
     Session.get_credentials = get_credentials
 
 
-def thread_environment() -> _ThreadLocalEnviron:
-    """Install the overlay-capable `os.environ` once; it shares the real environment's storage."""
-    current = os.environ
-    if isinstance(current, _ThreadLocalEnviron):
-        return current
-    replacement = _ThreadLocalEnviron(
-        current._data,  # type: ignore[attr-defined]
-        current.encodekey,
-        current.decodekey,
-        current.encodevalue,
-        current.decodevalue,
-    )
-    os.environ = replacement  # noqa: B003 - same storage, only reads gain the overlay
-    return replacement
-
-
 def merged_environment(functions: Iterable[FunctionSpec]) -> tuple[dict[str, str], dict[str, set[str]]]:
     """The process-wide values (first function wins) and the variables whose values conflict."""
     merged: dict[str, str] = {}
@@ -267,7 +251,14 @@ class HandlerRunner(FunctionDirectory):
         # both, every invocation that ended stood behind every instance being loaded.
         self._import_lock = threading.Lock()
         self._loading_lock = threading.Lock()
-        self._environ = thread_environment()
+        environ = os.environ
+        if not isinstance(environ, _ThreadLocalEnviron):  # installed once, on the real environment's storage
+            data = environ._data  # type: ignore[attr-defined]
+            environ = _ThreadLocalEnviron(
+                data, environ.encodekey, environ.decodekey, environ.encodevalue, environ.decodevalue
+            )
+            os.environ = environ  # noqa: B003 - same storage, only reads gain the overlay
+        self._environ = environ
         merged, conflicts = merged_environment(self.functions.values())
         for key, owners in sorted(conflicts.items()):
             log.info(
