@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from local.sam_local import missing_prerequisites
 from local.stack import DEFAULT_STATE_DIR, DEFAULT_TEMPLATE, DevStack
 from local.template import REGION
 
@@ -119,13 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signum, lambda _signum, _frame: stopping.set())
 
     aws_port = None if args.aws_port.lower() == "none" else int(args.aws_port)
-    if args.containers:
-        from local.sam_local import missing_prerequisites
-
-        reason = missing_prerequisites()
-        if reason:
-            print(f"cannot start in containers: {reason}", file=sys.stderr)
-            return 1
+    if args.containers and (reason := missing_prerequisites()):
+        print(f"cannot start in containers: {reason}", file=sys.stderr)
+        return 1
     stack = DevStack(
         args.template,
         host=args.host,

@@ -156,9 +156,6 @@ def merged_environment(functions: Iterable[FunctionSpec]) -> tuple[dict[str, str
     return merged, conflicts
 
 
-# ------------------------------------------------------------------ the context object
-
-
 @dataclass
 class LocalLambdaContext:
     """What Powertools and handlers read from the Lambda context."""
