@@ -148,11 +148,10 @@ def merged_environment(functions: Iterable[FunctionSpec]) -> tuple[dict[str, str
     owners: dict[str, str] = {}
     for spec in functions:
         for key, value in spec.environment.items():
-            if key in merged and merged[key] != value:
+            if key not in merged:
+                merged[key], owners[key] = value, spec.logical_id
+            elif merged[key] != value:
                 conflicts.setdefault(key, {owners[key]}).add(spec.logical_id)
-                continue
-            merged.setdefault(key, value)
-            owners.setdefault(key, spec.logical_id)
     return merged, conflicts
 
 

@@ -211,7 +211,11 @@ class DevStack:
             serialise_dynamodb_writes()
             local_moto_fixes()
             self._watch_put_events()
-            self.credentials = self._role_credentials(self.template)
+            # Each function's and state machine's role as `sam deploy` would create it, assumed.
+            names = {logical_id: spec.name for logical_id, spec in self.template.functions.items()}
+            names.update({logical_id: spec.name for logical_id, spec in self.template.state_machines.items()})
+            roles = iam.template_roles(self.template)
+            self.credentials = iam.create_roles(roles, names, self._client("iam"), self._client("sts"))
             credentials_per_function()
             machines = [self.credentials[m] for m in self.template.state_machines if m in self.credentials]
             if len(machines) == 1:  # the interpreter cannot tell machines apart: one role for all
@@ -346,13 +350,6 @@ class DevStack:
         )
 
     # ---------------------------------------------------------------- resources
-    def _role_credentials(self, template: LocalTemplate) -> dict[str, iam.Credentials]:
-        """Each function's and state machine's role as `sam deploy` would create it, assumed."""
-        roles = iam.template_roles(template)
-        names = {logical_id: spec.name for logical_id, spec in template.functions.items()}
-        names.update({logical_id: spec.name for logical_id, spec in template.state_machines.items()})
-        return iam.create_roles(roles, names, self._client("iam"), self._client("sts"))
-
     def _create_resources(self, template: LocalTemplate) -> None:
         # Not moto's CloudFormation: it refuses the translated template (moto 5.2.5; local/template.py).
         # moto checks that a function's role exists; permissions themselves are not enforced.
@@ -486,13 +483,12 @@ class DevStack:
         """Record every event moto's EventBridge accepts and deliver it to the template's rules
         (moto itself only delivers to rules made through its API, which the stack does not make)."""
         original = EventsBackend.put_events
-        stack = self
 
         def put_events(backend: Any, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             entries: list[dict[str, Any]] = original(backend, events)
             for sent, entry in zip(events, entries, strict=False):
                 if "EventId" in entry:
-                    stack._event_put(sent, entry["EventId"])
+                    self._event_put(sent, entry["EventId"])
             return entries
 
         EventsBackend.put_events = put_events  # type: ignore[method-assign,assignment]
