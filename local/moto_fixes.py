@@ -630,9 +630,6 @@ class WeakInstances:
             if instance is not None:
                 yield instance
 
-    def __len__(self) -> int:
-        return len(self._refs)
-
 
 @moto_patch(
     corrects="core: every model stays in its class's instances_tracked list forever, so memory "
