@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -244,21 +244,19 @@ class DevStack:
             self._front = FrontServer(ApiFront(self.template, self.hook.runner), self.host, self._api_port)
             self._front.start()
             self._start_loop(
-                "local-ttl-sweeper", self._ttl_sweep_seconds, self.sweep_expired_items, "TTL sweep failed"
+                "local-ttl-sweeper", self._ttl_sweep_seconds, "TTL sweep failed", "sweep_expired_items"
             )
             self._start_loop(
                 "local-execution-events",
                 self._execution_poll_seconds,
-                self.publish_execution_events,
                 "watching state machine executions failed",
+                "publish_execution_events",
             )
             for rule in self.template.event_rules:
                 if rule.schedule_seconds is not None:
+                    failure = f"scheduled rule {rule.name} failed"
                     self._start_loop(
-                        f"local-schedule-{rule.name}",
-                        rule.schedule_seconds,
-                        functools.partial(self.run_schedule, rule),
-                        f"scheduled rule {rule.name} failed",
+                        f"local-schedule-{rule.name}", rule.schedule_seconds, failure, "run_schedule", rule
                     )
         except BaseException:
             self.stop()
@@ -410,13 +408,14 @@ class DevStack:
         )
         self.ecs_hook.install()
 
-    def _start_loop(self, name: str, seconds: float, work: Callable[[], Any], failure: str) -> None:
-        """A thread doing `work` every `seconds` until the stack stops; a failure is logged, not fatal."""
+    def _start_loop(self, name: str, seconds: float, failure: str, method: str, *args: Any) -> None:
+        """A thread calling the stack's `method` every `seconds` until the stack stops (looked up each
+        time: a test may replace it on the running stack); a failure is logged, not fatal."""
 
         def loop() -> None:
             while not self._stopping.wait(seconds):
                 try:
-                    work()
+                    getattr(self, method)(*args)
                 except Exception:
                     log.exception(failure)
 
