@@ -9,9 +9,9 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from urllib.parse import urlsplit
 
+from local.sam_local import missing_prerequisites
 from local.stack import DEFAULT_STATE_DIR, DEFAULT_TEMPLATE, DevStack
 from local.template import REGION
 
@@ -37,17 +37,14 @@ def _banner(stack: DevStack) -> str:
     # Import sources must be where the functions can reach them: loopback in-process, the host's
     # address on the containers' network with --containers (the AWS endpoint's address then).
     source_host = LOOPBACK
-    if stack.containers and stack.aws_url:
-        source_host = urlsplit(stack.aws_url).hostname or LOOPBACK
+    functions = "in this process, from the source tree"
+    if stack.containers:
+        functions = "the built artifact (.aws-sam/build) in containers, via sam local"
+        source_host = (urlsplit(stack.aws_url).hostname if stack.aws_url else None) or LOOPBACK
     lines = [
         "",
         "imagetasks is running locally (moto; no AWS account, no Docker).",
-        "  functions:    "
-        + (
-            "the built artifact (.aws-sam/build) in containers, via sam local"
-            if stack.containers
-            else "in this process, from the source tree"
-        ),
+        f"  functions:    {functions}",
         f"  API:          {stack.api_url}",
         f"  console:      {stack.api_url}/console (sign in with a token below)",
         f"  AWS endpoint: {aws}",
@@ -119,21 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto server access lines
 
     stopping = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _signum, _frame: stopping.set())
 
     aws_port = None if args.aws_port.lower() == "none" else int(args.aws_port)
-    if args.containers:
-        from local.sam_local import missing_prerequisites
-
-        reason = missing_prerequisites()
-        if reason:
-            print(f"cannot start in containers: {reason}", file=sys.stderr)
-            return 1
+    if args.containers and (reason := missing_prerequisites()):
+        print(f"cannot start in containers: {reason}", file=sys.stderr)
+        return 1
     stack = DevStack(
         args.template,
         host=args.host,

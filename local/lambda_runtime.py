@@ -22,8 +22,8 @@ another handler must do. So:
 Requests: Powertools' API resolvers keep the request being answered on their common base class
 (`BaseRouter.current_event`), one per process, which is all Lambda needs (one invocation per
 instance at a time). Here invocations of every function share a process, so each resolver keeps its
-own request on itself (`own_request_per_resolver`); without that, a long poll read another request's
-caller and answered 404, and a POST read a GET's empty body.
+own request and Lambda context on itself (`own_request_per_resolver`); without that, a long poll
+read another request's caller and answered 404, and a POST read a GET's empty body.
 """
 
 from __future__ import annotations
@@ -59,12 +59,13 @@ AUTHORIZER_UNAUTHORIZED = "Unauthorized"
 
 
 class _ThreadLocalEnviron(os._Environ[str]):
-    """`os.environ`, plus a per-thread overlay: a value, or None for "not set in this function"."""
+    """`os.environ`, plus a per-thread overlay: a value, or None for "not set in this function".
+    `in` and `get` are Mapping's, through `__getitem__`: they see the overlay too."""
 
     _local = threading.local()
 
     def _in_base(self, key: str) -> bool:
-        # os._Environ has no __contains__ of its own: Mapping's would come back to our __getitem__.
+        # The real environment only: Mapping's `in` would come back to our __getitem__.
         return self.encodekey(key) in self._data  # type: ignore[attr-defined]
 
     def _overlay(self) -> dict[str, str | None] | None:
@@ -93,18 +94,8 @@ class _ThreadLocalEnviron(os._Environ[str]):
         if self._in_base(key):
             super().__delitem__(key)
 
-    def __contains__(self, key: object) -> bool:
-        try:
-            self[key]  # type: ignore[index]
-        except KeyError:
-            return False
-        return True
-
     def __iter__(self) -> Iterator[str]:
-        overlay = self._overlay()
-        if overlay is None:
-            yield from super().__iter__()
-            return
+        overlay = self._overlay() or {}
         for key in list(super().__iter__()):
             if overlay.get(key, "") is not None:
                 yield key
@@ -115,27 +106,26 @@ class _ThreadLocalEnviron(os._Environ[str]):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
-    def push_overlay(self, overlay: dict[str, str | None]) -> None:
+    @contextmanager
+    def overlay(self, overlay: dict[str, str | None]) -> Iterator[None]:
+        """The calling thread sees `overlay` until it leaves the block."""
         stack: list[dict[str, str | None]] = self._local.__dict__.setdefault("stack", [])
         stack.append(overlay)
-
-    def pop_overlay(self) -> None:
-        self._local.stack.pop()
-
-
-_CREDENTIALS_PATCHED = "_imagetasks_per_function"
+        try:
+            yield
+        finally:
+            stack.pop()
 
 
+@functools.cache  # once per process: idempotent
 def credentials_per_function() -> None:
     """botocore resolves credentials once per session and keeps them; boto3's default session is
     shared by every handler of this process. A client created during a handler call gets that
-    function's role credentials instead, as each Lambda function has its own (idempotent)."""
+    function's role credentials instead, as each Lambda function has its own."""
     from botocore.credentials import Credentials
     from botocore.session import Session
 
     original = Session.get_credentials
-    if getattr(original, _CREDENTIALS_PATCHED, False):
-        return
 
     def get_credentials(self: Session) -> Any:
         # Inside a handler call, the calling thread's overlay holds its function's role credentials.
@@ -148,24 +138,7 @@ def credentials_per_function() -> None:
             overlay.get("AWS_SESSION_TOKEN"),
         )
 
-    setattr(get_credentials, _CREDENTIALS_PATCHED, True)
     Session.get_credentials = get_credentials
-
-
-def thread_environment() -> _ThreadLocalEnviron:
-    """Install the overlay-capable `os.environ` once; it shares the real environment's storage."""
-    current = os.environ
-    if isinstance(current, _ThreadLocalEnviron):
-        return current
-    replacement = _ThreadLocalEnviron(
-        current._data,  # type: ignore[attr-defined]
-        current.encodekey,
-        current.decodekey,
-        current.encodevalue,
-        current.decodevalue,
-    )
-    os.environ = replacement  # noqa: B003 - same storage, only reads gain the overlay
-    return replacement
 
 
 def merged_environment(functions: Iterable[FunctionSpec]) -> tuple[dict[str, str], dict[str, set[str]]]:
@@ -175,15 +148,11 @@ def merged_environment(functions: Iterable[FunctionSpec]) -> tuple[dict[str, str
     owners: dict[str, str] = {}
     for spec in functions:
         for key, value in spec.environment.items():
-            if key in merged and merged[key] != value:
+            if key not in merged:
+                merged[key], owners[key] = value, spec.logical_id
+            elif merged[key] != value:
                 conflicts.setdefault(key, {owners[key]}).add(spec.logical_id)
-                continue
-            merged.setdefault(key, value)
-            owners.setdefault(key, spec.logical_id)
     return merged, conflicts
-
-
-# ------------------------------------------------------------------ the context object
 
 
 @dataclass
@@ -237,19 +206,14 @@ class FunctionDirectory:
         raise NotImplementedError
 
 
-_OWN_REQUEST = "_imagetasks_own_request"
-
-
+@functools.cache  # once per process: idempotent
 def own_request_per_resolver() -> None:
-    """Idempotent: Powertools' API resolvers keep the current request (and Lambda context) on the
-    resolver itself, shadowing the class-wide value its `resolve` sets, so that concurrent
-    invocations of handler instances in one process never read each other's request."""
+    """Each Powertools API resolver keeps its current request on itself, shadowing the class-wide
+    value its `resolve` sets (see the module's docstring)."""
     from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
     from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
     resolve = ApiGatewayResolver.resolve
-    if getattr(resolve, _OWN_REQUEST, False):
-        return
 
     @functools.wraps(resolve)
     def resolve_own(self: Any, event: Any, context: Any) -> Any:
@@ -258,7 +222,6 @@ def own_request_per_resolver() -> None:
         self.lambda_context = context
         return resolve(self, event, context)
 
-    setattr(resolve_own, _OWN_REQUEST, True)
     ApiGatewayResolver.resolve = resolve_own  # type: ignore[method-assign]
 
 
@@ -274,22 +237,24 @@ class HandlerRunner(FunctionDirectory):
         own_request_per_resolver()
         # logical id → AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN of the function's role
         self.credentials: dict[str, Mapping[str, str]] = dict(credentials or {})
-        # Idle instances of each function: like Lambda, one invocation per instance at a time, and a
-        # new instance (a fresh import of the handler module) when all are busy, so the handler's
-        # module-level state (Powertools' resolver keeps the current request there) is never
-        # shared by two invocations running at once.
+        # Idle instances of each function: as on Lambda, one invocation per instance at a time, and a
+        # new instance (a fresh import of the handler module) when all are busy, so that no module-level
+        # state (Powertools' resolver keeps the current request there) is shared by concurrent calls.
         self._idle: dict[str, list[Handler]] = {}
         self._instances: dict[str, int] = {}
-        # Two locks: `_import_lock` for the bookkeeping of instances (held for a moment), and
-        # `_loading_lock` for loading a new instance (sys.modules and sys.path are shared by every
-        # import, so one at a time). Taking an idle instance or giving one back never waits for a
-        # load: with one lock, every invocation that ended stood behind every instance being loaded.
+        # `_import_lock` for the bookkeeping of instances (held for a moment), `_loading_lock` for
+        # loading one (sys.modules and sys.path are shared: one import at a time). With one lock for
+        # both, every invocation that ended stood behind every instance being loaded.
         self._import_lock = threading.Lock()
         self._loading_lock = threading.Lock()
-        self._environ = thread_environment()
-        self._union = self._prepare_environment()
-
-    def _prepare_environment(self) -> set[str]:
+        environ = os.environ
+        if not isinstance(environ, _ThreadLocalEnviron):  # installed once, on the real environment's storage
+            data = environ._data  # type: ignore[attr-defined]
+            environ = _ThreadLocalEnviron(
+                data, environ.encodekey, environ.decodekey, environ.encodevalue, environ.decodevalue
+            )
+            os.environ = environ  # noqa: B003 - same storage, only reads gain the overlay
+        self._environ = environ
         merged, conflicts = merged_environment(self.functions.values())
         for key, owners in sorted(conflicts.items()):
             log.info(
@@ -304,37 +269,27 @@ class HandlerRunner(FunctionDirectory):
             for layer in spec.layer_paths:
                 if str(layer) not in sys.path:
                     sys.path.insert(0, str(layer))
-        return set(merged)
+        self._union = set(merged)
 
     def environment_of(self, spec: FunctionSpec) -> dict[str, str | None]:
         """What the function sees during a call: its variables, Lambda's own, nothing else of ours."""
         overlay: dict[str, str | None] = dict.fromkeys(self._union)
         overlay.update(spec.environment)
         overlay.update(
-            {
-                "AWS_REGION": REGION,
-                "AWS_DEFAULT_REGION": REGION,
-                "AWS_LAMBDA_FUNCTION_NAME": spec.name,
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
-                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
-                "_HANDLER": spec.handler,
-            }
+            AWS_REGION=REGION,
+            AWS_DEFAULT_REGION=REGION,
+            AWS_LAMBDA_FUNCTION_NAME=spec.name,
+            AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(spec.memory_mb),
+            AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
+            AWS_LAMBDA_LOG_GROUP_NAME=f"/aws/lambda/{spec.name}",
+            _HANDLER=spec.handler,
         )
         overlay.update(self.credentials.get(spec.logical_id, {}))
         return overlay
 
     def as_function(self, logical_id: str) -> Any:
         """The calling thread sees what a handler of `logical_id` sees (its variables, its role)."""
-        return self._environment(self.functions[logical_id])
-
-    @contextmanager
-    def _environment(self, spec: FunctionSpec) -> Iterator[None]:
-        self._environ.push_overlay(self.environment_of(spec))
-        try:
-            yield
-        finally:
-            self._environ.pop_overlay()
+        return self._environ.overlay(self.environment_of(self.functions[logical_id]))
 
     def _acquire(self, spec: FunctionSpec) -> Handler:
         with self._import_lock:  # never held while a handler runs, nor while one is loaded
@@ -361,14 +316,9 @@ class HandlerRunner(FunctionDirectory):
 
     def invoke(self, spec: FunctionSpec, event: Any) -> Invocation:
         """Call the handler as Lambda would; an unhandled exception becomes Lambda's error payload."""
-        context = LocalLambdaContext(
-            function_name=spec.name,
-            invoked_function_arn=spec.arn,
-            memory_limit_in_mb=spec.memory_mb,
-            timeout_seconds=spec.timeout_seconds,
-        )
+        context = LocalLambdaContext(spec.name, spec.arn, spec.memory_mb, spec.timeout_seconds)
         started = time.monotonic()
-        with self._environment(spec):
+        with self._environ.overlay(self.environment_of(spec)):
             try:
                 handler = self._acquire(spec)
             except Exception as error:  # an import error is the invocation's error, as on Lambda
@@ -435,7 +385,11 @@ def _import_handler(spec: FunctionSpec, instance: int) -> Handler:
     # those siblings are then renamed out of the way so another function's same-named ones load too.
     # Siblings someone else already loaded under their plain names (a test importing the handler
     # directly) step aside meanwhile: an instance shares no module state with anything, as in Lambda.
-    earlier = _loaded_from(spec.code_dir)
+    earlier = {  # loaded under their own names, not an instance's
+        name: loaded
+        for name, loaded in list(sys.modules.items())
+        if not name.startswith("_local_lambda_") and _from_folder(loaded, spec.code_dir)
+    }
     for name in earlier:
         del sys.modules[name]
     before = set(sys.modules)
@@ -447,7 +401,9 @@ def _import_handler(spec: FunctionSpec, instance: int) -> Handler:
         raise
     finally:
         sys.path.remove(str(spec.code_dir))
-        _set_aside_siblings(spec.code_dir, set(sys.modules) - before - {unique_name}, owner)
+        for name in set(sys.modules) - before - {unique_name}:
+            if _from_folder(sys.modules.get(name), spec.code_dir):
+                sys.modules[f"_local_lambda_{owner}_{name}"] = sys.modules.pop(name)
         sys.modules.update(earlier)
     handler = getattr(module, attribute, None)
     if not callable(handler):
@@ -473,21 +429,6 @@ def _real_path(path: str) -> str:
     return os.path.realpath(path)
 
 
-def _loaded_from(code_dir: Path) -> dict[str, ModuleType]:
-    """Modules loaded under their own names (not an instance's) from files in `code_dir`."""
-    return {
-        name: module
-        for name, module in list(sys.modules.items())
-        if not name.startswith("_local_lambda_") and _from_folder(module, code_dir)
-    }
-
-
-def _set_aside_siblings(code_dir: Path, names: set[str], logical_id: str) -> None:
-    for name in names:
-        if _from_folder(sys.modules.get(name), code_dir):
-            sys.modules[f"_local_lambda_{logical_id}_{name}"] = sys.modules.pop(name)
-
-
 # ------------------------------------------------------------------ the moto hook
 
 
@@ -496,15 +437,11 @@ class MotoLambdaHook:
 
     def __init__(self, runner: FunctionDirectory) -> None:
         self.runner = runner
-        self._calls = 0
+        # How many times moto called the hook: a test asserts it grows, so a moto change cannot go unseen.
+        self.calls = 0
         self._count_lock = threading.Lock()
         self._original: Any = None
         self._pending: list[threading.Thread] = []
-
-    @property
-    def calls(self) -> int:
-        """How many times moto called the hook: a test asserts it grows, so a moto change cannot go unseen."""
-        return self._calls
 
     def install(self) -> None:
         from moto.awslambda.models import LambdaFunction
@@ -517,28 +454,26 @@ class MotoLambdaHook:
                 "moto has no LambdaFunction._invoke_lambda any more: the local stack needs updating"
             )
         self._original = original
-        hook = self
 
         def _invoke_lambda(function: Any, event: Any = None) -> tuple[str, bool, str]:
-            with hook._count_lock:
-                hook._calls += 1
-            spec = hook.runner.spec(function.function_name)
+            with self._count_lock:
+                self.calls += 1
+            spec = self.runner.spec(function.function_name)
             if spec is None:  # a function this stack did not create: moto's own behaviour
-                result: tuple[str, bool, str] = original(function, event)
-                return result
+                return cast(tuple[str, bool, str], original(function, event))
             parsed = _as_event(event)
             if is_s3_event(parsed):
                 # S3 invokes its notification targets asynchronously, after the object exists.
                 # moto calls us from inside put_object, before it stores the object's metadata, so
                 # run the handler on its own thread, once the request that stored the object is done.
                 thread = threading.Thread(
-                    target=hook._invoke_after_store, args=(spec, parsed), name="s3-notification", daemon=True
+                    target=self._invoke_after_store, args=(spec, parsed), name="s3-notification", daemon=True
                 )
-                with hook._count_lock:
-                    hook._pending = [t for t in hook._pending if t.is_alive()] + [thread]
+                with self._count_lock:
+                    self._pending = [t for t in self._pending if t.is_alive()] + [thread]
                 thread.start()
                 return "", False, ""
-            invocation = hook.runner.invoke(spec, parsed)
+            invocation = self.runner.invoke(spec, parsed)
             return invocation.payload, invocation.errored, invocation.logs
 
         LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign,assignment]

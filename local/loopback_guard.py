@@ -18,12 +18,11 @@ from botocore.exceptions import EndpointConnectionError
 from botocore.handlers import BUILTIN_HANDLERS
 
 HANDLER_ID = "imagetasks-local-loopback-only"
-LOCAL_NAMES = frozenset({"localhost"})
 
 
 def is_local(url: str) -> bool:
     host = urlsplit(url).hostname or ""
-    if host in LOCAL_NAMES or host.endswith(".localhost") or host.endswith(".invalid"):
+    if host == "localhost" or host.endswith((".localhost", ".invalid")):
         return True
     try:
         address = ipaddress.ip_address(host)
@@ -33,16 +32,12 @@ def is_local(url: str) -> bool:
     return address.is_loopback or address.is_private
 
 
-def moto_answers() -> bool:
-    from moto.core.models import botocore_stubber
-
-    return bool(botocore_stubber.enabled)
-
-
 def refuse_remote(request: Any, **_: Any) -> None:
     """Refuse a request moto will not answer (its mock is off) unless it stays on this machine."""
+    from moto.core.models import botocore_stubber
+
     url = str(getattr(request, "url", ""))
-    if not moto_answers() and not is_local(url):
+    if not botocore_stubber.enabled and not is_local(url):
         raise EndpointConnectionError(endpoint_url=f"{url} (refused: the local stack never reaches AWS)")
 
 

@@ -5,28 +5,23 @@ release's private methods) and, in one line, the upstream behaviour it corrects 
 moto are drafted in docs/moto-upstream.md). Importing this module with another moto installed
 raises: the patches must be compared with the new release before the pin in requirements-dev.txt
 moves.
-
-moto's DynamoDB `transact_write_items` deep-copies every table it touches to be able to roll back;
-another thread writing to the same table during that copy makes it fail with "dictionary changed
-size during iteration". Real DynamoDB serialises conflicting writes itself (a conflict is a
-`TransactionConflict`, which the adapters translate and retry). Locally, handlers run in many
-threads at once, so the writes of moto's DynamoDB backend are serialised with one lock, held only
-for the duration of each backend call (they never call back into our handlers).
-
-That copy is also the local stack's most expensive operation: it grows with the table, not with the
-transaction (a 2-item transaction on a table of a few thousand items took seconds, all of it under
-the lock and the GIL, so every other write waited). `roll_back_transactions_by_item` keeps, instead,
-a copy of each item the transaction names and puts those back when it is cancelled: same outcome,
-cost in proportion to the transaction.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import copy
+import ctypes
+import ctypes.util
 import functools
+import hashlib
+import io
 import os
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -77,7 +72,6 @@ def moto_patch(*, corrects: str, written_for: str = MOTO_VERSION) -> Callable[[P
 
 
 _LOCK = threading.RLock()  # held by every write of moto's DynamoDB once `serialise_dynamodb_writes` ran
-_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
 
 
 @moto_patch(
@@ -85,23 +79,39 @@ _WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "ba
     "'dictionary changed size during iteration' instead of being serialised",
 )
 def serialise_dynamodb_writes() -> None:
-    """Patch moto's DynamoDB backend write methods to run one at a time (transactions with
-    `roll_back_transactions_by_item`'s rollback, installed first so that the lock wraps it)."""
+    """Real DynamoDB serialises conflicting writes itself (a conflict is a `TransactionConflict`, which
+    the adapters translate and retry). Here handlers run in many threads at once, so the writes of
+    moto's DynamoDB backend run one at a time, under one lock held only for each backend call (they
+    never call back into our handlers). `roll_back_transactions_by_item` goes in first: the lock
+    wraps it."""
     from moto.dynamodb.models import DynamoDBBackend
 
     roll_back_transactions_by_item()
     snapshot_table_reads()
-    for name in _WRITES:
-        setattr(DynamoDBBackend, name, _serialised(getattr(DynamoDBBackend, name)))
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item"):
+        setattr(DynamoDBBackend, name, _within(lambda: _LOCK, getattr(DynamoDBBackend, name)))
 
 
-def _serialised(method: Callable[..., Any]) -> Callable[..., Any]:
+def _within(context: Callable[[], contextlib.AbstractContextManager[Any]], method: Callable[..., Any]) -> Any:
+    """`method`, each call of it inside a `context()`."""
+
     @functools.wraps(method)
     def run(*args: Any, **kwargs: Any) -> Any:
-        with _LOCK:
+        with context():
             return method(*args, **kwargs)
 
     return run
+
+
+@contextlib.contextmanager
+def _deeper(counter: threading.local) -> Iterator[None]:
+    """This thread's `counter.depth` one more while inside: how a patch knows it runs within a call
+    (a transaction, a GET or a copy, a request through botocore's stubber)."""
+    counter.depth = getattr(counter, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        counter.depth -= 1
 
 
 _IN_TRANSACTION = threading.local()
@@ -112,15 +122,12 @@ _IN_TRANSACTION = threading.local()
     "every transaction costs time in proportion to the table's size",
 )
 def roll_back_transactions_by_item() -> None:
-    """moto's `transact_write_items` keeps a deep copy of a whole table, made again for
-    each item of the transaction on that table, to roll back to. With a few thousand items that is
-    tens of milliseconds per transaction, under the write lock: the e2e tier's tables slowed every
-    create and PATCH as they filled. The patched method keeps a copy of each item the transaction
-    names instead (a missing one as missing) and puts those back when moto rolls back; the
-    table copies are skipped (moto then "restores" the very table it changed, and the items are
-    put back by us)."""
-    import copy
-
+    """moto's `transact_write_items` keeps a deep copy of a whole table, made again for each item
+    of the transaction on that table, to roll back to: the local stack's most expensive operation,
+    under the write lock (the e2e tier's tables slowed every create and PATCH as they filled). The
+    patched method keeps a copy of each item the transaction names instead (a missing one as
+    missing) and puts those back when moto rolls back; the table copies are skipped (moto then
+    "restores" the very table it changed, and the items are put back by us)."""
     from moto.dynamodb import models
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.dynamo_type import DynamoType
@@ -138,40 +145,31 @@ def roll_back_transactions_by_item() -> None:
                 return value
             return copy.deepcopy(value, memo)
 
-    def named_item(backend: Any, operation: dict[str, Any]) -> tuple[Table, DynamoType, DynamoType | None]:
-        (kind, op), *_ = operation.items()
-        table = backend.tables[op["TableName"]]
-        attrs = op["Item"] if kind == "Put" else op["Key"]
-        hash_value = DynamoType(attrs[table.hash_key_attr])
-        range_value = DynamoType(attrs[table.range_key_attr]) if table.range_key_attr else None
-        return table, hash_value, range_value
-
     @functools.wraps(original)
     def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
         # The copies are taken under the write lock too: a write between the copy and the rollback
         # would otherwise be undone with the transaction.
         with _LOCK:
-            _transact_write_items(self, transact_items)
-
-    def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
-        saved = []
-        for operation in transact_items:
+            saved = []
+            for operation in transact_items:
+                try:
+                    (kind, op), *_ = operation.items()
+                    table = self.tables[op["TableName"]]
+                    attrs = op["Item"] if kind == "Put" else op["Key"]
+                    hash_value = DynamoType(attrs[table.hash_key_attr])
+                    range_value = DynamoType(attrs[table.range_key_attr]) if table.range_key_attr else None
+                except Exception:  # noqa: S112 - moto itself refuses a malformed item, before writing it
+                    continue
+                saved.append(
+                    (table, hash_value, range_value, copy.deepcopy(table.get_item(hash_value, range_value)))
+                )
             try:
-                table, hash_value, range_value = named_item(self, operation)
-            except Exception:  # noqa: S112 - moto itself refuses a malformed item, before writing it
-                continue
-            saved.append(
-                (table, hash_value, range_value, copy.deepcopy(table.get_item(hash_value, range_value)))
-            )
-        _IN_TRANSACTION.depth = getattr(_IN_TRANSACTION, "depth", 0) + 1
-        try:
-            original(self, transact_items)
-        except BaseException:
-            for table, hash_value, range_value, item in reversed(saved):
-                _put_back(table, hash_value, range_value, item)
-            raise
-        finally:
-            _IN_TRANSACTION.depth -= 1
+                with _deeper(_IN_TRANSACTION):
+                    original(self, transact_items)
+            except BaseException:
+                for table, hash_value, range_value, item in reversed(saved):
+                    _put_back(table, hash_value, range_value, item)
+                raise
 
     models.copy = _SkipTableCopies()  # type: ignore[attr-defined,assignment]
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
@@ -259,9 +257,6 @@ class KeyReader:
     def __len__(self) -> int:
         return self._length
 
-    def __bool__(self) -> bool:
-        return self._length > 0
-
     def __getitem__(self, index: slice) -> KeyReader:
         if not isinstance(index, slice):
             raise TypeError("a KeyReader can only be sliced")
@@ -310,28 +305,23 @@ class KeyReader:
         self.close()
 
 
+@dataclass
 class FileValue:
     """A finished object file (a rolled-over SpooledTemporaryFile) handed to `FakeKey.value`: the key
     takes the file itself instead of its bytes. `md5` (hex), when known, is the key's plain ETag."""
 
-    def __init__(self, buffer: Any, size: int, md5: str | None = None) -> None:
-        self.buffer = buffer
-        self.size = size
-        self.md5 = md5
+    buffer: Any
+    size: int
+    md5: str | None = None
 
     @classmethod
-    def new_buffer(cls) -> Any:
+    def of_pieces(cls, pieces: Iterable[bytes], size: int, digest: Any = None) -> FileValue:
+        """A new file of `size` bytes written from `pieces` (and their md5, if `digest`), in one pass."""
         from moto.settings import get_s3_default_key_buffer_size
 
         # Owned by the key it is handed to, which closes it (dispose) when the object goes.
         buffer = tempfile.SpooledTemporaryFile(get_s3_default_key_buffer_size())  # noqa: SIM115
         buffer.rollover()  # straight to disk: the object is larger than the in-memory limit
-        return buffer
-
-    @classmethod
-    def of_pieces(cls, pieces: Iterable[bytes], size: int, digest: Any = None) -> FileValue:
-        """A new file of `size` bytes written from `pieces` (and their md5, if `digest`), in one pass."""
-        buffer = cls.new_buffer()
         try:
             for piece in pieces:
                 if digest is not None:
@@ -358,77 +348,36 @@ class _Checksum:
     """`moto.s3.utils.compute_checksum`, fed piece by piece (same algorithms, same fallbacks)."""
 
     def __init__(self, algorithm: str) -> None:
-        import binascii
-        import hashlib
-
         from moto.core.compat import HAS_CRT  # what compute_checksum decides with
 
-        self._crc: Callable[[bytes, int], int] | None = None
-        self._width = 4
         self._hash: Any = None
+        self._crc: Callable[[bytes, int], int] = binascii.crc32  # moto's fallback for the other CRCs too
+        self._width = 4
         self._value = 0
         if algorithm == "SHA1":
             self._hash = hashlib.sha1(usedforsecurity=False)
         elif algorithm == "CRC32C":
-            try:
+            with contextlib.suppress(ImportError):
                 import crc32c
 
                 self._crc = crc32c.crc32c
-            except ImportError:
-                self._crc = binascii.crc32
-        elif algorithm == "CRC32":
-            self._crc = binascii.crc32
-        elif algorithm == "CRC64NVME":
-            if HAS_CRT:
-                from awscrt import checksums
+        elif algorithm == "CRC64NVME" and HAS_CRT:
+            from awscrt import checksums
 
-                self._crc, self._width = checksums.crc64nvme, 8
-            else:
-                self._crc = binascii.crc32
-        else:
+            self._crc, self._width = checksums.crc64nvme, 8
+        elif algorithm not in ("CRC32", "CRC64NVME"):
             self._hash = hashlib.sha256(usedforsecurity=False)
 
     def update(self, data: bytes) -> None:
         if self._hash is not None:
             self._hash.update(data)
         else:
-            assert self._crc is not None
             self._value = self._crc(data, self._value)
 
     def digest(self) -> bytes:
         if self._hash is not None:
             return bytes(self._hash.digest())
         return self._value.to_bytes(self._width, "big")
-
-
-class _MultipartChecksum:
-    """`moto.s3.models.MultipartChecksumBuilder` over pieces instead of whole parts."""
-
-    def __init__(self, algorithm: str | None, checksum_type: str | None) -> None:
-        self.algorithm = algorithm or "CRC64NVME"
-        self.type = checksum_type or ("FULL_OBJECT" if self.algorithm == "CRC64NVME" else "COMPOSITE")
-        self.parts = 0
-        self._composite = bytearray()
-        self._current = _Checksum(self.algorithm)
-
-    def add_part(self, pieces: Iterable[bytes]) -> Iterator[bytes]:
-        if self.type == "COMPOSITE":
-            self._current = _Checksum(self.algorithm)
-        for piece in pieces:
-            self._current.update(piece)
-            yield piece
-        if self.type == "COMPOSITE":
-            self._composite.extend(self._current.digest())
-        self.parts += 1
-
-    def build(self) -> tuple[str, str, int]:
-        import base64
-
-        if self.type == "COMPOSITE":
-            whole = _Checksum(self.algorithm)
-            whole.update(bytes(self._composite))
-            return self.type, base64.b64encode(whole.digest()).decode(), self.parts
-        return self.type, base64.b64encode(self._current.digest()).decode(), 1
 
 
 def _complete(self: Any, body: Iterator[tuple[int, str]]) -> tuple[Any, str, tuple[str, str, int] | None]:
@@ -439,57 +388,57 @@ def _complete(self: Any, body: Iterator[tuple[int, str]]) -> tuple[Any, str, tup
     from moto.utilities.utils import md5_hash
 
     md5s = bytearray()
-    chosen = []
-    last = None
+    chosen: list[Any] = []
     for pn, etag in body:
         part = self.parts.get(pn)
-        part_etag = None
-        if part is not None:
-            part_etag = part.etag.replace('"', "")
-            etag = etag.replace('"', "")
-        if part is None or part_etag != etag:
+        part_etag = part.etag.replace('"', "") if part is not None else None
+        if part_etag is None or part_etag != etag.replace('"', ""):
             raise InvalidPart()
-        if last is not None and last.contentsize < S3_UPLOAD_PART_MIN_SIZE:
+        if chosen and chosen[-1].contentsize < S3_UPLOAD_PART_MIN_SIZE:
             raise EntityTooSmall()
         md5s.extend(bytes.fromhex(part_etag))
         chosen.append(part)
-        last = part
     if not chosen:
         raise MalformedXML
 
-    checksum = _MultipartChecksum(
-        self.metadata.get("x-amz-checksum-algorithm"), self.metadata.get("x-amz-checksum-type")
+    # moto's MultipartChecksumBuilder, fed piece by piece: the checksum of every byte (FULL_OBJECT,
+    # CRC64NVME's only type), or the checksum of the parts' checksums (COMPOSITE).
+    algorithm = self.metadata.get("x-amz-checksum-algorithm") or "CRC64NVME"
+    checksum_type = self.metadata.get("x-amz-checksum-type") or (
+        "FULL_OBJECT" if algorithm == "CRC64NVME" else "COMPOSITE"
     )
+    composite = checksum_type == "COMPOSITE"
+    whole = _Checksum(algorithm)
+
+    def pieces() -> Iterator[bytes]:
+        for part in chosen:
+            checksum = _Checksum(algorithm) if composite else whole
+            for piece in _pieces(part):
+                checksum.update(piece)
+                yield piece
+            if composite:
+                whole.update(checksum.digest())
+
     size = sum(part.contentsize for part in chosen)
-    pieces = (piece for part in chosen for piece in checksum.add_part(_pieces(part)))
     value: Any
     if size <= get_s3_default_key_buffer_size():  # small: in memory, as moto would keep it
-        value = b"".join(pieces)
+        value = b"".join(pieces())
     else:
-        value = FileValue.of_pieces(pieces, size)
-    full_etag = md5_hash()
-    full_etag.update(bytes(md5s))
-    return value, f"{full_etag.hexdigest()}-{len(chosen)}", checksum.build()
-
-
-def _value_getter(original: Callable[[Any], bytes]) -> Callable[[Any], Any]:
-    def value(self: Any) -> Any:
-        if getattr(_STREAMING, "depth", 0) and getattr(self._value_buffer, "_rolled", True):
-            return KeyReader.of_key(self)
-        return original(self)
-
-    return value
+        value = FileValue.of_pieces(pieces(), size)
+    checksum = (checksum_type, base64.b64encode(whole.digest()).decode(), len(chosen) if composite else 1)
+    return value, f"{md5_hash(bytes(md5s)).hexdigest()}-{len(chosen)}", checksum
 
 
 def _value_setter(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+    """`FakeKey.value`'s setter, which also takes a KeyReader or a FileValue."""
+    from moto.utilities.utils import md5_hash
+
     def value(self: Any, new_value: Any) -> None:
         if isinstance(new_value, KeyReader):
             if len(new_value) <= self._max_buffer_size:  # small: in memory, as moto keeps it
                 with contextlib.closing(new_value):
                     new_value = new_value.read()
             else:
-                from moto.utilities.utils import md5_hash
-
                 new_value = FileValue.of_pieces(new_value, len(new_value), md5_hash())
         if isinstance(new_value, FileValue):
             previous, self._value_buffer = self._value_buffer, new_value.buffer
@@ -508,20 +457,6 @@ def _value_setter(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], 
     return value
 
 
-def _streaming(method: Callable[..., Any]) -> Callable[..., Any]:
-    """While `method` runs in this thread, `FakeKey.value` of an object on disk is a KeyReader."""
-
-    @functools.wraps(method)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        _STREAMING.depth = getattr(_STREAMING, "depth", 0) + 1
-        try:
-            return method(*args, **kwargs)
-        finally:
-            _STREAMING.depth -= 1
-
-    return run
-
-
 def _decode_aws_chunked(self: Any, body: Any) -> bytes:
     """S3Response._handle_encoded_body in linear time (moto's appends each chunk to a bytes)."""
     if not body:
@@ -531,32 +466,20 @@ def _decode_aws_chunked(self: Any, body: Any) -> bytes:
     if not isinstance(body, bytes | bytearray):
         body = body.read()
     view = memoryview(body)
-    pieces = []
+    pieces: list[memoryview] = []
+
+    def after_line(start: int) -> int:
+        end = body.find(b"\n", start)
+        return len(body) if end < 0 else end + 1
+
     position = 0
-
-    def line() -> bytes:
-        nonlocal position
-        end = body.find(b"\n", position)
-        end = len(body) if end < 0 else end + 1
-        text = bytes(view[position:end])
-        position = end
-        return text
-
-    size = int(line().strip(), 16)
-    while size > 0:
-        pieces.append(view[position : position + size])
-        position = min(len(body), position + size)
-        line()  # the chunk's closing CRLF
-        size = int(line().strip(), 16)
-    return b"".join(pieces)
-
-
-def _read_aws_chunked(body: Any) -> bytes:
-    """All of botocore's AwsChunkedWrapper in linear time (its read() appends to a bytes)."""
-    pieces = []
-    while piece := body.read(1024 * 1024):
-        pieces.append(piece)
-    return b"".join(pieces)
+    while True:  # a chunk: its size line, its bytes, CRLF; the last one's size is 0
+        start = after_line(position)
+        size = int(bytes(view[position:start]).strip(), 16)
+        if size <= 0:
+            return b"".join(pieces)
+        pieces.append(view[start : start + size])
+        position = after_line(min(len(body), start + size))
 
 
 #: Set on an in-process request whose aws-chunked body was handed over unframed (see `_unframed`).
@@ -570,8 +493,6 @@ def _unframed(body: Any, headers: Any) -> tuple[bytes, dict[str, Any]] | None:
     (and several parts upload at once). The signed headers stay as they are (the local stack
     checks signatures); `_UNFRAMED` tells `_decode_aws_chunked` there is nothing to decode.
     None when the wrapped body is not bytes in memory: then it is framed and decoded as before."""
-    import io
-
     raw = getattr(body, "_raw", None)
     checksum_cls = getattr(body, "_checksum_cls", None)
     name = getattr(body, "_checksum_name", None)
@@ -589,31 +510,25 @@ def _unframed(body: Any, headers: Any) -> tuple[bytes, dict[str, Any]] | None:
 _REQUESTS = threading.local()  # the in-process requests built during this thread's current call
 
 
-def _release_body(request: Any) -> None:
-    """Let go of a handled request's body. A werkzeug request sits in a reference cycle (its
-    environ names it), so its body (the cached data, and the input stream over it) lived on until
-    the cycle collector ran: a 4 GiB import left dozens of 64 MiB parts waiting for it."""
-    import io
-
-    for name in ("_cached_data", "data", "stream"):
-        request.__dict__.pop(name, None)
-    request.environ["wsgi.input"] = io.BytesIO()
-    request.environ.pop("werkzeug.request", None)
-
-
 def _releasing_bodies(process_request: Callable[..., Any]) -> Callable[..., Any]:
+    """The requests a call built let go of their bodies when it returns. A werkzeug request sits in a
+    reference cycle (its environ names it), so its body (the cached data, and the input stream over
+    it) lived on until the cycle collector ran: a 4 GiB import left dozens of 64 MiB parts waiting."""
+
     @functools.wraps(process_request)
     def run(self: Any, request: Any) -> Any:
         made = _REQUESTS.__dict__.setdefault("made", [])
-        depth = len(made)
-        _REQUESTS.calls = getattr(_REQUESTS, "calls", 0) + 1
+        first = len(made)
         try:
-            return process_request(self, request)
+            with _deeper(_REQUESTS):
+                return process_request(self, request)
         finally:
-            _REQUESTS.calls -= 1
-            for handled in made[depth:]:
-                _release_body(handled)
-            del made[depth:]
+            for handled in made[first:]:
+                for name in ("_cached_data", "data", "stream"):
+                    handled.__dict__.pop(name, None)
+                handled.environ["wsgi.input"] = io.BytesIO()
+                handled.environ.pop("werkzeug.request", None)
+            del made[first:]
 
     return run
 
@@ -624,21 +539,27 @@ def _releasing_bodies(process_request: Callable[..., Any]) -> Callable[..., Any]
 )
 def stream_s3_objects() -> None:
     """Idempotent: patch moto's S3 so objects move file to file and GET bodies stream (see above)."""
-    import moto
+    import responses
     from botocore.httpchecksum import AwsChunkedWrapper
     from moto.core import botocore_stubber
     from moto.core.request import Request
     from moto.s3.models import FakeKey, FakeMultipart, S3Backend
     from moto.s3.responses import S3Response
 
-    refuse_other_moto(MOTO_VERSION, moto.__version__)
     value: Any = FakeKey.__dict__["value"]
-    FakeKey.value = property(_value_getter(value.fget), _value_setter(value.fset))  # type: ignore[method-assign,assignment]
+
+    def get_value(self: Any) -> Any:
+        if getattr(_STREAMING, "depth", 0) and getattr(self._value_buffer, "_rolled", True):
+            return KeyReader.of_key(self)
+        return value.fget(self)
+
+    FakeKey.value = property(get_value, _value_setter(value.fset))  # type: ignore[method-assign,assignment]
     FakeMultipart.complete = _complete  # type: ignore[method-assign]
     # These read `src_key.value` / `key.value` once, to copy it or to answer it: a KeyReader instead.
-    S3Backend.copy_object = _streaming(S3Backend.copy_object)  # type: ignore[method-assign]
-    S3Backend.upload_part_copy = _streaming(S3Backend.upload_part_copy)  # type: ignore[method-assign]
-    S3Response.get_object = _streaming(S3Response.get_object)  # type: ignore[method-assign]
+    streaming = functools.partial(_deeper, _STREAMING)
+    S3Backend.copy_object = _within(streaming, S3Backend.copy_object)  # type: ignore[method-assign]
+    S3Backend.upload_part_copy = _within(streaming, S3Backend.upload_part_copy)  # type: ignore[method-assign]
+    S3Response.get_object = _within(streaming, S3Response.get_object)  # type: ignore[method-assign]
     S3Response._handle_encoded_body = _decode_aws_chunked  # type: ignore[method-assign]
 
     from_primitives = Request.from_primitives.__func__  # type: ignore[attr-defined]
@@ -648,12 +569,12 @@ def stream_s3_objects() -> None:
             unframed = _unframed(body, headers)
             if unframed is not None:
                 body, headers = unframed
-            else:
-                body = _read_aws_chunked(body)
+            else:  # read whole in linear time: botocore's own read() appends to a bytes
+                body = b"".join(iter(functools.partial(body.read, 1024 * 1024), b""))
         request = from_primitives(cls, method, url, headers, body)
         if isinstance(body, bytes):
             request._cached_data = body  # `request.data`: these bytes, not werkzeug's copy of them
-        if getattr(_REQUESTS, "calls", 0):  # in-process: released when the call returns
+        if getattr(_REQUESTS, "depth", 0):  # in-process: released when the call returns
             _REQUESTS.made.append(request)
         return request
 
@@ -671,8 +592,6 @@ def stream_s3_objects() -> None:
     botocore_stubber.MockRawResponse = mock_raw_response  # type: ignore[assignment,misc]
 
     # Through the `responses` library (plain `requests` calls to amazonaws.com URLs): bytes, as before.
-    import responses
-
     handle_body = responses._handle_body
 
     def materialised(body: Any) -> Any:
@@ -701,8 +620,6 @@ class WeakInstances:
         self._refs: dict[int, Any] = {}
 
     def append(self, instance: Any) -> None:
-        import weakref
-
         key, refs = id(instance), self._refs
         with contextlib.suppress(TypeError):  # not weak-referenceable (no moto model is): not listed
             refs[key] = weakref.ref(instance, lambda _ref: refs.pop(key, None))
@@ -712,9 +629,6 @@ class WeakInstances:
             instance = ref()
             if instance is not None:
                 yield instance
-
-    def __len__(self) -> int:
-        return len(self._refs)
 
 
 @moto_patch(
@@ -738,12 +652,8 @@ def release_dropped_models() -> None:
         return instance
 
     BaseModel.__new__ = __new__  # type: ignore[method-assign]
-
-    def __del__(self: Any) -> None:
-        # A dropped object is now collected: close its file without moto's "not disposed in time".
-        self.dispose()
-
-    FakeKey.__del__ = __del__  # type: ignore[method-assign]
+    # A dropped object is now collected: close its file without moto's "not disposed in time".
+    FakeKey.__del__ = FakeKey.dispose  # type: ignore[method-assign]
 
 
 # glibc gives each thread that allocates its own heap ("arena", up to 8 per core), and raises its
@@ -760,9 +670,6 @@ _M_ARENA_MAX = -8
 def bounded_malloc() -> None:
     """Idempotent: glibc's allocator returns large freed blocks at once (see above); elsewhere a
     no-op."""
-    import ctypes
-    import ctypes.util
-
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None
@@ -795,9 +702,11 @@ def stop_execution_with_cause() -> None:
     interpreter also shows the stop only when the running state returns; Step Functions shows it
     at once, which is what makes a cancelled task fail while its step still runs (and the step
     stop at its next progress write)."""
+    from moto.core.responses import ActionResult
     from moto.core.utils import utcnow
     from moto.stepfunctions.exceptions import ExecutionDoesNotExist
     from moto.stepfunctions.models import StateMachine, StepFunctionBackend
+    from moto.stepfunctions.parser.api import ExecutionStatus
     from moto.stepfunctions.responses import StepFunctionResponse
 
     def machine_stop(self: Any, execution_arn: str, error: str = "", cause: str = "") -> Any:
@@ -811,8 +720,6 @@ def stop_execution_with_cause() -> None:
         # execution ABORTED (its status change event follows) while a Lambda it invoked runs on.
         # The interpreter sets the same status again when that state returns.
         if getattr(execution, "exec_status", None) is not None and execution.status == "RUNNING":
-            from moto.stepfunctions.parser.api import ExecutionStatus
-
             execution.exec_status = ExecutionStatus.ABORTED
             execution.stop_date = utcnow()
         return execution
@@ -823,8 +730,6 @@ def stop_execution_with_cause() -> None:
         return machine.stop_execution(execution_arn, error, cause)
 
     def response_stop(self: Any) -> Any:
-        from moto.core.responses import ActionResult
-
         execution = self.stepfunction_backend.stop_execution(
             self._get_param("executionArn"), self._get_param("error") or "", self._get_param("cause") or ""
         )

@@ -11,6 +11,7 @@ what was put.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -27,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from moto import mock_aws
 from moto.core.config import DefaultConfig
+from moto.events.models import EventsBackend
 
 from local import ecs, iam, loopback_guard
 from local.container_runner import ContainerRunner
@@ -183,8 +186,7 @@ class DevStack:
     def start(self) -> DevStack:
         if DevStack._running is not None:
             raise RuntimeError("a local stack is already running in this process")
-        for key, value in LOCAL_AWS_ENVIRONMENT.items():
-            os.environ[key] = value
+        os.environ.update(LOCAL_AWS_ENVIRONMENT)
         self.token_key = new_local_key()
         self._write_state("token.key", self.token_key + "\n")
         if self.containers:
@@ -193,8 +195,6 @@ class DevStack:
             self._image_builds = ThreadPoolExecutor(max_workers=2, thread_name_prefix="local-images")
             self._image_builds.submit(prepare_layer_images)  # SamLocal.start waits for its answer
             self._worker_image = self._image_builds.submit(ecs.build_worker_image)
-
-        from moto import mock_aws
 
         # The ASL interpreter only runs machines created after this config is in place.
         self._mock = mock_aws(config=MOTO_CONFIG)
@@ -211,7 +211,11 @@ class DevStack:
             serialise_dynamodb_writes()
             local_moto_fixes()
             self._watch_put_events()
-            self.credentials = self._role_credentials(self.template)
+            # Each function's and state machine's role as `sam deploy` would create it, assumed.
+            names = {logical_id: spec.name for logical_id, spec in self.template.functions.items()}
+            names.update({logical_id: spec.name for logical_id, spec in self.template.state_machines.items()})
+            roles = iam.template_roles(self.template)
+            self.credentials = iam.create_roles(roles, names, self._client("iam"), self._client("sts"))
             credentials_per_function()
             machines = [self.credentials[m] for m in self.template.state_machines if m in self.credentials]
             if len(machines) == 1:  # the interpreter cannot tell machines apart: one role for all
@@ -239,11 +243,21 @@ class DevStack:
             self._install_ecs(self.template)
             self._front = FrontServer(ApiFront(self.template, self.hook.runner), self.host, self._api_port)
             self._front.start()
-            self._start_thread("local-ttl-sweeper", self._sweep_loop)
-            self._start_thread("local-execution-events", self._execution_loop)
+            self._start_loop(
+                "local-ttl-sweeper", self._ttl_sweep_seconds, "TTL sweep failed", "sweep_expired_items"
+            )
+            self._start_loop(
+                "local-execution-events",
+                self._execution_poll_seconds,
+                "watching state machine executions failed",
+                "publish_execution_events",
+            )
             for rule in self.template.event_rules:
                 if rule.schedule_seconds is not None:
-                    self._start_thread(f"local-schedule-{rule.name}", lambda r=rule: self._schedule_loop(r))
+                    failure = f"scheduled rule {rule.name} failed"
+                    self._start_loop(
+                        f"local-schedule-{rule.name}", rule.schedule_seconds, failure, "run_schedule", rule
+                    )
         except BaseException:
             self.stop()
             raise
@@ -334,13 +348,6 @@ class DevStack:
         )
 
     # ---------------------------------------------------------------- resources
-    def _role_credentials(self, template: LocalTemplate) -> dict[str, iam.Credentials]:
-        """Each function's and state machine's role as `sam deploy` would create it, assumed."""
-        roles = iam.template_roles(template)
-        names = {logical_id: spec.name for logical_id, spec in template.functions.items()}
-        names.update({logical_id: spec.name for logical_id, spec in template.state_machines.items()})
-        return iam.create_roles(roles, names, self._client("iam"), self._client("sts"))
-
     def _create_resources(self, template: LocalTemplate) -> None:
         # Not moto's CloudFormation: it refuses the translated template (moto 5.2.5; local/template.py).
         # moto checks that a function's role exists; permissions themselves are not enforced.
@@ -350,14 +357,16 @@ class DevStack:
         )["Role"]["Arn"]
         create_tables(template, self._client("dynamodb"))
         lambda_client = self._client("lambda")
-        placeholder = _placeholder_zip()  # the code runs from its folder; moto only needs a package
+        placeholder = io.BytesIO()  # the code runs from its folder; moto only needs a package
+        with zipfile.ZipFile(placeholder, "w") as archive:
+            archive.writestr("README.txt", "The local stack runs this function from its CodeUri folder.\n")
         for function in template.functions.values():
             lambda_client.create_function(
                 FunctionName=function.name,
                 Runtime=function.runtime,
                 Role=role_arn,
                 Handler=function.handler,
-                Code={"ZipFile": placeholder},
+                Code={"ZipFile": placeholder.getvalue()},
                 Timeout=function.timeout_seconds,
                 MemorySize=function.memory_mb,
                 Environment={"Variables": function.environment},
@@ -399,46 +408,50 @@ class DevStack:
         )
         self.ecs_hook.install()
 
-    def _start_thread(self, name: str, target: Any) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
+    def _start_loop(self, name: str, seconds: float, failure: str, method: str, *args: Any) -> None:
+        """A thread calling the stack's `method` every `seconds` until the stack stops (looked up each
+        time: a test may replace it on the running stack); a failure is logged, not fatal."""
+
+        def loop() -> None:
+            while not self._stopping.wait(seconds):
+                try:
+                    getattr(self, method)(*args)
+                except Exception:
+                    log.exception(failure)
+
+        thread = threading.Thread(target=loop, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
 
     # ---------------------------------------------------------------- DynamoDB TTL
-    def _sweep_loop(self) -> None:
-        while not self._stopping.wait(self._ttl_sweep_seconds):
-            try:
-                self.sweep_expired_items()
-            except Exception:
-                log.exception("TTL sweep failed")
-
     def sweep_expired_items(self) -> None:
-        """Delete items whose TTL attribute is a number of seconds in the past, as DynamoDB would.
+        """Delete items whose TTL attribute is a number of seconds in the past, as DynamoDB would (it
+        ignores a TTL attribute that is not a number).
 
         The expired items are found in moto's tables directly (a Scan through the API would copy and
         serialise every item of every table twice a second: a fifth of the e2e tier's CPU went there);
         they are deleted through the API, as DynamoDB's own deletes are."""
+        from moto.dynamodb.models import dynamodb_backends
+
         now = time.time()
         dynamodb = self._client("dynamodb")
         deleted = 0
-        for table in self._template().tables.values():
-            if not table.ttl_attribute:
+        for spec in self._template().tables.values():
+            if not spec.ttl_attribute:
                 continue
-            for key in expired_item_keys(table.name, table.ttl_attribute, now):
-                dynamodb.delete_item(TableName=table.name, Key=key)
-                deleted += 1
+            table = dynamodb_backends[ACCOUNT_ID][REGION].get_table(spec.name)
+            keys = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
+            for item in table.all_items():  # a snapshot (moto_fixes.snapshot_table_reads)
+                expires = item.attrs.get(spec.ttl_attribute)
+                if expires is not None and expires.type == "N" and float(expires.value) < now:
+                    dynamodb.delete_item(
+                        TableName=spec.name, Key={key: item.attrs[key].to_json() for key in keys}
+                    )
+                    deleted += 1
         if deleted:
             log.info("TTL: deleted %d expired item(s)", deleted)
 
     # ---------------------------------------------------------------- EventBridge schedules
-    def _schedule_loop(self, rule: EventRule) -> None:
-        assert rule.schedule_seconds is not None
-        while not self._stopping.wait(rule.schedule_seconds):
-            try:
-                self.run_schedule(rule)
-            except Exception:
-                log.exception("scheduled rule %s failed", rule.name)
-
     def run_schedule(self, rule: EventRule) -> Any:
         """Invoke the rule's target with the event EventBridge sends on a schedule; its result."""
         spec = self._template().functions[rule.function_logical_id]
@@ -446,13 +459,6 @@ class DevStack:
         return self.runner.invoke(spec, _event("Scheduled Event", "aws.events", {}, [rule_arn])).result()
 
     # ---------------------------------------------------------------- EventBridge for Step Functions
-    def _execution_loop(self) -> None:
-        while not self._stopping.wait(self._execution_poll_seconds):
-            try:
-                self.publish_execution_events()
-            except Exception:
-                log.exception("watching state machine executions failed")
-
     def publish_execution_events(self) -> None:
         """Send an event for each execution status not seen yet to the rules whose pattern matches it."""
         template = self._template()
@@ -475,24 +481,17 @@ class DevStack:
     def _watch_put_events(self) -> None:
         """Record every event moto's EventBridge accepts and deliver it to the template's rules
         (moto itself only delivers to rules made through its API, which the stack does not make)."""
-        from moto.events.models import EventsBackend
-
         original = EventsBackend.put_events
-        stack = self
 
         def put_events(backend: Any, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             entries: list[dict[str, Any]] = original(backend, events)
             for sent, entry in zip(events, entries, strict=False):
                 if "EventId" in entry:
-                    stack._event_put(sent, entry["EventId"])
+                    self._event_put(sent, entry["EventId"])
             return entries
 
         EventsBackend.put_events = put_events  # type: ignore[method-assign,assignment]
-
-        def restore() -> None:
-            EventsBackend.put_events = original  # type: ignore[method-assign]
-
-        self._restore_put_events = restore
+        self._restore_put_events = functools.partial(setattr, EventsBackend, "put_events", original)
 
     def _event_put(self, entry: Mapping[str, Any], event_id: str) -> None:
         bus = str(entry.get("EventBusName") or "default").rsplit("/", 1)[-1]
@@ -528,28 +527,6 @@ class DevStack:
             )
             # An asynchronous target: the error is logged by the runner, as Lambda would log it.
             self.runner.invoke(spec, event)
-
-
-def expired_item_keys(table_name: str, ttl_attribute: str, now: float) -> list[dict[str, Any]]:
-    """The keys (in the API's form) of the items of moto's table whose TTL attribute is a number of
-    seconds before `now`; DynamoDB ignores a TTL attribute that is not a number."""
-    from moto.dynamodb.models import dynamodb_backends
-
-    table = dynamodb_backends[ACCOUNT_ID][REGION].get_table(table_name)
-    keys = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
-    expired = []
-    for item in table.all_items():  # a snapshot (moto_fixes.snapshot_table_reads)
-        expires = item.attrs.get(ttl_attribute)
-        if expires is not None and expires.type == "N" and float(expires.value) < now:
-            expired.append({key: item.attrs[key].to_json() for key in keys})
-    return expired
-
-
-def _placeholder_zip() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("README.txt", "The local stack runs this function from its CodeUri folder.\n")
-    return buffer.getvalue()
 
 
 def _notification(notification: Any) -> dict[str, Any]:

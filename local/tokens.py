@@ -51,10 +51,6 @@ def mint_local_token(
     return jwt.encode(claims, key, algorithm=LOCAL_ALGORITHM)
 
 
-def read_key_file(path: Path) -> str:
-    return path.read_text(encoding="utf-8").strip()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m local.tokens", description="Mint a token for the local stack."
@@ -68,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ttl", type=int, default=DEFAULT_TTL_SECONDS, help="lifetime in seconds")
     args = parser.parse_args(argv)
     try:
-        key = read_key_file(args.key_file)
+        key = args.key_file.read_text(encoding="utf-8").strip()
     except OSError as error:
         print(
             f"cannot read the key file {args.key_file}: {error.strerror}; is `make run` running?",
