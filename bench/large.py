@@ -152,7 +152,8 @@ def _tracked_models() -> int:
     total = 0
     for models in model_data.values():
         for model in models.values():
-            total += len(getattr(model, "instances_tracked", ()))
+            # a list in moto as is; the patched models' weak registry has no len(): count by iterating
+            total += sum(1 for _ in getattr(model, "instances_tracked", ()))
     return total
 
 
