@@ -401,10 +401,17 @@ def invoke_event(
 ) -> tuple[str, Invocation]:
     """Run one function of the running stack with `event` (made to fit): its logical id and result.
     `image_url`: where the sample image is served, for `replace-with-an-image-url`."""
+    spec, prepared = _fitted(stack, function, event, project, image_url)
+    return spec.logical_id, stack.runner.invoke(spec, prepared)
+
+
+def _fitted(
+    stack: DevStack, function: str | None, event: Any, project: str, image_url: str | None
+) -> tuple[FunctionSpec, Any]:
+    """The function to run on the running stack, and `event` made to fit it (prepare_event)."""
     assert stack.template is not None, "start() first"
     spec = function_spec(stack.template, function, event)
-    prepared = prepare_event(stack, spec.logical_id, event, project, image_url)
-    return spec.logical_id, stack.runner.invoke(spec, prepared)
+    return spec, prepare_event(stack, spec.logical_id, event, project, image_url)
 
 
 def read_event(path: Path) -> Any:
@@ -458,9 +465,7 @@ def invoke_fresh(
     ).start()
     if not sam:
         return invoke_event(stack, function, event, project, image_url)
-    assert stack.template is not None
-    spec = function_spec(stack.template, function, event)
-    prepared = prepare_event(stack, spec.logical_id, event, project, image_url)
+    spec, prepared = _fitted(stack, function, event, project, image_url)
     runner = stack.container_runner(address).start(start_lambda=False)
     try:
         return _invoke_once(runner.sam, spec, prepared)
